@@ -1,0 +1,44 @@
+"""`stargate-operator`: one console script, one module per subcommand under commands/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from stargate_operator import __version__
+
+# name -> (module under stargate_operator.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "run the operator against the current kubeconfig (in-cluster when deployed)"),
+    "plan": ("plan", "compute every status from YAML manifests, no cluster needed"),
+    "demo": ("demo", "local control plane, operator, simulated site and a live summary"),
+    "agent": ("agent", "the node agent: GPU telemetry in, power limits out"),
+    "crds": ("crds", "print the generated CustomResourceDefinitions"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stargate-operator",
+        description="Control plane of an AI data centre: capacity, power budgets, memory pools, metrics.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        mod = importlib.import_module(f"stargate_operator.commands.{module}")
+        p = sub.add_parser(name, help=help_text, description=mod.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args._module.main(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
