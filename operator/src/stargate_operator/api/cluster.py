@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
 from stargate_operator.api.common import (
     AGE_COLUMN,
+    MAX_SITE_WATTS,
     READY_COLUMN,
     KindInfo,
     Model,
     Resource,
     StatusBase,
+    Timestamp,
     column,
+    condition_column,
 )
 
 
 class Site(Model):
-    region: str = Field(min_length=1, max_length=128, description="Region or campus the site belongs to.")
+    region: str = Field(
+        min_length=1, max_length=128, description="Region or campus the site belongs to, e.g. us-tx-abilene."
+    )
     kind: Literal["Onshore", "Floating"] = Field(description="Onshore building or floating platform.")
     cooling: Literal["Air", "DirectLiquid", "Immersion", "Seawater"] = Field(
         description="How the IT load is cooled."
@@ -34,19 +38,24 @@ class Site(Model):
 
 
 class Curtailment(Model):
-    percent: int = Field(ge=0, le=100, description="Share of the site budget to shed while it applies.")
-    reason: str = Field(default="", max_length=1024, description="Why the grid asked for it, for people.")
-    until: datetime | None = Field(
-        default=None, description="RFC 3339 time after which the curtailment no longer applies."
+    percent: int = Field(
+        ge=0, le=100, description="Share of the site's usable power to shed while it applies (0 to 100)."
+    )
+    reason: str = Field(
+        default="", max_length=1024, description="Why the grid asked for it, for people (e.g. the event ID)."
+    )
+    until: Timestamp | None = Field(
+        default=None,
+        description="RFC 3339 time after which the curtailment no longer applies; open-ended when unset.",
     )
 
 
 class SitePower(Model):
     it_capacity_watts: int = Field(
-        gt=0, description="Power the site can deliver to IT equipment, in watts."
+        gt=0, le=MAX_SITE_WATTS, description="Power the site can deliver to IT equipment, in watts."
     )
     reserve_percent: int = Field(
-        default=5, ge=0, le=50, description="Share of the IT capacity held back and never allocated."
+        default=5, ge=0, le=50, description="0 to 50: share of the IT capacity held back, never allocated."
     )
     curtailment: Curtailment | None = Field(
         default=None, description="A demand-response request from the grid, if any."
@@ -57,6 +66,7 @@ class Carbon(Model):
     grid_intensity_grams_per_k_wh: float | None = Field(
         default=None,
         ge=0,
+        le=10_000,
         alias="gridIntensityGramsPerKWh",
         description="Carbon intensity of the grid supply, in grams CO2e per kWh.",
     )
@@ -79,7 +89,9 @@ class MemoryTotals(Model):
 
 
 class ClusterPowerStatus(Model):
-    budget_watts: int = Field(default=0, ge=0, description="Usable site budget after reserve and curtailment.")
+    budget_watts: int = Field(
+        default=0, ge=0, description="Usable site budget after reserve and curtailment, in watts."
+    )
     floor_watts: int = Field(default=0, ge=0, description="Sum of rack floors.")
     demand_watts: int = Field(default=0, ge=0, description="Sum of rack demands.")
     allocated_watts: int = Field(default=0, ge=0, description="Sum of rack budgets.")
@@ -109,14 +121,22 @@ class StargateCluster(Resource):
         singular="stargatecluster",
         short_names=["sgc"],
         printer_columns=[
-            column("Region", ".spec.site.region"),
-            column("Racks", ".status.racks", "integer"),
-            column("GPUs", ".status.gpus.total", "integer"),
-            column("Healthy", ".status.gpus.healthy", "integer"),
-            column("Budget-W", ".status.power.budgetWatts", "integer"),
-            column("Allocated-W", ".status.power.allocatedWatts", "integer"),
-            column("Demand-W", ".status.power.demandWatts", "integer"),
-            column("Overcommitted", '.status.conditions[?(@.type=="PowerOvercommitted")].status'),
+            column("Region", ".spec.site.region", description="Region or campus."),
+            column("Site", ".spec.site.kind", description="Onshore or Floating.", priority=1),
+            column("Cooling", ".spec.site.cooling", description="How the IT load is cooled.", priority=1),
+            column("Racks", ".status.racks", "integer", "Racks of the site."),
+            column("Nodes", ".status.nodes", "integer", "GPU nodes of the site.", priority=1),
+            column("Healthy", ".status.gpus.healthy", "integer", "GPUs counted healthy."),
+            column("GPUs", ".status.gpus.total", "integer", "GPUs in total."),
+            column("Budget-W", ".status.power.budgetWatts", "integer", "Usable power."),
+            column("Demand-W", ".status.power.demandWatts", "integer", "What the racks ask for."),
+            column("Allocated-W", ".status.power.allocatedWatts", "integer", "Sum of rack budgets."),
+            column("Measured-W", ".status.power.measuredWatts", "integer", "Measured IT power.", priority=1),
+            column("Facility-W", ".status.power.facilityWatts", "integer", "IT power times design PUE.",
+                   priority=1),
+            column("Curtail-%", ".spec.power.curtailment.percent", "integer", "Demand-response curtailment.",
+                   priority=1),
+            condition_column("Overcommitted", "PowerOvercommitted", "Rack floors exceed the budget."),
             READY_COLUMN,
             AGE_COLUMN,
         ],

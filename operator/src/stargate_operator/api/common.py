@@ -1,20 +1,34 @@
-"""Pieces shared by every kind: the base model, names, conditions, object metadata."""
+"""Pieces shared by every kind: the base model, names, conditions, object metadata, CEL rules."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 GROUP = "stargate.dev"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Literal["stargate.dev/v1alpha1"] = "stargate.dev/v1alpha1"
+assert f"{GROUP}/{VERSION}" == API_VERSION
 CATEGORY = "stargate"
 
-# DNS-1123 subdomain, the rule for names of namespaced objects.
+# DNS-1123 subdomain, the rule for names of namespaced objects (and of Nodes).
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+# Upper bounds that no real site reaches, so that a typo (an extra three zeros) is refused and no sum
+# the core computes can overflow an int64 on the way to the API server.
+MAX_SITE_WATTS = 100_000_000_000  # 100 GW: Abilene is about 1.2 GW
+MAX_RACK_WATTS = 10_000_000  # 10 MW: a GB200 NVL72 rack is about 132 kW
+MAX_NODE_BASE_WATTS = 1_000_000  # 1 MW for everything on a node but its GPUs
+MAX_GPU_WATTS = 10_000  # 10 kW per GPU: a B200 is about 1 kW
+MAX_GPU_MEMORY_BYTES = 2**44  # 16 TiB of HBM per GPU: a B200 has 192 GB
+MAX_HOST_MEMORY_BYTES = 2**50  # 1 PiB of host memory per node: a DGX has 2 TB
+MAX_POOL_BYTES = 2**60  # 1 EiB
+MAX_PRIORITY_MAGNITUDE = 1_000_000_000
 
 ObjectName = Annotated[
     str,
@@ -26,23 +40,68 @@ ObjectName = Annotated[
     ),
 ]
 
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339_string(value: Any) -> Any:
+    if isinstance(value, str) and not _RFC3339.match(value):
+        raise PydanticCustomError(
+            "rfc3339", "must be an RFC 3339 date-time with an offset, such as 2026-01-31T18:00:00Z"
+        )
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    # YAML may give a naive datetime; the API server only takes date-times with an offset: read UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# A date-time as the API server's `format: date-time` takes it: RFC 3339 with an offset.
+Timestamp = Annotated[
+    datetime, BeforeValidator(_rfc3339_string), AfterValidator(_aware), Field(strict=False)
+]
+
 
 class Model(BaseModel):
-    """camelCase on the wire, unknown fields refused (as the API server's strict validation does)."""
+    """camelCase on the wire, unknown fields refused, no type coercion: as the API server validates.
+
+    Strict: a string where a number belongs ("4") is refused, as `kubectl apply` would refuse it.
+    Python code may build models by field name; manifests are validated by alias only (see load.py).
+    """
 
     model_config = ConfigDict(
         alias_generator=to_camel,
-        populate_by_name=True,
+        validate_by_name=True,
+        validate_by_alias=True,
         extra="forbid",
+        strict=True,
         frozen=False,
         use_enum_values=True,
     )
 
 
+def with_cel(*rules: dict[str, str]) -> ConfigDict:
+    """The base model configuration plus CEL rules (x-kubernetes-validations) for the CRD schema."""
+    config = Model.model_config.copy()
+    config["json_schema_extra"] = {"x-kubernetes-validations": cast(list[JsonValue], list(rules))}
+    return config
+
+
+def cel_rule(rule: str, message: str, field_path: str, reason: str = "FieldValueInvalid") -> dict[str, str]:
+    """One x-kubernetes-validations entry. Every rule is mirrored by a model_validator (cross_field)."""
+    return {"rule": rule, "message": message, "fieldPath": field_path, "reason": reason}
+
+
+def cross_field(field: str, message: str) -> PydanticCustomError:
+    """The offline mirror of a CEL rule's refusal. `field` is the wire name of the offending field,
+    relative to the model that holds the rule; the manifest loader appends it to the error's path."""
+    return PydanticCustomError("cross_field", "{message}", {"field": field, "message": message})
+
+
 class Condition(Model):
     """A condition in the Kubernetes convention."""
 
-    type: str = Field(description="Type of condition in CamelCase, e.g. Ready.", max_length=316)
+    type: str = Field(description="Type of condition in CamelCase, e.g. Ready.", min_length=1, max_length=316)
     status: Literal["True", "False", "Unknown"] = Field(description="Status of the condition.")
     reason: str = Field(
         default="",
@@ -52,7 +111,7 @@ class Condition(Model):
     message: str = Field(
         default="", description="Human-readable message with details of the transition.", max_length=32768
     )
-    last_transition_time: datetime | None = Field(
+    last_transition_time: Timestamp | None = Field(
         default=None, description="Last time the condition changed from one status to another."
     )
     observed_generation: int | None = Field(
@@ -66,6 +125,7 @@ class StatusBase(Model):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
+        max_length=32,
         description="Observed conditions; Ready summarises them.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
@@ -74,7 +134,9 @@ class StatusBase(Model):
 class ObjectMeta(Model):
     """The part of metadata the models read; the rest passes through untouched."""
 
-    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="allow", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
+    )
 
     name: str = Field(
         min_length=1, max_length=253, pattern=NAME_PATTERN, description="Name of the object."
@@ -113,5 +175,12 @@ def column(name: str, json_path: str, type_: str = "string", description: str = 
     return col
 
 
-READY_COLUMN = column("Ready", '.status.conditions[?(@.type=="Ready")].status', description="Ready summary")
-AGE_COLUMN = column("Age", ".metadata.creationTimestamp", "date")
+def condition_column(name: str, condition: str, description: str, priority: int = 0) -> dict[str, Any]:
+    return column(
+        name, f'.status.conditions[?(@.type=="{condition}")].status', description=description,
+        priority=priority,
+    )
+
+
+READY_COLUMN = condition_column("Ready", "Ready", "Ready condition: the summary.")
+AGE_COLUMN = column("Age", ".metadata.creationTimestamp", "date", "Time since creation.")

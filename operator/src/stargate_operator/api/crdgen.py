@@ -50,26 +50,48 @@ def _structural(node: Any, defs: dict[str, Any], in_status: bool) -> Any:
             out[key] = sorted(value)
         else:
             out[key] = value
+    # JSON Schema 2020 writes exclusive bounds as numbers; OpenAPI v3 (and so Kubernetes) as flags.
+    for exclusive, inclusive in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if exclusive in out and not isinstance(out[exclusive], bool):
+            bound = out.pop(exclusive)
+            if out.get("type") == "integer":  # > 0 reads better as >= 1 in the server's message
+                out[inclusive] = bound + 1 if inclusive == "minimum" else bound - 1
+            else:
+                out[inclusive] = bound
+                out[exclusive] = True
     if out.get("type") == "integer":
         out.setdefault("format", "int64")
     if out.get("type") == "number":
         out.setdefault("format", "double")
-    return out
+    return _ordered(out)
+
+
+# Keys in the order a person reads a schema: what it is, its type, its bounds, then what is inside.
+_ORDER = [
+    "description", "type", "format", "enum", "default", "minimum", "exclusiveMinimum", "maximum",
+    "exclusiveMaximum", "minLength", "maxLength", "pattern", "minItems", "maxItems",
+    "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "required", "x-kubernetes-validations",
+    "properties", "items", "rule", "message", "fieldPath", "reason",
+]
+
+
+def _ordered(node: dict[str, Any]) -> dict[str, Any]:
+    rank = {k: i for i, k in enumerate(_ORDER)}
+    return dict(sorted(node.items(), key=lambda kv: (rank.get(kv[0], len(_ORDER)), kv[0])))
 
 
 def openapi_schema(model: type[Resource]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.get("$defs", {})
-    schema = _structural(raw, defs, in_status=False)
+    schema: dict[str, Any] = _structural(raw, defs, in_status=False)
     props = schema["properties"]
     # apiVersion, kind and metadata belong to the API machinery, not to our models.
     props["apiVersion"] = {"type": "string", "description": "APIVersion of the object."}
     props["kind"] = {"type": "string", "description": "Kind of the object."}
     props["metadata"] = {"type": "object"}
     schema["required"] = ["spec"]
-    schema.pop("description", None)
     schema["description"] = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
-    return schema
+    return _ordered(schema)
 
 
 def crd(model: type[Resource]) -> dict[str, Any]:

@@ -2,57 +2,94 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from stargate_operator.api.common import (
     AGE_COLUMN,
+    MAX_GPU_MEMORY_BYTES,
+    MAX_GPU_WATTS,
+    MAX_HOST_MEMORY_BYTES,
+    MAX_NODE_BASE_WATTS,
+    NAME_PATTERN,
     READY_COLUMN,
     KindInfo,
     Model,
     ObjectName,
     Resource,
     StatusBase,
+    Timestamp,
+    cel_rule,
     column,
+    condition_column,
+    cross_field,
+    with_cel,
 )
 
 
 class GPUSpec(Model):
-    model_config = Model.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.minPowerWatts <= self.maxPowerWatts",
-                    "message": "minPowerWatts must not exceed maxPowerWatts",
-                    "fieldPath": ".minPowerWatts",
-                    "reason": "FieldValueInvalid",
-                },
-            ]
-        }
-    }
-
-    model: str = Field(min_length=1, max_length=63, description="GPU model, e.g. H100-SXM, H200, GB200.")
-    count: int = Field(ge=1, le=16, description="GPUs in the node.")
-    memory_bytes: int = Field(gt=0, description="HBM per GPU, in bytes.")
-    min_power_watts: int = Field(gt=0, description="Lowest settable power limit per GPU, in watts.")
-    max_power_watts: int = Field(gt=0, description="Highest settable power limit per GPU, in watts.")
-    requested_power_watts: int | None = Field(
-        default=None, gt=0, description="Power limit wanted per GPU; defaults to maxPowerWatts."
+    model_config = with_cel(
+        cel_rule(
+            "self.minPowerWatts <= self.maxPowerWatts",
+            "minPowerWatts must not exceed maxPowerWatts",
+            ".minPowerWatts",
+        ),
     )
+
+    model: str = Field(
+        min_length=1, max_length=63, description="GPU model, e.g. H100-SXM, H200-SXM, B200, GB200."
+    )
+    count: int = Field(ge=1, le=16, description="GPUs in the node (1 to 16).")
+    memory_bytes: int = Field(
+        gt=0, le=MAX_GPU_MEMORY_BYTES, description="HBM per GPU, in bytes (e.g. 80 GB on an H100)."
+    )
+    min_power_watts: int = Field(
+        gt=0, le=MAX_GPU_WATTS, description="Lowest settable power limit per GPU, in watts."
+    )
+    max_power_watts: int = Field(
+        gt=0, le=MAX_GPU_WATTS, description="Highest settable power limit per GPU (its TDP), in watts."
+    )
+    requested_power_watts: int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_GPU_WATTS,
+        description=(
+            "Power limit wanted per GPU, in watts; maxPowerWatts when unset. "
+            "Clamped to minPowerWatts..maxPowerWatts, not refused."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Self:
+        if self.min_power_watts > self.max_power_watts:
+            raise cross_field(
+                "minPowerWatts",
+                "minPowerWatts must not exceed maxPowerWatts"
+                f" ({self.min_power_watts} > {self.max_power_watts})",
+            )
+        return self
 
 
 class GPUNodeSpec(Model):
     rack_ref: ObjectName = Field(description="Name of the Rack in this namespace.")
     node_name: str | None = Field(
-        default=None, min_length=1, max_length=253, description="The Kubernetes Node this describes."
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=NAME_PATTERN,
+        description="The Kubernetes Node this server is, if any (the node agent finds its GPUNode by it).",
     )
     gpu: GPUSpec = Field(description="The node's GPUs.")
     base_power_watts: int = Field(
-        default=0, ge=0, description="Power of everything on the node but the GPUs, in watts."
+        default=0,
+        ge=0,
+        le=MAX_NODE_BASE_WATTS,
+        description="Power of everything on the node but the GPUs (CPUs, NICs, fans), in watts.",
     )
-    host_memory_bytes: int = Field(default=0, ge=0, description="Host DRAM, in bytes.")
+    host_memory_bytes: int = Field(
+        default=0, ge=0, le=MAX_HOST_MEMORY_BYTES, description="Host DRAM of the node, in bytes."
+    )
     maintenance: bool = Field(
         default=False, description="In maintenance: no healthy GPUs, demand equals floor."
     )
@@ -60,9 +97,19 @@ class GPUNodeSpec(Model):
 
 class Telemetry(Model):
     power_watts: int | None = Field(default=None, ge=0, description="Measured node power, in watts.")
-    healthy_gpus: int | None = Field(default=None, ge=0, le=16, alias="healthyGPUs", description="GPUs the agent sees healthy.")
-    hbm_used_bytes: int | None = Field(default=None, ge=0, description="HBM in use, in bytes.")
-    observed_at: datetime | None = Field(default=None, description="When the agent took the reading.")
+    healthy_gpus: int | None = Field(
+        default=None,
+        ge=0,
+        alias="healthyGPUs",
+        description=(
+            "GPUs the agent sees healthy. Deliberately not checked against spec.gpu.count: "
+            "the operator tolerates (and clamps) nonsense telemetry rather than losing it."
+        ),
+    )
+    hbm_used_bytes: int | None = Field(default=None, ge=0, description="HBM in use on the node, in bytes.")
+    observed_at: Timestamp | None = Field(
+        default=None, description="When the agent took the reading (RFC 3339)."
+    )
 
 
 class GPUNodeStatus(StatusBase):
@@ -89,13 +136,17 @@ class GPUNode(Resource):
         singular="gpunode",
         short_names=["gpun"],
         printer_columns=[
-            column("Rack", ".spec.rackRef"),
-            column("Model", ".spec.gpu.model"),
-            column("GPUs", ".spec.gpu.count", "integer"),
-            column("Healthy", ".status.healthyGPUs", "integer"),
-            column("Limit-W", ".status.powerLimitWatts", "integer"),
-            column("Allocated-W", ".status.allocatedWatts", "integer"),
-            column("Measured-W", ".status.telemetry.powerWatts", "integer", priority=1),
+            column("Rack", ".spec.rackRef", description="The rack."),
+            column("Model", ".spec.gpu.model", description="GPU model."),
+            column("Healthy", ".status.healthyGPUs", "integer", "GPUs counted healthy."),
+            column("GPUs", ".spec.gpu.count", "integer", "GPUs in the node."),
+            column("Limit-W", ".status.powerLimitWatts", "integer", "Per-GPU power limit to enforce."),
+            column("Allocated-W", ".status.allocatedWatts", "integer", "Power allocated to the node."),
+            column("Demand-W", ".status.demandWatts", "integer", "What the node asks for.", priority=1),
+            column("Measured-W", ".status.telemetry.powerWatts", "integer", "Measured by the agent.",
+                   priority=1),
+            column("Maintenance", ".spec.maintenance", "boolean", "In maintenance.", priority=1),
+            condition_column("Stale", "TelemetryStale", "Telemetry older than the threshold.", priority=1),
             READY_COLUMN,
             AGE_COLUMN,
         ],

@@ -44,7 +44,9 @@ def _files(paths: Iterable[str | Path]) -> Iterator[Path]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            yield from sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml", ".json") and f.is_file())
+            yield from sorted(
+                f for f in p.rglob("*") if f.suffix in (".yaml", ".yml", ".json") and f.is_file()
+            )
         elif p.exists():
             yield p
         else:
@@ -53,7 +55,8 @@ def _files(paths: Iterable[str | Path]) -> Iterator[Path]:
 
 def _where(path: Path, index: int, doc: Any) -> str:
     if isinstance(doc, dict):
-        meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        raw_meta = doc.get("metadata")
+        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
         kind = doc.get("kind", "?")
         name = meta.get("name", f"#{index}")
         ns = meta.get("namespace") or "default"
@@ -68,8 +71,32 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return out or "(object)"
 
 
+# Pydantic's wording where a person reading kubectl's would expect something else.
+_MESSAGES = {
+    "missing": "required field is missing",
+    "extra_forbidden": "unknown field",
+}
+
+
+def _problem(where: str, err: Any) -> str:
+    loc = tuple(err["loc"])
+    ctx = err.get("ctx") or {}
+    if err["type"] == "cross_field":
+        # A mirrored CEL rule: it names the field it refuses, relative to the model holding the rule.
+        loc = (*loc, str(ctx["field"]))
+        return f"{where}: field {_field_path(loc)}: {ctx['message']}"
+    msg = _MESSAGES.get(err["type"], err["msg"])
+    text = f"{where}: field {_field_path(loc)}: {msg}"
+    if err["type"] != "missing" and not isinstance(err.get("input"), dict | list):
+        text += f" (got {err['input']!r})"
+    return text
+
+
 def validate_document(doc: dict[str, Any], where: str) -> dict[str, Any]:
-    """Validate one stargate object; return its wire form with defaults applied."""
+    """Validate one stargate object; return its wire form with defaults applied.
+
+    Fields are read by their wire (camelCase) names only, as the API server reads them.
+    """
     kind = doc.get("kind")
     model = BY_KIND.get(str(kind))
     if model is None:
@@ -80,14 +107,9 @@ def validate_document(doc: dict[str, Any], where: str) -> dict[str, Any]:
             f"{where}: field apiVersion: got {doc.get('apiVersion')!r}, expected {API_VERSION!r}"
         )
     try:
-        obj = model.model_validate(doc)
+        obj = model.model_validate(doc, by_alias=True, by_name=False)
     except ValidationError as e:
-        problems = [
-            f"{where}: field {_field_path(err['loc'])}: {err['msg']}"
-            + (f" (got {err['input']!r})" if not isinstance(err.get("input"), dict | list) else "")
-            for err in e.errors()
-        ]
-        raise ManifestError("\n".join(problems)) from None
+        raise ManifestError("\n".join(_problem(where, err) for err in e.errors())) from None
     body = obj.model_dump(by_alias=True, exclude_none=True, mode="json")
     # Keep metadata exactly as given (creationTimestamp, generation, uid ... matter to the core).
     body["metadata"] = {**doc["metadata"], "namespace": doc["metadata"].get("namespace") or "default"}
@@ -118,7 +140,10 @@ def load_manifests(paths: Iterable[str | Path]) -> list[LoadedObject]:
             else:
                 items = [doc]
             for item in items:
-                api_version = str(item.get("apiVersion", "")) if isinstance(item, dict) else ""
+                if not isinstance(item, dict):
+                    problems.append(f"{path}: document {i}: expected an object, got {type(item).__name__}")
+                    continue
+                api_version = str(item.get("apiVersion", ""))
                 if not api_version.startswith(GROUP + "/") and item.get("kind") not in BY_KIND:
                     continue  # not ours: Namespaces, ConfigMaps ... are fine in the same file
                 where = _where(path, i, item)

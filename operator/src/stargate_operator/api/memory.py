@@ -2,48 +2,76 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from stargate_operator.api.common import (
     AGE_COLUMN,
+    MAX_POOL_BYTES,
+    MAX_PRIORITY_MAGNITUDE,
     READY_COLUMN,
     KindInfo,
     Model,
     ObjectName,
     Resource,
     StatusBase,
+    Timestamp,
+    cel_rule,
     column,
+    condition_column,
+    cross_field,
+    with_cel,
 )
 
 
 class MemoryPoolSpec(Model):
-    model_config = Model.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.tier != 'CXL' || has(self.capacityBytes)",
-                    "message": "a CXL pool needs capacityBytes (the appliance's size)",
-                    "fieldPath": ".capacityBytes",
-                    "reason": "FieldValueRequired",
-                },
-            ]
-        }
-    }
+    model_config = with_cel(
+        cel_rule(
+            "self.tier != 'CXL' || has(self.capacityBytes)",
+            "a CXL pool needs capacityBytes (the appliance's size)",
+            ".capacityBytes",
+            "FieldValueRequired",
+        ),
+        cel_rule(
+            "!has(self.capacityBytes) || !has(self.sharePercent) || self.sharePercent == 100",
+            "sharePercent applies only to a pool sized from its nodes; "
+            "leave it unset (100) when capacityBytes is set",
+            ".sharePercent",
+        ),
+    )
 
     cluster_ref: ObjectName = Field(description="Name of the StargateCluster in this namespace.")
-    tier: Literal["HBM", "DRAM", "CXL"] = Field(description="Memory tier of the pool.")
+    tier: Literal["HBM", "DRAM", "CXL"] = Field(
+        description="Memory tier: HBM (GPU memory), DRAM (host memory) or CXL (a memory appliance)."
+    )
     rack_ref: ObjectName | None = Field(
-        default=None, description="Only this rack's nodes are members; all the site's when unset."
+        default=None, description="Only this rack's nodes are members; all the site's nodes when unset."
     )
     capacity_bytes: int | None = Field(
-        default=None, gt=0, description="Fixed size in bytes; derived from member nodes when unset."
+        default=None,
+        gt=0,
+        le=MAX_POOL_BYTES,
+        description="Fixed size in bytes (required for CXL); derived from the member nodes when unset.",
     )
     share_percent: int = Field(
-        default=100, ge=1, le=100, description="Share of the member nodes' memory that the pool holds."
+        default=100,
+        ge=1,
+        le=100,
+        description="1 to 100: share of the member nodes' memory of the tier that the pool holds.",
     )
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Self:
+        if self.tier == "CXL" and self.capacity_bytes is None:
+            raise cross_field("capacityBytes", "a CXL pool needs capacityBytes (the appliance's size)")
+        if self.capacity_bytes is not None and self.share_percent != 100:
+            raise cross_field(
+                "sharePercent",
+                "sharePercent applies only to a pool sized from its nodes; "
+                "leave it unset (100) when capacityBytes is set",
+            )
+        return self
 
 
 class ClaimCounts(Model):
@@ -67,13 +95,15 @@ class MemoryPool(Resource):
         singular="memorypool",
         short_names=["mpool"],
         printer_columns=[
-            column("Cluster", ".spec.clusterRef"),
-            column("Tier", ".spec.tier"),
-            column("Capacity", ".status.capacityBytes", "integer"),
-            column("Allocated", ".status.allocatedBytes", "integer"),
-            column("Available", ".status.availableBytes", "integer"),
-            column("Bound", ".status.claims.bound", "integer"),
-            column("Pending", ".status.claims.pending", "integer"),
+            column("Cluster", ".spec.clusterRef", description="The site."),
+            column("Tier", ".spec.tier", description="HBM, DRAM or CXL."),
+            column("Rack", ".spec.rackRef", description="Only this rack's nodes, if set.", priority=1),
+            column("Capacity", ".status.capacityBytes", "integer", "Capacity in bytes."),
+            column("Allocated", ".status.allocatedBytes", "integer", "Bytes bound to claims."),
+            column("Available", ".status.availableBytes", "integer", "Capacity minus allocated."),
+            column("Bound", ".status.claims.bound", "integer", "Claims bound."),
+            column("Pending", ".status.claims.pending", "integer", "Claims waiting for room."),
+            condition_column("Exhausted", "Exhausted", "Nothing pending fits.", priority=1),
             READY_COLUMN,
             AGE_COLUMN,
         ],
@@ -86,14 +116,19 @@ class MemoryPool(Resource):
 
 class MemoryClaimSpec(Model):
     pool_ref: ObjectName = Field(description="Name of the MemoryPool in this namespace.")
-    size_bytes: int = Field(gt=0, description="Bytes wanted.")
-    priority: int = Field(default=0, description="Higher priority claims bind first and are evicted last.")
+    size_bytes: int = Field(gt=0, le=MAX_POOL_BYTES, description="Bytes wanted (more than 0).")
+    priority: int = Field(
+        default=0,
+        ge=-MAX_PRIORITY_MAGNITUDE,
+        le=MAX_PRIORITY_MAGNITUDE,
+        description="Higher priority claims bind first and are evicted last; then older first.",
+    )
 
 
 class MemoryClaimStatus(StatusBase):
     phase: Literal["Pending", "Bound"] | None = Field(default=None, description="Pending or Bound.")
     allocated_bytes: int | None = Field(default=None, ge=0, description="Bytes bound to this claim.")
-    bound_at: datetime | None = Field(default=None, description="When the claim was bound.")
+    bound_at: Timestamp | None = Field(default=None, description="When the claim was bound (RFC 3339).")
 
 
 class MemoryClaim(Resource):
@@ -105,10 +140,12 @@ class MemoryClaim(Resource):
         singular="memoryclaim",
         short_names=["mclaim"],
         printer_columns=[
-            column("Pool", ".spec.poolRef"),
-            column("Size", ".spec.sizeBytes", "integer"),
-            column("Priority", ".spec.priority", "integer"),
-            column("Phase", ".status.phase"),
+            column("Pool", ".spec.poolRef", description="The pool."),
+            column("Size", ".spec.sizeBytes", "integer", "Bytes wanted."),
+            column("Priority", ".spec.priority", "integer", "Higher binds first, is evicted last."),
+            column("Phase", ".status.phase", description="Pending or Bound."),
+            column("Allocated", ".status.allocatedBytes", "integer", "Bytes bound.", priority=1),
+            column("Bound-At", ".status.boundAt", "date", "When it was bound.", priority=1),
             READY_COLUMN,
             AGE_COLUMN,
         ],

@@ -6,8 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from stargate_operator.api.cluster import GPUCount
 from stargate_operator.api.common import (
     AGE_COLUMN,
+    MAX_RACK_WATTS,
     READY_COLUMN,
     KindInfo,
     Model,
@@ -15,8 +17,8 @@ from stargate_operator.api.common import (
     Resource,
     StatusBase,
     column,
+    condition_column,
 )
-from stargate_operator.api.cluster import GPUCount
 
 
 class Location(Model):
@@ -28,9 +30,16 @@ class Location(Model):
 class RackSpec(Model):
     cluster_ref: ObjectName = Field(description="Name of the StargateCluster in this namespace.")
     location: Location | None = Field(default=None, description="Where the rack stands.")
-    max_power_watts: int = Field(gt=0, description="Feed and cooling rating of the rack, in watts.")
+    max_power_watts: int = Field(
+        gt=0,
+        le=MAX_RACK_WATTS,
+        description="Feed and cooling rating of the rack, in watts: it is never given more.",
+    )
     priority: int = Field(
-        default=500, ge=0, le=1000, description="Higher priority racks get their power first."
+        default=500,
+        ge=0,
+        le=1000,
+        description="0 to 1000: higher priority racks get their share of the site's power first.",
     )
 
 
@@ -56,13 +65,19 @@ class Rack(Resource):
         singular="rack",
         short_names=["rk"],
         printer_columns=[
-            column("Cluster", ".spec.clusterRef"),
-            column("Priority", ".spec.priority", "integer"),
-            column("Healthy", ".status.gpus.healthy", "integer"),
-            column("GPUs", ".status.gpus.total", "integer"),
-            column("Budget-W", ".status.power.budgetWatts", "integer"),
-            column("Demand-W", ".status.power.demandWatts", "integer"),
-            column("Measured-W", ".status.power.measuredWatts", "integer", priority=1),
+            column("Cluster", ".spec.clusterRef", description="The site."),
+            column("Priority", ".spec.priority", "integer", "Higher gets power first."),
+            column("Nodes", ".status.nodes", "integer", "GPU nodes in the rack.", priority=1),
+            column("Healthy", ".status.gpus.healthy", "integer", "GPUs counted healthy."),
+            column("GPUs", ".status.gpus.total", "integer", "GPUs in total."),
+            column("Budget-W", ".status.power.budgetWatts", "integer", "Power allocated to the rack."),
+            column("Demand-W", ".status.power.demandWatts", "integer", "What its nodes ask for, capped."),
+            column("Floor-W", ".status.power.floorWatts", "integer", "Least its nodes can run at.",
+                   priority=1),
+            column("Measured-W", ".status.power.measuredWatts", "integer", "Measured power.", priority=1),
+            column("Max-W", ".spec.maxPowerWatts", "integer", "Feed and cooling rating.", priority=1),
+            condition_column("Capped", "PowerCapped", "Budget below demand.", priority=1),
+            condition_column("Over-Budget", "OverBudget", "Measured above budget.", priority=1),
             READY_COLUMN,
             AGE_COLUMN,
         ],
