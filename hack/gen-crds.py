@@ -10,7 +10,9 @@ from pathlib import Path
 from stargate_operator.api.crdgen import render_all
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = [ROOT / "crds", ROOT / "helm" / "stargate-operator" / "crds"]
+# The chart keeps its copy under files/crds/ (templates/crds.yaml renders it), not in Helm's crds/
+# folder, so that crds.enabled / crds.keep can switch and keep them.
+TARGETS = [ROOT / "crds", ROOT / "helm" / "stargate-operator" / "files" / "crds"]
 
 
 def main() -> int:
