@@ -1,0 +1,597 @@
+"""Prometheus metrics: every status figure of every site, rack and pool, and the operator's health.
+
+Two halves:
+
+* `StargateCollector`, a custom collector. It holds no state of its own: on every scrape it reads
+  the engine's current objects (a `StatusSource`) and computes the metric families from them. So
+  the reconcile loop pays nothing for metrics, and the series of a deleted object disappear with
+  the object (there is no per-object gauge to forget to remove). Per-node series are off by default
+  (a 10,000-node site would otherwise export about 150,000 series); the site and rack series carry
+  node-derived counts (stale telemetry, maintenance, power-capped nodes) either way.
+* Module-level health metrics the engine updates (`RECONCILES`, `RECONCILE_SECONDS`,
+  `ALLOCATION_SECONDS`, `API_WRITES`, `LAST_SUCCESS`, `BUILD_INFO`). They are created without a
+  registry and registered by `make_registry` into a dedicated `CollectorRegistry`, never into
+  prometheus_client's global default one: nothing else in the process (kopf, libraries, tests
+  that build several registries) can then collide with or leak into the operator's endpoint. The
+  default registry is not needed anywhere; the process and platform collectors are registered
+  into the dedicated registry too.
+
+Naming (Prometheus conventions, checked by `promtool check metrics` in the tests): prefix
+`stargate_`, then the level (`cluster`, `rack`, `pool`, `node`), base units as suffix (`_watts`,
+`_bytes`, `_seconds`, `_ratio` for shares from 0 to 1), `_total` only on counters. Labels:
+`namespace`, `cluster` (the StargateCluster's name), `rack`, `pool` (with `tier`), `node`.
+
+Derived figures, defined here once:
+
+* `stargate_cluster_power_headroom_watts` = budget - allocated: power the site could still hand
+  out; negative while the site is overcommitted (the racks' floors exceed the budget).
+* `stargate_cluster_power_overcommitted_watts` = max(0, floor - budget): by how much.
+* `stargate_cluster_power_curtailment_ratio` = spec.power.curtailment.percent / 100 while the
+  curtailment applies (no `until`, or `until` still in the future at scrape time), else 0;
+  `..._curtailment_requested_ratio` is the spec's figure whether or not it applies, and
+  `..._curtailment_until_timestamp_seconds` its end, when it has one.
+* `stargate_cluster_carbon_grams_per_second` = status.carbonGramsPerHour / 3600 (base unit of
+  time; Grafana shows it back per hour).
+* Condition gauges (`stargate_<level>_condition{condition=...}`): 1 when the condition's status is
+  True, 0 when False or Unknown; absent when the status does not carry the condition yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from stargate_operator import __version__
+
+__all__ = [
+    "ALLOCATION_SECONDS",
+    "API_WRITES",
+    "BUILD_INFO",
+    "LAST_SUCCESS",
+    "RECONCILES",
+    "RECONCILE_SECONDS",
+    "StargateCollector",
+    "StaticSource",
+    "StatusSource",
+    "forget_namespace",
+    "make_registry",
+    "serve",
+]
+
+
+class StatusSource(Protocol):
+    """Where the collector reads the current objects from (the engine's per-namespace cache).
+
+    `snapshot()` yields every current stargate object of every watched namespace in wire form
+    (`kind`, `metadata.namespace`, `metadata.name`, `spec`, `status`; status missing or partial for
+    objects not reconciled yet). It is called from the metrics server's thread, not from the
+    asyncio loop: return a copy (e.g. `list(cache.values())`, atomic under the GIL) and replace
+    objects rather than mutating them in place.
+    """
+
+    def snapshot(self) -> Iterable[Mapping[str, Any]]: ...
+
+
+class StaticSource:
+    """A fixed list of objects (for `plan`, tests and benchmarks); `replace` swaps it atomically."""
+
+    def __init__(self, objects: Iterable[Mapping[str, Any]] = ()) -> None:
+        self._objects: list[Mapping[str, Any]] = list(objects)
+
+    def replace(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        self._objects = list(objects)
+
+    def snapshot(self) -> Iterable[Mapping[str, Any]]:
+        return self._objects
+
+
+# --------------------------------------------------------------------------------------------------
+# Operator health: updated by the engine.
+
+# A coalesced recomputation of one namespace takes from about a millisecond (a small site) to
+# about two seconds (a 10,000-node site on a slow core); the buckets cover that range finely
+# enough for a p99, with two more for pathological cases.
+RECONCILE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+ALLOCATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+RECONCILES = Counter(
+    "stargate_reconciles_total",
+    "Reconciliations by kind ('namespace' for the coalesced recomputation of one namespace) and "
+    "result (success or error).",
+    ["kind", "result"],
+    registry=None,
+)
+RECONCILE_SECONDS = Histogram(
+    "stargate_reconcile_duration_seconds",
+    "Duration of a reconciliation by kind ('namespace': one coalesced recomputation, status "
+    "writes included).",
+    ["kind"],
+    buckets=RECONCILE_BUCKETS,
+    registry=None,
+)
+ALLOCATION_SECONDS = Histogram(
+    "stargate_allocation_duration_seconds",
+    "Duration of the core's computation (rollups, power allocation, memory binding) of one namespace.",
+    buckets=ALLOCATION_BUCKETS,
+    registry=None,
+)
+API_WRITES = Counter(
+    "stargate_api_writes_total",
+    "Writes to the Kubernetes API by kind of the object written and verb (patch_status, create_event).",
+    ["kind", "verb"],
+    registry=None,
+)
+LAST_SUCCESS = Gauge(
+    "stargate_last_successful_reconcile_timestamp_seconds",
+    "Unix time of the last successful recomputation of the namespace.",
+    ["namespace"],
+    registry=None,
+)
+BUILD_INFO = Info(
+    "stargate_build",
+    "Version of the operator and of the Python running it.",
+    registry=None,
+)
+BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
+
+HEALTH_METRICS: tuple[Collector, ...] = (
+    RECONCILES,
+    RECONCILE_SECONDS,
+    ALLOCATION_SECONDS,
+    API_WRITES,
+    LAST_SUCCESS,
+    BUILD_INFO,
+)
+
+
+def forget_namespace(namespace: str) -> None:
+    """Drop the per-namespace health series of a namespace that holds no stargate object any more."""
+    with contextlib.suppress(KeyError):
+        LAST_SUCCESS.remove(namespace)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading wire-form objects defensively.
+
+
+def _get(obj: Mapping[str, Any] | None, *path: str) -> Any:
+    cur: Any = obj
+    for key in path:
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(key)
+    return cur
+
+
+def _num(obj: Mapping[str, Any] | None, *path: str) -> float | None:
+    value = _get(obj, *path)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _str(obj: Mapping[str, Any] | None, *path: str) -> str:
+    value = _get(obj, *path)
+    return value if isinstance(value, str) else ""
+
+
+def _timestamp(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.timestamp()
+
+
+def _conditions(status: Mapping[str, Any] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    conds = _get(status, "conditions")
+    if isinstance(conds, list):
+        for cond in conds:
+            if isinstance(cond, Mapping):
+                ctype, cstatus = cond.get("type"), cond.get("status")
+                if isinstance(ctype, str) and isinstance(cstatus, str):
+                    out[ctype] = cstatus
+    return out
+
+
+def _ready_state(conds: Mapping[str, str]) -> str:
+    return {"True": "true", "False": "false"}.get(conds.get("Ready", ""), "unknown")
+
+
+# --------------------------------------------------------------------------------------------------
+# The collector.
+
+CLUSTER_LABELS = ("namespace", "cluster")
+RACK_LABELS = ("namespace", "cluster", "rack")
+POOL_LABELS = ("namespace", "cluster", "pool", "tier")
+NODE_LABELS = ("namespace", "cluster", "rack", "node")
+KINDS = ("StargateCluster", "Rack", "GPUNode", "MemoryPool", "MemoryClaim")
+
+
+class _Families:
+    """Metric families by name, created on first use and yielded in declaration order."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, GaugeMetricFamily] = {}
+        self._declared: list[tuple[str, str, Sequence[str]]] = []
+
+    def declare(self, name: str, doc: str, labels: Sequence[str]) -> None:
+        self._declared.append((name, doc, labels))
+
+    def add(self, name: str, labels: Sequence[str], value: float | None) -> None:
+        if value is None:
+            return
+        fam = self._families.get(name)
+        if fam is None:
+            raise KeyError(name)
+        fam.add_metric(labels, value)
+
+    def begin(self) -> None:
+        self._families = {
+            name: GaugeMetricFamily(name, doc, labels=list(labels)) for name, doc, labels in self._declared
+        }
+
+    def families(self) -> Iterator[Metric]:
+        for name, _, _ in self._declared:
+            fam = self._families[name]
+            if fam.samples:
+                yield fam
+
+    def describe(self) -> Iterator[Metric]:
+        for name, doc, labels in self._declared:
+            yield GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+def _declare_all(f: _Families, per_node: bool) -> None:
+    c, r, p, n = CLUSTER_LABELS, RACK_LABELS, POOL_LABELS, NODE_LABELS
+    ck = (*c, "condition")
+    # Objects
+    f.declare("stargate_objects", "Stargate objects by kind and Ready state (true, false, unknown).",
+              ("namespace", "kind", "ready"))
+    # Site
+    f.declare("stargate_cluster_info", "One series per site, with its descriptive labels; value 1.",
+              (*c, "region", "site_kind", "cooling"))
+    f.declare("stargate_cluster_racks", "Racks of the site.", c)
+    f.declare("stargate_cluster_nodes", "GPU nodes of the site.", c)
+    f.declare("stargate_cluster_nodes_maintenance", "GPU nodes of the site in maintenance.", c)
+    f.declare("stargate_cluster_nodes_telemetry_stale",
+              "GPU nodes of the site whose telemetry is stale (TelemetryStale=True).", c)
+    f.declare("stargate_cluster_nodes_power_capped",
+              "GPU nodes of the site allocated less than their demand (PowerCapped=True).", c)
+    f.declare("stargate_cluster_racks_power_capped",
+              "Racks of the site whose budget is below their demand (PowerCapped=True).", c)
+    f.declare("stargate_cluster_racks_over_budget",
+              "Racks of the site that measure more than their budget (OverBudget=True).", c)
+    f.declare("stargate_cluster_gpus", "GPUs of the site by state (healthy, unhealthy).", (*c, "state"))
+    f.declare("stargate_cluster_hbm_bytes", "HBM of the site's healthy GPUs.", c)
+    f.declare("stargate_cluster_host_memory_bytes", "Host DRAM of the site's nodes not in maintenance.", c)
+    f.declare("stargate_cluster_power_it_capacity_watts",
+              "Power the site can deliver to IT equipment (spec).", c)
+    f.declare("stargate_cluster_power_reserve_ratio", "Share of the IT capacity held back (spec), 0 to 1.", c)
+    f.declare("stargate_cluster_power_curtailment_ratio",
+              "Share of the budget shed for demand response, in effect now (0 when none or expired).", c)
+    f.declare("stargate_cluster_power_curtailment_requested_ratio",
+              "Share of the budget the spec's curtailment asks to shed, whether or not it applies now.", c)
+    f.declare("stargate_cluster_power_curtailment_until_timestamp_seconds",
+              "Unix time after which the spec's curtailment no longer applies.", c)
+    f.declare("stargate_cluster_power_budget_watts",
+              "Usable site budget after reserve and curtailment.", c)
+    f.declare("stargate_cluster_power_floor_watts", "Sum of the racks' floors.", c)
+    f.declare("stargate_cluster_power_demand_watts", "Sum of the racks' demands.", c)
+    f.declare("stargate_cluster_power_allocated_watts", "Sum of the racks' budgets.", c)
+    f.declare("stargate_cluster_power_measured_watts", "Sum of measured node power (fresh telemetry).", c)
+    f.declare("stargate_cluster_power_facility_watts",
+              "Facility power: measured (or allocated where nothing is measured) times design PUE.", c)
+    f.declare("stargate_cluster_power_headroom_watts",
+              "Budget minus allocated: power still to hand out; negative while overcommitted.", c)
+    f.declare("stargate_cluster_power_overcommitted_watts",
+              "By how much the racks' floors exceed the site budget (0 when not overcommitted).", c)
+    f.declare("stargate_cluster_design_pue_ratio", "Design power usage effectiveness (spec).", c)
+    f.declare("stargate_cluster_carbon_grams_per_second",
+              "Carbon emission rate of the facility power, g CO2e per second (status per hour / 3600).", c)
+    f.declare("stargate_cluster_condition", "Site condition: 1 True, 0 False or Unknown.", ck)
+    # Rack
+    rk = (*r, "condition")
+    f.declare("stargate_rack_info", "One series per rack, with its location labels; value 1.",
+              (*r, "hall", "row", "position"))
+    f.declare("stargate_rack_priority", "Rack priority (spec), 0 to 1000.", r)
+    f.declare("stargate_rack_nodes", "GPU nodes in the rack.", r)
+    f.declare("stargate_rack_nodes_maintenance", "GPU nodes of the rack in maintenance.", r)
+    f.declare("stargate_rack_nodes_telemetry_stale", "GPU nodes of the rack whose telemetry is stale.", r)
+    f.declare("stargate_rack_nodes_power_capped", "Nodes of the rack allocated less than their demand.", r)
+    f.declare("stargate_rack_gpus", "GPUs of the rack by state (healthy, unhealthy).", (*r, "state"))
+    f.declare("stargate_rack_power_max_watts", "Feed and cooling rating of the rack (spec).", r)
+    f.declare("stargate_rack_power_budget_watts", "Power allocated to the rack.", r)
+    f.declare("stargate_rack_power_floor_watts", "Sum of the rack's node floors.", r)
+    f.declare("stargate_rack_power_demand_watts", "Sum of the rack's node demands, capped at the rating.", r)
+    f.declare("stargate_rack_power_measured_watts", "Sum of measured node power in the rack.", r)
+    f.declare("stargate_rack_condition", "Rack condition: 1 True, 0 False or Unknown.", rk)
+    # Pool
+    pk = (*p, "condition")
+    f.declare("stargate_pool_info", "One series per memory pool (rack empty when site-wide); value 1.",
+              (*p, "rack"))
+    f.declare("stargate_pool_capacity_bytes", "Capacity of the memory pool.", p)
+    f.declare("stargate_pool_allocated_bytes", "Bytes of the pool bound to claims.", p)
+    f.declare("stargate_pool_available_bytes", "Capacity minus allocated.", p)
+    f.declare("stargate_pool_pending_bytes", "Bytes asked by the pool's claims that are not bound.", p)
+    f.declare("stargate_pool_claims", "Claims of the pool by phase (Bound, Pending).", (*p, "phase"))
+    f.declare("stargate_pool_condition", "Pool condition: 1 True, 0 False or Unknown.", pk)
+    if not per_node:
+        return
+    nk = (*n, "condition")
+    f.declare("stargate_node_info", "One series per GPU node; value 1.", (*n, "gpu_model", "node_name"))
+    f.declare("stargate_node_maintenance", "1 when the node is in maintenance.", n)
+    f.declare("stargate_node_gpus", "GPUs of the node by state (healthy, unhealthy).", (*n, "state"))
+    f.declare("stargate_node_power_limit_watts", "Per-GPU power limit the node agent must enforce.", n)
+    f.declare("stargate_node_power_allocated_watts", "Power allocated to the node.", n)
+    f.declare("stargate_node_power_floor_watts", "Node floor: base + count x min per-GPU power.", n)
+    f.declare("stargate_node_power_demand_watts", "Node demand: base + count x requested per-GPU power.", n)
+    f.declare("stargate_node_power_measured_watts", "Node power measured by its agent.", n)
+    f.declare("stargate_node_hbm_used_bytes", "HBM in use on the node, as its agent reports.", n)
+    f.declare("stargate_node_telemetry_timestamp_seconds", "Unix time of the node agent's last reading.", n)
+    f.declare("stargate_node_condition", "Node condition: 1 True, 0 False or Unknown.", nk)
+
+
+class StargateCollector(Collector):
+    """Computes every stargate metric family from the source's objects at scrape time."""
+
+    def __init__(self, source: StatusSource, per_node: bool = False) -> None:
+        self._source = source
+        self.per_node = per_node
+        self._lock = threading.Lock()  # the families builder is reused; scrapes may overlap
+        self._f = _Families()
+        _declare_all(self._f, per_node)
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._f.describe())
+
+    def _snapshot(self) -> list[Mapping[str, Any]]:
+        for _ in range(3):
+            try:
+                return [o for o in self._source.snapshot() if isinstance(o, Mapping)]
+            except RuntimeError:  # a dict changed size while copied: try again
+                continue
+        return [o for o in self._source.snapshot() if isinstance(o, Mapping)]
+
+    def collect(self) -> Iterable[Metric]:
+        objects = self._snapshot()
+        with self._lock:
+            self._f.begin()
+            self._fill(objects, time.time())
+            return list(self._f.families())
+
+    def _fill(self, objects: list[Mapping[str, Any]], now: float) -> None:
+        f = self._f
+        by_kind: dict[str, list[Mapping[str, Any]]] = {k: [] for k in KINDS}
+        ready: dict[tuple[str, str, str], int] = {}
+        for obj in objects:
+            kind = obj.get("kind")
+            if kind not in by_kind:
+                continue
+            by_kind[kind].append(obj)
+            ns = _str(obj, "metadata", "namespace")
+            state = _ready_state(_conditions(_get(obj, "status")))
+            key = (ns, str(kind), state)
+            ready[key] = ready.get(key, 0) + 1
+        seen_ns_kind = {(ns, kind) for ns, kind, _ in ready}
+        for ns, kind in sorted(seen_ns_kind):
+            for state in ("true", "false", "unknown"):
+                f.add("stargate_objects", (ns, kind, state), float(ready.get((ns, kind, state), 0)))
+
+        # rack -> cluster, and node-derived counts per rack and per site
+        rack_cluster: dict[tuple[str, str], str] = {}
+        for rack in by_kind["Rack"]:
+            rack_cluster[(_str(rack, "metadata", "namespace"), _str(rack, "metadata", "name"))] = _str(
+                rack, "spec", "clusterRef"
+            )
+        zero = (0, 0, 0)
+        rack_counts: dict[tuple[str, str], tuple[int, int, int]] = {}
+        site_counts: dict[tuple[str, str], tuple[int, int, int]] = {}
+        per_node = self.per_node
+        for node in by_kind["GPUNode"]:
+            ns = _str(node, "metadata", "namespace")
+            rack_name = _str(node, "spec", "rackRef")
+            cluster = rack_cluster.get((ns, rack_name), "")
+            status = _get(node, "status")
+            conds = _conditions(status)
+            maint = _get(node, "spec", "maintenance") is True
+            stale = conds.get("TelemetryStale") == "True"
+            capped = conds.get("PowerCapped") == "True"
+            m, s, cp = rack_counts.get((ns, rack_name), zero)
+            rack_counts[(ns, rack_name)] = (m + maint, s + stale, cp + capped)
+            m, s, cp = site_counts.get((ns, cluster), zero)
+            site_counts[(ns, cluster)] = (m + maint, s + stale, cp + capped)
+            if per_node:
+                self._node(node, ns, cluster, rack_name, status, conds, maint)
+
+        site_rack_conds: dict[tuple[str, str], tuple[int, int]] = {}
+        for rack in by_kind["Rack"]:
+            ns = _str(rack, "metadata", "namespace")
+            name = _str(rack, "metadata", "name")
+            cluster = _str(rack, "spec", "clusterRef")
+            labels = (ns, cluster, name)
+            status = _get(rack, "status")
+            conds = _conditions(status)
+            f.add("stargate_rack_info", (*labels, _str(rack, "spec", "location", "hall"),
+                                         _str(rack, "spec", "location", "row"),
+                                         _str(rack, "spec", "location", "position")), 1.0)
+            prio = _num(rack, "spec", "priority")
+            f.add("stargate_rack_priority", labels, 500.0 if prio is None else prio)
+            f.add("stargate_rack_power_max_watts", labels, _num(rack, "spec", "maxPowerWatts"))
+            f.add("stargate_rack_nodes", labels, _num(status, "nodes"))
+            m, s, cp = rack_counts.get((ns, name), zero)
+            f.add("stargate_rack_nodes_maintenance", labels, float(m))
+            f.add("stargate_rack_nodes_telemetry_stale", labels, float(s))
+            f.add("stargate_rack_nodes_power_capped", labels, float(cp))
+            total, healthy = _num(status, "gpus", "total"), _num(status, "gpus", "healthy")
+            if total is not None and healthy is not None:
+                f.add("stargate_rack_gpus", (*labels, "healthy"), healthy)
+                f.add("stargate_rack_gpus", (*labels, "unhealthy"), max(0.0, total - healthy))
+            for field in ("budget", "floor", "demand", "measured"):
+                f.add(f"stargate_rack_power_{field}_watts", labels, _num(status, "power", f"{field}Watts"))
+            for ctype, cstatus in conds.items():
+                f.add("stargate_rack_condition", (*labels, ctype), 1.0 if cstatus == "True" else 0.0)
+            pc, ob = site_rack_conds.get((ns, cluster), (0, 0))
+            site_rack_conds[(ns, cluster)] = (
+                pc + (conds.get("PowerCapped") == "True"),
+                ob + (conds.get("OverBudget") == "True"),
+            )
+
+        for cl in by_kind["StargateCluster"]:
+            self._cluster(cl, now, site_counts, site_rack_conds)
+
+        pending_bytes: dict[tuple[str, str], float] = {}
+        for claim in by_kind["MemoryClaim"]:
+            if _str(claim, "status", "phase") == "Bound":
+                continue
+            size = _num(claim, "spec", "sizeBytes")
+            if size is not None:
+                pkey = (_str(claim, "metadata", "namespace"), _str(claim, "spec", "poolRef"))
+                pending_bytes[pkey] = pending_bytes.get(pkey, 0.0) + size
+        for pool in by_kind["MemoryPool"]:
+            ns = _str(pool, "metadata", "namespace")
+            name = _str(pool, "metadata", "name")
+            plabels = (ns, _str(pool, "spec", "clusterRef"), name, _str(pool, "spec", "tier"))
+            status = _get(pool, "status")
+            f.add("stargate_pool_info", (*plabels, _str(pool, "spec", "rackRef")), 1.0)
+            for field in ("capacity", "allocated", "available"):
+                f.add(f"stargate_pool_{field}_bytes", plabels, _num(status, f"{field}Bytes"))
+            f.add("stargate_pool_pending_bytes", plabels, pending_bytes.get((ns, name), 0.0))
+            f.add("stargate_pool_claims", (*plabels, "Bound"), _num(status, "claims", "bound"))
+            f.add("stargate_pool_claims", (*plabels, "Pending"), _num(status, "claims", "pending"))
+            for ctype, cstatus in _conditions(status).items():
+                f.add("stargate_pool_condition", (*plabels, ctype), 1.0 if cstatus == "True" else 0.0)
+
+    def _cluster(
+        self,
+        cl: Mapping[str, Any],
+        now: float,
+        site_counts: Mapping[tuple[str, str], tuple[int, int, int]],
+        site_rack_conds: Mapping[tuple[str, str], tuple[int, int]],
+    ) -> None:
+        f = self._f
+        ns = _str(cl, "metadata", "namespace")
+        name = _str(cl, "metadata", "name")
+        labels = (ns, name)
+        spec = _get(cl, "spec")
+        status = _get(cl, "status")
+        f.add("stargate_cluster_info", (*labels, _str(spec, "site", "region"), _str(spec, "site", "kind"),
+                                        _str(spec, "site", "cooling")), 1.0)
+        f.add("stargate_cluster_racks", labels, _num(status, "racks"))
+        f.add("stargate_cluster_nodes", labels, _num(status, "nodes"))
+        m, s, cp = site_counts.get((ns, name), (0, 0, 0))
+        f.add("stargate_cluster_nodes_maintenance", labels, float(m))
+        f.add("stargate_cluster_nodes_telemetry_stale", labels, float(s))
+        f.add("stargate_cluster_nodes_power_capped", labels, float(cp))
+        rpc, rob = site_rack_conds.get((ns, name), (0, 0))
+        f.add("stargate_cluster_racks_power_capped", labels, float(rpc))
+        f.add("stargate_cluster_racks_over_budget", labels, float(rob))
+        total, healthy = _num(status, "gpus", "total"), _num(status, "gpus", "healthy")
+        if total is not None and healthy is not None:
+            f.add("stargate_cluster_gpus", (*labels, "healthy"), healthy)
+            f.add("stargate_cluster_gpus", (*labels, "unhealthy"), max(0.0, total - healthy))
+        f.add("stargate_cluster_hbm_bytes", labels, _num(status, "memory", "hbmBytes"))
+        f.add("stargate_cluster_host_memory_bytes", labels, _num(status, "memory", "hostBytes"))
+        f.add("stargate_cluster_power_it_capacity_watts", labels, _num(spec, "power", "itCapacityWatts"))
+        reserve = _num(spec, "power", "reservePercent")
+        f.add("stargate_cluster_power_reserve_ratio", labels, (5.0 if reserve is None else reserve) / 100.0)
+        requested = _num(spec, "power", "curtailment", "percent") or 0.0
+        until = _timestamp(_get(spec, "power", "curtailment", "until"))
+        in_effect = requested if until is None or now < until else 0.0
+        f.add("stargate_cluster_power_curtailment_ratio", labels, in_effect / 100.0)
+        f.add("stargate_cluster_power_curtailment_requested_ratio", labels, requested / 100.0)
+        f.add("stargate_cluster_power_curtailment_until_timestamp_seconds", labels, until)
+        figures = {}
+        for field in ("budget", "floor", "demand", "allocated", "measured", "facility"):
+            figures[field] = _num(status, "power", f"{field}Watts")
+            f.add(f"stargate_cluster_power_{field}_watts", labels, figures[field])
+        budget, floor, alloc = figures["budget"], figures["floor"], figures["allocated"]
+        if budget is not None and alloc is not None:
+            f.add("stargate_cluster_power_headroom_watts", labels, budget - alloc)
+        if budget is not None and floor is not None:
+            f.add("stargate_cluster_power_overcommitted_watts", labels, max(0.0, floor - budget))
+        pue = _num(spec, "site", "designPUE")
+        f.add("stargate_cluster_design_pue_ratio", labels, 1.3 if pue is None else pue)
+        carbon = _num(status, "carbonGramsPerHour")
+        f.add("stargate_cluster_carbon_grams_per_second", labels, None if carbon is None else carbon / 3600.0)
+        for ctype, cstatus in _conditions(status).items():
+            f.add("stargate_cluster_condition", (*labels, ctype), 1.0 if cstatus == "True" else 0.0)
+
+    def _node(
+        self,
+        node: Mapping[str, Any],
+        ns: str,
+        cluster: str,
+        rack: str,
+        status: Any,
+        conds: Mapping[str, str],
+        maint: bool,
+    ) -> None:
+        f = self._f
+        labels = (ns, cluster, rack, _str(node, "metadata", "name"))
+        f.add("stargate_node_info", (*labels, _str(node, "spec", "gpu", "model"),
+                                     _str(node, "spec", "nodeName")), 1.0)
+        f.add("stargate_node_maintenance", labels, 1.0 if maint else 0.0)
+        count, healthy = _num(node, "spec", "gpu", "count"), _num(status, "healthyGPUs")
+        if count is not None and healthy is not None:
+            f.add("stargate_node_gpus", (*labels, "healthy"), healthy)
+            f.add("stargate_node_gpus", (*labels, "unhealthy"), max(0.0, count - healthy))
+        f.add("stargate_node_power_limit_watts", labels, _num(status, "powerLimitWatts"))
+        f.add("stargate_node_power_allocated_watts", labels, _num(status, "allocatedWatts"))
+        f.add("stargate_node_power_floor_watts", labels, _num(status, "floorWatts"))
+        f.add("stargate_node_power_demand_watts", labels, _num(status, "demandWatts"))
+        f.add("stargate_node_power_measured_watts", labels, _num(status, "telemetry", "powerWatts"))
+        f.add("stargate_node_hbm_used_bytes", labels, _num(status, "telemetry", "hbmUsedBytes"))
+        f.add("stargate_node_telemetry_timestamp_seconds", labels,
+              _timestamp(_get(status, "telemetry", "observedAt")))
+        for ctype, cstatus in conds.items():
+            f.add("stargate_node_condition", (*labels, ctype), 1.0 if cstatus == "True" else 0.0)
+
+
+def make_registry(source: StatusSource, per_node: bool = False) -> CollectorRegistry:
+    """A dedicated registry: the stargate collector, the health metrics, process and platform."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(StargateCollector(source, per_node=per_node))
+    for metric in HEALTH_METRICS:
+        registry.register(metric)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+def serve(registry: CollectorRegistry, port: int, addr: str = "0.0.0.0") -> WSGIServer:
+    """Serve `/metrics` (any path, in fact) from a daemon thread; returns the server.
+
+    The server runs in its own thread, so a scrape never blocks the asyncio loop; rendering holds
+    the GIL in slices (Python switches threads every 5 ms), so the loop slows down during a large
+    scrape but never stalls. Port 0 picks a free port: read it back from `server.server_port`.
+    Stop it with `server.shutdown(); server.server_close()`.
+    """
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return server
