@@ -44,8 +44,9 @@ def _files(paths: Iterable[str | Path]) -> Iterator[Path]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
+            # Like `kubectl apply -f DIR`: the folder's own files, not its subfolders.
             yield from sorted(
-                f for f in p.rglob("*") if f.suffix in (".yaml", ".yml", ".json") and f.is_file()
+                f for f in p.glob("*") if f.suffix in (".yaml", ".yml", ".json") and f.is_file()
             )
         elif p.exists():
             yield p
