@@ -167,13 +167,17 @@ class KubeClient:
         return resp.json() if resp.content else None
 
     async def get(self, plural: str, namespace: str, name: str, group_path: str = GROUP_PATH) -> Any:
-        return await self.request("GET", resource_path(plural, namespace, name, group_path=group_path), verb="get")
+        path = resource_path(plural, namespace, name, group_path=group_path)
+        return await self.request("GET", path, verb="get")
 
     async def list(self, plural: str, namespace: str | None = None, page_size: int = 500,
-                   group_path: str = GROUP_PATH) -> tuple[list[dict[str, Any]], str]:
-        """Every object (paginated), and the list's resourceVersion to start a watch from."""
+                   group_path: str = GROUP_PATH, field_selector: str | None = None
+                   ) -> tuple[list[dict[str, Any]], str]:
+        """Every object (paginated), and the list's resourceVersion to start a watch from.
+        `field_selector` e.g. `metadata.name=node-1` (what a node agent watches)."""
         items: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"limit": page_size}
+        selector = {"fieldSelector": field_selector} if field_selector else {}
+        params: dict[str, Any] = {"limit": page_size, **selector}
         path = resource_path(plural, namespace, group_path=group_path)
         kind = None
         while True:
@@ -187,11 +191,11 @@ class KubeClient:
             cont = page.get("metadata", {}).get("continue")
             if not cont:
                 return items, str(page["metadata"]["resourceVersion"])
-            params = {"limit": page_size, "continue": cont}
+            params = {"limit": page_size, "continue": cont, **selector}
 
     async def watch(self, plural: str, namespace: str | None, resource_version: str,
-                    timeout_seconds: int = 300, group_path: str = GROUP_PATH
-                    ) -> AsyncIterator[dict[str, Any]]:
+                    timeout_seconds: int = 300, group_path: str = GROUP_PATH,
+                    field_selector: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """Watch events (dicts with type and object) from resource_version; BOOKMARKs included."""
         path = resource_path(plural, namespace, group_path=group_path)
         params = {
@@ -200,9 +204,12 @@ class KubeClient:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
+        if field_selector:
+            params["fieldSelector"] = field_selector
         self._count("watch", path)
         timeout = httpx.Timeout(timeout_seconds + 30, connect=10.0)
-        async with self._http.stream("GET", path, params=params, headers=self._headers(), timeout=timeout) as resp:
+        async with self._http.stream("GET", path, params=params, headers=self._headers(),
+                                     timeout=timeout) as resp:
             if resp.status_code == 410:
                 raise WatchExpired(plural)
             if resp.status_code >= 400:

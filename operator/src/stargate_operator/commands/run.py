@@ -1,14 +1,124 @@
-"""Not written yet."""
+"""Run the operator against the current kubeconfig (in-cluster when deployed).
+
+Every option can also be set by the environment variable shown in its help; a flag wins over the
+variable. Examples:
+
+  stargate-operator run                                  # all namespaces, metrics on :8080
+  stargate-operator run -n abilene -n stargate-norway    # shard: only these sites
+  stargate-operator run --peering stargate --priority 100   # active/standby pair
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+from typing import TypeVar
+
+from stargate_operator.handlers.engine import EngineSettings
+
+_N = TypeVar("_N", int, float)
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def _env_bool(name: str) -> bool:
+    return (os.environ.get(name) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _num(name: str, default: _N) -> _N:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return type(default)(raw)
+    except ValueError:
+        raise SystemExit(f"environment variable {name}={raw!r} is not a valid number") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    ns_env = [n for n in (_env("STARGATE_NAMESPACES") or "").split(",") if n.strip()]
+    parser.add_argument("-n", "--namespace", action="append", dest="namespaces", default=None,
+                        metavar="NS", help="watch only this namespace; repeat for several "
+                        "(env STARGATE_NAMESPACES, comma-separated; default: all namespaces)")
+    parser.set_defaults(env_namespaces=ns_env)
+    parser.add_argument("--kubeconfig", default=_env("KUBECONFIG"),
+                        help="kubeconfig file (env KUBECONFIG; default ~/.kube/config, or in-cluster)")
+    parser.add_argument("--metrics-port", type=int, default=_num("STARGATE_METRICS_PORT", 8080),
+                        help="port of the Prometheus endpoint, 0 for any free port "
+                        "(env STARGATE_METRICS_PORT; default 8080)")
+    parser.add_argument("--metrics-addr", default=_env("STARGATE_METRICS_ADDR", "0.0.0.0"),
+                        help="address the metrics endpoint binds "
+                        "(env STARGATE_METRICS_ADDR; default 0.0.0.0)")
+    parser.add_argument("--health-port", type=int, default=_num("STARGATE_HEALTH_PORT", 8081),
+                        help="port of the liveness endpoint /healthz "
+                        "(env STARGATE_HEALTH_PORT; default 8081)")
+    per_node = _env_bool("STARGATE_PER_NODE_METRICS")
+    parser.add_argument("--per-node-metrics", action="store_true", default=per_node,
+                        help="export per-GPU-node series too; off by default, as a 10,000-node site "
+                        "would export about 150,000 more series (env STARGATE_PER_NODE_METRICS=true)")
+    parser.add_argument("--stale-after", type=float, default=_num("STARGATE_STALE_AFTER", 120.0),
+                        metavar="SECONDS", help="telemetry older than this counts as stale and its GPUs "
+                        "as unhealthy (env STARGATE_STALE_AFTER; default 120)")
+    parser.add_argument("--coalesce", type=float, default=_num("STARGATE_COALESCE_SECONDS", 0.1),
+                        metavar="SECONDS", help="quiet time after the last change of a site before it is "
+                        "recomputed; a busy site is recomputed at least every second "
+                        "(env STARGATE_COALESCE_SECONDS; default 0.1)")
+    parser.add_argument("--write-concurrency", type=int,
+                        default=_num("STARGATE_WRITE_CONCURRENCY", 32),
+                        help="status writes in flight at once (env STARGATE_WRITE_CONCURRENCY; default 32)")
+    parser.add_argument("--peering", default=_env("STARGATE_PEERING"), metavar="NAME",
+                        help="kopf peering object to coordinate an active/standby pair through; "
+                        "without it the operator runs standalone (env STARGATE_PEERING)")
+    parser.add_argument("--priority", type=int,
+                        default=int(p) if (p := _env("STARGATE_PRIORITY")) else None,
+                        help="peering priority; the highest live one acts (env STARGATE_PRIORITY; "
+                        "default: random, so identical replicas rank apart)")
+    parser.add_argument("--peering-lifetime", type=int,
+                        default=_num("STARGATE_PEERING_LIFETIME", 15), metavar="SECONDS",
+                        help="a peer silent this long is dead and a standby takes over "
+                        "(env STARGATE_PEERING_LIFETIME; default 15)")
+    parser.add_argument("--telemetry", choices=["none", "prometheus"],
+                        default=_env("STARGATE_TELEMETRY", "none"),
+                        help="extra telemetry source: 'prometheus' reads DCGM exporter series "
+                        "(env STARGATE_TELEMETRY; default none: node agents write telemetry)")
+    parser.add_argument("--prometheus-url", default=_env("STARGATE_PROMETHEUS_URL"),
+                        help="Prometheus to read DCGM series from (env STARGATE_PROMETHEUS_URL)")
+    node_label = _env("STARGATE_PROMETHEUS_NODE_LABEL", "Hostname")
+    parser.add_argument("--prometheus-node-label", default=node_label,
+                        help="label of the DCGM series holding the node name (default Hostname)")
+    parser.add_argument("--log-level", default=_env("STARGATE_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log level (env STARGATE_LOG_LEVEL; default INFO)")
 
 
 def main(args: argparse.Namespace) -> int:
-    del args
-    raise SystemExit("stargate-operator run: not implemented yet")
+    from stargate_operator.handlers.operator import RunSettings, run
+
+    logging.basicConfig(level=getattr(logging, args.log_level),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kopf's own per-object chatter is not useful here; its warnings are.
+    logging.getLogger("kopf").setLevel(max(logging.WARNING, getattr(logging, args.log_level)))
+    namespaces = tuple(args.namespaces or args.env_namespaces)
+    settings = RunSettings(
+        engine=EngineSettings(
+            namespaces=namespaces,
+            stale_after_seconds=args.stale_after,
+            coalesce_delay=args.coalesce,
+            write_concurrency=args.write_concurrency,
+        ),
+        kubeconfig=args.kubeconfig,
+        metrics_port=args.metrics_port,
+        metrics_addr=args.metrics_addr,
+        health_port=args.health_port,
+        per_node_metrics=args.per_node_metrics,
+        peering=args.peering,
+        priority=args.priority,
+        peering_lifetime=args.peering_lifetime,
+        telemetry=args.telemetry,
+        prometheus_url=args.prometheus_url,
+        prometheus_node_label=args.prometheus_node_label,
+    )
+    return run(settings)

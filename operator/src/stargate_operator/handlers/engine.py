@@ -1,0 +1,277 @@
+"""The reconcile engine: store, coalescing by namespace, one core run, only changed status written.
+
+Flow: informers feed the store and mark a namespace dirty; the scheduler waits for the namespace
+to be quiet for `coalesce_delay` (or at most `max_delay` after the first change), runs the core
+over the whole namespace once, diffs every desired status against what the store holds, and
+writes only the differences, many at a time. A write's response goes straight into the store, so
+the watch echo of our own write finds nothing left to do.
+
+Why per namespace and not per object: a change to one rack's priority moves the power of every
+rack and node of the site; the core needs the whole site anyway, and a burst of a thousand events
+(a cold start, a curtailment) must cost one recomputation, not a thousand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from stargate_operator import metrics
+from stargate_operator.core import plan_namespace
+from stargate_operator.core.statusdiff import merge_patch
+from stargate_operator.core.types import CoreSettings, PlanEvent
+from stargate_operator.handlers.informer import run_informer
+from stargate_operator.handlers.store import KINDS_BY_PLURAL, PLURALS_BY_KIND, Key, Store, key_of
+from stargate_operator.kube import ApiError, KubeClient
+
+logger = logging.getLogger("stargate.engine")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    stale_after_seconds: float = 120.0
+    coalesce_delay: float = 0.1  # quiet time after the last event before recomputing
+    max_delay: float = 1.0  # a namespace under a steady stream of events still recomputes this often
+    write_concurrency: int = 32
+    event_concurrency: int = 8
+    retry_delay: float = 2.0
+
+
+@dataclass
+class EngineStats:
+    reconciles: int = 0
+    writes: int = 0
+    write_errors: int = 0
+    events_posted: int = 0
+    last_reconcile_monotonic: float = 0.0
+    last_error: str = ""
+    writes_by_key: dict[Key, int] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, client: KubeClient, settings: EngineSettings,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.client = client
+        self.settings = settings
+        self.clock = clock
+        self.store = Store()
+        self.stats = EngineStats()
+        self.synced = False
+        # The peering gate: while cleared, the engine keeps its cache warm but writes nothing.
+        self.active = asyncio.Event()
+        self._dirty: dict[str, tuple[float, float]] = {}  # ns -> (first change, last change)
+        self._wake = asyncio.Event()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._telemetry: dict[str, dict[str, Any]] = {}  # node name -> telemetry overlay
+        self._tasks: list[asyncio.Task[None]] = []
+        self._write_sem = asyncio.Semaphore(settings.write_concurrency)
+        self._event_sem = asyncio.Semaphore(settings.event_concurrency)
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def mark_dirty(self, namespace: str) -> None:
+        now = time.monotonic()
+        first, _ = self._dirty.get(namespace, (now, now))
+        self._dirty[namespace] = (first, now)
+        self._wake.set()
+
+    def _on_list(self, kind: str, namespace: str | None, items: list[dict[str, Any]]) -> None:
+        for ns in self.store.replace_kind(kind, namespace, items):
+            self.mark_dirty(ns)
+
+    def _on_event(self, type_: str, obj: dict[str, Any]) -> None:
+        key = key_of(obj)
+        if type_ == "DELETED":
+            self.store.delete(key)
+        elif not self.store.upsert(obj):
+            return  # an older version than the one our own write already stored
+        self.mark_dirty(key[1])
+
+    def set_telemetry(self, readings: dict[str, dict[str, Any]]) -> None:
+        """Telemetry from an external source (Prometheus/DCGM), by node name; replaces the last."""
+        self._telemetry = dict(readings)
+        for ns in self.store.namespaces():
+            self.mark_dirty(ns)
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        namespaces: Iterable[str | None] = self.settings.namespaces or (None,)
+        events: list[asyncio.Event] = []
+        for plural, kind in KINDS_BY_PLURAL.items():
+            for ns in namespaces:
+                synced = asyncio.Event()
+                events.append(synced)
+                self._tasks.append(asyncio.create_task(
+                    run_informer(self.client, plural, kind, ns, self._on_list, self._on_event, synced),
+                    name=f"informer {plural}@{ns or '*'}",
+                ))
+        # Computing before every kind is listed would report claims without pools, racks without
+        # clusters... and post Events for problems that do not exist.
+        await asyncio.gather(*(e.wait() for e in events))
+        self.synced = True
+        logger.info("cache synced: %d objects", self.store.count())
+        try:
+            await self._schedule_forever()
+        finally:
+            for t in self._tasks:
+                t.cancel()
+            for t in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+    async def _schedule_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.active.is_set():
+                await self.active.wait()
+                for ns in self.store.namespaces():
+                    self.mark_dirty(ns)
+            now = time.monotonic()
+            due: list[str] = []
+            next_due = None
+            for ns, (first, last) in self._dirty.items():
+                at = min(last + self.settings.coalesce_delay, first + self.settings.max_delay)
+                if at <= now:
+                    due.append(ns)
+                else:
+                    next_due = at if next_due is None else min(next_due, at)
+            for ns in due:
+                del self._dirty[ns]
+            for ns in due:
+                await self.reconcile(ns)
+            if next_due is not None:
+                asyncio.get_running_loop().call_later(max(0.0, next_due - time.monotonic()), self._wake.set)
+            if self._dirty and not due and next_due is None:
+                self._wake.set()
+
+    def _objects_for_core(self, namespace: str) -> list[dict[str, Any]]:
+        objects = self.store.objects(namespace)
+        if not self._telemetry:
+            return objects
+        out = []
+        for obj in objects:
+            if obj.get("kind") == "GPUNode":
+                node = (obj.get("spec") or {}).get("nodeName") or obj["metadata"]["name"]
+                reading = self._telemetry.get(node)
+                if reading is not None:
+                    obj = {**obj, "status": {**(obj.get("status") or {}), "telemetry": reading}}
+            out.append(obj)
+        return out
+
+    async def reconcile(self, namespace: str) -> None:
+        started = time.perf_counter()
+        try:
+            objects = self._objects_for_core(namespace)
+            if not objects:
+                return
+            t0 = time.perf_counter()
+            plan = plan_namespace(objects, self.clock(), CoreSettings(self.settings.stale_after_seconds))
+            metrics.ALLOCATION_SECONDS.observe(time.perf_counter() - t0)
+            writes = []
+            for key, desired in plan.statuses.items():
+                held = self.store.get(key)
+                if held is None:
+                    continue
+                patch = merge_patch(held.get("status"), desired)
+                if patch:
+                    writes.append(self._write(key, patch))
+            results = await asyncio.gather(*writes)
+            failed = sum(1 for ok in results if not ok)
+            if plan.events:
+                await asyncio.gather(*(self._post(ev) for ev in plan.events))
+            self._schedule_at(namespace, plan.next_change_at)
+            self.stats.reconciles += 1
+            self.stats.last_reconcile_monotonic = time.monotonic()
+            if failed:
+                metrics.RECONCILES.labels(kind="namespace", result="error").inc()
+                asyncio.get_running_loop().call_later(self.settings.retry_delay, self.mark_dirty, namespace)
+            else:
+                metrics.RECONCILES.labels(kind="namespace", result="success").inc()
+                metrics.LAST_SUCCESS.labels(namespace=namespace).set(time.time())
+        except Exception as e:  # one bad namespace must never stop the others
+            logger.exception("reconciling namespace %s failed", namespace)
+            self.stats.last_error = f"{namespace}: {e}"
+            metrics.RECONCILES.labels(kind="namespace", result="error").inc()
+            asyncio.get_running_loop().call_later(self.settings.retry_delay, self.mark_dirty, namespace)
+        finally:
+            metrics.RECONCILE_SECONDS.labels(kind="namespace").observe(time.perf_counter() - started)
+
+    def _schedule_at(self, namespace: str, when: datetime | None) -> None:
+        old = self._timers.pop(namespace, None)
+        if old is not None:
+            old.cancel()
+        if when is None:
+            return
+        delay = max(0.0, (when - self.clock()).total_seconds()) + 0.05
+        self._timers[namespace] = asyncio.get_running_loop().call_later(delay, self.mark_dirty, namespace)
+
+    async def _write(self, key: Key, patch: dict[str, Any]) -> bool:
+        kind, namespace, name = key
+        async with self._write_sem:
+            if not self.active.is_set():
+                return False
+            try:
+                obj = await self.client.patch_status(PLURALS_BY_KIND[kind], namespace, name, patch)
+            except ApiError as e:
+                if e.status == 404:
+                    self.store.delete(key)  # deleted meanwhile: nothing to write
+                    return True
+                logger.warning("writing status of %s %s/%s failed: %s", kind, namespace, name, e)
+                self.stats.write_errors += 1
+                self.stats.last_error = str(e)
+                return False
+            except Exception as e:
+                logger.warning("writing status of %s %s/%s failed: %s", kind, namespace, name, e)
+                self.stats.write_errors += 1
+                self.stats.last_error = str(e)
+                return False
+        metrics.API_WRITES.labels(kind=kind, verb="patch_status").inc()
+        self.stats.writes += 1
+        self.stats.writes_by_key[key] = self.stats.writes_by_key.get(key, 0) + 1
+        if isinstance(obj, dict):
+            obj.setdefault("kind", kind)
+            self.store.upsert(obj)
+        return True
+
+    async def _post(self, event: PlanEvent) -> None:
+        involved = self.store.get(event.key) or {
+            "kind": event.key[0], "apiVersion": "stargate.dev/v1alpha1",
+            "metadata": {"name": event.key[2], "namespace": event.key[1]},
+        }
+        async with self._event_sem:
+            try:
+                await self.client.create_event(
+                    namespace=event.key[1], involved=involved, type_=event.type, reason=event.reason,
+                    message=event.message,
+                )
+            except Exception as e:  # Events are best effort: never block status on them
+                logger.warning("posting event %s on %s failed: %s", event.reason, event.key, e)
+                return
+        metrics.API_WRITES.labels(kind="Event", verb="create_event").inc()
+        self.stats.events_posted += 1
+
+    # -- views --------------------------------------------------------------------------------
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every cached object (the metrics StatusSource); safe to call from another thread."""
+        return list(self.store)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "synced": self.synced,
+            "active": self.active.is_set(),
+            "objects": self.store.count(),
+            "reconciles": self.stats.reconciles,
+            "writes": self.stats.writes,
+            "writeErrors": self.stats.write_errors,
+            "lastError": self.stats.last_error,
+        }

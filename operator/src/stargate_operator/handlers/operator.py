@@ -1,0 +1,121 @@
+"""Wiring on kopf: lifecycle, signals, liveness probes; the engine and peering run as tasks.
+
+kopf serves what it is good at here: the process lifecycle (startup and cleanup activities,
+SIGTERM/SIGINT handling and graceful shutdown), logging, and the liveness endpoint with probes.
+The hot path (watching tens of thousands of objects, coalescing, writing status) is the engine's,
+for the reasons in engine.py and informer.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from stargate_operator import metrics
+from stargate_operator.handlers.engine import Engine, EngineSettings
+from stargate_operator.handlers.peering import Peering
+from stargate_operator.kube import KubeClient
+
+logger = logging.getLogger("stargate.operator")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    engine: EngineSettings
+    kubeconfig: str | None = None
+    metrics_port: int = 8080
+    metrics_addr: str = "0.0.0.0"
+    health_port: int = 8081
+    per_node_metrics: bool = False
+    peering: str | None = None  # kopf peering object name; None: standalone
+    priority: int | None = None  # None: random, so identical replicas rank apart
+    peering_lifetime: int = 15
+    telemetry: str = "none"  # none | prometheus
+    prometheus_url: str | None = None
+    prometheus_node_label: str = "Hostname"
+    telemetry_interval: float = 15.0
+
+
+def build_registry(settings: RunSettings) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(memo: kopf.Memo, settings_: Any = None, **_: Any) -> None:
+        client = KubeClient.from_kubeconfig(settings.kubeconfig)
+        engine = Engine(client, settings.engine)
+        memo["client"] = client
+        memo["engine"] = engine
+        tasks: list[asyncio.Task[None]] = []
+        if settings.peering:
+            priority = settings.priority if settings.priority is not None else random.randint(1, 10**9)
+            peering = Peering(client, settings.peering, settings.engine.namespaces, priority, engine.active,
+                              lifetime=settings.peering_lifetime)
+            memo["peering"] = peering
+            tasks.append(asyncio.create_task(peering.run(), name="peering"))
+        else:
+            engine.active.set()
+        if settings.telemetry == "prometheus":
+            from stargate_operator.telemetry.prometheus import PrometheusTelemetry
+
+            if not settings.prometheus_url:
+                raise kopf.PermanentError("--telemetry prometheus needs --prometheus-url")
+            source = PrometheusTelemetry(settings.prometheus_url, interval=settings.telemetry_interval,
+                                         node_label=settings.prometheus_node_label)
+            tasks.append(asyncio.create_task(source.run(engine.set_telemetry), name="telemetry"))
+        tasks.append(asyncio.create_task(engine.run(), name="engine"))
+        memo["tasks"] = tasks
+        server = metrics.serve(metrics.make_registry(engine, per_node=settings.per_node_metrics),
+                               settings.metrics_port, settings.metrics_addr)
+        memo["metrics_server"] = server
+        logger.info("metrics on %s:%d, namespaces: %s", settings.metrics_addr, server.server_port,
+                    ", ".join(settings.engine.namespaces) or "all")
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        for task in reversed(memo.get("tasks", [])):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        server = memo.get("metrics_server")
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        client = memo.get("client")
+        if client is not None:
+            await client.aclose()
+
+    @kopf.on.probe(id="engine", registry=registry)
+    def probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+        engine: Engine | None = memo.get("engine")
+        if engine is None:
+            return {"starting": True}
+        for task in memo.get("tasks", []):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                # A dead engine must fail liveness so that the kubelet restarts us.
+                raise RuntimeError(f"task {task.get_name()} died: {task.exception()}")
+        return engine.health()
+
+    return registry
+
+
+def run(settings: RunSettings) -> int:
+    if settings.kubeconfig:
+        os.environ["KUBECONFIG"] = settings.kubeconfig  # kopf's own login reads it too
+    registry = build_registry(settings)
+    kopf.configure(verbose=False)
+    kopf.run(
+        registry=registry,
+        standalone=True,  # peering is ours (handlers/peering.py), over kopf's objects
+        clusterwide=not settings.engine.namespaces,
+        namespaces=list(settings.engine.namespaces),
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+        memo=kopf.Memo(),
+    )
+    return 0

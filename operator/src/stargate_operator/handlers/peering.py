@@ -1,0 +1,125 @@
+"""Active/standby between operator replicas over kopf's peering objects.
+
+We speak kopf's peering protocol: the same `KopfPeering` (namespaced) and `ClusterKopfPeering`
+objects, the same record per operator in their `status` (priority, lifetime, lastseen, made by
+kopf's own `Peer` class), so `kopf freeze`, `kopf resume` and other kopf operators see us and we
+see them. The engine does not run on kopf's per-object handlers (see engine.py), so kopf's own
+pause switch would not stop it: this loop drives the engine's gate instead.
+
+One deliberate difference: kopf pauses every operator when two share the highest priority. The
+replicas of one Deployment are identical, so for an active/standby pair we break the tie by
+identity: of the live peers with the highest priority, the one with the greatest identity acts.
+A standby takes over when the active one's record expires (`lifetime` seconds after its last
+keep-alive) or at once when the active one leaves cleanly and removes its record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from kopf._core.engines.peering import Identity, Peer, detect_own_id  # kopf's record format, kept in step
+
+from stargate_operator.kube import ApiError, KubeClient
+
+logger = logging.getLogger("stargate.peering")
+
+KOPF_GROUP_PATH = "/apis/kopf.dev/v1"
+
+
+def own_identity() -> str:
+    return str(detect_own_id(manual=False))
+
+
+def should_act(me: str, my_priority: int, peers: Iterable[Peer]) -> bool:
+    """True when no live peer outranks us by (priority, identity). Pure, tested."""
+    for peer in peers:
+        if peer.identity == me or peer.is_dead:
+            continue
+        if (peer.priority, str(peer.identity)) > (my_priority, me):
+            return False
+    return True
+
+
+class Peering:
+    def __init__(self, client: KubeClient, name: str, namespaces: tuple[str, ...], priority: int,
+                 gate: asyncio.Event, *, lifetime: int = 15, interval: float = 3.0,
+                 identity: str | None = None) -> None:
+        self.client = client
+        self.name = name
+        self.namespaces = namespaces  # empty: cluster-wide ClusterKopfPeering
+        self.priority = priority
+        self.gate = gate
+        self.lifetime = lifetime
+        self.interval = interval
+        self.identity = identity or own_identity()
+
+    def _targets(self) -> list[tuple[str, str | None]]:
+        if self.namespaces:
+            return [("kopfpeerings", ns) for ns in self.namespaces]
+        return [("clusterkopfpeerings", None)]
+
+    def _path(self, plural: str, namespace: str | None, name: str | None = None) -> str:
+        p = KOPF_GROUP_PATH + (f"/namespaces/{namespace}" if namespace else "") + f"/{plural}"
+        return p + (f"/{name}" if name else "")
+
+    async def _touch(self, plural: str, namespace: str | None, lifetime: int) -> dict[str, object]:
+        record = Peer(identity=Identity(self.identity), priority=self.priority, lifetime=lifetime)
+        body = {"status": {self.identity: record.as_dict() if lifetime > 0 else None}}
+        try:
+            out = await self.client.request(
+                "PATCH", self._path(plural, namespace, self.name), verb="patch", body=body,
+                content_type="application/merge-patch+json",
+            )
+        except ApiError as e:
+            if e.status != 404 or lifetime == 0:
+                raise
+            # kopf leaves creating the peering object to the user; we create it, once.
+            kind = "KopfPeering" if namespace else "ClusterKopfPeering"
+            meta: dict[str, str] = {"name": self.name}
+            if namespace:
+                meta["namespace"] = namespace
+            await self.client.request(
+                "POST", self._path(plural, namespace), verb="create",
+                body={"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": meta},
+            )
+            out = await self.client.request(
+                "PATCH", self._path(plural, namespace, self.name), verb="patch", body=body,
+                content_type="application/merge-patch+json",
+            )
+        return out if isinstance(out, dict) else {}
+
+    async def run(self) -> None:
+        try:
+            while True:
+                act = True
+                try:
+                    for plural, ns in self._targets():
+                        obj = await self._touch(plural, ns, self.lifetime)
+                        status = obj.get("status") or {}
+                        peers = [
+                            Peer(identity=Identity(ident), **info)
+                            for ident, info in (status.items() if isinstance(status, dict) else [])
+                            if isinstance(info, dict)
+                        ]
+                        act = act and should_act(self.identity, self.priority, peers)
+                except Exception as e:
+                    # Without a word from the peering objects we cannot know that we are alone.
+                    logger.warning("peering %s unavailable (%s); standing by", self.name, e)
+                    act = False
+                if act and not self.gate.is_set():
+                    logger.info("peering %s: %s (priority %d) is now active", self.name, self.identity,
+                                self.priority)
+                    self.gate.set()
+                elif not act and self.gate.is_set():
+                    logger.info("peering %s: another operator outranks %s; standing by", self.name,
+                                self.identity)
+                    self.gate.clear()
+                await asyncio.sleep(self.interval)
+        finally:
+            self.gate.clear()
+            for plural, ns in self._targets():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._touch(plural, ns, 0))
