@@ -1,14 +1,167 @@
-"""Not written yet."""
+"""The node agent: GPU telemetry in, power limits out.
+
+On a GPU server (NVML, through nvidia-ml-py; setting power limits needs root):
+
+  stargate-operator agent --node dgx-a1-07 --namespace site-abilene
+
+Without GPUs, one simulated agent per GPUNode of a namespace, in one process:
+
+  stargate-operator agent --simulate --all --namespace demo --seed 1
+
+Every --interval seconds each agent applies status.powerLimitWatts of its GPUNode to every GPU
+(clamped to the device's range; what cannot be applied is logged and reported as a Warning Event
+PowerLimitNotApplied), reads its GPUs and writes status.telemetry (powerWatts, healthyGPUs,
+hbmUsedBytes, observedAt), and nothing else. With --watch (the default) a new limit is applied within
+about a second. Simulated faults: --fail-gpus N, or at runtime
+  kubectl annotate gpunode NAME stargate.dev/simulate-failed-gpus=2 --overwrite
+
+Every flag has an environment variable (shown in --help), for a DaemonSet's pod spec.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+from stargate_operator.agent.runner import Fleet, nvml_factory, simulated_factory
+from stargate_operator.kube import ApiError, KubeClient
+
+log = logging.getLogger("stargate_operator.agent")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def _env_bool(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else None
+
+
+def _positive_float(s: str) -> float:
+    v = float(s)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {s}")
+    return v
+
+
+def _non_negative_int(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {s}")
+    return v
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.add_argument(
+        "--node", metavar="NAME", action="append", default=None,
+        help="the GPUNode this agent serves (repeat, or comma-separate in the env, for several "
+             "simulated nodes) [env STARGATE_AGENT_NODE]")
+    parser.add_argument(
+        "--all", dest="all_nodes", action="store_true", default=_env_bool("STARGATE_AGENT_ALL"),
+        help="with --simulate: one agent for every GPUNode of the namespace, following creations and "
+             "deletions [env STARGATE_AGENT_ALL=1]")
+    parser.add_argument(
+        "--namespace", "-n", default=_env("STARGATE_AGENT_NAMESPACE", _env("POD_NAMESPACE", "default")),
+        help="namespace of the GPUNode(s) [env STARGATE_AGENT_NAMESPACE, POD_NAMESPACE; default: default]")
+    parser.add_argument(
+        "--kubeconfig", default=None,
+        help="kubeconfig file; in-cluster credentials when absent in a pod [env KUBECONFIG; default "
+             "~/.kube/config]")
+    parser.add_argument(
+        "--interval", type=_positive_float, default=float(_env("STARGATE_AGENT_INTERVAL", "10") or 10),
+        metavar="SECONDS", help="seconds between readings [env STARGATE_AGENT_INTERVAL; default 10]")
+    parser.add_argument(
+        "--simulate", action="store_true", default=_env_bool("STARGATE_AGENT_SIMULATE"),
+        help="no GPUs: simulate them from the GPUNode's spec (draw follows the limit, with noise) "
+             "[env STARGATE_AGENT_SIMULATE=1]")
+    parser.add_argument(
+        "--seed", type=int, default=_env_int("STARGATE_AGENT_SEED"),
+        help="with --simulate: reproducible numbers [env STARGATE_AGENT_SEED]")
+    parser.add_argument(
+        "--fail-gpus", type=_non_negative_int, default=int(_env("STARGATE_AGENT_FAIL_GPUS", "0") or 0),
+        metavar="N", help="with --simulate: N GPUs of every node are faulty; the annotation "
+                          "stargate.dev/simulate-failed-gpus on a GPUNode overrides it at runtime "
+                          "[env STARGATE_AGENT_FAIL_GPUS; default 0]")
+    parser.add_argument(
+        "--watch", action=argparse.BooleanOptionalAction,
+        default=not _env_bool("STARGATE_AGENT_NO_WATCH"),
+        help="watch the GPUNode(s) so that new limits apply within a second; --no-watch polls every "
+             "interval [env STARGATE_AGENT_NO_WATCH=1 for --no-watch; default: watch]")
+    parser.add_argument(
+        "--once", action="store_true",
+        help="one pass (apply the limit, read, write telemetry) and exit: 0 when every node was written")
+    parser.add_argument(
+        "--no-events", dest="events", action="store_false",
+        help="do not record PowerLimitNotApplied Events (logs only)")
+    parser.add_argument(
+        "--log-level", default=_env("STARGATE_AGENT_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+        help="[env STARGATE_AGENT_LOG_LEVEL; default INFO]")
 
 
 def main(args: argparse.Namespace) -> int:
-    del args
-    raise SystemExit("stargate-operator agent: not implemented yet")
+    logging.basicConfig(level=getattr(logging, args.log_level),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.node:
+        args.node = [n.strip() for n in (_env("STARGATE_AGENT_NODE") or "").split(",") if n.strip()]
+    if not args.node and not args.all_nodes:
+        print("stargate-operator agent: give --node NAME (or --simulate --all)", file=sys.stderr)
+        return 2
+    if args.node and args.all_nodes:
+        print("stargate-operator agent: --node and --all exclude each other", file=sys.stderr)
+        return 2
+    if not args.simulate and (args.all_nodes or len(args.node) > 1):
+        print("stargate-operator agent: an NVML agent serves one GPUNode, the machine it runs on; "
+              "several nodes need --simulate", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_main(args))
+    except KeyboardInterrupt:  # pragma: no cover - the signal handler normally wins
+        return 130
+
+
+async def _main(args: argparse.Namespace) -> int:
+    if args.simulate:
+        factory = simulated_factory(seed=args.seed, failed_gpus=args.fail_gpus)
+    else:
+        from stargate_operator.agent.nvml import NvmlUnavailable
+        try:
+            factory = nvml_factory()
+        except NvmlUnavailable as e:
+            print(f"stargate-operator agent: {e}", file=sys.stderr)
+            return 1
+    try:
+        client = KubeClient.from_kubeconfig(args.kubeconfig, max_connections=16)
+    except ApiError as e:
+        print(f"stargate-operator agent: {e}", file=sys.stderr)
+        return 1
+    fleet = Fleet(client, args.namespace, factory, names=None if args.all_nodes else args.node,
+                  interval=args.interval, watch=args.watch, events=args.events, seed=args.seed)
+    try:
+        if args.once:
+            wrote, wanted = await fleet.run_once()
+            log.info("telemetry written for %d of %d GPUNode(s)", wrote, wanted)
+            return 0 if wrote == wanted else 1
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(fleet.run())
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        log.info("agent for %s in namespace %s, every %.0f s (%s)",
+                 "every GPUNode" if args.all_nodes else ", ".join(args.node), args.namespace, args.interval,
+                 "simulated" if args.simulate else "NVML")
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        log.info("agent stopped")
+        return 0
+    finally:
+        await client.aclose()

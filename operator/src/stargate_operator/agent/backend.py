@@ -1,0 +1,89 @@
+"""What a GPU source looks like to the agent: plain readings in, power-limit outcomes out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class GPUReading:
+    """One GPU as read at one moment."""
+
+    index: int
+    uuid: str = ""
+    name: str = ""
+    power_watts: float = 0.0
+    memory_used_bytes: int = 0
+    memory_total_bytes: int = 0
+    healthy: bool = True
+    problem: str = ""  # why it is unhealthy, or what could not be read
+    limit_watts: float | None = None  # the power limit in force, where known
+    limit_range_watts: tuple[float, float] | None = None  # what the device allows
+
+
+@dataclass(frozen=True)
+class NodeReading:
+    """All GPUs of a node; `other_power_watts` is what the source knows about the rest of the node
+    (None for NVML, which sees only GPUs: the agent then adds the GPUNode's spec.basePowerWatts)."""
+
+    gpus: tuple[GPUReading, ...]
+    other_power_watts: float | None = None
+    observed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def gpu_power_watts(self) -> float:
+        return sum(g.power_watts for g in self.gpus)
+
+    @property
+    def healthy_gpus(self) -> int:
+        return sum(1 for g in self.gpus if g.healthy)
+
+    @property
+    def hbm_used_bytes(self) -> int:
+        return sum(g.memory_used_bytes for g in self.gpus)
+
+
+@dataclass(frozen=True)
+class LimitOutcome:
+    """What became of a requested per-GPU power limit.
+
+    `applied` maps GPU index to the limit now in force (watts); `problems` holds one line per GPU
+    whose limit is not what was asked (clamped to the device's range, not permitted, not supported,
+    unreadable). An empty `problems` means every GPU runs at exactly the requested limit."""
+
+    requested_watts: int
+    applied: dict[int, float] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+    changed: bool = False  # whether any device limit was actually set by this call
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class GPUBackend(Protocol):
+    """A source of GPU readings that can also set power limits. Calls may block (NVML): the runner
+    calls them from a worker thread when `blocking` is true."""
+
+    blocking: bool
+
+    def read(self, spec: dict[str, Any], annotations: dict[str, str]) -> NodeReading:
+        """Read every GPU. `spec` is the GPUNode's spec (the simulator sizes itself from it)."""
+        ...
+
+    def apply_power_limit(self, watts: int) -> LimitOutcome:
+        """Set every GPU's power limit to `watts`, clamped to what each device allows. Idempotent:
+        called every interval, it only writes to a device whose limit differs."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def rfc3339(ts: datetime) -> str:
+    """UTC, `Z` suffix; milliseconds only where the time has a fraction of a second."""
+    ts = ts.astimezone(UTC)
+    if ts.microsecond:
+        return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,372 @@
+"""The agent loop: one `NodeAgent` per GPUNode, many of them in one asyncio process if need be.
+
+Every interval (and promptly when the operator changes `status.powerLimitWatts`, the spec or the
+fault-injection annotation, when watching) an agent
+1. applies `status.powerLimitWatts` to every GPU (clamped to what the device allows; what could not be
+   applied is logged and reported once per distinct outcome as a Warning Event `PowerLimitNotApplied`
+   on the GPUNode: the telemetry schema has no field for it);
+2. reads its GPUs;
+3. writes `status.telemetry` (`powerWatts`, `healthyGPUs`, `hbmUsedBytes`, `observedAt`) with a JSON
+   merge patch on the status subresource that names nothing else, so no other status field is touched.
+
+`powerWatts` is the node's power: the GPUs' measured draw plus the rest of the node. NVML sees only the
+GPUs, so the rest is the GPUNode's `spec.basePowerWatts`; the simulator models both.
+
+A `Fleet` keeps the GPUNode objects in a cache fed by one list+watch (or by polling with `watch=False`)
+and runs the agents: one for a real node (`--node NAME`), or one per GPUNode of a namespace in
+simulation (`--simulate --all`), which is how the demo runs a hundred nodes in one process. Writes of a
+fleet are spread over the interval so that they do not arrive together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stargate_operator.agent.backend import GPUBackend, LimitOutcome, NodeReading, rfc3339
+from stargate_operator.agent.simulate import FAILED_GPUS_ANNOTATION, SimulatedBackend
+from stargate_operator.kube import ApiError, KubeClient, WatchExpired
+
+log = logging.getLogger(__name__)
+
+PLURAL = "gpunodes"
+EVENT_REASON_NOT_APPLIED = "PowerLimitNotApplied"
+COMPONENT = "stargate-agent"
+MIN_WRITE_GAP = 1.0  # seconds: prompt writes after a change, but never more than one a second
+
+BackendFactory = Callable[[str, dict[str, Any]], GPUBackend]
+
+
+def telemetry_patch(reading: NodeReading, spec: dict[str, Any]) -> dict[str, Any]:
+    """The status patch an agent writes: `{"telemetry": {...}}` and nothing else."""
+    other = reading.other_power_watts
+    if other is None:
+        other = float(spec.get("basePowerWatts") or 0)
+    return {
+        "telemetry": {
+            "powerWatts": max(0, round(other + reading.gpu_power_watts)),
+            "healthyGPUs": min(16, reading.healthy_gpus),
+            "hbmUsedBytes": max(0, reading.hbm_used_bytes),
+            "observedAt": rfc3339(reading.observed_at),
+        }
+    }
+
+
+def _wake_key(obj: dict[str, Any]) -> tuple[Any, ...]:
+    """What, when it changes, should make an agent act before its next interval (not telemetry)."""
+    meta = obj.get("metadata") or {}
+    return (
+        (obj.get("status") or {}).get("powerLimitWatts"),
+        meta.get("generation"),
+        (meta.get("annotations") or {}).get(FAILED_GPUS_ANNOTATION),
+    )
+
+
+@dataclass
+class NodeAgent:
+    """One GPUNode: its backend, its loop, what it last did."""
+
+    client: KubeClient
+    namespace: str
+    name: str
+    backend: GPUBackend
+    interval: float = 10.0
+    phase: float = 0.0  # seconds into the interval at which this agent writes
+    events: bool = True
+    obj: dict[str, Any] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    gone: bool = False
+    writes: int = 0
+    last_outcome: LimitOutcome | None = None
+    last_reported: tuple[int, tuple[str, ...]] | None = None
+    last_telemetry: dict[str, Any] | None = None
+    _last_write: float = -1e9
+
+    def update(self, obj: dict[str, Any]) -> None:
+        old = self.obj
+        self.obj = obj
+        if not old or _wake_key(old) != _wake_key(obj):
+            self.wake.set()
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.backend.blocking:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
+    async def apply_limit(self) -> LimitOutcome | None:
+        limit = (self.obj.get("status") or {}).get("powerLimitWatts")
+        if limit is None:
+            return None  # the operator has not decided yet: leave the devices as they are
+        outcome: LimitOutcome = await self._call(self.backend.apply_power_limit, int(limit))
+        self.last_outcome = outcome
+        key = (outcome.requested_watts, outcome.problems)
+        if outcome.problems and key != self.last_reported:
+            msg = f"power limit {outcome.requested_watts} W per GPU not fully applied: " + "; ".join(
+                outcome.problems)
+            log.warning("%s/%s: %s", self.namespace, self.name, msg)
+            if self.events:
+                try:
+                    await self.client.create_event(
+                        namespace=self.namespace, involved=self.obj, type_="Warning",
+                        reason=EVENT_REASON_NOT_APPLIED, message=msg, component=COMPONENT)
+                except (ApiError, OSError) as e:  # httpx errors are OSError-like; never fatal
+                    log.warning("%s/%s: cannot record event: %s", self.namespace, self.name, e)
+        elif not outcome.problems and self.last_reported and self.last_reported[1]:
+            log.info("%s/%s: power limit %d W per GPU applied", self.namespace, self.name,
+                     outcome.requested_watts)
+        self.last_reported = key
+        return outcome
+
+    async def tick(self) -> bool:
+        """Apply the limit, read, write telemetry. False when the GPUNode is gone."""
+        await self.apply_limit()
+        meta = self.obj.get("metadata") or {}
+        reading: NodeReading = await self._call(self.backend.read, self.obj.get("spec") or {},
+                                                dict(meta.get("annotations") or {}))
+        patch = telemetry_patch(reading, self.obj.get("spec") or {})
+        try:
+            await self.client.patch_status(PLURAL, self.namespace, self.name, patch)
+        except ApiError as e:
+            if e.status == 404:
+                log.info("%s/%s: GPUNode deleted, agent stops", self.namespace, self.name)
+                self.gone = True
+                return False
+            log.warning("%s/%s: telemetry not written: %s", self.namespace, self.name, e)
+            return True
+        self.writes += 1
+        self.last_telemetry = patch["telemetry"]
+        self._last_write = asyncio.get_running_loop().time()
+        return True
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + self.phase
+        while not self.gone:
+            try:
+                ok = await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s/%s: agent tick failed", self.namespace, self.name)
+                ok = True
+            if not ok:
+                return
+            now = loop.time()
+            while next_at <= now:
+                next_at += self.interval
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=next_at - now)
+            # Woken by a change: act now, but not more than once a second.
+            gap = self._last_write + MIN_WRITE_GAP - loop.time()
+            if gap > 0:
+                await asyncio.sleep(gap)
+
+    def close(self) -> None:
+        try:
+            self.backend.close()
+        except Exception:  # pragma: no cover
+            log.exception("%s/%s: backend close failed", self.namespace, self.name)
+
+
+def simulated_factory(*, seed: int | None = None, failed_gpus: int = 0) -> BackendFactory:
+    def make(name: str, obj: dict[str, Any]) -> GPUBackend:
+        return SimulatedBackend(name, obj.get("spec") or {}, seed=seed, failed_gpus=failed_gpus)
+    return make
+
+
+class Fleet:
+    """Agents for the GPUNodes of one namespace: the named ones, or every one (`names=None`)."""
+
+    def __init__(self, client: KubeClient, namespace: str, backend_factory: BackendFactory, *,
+                 names: list[str] | None = None, interval: float = 10.0, watch: bool = True,
+                 events: bool = True, seed: int | None = None) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.factory = backend_factory
+        self.names = set(names) if names is not None else None
+        self.interval = interval
+        self.watch = watch
+        self.events = events
+        self.agents: dict[str, NodeAgent] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._rng = random.Random(seed)
+        self.synced = asyncio.Event()  # set after the first list
+
+    @property
+    def field_selector(self) -> str | None:
+        if self.names is not None and len(self.names) == 1:
+            return f"metadata.name={next(iter(self.names))}"
+        return None
+
+    def _phase(self, name: str) -> float:
+        # Spread a fleet's writes over the interval; stable per name, so restarts keep the rhythm.
+        return (zlib.crc32(name.encode()) % 1000) / 1000.0 * self.interval
+
+    def _wanted(self, name: str) -> bool:
+        return self.names is None or name in self.names
+
+    def upsert(self, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if not self._wanted(name):
+            return
+        agent = self.agents.get(name)
+        if agent is not None and (agent.gone or self.tasks[name].done()):
+            self._drop(name)
+            agent = None
+        if agent is None:
+            try:
+                backend = self.factory(name, obj)
+            except Exception:
+                log.exception("%s/%s: cannot start the GPU backend", self.namespace, name)
+                raise
+            agent = NodeAgent(self.client, self.namespace, name, backend, interval=self.interval,
+                              phase=self._phase(name) if self.names is None or len(self.names) > 1 else 0.0,
+                              events=self.events)
+            agent.obj = obj
+            self.agents[name] = agent
+            self.tasks[name] = asyncio.create_task(agent.run(), name=f"agent-{name}")
+            log.info("%s/%s: agent started", self.namespace, name)
+        else:
+            agent.update(obj)
+
+    def _drop(self, name: str) -> None:
+        agent = self.agents.pop(name, None)
+        task = self.tasks.pop(name, None)
+        if task is not None and not task.done():
+            task.cancel()
+        if agent is not None:
+            agent.close()
+
+    def delete(self, name: str) -> None:
+        if name in self.agents:
+            log.info("%s/%s: GPUNode deleted, agent stops", self.namespace, name)
+            self._drop(name)
+
+    def _sync_list(self, items: list[dict[str, Any]]) -> None:
+        seen = set()
+        for obj in items:
+            seen.add(obj["metadata"]["name"])
+            self.upsert(obj)
+        for name in list(self.agents):
+            if name not in seen:
+                self.delete(name)
+        if self.names is not None:
+            for name in sorted(self.names - seen):
+                log.warning("%s/%s: GPUNode not found (yet); waiting for it", self.namespace, name)
+        self.synced.set()
+
+    async def _watch_loop(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                items, rv = await self.client.list(PLURAL, self.namespace, field_selector=self.field_selector)
+                self._sync_list(items)
+                backoff = 1.0
+                while True:
+                    async for ev in self.client.watch(PLURAL, self.namespace, rv, timeout_seconds=290,
+                                                      field_selector=self.field_selector):
+                        obj = ev.get("object") or {}
+                        rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
+                        if ev["type"] in ("ADDED", "MODIFIED"):
+                            obj.setdefault("kind", "GPUNode")
+                            obj.setdefault("apiVersion", "stargate.dev/v1alpha1")
+                            self.upsert(obj)
+                        elif ev["type"] == "DELETED":
+                            self.delete(obj["metadata"]["name"])
+            except asyncio.CancelledError:
+                raise
+            except WatchExpired:
+                log.debug("watch expired, listing again")
+            except Exception as e:  # API down, network: keep the agents running on what they have
+                log.warning("%s: GPUNode watch failed (%s); retrying in %.0f s", self.namespace, e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+
+    async def _poll_loop(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                items, _ = await self.client.list(PLURAL, self.namespace, field_selector=self.field_selector)
+                self._sync_list(items)
+                backoff = 1.0
+                await asyncio.sleep(self.interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("%s: GPUNode list failed (%s); retrying in %.0f s", self.namespace, e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+
+    async def run(self) -> None:
+        """Until cancelled. Closes every backend on the way out."""
+        try:
+            await (self._watch_loop() if self.watch else self._poll_loop())
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        tasks = list(self.tasks.values())
+        for name in list(self.agents):
+            self._drop(name)
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    async def run_once(self) -> tuple[int, int]:
+        """One pass: list, apply, read, write for every agent. Returns (GPUNodes written, GPUNodes
+        wanted: the named ones, or every one listed)."""
+        items, _ = await self.client.list(PLURAL, self.namespace, field_selector=self.field_selector)
+        wrote = 0
+        try:
+            for obj in items:
+                name = obj["metadata"]["name"]
+                if not self._wanted(name):
+                    continue
+                agent = NodeAgent(self.client, self.namespace, name, self.factory(name, obj),
+                                  interval=self.interval, events=self.events, obj=obj)
+                self.agents[name] = agent
+            await asyncio.gather(*(a.tick() for a in self.agents.values()))
+            wrote = sum(a.writes for a in self.agents.values())
+        finally:
+            for name in list(self.agents):
+                self.agents.pop(name).close()
+        if self.names is not None:
+            for name in sorted(self.names - {o["metadata"]["name"] for o in items}):
+                log.error("%s/%s: GPUNode not found", self.namespace, name)
+        return wrote, len(self.names) if self.names is not None else len(items)
+
+
+def nvml_factory() -> BackendFactory:
+    """NVML on this machine; fails now (NvmlUnavailable) rather than in the loop when it cannot start."""
+    from stargate_operator.agent.nvml import NvmlBackend
+
+    NvmlBackend(watch_xids=False).close()
+
+    def make(name: str, obj: dict[str, Any]) -> GPUBackend:
+        del name, obj
+        return NvmlBackend()
+    return make
+
+
+async def run_agents(client: KubeClient, namespace: str, *, names: list[str] | None = None,
+                     simulate: bool = True, interval: float = 10.0, seed: int | None = None,
+                     fail_gpus: int = 0, watch: bool = True, events: bool = True) -> None:
+    """For the demo and tests: run agents in the current event loop until cancelled.
+
+    `names=None` means every GPUNode of the namespace (simulation only)."""
+    if simulate:
+        factory = simulated_factory(seed=seed, failed_gpus=fail_gpus)
+    else:
+        if names is None or len(names) != 1:
+            raise ValueError("the NVML agent serves exactly one GPUNode: the machine it runs on")
+        factory = nvml_factory()
+    fleet = Fleet(client, namespace, factory, names=names, interval=interval, watch=watch, events=events,
+                  seed=seed)
+    await fleet.run()

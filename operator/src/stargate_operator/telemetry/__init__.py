@@ -1,0 +1,1 @@
+"""Telemetry sources other than the node agent: `prometheus` reads NVIDIA DCGM exporter series."""

@@ -1,0 +1,183 @@
+"""GPU telemetry from NVIDIA's DCGM exporter, read back from Prometheus (for sites that run it already).
+
+Instant queries over the HTTP API (`/api/v1/query`), aggregated by the node label in Prometheus so a
+large site costs one series per node, not per GPU:
+
+- power:   `sum by (L) (DCGM_FI_DEV_POWER_USAGE)`                          watts (GPUs only)
+- GPUs:    `count by (L) (DCGM_FI_DEV_POWER_USAGE)`                        GPUs reporting
+- faulty:  GPUs whose last XID (`DCGM_FI_DEV_XID_ERRORS`) is non-zero and not one an application
+           causes (13, 31, 43, 45, 68, 109), or whose row remapping failed
+           (`DCGM_FI_DEV_ROW_REMAP_FAILURE`), counted once per GPU UUID
+- HBM:     `sum by (L) (DCGM_FI_DEV_FB_USED)`                              MiB, turned into bytes
+- time:    `max by (L) (timestamp(DCGM_FI_DEV_POWER_USAGE))`               when the samples were scraped
+
+`L` is the node label: dcgm-exporter sets `Hostname`; with the kubelet's pod-resources it can also
+carry the Kubernetes node (`node`, or what relabelling made of it). It is configurable, and may be a
+comma-separated list tried in order (`Hostname,node`: the first non-empty label names the node).
+
+A node is present while its power series is; `healthyGPUs` is the GPUs reporting minus the faulty ones
+(a GPU that has fallen off the bus stops reporting, so it is not counted healthy either). A node whose
+series disappeared keeps its last reading, with its old `observedAt`, so the operator marks it stale
+after its threshold rather than forgetting it (a node with no telemetry at all counts fully healthy).
+
+Note `powerWatts` here is what DCGM measures: the GPUs. The node agent adds the rest of the node
+(`spec.basePowerWatts`); a consumer that compares with node budgets should do the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+APPLICATION_XIDS = (13, 31, 43, 45, 68, 109)
+
+TelemetryByNode = dict[str, dict[str, Any]]
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus answered, but not with a usable result."""
+
+
+def rfc3339_from_unix(ts: float) -> str:
+    dt = datetime.fromtimestamp(ts, UTC)
+    if dt.microsecond:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class PrometheusTelemetry:
+    """Per-node GPU telemetry from DCGM series in Prometheus; see the module's docstring."""
+
+    def __init__(self, url: str, *, interval: float = 15.0, timeout: float = 5.0,
+                 node_label: str = "Hostname", max_backoff: float = 120.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.interval = interval
+        self.timeout = timeout
+        self.labels = [x.strip() for x in node_label.split(",") if x.strip()] or ["Hostname"]
+        self.max_backoff = max(max_backoff, interval)
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+        self.last: TelemetryByNode = {}  # node -> last reading, kept when its series disappear
+        self.polls = 0
+        self.failures = 0  # consecutive failed polls
+        self.last_error: str | None = None
+
+    # -- queries -----------------------------------------------------------------------------------
+
+    @property
+    def _by(self) -> str:
+        return ", ".join(self.labels)
+
+    def queries(self) -> dict[str, str]:
+        by = self._by
+        xid = "DCGM_FI_DEV_XID_ERRORS != 0"
+        for x in APPLICATION_XIDS:
+            xid = f"({xid}) != {x}"
+        faulty = f"({xid}) or (DCGM_FI_DEV_ROW_REMAP_FAILURE > 0)"
+        return {
+            "power": f"sum by ({by}) (DCGM_FI_DEV_POWER_USAGE)",
+            "gpus": f"count by ({by}) (DCGM_FI_DEV_POWER_USAGE)",
+            "faulty": f"count by ({by}) (count by ({by}, UUID) ({faulty}))",
+            "hbm": f"sum by ({by}) (DCGM_FI_DEV_FB_USED)",
+            "time": f"max by ({by}) (timestamp(DCGM_FI_DEV_POWER_USAGE))",
+        }
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), transport=self._transport)
+        return self._http
+
+    async def query(self, promql: str, *, latest: bool = False) -> dict[str, float]:
+        """An instant query, as node -> value (values summed, or the max with `latest`, where several
+        series name one node)."""
+        resp = await self._client().get(f"{self.url}/api/v1/query", params={"query": promql})
+        try:
+            body = resp.json()
+        except ValueError:
+            raise PrometheusError(f"HTTP {resp.status_code}: not JSON: {resp.text[:200]!r}") from None
+        if resp.status_code >= 400 or body.get("status") != "success":
+            raise PrometheusError(f"HTTP {resp.status_code}: {body.get('errorType')}: {body.get('error')}")
+        data = body.get("data") or {}
+        if data.get("resultType") != "vector":
+            raise PrometheusError(f"expected a vector, got {data.get('resultType')!r}")
+        out: dict[str, float] = {}
+        for series in data.get("result") or []:
+            metric = series.get("metric") or {}
+            node = next((metric[label] for label in self.labels if metric.get(label)), None)
+            if node is None:
+                continue  # series without a node label cannot be matched to a GPUNode
+            value = float(series["value"][1])
+            if math.isnan(value) or math.isinf(value):
+                continue
+            if node not in out:
+                out[node] = value
+            else:  # two label sets naming one node (`Hostname,node` lists): times take the latest
+                out[node] = max(out[node], value) if latest else out[node] + value
+        return out
+
+    async def poll_once(self) -> TelemetryByNode:
+        """Query Prometheus once; nodeName -> wire-form telemetry for every node seen so far (nodes
+        whose series are gone keep their last reading). Raises on any error (run() backs off)."""
+        qs = self.queries()
+        names = list(qs)
+        results = await asyncio.gather(*(self.query(qs[n], latest=n == "time") for n in names))
+        r = dict(zip(names, results, strict=True))
+        for node, power in r["power"].items():
+            gpus = round(r["gpus"].get(node, 0))
+            faulty = round(r["faulty"].get(node, 0))
+            ts = r["time"].get(node)
+            self.last[node] = {
+                "powerWatts": max(0, round(power)),
+                "healthyGPUs": max(0, min(16, gpus - faulty)),
+                "hbmUsedBytes": max(0, round(r["hbm"].get(node, 0.0) * MIB)),
+                "observedAt": rfc3339_from_unix(ts) if ts is not None else
+                rfc3339_from_unix(datetime.now(UTC).timestamp()),
+            }
+        self.polls += 1
+        return {node: dict(t) for node, t in self.last.items()}
+
+    async def run(self, on_update: Callable[[TelemetryByNode], Awaitable[None] | None]) -> None:
+        """Poll forever; `on_update` gets every successful poll's result. Errors (Prometheus down,
+        timeouts, bad answers) are logged and retried with exponential backoff, never raised."""
+        backoff = min(1.0, self.interval)
+        try:
+            while True:
+                try:
+                    readings = await self.poll_once()
+                except asyncio.CancelledError:
+                    raise
+                except (httpx.HTTPError, PrometheusError, KeyError, ValueError, TypeError) as e:
+                    self.failures += 1
+                    self.last_error = str(e) or type(e).__name__
+                    log.warning("Prometheus telemetry from %s failed (%s, %d in a row); retrying in %.1f s",
+                                self.url, self.last_error, self.failures, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, self.max_backoff)
+                    continue
+                if self.failures:
+                    log.info("Prometheus telemetry from %s back after %d failures", self.url, self.failures)
+                self.failures = 0
+                self.last_error = None
+                backoff = min(1.0, self.interval)
+                res = on_update(readings)
+                if inspect.isawaitable(res):
+                    await res
+                await asyncio.sleep(self.interval)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
