@@ -101,6 +101,8 @@ def main(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kopf's own per-object chatter is not useful here; its warnings are.
     logging.getLogger("kopf").setLevel(max(logging.WARNING, getattr(logging, args.log_level)))
+    # One line per API request is noise at ten thousand writes a second.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, getattr(logging, args.log_level)))
     namespaces = tuple(args.namespaces or args.env_namespaces)
     settings = RunSettings(
         engine=EngineSettings(

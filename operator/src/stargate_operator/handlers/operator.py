@@ -46,6 +46,12 @@ class RunSettings:
 def build_registry(settings: RunSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A registry of our own does not carry kopf's default login handlers.
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+        return info or kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.startup(registry=registry)
     async def startup(memo: kopf.Memo, settings_: Any = None, **_: Any) -> None:
         client = KubeClient.from_kubeconfig(settings.kubeconfig)
@@ -109,7 +115,6 @@ def run(settings: RunSettings) -> int:
     if settings.kubeconfig:
         os.environ["KUBECONFIG"] = settings.kubeconfig  # kopf's own login reads it too
     registry = build_registry(settings)
-    kopf.configure(verbose=False)
     kopf.run(
         registry=registry,
         standalone=True,  # peering is ours (handlers/peering.py), over kopf's objects
