@@ -14,6 +14,7 @@ its published ``v0.X.Y`` for Kubernetes ``v1.X.Y``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,12 +74,11 @@ def _run_go(args: list[str], cwd: Path, what: str) -> None:
     tail: list[str] = []
     last_report = started
     for line in proc.stdout:
-        tail = (tail + [line.rstrip()])[-30:]
+        tail = [*tail[-29:], line.rstrip()]
         now = time.monotonic()
         if line.startswith("go: downloading") and now - last_report > 5:
             _log(f"{what}: {line.strip()} ({now - started:.0f}s)")
             last_report = now
-    # `go build` prints nothing while it compiles; report that it is alive.
     code = proc.wait()
     if code != 0:
         text = "\n".join(tail)
@@ -172,7 +173,9 @@ def _build_plain(module: str, version: str, package: str, dest: Path, name: str)
     with tempfile.TemporaryDirectory(prefix=f"sg-{name}-build-") as tmp:
         work = Path(tmp)
         _log(f"building {name} {version} from {module} (first time only)")
-        (work / "go.mod").write_text(f"module stargate.dev/{name}-build\n\ngo 1.24\n\nrequire {module} {version}\n")
+        (work / "go.mod").write_text(
+            f"module stargate.dev/{name}-build\n\ngo 1.24\n\nrequire {module} {version}\n"
+        )
         (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport _ \"{package}\"\n")
         _build_with_heartbeat(["mod", "tidy", "-e"], work, f"resolving {name} modules")
         _build_with_heartbeat(
@@ -184,16 +187,22 @@ def _cached(name: str, version: str) -> Path:
     return cache_root() / "bin" / f"{name}-{version}" / name
 
 
-def _ensure(name: str, version: str, build: "callable[[Path], None]") -> Path:  # type: ignore[valid-type]
+def _ensure(name: str, version: str, build: Callable[[Path], None]) -> Path:
     target = _cached(name, version)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(name + ".partial")
-    build(partial)
-    partial.chmod(0o755)
-    # Rename last so that an interrupted build never leaves a half-written binary in the cache.
-    partial.rename(target)
+    # Two test runs (or `make tools` and a test run) may start on a fresh machine at once: the second
+    # waits for the first's build instead of writing the same .partial file.
+    with open(target.with_name(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            return target
+        partial = target.with_name(name + ".partial")
+        build(partial)
+        partial.chmod(0o755)
+        # Rename last so that an interrupted build never leaves a half-written binary in the cache.
+        partial.rename(target)
     return target
 
 
@@ -211,7 +220,9 @@ def ensure_control_plane() -> Binaries:
     etcd = _ensure(
         "etcd",
         ETCD_VERSION,
-        lambda dest: _build_plain("go.etcd.io/etcd/server/v3", ETCD_VERSION, "go.etcd.io/etcd/server/v3", dest, "etcd"),
+        lambda dest: _build_plain(
+            "go.etcd.io/etcd/server/v3", ETCD_VERSION, "go.etcd.io/etcd/server/v3", dest, "etcd"
+        ),
     )
     api = _ensure("kube-apiserver", KUBERNETES_VERSION, _build_kube_apiserver)
     return Binaries(api, etcd)
@@ -242,7 +253,9 @@ def ensure_kubectl() -> Path:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(description="Provide kube-apiserver, etcd and helm (build them once, then cache).")
+    p = argparse.ArgumentParser(
+        description="Provide kube-apiserver, etcd and helm (build them once, then cache)."
+    )
     p.add_argument("what", nargs="*", default=["control-plane", "helm"], choices=["control-plane", "helm"])
     args = p.parse_args(argv)
     try:

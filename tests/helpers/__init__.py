@@ -1,0 +1,1 @@
+"""Helpers shared by the tests; see tests/conftest.py for the fixtures that hand them out."""

@@ -1,0 +1,132 @@
+"""The binary provider's pure parts (no Go, no network) and the control plane's certificates."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from stargate_operator.localcp import binaries, pki
+from stargate_operator.localcp.binaries import BinaryError, kubernetes_gomod
+
+UPSTREAM = """module k8s.io/kubernetes
+
+go 1.25.0
+
+godebug default=go1.25
+
+require (
+\tgithub.com/spf13/cobra v1.9.1
+\tk8s.io/api v0.0.0
+\tk8s.io/apiserver v0.0.0
+)
+
+replace (
+\tk8s.io/api => ./staging/src/k8s.io/api
+\tk8s.io/apiserver => ./staging/src/k8s.io/apiserver
+\tk8s.io/client-go => ./staging/src/k8s.io/client-go
+\tk8s.io/cri-client => ./staging/src/k8s.io/cri-client
+\tgithub.com/some/fork => github.com/other/fork v1.2.3
+)
+"""
+
+
+def test_kubernetes_gomod_pins_every_staging_module_to_its_published_version() -> None:
+    out = kubernetes_gomod("v1.37.2", UPSTREAM)
+    assert "require k8s.io/kubernetes v1.37.2" in out
+    assert "go 1.25.0" in out
+    for mod in ("k8s.io/api", "k8s.io/apiserver", "k8s.io/client-go", "k8s.io/cri-client"):
+        assert f"\t{mod} => {mod} v0.37.2" in out
+    assert "github.com/some/fork" not in out, "only staging replaces are carried over"
+    assert "./staging" not in out
+
+
+@pytest.mark.parametrize("version", ["1.37.2", "v2.0.0", "v1.37", "v1.37.2-rc.0", ""])
+def test_kubernetes_gomod_refuses_odd_versions(version: str) -> None:
+    with pytest.raises(ValueError, match=r"v1\.X\.Y"):
+        kubernetes_gomod(version, UPSTREAM)
+
+
+def test_kubernetes_gomod_notices_a_changed_layout() -> None:
+    with pytest.raises(ValueError, match="staging"):
+        kubernetes_gomod("v1.37.2", "module k8s.io/kubernetes\n\ngo 1.25\n")
+
+
+def _exe(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_kubebuilder_assets_win(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    api, etcd = _exe(tmp_path / "kube-apiserver"), _exe(tmp_path / "etcd")
+    monkeypatch.setenv("KUBEBUILDER_ASSETS", str(tmp_path))
+    assert binaries.ensure_control_plane() == binaries.Binaries(api, etcd)
+
+
+def test_incomplete_kubebuilder_assets_say_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _exe(tmp_path / "etcd")
+    monkeypatch.setenv("KUBEBUILDER_ASSETS", str(tmp_path))
+    with pytest.raises(BinaryError, match="kube-apiserver"):
+        binaries.ensure_control_plane()
+
+
+def test_cached_binaries_are_used_without_building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    monkeypatch.setenv("STARGATE_CACHE_DIR", str(tmp_path))
+    api = _exe(tmp_path / "bin" / f"kube-apiserver-{binaries.KUBERNETES_VERSION}" / "kube-apiserver")
+    etcd = _exe(tmp_path / "bin" / f"etcd-{binaries.ETCD_VERSION}" / "etcd")
+
+    def no_build(*args: object) -> None:
+        raise AssertionError("must not build when the cache has the binary")
+
+    monkeypatch.setattr(binaries, "_build_kube_apiserver", no_build)
+    monkeypatch.setattr(binaries, "_build_plain", no_build)
+    assert binaries.ensure_control_plane() == binaries.Binaries(api, etcd)
+
+
+def test_missing_go_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(binaries.shutil, "which", lambda name: None)
+    real_exists = os.path.exists
+    monkeypatch.setattr(
+        binaries.os.path, "exists", lambda p: False if "go/bin/go" in str(p) else real_exists(p)
+    )
+    with pytest.raises(BinaryError, match="Go toolchain") as e:
+        binaries._go()
+    assert "KUBEBUILDER_ASSETS" in str(e.value)
+
+
+def test_interrupted_build_leaves_no_binary_in_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STARGATE_CACHE_DIR", str(tmp_path))
+
+    def failing_build(dest: Path) -> None:
+        dest.write_text("half")
+        raise BinaryError("compile failed")
+
+    with pytest.raises(BinaryError):
+        binaries._ensure("thing", "v1.0.0", failing_build)
+    assert not (tmp_path / "bin" / "thing-v1.0.0" / "thing").exists()
+
+
+# Certificates of the local control plane (localcp/pki.py): pure, so tested here.
+def test_pki_admin_is_in_system_masters_and_serving_cert_names_loopback(tmp_path: Path) -> None:
+    p = pki.generate(tmp_path)
+    ca = x509.load_pem_x509_certificate(p.ca_cert.read_bytes())
+    admin = x509.load_pem_x509_certificate(p.admin_cert.read_bytes())
+    serving = x509.load_pem_x509_certificate(p.serving_cert.read_bytes())
+    for cert in (admin, serving):
+        cert.verify_directly_issued_by(ca)
+    assert admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:masters"
+    san = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "127.0.0.1" in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert stat.S_IMODE(p.admin_key.stat().st_mode) == 0o600
