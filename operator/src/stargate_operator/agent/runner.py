@@ -148,6 +148,7 @@ class NodeAgent:
         loop = asyncio.get_running_loop()
         next_at = loop.time() + self.phase
         while not self.gone:
+            self.wake.clear()  # a change that arrives during the pass wakes the next one
             try:
                 ok = await self.tick()
             except asyncio.CancelledError:
@@ -160,7 +161,6 @@ class NodeAgent:
             now = loop.time()
             while next_at <= now:
                 next_at += self.interval
-            self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=next_at - now)
             # Woken by a change: act now, but not more than once a second.

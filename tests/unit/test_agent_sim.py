@@ -1,0 +1,191 @@
+"""The simulated GPU node and the agent loop's decisions (what it writes, when it reports), with a
+recording stand-in for the API client. The real API server is in tests/integration/test_agent.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from stargate_operator.agent.backend import GPUReading, LimitOutcome, NodeReading
+from stargate_operator.agent.runner import EVENT_REASON_NOT_APPLIED, NodeAgent, telemetry_patch
+from stargate_operator.agent.simulate import FAILED_GPUS_ANNOTATION, SimulatedBackend
+from stargate_operator.api.gpunode import Telemetry
+from stargate_operator.kube import ApiError, KubeClient
+
+GiB = 2**30
+SPEC: dict[str, Any] = {
+    "rackRef": "r1",
+    "gpu": {"model": "H100-SXM", "count": 8, "memoryBytes": 80 * GiB, "minPowerWatts": 200,
+            "maxPowerWatts": 700},
+    "basePowerWatts": 2000,
+}
+
+
+def test_seeded_simulation_is_reproducible_and_per_node() -> None:
+    a = [SimulatedBackend("n1", SPEC, seed=7).read(SPEC, {}) for _ in range(2)]
+    assert a[0].gpus == a[1].gpus
+    b = SimulatedBackend("n2", SPEC, seed=7).read(SPEC, {})
+    assert b.gpus != a[0].gpus
+
+
+def test_draw_follows_the_applied_limit() -> None:
+    sim = SimulatedBackend("n1", SPEC, seed=1)
+    for limit in (700, 450, 250, 600):
+        out = sim.apply_power_limit(limit)
+        assert out.ok
+        readings = [sim.read(SPEC, {}) for _ in range(20)]
+        for r in readings:
+            assert all(g.power_watts <= limit for g in r.gpus)
+            assert all(g.limit_watts == limit for g in r.gpus)
+        mean = sum(r.gpu_power_watts for r in readings) / len(readings) / 8
+        assert 0.6 * limit <= mean <= limit, (limit, mean)
+        # Noise: not every reading is the same.
+        assert len({r.gpu_power_watts for r in readings}) > 1
+        node = telemetry_patch(readings[-1], SPEC)["telemetry"]["powerWatts"]
+        assert 8 * 0.6 * limit + 1500 <= node <= 8 * limit + 2000
+
+
+def test_limit_outside_the_range_is_clamped_and_reported() -> None:
+    sim = SimulatedBackend("n1", SPEC, seed=1)
+    out = sim.apply_power_limit(900)
+    assert not out.ok and len(out.problems) == 8 and "clamped to 700 W" in out.problems[0]
+    assert sim.limit_watts == 700
+    assert sim.apply_power_limit(100).applied[0] == 200
+
+
+def test_faults_from_flag_and_annotation() -> None:
+    sim = SimulatedBackend("n1", SPEC, seed=3, failed_gpus=1)
+    r = sim.read(SPEC, {})
+    assert r.healthy_gpus == 7 and not r.gpus[7].healthy and r.gpus[7].memory_used_bytes == 0
+    assert sim.read(SPEC, {FAILED_GPUS_ANNOTATION: "3"}).healthy_gpus == 5
+    assert sim.read(SPEC, {FAILED_GPUS_ANNOTATION: "0"}).healthy_gpus == 8
+    assert sim.read(SPEC, {FAILED_GPUS_ANNOTATION: "99"}).healthy_gpus == 0
+    assert sim.read(SPEC, {FAILED_GPUS_ANNOTATION: "x"}).healthy_gpus == 7  # ignored: the flag's value
+
+
+def test_hbm_is_plausible_and_maintenance_idles() -> None:
+    sim = SimulatedBackend("n1", SPEC, seed=5)
+    r = sim.read(SPEC, {})
+    assert all(0.5 * 80 * GiB <= g.memory_used_bytes <= 0.95 * 80 * GiB for g in r.gpus)
+    m = sim.read({**SPEC, "maintenance": True}, {})
+    assert m.gpu_power_watts <= 8 * 0.2 * 700
+    assert m.hbm_used_bytes <= 0.05 * 8 * 80 * GiB
+
+
+def test_spec_changes_resize_the_node() -> None:
+    sim = SimulatedBackend("n1", SPEC, seed=5)
+    spec4 = {**SPEC, "gpu": {**SPEC["gpu"], "count": 4}}
+    assert len(sim.read(spec4, {}).gpus) == 4
+
+
+def test_telemetry_patch_is_only_telemetry_and_valid() -> None:
+    r = NodeReading((GPUReading(0, power_watts=400.4, memory_used_bytes=GiB),
+                     GPUReading(1, power_watts=100.2, healthy=False)))
+    patch = telemetry_patch(r, {"basePowerWatts": 1000})
+    assert set(patch) == {"telemetry"}
+    t = patch["telemetry"]
+    assert t["powerWatts"] == 1501 and t["healthyGPUs"] == 1 and t["hbmUsedBytes"] == GiB
+    assert t["observedAt"].endswith("Z")
+    Telemetry.model_validate(t)  # the CRD's schema, from the API models
+
+
+class RecordingClient:
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, str, str, Mapping[str, Any]]] = []
+        self.events: list[dict[str, Any]] = []
+        self.fail_with: ApiError | None = None
+
+    async def patch_status(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> Any:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.patches.append((plural, namespace, name, patch))
+        return {}
+
+    async def create_event(self, **kw: Any) -> Any:
+        self.events.append(kw)
+        return {}
+
+
+class OutOfRangeBackend:
+    blocking = False
+
+    def __init__(self) -> None:
+        self.limits: list[int] = []
+
+    def read(self, spec: dict[str, Any], annotations: dict[str, str]) -> NodeReading:
+        return NodeReading((GPUReading(0, power_watts=300.0),))
+
+    def apply_power_limit(self, watts: int) -> LimitOutcome:
+        self.limits.append(watts)
+        problems = (f"GPU 0: {watts} W is outside the device's range",) if watts > 500 else ()
+        return LimitOutcome(watts, {0: min(watts, 500)}, problems)
+
+    def close(self) -> None:
+        pass
+
+
+def _obj(limit: int | None) -> dict[str, Any]:
+    return {"apiVersion": "stargate.dev/v1alpha1", "kind": "GPUNode",
+            "metadata": {"name": "n1", "namespace": "ns", "uid": "u1", "generation": 1},
+            "spec": SPEC, "status": {"powerLimitWatts": limit} if limit else {}}
+
+
+async def test_agent_reports_unapplied_limit_once_per_outcome() -> None:
+    client = RecordingClient()
+    backend = OutOfRangeBackend()
+    agent = NodeAgent(KubeClient.__new__(KubeClient), "ns", "n1", backend)
+    agent.client = client  # type: ignore[assignment]
+    agent.obj = _obj(None)
+    await agent.tick()
+    assert backend.limits == []  # no limit decided yet: the devices are left alone
+    assert client.patches[0][:3] == ("gpunodes", "ns", "n1") and set(client.patches[0][3]) == {"telemetry"}
+    agent.obj = _obj(600)
+    await agent.tick()
+    await agent.tick()
+    assert backend.limits == [600, 600]  # applied every pass (idempotent in the backend)
+    assert len(client.events) == 1
+    ev = client.events[0]
+    assert ev["reason"] == EVENT_REASON_NOT_APPLIED and ev["type_"] == "Warning"
+    assert "600 W" in ev["message"] and ev["involved"]["metadata"]["name"] == "n1"
+    agent.obj = _obj(450)
+    await agent.tick()
+    agent.obj = _obj(650)
+    await agent.tick()
+    assert len(client.events) == 2  # a new problem is reported again
+    assert len(client.patches) == 5
+
+
+async def test_agent_stops_when_its_node_is_deleted() -> None:
+    client = RecordingClient()
+    client.fail_with = ApiError(404, "not found")
+    agent = NodeAgent(KubeClient.__new__(KubeClient), "ns", "n1", OutOfRangeBackend(), interval=0.01)
+    agent.client = client  # type: ignore[assignment]
+    agent.obj = _obj(None)
+    await asyncio.wait_for(agent.run(), 2)
+    assert agent.gone
+
+
+async def test_agent_wakes_on_limit_change_not_on_its_own_telemetry() -> None:
+    client = RecordingClient()
+    agent = NodeAgent(KubeClient.__new__(KubeClient), "ns", "n1", OutOfRangeBackend(), interval=60)
+    agent.client = client  # type: ignore[assignment]
+    agent.obj = _obj(400)
+    task = asyncio.create_task(agent.run())
+    try:
+        await asyncio.sleep(0.1)
+        assert len(client.patches) == 1
+        obj = _obj(400)
+        obj["status"]["telemetry"] = {"powerWatts": 1}
+        agent.update(obj)  # its own write coming back through the watch: no new pass
+        await asyncio.sleep(0.2)
+        assert len(client.patches) == 1
+        agent.update(_obj(300))
+        await asyncio.sleep(1.5)  # at most one write a second
+        assert len(client.patches) == 2
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
