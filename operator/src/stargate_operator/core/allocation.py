@@ -1,0 +1,125 @@
+"""Rollups and the two-level power allocation: site budget -> racks -> nodes.
+
+Runs over parsed, linked records (site.py links them). Linear in the number of nodes: the only
+sorts are of racks inside one priority level and of at most a rack's nodes.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from stargate_operator.core.objects import ClusterIn, NodeIn, RackIn
+from stargate_operator.core.power import max_min_shares, node_floor_demand, site_budget
+
+
+def roll_up_rack(rack: RackIn) -> None:
+    """Rack floor, demand (capped at the rating), GPUs, memory and measured power from its nodes."""
+    floor = demand = total = healthy = measured = hbm = host = 0
+    for n in rack.nodes:
+        n.floor_w, n.demand_w = node_floor_demand(
+            n.count, n.min_w, n.max_w, n.requested_w, n.base_w, n.maintenance
+        )
+        floor += n.floor_w
+        demand += n.demand_w
+        total += n.count
+        healthy += n.healthy
+        hbm += n.healthy * n.memory_bytes
+        if not n.maintenance:
+            host += n.host_bytes
+        if n.measured_w is not None:
+            measured += n.measured_w
+    rack.floor_w = floor
+    rack.demand_w = min(demand, rack.max_power_w)
+    rack.gpus_total = total
+    rack.gpus_healthy = healthy
+    rack.hbm_bytes = hbm
+    rack.host_bytes = host
+    rack.measured_w = measured
+
+
+def misconfigured(rack: RackIn) -> bool:
+    """Floor above the rating: the rack is allocated its floor all the same, and flagged."""
+    return rack.floor_w > rack.max_power_w
+
+
+def allocate_site(cluster: ClusterIn, now: float) -> None:
+    """Site budget, rack budgets by priority (max-min fair inside a level), then node shares."""
+    until = cluster.curtailment_until
+    cluster.curtailment_active = cluster.curtailment_percent > 0 and (until is None or now < until)
+    cluster.budget_w = site_budget(
+        cluster.it_capacity_w,
+        cluster.reserve_percent,
+        cluster.curtailment_percent if cluster.curtailment_active else 0,
+    )
+    racks = cluster.racks
+    floors = 0
+    for r in racks:
+        floors += r.floor_w
+        r.budget_w = r.floor_w
+    cluster.floor_w = floors
+    if floors <= cluster.budget_w:
+        remainder = cluster.budget_w - floors
+        levels: dict[int, list[RackIn]] = {}
+        for r in racks:
+            levels.setdefault(r.priority, []).append(r)
+        for priority in sorted(levels, reverse=True):
+            level = levels[priority]
+            rooms = [max(r.demand_w - r.floor_w, 0) for r in level]
+            shares, filled = max_min_shares(rooms, remainder)
+            for r, share in zip(level, shares, strict=True):
+                r.budget_w += share
+                remainder -= share
+            if not filled:
+                # The watts left are rounding dust of an unfilled level; handing them to a lower
+                # priority would let a rack lose budget by having its priority raised.
+                break
+    for r in racks:
+        allocate_rack(r)
+
+
+def allocate_rack(rack: RackIn) -> None:
+    """The same procedure inside a rack: floors first, then one max-min fair level of nodes."""
+    nodes = rack.nodes
+    remainder = rack.budget_w - rack.floor_w
+    rooms = [n.demand_w - n.floor_w for n in nodes]
+    shares, _ = max_min_shares(rooms, remainder if remainder > 0 else 0)
+    for n, share in zip(nodes, shares, strict=True):
+        count = n.count
+        if count > 0:
+            limit = n.min_w + share // count  # = floor((allocated - base) / count) >= min
+            n.limit_w = limit
+            n.allocated_w = n.base_w + count * limit
+        else:
+            n.limit_w = n.min_w
+            n.allocated_w = n.base_w
+        n.powered = True
+
+
+def roll_up_site(cluster: ClusterIn) -> None:
+    nodes = total = healthy = hbm = host = demand = allocated = measured = facility_it = 0
+    for r in cluster.racks:
+        nodes += len(r.nodes)
+        total += r.gpus_total
+        healthy += r.gpus_healthy
+        hbm += r.hbm_bytes
+        host += r.host_bytes
+        demand += r.demand_w
+        allocated += r.budget_w
+        measured += r.measured_w
+        for n in r.nodes:
+            # Facility power: measured where a node reports, allocated where nothing is measured.
+            facility_it += n.allocated_w if n.measured_w is None else n.measured_w
+    cluster.node_count = nodes
+    cluster.gpus_total = total
+    cluster.gpus_healthy = healthy
+    cluster.hbm_bytes = hbm
+    cluster.host_bytes = host
+    cluster.demand_w = demand
+    cluster.allocated_w = allocated
+    cluster.measured_w = measured
+    # Decimal of the shortest repr: 1.15 * 100 must be 115, not 114.99999999999999.
+    cluster.facility_w = int(Decimal(facility_it) * Decimal(repr(cluster.design_pue)))
+
+
+def nodes_of(cluster: ClusterIn) -> list[NodeIn]:
+    return [n for r in cluster.racks for n in r.nodes]

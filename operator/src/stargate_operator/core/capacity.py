@@ -1,0 +1,66 @@
+"""Node health from telemetry, and the capacity rollups node -> rack -> site.
+
+Health (DESIGN section 3), with the cases the design leaves open decided here:
+- maintenance: 0 healthy GPUs, whatever the telemetry says;
+- no telemetry at all (absent or empty): every GPU healthy, so sites without agents still plan;
+- fresh telemetry (age below the stale threshold): `telemetry.healthyGPUs`, clamped to 0..count;
+  when the agent did not report the figure, every GPU counts as healthy;
+- stale telemetry (age at or above the threshold; "at" so that the instant reported in
+  `next_change_at` really is a change): 0 healthy, `TelemetryStale=True`, reason `Stale`;
+- `observedAt` missing or unreadable: the reading cannot be placed in time, so it is treated as
+  stale (reason `MissingTimestamp` / `InvalidTimestamp`): a broken agent must not keep GPUs healthy;
+- `observedAt` in the future by less than the threshold: fresh (small clock skew between the agent
+  and the operator is normal); by more: treated as stale with reason `ClockSkew` until the
+  operator's clock is within the threshold of it (a reading dated tomorrow must not keep a dead
+  node healthy until tomorrow).
+Measured power counts only from fresh telemetry.
+"""
+
+from __future__ import annotations
+
+from stargate_operator.core.objects import NodeIn
+from stargate_operator.core.wire import EpochMemo, int_or_none, parse_epoch
+
+
+def assess_node(node: NodeIn, now: float, stale_after: float, memo: EpochMemo) -> float | None:
+    """Fill in healthy, measured, stale; return when the verdict changes by time alone, if ever."""
+    tel = node.telemetry
+    count = node.count if node.count > 0 else 0
+    if not tel:
+        node.stale_reason = "NoTelemetry"
+        node.healthy = 0 if node.maintenance else count
+        return None
+    raw = tel.get("observedAt")
+    observed = memo[raw] if type(raw) is str else parse_epoch(raw)
+    node.observed_at = observed
+    if observed is None:
+        node.stale = True
+        node.stale_reason = "MissingTimestamp" if raw is None else "InvalidTimestamp"
+        node.healthy = 0
+        return None
+    age = now - observed
+    if age >= stale_after:
+        node.stale = True
+        node.stale_reason = "Stale"
+        node.healthy = 0
+        return None
+    if age < -stale_after:
+        node.stale = True
+        node.stale_reason = "ClockSkew"
+        node.healthy = 0
+        return observed - stale_after
+    node.stale_reason = "Fresh"
+    reported = tel.get("healthyGPUs")
+    if type(reported) is not int:
+        reported = int_or_none(reported)
+    if node.maintenance:
+        node.healthy = 0
+    elif reported is None:
+        node.healthy = count
+    else:
+        node.healthy = min(max(reported, 0), count)
+    watts = tel.get("powerWatts")
+    if type(watts) is not int:
+        watts = int_or_none(watts)
+    node.measured_w = watts if watts is not None and watts >= 0 else None
+    return observed + stale_after

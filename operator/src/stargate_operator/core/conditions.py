@@ -1,0 +1,86 @@
+"""Conditions in the Kubernetes convention, and the transitions that deserve an Event.
+
+The one rule that matters for the engine: a condition whose status did not change keeps its
+`lastTransitionTime`, so an unchanged object produces a status equal to the one it already has and
+the engine writes nothing. Messages are therefore built only from figures that are themselves part
+of the status (never from an age or a clock), or they would change on every recomputation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# (type, status, reason, message); the first one is always Ready, the summary.
+CondSpec = tuple[str, str, str, str]
+OldConditions = dict[str, Mapping[str, Any]]
+
+TRUE = "True"
+FALSE = "False"
+UNKNOWN = "Unknown"
+
+
+def index_conditions(status: Mapping[str, Any]) -> OldConditions:
+    """The input's existing conditions by type (later duplicates win, as a map-list would)."""
+    out: OldConditions = {}
+    conds = status.get("conditions")
+    if isinstance(conds, list):
+        for c in conds:
+            if isinstance(c, Mapping):
+                t = c.get("type")
+                if isinstance(t, str):
+                    out[t] = c
+    return out
+
+
+def build_conditions(
+    old: OldConditions,
+    specs: tuple[CondSpec, ...],
+    ours: frozenset[str],
+    now: str,
+    generation: int | None,
+) -> list[dict[str, Any]]:
+    """Our conditions in a fixed order, then any other controller's conditions, untouched.
+
+    `ours` is the set of types in `specs` (a constant of the caller, so it is not rebuilt per object).
+    """
+    out: list[dict[str, Any]] = []
+    for ctype, status, reason, message in specs:
+        prev = old.get(ctype)
+        ltt: Any = now
+        if prev is not None and prev.get("status") == status:
+            kept = prev.get("lastTransitionTime")
+            if kept:
+                ltt = kept
+        cond: dict[str, Any] = {
+            "type": ctype,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": ltt,
+        }
+        if generation is not None:
+            cond["observedGeneration"] = generation
+        out.append(cond)
+    for t in old:
+        if t not in ours:
+            out.extend(dict(c) for t2, c in sorted(old.items()) if t2 not in ours)
+            break
+    return out
+
+
+def turned(old: OldConditions, ctype: str, status: str) -> bool:
+    """The condition now has `status` and did not have it before (or did not exist)."""
+    prev = old.get(ctype)
+    return prev is None or prev.get("status") != status
+
+
+def recovered(old: OldConditions, ctype: str) -> bool:
+    """The condition was True before (it is False now: the caller knows)."""
+    prev = old.get(ctype)
+    return prev is not None and prev.get("status") == TRUE
+
+
+def ready_reason_changed_to(old: OldConditions, reason: str) -> bool:
+    prev = old.get("Ready")
+    return prev is None or prev.get("reason") != reason

@@ -1,0 +1,277 @@
+"""The parsed form of each kind: slotted records read once from the wire form.
+
+Each record holds what the spec and the existing status say (read defensively, see wire.py) and
+the figures the core computes for it, filled in by capacity.py, power.py's callers and memory.py.
+Plain slotted classes rather than pydantic: a 100,000-node site is parsed on every recomputation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stargate_operator.core.conditions import OldConditions, index_conditions
+from stargate_operator.core.wire import int_or, int_or_none, mapping, parse_epoch
+
+# Sorts after every real creation time: an object without one (a manifest fed to `plan`) is
+# taken to be the newest, which is what it is next to objects that already carry a status.
+NO_TIME = float("inf")
+
+
+@dataclass(slots=True, eq=False)
+class ClusterIn:
+    name: str
+    namespace: str
+    generation: int | None
+    status: Mapping[str, Any]
+    old: OldConditions
+    it_capacity_w: int
+    reserve_percent: int
+    curtailment_percent: int
+    curtailment_reason: str
+    curtailment_until: float | None  # epoch seconds; None: no end given (or unreadable)
+    design_pue: float
+    grid_intensity: float | None
+    # computed
+    racks: list[RackIn] = field(default_factory=list)
+    curtailment_active: bool = False
+    budget_w: int = 0
+    floor_w: int = 0
+    demand_w: int = 0
+    allocated_w: int = 0
+    measured_w: int = 0
+    facility_w: int = 0
+    node_count: int = 0
+    gpus_total: int = 0
+    gpus_healthy: int = 0
+    hbm_bytes: int = 0
+    host_bytes: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class RackIn:
+    name: str
+    namespace: str
+    generation: int | None
+    status: Mapping[str, Any]
+    old: OldConditions
+    cluster_ref: str
+    max_power_w: int
+    priority: int
+    # computed
+    powered: bool = False  # its cluster exists (no reference back to it: no cycles to collect)
+    nodes: list[NodeIn] = field(default_factory=list)
+    floor_w: int = 0
+    demand_w: int = 0
+    budget_w: int = 0
+    measured_w: int = 0
+    gpus_total: int = 0
+    gpus_healthy: int = 0
+    hbm_bytes: int = 0
+    host_bytes: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class NodeIn:
+    name: str
+    namespace: str
+    generation: int | None
+    status: Mapping[str, Any]
+    old: OldConditions
+    rack_ref: str
+    count: int
+    memory_bytes: int
+    min_w: int
+    max_w: int
+    requested_w: int | None
+    base_w: int
+    host_bytes: int
+    maintenance: bool
+    telemetry: Mapping[str, Any]
+    # computed
+    rack_found: bool = False
+    rack_cluster_ref: str = ""
+    floor_w: int = 0
+    demand_w: int = 0
+    healthy: int = 0
+    measured_w: int | None = None  # fresh telemetry's powerWatts only
+    stale: bool = False
+    stale_reason: str = ""  # NoTelemetry, Fresh, ClockSkew, Stale, MissingTimestamp, InvalidTimestamp
+    observed_at: float | None = None
+    allocated_w: int = 0
+    limit_w: int = 0
+    powered: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class PoolIn:
+    name: str
+    namespace: str
+    generation: int | None
+    status: Mapping[str, Any]
+    old: OldConditions
+    cluster_ref: str
+    tier: str
+    rack_ref: str | None
+    capacity_fixed: int | None
+    share_percent: int
+    # computed
+    problem: tuple[str, str] | None = None  # (reason, message) when the pool cannot hold memory
+    capacity: int = 0
+    allocated: int = 0
+    bound: int = 0
+    pending: int = 0
+    smallest_pending: int = 0
+    claims: list[ClaimIn] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class ClaimIn:
+    name: str
+    namespace: str
+    generation: int | None
+    status: Mapping[str, Any]
+    old: OldConditions
+    pool_ref: str
+    size: int
+    priority: int
+    created: float  # epoch seconds, NO_TIME when unknown
+    was_bound: bool
+    bound_at: Any  # kept verbatim from the input when the claim stays bound
+    # computed
+    bound: bool = False
+    evicted: bool = False  # evicted by this recomputation
+    pool_found: bool = False
+    pool_problem: tuple[str, str] | None = None
+
+
+def _meta(obj: Mapping[str, Any]) -> tuple[str, str, int | None, Mapping[str, Any], OldConditions]:
+    meta = mapping(obj.get("metadata"))
+    status = mapping(obj.get("status"))
+    return (
+        str(meta.get("name", "")),
+        str(meta.get("namespace") or "default"),
+        int_or_none(meta.get("generation")),
+        status,
+        index_conditions(status),
+    )
+
+
+def parse_cluster(obj: Mapping[str, Any]) -> ClusterIn:
+    name, ns, gen, status, old = _meta(obj)
+    spec = mapping(obj.get("spec"))
+    power = mapping(spec.get("power"))
+    curtail = mapping(power.get("curtailment"))
+    site = mapping(spec.get("site"))
+    carbon = mapping(spec.get("carbon"))
+    pue = site.get("designPUE", 1.3)
+    intensity = carbon.get("gridIntensityGramsPerKWh")
+    return ClusterIn(
+        name=name,
+        namespace=ns,
+        generation=gen,
+        status=status,
+        old=old,
+        it_capacity_w=int_or(power.get("itCapacityWatts"), 0),
+        reserve_percent=int_or(power.get("reservePercent"), 5),
+        curtailment_percent=int_or(curtail.get("percent"), 0),
+        curtailment_reason=str(curtail.get("reason") or ""),
+        curtailment_until=parse_epoch(curtail.get("until")),
+        design_pue=float(pue) if isinstance(pue, int | float) and not isinstance(pue, bool) else 1.3,
+        grid_intensity=(
+            float(intensity)
+            if isinstance(intensity, int | float) and not isinstance(intensity, bool)
+            else None
+        ),
+    )
+
+
+def parse_rack(obj: Mapping[str, Any]) -> RackIn:
+    name, ns, gen, status, old = _meta(obj)
+    spec = mapping(obj.get("spec"))
+    return RackIn(
+        name=name,
+        namespace=ns,
+        generation=gen,
+        status=status,
+        old=old,
+        cluster_ref=str(spec.get("clusterRef", "")),
+        max_power_w=int_or(spec.get("maxPowerWatts"), 0),
+        priority=int_or(spec.get("priority"), 500),
+    )
+
+
+def parse_node(obj: Mapping[str, Any]) -> NodeIn:
+    """The hot path: one call per GPU node per recomputation. Integers that already are integers
+    (always, from the API server) skip the defensive readers; positional construction is cheaper."""
+    meta = obj.get("metadata") or _NO_STATUS
+    status = obj.get("status") or _NO_STATUS
+    spec = obj.get("spec") or _NO_STATUS
+    gpu = spec.get("gpu") or _NO_STATUS
+    gen = meta.get("generation")
+    count = gpu.get("count", 0)
+    mem = gpu.get("memoryBytes", 0)
+    min_w = gpu.get("minPowerWatts", 0)
+    max_w = gpu.get("maxPowerWatts", 0)
+    req = gpu.get("requestedPowerWatts")
+    base = spec.get("basePowerWatts", 0)
+    host = spec.get("hostMemoryBytes", 0)
+    tel = status.get("telemetry")
+    return NodeIn(
+        str(meta.get("name", "")),
+        meta.get("namespace") or "default",
+        gen if gen is None or type(gen) is int else int_or_none(gen),
+        status,
+        index_conditions(status) if "conditions" in status else {},
+        str(spec.get("rackRef", "")),
+        count if type(count) is int else int_or(count, 0),
+        mem if type(mem) is int else int_or(mem, 0),
+        min_w if type(min_w) is int else int_or(min_w, 0),
+        max_w if type(max_w) is int else int_or(max_w, 0),
+        req if req is None or type(req) is int else int_or_none(req),
+        base if type(base) is int else int_or(base, 0),
+        host if type(host) is int else int_or(host, 0),
+        spec.get("maintenance") is True,
+        tel if type(tel) is dict else mapping(tel),
+    )
+
+
+def parse_pool(obj: Mapping[str, Any]) -> PoolIn:
+    name, ns, gen, status, old = _meta(obj)
+    spec = mapping(obj.get("spec"))
+    rack_ref = spec.get("rackRef")
+    return PoolIn(
+        name=name,
+        namespace=ns,
+        generation=gen,
+        status=status,
+        old=old,
+        cluster_ref=str(spec.get("clusterRef", "")),
+        tier=str(spec.get("tier", "")),
+        rack_ref=str(rack_ref) if rack_ref else None,
+        capacity_fixed=int_or_none(spec.get("capacityBytes")),
+        share_percent=min(max(int_or(spec.get("sharePercent"), 100), 0), 100),
+    )
+
+
+def parse_claim(obj: Mapping[str, Any]) -> ClaimIn:
+    name, ns, gen, status, old = _meta(obj)
+    spec = mapping(obj.get("spec"))
+    created = parse_epoch(mapping(obj.get("metadata")).get("creationTimestamp"))
+    return ClaimIn(
+        name=name,
+        namespace=ns,
+        generation=gen,
+        status=status,
+        old=old,
+        pool_ref=str(spec.get("poolRef", "")),
+        size=max(int_or(spec.get("sizeBytes"), 0), 0),
+        priority=int_or(spec.get("priority"), 0),
+        created=NO_TIME if created is None else created,
+        was_bound=status.get("phase") == "Bound",
+        bound_at=status.get("boundAt"),
+    )
+
+
+_NO_STATUS: Mapping[str, Any] = {}

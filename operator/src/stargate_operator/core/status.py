@@ -1,0 +1,313 @@
+"""The operator-owned status of each kind in wire form, and the Events its transitions raise.
+
+Each builder returns exactly what the operator writes (never `telemetry`, the agent's), built so
+that an unchanged object gets back a status equal to its current one. Optional figures are left
+out rather than set to null: the API server drops nulls, so a null would differ on every read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stargate_operator.core.allocation import misconfigured
+from stargate_operator.core.conditions import (
+    FALSE,
+    TRUE,
+    UNKNOWN,
+    CondSpec,
+    build_conditions,
+    ready_reason_changed_to,
+    recovered,
+    turned,
+)
+from stargate_operator.core.objects import ClaimIn, ClusterIn, NodeIn, PoolIn, RackIn
+from stargate_operator.core.types import PlanEvent
+
+Status = dict[str, Any]
+Events = list[PlanEvent]
+
+CLUSTER_CONDITIONS = frozenset({"Ready", "PowerOvercommitted"})
+RACK_CONDITIONS = frozenset({"Ready", "PowerCapped", "OverBudget"})
+NODE_CONDITIONS = frozenset({"Ready", "PowerCapped", "TelemetryStale"})
+POOL_CONDITIONS = frozenset({"Ready", "Exhausted"})
+CLAIM_CONDITIONS = frozenset({"Ready"})
+
+# Ready reasons that name a broken reference: each raises a Warning when it first appears.
+MISSING_REFERENCE = frozenset({"ClusterNotFound", "RackNotFound", "PoolNotFound"})
+
+
+def _warn_reference(events: Events, key: tuple[str, str, str], ready: CondSpec, old: Any) -> None:
+    reason = ready[2]
+    if reason in MISSING_REFERENCE and ready_reason_changed_to(old, reason):
+        events.append(PlanEvent(key, "Warning", reason, ready[3]))
+
+
+def _base(generation: int | None, conditions: list[dict[str, Any]]) -> Status:
+    status: Status = {"conditions": conditions}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
+
+
+def cluster_status(c: ClusterIn, now: str, events: Events) -> Status:
+    key = ("StargateCluster", c.namespace, c.name)
+    over = c.floor_w > c.budget_w
+    curtail = ""
+    if c.curtailment_active:
+        curtail = f"; curtailed {c.curtailment_percent}%" + (
+            f" ({c.curtailment_reason})" if c.curtailment_reason else ""
+        )
+    if over:
+        deficit = c.floor_w - c.budget_w
+        oc: CondSpec = (
+            "PowerOvercommitted",
+            TRUE,
+            "FloorsExceedBudget",
+            f"rack floors need {c.floor_w} W but the site budget is {c.budget_w} W: "
+            f"overcommitted by {deficit} W{curtail}",
+        )
+        ready: CondSpec = ("Ready", FALSE, "PowerOvercommitted", oc[3])
+    else:
+        oc = ("PowerOvercommitted", FALSE, "WithinBudget", "rack floors fit in the site budget")
+        ready = (
+            "Ready",
+            TRUE,
+            "PowerAllocated",
+            f"{len(c.racks)} racks: {c.allocated_w} W of {c.budget_w} W allocated, "
+            f"{c.demand_w} W demanded{curtail}",
+        )
+    conds = build_conditions(c.old, (ready, oc), CLUSTER_CONDITIONS, now, c.generation)
+    if over and turned(c.old, "PowerOvercommitted", TRUE):
+        events.append(PlanEvent(key, "Warning", "PowerOvercommitted", oc[3]))
+    elif not over and recovered(c.old, "PowerOvercommitted"):
+        events.append(PlanEvent(key, "Normal", "PowerOvercommitResolved", oc[3]))
+    status = _base(c.generation, conds)
+    status["racks"] = len(c.racks)
+    status["nodes"] = c.node_count
+    status["gpus"] = {"total": c.gpus_total, "healthy": c.gpus_healthy}
+    status["memory"] = {"hbmBytes": c.hbm_bytes, "hostBytes": c.host_bytes}
+    status["power"] = {
+        "budgetWatts": c.budget_w,
+        "floorWatts": c.floor_w,
+        "demandWatts": c.demand_w,
+        "allocatedWatts": c.allocated_w,
+        "measuredWatts": c.measured_w,
+        "facilityWatts": c.facility_w,
+    }
+    if c.grid_intensity is not None:
+        # facility kW times g/kWh = g/h; rounded so float noise never makes a write.
+        status["carbonGramsPerHour"] = round(c.facility_w * c.grid_intensity / 1000, 3)
+    return status
+
+
+def rack_status(r: RackIn, now: str, events: Events) -> Status:
+    key = ("Rack", r.namespace, r.name)
+    if not r.powered:
+        ready: CondSpec = (
+            "Ready",
+            FALSE,
+            "ClusterNotFound",
+            f"StargateCluster {r.cluster_ref} not found in namespace {r.namespace}",
+        )
+        capped: CondSpec = ("PowerCapped", UNKNOWN, "ClusterNotFound", "no budget without a cluster")
+        over: CondSpec = ("OverBudget", UNKNOWN, "ClusterNotFound", "no budget without a cluster")
+    else:
+        if misconfigured(r):
+            ready = (
+                "Ready",
+                FALSE,
+                "FloorExceedsRating",
+                f"node floors need {r.floor_w} W but the rack is rated {r.max_power_w} W; "
+                f"allocated its floor all the same",
+            )
+        else:
+            ready = ("Ready", TRUE, "PowerAllocated", f"budget {r.budget_w} W for {len(r.nodes)} nodes")
+        if r.budget_w < r.demand_w:
+            capped = (
+                "PowerCapped",
+                TRUE,
+                "BudgetBelowDemand",
+                f"budget {r.budget_w} W is below demand {r.demand_w} W",
+            )
+        else:
+            capped = ("PowerCapped", FALSE, "DemandMet", "budget covers demand")
+        if r.measured_w > r.budget_w:
+            over = (
+                "OverBudget",
+                TRUE,
+                "MeasuredAboveBudget",
+                f"measured {r.measured_w} W exceeds budget {r.budget_w} W",
+            )
+        else:
+            over = ("OverBudget", FALSE, "WithinBudget", "measured power within budget")
+    conds = build_conditions(r.old, (ready, capped, over), RACK_CONDITIONS, now, r.generation)
+    _warn_reference(events, key, ready, r.old)
+    if ready[2] == "FloorExceedsRating" and ready_reason_changed_to(r.old, "FloorExceedsRating"):
+        events.append(PlanEvent(key, "Warning", "FloorExceedsRating", ready[3]))
+    if over[1] == TRUE and turned(r.old, "OverBudget", TRUE):
+        events.append(PlanEvent(key, "Warning", "OverBudget", over[3]))
+    elif over[1] == FALSE and recovered(r.old, "OverBudget"):
+        events.append(PlanEvent(key, "Normal", "WithinBudget", over[3]))
+    status = _base(r.generation, conds)
+    status["nodes"] = len(r.nodes)
+    status["gpus"] = {"total": r.gpus_total, "healthy": r.gpus_healthy}
+    status["power"] = {
+        "budgetWatts": r.budget_w,
+        "floorWatts": r.floor_w,
+        "demandWatts": r.demand_w,
+        "measuredWatts": r.measured_w,
+    }
+    return status
+
+
+def _stale_condition(n: NodeIn, stale_after: float) -> CondSpec:
+    why = n.stale_reason
+    if not n.stale:
+        text = "no telemetry: every GPU counts as healthy" if why == "NoTelemetry" else "telemetry fresh"
+        return ("TelemetryStale", FALSE, why, text)
+    seen = n.telemetry.get("observedAt")
+    if why == "Stale":
+        text = f"no telemetry since {seen} (stale after {stale_after:g} s): 0 GPUs counted healthy"
+    elif why == "ClockSkew":
+        text = f"observedAt {seen} is more than {stale_after:g} s ahead of the operator's clock"
+    elif why == "MissingTimestamp":
+        text = "telemetry has no observedAt: 0 GPUs counted healthy"
+    else:
+        text = f"telemetry observedAt {seen!r} is not an RFC 3339 time: 0 GPUs counted healthy"
+    return ("TelemetryStale", TRUE, why, text)
+
+
+def node_status(n: NodeIn, now: str, stale_after: float, events: Events) -> Status:
+    stale = _stale_condition(n, stale_after)
+    if not n.rack_found:
+        ready: CondSpec = (
+            "Ready", FALSE, "RackNotFound", f"Rack {n.rack_ref} not found in namespace {n.namespace}"
+        )
+        capped: CondSpec = ("PowerCapped", UNKNOWN, "RackNotFound", "no budget without a rack")
+    elif not n.powered:
+        ready = (
+            "Ready",
+            FALSE,
+            "ClusterNotFound",
+            f"Rack {n.rack_ref} names StargateCluster {n.rack_cluster_ref}, not found in namespace "
+            f"{n.namespace}",
+        )
+        capped = ("PowerCapped", UNKNOWN, "ClusterNotFound", "no budget without a cluster")
+    else:
+        if n.maintenance:
+            ready = ("Ready", FALSE, "Maintenance", "in maintenance: power held at its floor")
+        elif n.stale:
+            ready = ("Ready", FALSE, "TelemetryStale", stale[3])
+        elif n.healthy == 0:
+            ready = ("Ready", FALSE, "NoHealthyGPUs", "the node agent reports no healthy GPU")
+        else:
+            ready = (
+                "Ready",
+                TRUE,
+                "PowerAllocated",
+                f"{n.healthy}/{n.count} GPUs healthy, power limit {n.limit_w} W per GPU",
+            )
+        if n.allocated_w < n.demand_w:
+            capped = (
+                "PowerCapped",
+                TRUE,
+                "BudgetBelowDemand",
+                f"allocated {n.allocated_w} W of {n.demand_w} W demanded",
+            )
+        else:
+            capped = ("PowerCapped", FALSE, "DemandMet", "allocated its full demand")
+    old = n.old
+    conds = build_conditions(old, (ready, capped, stale), NODE_CONDITIONS, now, n.generation)
+    if not n.powered:
+        _warn_reference(events, ("GPUNode", n.namespace, n.name), ready, old)
+    if stale[1] == TRUE:
+        if turned(old, "TelemetryStale", TRUE):
+            events.append(PlanEvent(("GPUNode", n.namespace, n.name), "Warning", "TelemetryStale", stale[3]))
+    elif old and recovered(old, "TelemetryStale"):
+        events.append(PlanEvent(("GPUNode", n.namespace, n.name), "Normal", "TelemetryFresh", stale[3]))
+    status: Status = {
+        "conditions": conds,
+        "powerLimitWatts": n.limit_w,
+        "allocatedWatts": n.allocated_w,
+        "floorWatts": n.floor_w,
+        "demandWatts": n.demand_w,
+        "healthyGPUs": n.healthy,
+    }
+    if n.generation is not None:
+        status["observedGeneration"] = n.generation
+    return status
+
+
+def pool_status(p: PoolIn, now: str, events: Events) -> Status:
+    key = ("MemoryPool", p.namespace, p.name)
+    if p.problem is not None:
+        ready: CondSpec = ("Ready", FALSE, p.problem[0], p.problem[1])
+        exhausted: CondSpec = ("Exhausted", UNKNOWN, p.problem[0], "the pool holds no memory")
+    else:
+        ready = ("Ready", TRUE, "CapacityKnown", f"{p.tier} pool of {p.capacity} bytes")
+        if p.pending:
+            exhausted = (
+                "Exhausted",
+                TRUE,
+                "PendingClaimsDoNotFit",
+                f"{p.pending} claims pending, the smallest needs {p.smallest_pending} bytes, "
+                f"{p.capacity - p.allocated} bytes available",
+            )
+        else:
+            exhausted = ("Exhausted", FALSE, "NoPendingClaims", "every claim is bound")
+    conds = build_conditions(p.old, (ready, exhausted), POOL_CONDITIONS, now, p.generation)
+    _warn_reference(events, key, ready, p.old)
+    if exhausted[1] == TRUE and turned(p.old, "Exhausted", TRUE):
+        events.append(PlanEvent(key, "Warning", "Exhausted", exhausted[3]))
+    status = _base(p.generation, conds)
+    status["capacityBytes"] = p.capacity
+    status["allocatedBytes"] = p.allocated
+    status["availableBytes"] = max(p.capacity - p.allocated, 0)
+    status["claims"] = {"bound": p.bound, "pending": p.pending}
+    return status
+
+
+def claim_status(c: ClaimIn, now: str, events: Events) -> Status:
+    key = ("MemoryClaim", c.namespace, c.name)
+    pool = c.pool_ref
+    old = c.old
+    if c.bound:
+        ready: CondSpec = ("Ready", TRUE, "Bound", f"{c.size} bytes bound in MemoryPool {pool}")
+    elif not c.pool_found:
+        ready = (
+            "Ready", FALSE, "PoolNotFound", f"MemoryPool {c.pool_ref} not found in namespace {c.namespace}"
+        )
+    elif c.pool_problem is not None:
+        ready = ("Ready", FALSE, "PoolNotReady", f"MemoryPool {pool}: {c.pool_problem[1]}")
+    elif c.evicted or (old.get("Ready", {}).get("reason") == "Evicted"):
+        # Evicted stays the reason while the claim waits, so a recomputation that changes nothing
+        # writes nothing; it goes when the claim is bound again.
+        ready = (
+            "Ready",
+            FALSE,
+            "Evicted",
+            f"evicted from MemoryPool {pool} when its capacity shrank; waiting for room",
+        )
+    else:
+        ready = (
+            "Ready",
+            FALSE,
+            "InsufficientCapacity",
+            f"waiting for {c.size} bytes in MemoryPool {pool}",
+        )
+    conds = build_conditions(old, (ready,), CLAIM_CONDITIONS, now, c.generation)
+    _warn_reference(events, key, ready, old)
+    if c.was_bound and not c.bound and c.pool_found:
+        why = ready[3] if ready[2] != "Evicted" else f"evicted from MemoryPool {c.pool_ref}"
+        events.append(PlanEvent(key, "Warning", "Evicted", why))
+    elif c.bound and not c.was_bound:
+        events.append(PlanEvent(key, "Normal", "Bound", ready[3]))
+    status = _base(c.generation, conds)
+    if c.bound:
+        status["phase"] = "Bound"
+        status["allocatedBytes"] = c.size
+        status["boundAt"] = c.bound_at if c.was_bound and c.bound_at else now
+    else:
+        status["phase"] = "Pending"
+        status["allocatedBytes"] = 0
+    return status
