@@ -1,0 +1,283 @@
+"""The metrics, dashboards and alerts against a real Prometheus (Debian's package, on loopback).
+
+A metrics endpoint serves the operator's registry (`metrics.make_registry` + `metrics.serve`, the
+same code `run` uses) over real statuses: the sample sites of crds/samples and a troubled site,
+planned by the real core. A Prometheus scrapes it every second and evaluates the alert rules every
+second; then every variable and every panel query of every dashboard, and every alert expression,
+is evaluated through the HTTP API and must return data of the shape the panel or alert uses.
+
+To check another endpoint (a running operator's --metrics-port), call `check_endpoint(target, ...)`
+with its address; nothing else here depends on how the endpoint is served.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from prometheus.harness import (
+    ROOT,
+    PrometheusServer,
+    alert_problems,
+    binary,
+    dashboard_problems,
+    free_port,
+    load_alert_rules,
+)
+from stargate_operator import metrics
+from stargate_operator.api.load import load_manifests
+from stargate_operator.core import CoreSettings, plan_namespace
+from stargate_operator.core.synth import synthetic_site
+from stargate_operator.core.wire import format_time
+
+JOB = "stargate-operator"
+TROUBLED = "stargate-troubled"
+GB = 10**9
+
+# The troubled site is built so that every alert but two has something to fire on; those two
+# are checked by probes: their expression without the threshold must see the metrics.
+EXPECT_FIRING = {
+    "StargateSiteOvercommitted",
+    "StargateRackOverBudget",
+    "StargateRackOverRating",
+    "StargateTelemetryStale",
+    "StargateTelemetryStaleSiteWide",
+    "StargatePoolNearlyExhausted",
+    "StargatePoolClaimsPending",
+    "StargateReconcileErrors",
+    "StargateOperatorDown",  # the job `stargate-operator-unreachable` points at a closed port
+}
+PROBES = {
+    "StargateReconcileSlow": "histogram_quantile(0.99, sum by (job, instance, kind, le) "
+                             "(rate(stargate_reconcile_duration_seconds_bucket[10m])))",
+    "StargateOperatorAbsent": "stargate_build_info",
+}
+
+
+def _with_status(objects: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """The objects as the engine holds them: the core's statuses, the agents' telemetry kept."""
+    plan = plan_namespace(objects, now, CoreSettings())
+    out = []
+    for obj in objects:
+        meta = obj["metadata"]
+        key = (obj["kind"], meta.get("namespace") or "default", meta["name"])
+        merged = copy.deepcopy(obj)
+        telemetry = (obj.get("status") or {}).get("telemetry")
+        merged["status"] = {**plan.statuses.get(key, {}), **({"telemetry": telemetry} if telemetry else {})}
+        out.append(merged)
+    return out
+
+
+def troubled_site(now: datetime) -> list[dict[str, Any]]:
+    """A 54-node site in trouble: a deep curtailment (overcommitted: racks held at their floor, so
+    they measure above budget), a rack whose meter reads above its rating, a rack of agents gone
+    silent, a small CXL pool nearly full with a claim waiting."""
+    objs = synthetic_site(54, 7, TROUBLED, now=now, cluster="troubled")
+    site = next(o for o in objs if o["kind"] == "StargateCluster")
+    site["spec"]["power"]["curtailment"] = {
+        "percent": 60, "reason": "grid emergency", "until": format_time(now + timedelta(hours=2))}
+    rng = random.Random(3)
+    rating = {o["metadata"]["name"]: o["spec"]["maxPowerWatts"] for o in objs if o["kind"] == "Rack"}
+    for node in (o for o in objs if o["kind"] == "GPUNode"):
+        spec = node["spec"]
+        count, max_w, base = spec["gpu"]["count"], spec["gpu"]["maxPowerWatts"], spec["basePowerWatts"]
+        # busy, above the curtailed budget, yet within the rack's rating (18 nodes a rack)
+        power = min(int((base + count * max_w) * rng.uniform(0.8, 0.95)),
+                    rating[spec["rackRef"]] * 9 // 10 // 18)
+        fresh = {"powerWatts": power, "healthyGPUs": count,
+                 "hbmUsedBytes": count * GB, "observedAt": format_time(now - timedelta(seconds=5))}
+        if spec["rackRef"] == "rack-00001":  # agents silent for ten minutes
+            fresh["observedAt"] = format_time(now - timedelta(minutes=10))
+        if node["metadata"]["name"] == "rack-00002-n00":  # a meter reading far above the rack's rating
+            fresh["powerWatts"] = 400_000
+        spec["maintenance"] = False
+        node["status"] = {"telemetry": fresh}
+    serial = len(objs)
+    objs.append({"apiVersion": "stargate.dev/v1alpha1", "kind": "MemoryPool",
+                 "metadata": {"name": "cxl-small", "namespace": TROUBLED, "uid": f"u{serial}",
+                              "generation": 1, "creationTimestamp": format_time(now - timedelta(days=1))},
+                 "spec": {"clusterRef": "troubled", "tier": "CXL", "capacityBytes": 100 * GB}})
+    for i, (size, bound) in enumerate([(95 * GB, True), (50 * GB, False)]):
+        claim: dict[str, Any] = {
+            "apiVersion": "stargate.dev/v1alpha1", "kind": "MemoryClaim",
+            "metadata": {"name": f"cxl-claim-{i}", "namespace": TROUBLED, "uid": f"u{serial + 1 + i}",
+                         "generation": 1,
+                         "creationTimestamp": format_time(now - timedelta(hours=10 - i))},
+            "spec": {"poolRef": "cxl-small", "sizeBytes": size}}
+        if bound:
+            claim["status"] = {"phase": "Bound", "allocatedBytes": size,
+                               "boundAt": format_time(now - timedelta(hours=9))}
+        objs.append(claim)
+    return objs
+
+
+def build_site() -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    samples = [o.body for o in load_manifests([ROOT / "crds" / "samples"])]
+    return _with_status(samples, now) + _with_status(troubled_site(now), now)
+
+
+class FakeEngine:
+    """Drives the health metrics the way the engine does, until stopped: successful and failed
+    recomputations, their durations, status patches, Events, last-success times."""
+
+    def __init__(self, namespaces: list[str]) -> None:
+        self.namespaces = namespaces
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        rng = random.Random(1)
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            ns = self.namespaces[i % len(self.namespaces)]
+            metrics.ALLOCATION_SECONDS.observe(rng.uniform(0.0005, 0.02))
+            metrics.RECONCILE_SECONDS.labels(kind="namespace").observe(rng.uniform(0.002, 0.08))
+            ok = i % 7 != 0
+            metrics.RECONCILES.labels(kind="namespace", result="success" if ok else "error").inc()
+            metrics.API_WRITES.labels(kind="GPUNode", verb="patch_status").inc(3)
+            metrics.API_WRITES.labels(kind="Event", verb="create_event").inc()
+            if ok:
+                metrics.LAST_SUCCESS.labels(namespace=ns).set(time.time())
+            self.stop.wait(0.05)
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    """host:port of a metrics endpoint serving the operator's registry over the computed site."""
+    objects = build_site()
+    namespaces = sorted({o["metadata"]["namespace"] for o in objects})
+    registry = metrics.make_registry(metrics.StaticSource(objects), per_node=True)
+    server = metrics.serve(registry, 0, "127.0.0.1")
+    engine = FakeEngine(namespaces)
+    engine.thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        engine.stop.set()
+        engine.thread.join(timeout=5)
+        server.shutdown()
+        server.server_close()
+
+
+def start_prometheus(workdir: Path, target: str) -> PrometheusServer:
+    """Prometheus scraping `target` as job stargate-operator, plus a job on a closed port (for
+    StargateOperatorDown), with the chart's alert rules."""
+    prom = PrometheusServer(workdir, {JOB: [target], f"{JOB}-unreachable": [f"127.0.0.1:{free_port()}"]})
+    prom.start()
+    try:
+        prom.wait_for_scrapes(JOB, 5)
+    except BaseException:
+        prom.stop()
+        raise
+    return prom
+
+
+def check_endpoint(prom: PrometheusServer, namespace: str) -> list[str]:
+    """Every dashboard query with All selected and with `namespace` selected; every alert."""
+    problems = dashboard_problems(prom)
+    problems += [f"[namespace={namespace}] {p}" for p in dashboard_problems(prom, {"namespace": namespace})]
+    problems += alert_problems(prom, EXPECT_FIRING, PROBES)
+    return problems
+
+
+@pytest.fixture(scope="module")
+def prom(endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    server = start_prometheus(tmp_path_factory.mktemp("prometheus"), endpoint)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_target_is_up_and_scrape_is_clean(prom: PrometheusServer) -> None:
+    targets = prom.api("targets")["activeTargets"]
+    ours = [t for t in targets if t["labels"]["job"] == JOB]
+    assert len(ours) == 1 and ours[0]["health"] == "up", ours
+    assert ours[0]["lastError"] == ""
+    assert prom.query(f'up{{job="{JOB}"}} == 1')
+    assert prom.query(f'up{{job="{JOB}-unreachable"}} == 0')
+    # every level is there
+    for metric in ("stargate_cluster_power_budget_watts", "stargate_rack_power_budget_watts",
+                   "stargate_pool_capacity_bytes", "stargate_node_power_limit_watts",
+                   "stargate_reconciles_total", "stargate_build_info"):
+        assert prom.query(metric), metric
+
+
+def test_site_figures_match_the_core(prom: PrometheusServer) -> None:
+    abilene = prom.query('stargate_cluster_power_budget_watts{namespace="stargate-abilene"}')
+    assert len(abilene) == 1 and abilene[0]["value"] > 0
+    assert abilene[0]["metric"]["cluster"]
+    over = prom.query(f'stargate_cluster_power_overcommitted_watts{{namespace="{TROUBLED}"}}')
+    assert over and over[0]["value"] > 0
+    curtail = prom.query(f'stargate_cluster_power_curtailment_ratio{{namespace="{TROUBLED}"}}')
+    assert curtail and curtail[0]["value"] == pytest.approx(0.6)
+    # headroom is budget - allocated, negative while overcommitted
+    head = prom.query(f'stargate_cluster_power_headroom_watts{{namespace="{TROUBLED}"}} < 0')
+    assert head
+
+
+def test_every_dashboard_query_returns_data(prom: PrometheusServer) -> None:
+    problems = dashboard_problems(prom)
+    assert not problems, "\n".join(problems)
+
+
+def test_every_dashboard_query_returns_data_for_one_site(prom: PrometheusServer) -> None:
+    problems = dashboard_problems(prom, {"namespace": TROUBLED})
+    assert not problems, "\n".join(problems)
+
+
+def test_rules_load_and_evaluate_cleanly(prom: PrometheusServer) -> None:
+    groups = prom.api("rules")["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    assert {r["name"] for r in rules} == {r.alert for r in load_alert_rules()}
+    bad = [(r["name"], r.get("lastError")) for r in rules if r["health"] not in ("ok", "unknown")]
+    assert not bad, bad
+    # once evaluated, every rule is healthy
+    deadline = time.monotonic() + 30
+    while any(r["health"] != "ok" for r in rules) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rules = [r for g in prom.api("rules")["groups"] for r in g["rules"]]
+    assert all(r["health"] == "ok" for r in rules), [(r["name"], r["health"]) for r in rules]
+
+
+def test_every_alert_expression(prom: PrometheusServer) -> None:
+    problems = alert_problems(prom, EXPECT_FIRING, PROBES)
+    assert not problems, "\n".join(problems)
+
+
+def test_expected_alerts_become_active(prom: PrometheusServer) -> None:
+    deadline = time.monotonic() + 30
+    active: dict[str, list[Mapping[str, str]]] = {}
+    while time.monotonic() < deadline:
+        active = {}
+        for a in prom.api("alerts")["alerts"]:
+            active.setdefault(a["labels"]["alertname"], []).append(a["labels"])
+        if set(active) >= EXPECT_FIRING:
+            break
+        time.sleep(0.5)
+    assert set(active) >= EXPECT_FIRING, f"missing {EXPECT_FIRING - set(active)}"
+    assert not set(active) - EXPECT_FIRING, f"unexpected {set(active) - EXPECT_FIRING}"
+    # alerts point at the right objects
+    assert {a["namespace"] for a in active["StargateSiteOvercommitted"]} == {TROUBLED}
+    assert {a["rack"] for a in active["StargateTelemetryStale"]} == {"rack-00001"}
+    assert {a["rack"] for a in active["StargateRackOverRating"]} == {"rack-00002"}
+    assert {a["pool"] for a in active["StargatePoolNearlyExhausted"]} >= {"cxl-small"}
+
+
+def test_endpoint_serves_promtool_clean_text(endpoint: str) -> None:
+    body = httpx.get(f"http://{endpoint}/metrics", timeout=10).text
+    res = subprocess.run([binary("promtool"), "check", "metrics"], input=body, capture_output=True,
+                         text=True, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
