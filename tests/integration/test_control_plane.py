@@ -20,6 +20,8 @@ from stargate_operator.localcp.controlplane import LocalControlPlane, default_cr
 
 pytestmark = pytest.mark.integration
 
+REPO = Path(__file__).resolve().parents[2]
+
 # The smallest valid object of each kind (DESIGN.md section 3).
 MINIMAL: dict[str, dict[str, Any]] = {
     "StargateCluster": {
@@ -62,7 +64,7 @@ def _alive(pid: int) -> bool:
 def test_starts_and_stops_cleanly() -> None:
     cp = LocalControlPlane()
     with cp:
-        pids = [s.proc.pid for s in (cp._apiserver, cp._etcd) if s and s.proc]
+        pids = list(cp.server_pids().values())
         workdir = cp.workdir
         assert cp.server.startswith("https://127.0.0.1:")
         assert cp.kubeconfig.exists() and cp.ca_file.exists()
@@ -83,14 +85,14 @@ def test_no_orphans_when_owner_is_killed(tmp_path: Path) -> None:
         "import json, sys, time\n"
         "from stargate_operator.localcp.controlplane import LocalControlPlane\n"
         "cp = LocalControlPlane(sys.argv[1]).start()\n"
-        "print(json.dumps([cp._apiserver.proc.pid, cp._etcd.proc.pid]), flush=True)\n"
+        "print(json.dumps(list(cp.server_pids().values())), flush=True)\n"
         "time.sleep(600)\n"
     )
     owner = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert owner.stdout is not None
         pids = json.loads(owner.stdout.readline())
-        assert all(_alive(p) for p in pids)
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
     finally:
         owner.send_signal(signal.SIGKILL)
         owner.wait()
@@ -98,6 +100,34 @@ def test_no_orphans_when_owner_is_killed(tmp_path: Path) -> None:
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(p) for p in pids), f"left running: {[p for p in pids if _alive(p)]}"
+
+
+def test_command_line_start_detach_and_stop(tmp_path: Path) -> None:
+    script = [str(REPO / "hack" / "control-plane.sh"), "--dir", str(tmp_path)]
+    env = dict(os.environ, PYTHON=sys.executable)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*script, *args], capture_output=True, text=True, env=env, timeout=300)
+
+    started = run("start", "--detach")
+    assert started.returncode == 0, started.stderr
+    kubeconfig = started.stdout.strip()
+    assert kubeconfig == str(tmp_path / "kubeconfig")
+    try:
+        assert run("kubeconfig").stdout.strip() == kubeconfig
+        state = json.loads(run("status").stdout)
+        assert set(state["server_pids"]) == {"etcd", "kube-apiserver"}
+        assert run("start", "--detach").returncode == 1, "a second start in the same folder must refuse"
+        kubectl = str(Path(sys.executable).parent / "kubectl")
+        crds = subprocess.run(
+            [kubectl, "--kubeconfig", kubeconfig, "get", "crd", "-o", "name"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert "racks.stargate.dev" in crds.stdout, crds.stderr
+    finally:
+        assert run("stop").returncode == 0
+    assert run("status").returncode == 1
+    assert not any(_alive(p) for p in state["server_pids"].values())
 
 
 # --------------------------------------------------------------------------- CRDs

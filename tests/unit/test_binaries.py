@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from cryptography.x509.oid import NameOID
 
 from stargate_operator.localcp import binaries, pki
 from stargate_operator.localcp.binaries import BinaryError, kubernetes_gomod
+from stargate_operator.localcp.versions import ETCD_VERSION, KUBERNETES_VERSION
 
 UPSTREAM = """module k8s.io/kubernetes
 
@@ -81,8 +83,8 @@ def test_incomplete_kubebuilder_assets_say_what_is_missing(
 def test_cached_binaries_are_used_without_building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
     monkeypatch.setenv("STARGATE_CACHE_DIR", str(tmp_path))
-    api = _exe(tmp_path / "bin" / f"kube-apiserver-{binaries.KUBERNETES_VERSION}" / "kube-apiserver")
-    etcd = _exe(tmp_path / "bin" / f"etcd-{binaries.ETCD_VERSION}" / "etcd")
+    api = _exe(tmp_path / "bin" / f"kube-apiserver-{KUBERNETES_VERSION}" / "kube-apiserver")
+    etcd = _exe(tmp_path / "bin" / f"etcd-{ETCD_VERSION}" / "etcd")
 
     def no_build(*args: object) -> None:
         raise AssertionError("must not build when the cache has the binary")
@@ -93,10 +95,10 @@ def test_cached_binaries_are_used_without_building(tmp_path: Path, monkeypatch: 
 
 
 def test_missing_go_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(binaries.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     real_exists = os.path.exists
     monkeypatch.setattr(
-        binaries.os.path, "exists", lambda p: False if "go/bin/go" in str(p) else real_exists(p)
+        os.path, "exists", lambda p: False if "go/bin/go" in str(p) else real_exists(p)
     )
     with pytest.raises(BinaryError, match="Go toolchain") as e:
         binaries._go()

@@ -90,6 +90,7 @@ def _start_foreground(directory: Path, crds: Path | None) -> int:
             "ca_file": str(cp.ca_file),
             "workdir": str(cp.workdir),
             "startup_seconds": round(cp.startup_seconds, 2),
+            "server_pids": cp.server_pids(),
         }
         tmp = state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2) + "\n")

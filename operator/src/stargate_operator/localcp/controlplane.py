@@ -197,6 +197,10 @@ class LocalControlPlane:
     def running(self) -> bool:
         return self._apiserver is not None and self._apiserver.running
 
+    def server_pids(self) -> dict[str, int]:
+        """Process ids of the running servers, by name (``etcd``, ``kube-apiserver``)."""
+        return {s.name: s.proc.pid for s in (self._etcd, self._apiserver) if s and s.proc and s.running}
+
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Self:
         return self.start()
