@@ -6,8 +6,9 @@ planned by the real core. A Prometheus scrapes it every second and evaluates the
 second; then every variable and every panel query of every dashboard, and every alert expression,
 is evaluated through the HTTP API and must return data of the shape the panel or alert uses.
 
-To check another endpoint (a running operator's --metrics-port), call `check_endpoint(target, ...)`
-with its address; nothing else here depends on how the endpoint is served.
+To check another endpoint (a running operator's --metrics-port), swap the `endpoint` fixture for
+one that yields that operator's host:port: nothing else here depends on how the endpoint is
+served (or call `start_prometheus(workdir, target)` and the checks of tests/prometheus/harness.py).
 """
 
 from __future__ import annotations
@@ -182,14 +183,6 @@ def start_prometheus(workdir: Path, target: str) -> PrometheusServer:
         prom.stop()
         raise
     return prom
-
-
-def check_endpoint(prom: PrometheusServer, namespace: str) -> list[str]:
-    """Every dashboard query with All selected and with `namespace` selected; every alert."""
-    problems = dashboard_problems(prom)
-    problems += [f"[namespace={namespace}] {p}" for p in dashboard_problems(prom, {"namespace": namespace})]
-    problems += alert_problems(prom, EXPECT_FIRING, PROBES)
-    return problems
 
 
 @pytest.fixture(scope="module")
