@@ -72,6 +72,7 @@ class PrometheusTelemetry:
         self.polls = 0
         self.failures = 0  # consecutive failed polls
         self.last_error: str | None = None
+        self.retry_in: float | None = None  # the current backoff, while failing
 
     # -- queries -----------------------------------------------------------------------------------
 
@@ -150,7 +151,7 @@ class PrometheusTelemetry:
     async def run(self, on_update: Callable[[TelemetryByNode], Awaitable[None] | None]) -> None:
         """Poll forever; `on_update` gets every successful poll's result. Errors (Prometheus down,
         timeouts, bad answers) are logged and retried with exponential backoff, never raised."""
-        backoff = min(1.0, self.interval)
+        first_backoff = backoff = min(1.0, self.interval)
         try:
             while True:
                 try:
@@ -162,6 +163,7 @@ class PrometheusTelemetry:
                     self.last_error = str(e) or type(e).__name__
                     log.warning("Prometheus telemetry from %s failed (%s, %d in a row); retrying in %.1f s",
                                 self.url, self.last_error, self.failures, backoff)
+                    self.retry_in = backoff
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self.max_backoff)
                     continue
@@ -169,7 +171,8 @@ class PrometheusTelemetry:
                     log.info("Prometheus telemetry from %s back after %d failures", self.url, self.failures)
                 self.failures = 0
                 self.last_error = None
-                backoff = min(1.0, self.interval)
+                self.retry_in = None
+                backoff = first_backoff
                 res = on_update(readings)
                 if inspect.isawaitable(res):
                     await res

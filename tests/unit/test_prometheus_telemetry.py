@@ -1,0 +1,128 @@
+"""PrometheusTelemetry's handling of answers and failures, with the HTTP layer replaced (httpx's
+MockTransport) or a socket that never answers. The real server is in
+tests/integration/test_dcgm_telemetry.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any
+
+import httpx
+import pytest
+
+from stargate_operator.telemetry.prometheus import PrometheusError, PrometheusTelemetry
+
+
+def vector(*series: tuple[dict[str, str], float | str]) -> dict[str, Any]:
+    return {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": m, "value": [1764492000.5, str(v)]} for m, v in series]}}
+
+
+def transport(answers: dict[str, dict[str, Any]], status: int = 200) -> httpx.MockTransport:
+    """Answers by the metric name the query mentions first."""
+    def handle(request: httpx.Request) -> httpx.Response:
+        q = request.url.params["query"]
+        for key, body in answers.items():
+            if key in q:
+                return httpx.Response(status, text=json.dumps(body))
+        return httpx.Response(200, json=vector())
+    return httpx.MockTransport(handle)
+
+
+async def test_queries_aggregate_by_the_node_label() -> None:
+    t = PrometheusTelemetry("http://prom:9090/", node_label="Hostname, node")
+    qs = t.queries()
+    assert qs["power"] == "sum by (Hostname, node) (DCGM_FI_DEV_POWER_USAGE)"
+    assert "timestamp(DCGM_FI_DEV_POWER_USAGE)" in qs["time"]
+    assert "DCGM_FI_DEV_XID_ERRORS != 0" in qs["faulty"] and "!= 13" in qs["faulty"]
+    assert "DCGM_FI_DEV_ROW_REMAP_FAILURE" in qs["faulty"] and "UUID" in qs["faulty"]
+    assert "DCGM_FI_DEV_FB_USED" in qs["hbm"]
+    assert t.url == "http://prom:9090"
+
+
+async def test_label_list_and_odd_series() -> None:
+    t = PrometheusTelemetry("http://prom", node_label="node,Hostname", transport=transport({
+        "sum by (node, Hostname) (DCGM_FI_DEV_POWER_USAGE)": vector(
+            ({"node": "k1", "Hostname": "pod-x"}, 100),
+            ({"node": "", "Hostname": "h2"}, 50),
+            ({"node": "k1", "Hostname": "pod-y"}, 25),  # two label sets, one node: summed
+            ({}, 999),  # no node label: cannot be matched, ignored
+            ({"node": "k3"}, "NaN"),  # not a number: ignored
+        ),
+        "max by (node, Hostname) (timestamp(": vector(
+            ({"node": "k1", "Hostname": "pod-x"}, 1764492000.0),
+            ({"node": "k1", "Hostname": "pod-y"}, 1764492001.25),  # the latest wins
+        ),
+    }))
+    got = await t.poll_once()
+    assert set(got) == {"k1", "h2"}
+    assert got["k1"]["powerWatts"] == 125 and got["h2"]["powerWatts"] == 50
+    assert got["k1"]["observedAt"] == "2025-11-30T08:40:01.250Z"
+    assert got["h2"]["healthyGPUs"] == 0  # no count series: none known healthy
+    await t.aclose()
+
+
+@pytest.mark.parametrize("status,body", [
+    (400, {"status": "error", "errorType": "bad_data", "error": "parse error"}),
+    (200, {"status": "success", "data": {"resultType": "matrix", "result": []}}),
+    (503, "not json"),
+])
+async def test_bad_answers_raise_prometheus_error(status: int, body: Any) -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, text=body if isinstance(body, str) else json.dumps(body))
+    t = PrometheusTelemetry("http://prom", transport=httpx.MockTransport(handle))
+    with pytest.raises(PrometheusError):
+        await t.poll_once()
+    await t.aclose()
+
+
+async def test_failed_poll_keeps_last_readings_and_run_keeps_going() -> None:
+    state = {"up": True}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if not state["up"]:
+            return httpx.Response(503, text="unavailable")
+        q = request.url.params["query"]
+        if "timestamp" in q:
+            return httpx.Response(200, json=vector(({"Hostname": "a"}, 1764492000)))
+        return httpx.Response(200, json=vector(({"Hostname": "a"}, 8)))
+    t = PrometheusTelemetry("http://prom", interval=0.05, transport=httpx.MockTransport(handle))
+    updates: list[dict[str, dict[str, Any]]] = []
+    task = asyncio.create_task(t.run(updates.append))
+    try:
+        while not updates:
+            await asyncio.sleep(0.01)
+        state["up"] = False
+        await asyncio.sleep(0.3)
+        assert not task.done() and t.failures >= 2 and "503" in (t.last_error or "")
+        assert t.last["a"]["observedAt"] == "2025-11-30T08:40:00Z"
+        state["up"] = True
+        n = len(updates)
+        while len(updates) == n:
+            await asyncio.sleep(0.01)
+        assert t.failures == 0 and t.retry_in is None
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_a_hanging_prometheus_times_out() -> None:
+    # Listens but never answers: each request times out, and run() keeps going.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        t = PrometheusTelemetry(f"http://127.0.0.1:{s.getsockname()[1]}", interval=0.1, timeout=0.3,
+                                max_backoff=0.3)
+        task = asyncio.create_task(t.run(lambda _: None))
+        try:
+            await asyncio.sleep(2.0)
+            assert not task.done()
+            assert t.failures >= 2, t.failures
+            assert "Timeout" in (t.last_error or "") or "timed out" in (t.last_error or "").lower()
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
