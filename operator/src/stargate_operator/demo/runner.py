@@ -1,0 +1,514 @@
+"""The demo's sequence and its clean stop.
+
+1. the control-plane binaries (cached; the first time they are built from their Go modules, with
+   progress lines), kubectl from this environment;
+2. the local control plane (etcd + kube-apiserver) with its files under the state folder;
+3. the CRDs, rendered from this package's models; the sample site (``kubectl apply --server-side``);
+4. the kubeconfig copied to a stable path, for the user's kubectl;
+5. the operator (``stargate-operator run``) and one simulated agent process per namespace that has
+   GPU nodes (``stargate-operator agent --simulate --all``), each in a process group of its own;
+6. the live summary every ``refresh`` seconds; optionally a demand-response curtailment once the
+   site has converged;
+7. on Ctrl-C, SIGTERM, ``--duration`` or ``--once``: the agents and the operator (SIGTERM, grace,
+   SIGKILL to each group), then kube-apiserver and etcd; the stable kubeconfig is removed (it would
+   point at a server that is gone), the logs stay.
+
+A second signal while stopping is ignored: stopping always finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import httpx
+import yaml
+
+from stargate_operator.demo.assets import (
+    AssetError,
+    sample_documents,
+    sample_namespaces,
+    sample_sites,
+    samples_dir,
+    write_crds,
+)
+from stargate_operator.demo.procs import Children
+from stargate_operator.demo.summary import ApiReader, Renderer, Snapshot, Style, Tracker, duration
+from stargate_operator.localcp.binaries import BinaryError, cache_root, ensure_control_plane, ensure_kubectl
+from stargate_operator.localcp.controlplane import ControlPlaneError, KubectlError, LocalControlPlane
+
+CURTAIL_FIELD_MANAGER = "grid-operator"
+CURTAIL_REASON = "stargate-operator demo --curtail: grid operator demand-response event"
+_PERIODIC_FRAME_SECONDS = 30.0  # without a terminal: a full summary this often, changes as they happen
+_SETTLE_SECONDS = 3.0  # --once: no tracked change for this long after the curtailment
+
+
+def default_state_dir() -> Path:
+    return cache_root() / "demo"
+
+
+class DemoError(RuntimeError):
+    """The demo cannot go on; the message says why (and where the logs are)."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: stop everything and exit 0."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class Options:
+    state_dir: Path
+    kubeconfig_out: Path
+    samples: str | None = None
+    metrics_port: int | None = None  # None: 8080 when free, else any free port
+    agents: bool = True
+    agent_interval: float = 5.0
+    stale_after: float = 30.0
+    seed: int | None = None
+    curtail: int | None = None
+    curtail_site: str | None = None
+    curtail_after: float = 10.0
+    duration: float | None = None
+    once: bool = False
+    timeout: float = 180.0
+    refresh: float = 2.0
+    color: bool | None = None  # None: when the output is a terminal
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Demo:
+    def __init__(self, opts: Options, out: IO[str] | None = None) -> None:
+        self.opts = opts
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty()
+        color = opts.color if opts.color is not None else self.tty and os.environ.get("NO_COLOR") is None
+        encoding = (getattr(self.out, "encoding", None) or "").lower().replace("-", "")
+        self.style = Style(color=color, unicode=encoding == "utf8")
+        self.t0 = time.monotonic()
+        self.cp: LocalControlPlane | None = None
+        self.children = Children()
+        self.reader: ApiReader | None = None
+        self.metrics_url = ""
+        self._stopping = False
+        self._defer = False
+        self._pending_signal: int | None = None
+        self._lock_file: IO[str] | None = None
+        self._kubeconfig_written = False
+
+    # ------------------------------------------------------------------ output
+    def say(self, msg: str) -> None:
+        print(f"[demo] {msg}", file=self.out, flush=True)
+
+    # ------------------------------------------------------------------ signals
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        if self._stopping:
+            return
+        if self._defer:
+            self._pending_signal = signum
+            return
+        raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def _no_interrupt(self) -> Iterator[None]:
+        """Hold a signal back while a child is being started and registered, then act on it."""
+        self._defer = True
+        try:
+            yield
+        finally:
+            self._defer = False
+        if self._pending_signal is not None and not self._stopping:
+            raise Interrupted(self._pending_signal)
+
+    # ------------------------------------------------------------------ entry
+    def run(self) -> int:
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, self._on_signal)
+        code = 1
+        try:
+            try:
+                code = self._run()
+            finally:
+                self._stopping = True
+        except Interrupted as e:
+            print(file=self.out)
+            self.say(f"{e}: stopping everything the demo started")
+            code = 0
+        except (AssetError, BinaryError, ControlPlaneError, KubectlError, DemoError) as e:
+            print(f"stargate-operator demo: {e}", file=sys.stderr, flush=True)
+            code = 1
+        finally:
+            self._stopping = True
+            self._cleanup()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return code
+
+    def _lock(self) -> None:
+        state = self.opts.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        f = (state / "lock").open("a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise DemoError(
+                f"another demo (pid {holder}) is running with the state folder {state}; stop it, or "
+                "give this one another --state-dir"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._lock_file = f
+
+    def _run(self) -> int:
+        opts = self.opts
+        self._lock()
+        samples = samples_dir(opts.samples)
+        site_ns, site_name = self._curtail_target(samples)
+        agent_namespaces = sample_namespaces(samples) if opts.agents else []
+
+        self.say("kube-apiserver and etcd: from KUBEBUILDER_ASSETS or the cache; the first time they are "
+                 "built from their Go modules (several minutes, progress below)")
+        t = time.monotonic()
+        kubectl = ensure_kubectl()
+        binaries = ensure_control_plane()
+        self.say(f"binaries ready in {time.monotonic() - t:.1f}s: {binaries.kube_apiserver.parent.name}, "
+                 f"{binaries.etcd.parent.name}")
+
+        t = time.monotonic()
+        self.cp = cp = LocalControlPlane(opts.state_dir / "control-plane", binaries=binaries, kubectl=kubectl)
+        cp.start()
+        self.say(f"control plane (etcd + kube-apiserver) ready in {time.monotonic() - t:.1f}s at {cp.server}")
+
+        t = time.monotonic()
+        crds = cp.apply_crds(write_crds(opts.state_dir / "crds"))
+        docs = sample_documents(samples)
+        cp.kubectl("apply", "--server-side", "--field-manager=stargate-demo", "-f", str(samples), timeout=120)
+        self.say(f"{len(crds)} CRDs installed and {len(docs)} sample objects applied from {samples} "
+                 f"in {time.monotonic() - t:.1f}s")
+
+        self._write_kubeconfig(cp)
+        self.reader = ApiReader(cp.server, self._ssl_context(cp))
+
+        metrics_port = self._metrics_port()
+        self._start_operator(cp, metrics_port)
+        for ns in agent_namespaces:
+            self._start_agent(cp, ns)
+        self.say(f"operator started (metrics {self.metrics_url})"
+                 + (f", simulated agents for {', '.join(agent_namespaces)}" if agent_namespaces else
+                    ", no agents (--no-agents): nodes count as healthy, nothing is measured"))
+        self._print_try(site_ns, site_name)
+        return self._loop(site_ns, site_name)
+
+    # ------------------------------------------------------------------ steps
+    def _curtail_target(self, samples: Path) -> tuple[str, str]:
+        """The site a curtailment goes to: --curtail-site, else the one in the samples' curtailment/
+        folder, else the first site."""
+        sites = sample_sites(samples)
+        if not sites:
+            raise AssetError(f"{samples}: no StargateCluster in the samples")
+        wanted = self.opts.curtail_site
+        if wanted is None:
+            for d in sample_documents(samples / "curtailment") if (samples / "curtailment").is_dir() else []:
+                if d.get("kind") == "StargateCluster":
+                    wanted = str(d["metadata"]["name"])
+                    break
+        if wanted is None:
+            return sites[0]
+        for ns, name in sites:
+            if name == wanted:
+                return ns, name
+        raise AssetError(f"--curtail-site {wanted}: no such site in the samples "
+                         f"({', '.join(n for _, n in sites)})")
+
+    def _ssl_context(self, cp: LocalControlPlane) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(cp.ca_file))
+        ctx.load_cert_chain(str(cp.admin_cert_file), str(cp.admin_key_file))
+        return ctx
+
+    def _write_kubeconfig(self, cp: LocalControlPlane) -> None:
+        out = self.opts.kubeconfig_out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(cp.kubeconfig.read_text())
+        tmp.chmod(0o600)
+        tmp.replace(out)
+        self._kubeconfig_written = True
+
+    def _metrics_port(self) -> int:
+        port = self.opts.metrics_port
+        if port is None:
+            if _port_free(8080):
+                port = 8080
+            else:
+                port = _free_port()
+                self.say(f"port 8080 is taken; metrics on {port} instead")
+        elif port == 0 or not _port_free(port):
+            if port:
+                raise DemoError(f"--metrics-port {port} is taken")
+            port = _free_port()
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        return port
+
+    def _child_env(self, cp: LocalControlPlane) -> dict[str, str]:
+        env = cp.env()
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _start_operator(self, cp: LocalControlPlane, metrics_port: int) -> None:
+        args = [
+            sys.executable, "-m", "stargate_operator.cli", "run",
+            "--kubeconfig", str(cp.kubeconfig),
+            "--metrics-port", str(metrics_port), "--metrics-addr", "127.0.0.1",
+            "--health-port", str(_free_port()),
+            "--stale-after", str(self.opts.stale_after),
+        ]
+        with self._no_interrupt():
+            self.children.start("operator", args, log=self.opts.state_dir / "logs" / "operator.log",
+                                env=self._child_env(cp), cwd=self.opts.state_dir)
+
+    def _start_agent(self, cp: LocalControlPlane, namespace: str) -> None:
+        args = [
+            sys.executable, "-m", "stargate_operator.cli", "agent", "--simulate", "--all",
+            "--namespace", namespace, "--kubeconfig", str(cp.kubeconfig),
+            "--interval", str(self.opts.agent_interval),
+        ]
+        if self.opts.seed is not None:
+            args += ["--seed", str(self.opts.seed)]
+        with self._no_interrupt():
+            self.children.start(f"agent {namespace}", args,
+                                log=self.opts.state_dir / "logs" / f"agent-{namespace}.log",
+                                env=self._child_env(cp), cwd=self.opts.state_dir)
+
+    def _commands(self, ns: str, site: str) -> list[tuple[str, str]]:
+        kc = shlex.quote(str(self.opts.kubeconfig_out))
+        curtailment = {"percent": 20, "reason": "demand response"}
+        patch = json_compact({"spec": {"power": {"curtailment": curtailment}}})
+        return [
+            (f"export KUBECONFIG={kc}", ""),
+            ("kubectl get stargate -A", "every site, rack, node, pool and claim"),
+            ("kubectl get sgc -A -o wide", "sites: budget, demand, allocated, measured"),
+            (f"kubectl get rk -n {ns} -o wide", "racks: priority, budget, demand, floor, measured"),
+            (f"kubectl get gpun -n {ns}", "nodes: the per-GPU power limit the agents enforce"),
+            ("kubectl get mpool,mclaim -A", "memory pools and claims"),
+            (f"kubectl describe sgc {site} -n {ns}", "conditions and events"),
+            (f"kubectl patch sgc {site} -n {ns} --type=merge -p {shlex.quote(patch)}",
+             "a demand-response event: shed 20 %"),
+            (f"kubectl patch sgc {site} -n {ns} --type=json -p "
+             + shlex.quote('[{"op": "remove", "path": "/spec/power/curtailment"}]'), "... and its end"),
+            (f"kubectl annotate gpun NODE -n {ns} stargate.dev/simulate-failed-gpus=2 --overwrite",
+             "a GPU fault on a simulated node"),
+            (f"curl -s {self.metrics_url} | grep ^stargate_", "the operator's metrics"),
+        ]
+
+    def _print_try(self, ns: str, site: str) -> None:
+        lines = ["", self.style.bold("Try it, in another terminal:")]
+        for cmd, what in self._commands(ns, site):
+            lines.append(f"  {cmd}" + (f"\n      {self.style.dim('# ' + what)}" if what else ""))
+        if shutil.which("kubectl") is None and self.cp is not None:
+            lines.append(f"  (kubectl is {self.cp.kubectl_path}: "
+                         f"export PATH={shlex.quote(str(self.cp.kubectl_path.parent))}:$PATH)")
+        lines.append(f"  logs: {self.opts.state_dir / 'logs'}")
+        print("\n".join(lines) + "\n", file=self.out, flush=True)
+
+    def _curtail(self, ns: str, site: str, percent: int) -> None:
+        assert self.cp is not None
+        manifest = {
+            "apiVersion": "stargate.dev/v1alpha1",
+            "kind": "StargateCluster",
+            "metadata": {"name": site, "namespace": ns},
+            "spec": {"power": {"curtailment": {"percent": percent, "reason": CURTAIL_REASON}}},
+        }
+        self.cp.kubectl("apply", "--server-side", f"--field-manager={CURTAIL_FIELD_MANAGER}", "-f", "-",
+                        input=yaml.safe_dump(manifest))
+
+    # ------------------------------------------------------------------ the live summary
+    def _header(self, now: float, converged_at: float | None, ns: str, site: str) -> list[str]:
+        st = self.style
+        state = (f"converged {converged_at - self.t0:.1f}s after start" if converged_at is not None
+                 else "converging")
+        cmds = self._commands(ns, site)
+        return [
+            st.bold("Stargate demo") + f" · up {duration(now - self.t0)} · {state} · Ctrl-C stops everything",
+            f"  {cmds[0][0]}   then: {cmds[1][0]} · {cmds[3][0]}",
+            f"  {cmds[7][0]}",
+            f"  metrics {self.metrics_url} · logs {self.opts.state_dir / 'logs'}",
+        ]
+
+    def _draw(self, text: str) -> None:
+        if self.tty:
+            rows = shutil.get_terminal_size((120, 50)).lines
+            lines = text.splitlines()[: max(10, rows - 1)]
+            self.out.write("\x1b[H\x1b[J" + "\n".join(lines) + "\n")
+        else:
+            self.out.write(text + "\n\n")
+        self.out.flush()
+
+    def _loop(self, ns: str, site: str) -> int:
+        opts = self.opts
+        assert self.reader is not None
+        renderer = Renderer(self.style, self.t0)
+        tracker = Tracker()
+        started = time.monotonic()
+        deadline = started + opts.duration if opts.duration is not None else None
+        converged_at: float | None = None
+        curtail_at: float | None = None
+        curtailed_at: float | None = None
+        curtail_generation: int | None = None
+        last_change = started
+        last_frame = 0.0
+        snap: Snapshot | None = None
+        api_error = ""
+        while True:
+            for child in self.children.dead():
+                raise DemoError(self.children.describe_death(child))
+            now = time.monotonic()
+            try:
+                snap = self.reader.snapshot()
+                api_error = ""
+            except (httpx.HTTPError, ValueError) as e:
+                api_error = f"the API did not answer: {e}"
+            frame_due = False
+            if snap is not None:
+                changes = tracker.update(snap, now)
+                if changes:
+                    last_change = now
+                if not self.tty:
+                    for c in changes:
+                        print(renderer.change(c), file=self.out, flush=True)
+                quiet = not opts.agents or snap.silent_nodes() == 0
+                if converged_at is None and not snap.pending() and quiet:
+                    converged_at, tracker.armed, frame_due = now, True, True
+                    self.say(f"converged {now - self.t0:.1f}s after start ({now - started:.1f}s after the "
+                             "operator started): every status written, "
+                             + ("every node reporting telemetry, " if opts.agents else "")
+                             + "claims decided")
+                    if opts.curtail is not None:
+                        curtail_at = now + opts.curtail_after
+                if curtail_at is not None and curtailed_at is None and now >= curtail_at:
+                    assert opts.curtail is not None
+                    self._curtail(ns, site, opts.curtail)
+                    curtailed_at = last_change = now
+                    curtail_generation = self._generation(ns, site)
+                    self.say(f"curtailment {opts.curtail}% applied to {site} (field manager "
+                             f"{CURTAIL_FIELD_MANAGER}); watch it ripple: site budget, rack budgets, "
+                             "GPU power limits, measured power")
+                if opts.once and converged_at is not None and (
+                    opts.curtail is None or (
+                        curtailed_at is not None and self._settled(snap, ns, site, curtail_generation)
+                        and now - last_change >= _SETTLE_SECONDS)):
+                    self._draw("\n".join([*self._header(now, converged_at, ns, site),
+                                          renderer.frame(snap, tracker, now=now, header=[])]))
+                    self.say("--once: done")
+                    return 0
+            if opts.once and now - started > opts.timeout:
+                what = "; ".join(snap.pending()) if snap is not None else api_error
+                if snap is not None and opts.agents and snap.silent_nodes():
+                    what += f"; {snap.silent_nodes()} node(s) without telemetry"
+                raise DemoError(f"--once: not settled after {opts.timeout:.0f}s ({what or 'curtailment'}); "
+                                f"logs in {opts.state_dir / 'logs'}")
+            if self.tty or frame_due or now - last_frame >= _PERIODIC_FRAME_SECONDS:
+                header = self._header(now, converged_at, ns, site)
+                if api_error:
+                    header.append(self.style.bad(api_error))
+                body = renderer.frame(snap, tracker, now=now, header=[]) if snap is not None else ""
+                self._draw("\n".join([*header, body]))
+                last_frame = now
+            if deadline is not None and now >= deadline:
+                self.say(f"--duration {opts.duration:g}s reached")
+                if snap is not None and not self.tty:
+                    self._draw(renderer.frame(snap, tracker, now=now, header=[]))
+                return 0
+            wake = now + opts.refresh
+            if deadline is not None:
+                wake = min(wake, deadline)
+            time.sleep(max(0.0, wake - time.monotonic()))
+
+    def _generation(self, ns: str, site: str) -> int | None:
+        assert self.reader is not None
+        for s in self.reader.list("stargateclusters"):
+            if s["metadata"].get("namespace") == ns and s["metadata"]["name"] == site:
+                gen = s["metadata"].get("generation")
+                return int(gen) if gen is not None else None
+        return None
+
+    @staticmethod
+    def _settled(snap: Snapshot, ns: str, site: str, generation: int | None) -> bool:
+        if snap.pending():
+            return False
+        for s in snap.sites:
+            if s["metadata"].get("namespace") == ns and s["metadata"]["name"] == site:
+                observed = (s.get("status") or {}).get("observedGeneration")
+                return generation is None or (isinstance(observed, int) and observed >= generation)
+        return False
+
+    # ------------------------------------------------------------------ stop
+    def _cleanup(self) -> None:
+        t = time.monotonic()
+        stopped: list[str] = []
+        if self.reader is not None:
+            with contextlib.suppress(Exception):
+                self.reader.close()
+            self.reader = None
+        children = [c.name for c in self.children.children if not c.stopped]
+        try:
+            self.children.stop_all()
+            stopped += children
+        finally:
+            if self.cp is not None:
+                self.cp.stop()
+                stopped += ["kube-apiserver", "etcd"]
+                self.cp = None
+            if self._kubeconfig_written:
+                with contextlib.suppress(OSError):
+                    self.opts.kubeconfig_out.unlink()
+                self._kubeconfig_written = False
+            if stopped:
+                self.say(f"stopped {', '.join(stopped)} in {time.monotonic() - t:.1f}s; "
+                         f"logs kept in {self.opts.state_dir / 'logs'}")
+            if self._lock_file is not None:
+                self._lock_file.close()
+                self._lock_file = None
+
+
+def json_compact(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
