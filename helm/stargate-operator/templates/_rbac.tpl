@@ -3,26 +3,24 @@ RBAC rules for the namespaced resources: in a ClusterRole when the operator watc
 namespaces, in a Role per watched namespace otherwise.
 */}}
 {{- define "stargate-operator.namespacedRules" -}}
-# Watch every stargate.dev kind.
+# The engine lists and watches every stargate.dev kind (its informers).
 - apiGroups: ["stargate.dev"]
   resources: ["stargateclusters", "racks", "gpunodes", "memorypools", "memoryclaims"]
-  verbs: ["get", "list", "watch"]
-# Write status (the status subresource only: the operator never changes a spec).
+  verbs: ["list", "watch"]
+# It writes status only, with merge patches on the status subresource: never a spec.
 - apiGroups: ["stargate.dev"]
   resources: ["stargateclusters/status", "racks/status", "gpunodes/status", "memorypools/status", "memoryclaims/status"]
   verbs: ["patch"]
-# Events about bad references and evictions.
+# Events about bad references and evictions (core/v1 events).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if and .Values.peering.enabled (not (include "stargate-operator.clusterWide" .)) }}
-# kopf peering (namespaced): watch the peers, patch our keep-alive into the KopfPeering.
+# Peering (namespaced): keep-alives are merge patches on the KopfPeering, which the operator
+# creates when it is missing (a custom resource cannot be installed with its own CRD in one release).
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["create", "patch"]
 {{- end }}
 {{- end }}
 
@@ -30,20 +28,21 @@ namespaces, in a Role per watched namespace otherwise.
 RBAC rules for cluster-scoped resources (always in a ClusterRole). May be empty.
 */}}
 {{- define "stargate-operator.clusterRules" -}}
-# kopf discovers the stargate.dev resources and follows CRD changes.
+# kopf (the operator's lifecycle framework) follows CRDs coming and going.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- if not (include "stargate-operator.clusterWide" .) }}
 # kopf follows the watched namespaces coming and going.
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- end }}
 {{- if and .Values.peering.enabled (include "stargate-operator.clusterWide" .) }}
-# kopf peering (cluster-wide): watch the peers, patch our keep-alive into the ClusterKopfPeering.
+# Peering (cluster-wide): keep-alives are merge patches on the ClusterKopfPeering, which the
+# operator creates when it is missing.
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["create", "patch"]
 {{- end }}
 {{- end }}

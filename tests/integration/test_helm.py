@@ -1,0 +1,941 @@
+"""The Helm chart (helm/stargate-operator) with the real Helm CLI against a real API server.
+
+Three tiers, in this order:
+
+* offline: ``helm lint`` (also ``--strict``), ``helm template`` for the default values and for every
+  optional feature, values.schema.json and the chart's own checks rejecting bad values with a clear
+  message, the chart's CRDs being the generated YAML of ``crds/``, every value documented;
+* a private local control plane (kube-apiserver + etcd, started here with an audit log): ``helm
+  install``/``upgrade``/``uninstall`` of real releases, every rendered feature set validated by the
+  API server (server-side dry-run apply, ``--validate=strict``: the OpenAPI schemas of the target
+  Kubernetes version and of the CRDs; ServiceMonitor and PrometheusRule against the minimal
+  monitoring.coreos.com CRDs in tests/fixtures/);
+* RBAC, proven both ways: the operator runs as a local process with a token of the chart's
+  ServiceAccount (TokenRequest) and the container arguments of the installed Deployment, reconciles a
+  sample site and posts an Event, so the RBAC is sufficient; then the API server's audit log of
+  that run (every request of that ServiceAccount, with the authorizer's decision) must show no
+  denied request and a use of every (apiGroup, resource, verb) the chart grants, so the chart grants
+  nothing beyond what the run used.
+
+Why the audit log and not the operator's own request counter (kube.KubeClient.requests): the
+operator runs on kopf, whose own requests (CRD and namespace scanning) go through kopf's client,
+not ours; the API server sees them all, and says which rule-less requests it denied.
+
+The control plane is private to this module because Helm must own the CRDs it installs (the session
+control plane's CRDs are applied by kubectl) and because ``crds.keep`` is tested by uninstalling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from helpers.kube import Kubectl
+from stargate_operator.localcp.binaries import BinaryError, ensure_control_plane, ensure_helm, ensure_kubectl
+from stargate_operator.localcp.controlplane import LocalControlPlane
+from stargate_operator.localcp.versions import KUBERNETES_VERSION
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "stargate-operator"
+FIXTURES = ROOT / "tests" / "fixtures"
+SAMPLES = ROOT / "crds" / "samples"
+STARGATE_PLURALS = ("stargateclusters", "racks", "gpunodes", "memorypools", "memoryclaims")
+KUBE_VERSION = KUBERNETES_VERSION.lstrip("v")
+
+# Every optional feature, as the values that switch it on (each rendered, linted and validated).
+FEATURES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "serviceMonitor": {
+        "serviceMonitor": {
+            "enabled": True,
+            "labels": {"release": "kube-prometheus-stack"},
+            "relabelings": [{"action": "replace", "targetLabel": "site", "replacement": "abilene"}],
+        }
+    },
+    "prometheusRule": {"prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}},
+    "dashboards": {"dashboards": {"enabled": True, "annotations": {"grafana_folder": "Stargate"}}},
+    "peering": {"peering": {"enabled": True}, "replicaCount": 2},
+    "watchNamespaces": {"watchNamespaces": ["site-a", "site-b"]},
+    "watchNamespaces+peering": {
+        "watchNamespaces": ["site-a", "site-b"],
+        "peering": {"enabled": True},
+        "replicaCount": 2,
+    },
+    "crds.keep=false": {"crds": {"keep": False}},
+    "crds.enabled=false": {"crds": {"enabled": False}},
+    "telemetry=prometheus": {
+        "operator": {
+            "telemetry": "prometheus",
+            "perNodeMetrics": True,
+            "prometheusUrl": "http://prometheus-operated.monitoring:9090",
+        }
+    },
+    "everything": {
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "dashboards": {"enabled": True},
+        "peering": {"enabled": True},
+        "replicaCount": 2,
+        "image": {"digest": "sha256:" + "a" * 64},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "podAnnotations": {"example.com/team": "dc-ops"},
+        "priorityClassName": "system-cluster-critical",
+        "operator": {"extraArgs": ["--coalesce=0.2"], "extraEnv": [{"name": "TZ", "value": "UTC"}]},
+    },
+}
+
+
+# ----------------------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    try:
+        binary = ensure_helm()
+    except BinaryError as e:
+        pytest.fail(f"the helm CLI is missing and could not be built: {e}", pytrace=False)
+    home = tmp_path_factory.mktemp("helm-home")
+    return Helm(binary, home)
+
+
+class HelmError(AssertionError):
+    pass
+
+
+@dataclass
+class Helm:
+    """The real Helm CLI with private config/cache/data folders (nothing written to ~)."""
+
+    binary: Path
+    home: Path
+    kubeconfig: Path | None = None
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for var in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+            env[var] = str(self.home / var.lower())
+        env.pop("HELM_NAMESPACE", None)
+        if self.kubeconfig is not None:
+            env["KUBECONFIG"] = str(self.kubeconfig)
+            env["KUBECACHEDIR"] = str(self.home / "kube-cache")
+        return env
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.binary), *args], capture_output=True, text=True, env=self.env(), timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise HelmError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}{proc.stdout}")
+        return proc
+
+    def values_file(self, values: dict[str, Any], name: str = "values") -> Path:
+        path = self.home / f"{name}-{time.monotonic_ns()}.yaml"
+        path.write_text(yaml.safe_dump(values))
+        return path
+
+    def template(
+        self,
+        values: dict[str, Any] | None = None,
+        *,
+        release: str = "sg",
+        namespace: str = "stargate-system",
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        return self(
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            KUBE_VERSION,
+            "-f",
+            str(self.values_file(values or {})),
+            check=check,
+        )
+
+    def render(self, values: dict[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
+        return [d for d in yaml.safe_load_all(self.template(values, **kw).stdout) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def grants(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) for every rule of every ClusterRole and Role rendered."""
+    out: set[tuple[str, str, str]] = set()
+    for doc in docs:
+        if doc["kind"] in ("ClusterRole", "Role"):
+            for rule in doc["rules"]:
+                assert "nonResourceURLs" not in rule, rule
+                for g in rule["apiGroups"]:
+                    for r in rule["resources"]:
+                        for v in rule["verbs"]:
+                            out.add((g, r, v))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------------------------------------ offline
+def test_lint_clean(helm: Helm) -> None:
+    for strict in ([], ["--strict"]):
+        out = helm("lint", *strict, str(CHART)).stdout
+        assert "0 chart(s) failed" in out, out
+        assert "[WARNING]" not in out and "[ERROR]" not in out, out
+
+
+@pytest.mark.parametrize("feature", sorted(FEATURES))
+def test_lint_every_feature(helm: Helm, feature: str) -> None:
+    values = helm.values_file(FEATURES[feature])
+    out = helm("lint", "--strict", str(CHART), "-f", str(values)).stdout
+    assert "0 chart(s) failed" in out and "[WARNING]" not in out, out
+
+
+def test_template_default(helm: Helm) -> None:
+    docs = helm.render()
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Service",
+            "Deployment",
+            *["CustomResourceDefinition"] * 5,
+        ]
+    ), kinds
+    dep = one(docs, "Deployment")
+    spec = dep["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "sg-stargate-operator"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (c,) = pod["containers"]
+    assert (
+        c["image"] == f"stargate-operator:{yaml.safe_load((CHART / 'Chart.yaml').read_text())['appVersion']}"
+    )
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["runAsNonRoot"] is True and sc["capabilities"] == {"drop": ["ALL"]}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "health": 8081}
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    assert c["args"] == [
+        "--metrics-port=8080",
+        "--health-port=8081",
+        "--log-level=INFO",
+        "--stale-after=120",
+        "--telemetry=none",
+    ]
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    svc = one(docs, "Service")
+    assert svc["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    pod_labels = spec["template"]["metadata"]["labels"]
+    assert all(pod_labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+    # helm create's label conventions.
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "stargate-operator"
+        assert labels["app.kubernetes.io/instance"] == "sg"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["helm.sh/chart"].startswith("stargate-operator-")
+    # RBAC: no wildcards anywhere, no write access to specs, cluster-wide.
+    for g, r, v in grants(docs):
+        assert "*" not in (g, r, v)
+        if g == "stargate.dev" and not r.endswith("/status"):
+            assert v in ("get", "list", "watch"), (g, r, v)
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "sg-stargate-operator", "namespace": "stargate-system"}
+    ]
+
+
+def test_template_is_restricted_pod_security(helm: Helm) -> None:
+    """What the `restricted` Pod Security Standard requires, for every feature set."""
+    for feature, values in FEATURES.items():
+        for dep in by_kind(helm.render(values), "Deployment"):
+            pod = dep["spec"]["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True, feature
+            assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", feature
+            assert not pod.get("hostNetwork") and not pod.get("hostPID"), feature
+            for c in pod["containers"]:
+                sc = c["securityContext"]
+                assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], (
+                    feature
+                )
+                assert sc["readOnlyRootFilesystem"] is True and not sc.get("privileged"), feature
+
+
+def test_template_service_monitor(helm: Helm) -> None:
+    docs = helm.render(FEATURES["serviceMonitor"])
+    sm = one(docs, "ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    svc = one(docs, "Service")
+    assert all(
+        svc["metadata"]["labels"].get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items()
+    )
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": ["stargate-system"]}
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["port"] == svc["spec"]["ports"][0]["name"] and ep["path"] == "/metrics"
+    assert ep["interval"] == "30s" and ep["scrapeTimeout"] == "10s"
+    assert ep["relabelings"] == FEATURES["serviceMonitor"]["serviceMonitor"]["relabelings"]
+    assert not by_kind(helm.render(), "ServiceMonitor")
+    bad = helm.template(
+        {"serviceMonitor": {"enabled": True}, "metrics": {"service": {"enabled": False}}}, check=False
+    )
+    assert (
+        bad.returncode != 0 and "serviceMonitor.enabled=true needs metrics.service.enabled=true" in bad.stderr
+    )
+
+
+def test_template_prometheus_rule(helm: Helm) -> None:
+    rules_file = CHART / "files" / "stargate-alerts.yaml"
+    assert rules_file.exists(), "the chart's alert rules (files/stargate-alerts.yaml) are missing"
+    docs = helm.render(FEATURES["prometheusRule"])
+    rule = one(docs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # The rule file is the single source: the PrometheusRule carries exactly its groups.
+    assert rule["spec"]["groups"] == yaml.safe_load(rules_file.read_text())["groups"]
+    alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert alerts and all(r.get("expr") for g in rule["spec"]["groups"] for r in g["rules"])
+    assert not by_kind(helm.render(), "PrometheusRule")
+
+
+def test_template_dashboards(helm: Helm) -> None:
+    files = sorted((CHART / "dashboards").glob("*.json"))
+    docs = helm.render(FEATURES["dashboards"])
+    maps = by_kind(docs, "ConfigMap")
+    assert len(maps) == len(files)
+    for cm in maps:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert cm["metadata"]["annotations"] == {"grafana_folder": "Stargate"}
+        ((key, text),) = cm["data"].items()
+        assert text == (CHART / "dashboards" / key).read_text().rstrip("\n")
+        json.loads(text)
+    assert not by_kind(helm.render(), "ConfigMap")
+
+
+def test_template_peering_cluster_wide(helm: Helm) -> None:
+    docs = helm.render(FEATURES["peering"])
+    deps = by_kind(docs, "Deployment")
+    assert [d["metadata"]["name"] for d in deps] == ["sg-stargate-operator", "sg-stargate-operator-standby-1"]
+    args = [d["spec"]["template"]["spec"]["containers"][0]["args"] for d in deps]
+    assert all("--peering=sg-stargate-operator" in a for a in args)
+    # Distinct priorities: kopf freezes peers of equal priority; the first replica is the active one.
+    assert [next(x for x in a if x.startswith("--priority=")) for a in args] == [
+        "--priority=100",
+        "--priority=99",
+    ]
+    selectors = [d["spec"]["selector"]["matchLabels"] for d in deps]
+    assert selectors[0] != selectors[1]
+    # No peering object: the operator creates it (a CR cannot be installed with its CRD in one release).
+    assert not by_kind(docs, "ClusterKopfPeering") and not by_kind(docs, "KopfPeering")
+    crds = {d["metadata"]["name"] for d in by_kind(docs, "CustomResourceDefinition")}
+    assert {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"} <= crds
+    assert {("kopf.dev", "clusterkopfpeerings", v) for v in ("create", "patch")} <= grants(docs)
+    assert not any(g == "kopf.dev" and r == "kopfpeerings" for g, r, _ in grants(docs))
+    no_crds = helm.render({**FEATURES["peering"], "peering": {"enabled": True, "installCRDs": False}})
+    assert not any(
+        d["metadata"]["name"].endswith("kopf.dev") for d in by_kind(no_crds, "CustomResourceDefinition")
+    )
+    bad = helm.template({"replicaCount": 2}, check=False)
+    assert bad.returncode != 0 and "replicaCount=2 needs peering.enabled=true" in bad.stderr
+
+
+def test_template_watch_namespaces(helm: Helm) -> None:
+    docs = helm.render(FEATURES["watchNamespaces+peering"])
+    roles = by_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["site-a", "site-b"]
+    bindings = by_kind(docs, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["site-a", "site-b"]
+    for b in bindings:
+        assert b["subjects"] == [
+            {"kind": "ServiceAccount", "name": "sg-stargate-operator", "namespace": "stargate-system"}
+        ]
+        assert b["roleRef"]["kind"] == "Role"
+    # No namespaced resource is granted cluster-wide: only cluster-scoped ones are in the ClusterRole.
+    cluster_roles = by_kind(docs, "ClusterRole")
+    cluster_grants = grants(cluster_roles)
+    assert not any(g in ("stargate.dev", "kopf.dev") or r == "events" for g, r, _ in cluster_grants), (
+        cluster_grants
+    )
+    assert {("kopf.dev", "kopfpeerings", v) for v in ("create", "patch")} <= grants(roles)
+    for dep in by_kind(docs, "Deployment"):
+        args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert "--namespace=site-a" in args and "--namespace=site-b" in args
+
+
+def test_template_crds_keep_and_enabled(helm: Helm) -> None:
+    def policies(values: dict[str, Any]) -> dict[str, str | None]:
+        return {
+            d["metadata"]["name"]: (d["metadata"].get("annotations") or {}).get("helm.sh/resource-policy")
+            for d in by_kind(helm.render(values), "CustomResourceDefinition")
+        }
+
+    kept = policies({})
+    assert len(kept) == 5 and set(kept.values()) == {"keep"}
+    assert set(policies(FEATURES["crds.keep=false"]).values()) == {None}
+    assert policies(FEATURES["crds.enabled=false"]) == {}
+    with_peering = policies(FEATURES["peering"])
+    assert with_peering["kopfpeerings.kopf.dev"] == "keep"
+
+
+def test_chart_crds_are_the_generated_crds(helm: Helm) -> None:
+    """files/crds/ is byte for byte crds/ (both written by hack/gen-crds.py), and the chart renders it
+    unchanged but for its labels and the keep annotation."""
+    from stargate_operator.api.crdgen import render_all
+
+    generated = render_all()
+    chart_files = {p.name: p.read_text() for p in sorted((CHART / "files" / "crds").glob("*.yaml"))}
+    repo_files = {p.name: p.read_text() for p in sorted((ROOT / "crds").glob("*.yaml"))}
+    assert chart_files == repo_files, (
+        "helm/stargate-operator/files/crds differs from crds/: run hack/gen-crds.py"
+    )
+    assert chart_files == generated, "the chart's CRDs are not what the models generate: run hack/gen-crds.py"
+    rendered = {d["metadata"]["name"]: d for d in by_kind(helm.render(), "CustomResourceDefinition")}
+    for text in repo_files.values():
+        want = yaml.safe_load(text)
+        got = rendered[want["metadata"]["name"]]
+        meta = dict(got["metadata"])
+        assert meta.pop("annotations") == {"helm.sh/resource-policy": "keep"}
+        assert meta.pop("labels")["app.kubernetes.io/managed-by"] == "Helm"
+        assert {**got, "metadata": meta} == want
+
+
+# Bad values and the message that must say what is wrong.
+BAD_VALUES: list[tuple[dict[str, Any], str]] = [
+    ({"replicaCount": 0}, "at '/replicaCount': minimum: got 0, want 1"),
+    (
+        {"operator": {"telemetry": "grafana"}},
+        "at '/operator/telemetry': value must be one of 'none', 'prometheus'",
+    ),
+    ({"operator": {"logLevel": "verbose"}}, "at '/operator/logLevel': value must be one of"),
+    (
+        {"serviceMonitor": {"enable": True}},
+        "at '/serviceMonitor': additional properties 'enable' not allowed",
+    ),
+    ({"watchNamespaces": ["Site_A"]}, "at '/watchNamespaces/0': 'Site_A' does not match pattern"),
+    ({"watchNamespaces": "site-a"}, "at '/watchNamespaces': got string, want array"),
+    ({"metrics": {"port": 70000}}, "at '/metrics/port': maximum"),
+    ({"serviceMonitor": {"interval": 30}}, "at '/serviceMonitor/interval': got number, want string"),
+    ({"crds": {"keep": "yes"}}, "at '/crds/keep': got string, want boolean"),
+    ({"image": {"digest": "latest"}}, "at '/image/digest': 'latest' does not match pattern"),
+    ({"replicaCount": 2}, "replicaCount=2 needs peering.enabled=true"),
+    ({"operator": {"telemetry": "prometheus"}}, "operator.telemetry=prometheus needs operator.prometheusUrl"),
+    ({"health": {"port": 8080}}, "metrics.port and health.port are both 8080"),
+    ({"serviceAccount": {"create": False}}, "serviceAccount.create=false needs serviceAccount.name"),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), BAD_VALUES, ids=[m.split(":")[0] for _, m in BAD_VALUES])
+def test_bad_values_rejected_with_a_clear_message(helm: Helm, values: dict[str, Any], message: str) -> None:
+    proc = helm.template(values, check=False)
+    assert proc.returncode != 0, f"helm template accepted {values}"
+    assert message in proc.stderr, proc.stderr
+
+
+def test_every_value_documented_and_in_the_schema() -> None:
+    """Every key in values.yaml has a comment right above it, and the schema knows every key."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    # (indent, covered): a key is covered when a comment sits right above it or above an ancestor
+    # whose value is a documented default block (e.g. podSecurityContext's fields).
+    stack: list[tuple[int, bool]] = []
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.startswith("- ") or ":" not in stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        inherited = bool(stack) and stack[-1][1]
+        commented = i > 0 and lines[i - 1].strip().startswith("#")
+        section = stripped.endswith(":")  # its children carry their own comments
+        if not (commented or inherited or section):
+            undocumented.append(stripped)
+        stack.append((indent, commented or inherited))
+    assert not undocumented, f"values without a comment: {undocumented}"
+
+    def walk(values: dict[str, Any], node: dict[str, Any], path: str) -> list[str]:
+        missing = []
+        for key, value in values.items():
+            props = node.get("properties", {})
+            if key not in props:
+                missing.append(f"{path}{key}")
+            elif isinstance(value, dict) and props[key].get("properties"):
+                missing += walk(value, props[key], f"{path}{key}.")
+        return missing
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert walk(values, schema, "") == []
+
+
+# ------------------------------------------------------------------------------- control plane
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  # What every ServiceAccount does, with the authorizer's decision in the annotations.
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
+
+
+@dataclass
+class Cluster:
+    cp: LocalControlPlane
+    kubectl: Kubectl
+    helm: Helm
+    audit_log: Path
+    workdir: Path
+    releases: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def install(
+        self, release: str, namespace: str, values: dict[str, Any]
+    ) -> subprocess.CompletedProcess[str]:
+        self.kubectl("create", "namespace", namespace, check=False)
+        proc = self.helm(
+            "install",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "-f",
+            str(self.helm.values_file(values, release)),
+        )
+        self.releases[release] = {"namespace": namespace, "values": values}
+        return proc
+
+    def manifest(self, release: str) -> list[dict[str, Any]]:
+        ns = self.releases[release]["namespace"]
+        text = self.helm("get", "manifest", release, "--namespace", ns).stdout
+        return [d for d in yaml.safe_load_all(text) if d]
+
+
+@pytest.fixture(scope="module")
+def cluster(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A private control plane with an audit log, the monitoring CRDs, and three releases of the chart:
+
+    * ``sg`` in stargate-system: the default values (all namespaces, no peering), owns the CRDs;
+    * ``sg-peer`` in stargate-peer: all namespaces, peering (owns kopf's peering CRDs), no CRDs;
+    * ``sg-shard`` in stargate-shard: only namespace rec-shard, peering, no CRDs of either kind.
+    """
+    workdir = tmp_path_factory.mktemp("helm-cp")
+    policy = workdir / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    audit_log = workdir / "audit.log"
+    try:
+        binaries = ensure_control_plane()
+        kubectl_bin = ensure_kubectl()
+    except BinaryError as e:
+        pytest.fail(f"the local control plane's binaries are missing: {e}", pytrace=False)
+    cp = LocalControlPlane(
+        binaries=binaries,
+        kubectl=kubectl_bin,
+        extra_apiserver_args=[
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+        ],
+    )
+    with cp:
+        kubectl = Kubectl(cp)
+        chart_helm = Helm(helm.binary, helm.home, cp.kubeconfig)
+        c = Cluster(cp, kubectl, chart_helm, audit_log, workdir)
+        # ServiceMonitor and PrometheusRule (minimal stand-ins of prometheus-operator's CRDs).
+        kubectl("apply", "--server-side", "-f", str(FIXTURES / "monitoring.coreos.com-crds.yaml"))
+        kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/servicemonitors.monitoring.coreos.com",
+            "crd/prometheusrules.monitoring.coreos.com",
+        )
+        kubectl("create", "namespace", "rec-shard")
+        ports = {"metrics": {"port": free_port()}, "health": {"port": free_port()}}
+        c.install("sg", "stargate-system", {**ports})
+        c.install(
+            "sg-peer", "stargate-peer", {**ports, "crds": {"enabled": False}, "peering": {"enabled": True}}
+        )
+        c.install(
+            "sg-shard",
+            "stargate-shard",
+            {
+                **ports,
+                "crds": {"enabled": False},
+                "watchNamespaces": ["rec-shard"],
+                "peering": {"enabled": True, "installCRDs": False},
+            },
+        )
+        kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            *[f"crd/{p}.stargate.dev" for p in STARGATE_PLURALS],
+            "crd/kopfpeerings.kopf.dev",
+            "crd/clusterkopfpeerings.kopf.dev",
+        )
+        yield c
+
+
+def test_helm_install(cluster: Cluster) -> None:
+    for release, info in cluster.releases.items():
+        status = json.loads(
+            cluster.helm("status", release, "--namespace", info["namespace"], "-o", "json").stdout
+        )
+        assert status["info"]["status"] == "deployed", status["info"]
+        assert "The Stargate operator" in status["info"]["notes"]
+    # The CRDs are Helm's, kept on uninstall, and served.
+    crd = cluster.kubectl.json("get", "crd", "racks.stargate.dev")
+    assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == "sg"
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # The category of every kind (`kubectl get stargate`) is served once discovery has them.
+    deadline = time.monotonic() + 30
+    while cluster.kubectl("get", "stargate", "-A", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "kubectl get stargate: the category is not served"
+        shutil.rmtree(cluster.cp.workdir / "kubectl-cache", ignore_errors=True)
+        time.sleep(0.5)
+    dep = cluster.kubectl.json("get", "deployment", "sg-stargate-operator", "-n", "stargate-system")
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "sg-stargate-operator"
+    cluster.kubectl("get", "role,rolebinding", "sg-shard-stargate-operator", "-n", "rec-shard")
+
+
+def test_helm_install_and_upgrade_every_feature(cluster: Cluster) -> None:
+    """A release with every optional feature on installs (ServiceMonitor and PrometheusRule against the
+    monitoring CRDs), upgrades in place with changed values, and uninstalls, leaving no object."""
+    ns = "stargate-all"
+    values = {
+        **FEATURES["everything"],
+        "crds": {"enabled": False},
+        "peering": {"enabled": True, "installCRDs": False},
+    }
+    cluster.install("sg-all", ns, values)
+    cluster.kubectl("get", "servicemonitor,prometheusrule", "sg-all-stargate-operator", "-n", ns)
+    maps = cluster.kubectl.json("get", "configmap", "-n", ns, "-l", "grafana_dashboard=1")["items"]
+    assert len(maps) == len(list((CHART / "dashboards").glob("*.json")))
+    deps = cluster.kubectl.json("get", "deployment", "-n", ns, "-l", "app.kubernetes.io/instance=sg-all")[
+        "items"
+    ]
+    assert len(deps) == 2
+
+    upgraded = cluster.helm(
+        "upgrade",
+        "sg-all",
+        str(CHART),
+        "--namespace",
+        ns,
+        "--reuse-values",
+        "--set",
+        "operator.logLevel=DEBUG",
+        "--set",
+        "replicaCount=1",
+        "--set",
+        "serviceMonitor.interval=15s",
+    )
+    assert "STATUS: deployed" in upgraded.stdout and "REVISION: 2" in upgraded.stdout
+    deps = cluster.kubectl.json("get", "deployment", "-n", ns, "-l", "app.kubernetes.io/instance=sg-all")[
+        "items"
+    ]
+    assert [d["metadata"]["name"] for d in deps] == ["sg-all-stargate-operator"]  # the standby went away
+    assert "--log-level=DEBUG" in deps[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    sm = cluster.kubectl.json("get", "servicemonitor", "sg-all-stargate-operator", "-n", ns)
+    assert sm["spec"]["endpoints"][0]["interval"] == "15s"
+    history = json.loads(cluster.helm("history", "sg-all", "--namespace", ns, "-o", "json").stdout)
+    assert [h["status"] for h in history] == ["superseded", "deployed"]
+
+    cluster.helm("uninstall", "sg-all", "--namespace", ns, "--wait")
+    cluster.releases.pop("sg-all")
+    left = cluster.kubectl(
+        "get",
+        "all,configmap,servicemonitor,prometheusrule,serviceaccount,role,rolebinding",
+        "-n",
+        ns,
+        "-l",
+        "app.kubernetes.io/instance=sg-all",
+        "-o",
+        "name",
+    ).stdout.split()
+    left += cluster.kubectl(
+        "get",
+        "clusterrole,clusterrolebinding",
+        "-l",
+        "app.kubernetes.io/instance=sg-all",
+        "-o",
+        "name",
+    ).stdout.split()
+    assert left == []
+
+
+@pytest.mark.parametrize("feature", sorted(FEATURES))
+def test_rendered_manifests_pass_server_side_validation(cluster: Cluster, feature: str) -> None:
+    """Every rendered object passes the API server's validation for the target Kubernetes version
+    (server-side dry-run apply, unknown or misspelt fields rejected by --validate=strict)."""
+    ns = "stargate-dryrun"
+    cluster.kubectl("create", "namespace", ns, check=False)
+    for site in ("site-a", "site-b"):
+        cluster.kubectl("create", "namespace", site, check=False)
+    rendered = cluster.helm.template(FEATURES[feature], release="dry", namespace=ns).stdout
+    proc = cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=helm-dry-run",
+        "--dry-run=server",
+        "--validate=strict",
+        "-f",
+        "-",
+        input=rendered,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr
+    applied = [line for line in proc.stdout.splitlines() if "serverside-applied" in line]
+    assert len(applied) == len([d for d in yaml.safe_load_all(rendered) if d]), proc.stdout
+
+
+# -------------------------------------------------------------------------------------------- RBAC
+def sample_site(namespace: str) -> list[dict[str, Any]]:
+    """The abilene sample site (crds/samples/1*.yaml) moved into ``namespace``, plus one rack whose
+    cluster does not exist (the operator must post an Event about it)."""
+    docs: list[dict[str, Any]] = []
+    for path in sorted(SAMPLES.glob("1*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc["apiVersion"].startswith("stargate.dev/"):
+                doc["metadata"]["namespace"] = namespace
+                docs.append(doc)
+    assert any(d["kind"] == "MemoryClaim" for d in docs) and any(d["kind"] == "StargateCluster" for d in docs)
+    docs.append(
+        {
+            "apiVersion": "stargate.dev/v1alpha1",
+            "kind": "Rack",
+            "metadata": {"name": "orphan", "namespace": namespace},
+            "spec": {"clusterRef": "no-such-site", "maxPowerWatts": 40000},
+        }
+    )
+    return docs
+
+
+@dataclass
+class RecordedRun:
+    release: str
+    user: str
+    site_namespace: str
+    granted: set[tuple[str, str, str]]
+    used: set[tuple[str, str, str]]
+    denied: set[tuple[str, str, str]]
+    statuses: dict[str, dict[str, Any]]
+    events: list[dict[str, Any]]
+    log: str
+
+
+def _operator_command(manifest: list[dict[str, Any]]) -> list[str]:
+    (dep, *_) = by_kind(manifest, "Deployment")  # the first replica (the active one under peering)
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert "command" not in container, "the image's entrypoint (stargate-operator run) must run"
+    return [str(ROOT / ".venv" / "bin" / "stargate-operator"), "run", *container["args"]]
+
+
+def _wait(what: str, check: Any, timeout: float, proc: subprocess.Popen[str], log: Path) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if proc.poll() is not None:
+            pytest.fail(
+                f"the operator exited ({proc.returncode}) while waiting for {what}:\n"
+                f"{log.read_text()[-4000:]}"
+            )
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"timed out after {timeout}s waiting for {what}; operator log:\n{log.read_text()[-4000:]}"
+            )
+        time.sleep(0.3)
+
+
+def record_run(cluster: Cluster, release: str, site_namespace: str) -> RecordedRun:
+    """Run the operator of ``release`` as a local process with its ServiceAccount's token and the
+    installed Deployment's arguments; reconcile a site in ``site_namespace``; return the audit record."""
+    info = cluster.releases[release]
+    manifest = cluster.manifest(release)
+    (sa,) = by_kind(manifest, "ServiceAccount")
+    sa_name, sa_ns = sa["metadata"]["name"], sa["metadata"]["namespace"]
+    user = f"system:serviceaccount:{sa_ns}:{sa_name}"
+    token = cluster.cp.create_token(sa_name, sa_ns)
+    kubeconfig = cluster.cp.write_token_kubeconfig(cluster.workdir / f"{release}.kubeconfig", token)
+    as_operator = cluster.kubectl.as_user(kubeconfig)
+    # The token is the ServiceAccount's and RBAC applies to it: a spec it must not write.
+    denied = as_operator("auth", "can-i", "update", "racks.stargate.dev", "-n", site_namespace, check=False)
+    assert denied.stdout.strip() == "no"
+
+    cluster.kubectl("create", "namespace", site_namespace, check=False)
+    cluster.kubectl.apply(sample_site(site_namespace))
+    health_port = info["values"]["health"]["port"]
+    log = cluster.workdir / f"{release}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STARGATE_")}
+    env |= {
+        "KUBECONFIG": str(kubeconfig),
+        "POD_ID": f"{release}-operator-0",
+        "HOSTNAME": f"{release}-operator-0",
+    }
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            _operator_command(manifest),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=cluster.workdir,
+            start_new_session=True,
+        )
+    try:
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=2) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        _wait("/healthz (the chart's liveness and readiness probe path)", healthy, 60, proc, log)
+
+        def reconciled() -> dict[str, dict[str, Any]] | None:
+            objs = cluster.kubectl.json("get", ",".join(STARGATE_PLURALS), "-n", site_namespace)["items"]
+            done = {
+                f"{o['kind']}/{o['metadata']['name']}": o["status"]
+                for o in objs
+                if (o.get("status") or {}).get("observedGeneration") == o["metadata"]["generation"]
+            }
+            return done if len(done) == len(objs) else None
+
+        statuses = _wait(f"a status on every object in {site_namespace}", reconciled, 90, proc, log)
+
+        def posted() -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = cluster.kubectl.json(
+                "get", "events", "-n", site_namespace, "--field-selector", "involvedObject.name=orphan"
+            )["items"]
+            return items
+
+        events = _wait("an Event about the rack with a missing cluster", posted, 30, proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    time.sleep(0.5)  # the last audit lines (the peering farewell) reach the file
+
+    used: set[tuple[str, str, str]] = set()
+    refused: set[tuple[str, str, str]] = set()
+    for line in cluster.audit_log.read_text().splitlines():
+        ev = json.loads(line)
+        ref = ev.get("objectRef")
+        if ev["user"]["username"] != user or ref is None:
+            continue  # non-resource requests (discovery) are every authenticated user's
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        key = (ref.get("apiGroup", ""), resource, ev["verb"])
+        decision = (ev.get("annotations") or {}).get("authorization.k8s.io/decision")
+        (refused if decision == "forbid" or ev.get("responseStatus", {}).get("code") == 403 else used).add(
+            key
+        )
+    granted = grants([d for d in manifest if d["kind"] in ("ClusterRole", "Role")])
+    return RecordedRun(
+        release, user, site_namespace, granted, used, refused, statuses, events, log.read_text()
+    )
+
+
+RUNS = {
+    "all-namespaces": ("sg", "rec-all"),
+    "all-namespaces+peering": ("sg-peer", "rec-peer"),
+    "watch-namespaces+peering": ("sg-shard", "rec-shard"),
+}
+
+
+@pytest.fixture(scope="module")
+def recorded(cluster: Cluster) -> dict[str, RecordedRun]:
+    return {mode: record_run(cluster, release, ns) for mode, (release, ns) in RUNS.items()}
+
+
+@pytest.mark.parametrize("mode", list(RUNS))
+def test_rbac_is_sufficient(recorded: dict[str, RecordedRun], mode: str) -> None:
+    """With nothing but the chart's RBAC the operator reconciles the whole sample site: every object
+    gets a status (Ready decided), the bad rack gets Ready=False and an Event, nothing was denied."""
+    run = recorded[mode]
+    assert not run.denied, f"{run.user} was denied {sorted(run.denied)}; operator log:\n{run.log[-3000:]}"
+    for name, status in run.statuses.items():
+        ready = [c for c in status.get("conditions", []) if c["type"] == "Ready"]
+        assert ready and ready[0]["status"] in ("True", "False"), (name, status)
+    orphan = run.statuses["Rack/orphan"]
+    assert next(c for c in orphan["conditions"] if c["type"] == "Ready")["status"] == "False"
+    assert run.events and run.events[0]["involvedObject"]["kind"] == "Rack"
+    assert "Traceback" not in run.log, run.log[-3000:]
+
+
+@pytest.mark.parametrize("mode", list(RUNS))
+def test_rbac_grants_nothing_the_run_did_not_use(recorded: dict[str, RecordedRun], mode: str) -> None:
+    """Every (apiGroup, resource, verb) the chart grants was used by the recorded run (audit log)."""
+    run = recorded[mode]
+    unused = run.granted - run.used
+    assert not unused, (
+        f"the chart grants {sorted(unused)} but the operator never used them (used: {sorted(run.used)})"
+    )
+    # And nothing it used came from elsewhere (e.g. the default roles) but the discovery ones.
+    assert run.used <= run.granted | {("authorization.k8s.io", "selfsubjectaccessreviews", "create")}, sorted(
+        run.used - run.granted
+    )
+
+
+def test_helm_uninstall_keeps_crds(cluster: Cluster, recorded: dict[str, RecordedRun]) -> None:
+    """Last: uninstall every release; crds.keep leaves the CRDs (and so every site) in place."""
+    assert recorded  # after the recorded runs
+    for release, info in list(cluster.releases.items()):
+        cluster.helm("uninstall", release, "--namespace", info["namespace"], "--wait")
+    left = cluster.kubectl(
+        "get", "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/part-of=stargate", "-o", "name"
+    ).stdout.split()
+    assert left == []
+    for plural in STARGATE_PLURALS:
+        crd = cluster.kubectl.json("get", "crd", f"{plural}.stargate.dev")
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    cluster.kubectl("get", "crd", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev")
+    assert cluster.kubectl.json("get", "stargateclusters", "-n", "rec-all")["items"], (
+        "the site went with the chart"
+    )
