@@ -39,12 +39,20 @@ class Store:
         self._by_ns: dict[str, dict[Key, dict[str, Any]]] = {}
 
     def upsert(self, obj: dict[str, Any]) -> bool:
-        """Store the object; False when it is older than what we hold (a stale echo)."""
+        """Store the object; False when we already hold this version or a newer one.
+
+        The watch echo of the operator's own status write carries the resourceVersion that the
+        write's response already stored: it changes nothing and must not cause a recomputation.
+        """
         key = key_of(obj)
         bucket = self._by_ns.setdefault(key[1], {})
         held = bucket.get(key)
-        if held is not None and resource_version(held) > resource_version(obj):
+        if held is not None and resource_version(held) >= resource_version(obj) > 0:
             return False
+        meta = obj.get("metadata")
+        if isinstance(meta, dict) and "managedFields" in meta:
+            # Server-side apply bookkeeping: often the largest part of an object, never read here.
+            obj["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
         bucket[key] = obj
         return True
 

@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""The operator at scale, against the limit of the API server it runs on, measured in one run.
+
+  hack/bench.py --nodes 1000           # quick mode, under two minutes
+  hack/bench.py --nodes 10000 --json
+  hack/bench.py --nodes 2000 --shards  # also: two sites, two operators, one namespace each
+
+On a fresh local control plane (real kube-apiserver + etcd):
+
+1. baseline: a tight client loop writes the minimal set of status patches for the site (the
+   statuses the core computes) straight to the API server, with the same client and concurrency
+   the operator uses: the physical limit of this API server on this machine. The statuses are
+   then reset (not timed).
+2. cold: the operator starts with the site already present; time until every status is correct.
+3. curtail: a 20 % curtailment of the site; time until every GPU node's powerLimitWatts is
+   correct, against a baseline that writes the same patches in a tight loop.
+4. rack: one rack's priority changes; time until its nodes are correct.
+
+Convergence is read from the operator's own counter of status writes (cheap to poll, so the
+measurement does not load the machine), then every status is checked against the core's result.
+Ratios, not absolute times, are the figures to compare across machines. The last line printed is
+`key=value` pairs (or JSON with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from stargate_operator.core import CoreSettings, plan_namespace
+from stargate_operator.core.statusdiff import merge_patch
+from stargate_operator.core.synth import synthetic_site
+from stargate_operator.handlers.store import PLURALS_BY_KIND
+from stargate_operator.kube import GROUP_PATH, KubeClient
+from stargate_operator.localcp.controlplane import LocalControlPlane
+
+ROOT = Path(__file__).resolve().parent.parent
+CONCURRENCY = 32  # the operator's default --write-concurrency
+STALE_AFTER = 10**6  # no telemetry in the bench site; keep time out of the results
+TIME_FIELDS = ("lastTransitionTime", "boundAt")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def strip_times(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: strip_times(v) for k, v in value.items() if k not in TIME_FIELDS}
+    if isinstance(value, list):
+        return [strip_times(v) for v in value]
+    return value
+
+
+def key(obj: dict[str, Any]) -> tuple[str, str, str]:
+    return (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+
+async def bounded(jobs: Iterable[Callable[[], Awaitable[Any]]], limit: int = CONCURRENCY) -> None:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(job: Callable[[], Awaitable[Any]]) -> None:
+        async with sem:
+            await job()
+
+    await asyncio.gather(*(one(j) for j in jobs))
+
+
+class Site:
+    def __init__(self, client: KubeClient, namespace: str, nodes: int, seed: int) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.nodes = nodes
+        self.seed = seed
+
+    async def create(self) -> None:
+        objs = synthetic_site(self.nodes, self.seed, self.namespace, now=datetime.now(UTC))
+        await self.client.request("POST", "/api/v1/namespaces", verb="create",
+                                  body={"apiVersion": "v1", "kind": "Namespace",
+                                        "metadata": {"name": self.namespace}})
+        bodies = []
+        for o in objs:
+            meta = {"name": o["metadata"]["name"], "namespace": self.namespace}
+            bodies.append({"apiVersion": o["apiVersion"], "kind": o["kind"], "metadata": meta,
+                           "spec": o["spec"]})
+
+        def post(b: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
+            path = f"{GROUP_PATH}/namespaces/{self.namespace}/{PLURALS_BY_KIND[b['kind']]}"
+            return lambda: self.client.request("POST", path, verb="create", body=b)
+
+        await bounded(post(b) for b in bodies)
+
+    async def objects(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for plural in PLURALS_BY_KIND.values():
+            items, _ = await self.client.list(plural, self.namespace)
+            out += items
+        return out
+
+    def expected(self, objects: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+        plan = plan_namespace(objects, datetime.now(UTC), CoreSettings(stale_after_seconds=STALE_AFTER))
+        return dict(plan.statuses)
+
+    async def write(self, patches: dict[tuple[str, str, str], dict[str, Any] | None]) -> float:
+        """Write status patches in a tight loop; seconds taken."""
+
+        def job(k: tuple[str, str, str], p: dict[str, Any] | None) -> Callable[[], Awaitable[Any]]:
+            kind, ns, name = k
+            if p is None:  # reset the whole status
+                path = f"{GROUP_PATH}/namespaces/{ns}/{PLURALS_BY_KIND[kind]}/{name}/status"
+                return lambda: self.client.request("PATCH", path, verb="patch", body={"status": None},
+                                                   content_type="application/merge-patch+json")
+            return lambda: self.client.patch_status(PLURALS_BY_KIND[kind], ns, name, p)
+
+        t0 = time.perf_counter()
+        await bounded(job(k, p) for k, p in patches.items())
+        return time.perf_counter() - t0
+
+    async def wrong(self, expected: dict[tuple[str, str, str], dict[str, Any]],
+                    only_kind: str | None = None) -> list[tuple[str, str, str]]:
+        objs = await self.objects()
+        bad = []
+        for o in objs:
+            k = key(o)
+            if only_kind and k[0] != only_kind:
+                continue
+            want = expected.get(k)
+            if want is None:
+                continue
+            have = {f: v for f, v in (o.get("status") or {}).items() if f != "telemetry"}
+            if strip_times(have) != strip_times(want):
+                bad.append(k)
+        return bad
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: Path, namespaces: list[str], logdir: Path, tag: str) -> None:
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.log_path = logdir / f"operator-{tag}.log"
+        cmd = [sys.executable, "-m", "stargate_operator.cli", "run",
+               "--metrics-port", str(self.metrics_port),
+               "--metrics-addr", "127.0.0.1", "--health-port", str(self.health_port),
+               "--stale-after", str(STALE_AFTER), "--log-level", "WARNING"]
+        for ns in namespaces:
+            cmd += ["--namespace", ns]
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+                                     stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def writes(self) -> float:
+        try:
+            return self.metric('stargate_api_writes_total{kind="') - self.metric(
+                'stargate_api_writes_total{kind="Event"')
+        except httpx.HTTPError:
+            return -1.0
+
+    def rss_mb(self) -> tuple[float, float]:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        vals = {ln.split(":")[0]: int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("Vm")}
+        return vals.get("VmRSS", 0) / 1024, vals.get("VmHWM", 0) / 1024
+
+    def wait_writes(self, at_least: float, settle: float = 1.0, timeout: float = 900) -> tuple[float, float]:
+        """Poll the write counter until it reaches `at_least` and stays still for `settle` seconds.
+
+        Returns (perf_counter time of the last increase, final count)."""
+        since = time.perf_counter()
+        last_value, last_change = -1.0, since
+        deadline = since + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"operator exited with {self.proc.returncode}; see {self.log_path}")
+            value = self.writes()
+            now = time.perf_counter()
+            if value != last_value:
+                last_value, last_change = value, now
+            if value >= at_least and now - last_change >= settle:
+                return last_change, value
+            time.sleep(0.05)
+        raise SystemExit(f"operator did not converge in {timeout}s ({last_value} writes); see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def wait_healthy(op: OperatorProcess, timeout: float = 60) -> None:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if op.writes() >= 0:
+            return
+        if op.proc.poll() is not None:
+            raise SystemExit(f"operator exited; see {op.log_path}")
+        time.sleep(0.1)
+    raise SystemExit("operator did not serve metrics")
+
+
+async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {"nodes": args.nodes}
+    logdir = Path(tempfile.mkdtemp(prefix="sg-bench-"))
+    with LocalControlPlane() as cp:
+        cp.apply_crds()
+        client = KubeClient.from_kubeconfig(str(cp.kubeconfig), max_connections=CONCURRENCY)
+        try:
+            # Idle operator first: the memory figure is what the site adds on top of it.
+            idle = OperatorProcess(cp.kubeconfig, ["stargate-idle"], logdir, "idle")
+            wait_healthy(idle)
+            time.sleep(1.0)
+            idle_rss, _ = idle.rss_mb()
+            idle.stop()
+
+            site = Site(client, "stargate-bench", args.nodes, args.seed)
+            t0 = time.perf_counter()
+            await site.create()
+            objects = await site.objects()
+            log(f"created {len(objects)} objects in {time.perf_counter() - t0:.1f}s")
+            expected = site.expected(objects)
+            cold_patches = {k: merge_patch(None, v) for k, v in expected.items()}
+            changed = sum(1 for p in cold_patches.values() if p)
+
+            # 1. Baseline: the same writes in a tight loop, then reset.
+            base_s = await site.write(cold_patches)
+            log(f"baseline: {changed} status writes in {base_s:.2f}s ({changed / base_s:.0f}/s)")
+            await site.write(dict.fromkeys(expected))
+            # 2. Cold start.
+            op = OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "main")
+            done_at, writes = op.wait_writes(changed)
+            cold_total = done_at - op.started  # from the process start, imports included
+            bad = await site.wrong(expected)
+            if bad:
+                raise SystemExit(f"cold start left {len(bad)} wrong statuses, e.g. {bad[:3]}")
+            result["cold_s"] = round(cold_total, 3)
+            result["baseline_s"] = round(base_s, 3)
+            result["cold_ratio"] = round(cold_total / base_s, 3)
+            result["write_ratio"] = round(writes / changed, 3)
+            _, peak = op.rss_mb()
+            result["rss_mb_per_1k_nodes"] = round((peak - idle_rss) / (args.nodes / 1000), 2)
+            t = time.perf_counter()
+            httpx.get(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=30)
+            result["scrape_ms"] = round((time.perf_counter() - t) * 1000, 1)
+            log(f"cold start: {writes:.0f} writes in {cold_total:.2f}s; peak RSS {peak:.0f} MB "
+                f"(idle {idle_rss:.0f} MB)")
+            op.stop()
+
+            # 3. Curtailment: baseline of the same patches, reverted, then the operator.
+            objects = await site.objects()
+            cluster = next(o for o in objects if o["kind"] == "StargateCluster")
+            curtailed = [
+                {**o, "spec": {**o["spec"], "power": {**o["spec"]["power"],
+                                                       "curtailment": {"percent": 20, "reason": "bench"}}}}
+                if o is cluster else o for o in objects
+            ]
+            after = site.expected(curtailed)
+            current = {key(o): o.get("status") for o in objects}
+            curt_patches = {k: p for k, v in after.items() if (p := merge_patch(current.get(k), v))}
+            revert = {k: p for k, v in after.items() if (p := merge_patch(v, {
+                f: x for f, x in (current.get(k) or {}).items() if f != "telemetry"}))}
+            curt_base = await site.write(curt_patches)
+            await site.write(revert)
+            log(f"curtail baseline: {len(curt_patches)} writes in {curt_base:.2f}s")
+            op = OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "curtail")
+            wait_healthy(op)
+            op.wait_writes(0, settle=1.5)
+            before = op.writes()
+            t = time.perf_counter()
+            cluster_path = f"{GROUP_PATH}/namespaces/{site.namespace}/stargateclusters/"
+            await client.request(
+                "PATCH", cluster_path + cluster["metadata"]["name"], verb="patch",
+                body={"spec": {"power": {"curtailment": {"percent": 20, "reason": "bench"}}}},
+                content_type="application/merge-patch+json")
+            done_at, w = op.wait_writes(before + len(curt_patches))
+            curt_s = done_at - t  # from the spec change
+            bad = await site.wrong(after, only_kind="GPUNode")
+            if bad:
+                raise SystemExit(f"curtailment left {len(bad)} wrong nodes, e.g. {bad[:3]}")
+            result["curtail_s"] = round(curt_s, 3)
+            result["curtail_ratio"] = round(curt_s / curt_base, 3)
+            result["curtail_writes"] = int(w - before)
+            result["curtail_changed"] = len(curt_patches)
+
+            # 4. One rack changes.
+            objects = await site.objects()
+            rack = next(o for o in objects if o["kind"] == "Rack")
+            new_prio = 1000 if rack["spec"].get("priority", 500) != 1000 else 0
+            changed_objs = [{**o, "spec": {**o["spec"], "priority": new_prio}} if o is rack else o
+                            for o in objects]
+            after_rack = site.expected(changed_objs)
+            current = {key(o): o.get("status") for o in objects}
+            rack_changes = sum(1 for k, v in after_rack.items() if merge_patch(current.get(k), v))
+            before = op.writes()
+            t = time.perf_counter()
+            await client.request(
+                "PATCH", f"{GROUP_PATH}/namespaces/{site.namespace}/racks/{rack['metadata']['name']}",
+                verb="patch", body={"spec": {"priority": new_prio}},
+                content_type="application/merge-patch+json")
+            done_at, w = op.wait_writes(before + rack_changes, settle=0.5)
+            rack_s = done_at - t
+            result["rack_s"] = round(rack_s, 3)
+            result["rack_writes"] = int(w - before)
+            result["rack_changed"] = rack_changes
+            op.stop()
+
+            if args.shards:
+                result.update(await shards(cp, client, args, logdir))
+        finally:
+            await client.aclose()
+    return result
+
+
+async def shards(cp: LocalControlPlane, client: KubeClient, args: argparse.Namespace,
+                 logdir: Path) -> dict[str, Any]:
+    """Two sites; one operator on one site, then two operators, one site each, concurrently."""
+    half = args.nodes // 2
+    sites = [Site(client, f"stargate-shard-{i}", half, args.seed + i) for i in range(2)]
+    for s in sites:
+        await s.create()
+    one = OperatorProcess(cp.kubeconfig, [sites[0].namespace], logdir, "shard-one")
+    exp0 = sites[0].expected(await sites[0].objects())
+    done_at, _ = one.wait_writes(sum(1 for v in exp0.values() if v))
+    one_s = done_at - one.started
+    one.stop()
+    # Reset site 0 so that both shards start from the same state.
+    await sites[0].write(dict.fromkeys(exp0))
+    t = time.perf_counter()
+    ops = [OperatorProcess(cp.kubeconfig, [s.namespace], logdir, f"shard-{i}")
+           for i, s in enumerate(sites)]
+    finished = []
+    for s, op in zip(sites, ops, strict=True):
+        exp = s.expected(await s.objects())
+        finished.append(op.wait_writes(sum(1 for v in exp.values() if v))[0])
+    two_s = max(finished) - t
+    for op in ops:
+        op.stop()
+    return {"shard_one_site_s": round(one_s, 3), "shard_two_sites_two_operators_s": round(two_s, 3),
+            "shard_ratio": round(two_s / one_s, 3)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=1000, help="GPU nodes in the site (default 1000)")
+    p.add_argument("--seed", type=int, default=7, help="seed of the generated site")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--shards", action="store_true",
+                   help="also time two operators on two sites (one namespace each) against one")
+    args = p.parse_args()
+    result = asyncio.run(run_bench(args))
+    keys = ["nodes", "cold_ratio", "curtail_ratio", "write_ratio", "rss_mb_per_1k_nodes", "scrape_ms"]
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(" ".join(f"{k}={v}" for k, v in result.items() if k not in keys))
+        print(" ".join(f"{k}={result[k]}" for k in keys))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

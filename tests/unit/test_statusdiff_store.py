@@ -1,0 +1,68 @@
+"""The engine's pure pieces: the status merge patch, the store's echo handling, peering's rule."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from kopf._core.engines.peering import Identity, Peer
+
+from stargate_operator.core.statusdiff import apply_merge_patch, merge_patch
+from stargate_operator.handlers.peering import should_act
+from stargate_operator.handlers.store import Store
+
+
+def test_merge_patch_is_empty_when_nothing_changed() -> None:
+    status = {"power": {"budgetWatts": 10}, "conditions": [{"type": "Ready", "status": "True"}],
+              "telemetry": {"powerWatts": 5}}
+    desired = {"power": {"budgetWatts": 10}, "conditions": [{"type": "Ready", "status": "True"}]}
+    assert merge_patch(status, desired) == {}
+
+
+def test_merge_patch_changes_only_what_differs_and_never_touches_telemetry() -> None:
+    status = {"power": {"budgetWatts": 10, "floorWatts": 4, "old": 1}, "stale": 3, "telemetry": {"x": 1}}
+    desired = {"power": {"budgetWatts": 12, "floorWatts": 4}, "nodes": 2}
+    patch = merge_patch(status, desired)
+    assert patch == {"power": {"budgetWatts": 12, "old": None}, "nodes": 2, "stale": None}
+    assert apply_merge_patch(status, patch) == {**desired, "telemetry": {"x": 1}}
+
+
+def test_merge_patch_replaces_lists_whole() -> None:
+    a = {"conditions": [{"type": "Ready", "status": "True"}]}
+    b = {"conditions": [{"type": "Ready", "status": "False", "reason": "RackNotFound"}]}
+    assert merge_patch(a, b) == b
+
+
+def _obj(rv: str, budget: int) -> dict[str, object]:
+    return {"kind": "Rack", "metadata": {"name": "r", "namespace": "ns", "resourceVersion": rv,
+                                         "managedFields": [{"manager": "kubectl"}]},
+            "status": {"power": {"budgetWatts": budget}}}
+
+
+def test_store_ignores_the_echo_of_its_own_write_and_older_versions() -> None:
+    store = Store()
+    assert store.upsert(_obj("10", 1))
+    assert not store.upsert(_obj("10", 1))  # the watch echo of a write already stored
+    assert not store.upsert(_obj("9", 0))  # older
+    assert store.upsert(_obj("11", 2))
+    held = store.get(("Rack", "ns", "r"))
+    assert held is not None and held["status"] == {"power": {"budgetWatts": 2}}
+    assert "managedFields" not in held["metadata"]
+
+
+def test_store_replace_kind_drops_vanished_objects() -> None:
+    store = Store()
+    store.upsert(_obj("1", 1))
+    touched = store.replace_kind("Rack", None, [])
+    assert touched == {"ns"} and store.count() == 0
+
+
+def _peer(ident: str, prio: int, age: float = 0, lifetime: int = 15) -> Peer:
+    seen = (datetime.now(UTC) - timedelta(seconds=age)).isoformat()
+    return Peer(identity=Identity(ident), priority=prio, lifetime=lifetime, lastseen=seen)
+
+
+def test_peering_highest_priority_then_identity_acts_and_dead_peers_do_not_count() -> None:
+    assert should_act("b", 5, [_peer("a", 5), _peer("b", 5)])
+    assert not should_act("a", 5, [_peer("a", 5), _peer("b", 5)])
+    assert not should_act("z", 4, [_peer("a", 5)])
+    assert should_act("z", 4, [_peer("a", 5, age=60)])  # its record expired: take over
