@@ -206,7 +206,8 @@ class OperatorProcess:
             if value >= at_least and now - last_change >= settle:
                 return last_change, value
             time.sleep(0.05)
-        raise SystemExit(f"operator did not converge in {timeout}s ({last_value} writes); see {self.log_path}")
+        raise SystemExit(f"operator did not converge in {timeout}s ({last_value} writes); "
+                         f"see {self.log_path}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
