@@ -1,0 +1,284 @@
+"""The node agent against the real local control plane (kube-apiserver + etcd): it writes
+status.telemetry and nothing else, applies status.powerLimitWatts to the simulated GPUs or to NVML
+(replaced at the pynvml boundary), reports what it cannot apply as an Event, shows faults as fewer
+healthy GPUs, and runs a fleet of simulated nodes in one process (the demo's way)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.fake_nvml import FakeGPU, FakeNvml
+from helpers.kube import Kubectl
+from stargate_operator.agent.nvml import NvmlBackend
+from stargate_operator.agent.runner import EVENT_REASON_NOT_APPLIED, Fleet, GPUBackend, simulated_factory
+from stargate_operator.agent.simulate import FAILED_GPUS_ANNOTATION, SimulatedBackend
+from stargate_operator.api.gpunode import Telemetry
+from stargate_operator.kube import KubeClient
+from stargate_operator.localcp.controlplane import LocalControlPlane
+
+pytestmark = pytest.mark.integration
+
+GiB = 2**30
+CLI = [sys.executable, "-m", "stargate_operator.cli", "agent"]
+
+
+def gpunode(name: str, *, count: int = 8, min_w: int = 200, max_w: int = 700,
+            base: int = 2000) -> dict[str, Any]:
+    return {
+        "apiVersion": "stargate.dev/v1alpha1", "kind": "GPUNode",
+        "metadata": {"name": name, "labels": {"test": "agent"}},
+        "spec": {"rackRef": "rack-a", "nodeName": f"k8s-{name}",
+                 "gpu": {"model": "H100-SXM", "count": count, "memoryBytes": 80 * GiB,
+                         "minPowerWatts": min_w, "maxPowerWatts": max_w},
+                 "basePowerWatts": base, "hostMemoryBytes": 2048 * GiB},
+    }
+
+
+def operator_status(limit: int) -> dict[str, Any]:
+    """What the operator writes; the agent must leave every bit of it alone."""
+    return {
+        "powerLimitWatts": limit, "allocatedWatts": 2000 + 8 * limit, "floorWatts": 3600,
+        "demandWatts": 7600, "healthyGPUs": 8, "observedGeneration": 1,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Allocated", "message": "ok",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}],
+    }
+
+
+def set_status(kubectl: Kubectl, ns: str, name: str, status: dict[str, Any]) -> None:
+    kubectl("patch", "gpunode", name, "-n", ns, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": status}))
+
+
+def get(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = kubectl.json("get", "gpunode", name, "-n", ns)
+    return obj
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20.0, every: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await asyncio.to_thread(check)
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"not reached in {timeout} s; last: {last!r}")
+
+
+@pytest.fixture
+async def client(control_plane: LocalControlPlane) -> AsyncIterator[KubeClient]:
+    c = KubeClient.from_kubeconfig(str(control_plane.kubeconfig))
+    yield c
+    await c.aclose()
+
+
+async def run_fleet(fleet: Fleet) -> asyncio.Task[None]:
+    task = asyncio.create_task(fleet.run())
+    await asyncio.wait_for(fleet.synced.wait(), 20)
+    return task
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_agent_writes_only_telemetry_and_follows_the_limit(
+        kubectl: Kubectl, namespace: str, client: KubeClient) -> None:
+    ns = namespace
+    kubectl.apply(gpunode("n1"), namespace=ns)
+    set_status(kubectl, ns, "n1", operator_status(450))
+    before = get(kubectl, ns, "n1")
+    fleet = Fleet(client, ns, simulated_factory(seed=1), names=["n1"], interval=0.5)
+    task = await run_fleet(fleet)
+    try:
+        after = await eventually(lambda: (o := get(kubectl, ns, "n1"))["status"].get("telemetry") and o)
+        t = after["status"]["telemetry"]
+        Telemetry.model_validate(t)
+        assert set(t) == {"powerWatts", "healthyGPUs", "hbmUsedBytes", "observedAt"}
+        # Only its field: the rest of status, the spec, labels and generation are untouched.
+        assert {k: v for k, v in after["status"].items() if k != "telemetry"} == before["status"]
+        assert after["spec"] == before["spec"]
+        assert after["metadata"]["generation"] == before["metadata"]["generation"]
+        assert after["metadata"]["labels"] == before["metadata"]["labels"]
+        # The limit reached the (simulated) GPUs, and the draw follows it.
+        backend = fleet.agents["n1"].backend
+        assert isinstance(backend, SimulatedBackend) and backend.limit_watts == 450
+        assert t["healthyGPUs"] == 8
+        assert 8 * 0.6 * 450 + 1500 <= t["powerWatts"] <= 8 * 450 + 2000
+        assert 8 * 0.5 * 80 * GiB <= t["hbmUsedBytes"] <= 8 * 0.95 * 80 * GiB
+        age = (datetime.now(UTC) - datetime.fromisoformat(t["observedAt"].replace("Z", "+00:00")))
+        assert abs(age.total_seconds()) < 10
+
+        # The operator lowers the limit: applied promptly (watch), telemetry follows.
+        set_status(kubectl, ns, "n1", {"powerLimitWatts": 250})
+        await eventually(lambda: backend.limit_watts == 250, timeout=5)
+        t2 = await eventually(lambda: (x := get(kubectl, ns, "n1")["status"]["telemetry"])["powerWatts"]
+                              <= 8 * 250 + 2000 and x)
+        assert t2["powerWatts"] >= 8 * 0.6 * 250 + 1500
+        final = get(kubectl, ns, "n1")["status"]
+        assert {k: v for k, v in final.items() if k != "telemetry"} == {**before["status"],
+                                                                         "powerLimitWatts": 250}
+        # observedAt keeps advancing every interval: the heartbeat the operator's staleness check reads.
+        first = t2["observedAt"]
+        await eventually(lambda: get(kubectl, ns, "n1")["status"]["telemetry"]["observedAt"] != first)
+    finally:
+        await stop(task)
+
+
+async def test_faults_show_as_fewer_healthy_gpus(kubectl: Kubectl, namespace: str,
+                                                 client: KubeClient) -> None:
+    ns = namespace
+    kubectl.apply(gpunode("n1"), namespace=ns)
+    fleet = Fleet(client, ns, simulated_factory(seed=2, failed_gpus=1), names=["n1"], interval=30)
+    task = await run_fleet(fleet)
+
+    def healthy() -> int | None:
+        return (get(kubectl, ns, "n1").get("status") or {}).get("telemetry", {}).get("healthyGPUs")
+    try:
+        assert await eventually(lambda: healthy() == 7)  # --fail-gpus 1
+        # Injected at runtime through the annotation: seen at once (watch), not after the 30 s interval.
+        kubectl("annotate", "gpunode", "n1", "-n", ns, f"{FAILED_GPUS_ANNOTATION}=3", "--overwrite")
+        assert await eventually(lambda: healthy() == 5, timeout=8)
+        kubectl("annotate", "gpunode", "n1", "-n", ns, f"{FAILED_GPUS_ANNOTATION}=0", "--overwrite")
+        assert await eventually(lambda: healthy() == 8, timeout=8)
+    finally:
+        await stop(task)
+
+
+async def test_nvml_limits_reach_the_devices_and_what_cannot_is_an_event(
+        kubectl: Kubectl, namespace: str, client: KubeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    ns = namespace
+    fake = FakeNvml([FakeGPU(power_mw=500_000, used=30 * GiB) for _ in range(8)])
+    fake.gpus[7].min_mw = 300_000  # one GPU allows no less than 300 W
+    fake.install(monkeypatch)
+    kubectl.apply(gpunode("gpu-host"), namespace=ns)
+    set_status(kubectl, ns, "gpu-host", operator_status(400))
+
+    def nvml(name: str, obj: dict[str, Any]) -> GPUBackend:
+        return NvmlBackend()
+    fleet = Fleet(client, ns, nvml, names=["gpu-host"], interval=0.5)
+    task = await run_fleet(fleet)
+    try:
+        await eventually(lambda: all(g.limit_mw == 400_000 for g in fake.gpus))
+        t = await eventually(lambda: get(kubectl, ns, "gpu-host")["status"].get("telemetry"))
+        # NVML sees the GPUs; the agent adds the node's basePowerWatts.
+        assert t == {**t, "powerWatts": 8 * 500 + 2000, "healthyGPUs": 8, "hbmUsedBytes": 8 * 30 * GiB}
+        assert not kubectl.json("get", "events", "-n", ns, "--field-selector",
+                                f"reason={EVENT_REASON_NOT_APPLIED}")["items"]
+
+        # Below one device's range: clamped there, the others take it, and it is reported.
+        set_status(kubectl, ns, "gpu-host", {"powerLimitWatts": 250})
+        await eventually(lambda: [g.limit_mw for g in fake.gpus] == [250_000] * 7 + [300_000])
+
+        def events() -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = kubectl.json(
+                "get", "events", "-n", ns, "--field-selector",
+                f"involvedObject.name=gpu-host,reason={EVENT_REASON_NOT_APPLIED}")["items"]
+            return items
+        evs = await eventually(events)
+        assert len(evs) == 1
+        ev = evs[0]
+        assert ev["type"] == "Warning" and ev["involvedObject"]["kind"] == "GPUNode"
+        assert "GPU 7" in ev["message"] and "clamped to 300 W" in ev["message"]
+        # Reported once per outcome, not every interval.
+        await asyncio.sleep(1.5)
+        assert len(events()) == 1
+
+        # A GPU that falls off the bus.
+        fake.gpus[2].lost = True
+        await eventually(lambda: get(kubectl, ns, "gpu-host")["status"]["telemetry"]["healthyGPUs"] == 7)
+    finally:
+        await stop(task)
+
+
+def test_cli_fleet_of_simulated_nodes_in_one_process(
+        kubectl: Kubectl, namespace: str, control_plane: LocalControlPlane, tmp_path: Path) -> None:
+    ns = namespace
+    for i in range(5):
+        kubectl.apply(gpunode(f"sim-{i}", count=4 + i), namespace=ns)
+    set_status(kubectl, ns, "sim-0", operator_status(300))
+
+    # --once: one pass for every node, exit 0.
+    once = subprocess.run([*CLI, "--simulate", "--all", "-n", ns, "--once", "--seed", "3",
+                           "--kubeconfig", str(control_plane.kubeconfig)],
+                          capture_output=True, text=True, timeout=60)
+    assert once.returncode == 0, once.stderr
+    items = kubectl.json("get", "gpunodes", "-n", ns)["items"]
+    assert all(o["status"]["telemetry"]["healthyGPUs"] == o["spec"]["gpu"]["count"] for o in items)
+    # A named node that does not exist: --once says so and fails.
+    missing = subprocess.run([*CLI, "--simulate", "--node", "nope", "-n", ns, "--once",
+                              "--kubeconfig", str(control_plane.kubeconfig)],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "nope" in missing.stderr
+
+    log = (tmp_path / "agent.log").open("w")
+    proc = subprocess.Popen([*CLI, "--simulate", "--all", "--interval", "1", "--fail-gpus", "1"],
+                            env={**control_plane.env(), "STARGATE_AGENT_NAMESPACE": ns},
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def observed() -> dict[str, str]:
+            return {o["metadata"]["name"]: o["status"]["telemetry"]["observedAt"]
+                    for o in kubectl.json("get", "gpunodes", "-n", ns)["items"]
+                    if (o.get("status") or {}).get("telemetry", {}).get("healthyGPUs")
+                    == o["spec"]["gpu"]["count"] - 1}
+        asyncio.run(eventually(lambda: len(observed()) == 5, timeout=30))
+        # A node created later gets its agent; a deleted one loses it without harm to the others.
+        kubectl.apply(gpunode("sim-new"), namespace=ns)
+        kubectl("delete", "gpunode", "sim-4", "-n", ns)
+        asyncio.run(eventually(lambda: "sim-new" in observed(), timeout=30))
+        snap = observed()
+        asyncio.run(eventually(lambda: all(observed()[n] != snap[n] for n in snap), timeout=30))
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+        log.close()
+    text = (tmp_path / "agent.log").read_text()
+    assert code == 0, text
+    assert "sim-new: agent started" in text and "agent stopped" in text
+    assert "Traceback" not in text
+
+
+def test_agent_needs_only_its_rbac(kubectl: Kubectl, namespace: str, control_plane: LocalControlPlane,
+                                   tmp_path: Path) -> None:
+    """What a DaemonSet's ServiceAccount needs: get/list/watch gpunodes, patch gpunodes/status, create
+    events. Nothing more."""
+    ns = namespace
+    kubectl.apply(gpunode("n1"), namespace=ns)
+    set_status(kubectl, ns, "n1", operator_status(900))  # above the range: an Event must be created
+    kubectl("create", "serviceaccount", "agent", "-n", ns)
+    kubectl.apply([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "stargate-agent"},
+         "rules": [
+             {"apiGroups": ["stargate.dev"], "resources": ["gpunodes"], "verbs": ["get", "list", "watch"]},
+             {"apiGroups": ["stargate.dev"], "resources": ["gpunodes/status"], "verbs": ["patch"]},
+             {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+         ]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "stargate-agent"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "stargate-agent"},
+         "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": ns}]},
+    ], namespace=ns)
+    kc = control_plane.write_token_kubeconfig(tmp_path / "agent.kubeconfig",
+                                              control_plane.create_token("agent", ns), namespace=ns)
+    out = subprocess.run([*CLI, "--simulate", "--node", "n1", "-n", ns, "--once", "--kubeconfig", str(kc)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "cannot record event" not in out.stderr and "403" not in out.stderr
+    assert get(kubectl, ns, "n1")["status"]["telemetry"]["healthyGPUs"] == 8
+    evs = kubectl.json("get", "events", "-n", ns, "--field-selector", f"reason={EVENT_REASON_NOT_APPLIED}")
+    assert len(evs["items"]) == 1 and "clamped to 700 W" in evs["items"][0]["message"]
