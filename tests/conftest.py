@@ -27,11 +27,14 @@ Helpers for other tests: ``from helpers.kube import Kubectl, purge_namespace, na
 (``tests/`` is on ``sys.path`` because this conftest lives there).
 
 A first run builds kube-apiserver and etcd from their Go modules (minutes, once; cached under
-``~/.cache/stargate-operator``). ``make tools`` does that ahead of time.
+``~/.cache/stargate-operator``; progress shown even under capture). ``make tools`` does that ahead of
+time. The servers' logs, certificates and kubeconfig of a session stay under pytest's temporary
+folder (``.../pytest-of-<user>/pytest-<n>/control-plane0/``) for debugging.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -42,13 +45,22 @@ from stargate_operator.localcp.controlplane import LocalControlPlane
 
 
 @pytest.fixture(scope="session")
-def control_plane() -> Iterator[LocalControlPlane]:
+def control_plane(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalControlPlane]:
+    # A first run builds the binaries for minutes; show its progress instead of capturing it.
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    uncaptured = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
     try:
-        binaries = ensure_control_plane()
+        with uncaptured:
+            binaries = ensure_control_plane()
         kubectl = ensure_kubectl()
     except BinaryError as e:
         pytest.fail(f"the local control plane's binaries are missing: {e}", pytrace=False)
-    with LocalControlPlane(binaries=binaries, kubectl=kubectl) as cp:
+    # Under pytest's temporary folder (kept for the last few runs), so that the servers' logs are
+    # still there to read after a failure.
+    workdir = tmp_path_factory.mktemp("control-plane")
+    with LocalControlPlane(workdir, binaries=binaries, kubectl=kubectl) as cp:
         cp.apply_crds()
         yield cp
 

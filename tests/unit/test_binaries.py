@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,18 @@ def test_pki_admin_is_in_system_masters_and_serving_cert_names_loopback(tmp_path
     assert "127.0.0.1" in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
     assert "localhost" in san.get_values_for_type(x509.DNSName)
     assert stat.S_IMODE(p.admin_key.stat().st_mode) == 0o600
+
+
+def test_control_plane_fixture_fails_rather_than_skips_without_binaries(tmp_path: Path) -> None:
+    """Integration tests must never pass by skipping: no binaries is an error that says what is missing."""
+    tests = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, KUBEBUILDER_ASSETS=str(tmp_path))  # an empty folder: nothing to run
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tests.parent),
+         f"{tests}/integration/test_control_plane.py::test_every_crd_is_established"],
+        capture_output=True, text=True, env=env, timeout=120, cwd=tests.parent,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "1 error" in out and "skipped" not in out, out
+    assert "binaries are missing" in out and "kube-apiserver" in out, out
