@@ -1,0 +1,193 @@
+"""Property tests for every invariant of DESIGN section 4, over random sites."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from core_objects import NOW, NS, claim, cluster, feed_back, node, pool, rack, run, ts
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stargate_operator.core import Plan
+from stargate_operator.core.power import max_min_shares
+
+# Moderate counts: the unit suite runs on a small shared machine.
+PROPS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PRIORITIES = (0, 100, 500, 1000)
+
+
+@st.composite
+def sites(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """One or two sites with racks, nodes, pools and claims; some references dangle."""
+    objs: list[dict[str, Any]] = []
+    clusters = draw(st.lists(st.sampled_from(["s1", "s2"]), min_size=1, max_size=2, unique=True))
+    for name in clusters:
+        curtail = draw(st.none() | st.integers(0, 100))
+        objs.append(cluster(name, it=draw(st.integers(1, 60_000)), reserve=draw(st.integers(0, 50)),
+                            curtail=curtail, pue=draw(st.sampled_from([1.0, 1.15, 1.3])),
+                            intensity=draw(st.none() | st.just(380.0))))
+    rack_names = [f"r{i}" for i in range(draw(st.integers(0, 6)))]
+    for r in rack_names:
+        objs.append(rack(r, cluster_ref=draw(st.sampled_from([*clusters, "gone"])),
+                         max_w=draw(st.integers(100, 30_000)), priority=draw(st.sampled_from(PRIORITIES))))
+    for i in range(draw(st.integers(0, 20))):
+        min_w = draw(st.integers(1, 300))
+        telemetry = draw(st.none() | st.fixed_dictionaries({
+            "powerWatts": st.integers(0, 8000),
+            "healthyGPUs": st.integers(-1, 20),
+            "observedAt": st.sampled_from([ts(NOW - timedelta(seconds=s)) for s in (0, 60, 119, 120, 600, -30,
+                                                                                   -3600)] + ["garbage"]),
+        }))
+        objs.append(node(
+            f"n{i}", draw(st.sampled_from([*rack_names, "missing"])), count=draw(st.integers(1, 8)),
+            min_w=min_w, max_w=min_w + draw(st.integers(0, 700)),
+            req=draw(st.none() | st.integers(1, 1200)), base=draw(st.integers(0, 2000)),
+            mem=draw(st.integers(1, 100)), host=draw(st.integers(0, 500)),
+            maintenance=draw(st.booleans()), telemetry=telemetry,
+        ))
+    pool_names = [f"p{i}" for i in range(draw(st.integers(0, 3)))]
+    for p in pool_names:
+        tier = draw(st.sampled_from(["HBM", "DRAM", "CXL"]))
+        objs.append(pool(p, cluster_ref=draw(st.sampled_from([*clusters, "gone"])), tier=tier,
+                         capacity=draw(st.none() | st.integers(1, 3000)),
+                         rack_ref=draw(st.none() | st.sampled_from([*rack_names, "gone"])),
+                         share=draw(st.integers(1, 100))))
+    for i in range(draw(st.integers(0, 12))):
+        objs.append(claim(f"c{i}", draw(st.sampled_from([*pool_names, "gone"])), draw(st.integers(1, 900)),
+                          priority=draw(st.integers(0, 3)), age_s=draw(st.integers(0, 3)),
+                          bound=draw(st.booleans())))
+    return objs
+
+
+def _by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def _status(plan: Plan, o: dict[str, Any]) -> dict[str, Any]:
+    return plan.statuses[(o["kind"], NS, o["metadata"]["name"])]
+
+
+def _ready_reason(status: dict[str, Any]) -> str:
+    return str(next(c for c in status["conditions"] if c["type"] == "Ready")["reason"])
+
+
+def _overcommitted(status: dict[str, Any]) -> bool:
+    return any(c["type"] == "PowerOvercommitted" and c["status"] == "True" for c in status["conditions"])
+
+
+@PROPS
+@given(sites())
+def test_rack_budgets_fit_the_site_budget_unless_overcommitted(objs: list[dict[str, Any]]) -> None:
+    plan = run(objs)
+    for c in _by_kind(objs, "StargateCluster"):
+        site = _status(plan, c)
+        budgets = sum(_status(plan, r)["power"]["budgetWatts"] for r in _by_kind(objs, "Rack")
+                      if r["spec"]["clusterRef"] == c["metadata"]["name"])
+        assert budgets == site["power"]["allocatedWatts"]
+        over = site["power"]["floorWatts"] > site["power"]["budgetWatts"]
+        assert _overcommitted(site) == over
+        if not over:
+            assert budgets <= site["power"]["budgetWatts"]
+        else:
+            assert budgets == site["power"]["floorWatts"]
+
+
+@PROPS
+@given(sites())
+def test_node_allocations_fit_the_rack_and_stay_between_floor_and_demand(objs: list[dict[str, Any]]) -> None:
+    plan = run(objs)
+    for r in _by_kind(objs, "Rack"):
+        rs = _status(plan, r)
+        members = [_status(plan, n) for n in _by_kind(objs, "GPUNode")
+                   if n["spec"]["rackRef"] == r["metadata"]["name"]]
+        assert sum(n["allocatedWatts"] for n in members) <= rs["power"]["budgetWatts"] or (
+            _ready_reason(rs) == "FloorExceedsRating")
+        if _ready_reason(rs) != "ClusterNotFound":
+            assert rs["power"]["budgetWatts"] >= rs["power"]["floorWatts"]
+            for n in members:
+                assert n["floorWatts"] <= n["allocatedWatts"] <= n["demandWatts"]
+    for n in _by_kind(objs, "GPUNode"):
+        ns = _status(plan, n)
+        gpu = n["spec"]["gpu"]
+        assert 0 <= ns["healthyGPUs"] <= gpu["count"]
+        if ns["allocatedWatts"]:
+            assert ns["powerLimitWatts"] >= gpu["minPowerWatts"]
+            assert ns["allocatedWatts"] == n["spec"]["basePowerWatts"] + gpu["count"] * ns["powerLimitWatts"]
+
+
+@PROPS
+@given(sites(), st.data())
+def test_raising_a_racks_priority_never_lowers_its_budget(
+    objs: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    racks = _by_kind(objs, "Rack")
+    if not racks:
+        return
+    target = data.draw(st.sampled_from(racks))
+    higher = data.draw(st.integers(target["spec"]["priority"], 1000))
+    before = _status(run(objs), target)["power"]["budgetWatts"]
+    raised = {**target, "spec": {**target["spec"], "priority": higher}}
+    after_objs = [raised if o is target else o for o in objs]
+    after = _status(run(after_objs), raised)["power"]["budgetWatts"]
+    assert after >= before
+
+
+@PROPS
+@given(sites())
+def test_pools_never_allocate_beyond_capacity_and_no_claim_is_bound_twice(objs: list[dict[str, Any]]) -> None:
+    plan = run(objs)
+    claims = _by_kind(objs, "MemoryClaim")
+    bound_total = 0
+    for p in _by_kind(objs, "MemoryPool"):
+        ps = _status(plan, p)
+        mine = [_status(plan, c) for c in claims if c["spec"]["poolRef"] == p["metadata"]["name"]]
+        bound = [c for c in mine if c["phase"] == "Bound"]
+        assert ps["allocatedBytes"] <= ps["capacityBytes"]
+        assert ps["allocatedBytes"] == sum(c["allocatedBytes"] for c in bound)
+        assert ps["availableBytes"] == ps["capacityBytes"] - ps["allocatedBytes"]
+        assert ps["claims"] == {"bound": len(bound), "pending": len(mine) - len(bound)}
+        bound_total += len(bound)
+    assert bound_total == sum(_status(plan, c)["phase"] == "Bound" for c in claims)
+    for c in claims:
+        cs = _status(plan, c)
+        assert cs["allocatedBytes"] == (c["spec"]["sizeBytes"] if cs["phase"] == "Bound" else 0)
+        assert ("boundAt" in cs) == (cs["phase"] == "Bound")
+
+
+@PROPS
+@given(sites(), st.randoms(use_true_random=False))
+def test_the_result_does_not_depend_on_input_order(objs: list[dict[str, Any]], rnd: Any) -> None:
+    shuffled = list(objs)
+    rnd.shuffle(shuffled)
+    a, b = run(objs), run(shuffled)
+    assert a.statuses == b.statuses
+    assert a.events == b.events
+    assert a.next_change_at == b.next_change_at
+
+
+@PROPS
+@given(sites())
+def test_feeding_the_statuses_back_changes_nothing(objs: list[dict[str, Any]]) -> None:
+    first = run(objs)
+    again = run(feed_back(objs, first))
+    assert again.statuses == first.statuses
+    assert again.events == []
+    for o in objs:
+        assert "telemetry" not in _status(first, o)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 1000), max_size=12), st.integers(0, 5000))
+def test_max_min_shares_are_fair_and_never_hand_out_more_than_there_is(
+    rooms: list[int], remainder: int
+) -> None:
+    shares, filled = max_min_shares(rooms, remainder)
+    assert sum(shares) <= remainder
+    assert all(0 <= s <= r for s, r in zip(shares, rooms, strict=True))
+    assert filled == (shares == rooms)
+    if not filled:
+        level = max(shares)
+        assert all(s in (r, level) for s, r in zip(shares, rooms, strict=True))
+        # the level is as high as the remainder allows
+        assert sum(min(r, level + 1) for r in rooms) > remainder
