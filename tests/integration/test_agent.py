@@ -282,3 +282,29 @@ def test_agent_needs_only_its_rbac(kubectl: Kubectl, namespace: str, control_pla
     assert get(kubectl, ns, "n1")["status"]["telemetry"]["healthyGPUs"] == 8
     evs = kubectl.json("get", "events", "-n", ns, "--field-selector", f"reason={EVENT_REASON_NOT_APPLIED}")
     assert len(evs["items"]) == 1 and "clamped to 700 W" in evs["items"][0]["message"]
+
+
+async def test_agent_survives_an_api_server_restart(
+        kubectl: Kubectl, namespace: str, client: KubeClient, control_plane: LocalControlPlane,
+        caplog: pytest.LogCaptureFixture) -> None:
+    ns = namespace
+    kubectl.apply(gpunode("n1"), namespace=ns)
+    set_status(kubectl, ns, "n1", operator_status(500))
+    fleet = Fleet(client, ns, simulated_factory(seed=4), names=["n1"], interval=0.5)
+    task = await run_fleet(fleet)
+    try:
+        await eventually(lambda: get(kubectl, ns, "n1")["status"].get("telemetry"))
+        await asyncio.to_thread(control_plane.restart_apiserver, downtime=3.0, kill=True)
+        assert not task.done()
+        after = get(kubectl, ns, "n1")["status"]["telemetry"]["observedAt"]
+        await eventually(lambda: get(kubectl, ns, "n1")["status"]["telemetry"]["observedAt"] > after)
+        # The watch is back: a new limit still arrives promptly.
+        set_status(kubectl, ns, "n1", {"powerLimitWatts": 320})
+        backend = fleet.agents["n1"].backend
+        assert isinstance(backend, SimulatedBackend)
+        await eventually(lambda: backend.limit_watts == 320, timeout=15)
+    finally:
+        await stop(task)
+    # Warnings while it was down, but no crash and no traceback.
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert any("not written" in r.getMessage() or "watch failed" in r.getMessage() for r in caplog.records)

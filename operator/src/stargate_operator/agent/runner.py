@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from stargate_operator.agent.backend import GPUBackend, LimitOutcome, NodeReading, rfc3339
 from stargate_operator.agent.simulate import FAILED_GPUS_ANNOTATION, SimulatedBackend
 from stargate_operator.kube import ApiError, KubeClient, WatchExpired
@@ -115,7 +117,7 @@ class NodeAgent:
                     await self.client.create_event(
                         namespace=self.namespace, involved=self.obj, type_="Warning",
                         reason=EVENT_REASON_NOT_APPLIED, message=msg, component=COMPONENT)
-                except (ApiError, OSError) as e:  # httpx errors are OSError-like; never fatal
+                except (ApiError, httpx.HTTPError, OSError) as e:  # never fatal
                     log.warning("%s/%s: cannot record event: %s", self.namespace, self.name, e)
         elif not outcome.problems and self.last_reported and self.last_reported[1]:
             log.info("%s/%s: power limit %d W per GPU applied", self.namespace, self.name,
@@ -138,6 +140,10 @@ class NodeAgent:
                 self.gone = True
                 return False
             log.warning("%s/%s: telemetry not written: %s", self.namespace, self.name, e)
+            return True
+        except (httpx.HTTPError, OSError) as e:  # the API server is down or unreachable: next interval
+            log.warning("%s/%s: telemetry not written: %s", self.namespace, self.name,
+                        str(e) or type(e).__name__)
             return True
         self.writes += 1
         self.last_telemetry = patch["telemetry"]
