@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from core_objects import GB, claim, cluster, cond, feed_back, node, pool, rack, run, st
@@ -30,7 +31,7 @@ def _pool_plan(claims: list[dict[str, Any]], capacity: int = 100) -> Any:
     return run([cluster(), pool("p", capacity=capacity), *claims])
 
 
-def _phases(plan: Any, names: str) -> str:
+def _phases(plan: Any, names: Iterable[str]) -> str:
     return "".join("B" if st(plan, "MemoryClaim", n)["phase"] == "Bound" else "." for n in names)
 
 
