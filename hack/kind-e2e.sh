@@ -22,7 +22,6 @@ IMAGE="${IMAGE:-stargate-operator:e2e}"
 TIMEOUT="${TIMEOUT:-180}"
 RELEASE=stargate
 OPERATOR_NS=stargate-system
-SAMPLES_NS=stargate-e2e
 CONTEXT="kind-${CLUSTER}"
 
 log() { printf '[kind-e2e] %s\n' "$*" >&2; }
@@ -50,7 +49,7 @@ cleanup() {
     log "diagnostics:"
     "${KUBECTL[@]}" -n "$OPERATOR_NS" get pods -o wide >&2 || true
     "${KUBECTL[@]}" -n "$OPERATOR_NS" logs "deployment/${RELEASE}-stargate-operator" --tail=100 >&2 || true
-    "${KUBECTL[@]}" -n "$SAMPLES_NS" get stargate -o yaml >&2 || true
+    "${KUBECTL[@]}" get stargate -A >&2 || true
   fi
   if [[ "${KEEP:-0}" != 1 && $created == 1 ]]; then
     log "deleting cluster $CLUSTER (KEEP=1 keeps it)"
@@ -80,33 +79,30 @@ log "installing the chart (release $RELEASE in $OPERATOR_NS)"
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=Never \
   --wait --timeout 5m
 
-log "applying the samples into namespace $SAMPLES_NS"
-"${KUBECTL[@]}" create namespace "$SAMPLES_NS" --dry-run=client -o yaml | "${KUBECTL[@]}" apply -f -
-shopt -s nullglob
-samples=("$ROOT"/crds/samples/*.yaml)
-[[ ${#samples[@]} -gt 0 ]] || die "no samples under crds/samples/"
-for f in "${samples[@]}"; do
-  "${KUBECTL[@]}" apply -n "$SAMPLES_NS" -f "$f"
-done
+log "applying the samples (crds/samples/: their namespaces, the sites, nodes, pools and claims)"
+[[ -n "$(ls "$ROOT"/crds/samples/*.yaml 2>/dev/null)" ]] || die "no samples under crds/samples/"
+"${KUBECTL[@]}" apply -f "$ROOT/crds/samples/"
 
-# Every sample object must get a status with observedGeneration from the operator.
+# Every sample object must get a status for its current generation from the operator.
 kinds=(stargateclusters racks gpunodes memorypools memoryclaims)
 deadline=$((SECONDS + TIMEOUT))
 while :; do
   missing=()
+  total=0
   for kind in "${kinds[@]}"; do
-    while IFS='=' read -r name gen; do
+    while read -r name gen observed; do
       [[ -z "$name" ]] && continue
-      [[ -z "$gen" ]] && missing+=("$kind/$name")
-    done < <("${KUBECTL[@]}" -n "$SAMPLES_NS" get "$kind" \
-               -o jsonpath='{range .items[*]}{.metadata.name}={.status.observedGeneration}{"\n"}{end}')
+      total=$((total + 1))
+      [[ "$gen" == "$observed" ]] || missing+=("$kind/$name")
+    done < <("${KUBECTL[@]}" get "$kind" -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name} {.metadata.generation} {.status.observedGeneration}{"\n"}{end}')
   done
+  (( total > 0 )) || die "no stargate objects found after applying the samples"
   [[ ${#missing[@]} -eq 0 ]] && break
-  (( SECONDS < deadline )) || die "no status after ${TIMEOUT}s on: ${missing[*]}"
+  (( SECONDS < deadline )) || die "no current status after ${TIMEOUT}s on: ${missing[*]}"
   sleep 3
 done
-log "every sample object has a status"
-"${KUBECTL[@]}" -n "$SAMPLES_NS" get stargate
+log "every sample object ($total) has a current status"
+"${KUBECTL[@]}" get stargateclusters,racks -A
 
 log "scraping the operator's metrics through the API server's service proxy"
 metrics="$("${KUBECTL[@]}" get --raw \
