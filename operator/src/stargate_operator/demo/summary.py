@@ -5,9 +5,10 @@ one keep-alive HTTPS connection with the control plane's admin certificate; no k
 no watches. At the sample's size (about 150 objects) a refresh costs a few milliseconds.
 
 :class:`Tracker` remembers the figures that the operator computes (budgets, limits, capacities, claim
-phases; not measured power, which wanders by design) and reports each change once, with its time, so
-that a demand-response event can be seen rippling from the site's budget to the racks and then to
-every node's GPU power limit; a changed figure stays highlighted in the frame for a while.
+phases) and reports each change once, with its time, so that a demand-response event can be seen
+rippling from the site's budget to the racks, to every node's GPU power limit and, once the agents
+enforce the new limits, to the measured power (which wanders by design, so only a move of more than
+MEASURED_MOVE counts); a changed figure stays highlighted in the frame for a while.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from stargate_operator.kube import GROUP_PATH
 
 KINDS = ("stargateclusters", "racks", "gpunodes", "memorypools", "memoryclaims")
 HIGHLIGHT_SECONDS = 15.0
+# A site's measured power wanders by a few percent (the simulated load does); a move of this share
+# from the last reported value is news, e.g. the agents enforcing the lower limits of a curtailment.
+MEASURED_MOVE = 0.08
 
 
 class ApiReader:
@@ -204,6 +208,7 @@ class Tracker:
         self.changed_at: dict[str, tuple[float, str]] = {}
         self.history: list[Change] = []
         self.armed = False  # before convergence everything changes: not news
+        self.measured: dict[str, int] = {}  # site key -> measured watts when last reported
 
     def update(self, snap: Snapshot, now: float) -> list[Change]:
         new = _tracked(snap)
@@ -214,6 +219,18 @@ class Tracker:
                 changes.append(Change(now, label, old[1], value))
                 self.changed_at[key] = (now, old[1])
         self.values = new
+        for site in snap.sites:
+            key = f"site/{site['metadata'].get('namespace', '')}/{site['metadata']['name']}/measuredWatts"
+            watts = _get(site, "status", "power", "measuredWatts")
+            if not isinstance(watts, int) or watts <= 0:
+                continue
+            last = self.measured.get(key)
+            if not self.armed or last is None:
+                self.measured[key] = watts
+            elif abs(watts - last) > MEASURED_MOVE * last:
+                changes.append(Change(now, f"{site['metadata']['name']} measured", kw(last), kw(watts)))
+                self.changed_at[key] = (now, kw(last))
+                self.measured[key] = watts
         self.history += changes
         del self.history[:-12]
         return changes
@@ -313,7 +330,9 @@ class Renderer:
                 + "   allocated "
                 + self._fig(tracker, prefix + "allocatedWatts", kw(power.get("allocatedWatts")), now)
                 + f"   demand {kw(power.get('demandWatts'))}   floors {kw(power.get('floorWatts'))}"
-                + f"   measured {kw(power.get('measuredWatts'))}   facility {kw(power.get('facilityWatts'))}"
+                + "   measured "
+                + self._fig(tracker, prefix + "measuredWatts", kw(power.get("measuredWatts")), now)
+                + f"   facility {kw(power.get('facilityWatts'))}"
             )
             gpus = status.get("gpus") or {}
             site_nodes = [n for n in snap.nodes if n["metadata"].get("namespace") == ns]
