@@ -39,13 +39,16 @@ Derived figures, defined here once:
 from __future__ import annotations
 
 import contextlib
+import gzip
+import math
 import platform
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from socketserver import ThreadingMixIn
 from typing import Any, Protocol
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -55,7 +58,8 @@ from prometheus_client import (
     Info,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
+    generate_latest,
+    make_wsgi_app,
 )
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -70,6 +74,7 @@ __all__ = [
     "RECONCILES",
     "RECONCILE_SECONDS",
     "StargateCollector",
+    "StargateRegistry",
     "StaticSource",
     "StatusSource",
     "forget_namespace",
@@ -176,7 +181,8 @@ def forget_namespace(namespace: str) -> None:
 def _get(obj: Mapping[str, Any] | None, *path: str) -> Any:
     cur: Any = obj
     for key in path:
-        if not isinstance(cur, Mapping):
+        # dicts (what JSON gives) first: an isinstance check against the Mapping ABC is slow
+        if type(cur) is not dict and not isinstance(cur, Mapping):
             return None
         cur = cur.get(key)
     return cur
@@ -191,7 +197,7 @@ def _num(obj: Mapping[str, Any] | None, *path: str) -> float | None:
 
 def _str(obj: Mapping[str, Any] | None, *path: str) -> str:
     value = _get(obj, *path)
-    return value if isinstance(value, str) else ""
+    return value if type(value) is str else ""
 
 
 def _timestamp(value: Any) -> float | None:
@@ -210,12 +216,12 @@ def _timestamp(value: Any) -> float | None:
 
 def _conditions(status: Mapping[str, Any] | None) -> dict[str, str]:
     out: dict[str, str] = {}
-    conds = _get(status, "conditions")
-    if isinstance(conds, list):
+    conds = status.get("conditions") if type(status) is dict else _get(status, "conditions")
+    if type(conds) is list:
         for cond in conds:
-            if isinstance(cond, Mapping):
+            if type(cond) is dict or isinstance(cond, Mapping):
                 ctype, cstatus = cond.get("type"), cond.get("status")
-                if isinstance(ctype, str) and isinstance(cstatus, str):
+                if type(ctype) is str and type(cstatus) is str:
                     out[ctype] = cstatus
     return out
 
@@ -234,34 +240,70 @@ NODE_LABELS = ("namespace", "cluster", "rack", "node")
 KINDS = ("StargateCluster", "Rack", "GPUNode", "MemoryPool", "MemoryClaim")
 
 
+def _escape_label(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
+def _format_value(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and -1e15 < value < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
 class _Families:
-    """Metric families by name, created on first use and yielded in declaration order."""
+    """The families of one collection, as raw (label values, value) rows per declared name.
+
+    Rows become prometheus_client families for `collect()` (the library renders them in either
+    exposition format), or are written straight to the classic text format by `render_text()`,
+    which the metrics server uses: three to five times faster than going through the library's
+    objects, which matters only when per-node series are on for a very large site.
+    """
 
     def __init__(self) -> None:
-        self._families: dict[str, GaugeMetricFamily] = {}
+        self._rows: dict[str, list[tuple[Sequence[str], float]]] = {}
         self._declared: list[tuple[str, str, Sequence[str]]] = []
 
     def declare(self, name: str, doc: str, labels: Sequence[str]) -> None:
+        if "\\" in doc or "\n" in doc:
+            raise ValueError(f"{name}: help text must not need escaping")
         self._declared.append((name, doc, labels))
 
     def add(self, name: str, labels: Sequence[str], value: float | None) -> None:
-        if value is None:
-            return
-        fam = self._families.get(name)
-        if fam is None:
-            raise KeyError(name)
-        fam.add_metric(labels, value)
+        if value is not None:
+            self._rows[name].append((labels, value))
 
     def begin(self) -> None:
-        self._families = {
-            name: GaugeMetricFamily(name, doc, labels=list(labels)) for name, doc, labels in self._declared
-        }
+        self._rows = {name: [] for name, _, _ in self._declared}
 
     def families(self) -> Iterator[Metric]:
-        for name, _, _ in self._declared:
-            fam = self._families[name]
-            if fam.samples:
+        for name, doc, labels in self._declared:
+            rows = self._rows[name]
+            if rows:
+                fam = GaugeMetricFamily(name, doc, labels=list(labels))
+                for values, value in rows:
+                    fam.add_metric(values, value)
                 yield fam
+
+    def render_text(self) -> str:
+        out: list[str] = []
+        for name, doc, labels in self._declared:
+            rows = self._rows[name]
+            if not rows:
+                continue
+            out.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
+            heads = [f'{label}="' for label in labels]
+            head = name + "{"
+            for values, value in rows:
+                pairs = '",'.join([h + _escape_label(v) for h, v in zip(heads, values, strict=True)])
+                out.append(f'{head}{pairs}"}} {_format_value(value)}\n' if pairs
+                           else f"{name} {_format_value(value)}\n")
+        return "".join(out)
 
     def describe(self) -> Iterator[Metric]:
         for name, doc, labels in self._declared:
@@ -374,10 +416,10 @@ class StargateCollector(Collector):
     def _snapshot(self) -> list[Mapping[str, Any]]:
         for _ in range(3):
             try:
-                return [o for o in self._source.snapshot() if isinstance(o, Mapping)]
+                return [o for o in self._source.snapshot() if type(o) is dict or isinstance(o, Mapping)]
             except RuntimeError:  # a dict changed size while copied: try again
                 continue
-        return [o for o in self._source.snapshot() if isinstance(o, Mapping)]
+        return [o for o in self._source.snapshot() if type(o) is dict or isinstance(o, Mapping)]
 
     def collect(self) -> Iterable[Metric]:
         objects = self._snapshot()
@@ -385,6 +427,14 @@ class StargateCollector(Collector):
             self._f.begin()
             self._fill(objects, time.time())
             return list(self._f.families())
+
+    def render_text(self) -> str:
+        """The same families as `collect()`, in the classic text format, rendered directly."""
+        objects = self._snapshot()
+        with self._lock:
+            self._f.begin()
+            self._fill(objects, time.time())
+            return self._f.render_text()
 
     def _fill(self, objects: list[Mapping[str, Any]], now: float) -> None:
         f = self._f
@@ -574,24 +624,73 @@ class StargateCollector(Collector):
             f.add("stargate_node_condition", (*labels, ctype), 1.0 if cstatus == "True" else 0.0)
 
 
-def make_registry(source: StatusSource, per_node: bool = False) -> CollectorRegistry:
-    """A dedicated registry: the stargate collector, the health metrics, process and platform."""
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(StargateCollector(source, per_node=per_node))
-    for metric in HEALTH_METRICS:
-        registry.register(metric)
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    return registry
+class StargateRegistry(CollectorRegistry):
+    """The operator's registry: the stargate collector, the health metrics, process and platform.
+
+    A plain CollectorRegistry to prometheus_client (`generate_latest(registry)` works as usual);
+    `render_text()` is the fast path the metrics server uses: the library renders the small
+    health part, the stargate families are written directly.
+    """
+
+    def __init__(self, source: StatusSource, per_node: bool) -> None:
+        super().__init__(auto_describe=True)
+        self.stargate = StargateCollector(source, per_node=per_node)
+        self.health = CollectorRegistry(auto_describe=True)
+        self.register(self.stargate)
+        for collector in (*HEALTH_METRICS, ProcessCollector(registry=None), PlatformCollector(registry=None)):
+            self.health.register(collector)
+            self.register(collector)
+
+    def render_text(self) -> bytes:
+        return self.stargate.render_text().encode() + generate_latest(self.health)
+
+
+def make_registry(source: StatusSource, per_node: bool = False) -> StargateRegistry:
+    """A dedicated registry (see `StargateRegistry`); never prometheus_client's global one."""
+    return StargateRegistry(source, per_node)
+
+
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def _app(registry: CollectorRegistry) -> Callable[..., Iterable[bytes]]:
+    library_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not isinstance(registry, StargateRegistry) or environ.get("PATH_INFO") == "/favicon.ico":
+            return library_app(environ, start_response)  # type: ignore[no-any-return]
+        body = registry.render_text()
+        headers = [("Content-Type", TEXT_CONTENT_TYPE)]
+        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+            # level 1: a 17 MB per-node page compresses in tens of milliseconds, outside the GIL
+            body = gzip.compress(body, compresslevel=1)
+            headers.append(("Content-Encoding", "gzip"))
+        headers.append(("Content-Length", str(len(body))))
+        start_response("200 OK", headers)
+        return [body]
+
+    return app
 
 
 def serve(registry: CollectorRegistry, port: int, addr: str = "0.0.0.0") -> WSGIServer:
-    """Serve `/metrics` (any path, in fact) from a daemon thread; returns the server.
+    """Serve the registry on every path (`/metrics` by convention) from daemon threads.
 
-    The server runs in its own thread, so a scrape never blocks the asyncio loop; rendering holds
-    the GIL in slices (Python switches threads every 5 ms), so the loop slows down during a large
-    scrape but never stalls. Port 0 picks a free port: read it back from `server.server_port`.
-    Stop it with `server.shutdown(); server.server_close()`.
+    Always the classic text format (version 0.0.4), which every Prometheus accepts, gzipped when
+    asked. The server runs in its own threads, so a scrape never blocks the asyncio loop;
+    rendering holds the GIL in slices (Python switches threads every 5 ms), so the loop slows
+    down during a large scrape but never stalls. Port 0 picks a free port: read it back from
+    `server.server_port`. Stop it with `server.shutdown(); server.server_close()`.
     """
-    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    server = make_server(addr, port, _app(registry), _ThreadingWSGIServer, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="stargate-metrics", daemon=True)
+    thread.start()
     return server
