@@ -465,6 +465,10 @@ class LocalControlPlane:
                 # nothing here routes to it anyway.
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                # On SIGTERM, end open watches (they then get a clean end of stream and re-watch, as
+                # from a real server going away) instead of holding the shutdown until our SIGKILL:
+                # measured 15 s with three watches open without it, 1.2 s with it.
+                "--shutdown-watch-termination-grace-period=2s",
                 *self._extra_apiserver_args,
             ], workdir / "kube-apiserver.log")
             self._etcd, self._apiserver = etcd, apiserver
