@@ -308,3 +308,21 @@ async def test_agent_survives_an_api_server_restart(
     # Warnings while it was down, but no crash and no traceback.
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
     assert any("not written" in r.getMessage() or "watch failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_polling_without_watch(kubectl: Kubectl, namespace: str, client: KubeClient) -> None:
+    ns = namespace
+    kubectl.apply(gpunode("n1"), namespace=ns)
+    set_status(kubectl, ns, "n1", operator_status(600))
+    fleet = Fleet(client, ns, simulated_factory(seed=5), names=["n1"], interval=0.5, watch=False)
+    task = await run_fleet(fleet)
+    try:
+        await eventually(lambda: get(kubectl, ns, "n1")["status"].get("telemetry"))
+        backend = fleet.agents["n1"].backend
+        assert isinstance(backend, SimulatedBackend)
+        await eventually(lambda: backend.limit_watts == 600)
+        set_status(kubectl, ns, "n1", {"powerLimitWatts": 350})
+        await eventually(lambda: backend.limit_watts == 350, timeout=5)  # within a poll or two
+        assert client.requests.get(("watch", "gpunodes"), 0) == 0
+    finally:
+        await stop(task)

@@ -30,6 +30,7 @@ import asyncio
 import inspect
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -99,10 +100,11 @@ class PrometheusTelemetry:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), transport=self._transport)
         return self._http
 
-    async def query(self, promql: str, *, latest: bool = False) -> dict[str, float]:
-        """An instant query, as node -> value (values summed, or the max with `latest`, where several
-        series name one node)."""
-        resp = await self._client().get(f"{self.url}/api/v1/query", params={"query": promql})
+    async def query(self, promql: str, *, latest: bool = False, at: float | None = None) -> dict[str, float]:
+        """An instant query (at `at`, a Unix time, else now), as node -> value (values summed, or the
+        max with `latest`, where several series name one node)."""
+        params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
+        resp = await self._client().get(f"{self.url}/api/v1/query", params=params)
         try:
             body = resp.json()
         except ValueError:
@@ -132,7 +134,8 @@ class PrometheusTelemetry:
         whose series are gone keep their last reading). Raises on any error (run() backs off)."""
         qs = self.queries()
         names = list(qs)
-        results = await asyncio.gather(*(self.query(qs[n], latest=n == "time") for n in names))
+        at = time.time()  # one evaluation time, so that the five answers describe the same moment
+        results = await asyncio.gather(*(self.query(qs[n], latest=n == "time", at=at) for n in names))
         r = dict(zip(names, results, strict=True))
         for node, power in r["power"].items():
             gpus = round(r["gpus"].get(node, 0))
