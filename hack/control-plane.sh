@@ -4,6 +4,7 @@
 #   hack/control-plane.sh start              foreground until Ctrl-C
 #   hack/control-plane.sh start --detach     background; prints the kubeconfig path
 #   hack/control-plane.sh stop | status | kubeconfig
+#   hack/control-plane.sh binaries           provide kube-apiserver, etcd, kubectl, helm; print paths
 #   hack/control-plane.sh --help             all options
 #
 #   export KUBECONFIG=$(hack/control-plane.sh start --detach)

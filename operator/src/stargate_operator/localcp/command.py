@@ -5,6 +5,7 @@
     control-plane.sh stop              stop the one started from the same --dir
     control-plane.sh status            say whether it runs, and where
     control-plane.sh kubeconfig        print the kubeconfig path (fails when not running)
+    control-plane.sh binaries          provide kube-apiserver, etcd, kubectl and helm; print their paths
 
 ``start`` prints the kubeconfig path alone on stdout (everything else goes to stderr), so that
 ``export KUBECONFIG=$(hack/control-plane.sh start --detach)`` works.
@@ -30,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from stargate_operator.localcp.binaries import BinaryError
+from stargate_operator.localcp.binaries import BinaryError, ensure_control_plane, ensure_helm, ensure_kubectl
 from stargate_operator.localcp.controlplane import ControlPlaneError, LocalControlPlane, default_crd_dir
 
 
@@ -163,6 +164,18 @@ def _stop(directory: Path, timeout: float = 30.0) -> int:
     return 0
 
 
+def _binaries(*, with_helm: bool) -> int:
+    try:
+        found = ensure_control_plane()
+        print(f"kube-apiserver {found.kube_apiserver}\netcd {found.etcd}\nkubectl {ensure_kubectl()}")
+        if with_helm:
+            print(f"helm {ensure_helm()}")
+    except BinaryError as e:
+        _err(f"error: {e}")
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(
@@ -189,7 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("stop", help="stop the control plane started from the same --dir")
     sub.add_parser("status", help="print the state of the running control plane; exit 1 when none runs")
     sub.add_parser("kubeconfig", help="print the kubeconfig path; exit 1 when none runs")
+    b = sub.add_parser(
+        "binaries",
+        help="provide kube-apiserver, etcd, kubectl and helm (KUBEBUILDER_ASSETS, the cache, or a build "
+        "from their Go modules) and print their paths",
+    )
+    b.add_argument("--no-helm", action="store_true", help="skip helm")
     args = p.parse_args(argv)
+
+    if args.cmd == "binaries":
+        return _binaries(with_helm=not args.no_helm)
 
     directory: Path = (args.dir or default_dir()).resolve()
     if args.cmd == "start":
