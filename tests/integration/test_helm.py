@@ -33,6 +33,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -501,6 +502,17 @@ def test_every_value_documented_and_in_the_schema() -> None:
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert walk(values, schema, "") == []
+
+
+def test_readme_values_table_is_current() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "helm-values-table.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    readme = (ROOT / "README.md").read_text()
+    assert "| `watchNamespaces` |" in readme and "| `crds.keep` |" in readme
 
 
 # ------------------------------------------------------------------------------- control plane
