@@ -3,7 +3,8 @@
 Order of preference, as controller-runtime's envtest does it:
 
 1. ``KUBEBUILDER_ASSETS`` when set (a folder holding ``kube-apiserver`` and ``etcd``);
-2. the cache under ``~/.cache/stargate-operator/bin/<version>/``;
+2. the cache, ``~/.cache/stargate-operator/bin/<name>-<version>/<name>`` (``STARGATE_CACHE_DIR``
+   moves it);
 3. a build from the upstream Go modules with the local Go toolchain, cached for next time.
 
 ``k8s.io/kubernetes`` cannot be required as a plain module: its go.mod requires the staging
@@ -155,7 +156,7 @@ def _build_kube_apiserver(dest: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="sg-kube-build-") as tmp:
         work = Path(tmp)
         _log(f"building kube-apiserver {KUBERNETES_VERSION} from k8s.io/kubernetes (first time only; "
-             "about 10 to 20 minutes on 2 cores)")
+             "measured 4.5 minutes of compiling on 2 cores with cold caches)")
         upstream = _module_gomod("k8s.io/kubernetes", KUBERNETES_VERSION, work)
         (work / "go.mod").write_text(kubernetes_gomod(KUBERNETES_VERSION, upstream))
         (work / "tools.go").write_text(
