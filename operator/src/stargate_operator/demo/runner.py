@@ -52,7 +52,7 @@ from stargate_operator.localcp.binaries import BinaryError, cache_root, ensure_c
 from stargate_operator.localcp.controlplane import ControlPlaneError, KubectlError, LocalControlPlane
 
 CURTAIL_FIELD_MANAGER = "grid-operator"
-CURTAIL_REASON = "demand-response event (stargate-operator demo --curtail)"
+CURTAIL_REASON = "demand-response event from stargate-operator demo --curtail"
 _PERIODIC_FRAME_SECONDS = 30.0  # without a terminal: a full summary this often, changes as they happen
 _SETTLE_SECONDS = 3.0  # --once: no tracked change for this long after the curtailment
 
