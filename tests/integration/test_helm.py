@@ -336,9 +336,15 @@ def test_template_prometheus_rule(helm: Helm) -> None:
 
 def test_template_dashboards(helm: Helm) -> None:
     files = sorted((CHART / "dashboards").glob("*.json"))
+    # DESIGN.md section 5: site overview, power, memory pools, operator health.
+    assert [f.stem for f in files] == ["memory-pools", "operator-health", "power", "site-overview"]
     docs = helm.render(FEATURES["dashboards"])
     maps = by_kind(docs, "ConfigMap")
-    assert len(maps) == len(files)
+    assert sorted(m["metadata"]["name"] for m in maps) == [
+        f"sg-stargate-operator-dashboard-{f.stem}" for f in files
+    ]
+    uids = [json.loads(f.read_text()).get("uid") for f in files]
+    assert all(uids) and len(set(uids)) == len(uids), f"each dashboard needs a uid of its own: {uids}"
     for cm in maps:
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert cm["metadata"]["annotations"] == {"grafana_folder": "Stargate"}
