@@ -277,3 +277,13 @@ def test_subfolders_are_not_read_like_kubectl_apply_f_dir(tmp_path: Path) -> Non
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "bad.yaml").write_text(GOOD_RACK.replace("priority: 900", "priority: -1"))
     assert load_manifests([tmp_path]) == []
+
+
+def test_plan_refuses_a_bad_manifest_with_exit_2_and_the_same_line(tmp_path: Path) -> None:
+    path = tmp_path / "racks.yaml"
+    path.write_text(GOOD_RACK.replace("maxPowerWatts: 132000", "maxPowerWatts: lots"))
+    cli = Path(sys.executable).parent / "stargate-operator"
+    r = subprocess.run([str(cli), "plan", "-f", str(path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert f"{path}: Rack sg/gb200-r01 (document 2): field spec.maxPowerWatts: " in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
