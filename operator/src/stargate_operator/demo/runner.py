@@ -49,7 +49,12 @@ from stargate_operator.demo.assets import (
 from stargate_operator.demo.procs import Children
 from stargate_operator.demo.summary import ApiReader, Renderer, Snapshot, Style, Tracker, duration
 from stargate_operator.localcp.binaries import BinaryError, cache_root, ensure_control_plane, ensure_kubectl
-from stargate_operator.localcp.controlplane import ControlPlaneError, KubectlError, LocalControlPlane
+from stargate_operator.localcp.controlplane import (
+    CLUSTER_NAME,
+    ControlPlaneError,
+    KubectlError,
+    LocalControlPlane,
+)
 
 CURTAIL_FIELD_MANAGER = "grid-operator"
 CURTAIL_REASON = "demand-response event from stargate-operator demo --curtail"
@@ -202,6 +207,7 @@ class Demo:
     def _run(self) -> int:
         opts = self.opts
         self._lock()
+        self._check_kubeconfig_out()
         samples = samples_dir(opts.samples)
         site_ns, site_name = self._curtail_target(samples)
         agent_namespaces = sample_namespaces(samples) if opts.agents else []
@@ -264,6 +270,21 @@ class Demo:
         ctx = ssl.create_default_context(cafile=str(cp.ca_file))
         ctx.load_cert_chain(str(cp.admin_cert_file), str(cp.admin_key_file))
         return ctx
+
+    def _check_kubeconfig_out(self) -> None:
+        """Refuse to overwrite (and later remove) a kubeconfig that is not an earlier demo's, such as
+        ``--kubeconfig-out ~/.kube/config``."""
+        out = self.opts.kubeconfig_out
+        if not out.exists():
+            return
+        try:
+            cfg = yaml.safe_load(out.read_text())
+            clusters = {c.get("name") for c in cfg.get("clusters") or []} if isinstance(cfg, dict) else set()
+        except (OSError, yaml.YAMLError):
+            clusters = set()
+        if clusters != {CLUSTER_NAME}:
+            raise DemoError(f"--kubeconfig-out {out} exists and is not a kubeconfig the demo wrote; the demo "
+                            "removes its kubeconfig when it stops, so give a path of its own")
 
     def _write_kubeconfig(self, cp: LocalControlPlane) -> None:
         out = self.opts.kubeconfig_out
