@@ -92,10 +92,12 @@ class ClusterPowerStatus(Model):
     budget_watts: int = Field(
         default=0, ge=0, description="Usable site budget after reserve and curtailment, in watts."
     )
-    floor_watts: int = Field(default=0, ge=0, description="Sum of rack floors.")
-    demand_watts: int = Field(default=0, ge=0, description="Sum of rack demands.")
-    allocated_watts: int = Field(default=0, ge=0, description="Sum of rack budgets.")
-    measured_watts: int = Field(default=0, ge=0, description="Sum of measured node power (fresh telemetry).")
+    floor_watts: int = Field(default=0, ge=0, description="Sum of rack floors, in watts.")
+    demand_watts: int = Field(default=0, ge=0, description="Sum of rack demands, in watts.")
+    allocated_watts: int = Field(default=0, ge=0, description="Sum of rack budgets, in watts.")
+    measured_watts: int = Field(
+        default=0, ge=0, description="Sum of measured node power (fresh telemetry), in watts."
+    )
     facility_watts: int = Field(
         default=0, ge=0, description="Measured (or allocated where nothing is measured) times designPUE."
     )
@@ -132,10 +134,20 @@ class StargateCluster(Resource):
             column("Demand-W", ".status.power.demandWatts", "integer", "What the racks ask for."),
             column("Allocated-W", ".status.power.allocatedWatts", "integer", "Sum of rack budgets."),
             column("Measured-W", ".status.power.measuredWatts", "integer", "Measured IT power.", priority=1),
-            column("Facility-W", ".status.power.facilityWatts", "integer", "IT power times design PUE.",
-                   priority=1),
-            column("Curtail-%", ".spec.power.curtailment.percent", "integer", "Demand-response curtailment.",
-                   priority=1),
+            column(
+                "Facility-W",
+                ".status.power.facilityWatts",
+                "integer",
+                "IT power times design PUE.",
+                priority=1,
+            ),
+            column(
+                "Curtail-%",
+                ".spec.power.curtailment.percent",
+                "integer",
+                "Demand-response curtailment.",
+                priority=1,
+            ),
             condition_column("Overcommitted", "PowerOvercommitted", "Rack floors exceed the budget."),
             READY_COLUMN,
             AGE_COLUMN,

@@ -57,9 +57,7 @@ def _aware(value: datetime) -> datetime:
 
 
 # A date-time as the API server's `format: date-time` takes it: RFC 3339 with an offset.
-Timestamp = Annotated[
-    datetime, BeforeValidator(_rfc3339_string), AfterValidator(_aware), Field(strict=False)
-]
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339_string), AfterValidator(_aware), Field(strict=False)]
 
 
 class Model(BaseModel):
@@ -138,9 +136,7 @@ class ObjectMeta(Model):
         extra="allow", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
     )
 
-    name: str = Field(
-        min_length=1, max_length=253, pattern=NAME_PATTERN, description="Name of the object."
-    )
+    name: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN, description="Name of the object.")
     namespace: str = Field(default="default", description="Namespace of the object.")
 
 
@@ -165,8 +161,9 @@ class Resource(Model):
     metadata: ObjectMeta = Field(description="Standard object metadata.")
 
 
-def column(name: str, json_path: str, type_: str = "string", description: str = "", priority: int = 0
-           ) -> dict[str, Any]:
+def column(
+    name: str, json_path: str, type_: str = "string", description: str = "", priority: int = 0
+) -> dict[str, Any]:
     col: dict[str, Any] = {"name": name, "type": type_, "jsonPath": json_path}
     if description:
         col["description"] = description
@@ -177,7 +174,9 @@ def column(name: str, json_path: str, type_: str = "string", description: str = 
 
 def condition_column(name: str, condition: str, description: str, priority: int = 0) -> dict[str, Any]:
     return column(
-        name, f'.status.conditions[?(@.type=="{condition}")].status', description=description,
+        name,
+        f'.status.conditions[?(@.type=="{condition}")].status',
+        description=description,
         priority=priority,
     )
 

@@ -68,10 +68,30 @@ def _structural(node: Any, defs: dict[str, Any], in_status: bool) -> Any:
 
 # Keys in the order a person reads a schema: what it is, its type, its bounds, then what is inside.
 _ORDER = [
-    "description", "type", "format", "enum", "default", "minimum", "exclusiveMinimum", "maximum",
-    "exclusiveMaximum", "minLength", "maxLength", "pattern", "minItems", "maxItems",
-    "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "required", "x-kubernetes-validations",
-    "properties", "items", "rule", "message", "fieldPath", "reason",
+    "description",
+    "type",
+    "format",
+    "enum",
+    "default",
+    "minimum",
+    "exclusiveMinimum",
+    "maximum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "required",
+    "x-kubernetes-validations",
+    "properties",
+    "items",
+    "rule",
+    "message",
+    "fieldPath",
+    "reason",
 ]
 
 

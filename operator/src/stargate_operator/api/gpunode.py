@@ -114,13 +114,29 @@ class Telemetry(Model):
 
 class GPUNodeStatus(StatusBase):
     power_limit_watts: int | None = Field(
-        default=None, ge=0, description="Per-GPU power limit the node agent must enforce."
+        default=None, ge=0, description="Per-GPU power limit the node agent must enforce, in watts."
     )
-    allocated_watts: int | None = Field(default=None, ge=0, description="Power allocated to the node.")
-    floor_watts: int | None = Field(default=None, ge=0, description="Node floor: base + count x min.")
-    demand_watts: int | None = Field(default=None, ge=0, description="Node demand: base + count x requested.")
+    allocated_watts: int | None = Field(
+        default=None,
+        ge=0,
+        description="Power allocated to the node: base + count x powerLimitWatts, in watts.",
+    )
+    floor_watts: int | None = Field(
+        default=None, ge=0, description="Node floor: basePowerWatts + count x minPowerWatts, in watts."
+    )
+    demand_watts: int | None = Field(
+        default=None,
+        ge=0,
+        description="Node demand: basePowerWatts + count x requested (clamped); the floor in maintenance.",
+    )
     healthy_gpus: int | None = Field(
-        default=None, ge=0, alias="healthyGPUs", description="GPUs counted healthy."
+        default=None,
+        ge=0,
+        alias="healthyGPUs",
+        description=(
+            "GPUs counted healthy: 0 in maintenance or with stale telemetry, telemetry.healthyGPUs "
+            "(at most count) when fresh, all of them when there is no telemetry."
+        ),
     )
     telemetry: Telemetry | None = Field(
         default=None, description="Written by the node agent, never by the operator."
@@ -143,8 +159,9 @@ class GPUNode(Resource):
             column("Limit-W", ".status.powerLimitWatts", "integer", "Per-GPU power limit to enforce."),
             column("Allocated-W", ".status.allocatedWatts", "integer", "Power allocated to the node."),
             column("Demand-W", ".status.demandWatts", "integer", "What the node asks for.", priority=1),
-            column("Measured-W", ".status.telemetry.powerWatts", "integer", "Measured by the agent.",
-                   priority=1),
+            column(
+                "Measured-W", ".status.telemetry.powerWatts", "integer", "Measured by the agent.", priority=1
+            ),
             column("Maintenance", ".spec.maintenance", "boolean", "In maintenance.", priority=1),
             condition_column("Stale", "TelemetryStale", "Telemetry older than the threshold.", priority=1),
             READY_COLUMN,

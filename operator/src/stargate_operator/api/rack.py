@@ -44,10 +44,14 @@ class RackSpec(Model):
 
 
 class RackPowerStatus(Model):
-    budget_watts: int = Field(default=0, ge=0, description="Power allocated to the rack.")
-    floor_watts: int = Field(default=0, ge=0, description="Sum of node floors.")
-    demand_watts: int = Field(default=0, ge=0, description="Sum of node demands, capped at the rating.")
-    measured_watts: int = Field(default=0, ge=0, description="Sum of measured node power.")
+    budget_watts: int = Field(default=0, ge=0, description="Power allocated to the rack, in watts.")
+    floor_watts: int = Field(default=0, ge=0, description="Sum of node floors, in watts.")
+    demand_watts: int = Field(
+        default=0, ge=0, description="Sum of node demands, capped at maxPowerWatts, in watts."
+    )
+    measured_watts: int = Field(
+        default=0, ge=0, description="Sum of measured node power (fresh telemetry), in watts."
+    )
 
 
 class RackStatus(StatusBase):
@@ -72,8 +76,9 @@ class Rack(Resource):
             column("GPUs", ".status.gpus.total", "integer", "GPUs in total."),
             column("Budget-W", ".status.power.budgetWatts", "integer", "Power allocated to the rack."),
             column("Demand-W", ".status.power.demandWatts", "integer", "What its nodes ask for, capped."),
-            column("Floor-W", ".status.power.floorWatts", "integer", "Least its nodes can run at.",
-                   priority=1),
+            column(
+                "Floor-W", ".status.power.floorWatts", "integer", "Least its nodes can run at.", priority=1
+            ),
             column("Measured-W", ".status.power.measuredWatts", "integer", "Measured power.", priority=1),
             column("Max-W", ".spec.maxPowerWatts", "integer", "Feed and cooling rating.", priority=1),
             condition_column("Capped", "PowerCapped", "Budget below demand.", priority=1),
