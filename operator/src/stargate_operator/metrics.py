@@ -46,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from itertools import chain
 from socketserver import ThreadingMixIn
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -189,10 +190,12 @@ def _get(obj: Mapping[str, Any] | None, *path: str) -> Any:
 
 
 def _num(obj: Mapping[str, Any] | None, *path: str) -> float | None:
+    """A number (ints stay ints: they render exactly and fast), or None for anything else."""
     value = _get(obj, *path)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+    kind = type(value)
+    if kind is int or kind is float:
+        return value  # type: ignore[no-any-return]
+    return None
 
 
 def _str(obj: Mapping[str, Any] | None, *path: str) -> str:
@@ -275,11 +278,18 @@ class _Families:
         self._declared.append((name, doc, labels))
 
     def add(self, name: str, labels: Sequence[str], value: float | None) -> None:
-        if value is not None:
-            self._rows[name].append((labels, value))
+        if value is None:
+            return
+        if type(value) is float and value.is_integer() and -1e15 < value < 1e15:
+            value = int(value)
+        self._rows[name].append((labels, value))
 
     def begin(self) -> None:
         self._rows = {name: [] for name, _, _ in self._declared}
+
+    @property
+    def rows(self) -> dict[str, list[tuple[Sequence[str], float]]]:
+        return self._rows
 
     def families(self) -> Iterator[Metric]:
         for name, doc, labels in self._declared:
@@ -297,12 +307,18 @@ class _Families:
             if not rows:
                 continue
             out.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
-            heads = [f'{label}="' for label in labels]
-            head = name + "{"
+            if not labels:
+                out.extend(f"{name} {_format_value(value)}\n" for _, value in rows)
+                continue
+            # One %-format per row; label values are DNS names almost always, so escaping is
+            # looked for once per family (a C-level join and search) and done only where needed.
+            fmt = name + "{" + ",".join(f'{label}="%s"' for label in labels) + "} %s\n"
+            joined = "\0".join(chain.from_iterable(values for values, _ in rows))
+            escape = "\\" in joined or '"' in joined or "\n" in joined
             for values, value in rows:
-                pairs = '",'.join([h + _escape_label(v) for h, v in zip(heads, values, strict=True)])
-                out.append(f'{head}{pairs}"}} {_format_value(value)}\n' if pairs
-                           else f"{name} {_format_value(value)}\n")
+                if escape:
+                    values = tuple(_escape_label(v) for v in values)
+                out.append(fmt % (*values, value if type(value) is int else _format_value(value)))
         return "".join(out)
 
     def describe(self) -> Iterator[Metric]:
@@ -612,14 +628,24 @@ class StargateCollector(Collector):
         if count is not None and healthy is not None:
             f.add("stargate_node_gpus", (*labels, "healthy"), healthy)
             f.add("stargate_node_gpus", (*labels, "unhealthy"), max(0.0, count - healthy))
-        f.add("stargate_node_power_limit_watts", labels, _num(status, "powerLimitWatts"))
-        f.add("stargate_node_power_allocated_watts", labels, _num(status, "allocatedWatts"))
-        f.add("stargate_node_power_floor_watts", labels, _num(status, "floorWatts"))
-        f.add("stargate_node_power_demand_watts", labels, _num(status, "demandWatts"))
-        f.add("stargate_node_power_measured_watts", labels, _num(status, "telemetry", "powerWatts"))
-        f.add("stargate_node_hbm_used_bytes", labels, _num(status, "telemetry", "hbmUsedBytes"))
-        f.add("stargate_node_telemetry_timestamp_seconds", labels,
-              _timestamp(_get(status, "telemetry", "observedAt")))
+        st = status if type(status) is dict else {}
+        tel = st.get("telemetry")
+        tel = tel if type(tel) is dict else {}
+        rows = f.rows
+        for name, src, key in (
+            ("stargate_node_power_limit_watts", st, "powerLimitWatts"),
+            ("stargate_node_power_allocated_watts", st, "allocatedWatts"),
+            ("stargate_node_power_floor_watts", st, "floorWatts"),
+            ("stargate_node_power_demand_watts", st, "demandWatts"),
+            ("stargate_node_power_measured_watts", tel, "powerWatts"),
+            ("stargate_node_hbm_used_bytes", tel, "hbmUsedBytes"),
+        ):
+            value = src.get(key)
+            if type(value) is int:  # the wire form's figures: add() without its float handling
+                rows[name].append((labels, value))
+            elif type(value) is float:
+                f.add(name, labels, value)
+        f.add("stargate_node_telemetry_timestamp_seconds", labels, _timestamp(tel.get("observedAt")))
         for ctype, cstatus in conds.items():
             f.add("stargate_node_condition", (*labels, ctype), 1.0 if cstatus == "True" else 0.0)
 
