@@ -366,3 +366,19 @@ def test_kubectl_explain_shows_the_models_descriptions(kubectl: Kubectl) -> None
     assert "designPUE" in out and "Design power usage effectiveness" in out
     out = kubectl("explain", "gpun.status.telemetry").stdout
     assert "healthyGPUs" in out
+
+
+def test_every_cel_rule_has_a_case_here() -> None:
+    from stargate_operator.api import KINDS
+    from stargate_operator.api.crdgen import crd
+
+    def rules(node: dict[str, Any], path: str) -> list[str]:
+        out = [f"{path}{r['fieldPath']}".lstrip(".") for r in node.get("x-kubernetes-validations", [])]
+        for name, sub in node.get("properties", {}).items():
+            out += rules(sub, f"{path}.{name}")
+        return out
+
+    fields = {c[4] for c in CASES}
+    for model in KINDS:
+        for field in rules(crd(model)["spec"]["versions"][0]["schema"]["openAPIV3Schema"], ""):
+            assert field in fields, f"the CEL rule on {model.kind_info.kind} {field} is not proven here"
