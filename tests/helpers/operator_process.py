@@ -96,6 +96,7 @@ class OperatorProcess:
         return self
 
     def health(self) -> dict[str, Any]:
+        """/healthz as JSON (kopf caches the probes' results for up to 10 s)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
             body: dict[str, Any] = json.loads(r.read() or b"{}")
             return body
@@ -105,15 +106,26 @@ class OperatorProcess:
         return out
 
     def wait_synced(self, timeout: float = 30.0) -> None:
+        """Until the engine has listed every kind and /healthz answers. The log says when the cache
+        is synced: kopf caches probe results for 10 s, so /healthz alone would lag."""
         def synced() -> bool:
             if not self.alive:
                 raise AssertionError(f"the operator exited ({self.returncode}):\n{self.log_tail()}")
-            return bool(self.engine_health().get("synced"))
+            return "cache synced" in self.log_text() and try_urlopen_ok(
+                f"http://127.0.0.1:{self.health_port}/healthz")
 
         try:
-            wait_for(synced, timeout, 0.1, "the operator's /healthz with the cache synced")
+            wait_for(synced, timeout, 0.1, "the operator's cache to sync")
         except AssertionError as e:
             raise AssertionError(f"{e}\nlog:\n{self.log_tail()}") from None
+
+    def active(self) -> bool:
+        """Acting (not a standby), from the log: with --peering, the last of the peering lines
+        ('is now active' / 'standing by'); without, once the cache is synced."""
+        text = self.log_text()
+        if "--peering" not in self.args:
+            return "cache synced" in text
+        return text.rfind("is now active") > text.rfind("standing by")
 
     @property
     def alive(self) -> bool:

@@ -1,0 +1,253 @@
+"""Faults: the operator SIGKILLed while binding claims, the API server restarted under it, and an
+active/standby pair whose active replica dies. Each test runs its own operator process(es), limited
+to the test's namespace (sharding by namespace, as replicas would)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.api import Api, condition
+from helpers.kube import Kubectl
+from helpers.operator_process import OperatorProcess, wait_for
+from helpers.site import claim, cluster, node, pool, rack
+from stargate_operator.core import CoreSettings, plan_namespace
+from stargate_operator.core.statusdiff import merge_patch
+from stargate_operator.localcp.controlplane import LocalControlPlane
+
+pytestmark = pytest.mark.integration
+
+KINDS = ("StargateCluster", "Rack", "GPUNode", "MemoryPool", "MemoryClaim")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def api(control_plane: LocalControlPlane) -> Iterator[Api]:
+    client = Api(control_plane)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def operators(control_plane: LocalControlPlane, tmp_path: Path) -> Iterator[list[OperatorProcess]]:
+    """Operator processes a test starts; each is stopped at the end, whatever happened."""
+    started: list[OperatorProcess] = []
+    yield started
+    for op in started:
+        if op.alive:
+            op.kill()
+
+
+def start(operators: list[OperatorProcess], control_plane: LocalControlPlane, tmp_path: Path,
+          *args: str, wait: bool = True) -> OperatorProcess:
+    op = OperatorProcess(control_plane, tmp_path, *args)
+    operators.append(op)
+    return op.start(wait=wait)
+
+
+def all_objects(api: Api, ns: str) -> list[dict[str, Any]]:
+    out = []
+    for kind in KINDS:
+        for o in api.list(kind, ns):
+            o["kind"] = kind
+            out.append(o)
+    return out
+
+
+def fixed_point_diffs(api: Api, ns: str) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """What the core would still change in the stored statuses: {} when every status is correct."""
+    objects = all_objects(api, ns)
+    plan = plan_namespace(objects, datetime.now(UTC), CoreSettings())
+    held = {(o["kind"], ns, o["metadata"]["name"]): o.get("status") for o in objects}
+    return {k: p for k, want in plan.statuses.items() if (p := merge_patch(held.get(k), want))}
+
+
+# -- SIGKILL in the middle of binding ----------------------------------------------------------
+
+CAPACITY = 20_000
+N_CLAIMS = 200
+
+
+def _claims() -> list[dict[str, Any]]:
+    # Sizes 100..299, priorities 0..2: about twice what the pool holds.
+    return [claim(f"c{i:03d}", "cxl", 100 + (i * 37) % 200, priority=i % 3) for i in range(N_CLAIMS)]
+
+
+def test_sigkill_while_binding_loses_and_duplicates_nothing(
+        api: Api, control_plane: LocalControlPlane, namespace: str, operators: list[OperatorProcess],
+        tmp_path: Path) -> None:
+    ns = namespace
+    api.create_all(ns, [cluster(), pool("cxl", capacity=CAPACITY)])
+    # One write at a time, so that the kill lands in the middle of the binding writes.
+    first = start(operators, control_plane, tmp_path, "-n", ns, "--write-concurrency", "1")
+    wait_for(lambda: api.status("MemoryPool", ns, "cxl").get("capacityBytes") == CAPACITY, 10)
+
+    claims = _claims()
+    created = threading.Event()
+
+    def create_burst() -> None:
+        with _ClientCtx(control_plane) as client:
+            for c in claims:
+                client.create(ns, c)
+        created.set()
+
+    creator = threading.Thread(target=create_burst)
+    creator.start()
+
+    def some_bound() -> list[dict[str, Any]]:
+        bound = [c for c in api.list("MemoryClaim", ns) if (c.get("status") or {}).get("phase") == "Bound"]
+        return bound if len(bound) >= 20 else []
+
+    wait_for(some_bound, 20, interval=0.02, what="the first bindings")
+    first.kill()
+    killed_at = time.monotonic()
+    before = {c["metadata"]["name"]: c["status"] for c in api.list("MemoryClaim", ns)
+              if (c.get("status") or {}).get("phase") == "Bound"}
+    creator.join(60)
+    assert created.is_set()
+    bound_sum_before = sum(s["allocatedBytes"] for s in before.values())
+    assert bound_sum_before <= CAPACITY
+    # The kill did land mid-way: not every claim that will fit was bound.
+    assert len(before) < N_CLAIMS
+
+    second = start(operators, control_plane, tmp_path, "-n", ns)
+
+    def converged() -> bool:
+        pool_st = api.status("MemoryPool", ns, "cxl")
+        c = pool_st.get("claims") or {}
+        return c.get("bound", 0) + c.get("pending", 0) == N_CLAIMS and not fixed_point_diffs(api, ns)
+
+    wait_for(converged, 30, interval=0.2, what="the second operator to converge")
+    print(f"converged {time.monotonic() - killed_at:.1f}s after the kill; {len(before)} bound before it")
+
+    listed = {c["metadata"]["name"]: c for c in api.list("MemoryClaim", ns)}
+    assert len(listed) == N_CLAIMS
+    statuses = {n: c.get("status") or {} for n, c in listed.items()}
+    assert all(s.get("phase") in ("Bound", "Pending") for s in statuses.values()), "a claim was lost"
+    bound = {n: s for n, s in statuses.items() if s["phase"] == "Bound"}
+    sizes = {n: c["spec"]["sizeBytes"] for n, c in listed.items()}
+    allocated = sum(sizes[n] for n in bound)
+    assert allocated <= CAPACITY
+    for n, s in bound.items():
+        assert s["allocatedBytes"] == sizes[n]
+    # Bound before the kill: still bound, with the same boundAt (not bound a second time).
+    for n, s in before.items():
+        assert statuses[n]["phase"] == "Bound", f"{n} lost its binding"
+        assert statuses[n]["boundAt"] == s["boundAt"], f"{n} was bound again"
+    # Nothing that fits was left waiting: every pending claim is larger than what is left.
+    free = CAPACITY - allocated
+    for n, s in statuses.items():
+        if s["phase"] == "Pending":
+            assert sizes[n] > free, f"{n} ({sizes[n]} B) pending with {free} B free"
+            assert condition(s, "Ready")["reason"] == "InsufficientCapacity"
+    pool_st = api.status("MemoryPool", ns, "cxl")
+    assert pool_st["allocatedBytes"] == allocated
+    assert pool_st["availableBytes"] == free
+    assert pool_st["claims"] == {"bound": len(bound), "pending": N_CLAIMS - len(bound)}
+    # At most one Bound Event per claim.
+    per_claim = Counter(e["involvedObject"]["name"] for e in api.events(ns) if e.get("reason") == "Bound")
+    assert max(per_claim.values(), default=0) <= 1, per_claim.most_common(3)
+    assert second.alive
+
+
+class _ClientCtx:
+    """An Api of its own for a thread (httpx clients are not shared across threads here)."""
+
+    def __init__(self, control_plane: LocalControlPlane) -> None:
+        self.client = Api(control_plane)
+
+    def __enter__(self) -> Api:
+        return self.client
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+
+
+# -- the API server restarted under a running operator -----------------------------------------
+
+@pytest.mark.parametrize("kill", [False, True], ids=["graceful", "crash"])
+def test_apiserver_restart(api: Api, control_plane: LocalControlPlane, namespace: str,
+                           operators: list[OperatorProcess], tmp_path: Path, kill: bool) -> None:
+    ns = namespace
+    api.create_all(ns, [cluster(it=10_000), rack("r"), node("n1", "r"), node("n2", "r")])
+    op = start(operators, control_plane, tmp_path, "-n", ns)
+    wait_for(lambda: api.status("Rack", ns, "r").get("power", {}).get("budgetWatts") == 6000, 10)
+
+    control_plane.restart_apiserver(downtime=2.0, kill=kill)
+    restarted = time.monotonic()
+    assert op.alive, op.log_tail()
+    # A change after the restart: B = 5000 -> rack 5000, 1100 per node, limit 375.
+    wait_for(lambda: api.patch("StargateCluster", ns, "site",
+                               {"spec": {"power": {"itCapacityWatts": 5000}}}), 30)
+    wait_for(lambda: api.status("GPUNode", ns, "n2").get("powerLimitWatts") == 375, 30,
+             what="the change after the restart to be reflected")
+    print(f"reflected {time.monotonic() - restarted:.1f}s after the API server came back")
+    assert api.status("Rack", ns, "r")["power"]["budgetWatts"] == 5000
+    # And it keeps following (the watches are back, not just one re-list).
+    api.create(ns, node("n3", "r"))
+    wait_for(lambda: api.status("Rack", ns, "r").get("nodes") == 3, 10)
+    assert op.alive
+    op.stop()
+    assert op.returncode == 0, op.log_tail()
+
+
+# -- active/standby ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def peering_crds(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(FIXTURES / "kopf-peering-crds.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev",
+            "crd/clusterkopfpeerings.kopf.dev", "--timeout=30s")
+
+
+LIFETIME = 6
+PEERING_INTERVAL = 3  # handlers/peering.py: how often a replica refreshes its record and looks
+
+
+def test_active_standby_takeover(api: Api, control_plane: LocalControlPlane, namespace: str,
+                                 operators: list[OperatorProcess], tmp_path: Path,
+                                 peering_crds: None) -> None:
+    ns = namespace
+    common = ("-n", ns, "--peering", "sg-test", "--peering-lifetime", str(LIFETIME))
+    first = start(operators, control_plane, tmp_path, *common, "--priority", "100")
+    second = start(operators, control_plane, tmp_path, *common, "--priority", "50")
+    wait_for(lambda: first.active(), 10, what="the higher priority to act")
+    # Give the standby a few peering rounds to be sure it stays put.
+    time.sleep(PEERING_INTERVAL + 0.5)
+    assert not second.active()
+
+    api.create_all(ns, [cluster(it=10_000), rack("r"), node("n1", "r"), node("n2", "r")])
+    wait_for(lambda: api.status("GPUNode", ns, "n2").get("allocatedWatts") == 3000, 10)
+    time.sleep(0.5)
+    assert first.writes() >= 4
+    assert second.writes() == 0, "the standby wrote"
+
+    first.kill()
+    killed = time.monotonic()
+    # B = 5000: rack 5000, 1100 per node, limit 375; only the standby can make it so.
+    api.patch("StargateCluster", ns, "site", {"spec": {"power": {"itCapacityWatts": 5000}}})
+    wait_for(lambda: api.status("GPUNode", ns, "n2").get("powerLimitWatts") == 375,
+             LIFETIME + 2 * PEERING_INTERVAL + 3, what="the standby to take over")
+    took = time.monotonic() - killed
+    print(f"standby took over {took:.1f}s after the active replica was killed")
+    assert took <= LIFETIME + PEERING_INTERVAL + 2
+    assert second.active()
+    # Site, rack and both nodes change (n2 was seen; the others' writes may still be landing).
+    wait_for(lambda: second.writes() >= 4, 5, what="the new active replica's writes")
+
+    # A clean stop hands over at once: start the higher priority again, then SIGTERM it.
+    third = start(operators, control_plane, tmp_path, *common, "--priority", "100")
+    wait_for(lambda: third.active() and not second.active(),
+             2 * PEERING_INTERVAL + 3, what="the returning higher priority to take over")
+    assert third.stop() == 0
+    stopped = time.monotonic()
+    wait_for(lambda: second.active(), PEERING_INTERVAL + 2,
+             what="the standby to act after a clean handover")
+    print(f"clean handover in {time.monotonic() - stopped:.1f}s")
