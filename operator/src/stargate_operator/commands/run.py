@@ -103,6 +103,8 @@ def main(args: argparse.Namespace) -> int:
     logging.getLogger("kopf").setLevel(max(logging.WARNING, getattr(logging, args.log_level)))
     # One line per API request is noise at ten thousand writes a second.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, getattr(logging, args.log_level)))
+    # Nor one line per liveness probe (kopf's /healthz is served by aiohttp, which logs each hit).
+    logging.getLogger("aiohttp.access").setLevel(max(logging.WARNING, getattr(logging, args.log_level)))
     namespaces = tuple(args.namespaces or args.env_namespaces)
     settings = RunSettings(
         engine=EngineSettings(
