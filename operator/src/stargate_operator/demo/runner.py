@@ -372,21 +372,29 @@ class Demo:
         print("\n".join(lines) + "\n", file=self.out, flush=True)
 
     def _curtail(self, ns: str, site: str, percent: int) -> None:
-        assert self.cp is not None
+        """Server-side apply by the field manager ``grid-operator``, like the sample in
+        ``crds/samples/curtailment/``; straight to the API, as a kubectl process (discovery first) takes
+        seconds on a busy machine."""
+        assert self.reader is not None
         manifest = {
             "apiVersion": "stargate.dev/v1alpha1",
             "kind": "StargateCluster",
             "metadata": {"name": site, "namespace": ns},
             "spec": {"power": {"curtailment": {"percent": percent, "reason": CURTAIL_REASON}}},
         }
-        self.cp.kubectl("apply", "--server-side", f"--field-manager={CURTAIL_FIELD_MANAGER}", "-f", "-",
-                        input=yaml.safe_dump(manifest))
+        try:
+            self.reader.apply("stargateclusters", ns, site, manifest, CURTAIL_FIELD_MANAGER)
+        except httpx.HTTPError as e:
+            raise DemoError(f"the curtailment of {site} was not accepted: {e}") from None
 
     # ------------------------------------------------------------------ the live summary
-    def _header(self, now: float, converged_at: float | None, ns: str, site: str) -> list[str]:
+    def _header(self, now: float, converged_at: float | None, ns: str, site: str,
+                waiting: list[str] | None = None) -> list[str]:
         st = self.style
-        state = (f"converged {converged_at - self.t0:.1f}s after start" if converged_at is not None
-                 else "converging")
+        if converged_at is not None:
+            state = f"converged {converged_at - self.t0:.1f}s after start"
+        else:
+            state = "converging" + (f" ({'; '.join(waiting)})" if waiting else "")
         cmds = self._commands(ns, site)
         return [
             st.bold("Stargate demo") + f" · up {duration(now - self.t0)} · {state} · Ctrl-C stops everything",
@@ -414,10 +422,10 @@ class Demo:
         converged_at: float | None = None
         curtail_at: float | None = None
         curtailed_at: float | None = None
-        curtail_generation: int | None = None
         last_change = started
         last_frame = 0.0
         snap: Snapshot | None = None
+        waiting: list[str] = []
         api_error = ""
         while True:
             for child in self.children.dead():
@@ -436,8 +444,8 @@ class Demo:
                 if not self.tty:
                     for c in changes:
                         print(renderer.change(c), file=self.out, flush=True)
-                quiet = not opts.agents or snap.silent_nodes() == 0
-                if converged_at is None and not snap.pending() and quiet:
+                waiting = snap.pending() + (snap.waiting_for_telemetry() if opts.agents else [])
+                if converged_at is None and not waiting:
                     converged_at, tracker.armed, frame_due = now, True, True
                     self.say(f"converged {now - self.t0:.1f}s after start ({now - started:.1f}s after the "
                              "operator started): every status written, "
@@ -449,26 +457,23 @@ class Demo:
                     assert opts.curtail is not None
                     self._curtail(ns, site, opts.curtail)
                     curtailed_at = last_change = now
-                    curtail_generation = self._generation(ns, site)
                     self.say(f"curtailment {opts.curtail}% applied to {site} (field manager "
                              f"{CURTAIL_FIELD_MANAGER}); watch it ripple: site budget, rack budgets, "
                              "GPU power limits, measured power")
                 if opts.once and converged_at is not None and (
                     opts.curtail is None or (
-                        curtailed_at is not None and self._settled(snap, ns, site, curtail_generation)
+                        curtailed_at is not None and self._settled(snap, ns, site, opts.curtail)
                         and now - last_change >= _SETTLE_SECONDS)):
                     self._draw("\n".join([*self._header(now, converged_at, ns, site),
                                           renderer.frame(snap, tracker, now=now, header=[])]))
                     self.say("--once: done")
                     return 0
             if opts.once and now - started > opts.timeout:
-                what = "; ".join(snap.pending()) if snap is not None else api_error
-                if snap is not None and opts.agents and snap.silent_nodes():
-                    what += f"; {snap.silent_nodes()} node(s) without telemetry"
+                what = "; ".join(waiting) if snap is not None else api_error
                 raise DemoError(f"--once: not settled after {opts.timeout:.0f}s ({what or 'curtailment'}); "
                                 f"logs in {opts.state_dir / 'logs'}")
             if self.tty or frame_due or now - last_frame >= _PERIODIC_FRAME_SECONDS:
-                header = self._header(now, converged_at, ns, site)
+                header = self._header(now, converged_at, ns, site, waiting)
                 if api_error:
                     header.append(self.style.bad(api_error))
                 body = renderer.frame(snap, tracker, now=now, header=[]) if snap is not None else ""
@@ -484,22 +489,15 @@ class Demo:
                 wake = min(wake, deadline)
             time.sleep(max(0.0, wake - time.monotonic()))
 
-    def _generation(self, ns: str, site: str) -> int | None:
-        assert self.reader is not None
-        for s in self.reader.list("stargateclusters"):
-            if s["metadata"].get("namespace") == ns and s["metadata"]["name"] == site:
-                gen = s["metadata"].get("generation")
-                return int(gen) if gen is not None else None
-        return None
-
     @staticmethod
-    def _settled(snap: Snapshot, ns: str, site: str, generation: int | None) -> bool:
+    def _settled(snap: Snapshot, ns: str, site: str, percent: int) -> bool:
+        """The curtailment is in the site's spec and every status is written for the current specs."""
         if snap.pending():
             return False
         for s in snap.sites:
             if s["metadata"].get("namespace") == ns and s["metadata"]["name"] == site:
-                observed = (s.get("status") or {}).get("observedGeneration")
-                return generation is None or (isinstance(observed, int) and observed >= generation)
+                curtailment = ((s.get("spec") or {}).get("power") or {}).get("curtailment") or {}
+                return bool(curtailment.get("percent") == percent)
         return False
 
     # ------------------------------------------------------------------ stop

@@ -13,6 +13,7 @@ MEASURED_MOVE counts); a changed figure stays highlighted in the frame for a whi
 
 from __future__ import annotations
 
+import json
 import ssl
 import time
 from collections.abc import Iterable
@@ -48,6 +49,16 @@ class ApiReader:
             if not cont:
                 return items
             params = {"limit": 500, "continue": cont}
+
+    def apply(self, plural: str, namespace: str, name: str, body: dict[str, Any], field_manager: str) -> None:
+        """Server-side apply of a (partial) object, as ``kubectl apply --server-side`` does it."""
+        resp = self._http.patch(
+            f"{GROUP_PATH}/namespaces/{namespace}/{plural}/{name}",
+            params={"fieldManager": field_manager},
+            content=json.dumps(body).encode(),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+        resp.raise_for_status()
 
     def snapshot(self) -> Snapshot:
         return Snapshot.from_lists({k: self.list(k) for k in KINDS}, taken=time.monotonic())
@@ -152,6 +163,15 @@ class Snapshot:
     def silent_nodes(self) -> int:
         """GPU nodes without telemetry yet."""
         return sum(1 for n in self.nodes if not _get(n, "status", "telemetry", "observedAt"))
+
+    def waiting_for_telemetry(self) -> list[str]:
+        """With agents: what is not measured yet (nodes without telemetry, sites without measured power)."""
+        out = []
+        if silent := self.silent_nodes():
+            out.append(f"{silent} node(s) without telemetry")
+        out += [f"site {s['metadata']['name']} not measured yet" for s in self.sites
+                if not _get(s, "status", "power", "measuredWatts")]
+        return out
 
     def claim_counts(self) -> tuple[int, int]:
         bound = sum(1 for c in self.claims if _get(c, "status", "phase") == "Bound")
