@@ -782,11 +782,64 @@ class RecordedRun:
     log: str
 
 
-def _operator_command(manifest: list[dict[str, Any]]) -> list[str]:
-    (dep, *_) = by_kind(manifest, "Deployment")  # the first replica (the active one under peering)
+def _operator_command(
+    manifest: list[dict[str, Any]], rank: int = 0, ports: tuple[int, int] | None = None
+) -> list[str]:
+    """`stargate-operator run` with the container arguments of replica ``rank``'s Deployment (the
+    image's entrypoint plus the chart's args); ``ports`` (metrics, health) replace the chart's, so
+    that two replicas can run side by side on one host."""
+    dep = by_kind(manifest, "Deployment")[rank]
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     assert "command" not in container, "the image's entrypoint (stargate-operator run) must run"
-    return [str(ROOT / ".venv" / "bin" / "stargate-operator"), "run", *container["args"]]
+    args = list(container["args"])
+    if ports is not None:
+        args = [a for a in args if not a.startswith(("--metrics-port=", "--health-port="))]
+        args += [f"--metrics-port={ports[0]}", f"--health-port={ports[1]}"]
+    return [str(ROOT / ".venv" / "bin" / "stargate-operator"), "run", *args]
+
+
+def _start_operator(cmd: list[str], kubeconfig: Path, identity: str, log: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STARGATE_")}
+    env |= {"KUBECONFIG": str(kubeconfig), "POD_ID": identity, "HOSTNAME": identity}
+    with log.open("w") as out:
+        return subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=log.parent,
+            start_new_session=True,
+        )
+
+
+def _stop_operator(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def _service_account_kubeconfig(
+    cluster: Cluster, manifest: list[dict[str, Any]], name: str
+) -> tuple[str, Path]:
+    """The ServiceAccount's user name and a kubeconfig with a TokenRequest token for it."""
+    (sa,) = by_kind(manifest, "ServiceAccount")
+    sa_name, sa_ns = sa["metadata"]["name"], sa["metadata"]["namespace"]
+    token = cluster.cp.create_token(sa_name, sa_ns)
+    kubeconfig = cluster.cp.write_token_kubeconfig(cluster.workdir / f"{name}.kubeconfig", token)
+    return f"system:serviceaccount:{sa_ns}:{sa_name}", kubeconfig
 
 
 def _wait(what: str, check: Any, timeout: float, proc: subprocess.Popen[str], log: Path) -> Any:
@@ -807,16 +860,23 @@ def _wait(what: str, check: Any, timeout: float, proc: subprocess.Popen[str], lo
         time.sleep(0.3)
 
 
+def _statuses(cluster: Cluster, namespace: str) -> dict[str, dict[str, Any]] | None:
+    """Every stargate object's status in ``namespace`` once all are current (observedGeneration)."""
+    objs = cluster.kubectl.json("get", ",".join(STARGATE_PLURALS), "-n", namespace)["items"]
+    done = {
+        f"{o['kind']}/{o['metadata']['name']}": o["status"]
+        for o in objs
+        if (o.get("status") or {}).get("observedGeneration") == o["metadata"]["generation"]
+    }
+    return done if objs and len(done) == len(objs) else None
+
+
 def record_run(cluster: Cluster, release: str, site_namespace: str) -> RecordedRun:
     """Run the operator of ``release`` as a local process with its ServiceAccount's token and the
     installed Deployment's arguments; reconcile a site in ``site_namespace``; return the audit record."""
     info = cluster.releases[release]
     manifest = cluster.manifest(release)
-    (sa,) = by_kind(manifest, "ServiceAccount")
-    sa_name, sa_ns = sa["metadata"]["name"], sa["metadata"]["namespace"]
-    user = f"system:serviceaccount:{sa_ns}:{sa_name}"
-    token = cluster.cp.create_token(sa_name, sa_ns)
-    kubeconfig = cluster.cp.write_token_kubeconfig(cluster.workdir / f"{release}.kubeconfig", token)
+    user, kubeconfig = _service_account_kubeconfig(cluster, manifest, release)
     # RBAC applies to this identity: no write to a spec (asked by the admin impersonating the
     # ServiceAccount, so that the question is not in the ServiceAccount's own audit record).
     can_i = cluster.kubectl(
@@ -827,41 +887,18 @@ def record_run(cluster: Cluster, release: str, site_namespace: str) -> RecordedR
     cluster.kubectl.apply(sample_site(site_namespace))
     health_port = info["values"]["health"]["port"]
     log = cluster.workdir / f"{release}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STARGATE_")}
-    env |= {
-        "KUBECONFIG": str(kubeconfig),
-        "POD_ID": f"{release}-operator-0",
-        "HOSTNAME": f"{release}-operator-0",
-    }
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            _operator_command(manifest),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=cluster.workdir,
-            start_new_session=True,
-        )
+    proc = _start_operator(_operator_command(manifest), kubeconfig, f"{release}-operator-0", log)
     try:
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=2) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
-        _wait("/healthz (the chart's liveness and readiness probe path)", healthy, 60, proc, log)
+        _wait(
+            "/healthz (the chart's liveness and readiness probe path)",
+            lambda: _healthy(health_port),
+            60,
+            proc,
+            log,
+        )
 
         def reconciled() -> dict[str, dict[str, Any]] | None:
-            objs = cluster.kubectl.json("get", ",".join(STARGATE_PLURALS), "-n", site_namespace)["items"]
-            done = {
-                f"{o['kind']}/{o['metadata']['name']}": o["status"]
-                for o in objs
-                if (o.get("status") or {}).get("observedGeneration") == o["metadata"]["generation"]
-            }
-            return done if len(done) == len(objs) else None
+            return _statuses(cluster, site_namespace)
 
         statuses = _wait(f"a status on every object in {site_namespace}", reconciled, 90, proc, log)
 
@@ -873,13 +910,7 @@ def record_run(cluster: Cluster, release: str, site_namespace: str) -> RecordedR
 
         events = _wait("an Event about the rack with a missing cluster", posted, 30, proc, log)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        _stop_operator(proc)
     time.sleep(0.5)  # the last audit lines (the peering farewell) reach the file
 
     used: set[tuple[str, str, str]] = set()
@@ -939,6 +970,63 @@ def test_rbac_grants_nothing_the_run_did_not_use(recorded: dict[str, RecordedRun
     # And the other way round: every request it made is covered by a rule of the chart (none was
     # allowed by some default role instead), so the grants are exactly the recorded use.
     assert run.used == run.granted, sorted(run.used ^ run.granted)
+
+
+def test_peering_standby_takes_over(cluster: Cluster, recorded: dict[str, RecordedRun]) -> None:
+    """peering.enabled with replicaCount=2: the two Deployments' arguments make the first replica the
+    active one and the second a standby that writes nothing; when the active one dies (SIGKILL, no
+    farewell) the standby takes over within the peering lifetime and reconciles. Both run with the
+    chart's ServiceAccount token."""
+    assert recorded  # after the recorded runs: their audit record stays theirs alone
+    ns, site = "stargate-ha", "rec-ha"
+    cluster.install(
+        "sg-ha",
+        ns,
+        {
+            "crds": {"enabled": False},
+            "replicaCount": 2,
+            "peering": {"enabled": True, "installCRDs": False, "lifetimeSeconds": 5},
+        },
+    )
+    manifest = cluster.manifest("sg-ha")
+    assert len(by_kind(manifest, "Deployment")) == 2
+    _, kubeconfig = _service_account_kubeconfig(cluster, manifest, "sg-ha")
+    cluster.kubectl("create", "namespace", site)
+    cluster.kubectl.apply(sample_site(site))
+    logs = [cluster.workdir / f"sg-ha-{rank}.log" for rank in (0, 1)]
+    ports = [(free_port(), free_port()) for _ in (0, 1)]
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for rank in (0, 1):
+            cmd = _operator_command(manifest, rank, ports[rank])
+            procs.append(_start_operator(cmd, kubeconfig, f"sg-ha-operator-{rank}", logs[rank]))
+        for rank in (0, 1):
+            _wait(
+                f"replica {rank} healthy", lambda r=rank: _healthy(ports[r][1]), 60, procs[rank], logs[rank]
+            )
+        _wait("replica 0 active", lambda: "is now active" in logs[0].read_text(), 30, procs[0], logs[0])
+        _wait(f"a status on every object in {site}", lambda: _statuses(cluster, site), 90, procs[0], logs[0])
+        time.sleep(4)  # more than one peering interval: the standby has looked and stood by
+        assert "is now active" not in logs[1].read_text(), logs[1].read_text()[-3000:]
+        peering = cluster.kubectl.json("get", "clusterkopfpeering", "sg-ha-stargate-operator")
+        priorities = sorted(p["priority"] for p in peering["status"].values())
+        assert priorities == [99, 100], peering["status"]
+
+        os.killpg(procs[0].pid, signal.SIGKILL)
+        procs[0].wait()
+        _wait("replica 1 to take over", lambda: "is now active" in logs[1].read_text(), 30, procs[1], logs[1])
+        cluster.kubectl.apply(
+            {
+                "apiVersion": "stargate.dev/v1alpha1",
+                "kind": "Rack",
+                "metadata": {"name": "after-failover", "namespace": site},
+                "spec": {"clusterRef": "abilene", "maxPowerWatts": 40000},
+            }
+        )
+        _wait("the standby to reconcile a new rack", lambda: _statuses(cluster, site), 60, procs[1], logs[1])
+    finally:
+        for proc in procs:
+            _stop_operator(proc)
 
 
 def test_helm_uninstall_keeps_crds(cluster: Cluster, recorded: dict[str, RecordedRun]) -> None:
