@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stargate_operator.core import CoreSettings, Plan, plan_namespace
+from stargate_operator.core import CoreSettings, Plan, PlanCache, plan_namespace
 
 NS = "site-ns"
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -88,8 +88,9 @@ def claim(name: str, pool_ref: str, size: int, *, priority: int = 0, age_s: int 
                 created=NOW - timedelta(seconds=age_s), **kw)
 
 
-def run(objects: list[dict[str, Any]], now: datetime = NOW, stale: float = 120.0) -> Plan:
-    return plan_namespace(objects, now, CoreSettings(stale_after_seconds=stale))
+def run(objects: list[dict[str, Any]], now: datetime = NOW, stale: float = 120.0,
+        cache: PlanCache | None = None) -> Plan:
+    return plan_namespace(objects, now, CoreSettings(stale_after_seconds=stale), cache)
 
 
 def st(plan: Plan, kind: str, name: str, ns: str = NS) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from core_objects import NOW, NS, claim, cluster, feed_back, node, pool, rack, r
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stargate_operator.core import Plan
+from stargate_operator.core import Plan, PlanCache
 from stargate_operator.core.power import max_min_shares
 
 # Moderate counts: the unit suite runs on a small shared machine.
@@ -191,3 +191,37 @@ def test_max_min_shares_are_fair_and_never_hand_out_more_than_there_is(
         assert all(s in (r, level) for s, r in zip(shares, rooms, strict=True))
         # the level is as high as the remainder allows
         assert sum(min(r, level + 1) for r in rooms) > remainder
+
+
+def _versioned(objs: list[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
+    """The objects as the API server serves them: with a uid and a resourceVersion."""
+    return [{**o, "metadata": {**o["metadata"], "resourceVersion": tag}} for o in objs]
+
+
+@PROPS
+@given(sites(), st.integers(0, 400))
+def test_a_cache_never_changes_the_result(objs: list[dict[str, Any]], later_s: int) -> None:
+    cache = PlanCache()
+    objs = _versioned(objs, "1")
+    first = run(objs, cache=cache)
+    assert _same(first, run(objs))
+    # the engine writes the statuses (new resourceVersions), then recomputes later, twice
+    written = _versioned(feed_back(objs, first), "2")
+    later = NOW + timedelta(seconds=later_s)
+    for _ in range(2):
+        assert _same(run(written, now=later, cache=cache), run(written, now=later))
+    # one node changes (maintenance on), the rest stays cached
+    nodes = [i for i, o in enumerate(written) if o["kind"] == "GPUNode"]
+    if nodes:
+        i = nodes[0]
+        spec = {**written[i]["spec"], "maintenance": not written[i]["spec"]["maintenance"]}
+        meta = {**written[i]["metadata"], "resourceVersion": "3"}
+        written[i] = {**written[i], "spec": spec, "metadata": meta}
+    assert _same(run(written, now=later, cache=cache), run(written, now=later))
+    # time passes: verdicts held in the cache are judged again where their window ended
+    much_later = later + timedelta(seconds=130)
+    assert _same(run(written, now=much_later, cache=cache), run(written, now=much_later))
+
+
+def _same(a: Plan, b: Plan) -> bool:
+    return a.statuses == b.statuses and a.events == b.events and a.next_change_at == b.next_change_at

@@ -1,9 +1,11 @@
 """Pure logic: rollups, power allocation, memory binding, conditions. No kopf, no I/O.
 
-The engine and `plan` call one function, `plan_namespace(objects, now, settings) -> Plan`.
+The engine and `plan` call one function, `plan_namespace(objects, now, settings[, cache]) -> Plan`;
+the engine passes the same `PlanCache` on every call so that unchanged nodes cost little.
 """
 
+from stargate_operator.core.cache import PlanCache
 from stargate_operator.core.site import plan_namespace
 from stargate_operator.core.types import CoreSettings, Kind, ObjectKey, Plan, PlanEvent
 
-__all__ = ["CoreSettings", "Kind", "ObjectKey", "Plan", "PlanEvent", "plan_namespace"]
+__all__ = ["CoreSettings", "Kind", "ObjectKey", "Plan", "PlanCache", "PlanEvent", "plan_namespace"]

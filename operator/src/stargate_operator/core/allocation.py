@@ -9,32 +9,22 @@ from __future__ import annotations
 from decimal import Decimal
 
 from stargate_operator.core.objects import ClusterIn, NodeIn, RackIn
-from stargate_operator.core.power import max_min_shares, node_floor_demand, site_budget
+from stargate_operator.core.power import max_min_shares, site_budget
 
 
-def roll_up_rack(rack: RackIn) -> None:
-    """Rack floor, demand (capped at the rating), GPUs, memory and measured power from its nodes."""
-    floor = demand = total = healthy = measured = hbm = host = 0
-    for n in rack.nodes:
-        n.floor_w, n.demand_w = node_floor_demand(
-            n.count, n.min_w, n.max_w, n.requested_w, n.base_w, n.maintenance
-        )
-        floor += n.floor_w
-        demand += n.demand_w
-        total += n.count
-        healthy += n.healthy
-        hbm += n.healthy * n.memory_bytes
-        if not n.maintenance:
-            host += n.host_bytes
-        if n.measured_w is not None:
-            measured += n.measured_w
-    rack.floor_w = floor
-    rack.demand_w = min(demand, rack.max_power_w)
-    rack.gpus_total = total
-    rack.gpus_healthy = healthy
-    rack.hbm_bytes = hbm
-    rack.host_bytes = host
-    rack.measured_w = measured
+def add_node(rack: RackIn, n: NodeIn) -> None:
+    """Count a node (its floor and demand already computed) into its rack's rollup."""
+    rack.nodes.append(n)
+    rack.floor_w += n.floor_w
+    rack.demand_sum_w += n.demand_w
+    rack.demand_w = min(rack.demand_sum_w, rack.max_power_w)  # demand is capped at the rating
+    rack.gpus_total += n.count
+    rack.gpus_healthy += n.healthy
+    rack.hbm_bytes += n.healthy * n.memory_bytes
+    if not n.maintenance:
+        rack.host_bytes += n.host_bytes
+    if n.measured_w is not None:
+        rack.measured_w += n.measured_w
 
 
 def misconfigured(rack: RackIn) -> bool:
@@ -43,7 +33,7 @@ def misconfigured(rack: RackIn) -> bool:
 
 
 def allocate_site(cluster: ClusterIn, now: float) -> None:
-    """Site budget, rack budgets by priority (max-min fair inside a level), then node shares."""
+    """Site budget, and rack budgets by priority (max-min fair inside a level)."""
     until = cluster.curtailment_until
     cluster.curtailment_active = cluster.curtailment_percent > 0 and (until is None or now < until)
     cluster.budget_w = site_budget(
@@ -73,8 +63,6 @@ def allocate_site(cluster: ClusterIn, now: float) -> None:
                 # The watts left are rounding dust of an unfilled level; handing them to a lower
                 # priority would let a rack lose budget by having its priority raised.
                 break
-    for r in racks:
-        allocate_rack(r)
 
 
 def allocate_rack(rack: RackIn) -> None:
@@ -83,6 +71,7 @@ def allocate_rack(rack: RackIn) -> None:
     remainder = rack.budget_w - rack.floor_w
     rooms = [n.demand_w - n.floor_w for n in nodes]
     shares, _ = max_min_shares(rooms, remainder if remainder > 0 else 0)
+    facility_it = 0
     for n, share in zip(nodes, shares, strict=True):
         count = n.count
         if count > 0:
@@ -93,6 +82,9 @@ def allocate_rack(rack: RackIn) -> None:
             n.limit_w = n.min_w
             n.allocated_w = n.base_w
         n.powered = True
+        # Facility power: measured where a node reports, allocated where nothing is measured.
+        facility_it += n.allocated_w if n.measured_w is None else n.measured_w
+    rack.facility_it_w = facility_it
 
 
 def roll_up_site(cluster: ClusterIn) -> None:
@@ -106,9 +98,7 @@ def roll_up_site(cluster: ClusterIn) -> None:
         demand += r.demand_w
         allocated += r.budget_w
         measured += r.measured_w
-        for n in r.nodes:
-            # Facility power: measured where a node reports, allocated where nothing is measured.
-            facility_it += n.allocated_w if n.measured_w is None else n.measured_w
+        facility_it += r.facility_it_w
     cluster.node_count = nodes
     cluster.gpus_total = total
     cluster.gpus_healthy = healthy
@@ -119,7 +109,3 @@ def roll_up_site(cluster: ClusterIn) -> None:
     cluster.measured_w = measured
     # Decimal of the shortest repr: 1.15 * 100 must be 115, not 114.99999999999999.
     cluster.facility_w = int(Decimal(facility_it) * Decimal(repr(cluster.design_pue)))
-
-
-def nodes_of(cluster: ClusterIn) -> list[NodeIn]:
-    return [n for r in cluster.racks for n in r.nodes]

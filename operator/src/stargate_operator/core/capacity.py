@@ -23,42 +23,37 @@ from stargate_operator.core.wire import EpochMemo, int_or_none, parse_epoch
 
 
 def assess_node(node: NodeIn, now: float, stale_after: float, memo: EpochMemo) -> float | None:
-    """Fill in healthy, measured, stale; return when the verdict changes by time alone, if ever."""
+    """Set healthy, measured, stale and stale_reason (every one of them: a cached record is
+    assessed again); return when the verdict changes by time alone, if it ever does."""
     tel = node.telemetry
     count = node.count if node.count > 0 else 0
+    node.measured_w = None
     if not tel:
+        node.stale = False
         node.stale_reason = "NoTelemetry"
         node.healthy = 0 if node.maintenance else count
         return None
     raw = tel.get("observedAt")
     observed = memo[raw] if type(raw) is str else parse_epoch(raw)
-    node.observed_at = observed
+    node.stale = True
+    node.healthy = 0
     if observed is None:
-        node.stale = True
         node.stale_reason = "MissingTimestamp" if raw is None else "InvalidTimestamp"
-        node.healthy = 0
         return None
     age = now - observed
     if age >= stale_after:
-        node.stale = True
         node.stale_reason = "Stale"
-        node.healthy = 0
         return None
     if age < -stale_after:
-        node.stale = True
         node.stale_reason = "ClockSkew"
-        node.healthy = 0
         return observed - stale_after
+    node.stale = False
     node.stale_reason = "Fresh"
-    reported = tel.get("healthyGPUs")
-    if type(reported) is not int:
-        reported = int_or_none(reported)
-    if node.maintenance:
-        node.healthy = 0
-    elif reported is None:
-        node.healthy = count
-    else:
-        node.healthy = min(max(reported, 0), count)
+    if not node.maintenance:
+        reported = tel.get("healthyGPUs")
+        if type(reported) is not int:
+            reported = int_or_none(reported)
+        node.healthy = count if reported is None else min(max(reported, 0), count)
     watts = tel.get("powerWatts")
     if type(watts) is not int:
         watts = int_or_none(watts)

@@ -33,18 +33,27 @@ def index_conditions(status: Mapping[str, Any]) -> OldConditions:
     return out
 
 
+# Conditions of this recomputation by content: objects that get the same condition share one
+# dict instead of each building its own (a 100,000-node site has a handful of distinct ones).
+ConditionMemo = dict[tuple[str, str, str, str, Any, "int | None"], dict[str, Any]]
+
+
 def build_conditions(
     old: OldConditions,
     specs: tuple[CondSpec, ...],
     ours: frozenset[str],
     now: str,
     generation: int | None,
-) -> list[dict[str, Any]]:
+    memo: ConditionMemo,
+) -> list[Mapping[str, Any]]:
     """Our conditions in a fixed order, then any other controller's conditions, untouched.
 
-    `ours` is the set of types in `specs` (a constant of the caller, so it is not rebuilt per object).
+    `ours` is the set of types in `specs` (a constant of the caller, so it is not rebuilt per
+    object). A condition equal to the existing one is that very object, and equal new ones are
+    one shared object: the result is read-only, like the input.
     """
-    out: list[dict[str, Any]] = []
+    out: list[Mapping[str, Any]] = []
+    size = 5 if generation is None else 6
     for ctype, status, reason, message in specs:
         prev = old.get(ctype)
         ltt: Any = now
@@ -52,19 +61,31 @@ def build_conditions(
             kept = prev.get("lastTransitionTime")
             if kept:
                 ltt = kept
-        cond: dict[str, Any] = {
-            "type": ctype,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": ltt,
-        }
-        if generation is not None:
-            cond["observedGeneration"] = generation
+                if (
+                    prev.get("reason") == reason
+                    and prev.get("message") == message
+                    and prev.get("observedGeneration") == generation
+                    and len(prev) == size
+                ):
+                    out.append(prev)  # unchanged: the steady state of a big site
+                    continue
+        key = (ctype, status, reason, message, ltt, generation)
+        cond = memo.get(key)
+        if cond is None:
+            cond = {
+                "type": ctype,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": ltt,
+            }
+            if generation is not None:
+                cond["observedGeneration"] = generation
+            memo[key] = cond
         out.append(cond)
     for t in old:
         if t not in ours:
-            out.extend(dict(c) for t2, c in sorted(old.items()) if t2 not in ours)
+            out.extend(c for t2, c in sorted(old.items()) if t2 not in ours)
             break
     return out
 

@@ -63,6 +63,7 @@ class RackIn:
     powered: bool = False  # its cluster exists (no reference back to it: no cycles to collect)
     nodes: list[NodeIn] = field(default_factory=list)
     floor_w: int = 0
+    demand_sum_w: int = 0
     demand_w: int = 0
     budget_w: int = 0
     measured_w: int = 0
@@ -70,6 +71,7 @@ class RackIn:
     gpus_healthy: int = 0
     hbm_bytes: int = 0
     host_bytes: int = 0
+    facility_it_w: int = 0  # IT power for the facility figure: measured, else allocated, per node
 
 
 @dataclass(slots=True, eq=False)
@@ -98,10 +100,16 @@ class NodeIn:
     measured_w: int | None = None  # fresh telemetry's powerWatts only
     stale: bool = False
     stale_reason: str = ""  # NoTelemetry, Fresh, ClockSkew, Stale, MissingTimestamp, InvalidTimestamp
-    observed_at: float | None = None
     allocated_w: int = 0
     limit_w: int = 0
     powered: bool = False
+    # kept between recomputations by a PlanCache (cache.py)
+    version: str = ""  # metadata.resourceVersion this record was parsed from
+    assessed_at: float = 0.0  # the health verdict holds from this instant ...
+    valid_until: float = 0.0  # ... until this one (infinity: until the object changes)
+    assessed_with: float = -1.0  # ... for this stale threshold
+    out_key: tuple[Any, ...] | None = None  # what the last status was built from
+    out_status: dict[str, Any] | None = None  # ... and that status, when time played no part in it
 
 
 @dataclass(slots=True, eq=False)

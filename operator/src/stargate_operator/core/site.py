@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from stargate_operator.core.allocation import allocate_site, roll_up_rack, roll_up_site
+from stargate_operator.core.allocation import add_node, allocate_rack, allocate_site, roll_up_site
+from stargate_operator.core.cache import PlanCache
 from stargate_operator.core.capacity import assess_node
 from stargate_operator.core.memory import bind_claims, derived_capacity
 from stargate_operator.core.objects import (
@@ -31,14 +32,17 @@ from stargate_operator.core.objects import (
 )
 from stargate_operator.core.power import node_floor_demand
 from stargate_operator.core.status import (
+    StatusContext,
     claim_status,
     cluster_status,
     node_status,
     pool_status,
     rack_status,
 )
-from stargate_operator.core.types import CoreSettings, Plan
+from stargate_operator.core.types import CoreSettings, ObjectKey, Plan
 from stargate_operator.core.wire import EpochMemo, as_utc, format_time, from_epoch
+
+INFINITY = float("inf")
 
 
 @dataclass(slots=True)
@@ -51,21 +55,37 @@ class _Namespace:
 
 
 def plan_namespace(
-    objects: Iterable[Mapping[str, Any]], now: datetime, settings: CoreSettings
+    objects: Iterable[Mapping[str, Any]],
+    now: datetime,
+    settings: CoreSettings,
+    cache: PlanCache | None = None,
 ) -> Plan:
     """Every operator-owned status of the given objects, the Events to post, and the next instant
     at which time alone changes the result.
 
     `objects` are wire-form dicts (as the API server returns them), all kinds mixed, normally of
     one namespace (several are planned independently). Objects of other kinds are ignored. Pure:
-    no I/O, the input is not modified, and the output shares no mutable state with it.
+    no I/O and the input is not modified. The output is read-only: unchanged conditions are the
+    input's own objects, and equal new conditions are one shared object.
+
+    `cache`: optional, the same PlanCache on every call for the same objects (the engine's): the
+    result is the same, computed faster when few objects changed (see cache.py).
     """
+    when = as_utc(now)
+    now_e = when.timestamp()
+    stale_after = settings.stale_after_seconds
+    memo = EpochMemo()
+    next_change = INFINITY
     spaces: dict[str, _Namespace] = {}
+    cached = cache.nodes if cache is not None else None
+    kept: dict[str, NodeIn] = {}
     with _gc_paused():
         for obj in objects:
             kind = obj.get("kind")
             if kind == "GPUNode":
-                node = parse_node(obj)
+                node, change = _take_node(obj, now_e, stale_after, memo, cached, kept)
+                if change < next_change:
+                    next_change = change
                 _space(spaces, node.namespace).nodes[node.name] = node
             elif kind == "Rack":
                 rack = parse_rack(obj)
@@ -80,11 +100,62 @@ def plan_namespace(
                 claim = parse_claim(obj)
                 _space(spaces, claim.namespace).claims[claim.name] = claim
         plan = Plan()
-        when = as_utc(now)
+        ctx = StatusContext(format_time(when), stale_after, plan.events, caching=cache is not None)
         for ns in sorted(spaces):
-            _plan_space(spaces[ns], when, settings, plan)
+            change = _plan_space(spaces[ns], now_e, plan.statuses, ctx)
+            if change < next_change:
+                next_change = change
+    if cache is not None:
+        cache.nodes = kept
+    if next_change != INFINITY:
+        plan.next_change_at = from_epoch(next_change)
     plan.events.sort(key=lambda e: (e.key, e.reason, e.type, e.message))
     return plan
+
+
+def _take_node(
+    obj: Mapping[str, Any],
+    now: float,
+    stale_after: float,
+    memo: EpochMemo,
+    cached: dict[str, NodeIn] | None,
+    kept: dict[str, NodeIn],
+) -> tuple[NodeIn, float]:
+    """The node's record, its health judged at `now`, and when that verdict changes by time.
+
+    Everything a node's own object decides is done here, while that object is in the CPU cache.
+    With a cache, an unchanged object's record is reused and only judged again when `now` left
+    the window in which its last verdict holds.
+    """
+    meta = obj.get("metadata")
+    uid = version = None
+    if cached is not None and meta:
+        uid = meta.get("uid")
+        version = meta.get("resourceVersion")
+        if uid and version:
+            node = cached.get(uid)
+            if node is not None and node.version == version and node.assessed_with == stale_after:
+                node.rack_found = node.powered = False
+                node.rack_cluster_ref = ""
+                node.allocated_w = node.limit_w = 0
+                kept[uid] = node
+                if not node.assessed_at <= now < node.valid_until:
+                    change = assess_node(node, now, stale_after, memo)
+                    node.assessed_at = now
+                    node.valid_until = INFINITY if change is None else change
+                return node, node.valid_until
+    node = parse_node(obj)
+    change = assess_node(node, now, stale_after, memo)
+    node.floor_w, node.demand_w = node_floor_demand(
+        node.count, node.min_w, node.max_w, node.requested_w, node.base_w, node.maintenance
+    )
+    if uid and version:
+        node.version = str(version)
+        node.assessed_at = now
+        node.assessed_with = stale_after
+        node.valid_until = INFINITY if change is None else change
+        kept[str(uid)] = node
+    return node, INFINITY if change is None else change
 
 
 @contextmanager
@@ -109,46 +180,51 @@ def _space(spaces: dict[str, _Namespace], namespace: str) -> _Namespace:
     return space
 
 
-def _plan_space(space: _Namespace, now: datetime, settings: CoreSettings, plan: Plan) -> None:
-    now_e = now.timestamp()
-    now_s = format_time(now)
-    stale_after = settings.stale_after_seconds
-    next_change = float("inf")
-    memo = EpochMemo()
-
+def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[str, Any]],
+                ctx: StatusContext) -> float:
+    """Link, allocate and build the statuses of one namespace; return its next change by time
+    (curtailments ending), or infinity. Nodes are visited rack by rack, so that a rack's nodes are
+    allocated and written out while they are still in the CPU cache."""
+    next_change = INFINITY
     racks = space.racks
+    orphans: list[NodeIn] = []
     for node in space.nodes.values():
-        change = assess_node(node, now_e, stale_after, memo)
-        if change is not None and change < next_change:
-            next_change = change
         rack = racks.get(node.rack_ref)
-        if rack is not None:
+        if rack is None:
+            orphans.append(node)
+        else:
             node.rack_found = True
             node.rack_cluster_ref = rack.cluster_ref
-            rack.nodes.append(node)
-        else:
-            node.floor_w, node.demand_w = node_floor_demand(
-                node.count, node.min_w, node.max_w, node.requested_w, node.base_w, node.maintenance
-            )
+            add_node(rack, node)
 
     clusters = space.clusters
     for rack in racks.values():
-        roll_up_rack(rack)
         cluster = clusters.get(rack.cluster_ref)
         if cluster is not None:
             rack.powered = True
             cluster.racks.append(rack)
 
     for cluster in clusters.values():
-        allocate_site(cluster, now_e)
-        roll_up_site(cluster)
+        allocate_site(cluster, now)
         until = cluster.curtailment_until
         if cluster.curtailment_active and until is not None and until < next_change:
             next_change = until
 
-    for pool in space.pools.values():
-        _size_pool(pool, clusters, racks)
+    for rack in racks.values():
+        if rack.powered:
+            allocate_rack(rack)
+        statuses["Rack", rack.namespace, rack.name] = rack_status(rack, ctx)
+        for node in rack.nodes:
+            statuses["GPUNode", node.namespace, node.name] = _node_status(node, ctx)
+    for node in orphans:
+        statuses["GPUNode", node.namespace, node.name] = _node_status(node, ctx)
+    for cluster in clusters.values():
+        roll_up_site(cluster)
+        statuses["StargateCluster", cluster.namespace, cluster.name] = cluster_status(cluster, ctx)
+
     pools = space.pools
+    for pool in pools.values():
+        _size_pool(pool, clusters, racks)
     for claim in space.claims.values():
         target = pools.get(claim.pool_ref)
         if target is not None:
@@ -158,24 +234,35 @@ def _plan_space(space: _Namespace, now: datetime, settings: CoreSettings, plan: 
         bind_claims(pool)
         for claim in pool.claims:
             claim.pool_problem = pool.problem
-
-    statuses = plan.statuses
-    events = plan.events
-    for cluster in clusters.values():
-        statuses["StargateCluster", cluster.namespace, cluster.name] = cluster_status(cluster, now_s, events)
-    for rack in racks.values():
-        statuses["Rack", rack.namespace, rack.name] = rack_status(rack, now_s, events)
-    for node in space.nodes.values():
-        statuses["GPUNode", node.namespace, node.name] = node_status(node, now_s, stale_after, events)
-    for pool in pools.values():
-        statuses["MemoryPool", pool.namespace, pool.name] = pool_status(pool, now_s, events)
+        statuses["MemoryPool", pool.namespace, pool.name] = pool_status(pool, ctx)
     for claim in space.claims.values():
-        statuses["MemoryClaim", claim.namespace, claim.name] = claim_status(claim, now_s, events)
+        statuses["MemoryClaim", claim.namespace, claim.name] = claim_status(claim, ctx)
+    return next_change
 
-    if next_change != float("inf"):
-        moment = from_epoch(next_change)
-        if plan.next_change_at is None or moment < plan.next_change_at:
-            plan.next_change_at = moment
+
+def _node_status(node: NodeIn, ctx: StatusContext) -> dict[str, Any]:
+    """node_status, or with a cache the node's last status when it was built from the same
+    object and the same figures and no condition changed in it (so `now` played no part)."""
+    if not ctx.caching:
+        return node_status(node, ctx)
+    key = (node.allocated_w, node.limit_w, node.healthy, node.stale_reason, node.powered,
+           node.rack_found, node.rack_cluster_ref, ctx.stale_after)
+    if node.out_key == key and node.out_status is not None:
+        return node.out_status
+    status = node_status(node, ctx)
+    conds = status["conditions"]
+    old = node.old
+    if (
+        len(conds) == 3
+        and conds[0] is old.get("Ready")
+        and conds[1] is old.get("PowerCapped")
+        and conds[2] is old.get("TelemetryStale")
+    ):
+        node.out_key = key
+        node.out_status = status
+    else:
+        node.out_key = node.out_status = None
+    return status
 
 
 def _size_pool(pool: PoolIn, clusters: Mapping[str, ClusterIn], racks: Mapping[str, RackIn]) -> None:

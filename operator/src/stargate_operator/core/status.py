@@ -7,6 +7,8 @@ out rather than set to null: the API server drops nulls, so a null would differ 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from stargate_operator.core.allocation import misconfigured
@@ -14,6 +16,7 @@ from stargate_operator.core.conditions import (
     FALSE,
     TRUE,
     UNKNOWN,
+    ConditionMemo,
     CondSpec,
     build_conditions,
     ready_reason_changed_to,
@@ -25,6 +28,17 @@ from stargate_operator.core.types import PlanEvent
 
 Status = dict[str, Any]
 Events = list[PlanEvent]
+
+
+@dataclass(slots=True)
+class StatusContext:
+    """What every builder of one recomputation shares."""
+
+    now: str  # RFC 3339: lastTransitionTime and boundAt of what changes now
+    stale_after: float
+    events: Events = field(default_factory=list)
+    caching: bool = False  # a PlanCache is in use: keep what the next recomputation can reuse
+    conditions: ConditionMemo = field(default_factory=dict)
 
 CLUSTER_CONDITIONS = frozenset({"Ready", "PowerOvercommitted"})
 RACK_CONDITIONS = frozenset({"Ready", "PowerCapped", "OverBudget"})
@@ -42,14 +56,15 @@ def _warn_reference(events: Events, key: tuple[str, str, str], ready: CondSpec, 
         events.append(PlanEvent(key, "Warning", reason, ready[3]))
 
 
-def _base(generation: int | None, conditions: list[dict[str, Any]]) -> Status:
+def _base(generation: int | None, conditions: list[Mapping[str, Any]]) -> Status:
     status: Status = {"conditions": conditions}
     if generation is not None:
         status["observedGeneration"] = generation
     return status
 
 
-def cluster_status(c: ClusterIn, now: str, events: Events) -> Status:
+def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
+    events = ctx.events
     key = ("StargateCluster", c.namespace, c.name)
     over = c.floor_w > c.budget_w
     curtail = ""
@@ -76,7 +91,9 @@ def cluster_status(c: ClusterIn, now: str, events: Events) -> Status:
             f"{len(c.racks)} racks: {c.allocated_w} W of {c.budget_w} W allocated, "
             f"{c.demand_w} W demanded{curtail}",
         )
-    conds = build_conditions(c.old, (ready, oc), CLUSTER_CONDITIONS, now, c.generation)
+    conds = build_conditions(
+        c.old, (ready, oc), CLUSTER_CONDITIONS, ctx.now, c.generation, ctx.conditions
+    )
     if over and turned(c.old, "PowerOvercommitted", TRUE):
         events.append(PlanEvent(key, "Warning", "PowerOvercommitted", oc[3]))
     elif not over and recovered(c.old, "PowerOvercommitted"):
@@ -100,7 +117,8 @@ def cluster_status(c: ClusterIn, now: str, events: Events) -> Status:
     return status
 
 
-def rack_status(r: RackIn, now: str, events: Events) -> Status:
+def rack_status(r: RackIn, ctx: StatusContext) -> Status:
+    events = ctx.events
     key = ("Rack", r.namespace, r.name)
     if not r.powered:
         ready: CondSpec = (
@@ -140,7 +158,9 @@ def rack_status(r: RackIn, now: str, events: Events) -> Status:
             )
         else:
             over = ("OverBudget", FALSE, "WithinBudget", "measured power within budget")
-    conds = build_conditions(r.old, (ready, capped, over), RACK_CONDITIONS, now, r.generation)
+    conds = build_conditions(
+        r.old, (ready, capped, over), RACK_CONDITIONS, ctx.now, r.generation, ctx.conditions
+    )
     _warn_reference(events, key, ready, r.old)
     if ready[2] == "FloorExceedsRating" and ready_reason_changed_to(r.old, "FloorExceedsRating"):
         events.append(PlanEvent(key, "Warning", "FloorExceedsRating", ready[3]))
@@ -177,8 +197,9 @@ def _stale_condition(n: NodeIn, stale_after: float) -> CondSpec:
     return ("TelemetryStale", TRUE, why, text)
 
 
-def node_status(n: NodeIn, now: str, stale_after: float, events: Events) -> Status:
-    stale = _stale_condition(n, stale_after)
+def node_status(n: NodeIn, ctx: StatusContext) -> Status:
+    events = ctx.events
+    stale = _stale_condition(n, ctx.stale_after)
     if not n.rack_found:
         ready: CondSpec = (
             "Ready", FALSE, "RackNotFound", f"Rack {n.rack_ref} not found in namespace {n.namespace}"
@@ -217,7 +238,9 @@ def node_status(n: NodeIn, now: str, stale_after: float, events: Events) -> Stat
         else:
             capped = ("PowerCapped", FALSE, "DemandMet", "allocated its full demand")
     old = n.old
-    conds = build_conditions(old, (ready, capped, stale), NODE_CONDITIONS, now, n.generation)
+    conds = build_conditions(
+        old, (ready, capped, stale), NODE_CONDITIONS, ctx.now, n.generation, ctx.conditions
+    )
     if not n.powered:
         _warn_reference(events, ("GPUNode", n.namespace, n.name), ready, old)
     if stale[1] == TRUE:
@@ -238,7 +261,8 @@ def node_status(n: NodeIn, now: str, stale_after: float, events: Events) -> Stat
     return status
 
 
-def pool_status(p: PoolIn, now: str, events: Events) -> Status:
+def pool_status(p: PoolIn, ctx: StatusContext) -> Status:
+    events = ctx.events
     key = ("MemoryPool", p.namespace, p.name)
     if p.problem is not None:
         ready: CondSpec = ("Ready", FALSE, p.problem[0], p.problem[1])
@@ -255,7 +279,9 @@ def pool_status(p: PoolIn, now: str, events: Events) -> Status:
             )
         else:
             exhausted = ("Exhausted", FALSE, "NoPendingClaims", "every claim is bound")
-    conds = build_conditions(p.old, (ready, exhausted), POOL_CONDITIONS, now, p.generation)
+    conds = build_conditions(
+        p.old, (ready, exhausted), POOL_CONDITIONS, ctx.now, p.generation, ctx.conditions
+    )
     _warn_reference(events, key, ready, p.old)
     if exhausted[1] == TRUE and turned(p.old, "Exhausted", TRUE):
         events.append(PlanEvent(key, "Warning", "Exhausted", exhausted[3]))
@@ -267,7 +293,8 @@ def pool_status(p: PoolIn, now: str, events: Events) -> Status:
     return status
 
 
-def claim_status(c: ClaimIn, now: str, events: Events) -> Status:
+def claim_status(c: ClaimIn, ctx: StatusContext) -> Status:
+    events = ctx.events
     key = ("MemoryClaim", c.namespace, c.name)
     pool = c.pool_ref
     old = c.old
@@ -295,7 +322,9 @@ def claim_status(c: ClaimIn, now: str, events: Events) -> Status:
             "InsufficientCapacity",
             f"waiting for {c.size} bytes in MemoryPool {pool}",
         )
-    conds = build_conditions(old, (ready,), CLAIM_CONDITIONS, now, c.generation)
+    conds = build_conditions(
+        old, (ready,), CLAIM_CONDITIONS, ctx.now, c.generation, ctx.conditions
+    )
     _warn_reference(events, key, ready, old)
     if c.was_bound and not c.bound and c.pool_found:
         why = ready[3] if ready[2] != "Evicted" else f"evicted from MemoryPool {c.pool_ref}"
@@ -306,7 +335,7 @@ def claim_status(c: ClaimIn, now: str, events: Events) -> Status:
     if c.bound:
         status["phase"] = "Bound"
         status["allocatedBytes"] = c.size
-        status["boundAt"] = c.bound_at if c.was_bound and c.bound_at else now
+        status["boundAt"] = c.bound_at if c.was_bound and c.bound_at else ctx.now
     else:
         status["phase"] = "Pending"
         status["allocatedBytes"] = 0
