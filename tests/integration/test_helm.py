@@ -15,7 +15,9 @@ Three tiers, in this order:
   sample site and posts an Event, so the RBAC is sufficient; then the API server's audit log of
   that run (every request of that ServiceAccount, with the authorizer's decision) must show no
   denied request and a use of every (apiGroup, resource, verb) the chart grants, so the chart grants
-  nothing beyond what the run used.
+  nothing beyond what the run used;
+* peering: the two Deployments of ``replicaCount=2`` run side by side, the first is active, the
+  standby takes over when it is killed.
 
 Why the audit log and not the operator's own request counter (kube.KubeClient.requests): the
 operator runs on kopf, whose own requests (CRD and namespace scanning) go through kopf's client,
@@ -508,6 +510,18 @@ def test_every_value_documented_and_in_the_schema() -> None:
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert walk(values, schema, "") == []
+
+
+def test_chart_packages_and_renders_the_same(helm: Helm, tmp_path: Path) -> None:
+    """`helm package` keeps everything the templates read (.helmignore drops nothing needed)."""
+    out = helm("package", str(CHART), "--destination", str(tmp_path)).stdout
+    (package,) = tmp_path.glob("stargate-operator-*.tgz")
+    assert str(package) in out
+    values = helm.values_file(FEATURES["everything"])
+    args = ["--namespace", "stargate-system", "--kube-version", KUBE_VERSION, "-f", str(values)]
+    from_dir = helm("template", "sg", str(CHART), *args).stdout
+    from_package = helm("template", "sg", str(package), *args).stdout
+    assert from_package == from_dir
 
 
 def test_readme_values_table_is_current() -> None:
