@@ -7,7 +7,9 @@ of fake GPUs that a test changes while Prometheus scrapes it.
         exporter.remove_node("node-a")
 
 The series and labels are dcgm-exporter's (gpu, UUID, device, modelName, Hostname, driver version);
-`extra_labels` adds others, e.g. `node` as the kubelet pod-resources mapping or relabelling gives.
+`extra_labels` adds others, e.g. `node` as the kubelet pod-resources mapping or relabelling gives, or
+`pod`/`namespace`/`container`; two entries with the same `index` and different pods are one GPU
+time-sliced between pods, which dcgm-exporter reports once per pod.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class FakeGpu:
     row_remap_failure: int = 0
     temp: int = 55
     model: str = "NVIDIA H100 80GB HBM3"
+    index: int | None = None  # the GPU index it reports; None: its position in the node's list
     extra_labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -94,7 +97,8 @@ class FakeDcgmExporter:
         for name, kind, help_text, attr in METRICS:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
             for host, gpus in sorted(nodes.items()):
-                for i, g in enumerate(gpus):
+                for pos, g in enumerate(gpus):
+                    i = pos if g.index is None else g.index
                     labels = {"gpu": str(i), "UUID": f"GPU-{host}-{i:04d}", "device": f"nvidia{i}",
                               "modelName": g.model, "Hostname": host,
                               "DCGM_FI_DRIVER_VERSION": "550.54.15", **g.extra_labels}

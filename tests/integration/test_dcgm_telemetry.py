@@ -39,6 +39,10 @@ def node_b() -> list[FakeGpu]:
     gpus = [FakeGpu(power=300.25, fb_used_mib=1024, extra_labels={"node": "k8s-b"}) for _ in range(4)]
     gpus[1].row_remap_failure = 1
     gpus[1].xid = 48  # the same GPU with two faults counts once
+    # GPU 2 time-sliced between two pods: dcgm-exporter repeats its series per pod; counted once.
+    gpus[2].extra_labels = {"node": "k8s-b", "pod": "train-0", "namespace": "ml", "container": "main"}
+    gpus.append(FakeGpu(power=300.25, fb_used_mib=1024, index=2, extra_labels={
+        "node": "k8s-b", "pod": "train-1", "namespace": "ml", "container": "main"}))
     return gpus
 
 

@@ -33,8 +33,10 @@ def transport(answers: dict[str, dict[str, Any]], status: int = 200) -> httpx.Mo
 
 async def test_queries_aggregate_by_the_node_label() -> None:
     t = PrometheusTelemetry("http://prom:9090/", node_label="Hostname, node")
+    # One series per GPU first (time-sliced GPUs repeat per pod), then per node.
     qs = t.queries()
-    assert qs["power"] == "sum by (Hostname, node) (DCGM_FI_DEV_POWER_USAGE)"
+    assert qs["power"] == ("sum by (Hostname, node) (max by (Hostname, node, gpu, UUID) "
+                           "(DCGM_FI_DEV_POWER_USAGE))")
     assert "timestamp(DCGM_FI_DEV_POWER_USAGE)" in qs["time"]
     assert "DCGM_FI_DEV_XID_ERRORS != 0" in qs["faulty"] and "!= 13" in qs["faulty"]
     assert "DCGM_FI_DEV_ROW_REMAP_FAILURE" in qs["faulty"] and "UUID" in qs["faulty"]
@@ -44,7 +46,7 @@ async def test_queries_aggregate_by_the_node_label() -> None:
 
 async def test_label_list_and_odd_series() -> None:
     t = PrometheusTelemetry("http://prom", node_label="node,Hostname", transport=transport({
-        "sum by (node, Hostname) (DCGM_FI_DEV_POWER_USAGE)": vector(
+        "sum by (node, Hostname) (max by (node, Hostname, gpu, UUID) (DCGM_FI_DEV_POWER_USAGE))": vector(
             ({"node": "k1", "Hostname": "pod-x"}, 100),
             ({"node": "", "Hostname": "h2"}, 50),
             ({"node": "k1", "Hostname": "pod-y"}, 25),  # two label sets, one node: summed
@@ -126,3 +128,11 @@ async def test_a_hanging_prometheus_times_out() -> None:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+def test_with_base_power_adds_the_rest_of_the_node() -> None:
+    from stargate_operator.telemetry.prometheus import with_base_power
+
+    r = {"powerWatts": 2800, "healthyGPUs": 8, "hbmUsedBytes": 1, "observedAt": "2026-01-01T00:00:00Z"}
+    assert with_base_power(r, {"basePowerWatts": 2000}) == {**r, "powerWatts": 4800}
+    assert with_base_power(r, {}) == r

@@ -7,9 +7,11 @@ large site costs one series per node, not per GPU:
 - GPUs:    `count by (L) (DCGM_FI_DEV_POWER_USAGE)`                        GPUs reporting
 - faulty:  GPUs whose last XID (`DCGM_FI_DEV_XID_ERRORS`) is non-zero and not one an application
            causes (13, 31, 43, 45, 68, 109), or whose row remapping failed
-           (`DCGM_FI_DEV_ROW_REMAP_FAILURE`), counted once per GPU UUID
+           (`DCGM_FI_DEV_ROW_REMAP_FAILURE`)
 - HBM:     `sum by (L) (DCGM_FI_DEV_FB_USED)`                              MiB, turned into bytes
 - time:    `max by (L) (timestamp(DCGM_FI_DEV_POWER_USAGE))`               when the samples were scraped
+each first reduced to one series per GPU (`max by (L, gpu, UUID)`): with pod mapping and GPU
+time-slicing, dcgm-exporter repeats a GPU's series for every pod that shares it.
 
 `L` is the node label: dcgm-exporter sets `Hostname`; with the kubelet's pod-resources it can also
 carry the Kubernetes node (`node`, or what relabelling made of it). It is configurable, and may be a
@@ -21,7 +23,8 @@ series disappeared keeps its last reading, with its old `observedAt`, so the ope
 after its threshold rather than forgetting it (a node with no telemetry at all counts fully healthy).
 
 Note `powerWatts` here is what DCGM measures: the GPUs. The node agent adds the rest of the node
-(`spec.basePowerWatts`); a consumer that compares with node budgets should do the same.
+(`spec.basePowerWatts`); `with_base_power()` does the same for a reading from here, for a consumer
+that compares it with node budgets.
 """
 
 from __future__ import annotations
@@ -43,6 +46,13 @@ MIB = 1024 * 1024
 APPLICATION_XIDS = (13, 31, 43, 45, 68, 109)
 
 TelemetryByNode = dict[str, dict[str, Any]]
+
+
+def with_base_power(reading: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A DCGM reading (GPUs only) as node telemetry: the GPUNode's `spec.basePowerWatts` added, as the
+    node agent does, so that measured power compares with node and rack budgets."""
+    base = int(spec.get("basePowerWatts") or 0)
+    return {**reading, "powerWatts": int(reading.get("powerWatts") or 0) + base}
 
 
 class PrometheusError(RuntimeError):
@@ -83,15 +93,18 @@ class PrometheusTelemetry:
 
     def queries(self) -> dict[str, str]:
         by = self._by
+        # One series per GPU first: with pod mapping and time-slicing, dcgm-exporter repeats a GPU's
+        # series once per pod sharing it, which a plain sum would count twice.
+        gpu = f"{by}, gpu, UUID"
         xid = "DCGM_FI_DEV_XID_ERRORS != 0"
         for x in APPLICATION_XIDS:
             xid = f"({xid}) != {x}"
         faulty = f"({xid}) or (DCGM_FI_DEV_ROW_REMAP_FAILURE > 0)"
         return {
-            "power": f"sum by ({by}) (DCGM_FI_DEV_POWER_USAGE)",
-            "gpus": f"count by ({by}) (DCGM_FI_DEV_POWER_USAGE)",
-            "faulty": f"count by ({by}) (count by ({by}, UUID) ({faulty}))",
-            "hbm": f"sum by ({by}) (DCGM_FI_DEV_FB_USED)",
+            "power": f"sum by ({by}) (max by ({gpu}) (DCGM_FI_DEV_POWER_USAGE))",
+            "gpus": f"count by ({by}) (max by ({gpu}) (DCGM_FI_DEV_POWER_USAGE))",
+            "faulty": f"count by ({by}) (count by ({gpu}) ({faulty}))",
+            "hbm": f"sum by ({by}) (max by ({gpu}) (DCGM_FI_DEV_FB_USED))",
             "time": f"max by ({by}) (timestamp(DCGM_FI_DEV_POWER_USAGE))",
         }
 
