@@ -23,7 +23,8 @@ Fixtures (use them by name; mark the test module ``pytestmark = pytest.mark.inte
     Name of a fresh namespace for this test; emptied and deleted afterwards (finalizers removed:
     nothing else would, as the local control plane has no controller manager).
 
-Helpers for other tests: ``from helpers.kube import Kubectl, purge_namespace, namespace_name, to_yaml``
+Helpers for other tests: ``from helpers.kube import Kubectl, create_namespace, purge_namespace,
+namespace_name, to_yaml``; ``control_plane.api(method, path, body)`` for a REST call without kubectl
 (``tests/`` is on ``sys.path`` because this conftest lives there).
 
 A first run builds kube-apiserver and etcd from their Go modules (minutes, once; cached under
@@ -39,7 +40,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from helpers.kube import Kubectl, namespace_name, purge_namespace
+from helpers.kube import Kubectl, create_namespace, namespace_name, purge_namespace
 from stargate_operator.localcp.binaries import BinaryError, ensure_control_plane, ensure_kubectl
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
@@ -73,6 +74,6 @@ def kubectl(control_plane: LocalControlPlane) -> Kubectl:
 @pytest.fixture
 def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
     name = namespace_name(request.node.name)
-    kubectl("create", "namespace", name)
+    create_namespace(kubectl, name)
     yield name
     purge_namespace(kubectl, name)

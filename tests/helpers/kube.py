@@ -10,6 +10,7 @@ import json
 import re
 import secrets
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -80,39 +81,71 @@ def namespace_name(test_name: str) -> str:
     return f"t-{stem}-{secrets.token_hex(3)}"
 
 
-_namespaced_types: dict[str, list[str]] = {}
+_AGGREGATED_DISCOVERY = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
 
-def _types(kubectl: Kubectl) -> list[str]:
-    server = kubectl.control_plane.server
-    if server not in _namespaced_types:
-        out = kubectl("api-resources", "--namespaced=true", "--verbs=list,delete", "-o", "name").stdout
-        _namespaced_types[server] = sorted(set(out.split()))
-    return _namespaced_types[server]
+def _namespaced_collections(cp: LocalControlPlane) -> list[tuple[str, bool]]:
+    """API paths (with ``{ns}``) of every namespaced resource we can list and delete, and whether it
+    supports deleting the whole collection. Asked afresh each time, since a test may have installed
+    more CRDs; aggregated discovery answers for every group in two calls."""
+    found = []
+    for root in ("/api", "/apis"):
+        status, doc = cp.api("GET", root, accept=_AGGREGATED_DISCOVERY)
+        if status != 200:
+            continue
+        for group in doc.get("items", []):
+            if not group.get("versions"):
+                continue
+            preferred = group["versions"][0]  # listed in order of preference
+            name = group["metadata"].get("name", "")
+            base = f"/apis/{name}/{preferred['version']}" if name else f"/api/{preferred['version']}"
+            for r in preferred.get("resources", []):
+                verbs = set(r.get("verbs", []))
+                if r.get("scope") == "Namespaced" and {"list", "delete"} <= verbs:
+                    found.append((f"{base}/namespaces/{{ns}}/{r['resource']}", "deletecollection" in verbs))
+    return found
+
+
+def create_namespace(kubectl: Kubectl, name: str) -> None:
+    status, body = kubectl.control_plane.api(
+        "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
+    if status != 201:
+        raise RuntimeError(f"could not create namespace {name}: {status} {body}")
 
 
 def purge_namespace(kubectl: Kubectl, namespace: str) -> None:
     """Empty and delete a namespace, finalizers and all, as the namespace controller would.
 
-    Best effort and fast (``--wait=false``): a test's leftovers must not show up in another test's
-    ``-A`` listings. Finalizers are removed first because nothing (the operator under test has
-    stopped) would ever remove them.
+    Best effort and fast (REST calls, no waiting): a test's leftovers must not show up in another
+    test's ``-A`` listings. Finalizers are removed first because nothing (the operator under test
+    has stopped) would ever remove them.
     """
-    types = ",".join(_types(kubectl))
-    listed = kubectl("get", types, "-n", namespace, "-o", "json", check=False)
-    if listed.returncode == 0:
-        for item in json.loads(listed.stdout).get("items", []):
-            meta = item.get("metadata", {})
-            if meta.get("finalizers"):
-                group = item["apiVersion"].rpartition("/")[0]
-                kind = item["kind"].lower() + (f".{group}" if group else "")
-                kubectl("patch", f"{kind}/{meta['name']}", "-n", namespace, "--type=merge",
-                        "-p", '{"metadata":{"finalizers":null}}', check=False)
-    kubectl("delete", types, "--all", "-n", namespace, "--wait=false", "--ignore-not-found", check=False)
-    kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found", check=False)
-    ns = kubectl("get", "namespace", namespace, "-o", "json", check=False)
-    if ns.returncode == 0:
-        obj = json.loads(ns.stdout)
-        obj.setdefault("spec", {})["finalizers"] = []
-        kubectl("replace", "--raw", f"/api/v1/namespaces/{namespace}/finalize", "-f", "-",
-                input=json.dumps(obj), check=False)
+    cp = kubectl.control_plane
+    unfinalize = {"metadata": {"finalizers": None}}
+
+    def empty(template: str, collection: bool) -> None:
+        path = template.format(ns=namespace)
+        status, listed = cp.api("GET", path)
+        if status != 200:
+            return
+        items = listed.get("items") or []
+        for item in items:
+            if item["metadata"].get("finalizers"):
+                cp.api("PATCH", f"{path}/{item['metadata']['name']}", unfinalize,
+                       content_type="application/merge-patch+json")
+        if collection and items:
+            cp.api("DELETE", path)
+        elif items:
+            for item in items:
+                cp.api("DELETE", f"{path}/{item['metadata']['name']}")
+
+    # Some forty resource types, one list each: in parallel, as every call is independent.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda tc: empty(*tc), _namespaced_collections(cp)))
+    cp.api("DELETE", f"/api/v1/namespaces/{namespace}")
+    # The namespace now waits for its "kubernetes" finalizer, which only the namespace controller
+    # (not running here) removes; clear it so that the namespace goes away.
+    cp.api("PUT", f"/api/v1/namespaces/{namespace}/finalize", {
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}, "spec": {"finalizers": []},
+    })

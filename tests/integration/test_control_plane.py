@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers.kube import Kubectl
+from helpers.kube import Kubectl, create_namespace, namespace_name, purge_namespace
 from stargate_operator.localcp.controlplane import LocalControlPlane, default_crd_dir
 
 pytestmark = pytest.mark.integration
@@ -151,6 +151,24 @@ def test_get_stargate_lists_every_kind(kubectl: Kubectl, namespace: str) -> None
     table = kubectl("get", "stargate", "-n", namespace).stdout
     for kind in kinds:  # one table per kind, rows named <kind>.stargate.dev/<name>
         assert f"{kind.lower()}.stargate.dev/x-{kind.lower()}" in table
+
+
+def test_namespace_purge_leaves_nothing_behind(kubectl: Kubectl) -> None:
+    """What the `namespace` fixture does after each test, without a namespace controller."""
+    ns = namespace_name("purge")
+    create_namespace(kubectl, ns)
+    rack = obj("Rack", "held", MINIMAL["Rack"])
+    rack["metadata"]["finalizers"] = ["stargate.dev/test"]  # as an operator that has stopped leaves it
+    kubectl.apply(rack, namespace=ns)
+    kubectl("create", "configmap", "c", "-n", ns)
+
+    started = time.monotonic()
+    purge_namespace(kubectl, ns)
+    took = time.monotonic() - started
+
+    assert kubectl("get", "namespace", ns, check=False).returncode != 0, "namespace still there"
+    assert f"{ns} " not in kubectl("get", "racks,configmaps", "-A", "--no-headers").stdout
+    assert took < 5, f"purge took {took:.1f}s"
 
 
 # --------------------------------------------------------------------------- status subresource

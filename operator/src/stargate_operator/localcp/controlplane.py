@@ -143,6 +143,7 @@ class LocalControlPlane:
         self._etcd: _Server | None = None
         self._apiserver: _Server | None = None
         self._reaper: subprocess.Popen[str] | None = None
+        self._ssl: ssl.SSLContext | None = None
         self.apiserver_port = 0
         self.etcd_port = 0
         #: Seconds from ``start()`` to ``/readyz`` answering ok, for the record.
@@ -255,6 +256,7 @@ class LocalControlPlane:
         if self._workdir is not None and self._given_workdir is None:
             shutil.rmtree(self._workdir, ignore_errors=True)
         self._workdir = None
+        self._ssl = None
 
     def stop_apiserver(self, *, kill: bool = False) -> None:
         """Stop kube-apiserver only (etcd keeps the data). ``kill``: SIGKILL, as in a crash."""
@@ -313,6 +315,38 @@ class LocalControlPlane:
         if check and proc.returncode != 0:
             raise KubectlError(proc.returncode, cmd, proc.stdout, proc.stderr)
         return proc
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+        timeout: float = 30.0,
+    ) -> tuple[int, Any]:
+        """One REST call as admin, without a kubectl process (milliseconds instead of a fraction of
+        a second): returns the HTTP status and the decoded JSON body (None when empty or not JSON).
+        ``body`` is sent as JSON; pass ``content_type`` for patches (``application/merge-patch+json``)."""
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", self.apiserver_port, context=self._ssl_context(), timeout=timeout
+        )
+        try:
+            headers = {"Accept": accept}
+            payload = None
+            if body is not None:
+                payload = json.dumps(body).encode()
+                headers["Content-Type"] = content_type
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
+        try:
+            return resp.status, json.loads(raw) if raw else None
+        except ValueError:
+            return resp.status, None
 
     def get_json(self, path: str) -> Any:
         """GET a raw API path (``/apis/...``) as admin and decode the JSON."""
@@ -548,9 +582,12 @@ class LocalControlPlane:
             time.sleep(0.05)
 
     def _ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
-        ctx.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
-        return ctx
+        # Built once per run: loading the CA and key for each call would cost more than the call.
+        if self._ssl is None:
+            ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+            ctx.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
+            self._ssl = ctx
+        return self._ssl
 
     def _wait_ready(self, server: _Server) -> None:
         ctx = self._ssl_context()
