@@ -274,3 +274,97 @@ def test_endpoint_serves_promtool_clean_text(endpoint: str) -> None:
     res = subprocess.run([binary("promtool"), "check", "metrics"], input=body, capture_output=True,
                          text=True, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+# -------------------------------------------------------------------------------------------------
+# The same checks with the real operator: `stargate-operator run --per-node-metrics` against the
+# local control plane, reconciling the sample sites and the troubled site, scraped by Prometheus.
+# Needs the control plane (kube-apiserver and etcd, `make tools`); the tests above do not.
+
+
+def _for_api(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    meta = obj["metadata"]
+    out = {k: copy.deepcopy(v) for k, v in obj.items() if k in ("apiVersion", "kind", "spec")}
+    out["metadata"] = {"name": meta["name"], "namespace": namespace, **(
+        {"labels": meta["labels"]} if meta.get("labels") else {})}
+    return out
+
+
+@pytest.mark.integration
+def test_dashboards_and_alerts_against_the_running_operator(
+    control_plane: Any, kubectl: Any, tmp_path: Path
+) -> None:
+    from helpers.api import Api
+    from helpers.kube import create_namespace, namespace_name, purge_namespace
+    from helpers.operator_process import OperatorProcess, wait_for
+
+    now = datetime.now(UTC)
+    samples = [o.body for o in load_manifests([ROOT / "crds" / "samples"])]
+    sites: dict[str, list[dict[str, Any]]] = {}
+    for o in samples:
+        sites.setdefault(o["metadata"]["namespace"], []).append(o)
+    sites[TROUBLED] = troubled_site(now)
+    renamed = {ns: namespace_name(f"prom-{ns.removeprefix('stargate-')}") for ns in sites}
+    api = Api(control_plane)
+    try:
+        for ns in renamed.values():
+            create_namespace(kubectl, ns)
+        for ns, objs in sites.items():
+            # kinds in dependency order do not matter to the operator; claims in creation order do
+            for o in objs:
+                api.create(renamed[ns], _for_api(o, renamed[ns]))
+            for o in objs:
+                telemetry = (o.get("status") or {}).get("telemetry")
+                if o["kind"] == "GPUNode" and telemetry:
+                    api.patch_status("GPUNode", renamed[ns], o["metadata"]["name"], {"telemetry": telemetry})
+        troubled = renamed[TROUBLED]
+        with OperatorProcess(control_plane, tmp_path / "operator", "--per-node-metrics") as op:
+            def reconciled() -> bool:
+                st = api.get("StargateCluster", troubled, "troubled").get("status") or {}
+                pool = api.get("MemoryPool", troubled, "cxl-small").get("status") or {}
+                pending = pool.get("claims", {}).get("pending")
+                return bool(st.get("power", {}).get("budgetWatts")) and pending == 1
+            wait_for(reconciled, 60, 0.5, "the troubled site's status")
+            # a node agent keeps reporting, as agents do, so that the operator keeps reconciling
+            # while Prometheus watches (rates and duration quantiles need fresh observations)
+            stop = threading.Event()
+
+            def agent() -> None:
+                client = Api(control_plane)
+                try:
+                    i = 0
+                    while not stop.wait(0.5):
+                        i += 1
+                        client.patch_status("GPUNode", troubled, "rack-00000-n01", {"telemetry": {
+                            "powerWatts": 2_000 + 10 * (i % 50), "healthyGPUs": 4,
+                            "observedAt": format_time(datetime.now(UTC))}})
+                finally:
+                    client.close()
+
+            reporter = threading.Thread(target=agent, daemon=True)
+            reporter.start()
+            try:
+                with PrometheusServer(tmp_path / "prometheus",
+                                      {JOB: [f"127.0.0.1:{op.metrics_port}"],
+                                       f"{JOB}-unreachable": [f"127.0.0.1:{free_port()}"]}) as prom:
+                    prom.wait_for_scrapes(JOB, 5)
+                    problems = dashboard_problems(prom)
+                    problems += [f"[namespace={troubled}] {p}"
+                                 for p in dashboard_problems(prom, {"namespace": troubled})]
+                    # a healthy operator has no failed reconciliations: that alert is probed instead
+                    problems += alert_problems(
+                        prom, EXPECT_FIRING - {"StargateReconcileErrors"},
+                        {**PROBES, "StargateReconcileErrors":
+                         "sum by (job, instance, kind) (increase(stargate_reconciles_total[5m]))"})
+                    assert not problems, "\n".join(problems) + f"\noperator log:\n{op.log_tail()}"
+                    over = prom.query(
+                        f'stargate_cluster_power_overcommitted_watts{{namespace="{troubled}"}} > 0')
+                    assert over, "the operator's metrics do not show the troubled site overcommitted"
+            finally:
+                stop.set()
+                reporter.join(timeout=10)
+            assert op.alive, op.log_tail()
+    finally:
+        api.close()
+        for ns in renamed.values():
+            purge_namespace(kubectl, ns)

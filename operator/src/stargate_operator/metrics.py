@@ -159,6 +159,16 @@ BUILD_INFO = Info(
 )
 BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
 
+# Every label combination the engine uses exists from the start, at 0: a rate or increase over
+# `result="error"` is then 0 rather than no data before the first error (and alerts and panels
+# need no `or vector(0)`).
+for _result in ("success", "error"):
+    RECONCILES.labels(kind="namespace", result=_result)
+RECONCILE_SECONDS.labels(kind="namespace")
+for _kind in ("StargateCluster", "Rack", "GPUNode", "MemoryPool", "MemoryClaim"):
+    API_WRITES.labels(kind=_kind, verb="patch_status")
+API_WRITES.labels(kind="Event", verb="create_event")
+
 HEALTH_METRICS: tuple[Collector, ...] = (
     RECONCILES,
     RECONCILE_SECONDS,
