@@ -28,16 +28,6 @@ namespaces, in a Role per watched namespace otherwise.
 RBAC rules for cluster-scoped resources (always in a ClusterRole). May be empty.
 */}}
 {{- define "stargate-operator.clusterRules" -}}
-# kopf (the operator's lifecycle framework) follows CRDs coming and going.
-- apiGroups: ["apiextensions.k8s.io"]
-  resources: ["customresourcedefinitions"]
-  verbs: ["list", "watch"]
-{{- if not (include "stargate-operator.clusterWide" .) }}
-# kopf follows the watched namespaces coming and going.
-- apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["list", "watch"]
-{{- end }}
 {{- if and .Values.peering.enabled (include "stargate-operator.clusterWide" .) }}
 # Peering (cluster-wide): keep-alives are merge patches on the ClusterKopfPeering, which the
 # operator creates when it is missing.

@@ -43,7 +43,7 @@ class RunSettings:
     telemetry_interval: float = 15.0
 
 
-def build_registry(settings: RunSettings) -> kopf.OperatorRegistry:
+def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
@@ -53,35 +53,39 @@ def build_registry(settings: RunSettings) -> kopf.OperatorRegistry:
         return info or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry)
-    async def startup(memo: kopf.Memo, settings_: Any = None, **_: Any) -> None:
-        client = KubeClient.from_kubeconfig(settings.kubeconfig)
-        engine = Engine(client, settings.engine)
+    async def startup(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
+        # kopf serves no resource here, so it need not follow CRDs and namespaces: that spares
+        # the ClusterRole for them when the operator is restricted to some namespaces.
+        settings.scanning.disabled = True
+        settings.posting.enabled = False  # our Events are the engine's, not kopf's log lines
+        client = KubeClient.from_kubeconfig(cfg.kubeconfig)
+        engine = Engine(client, cfg.engine)
         memo["client"] = client
         memo["engine"] = engine
         tasks: list[asyncio.Task[None]] = []
-        if settings.peering:
-            priority = settings.priority if settings.priority is not None else random.randint(1, 10**9)
-            peering = Peering(client, settings.peering, settings.engine.namespaces, priority, engine.active,
-                              lifetime=settings.peering_lifetime)
+        if cfg.peering:
+            priority = cfg.priority if cfg.priority is not None else random.randint(1, 10**9)
+            peering = Peering(client, cfg.peering, cfg.engine.namespaces, priority, engine.active,
+                              lifetime=cfg.peering_lifetime)
             memo["peering"] = peering
             tasks.append(asyncio.create_task(peering.run(), name="peering"))
         else:
             engine.active.set()
-        if settings.telemetry == "prometheus":
+        if cfg.telemetry == "prometheus":
             from stargate_operator.telemetry.prometheus import PrometheusTelemetry
 
-            if not settings.prometheus_url:
+            if not cfg.prometheus_url:
                 raise kopf.PermanentError("--telemetry prometheus needs --prometheus-url")
-            source = PrometheusTelemetry(settings.prometheus_url, interval=settings.telemetry_interval,
-                                         node_label=settings.prometheus_node_label)
+            source = PrometheusTelemetry(cfg.prometheus_url, interval=cfg.telemetry_interval,
+                                         node_label=cfg.prometheus_node_label)
             tasks.append(asyncio.create_task(source.run(engine.set_telemetry), name="telemetry"))
         tasks.append(asyncio.create_task(engine.run(), name="engine"))
         memo["tasks"] = tasks
-        server = metrics.serve(metrics.make_registry(engine, per_node=settings.per_node_metrics),
-                               settings.metrics_port, settings.metrics_addr)
+        server = metrics.serve(metrics.make_registry(engine, per_node=cfg.per_node_metrics),
+                               cfg.metrics_port, cfg.metrics_addr)
         memo["metrics_server"] = server
-        logger.info("metrics on %s:%d, namespaces: %s", settings.metrics_addr, server.server_port,
-                    ", ".join(settings.engine.namespaces) or "all")
+        logger.info("metrics on %s:%d, namespaces: %s", cfg.metrics_addr, server.server_port,
+                    ", ".join(cfg.engine.namespaces) or "all")
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
