@@ -184,7 +184,8 @@ def _started_processes(demo: Demo) -> list[Proc]:
 def _assert_all_gone(demo: Demo, procs: list[Proc]) -> None:
     left = [p for p in procs if alive(p)]
     assert not left, "left running: " + "; ".join(f"{p.pid} {p.cmd[:100]}" for p in left)
-    for pgid in {p.pgid for p in procs}:
+    # The process groups the demo made (servers, operator, agents, watchdogs lead their own): empty.
+    for pgid in {p.pgid for p in procs if p.pgid == p.pid}:
         with pytest.raises(ProcessLookupError):
             os.killpg(pgid, 0)
     assert not demo.kubeconfig.exists(), "the kubeconfig of a stopped demo must go"
@@ -330,3 +331,37 @@ def test_demo_curtail_ripples_to_racks_and_node_limits(start_demo: Callable[...,
 
     assert demo.stop(signal.SIGTERM) == 0, demo.output()[-4000:]
     _assert_all_gone(demo, procs)
+
+
+def test_demo_once_without_agents_exits_by_itself(start_demo: Callable[..., Demo]) -> None:
+    """`--once` (the CI form): converge, print the summary, stop everything, exit 0, unattended."""
+    demo = start_demo("--once", "--no-agents", "--timeout", str(CONVERGE_TIMEOUT))
+    seen: dict[tuple[int, str], Proc] = {}
+    deadline = time.monotonic() + CONVERGE_TIMEOUT + STOP_TIMEOUT
+    while demo.proc.poll() is None:
+        # Everything it starts, at any time, to check afterwards that none of it outlived the demo.
+        seen.update({(p.pid, p.start): p for p in descendants(demo.proc.pid)})
+        assert time.monotonic() < deadline, demo.output()[-4000:]
+        time.sleep(0.3)
+    out = demo.output()
+    assert demo.proc.returncode == 0, out[-4000:]
+    assert "[demo] --once: done" in out
+    assert "no agents (--no-agents)" in out
+    cmds = [p.cmd for p in seen.values()]
+    assert any("cli run" in c for c in cmds) and any("kube-apiserver" in c for c in cmds)
+    assert not any("cli agent" in c for c in cmds)
+    # The summary: both sites with their budgets, racks by priority, pools and claims.
+    assert re.search(r"budget 380\.0 kW", out) and re.search(r"budget 247\.0 kW", out), out[-4000:]
+    assert re.search(r"gb200-f01\s+800", out) and "hbm-inference" in out
+    assert re.search(r"claims: \d+ bound, \d+ pending", out)
+    _assert_all_gone(demo, list(seen.values()))
+
+
+def test_demo_help_documents_every_option() -> None:
+    proc = subprocess.run([sys.executable, "-m", "stargate_operator.cli", "demo", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    for option in ("--curtail", "--curtail-site", "--curtail-after", "--duration", "--once", "--timeout",
+                   "--no-agents", "--agent-interval", "--stale-after", "--seed", "--metrics-port",
+                   "--kubeconfig-out", "--state-dir", "--samples", "--refresh", "--color"):
+        assert option in proc.stdout, option
