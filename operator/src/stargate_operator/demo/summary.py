@@ -273,14 +273,15 @@ def kw(watts: Any) -> str:
 
 
 def size(n: Any) -> str:
+    """Bytes in decimal units, as the samples and GPU data sheets give them (192 GB of HBM)."""
     if not isinstance(n, int | float):
         return "-"
     value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if value < 1024 or unit == "PiB":
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000:
             return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1024
-    return f"{value:,.1f} PiB"  # pragma: no cover - the loop returns
+        value /= 1000
+    return f"{value:,.1f} PB"
 
 
 def duration(seconds: float) -> str:
