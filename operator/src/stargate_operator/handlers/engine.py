@@ -24,6 +24,7 @@ from typing import Any
 
 from stargate_operator import metrics
 from stargate_operator.core import plan_namespace
+from stargate_operator.core.cache import PlanCache
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.core.types import CoreSettings, PlanEvent
 from stargate_operator.handlers.informer import run_informer
@@ -70,6 +71,8 @@ class Engine:
         self._wake = asyncio.Event()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._telemetry: dict[str, dict[str, Any]] = {}  # node name -> telemetry overlay
+        # One per namespace: a cache drops what did not come back in its last call.
+        self._caches: dict[str, PlanCache] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._write_sem = asyncio.Semaphore(settings.write_concurrency)
         self._event_sem = asyncio.Semaphore(settings.event_concurrency)
@@ -172,9 +175,12 @@ class Engine:
         try:
             objects = self._objects_for_core(namespace)
             if not objects:
+                self._caches.pop(namespace, None)
                 return
             t0 = time.perf_counter()
-            plan = plan_namespace(objects, self.clock(), CoreSettings(self.settings.stale_after_seconds))
+            cache = self._caches.setdefault(namespace, PlanCache())
+            core_settings = CoreSettings(self.settings.stale_after_seconds)
+            plan = plan_namespace(objects, self.clock(), core_settings, cache)
             metrics.ALLOCATION_SECONDS.observe(time.perf_counter() - t0)
             writes = []
             for key, desired in plan.statuses.items():
