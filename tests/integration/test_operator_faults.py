@@ -180,6 +180,12 @@ def test_apiserver_restart(api: Api, control_plane: LocalControlPlane, namespace
     op = start(operators, control_plane, tmp_path, "-n", ns)
     wait_for(lambda: api.status("Rack", ns, "r").get("power", {}).get("budgetWatts") == 6000, 10)
 
+    wait_for(lambda: api.status("StargateCluster", ns, "site").get("power", {}).get("allocatedWatts") == 6000,
+             10)
+    time.sleep(0.5)
+    writes = op.writes()
+    assert writes == 4  # site, rack, two nodes: once each
+
     control_plane.restart_apiserver(downtime=2.0, kill=kill)
     restarted = time.monotonic()
     assert op.alive, op.log_tail()
@@ -189,10 +195,19 @@ def test_apiserver_restart(api: Api, control_plane: LocalControlPlane, namespace
     wait_for(lambda: api.status("GPUNode", ns, "n2").get("powerLimitWatts") == 375, 30,
              what="the change after the restart to be reflected")
     print(f"reflected {time.monotonic() - restarted:.1f}s after the API server came back")
+    st = api.status("StargateCluster", ns, "site")
+    assert (st["power"]["budgetWatts"], st["observedGeneration"]) == (5000, 2)
     assert api.status("Rack", ns, "r")["power"]["budgetWatts"] == 5000
+    # The four objects whose status changed were written, once each, nothing else: reconnecting
+    # (and any re-list) cost no write.
+    wait_for(lambda: op.writes() >= writes + 4, 5)
+    time.sleep(0.3)
+    assert op.writes() == writes + 4
     # And it keeps following (the watches are back, not just one re-list).
     api.create(ns, node("n3", "r"))
     wait_for(lambda: api.status("Rack", ns, "r").get("nodes") == 3, 10)
+    # Floors 4200 of 5000; 800 over three rooms of 1600 -> 266 each, 66 per GPU -> limit 166.
+    wait_for(lambda: api.status("GPUNode", ns, "n3").get("allocatedWatts") == 1664, 10)
     assert op.alive
     op.stop()
     assert op.returncode == 0, op.log_tail()

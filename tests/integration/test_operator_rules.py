@@ -237,7 +237,7 @@ def test_curtailment_applies_and_expires(api: Api, operator: OperatorProcess, na
     # it 20000, reserve 10% -> 18000; curtailed 50% -> B = 9000. One rack of 4 nodes: floor 5600,
     # demand 12000; curtailed: rack 9000, 3400 over 4 nodes = 850 each, floor(850/4) = 212 per GPU
     # -> limit 312, allocated 2248. After `until`: B = 18000, every node gets its demand.
-    until_dt = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
+    until_dt = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=8)
     until_epoch = until_dt.timestamp()
     api.create_all(ns, [
         cluster(it=20_000, reserve=10, curtailment={"percent": 50, "reason": "grid event 42",
@@ -245,7 +245,7 @@ def test_curtailment_applies_and_expires(api: Api, operator: OperatorProcess, na
         rack("r"), *(node(f"n{i}", "r") for i in range(4)),
     ])
     st = expect(api, ns, "StargateCluster", "site", {"power": {"budgetWatts": 9000, "allocatedWatts": 9000}},
-                timeout=4)
+                timeout=6)
     assert "curtailed 50% (grid event 42)" in condition(st, "Ready")["message"], st
     expect(api, ns, "Rack", "r", {"power": {"budgetWatts": 9000}}, timeout=2)
     expect(api, ns, "GPUNode", "n3", {"powerLimitWatts": 312, "allocatedWatts": 2248}, timeout=2)
@@ -549,6 +549,7 @@ def test_burst_is_coalesced(api: Api, operator: OperatorProcess, namespace: str)
     burst = last_change - started
     time.sleep(0.5)
     done = operator.reconciles() - reconciles
+    print(f"burst of 200 changes in {burst:.2f}s: {done} recomputations, converged {lag:.2f}s after")
     # At most one recomputation per second of burst (max delay), plus the last, plus slack.
     assert done <= burst + 4, f"{done} recomputations for 200 changes in {burst:.1f}s"
     assert lag < 2.5, f"converged {lag:.2f}s after the last change"
