@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from helpers.api import Api, condition
-from helpers.kube import Kubectl
+from helpers.kube import Kubectl, purge_namespace
 from helpers.operator_process import OperatorProcess, wait_for
 from helpers.site import claim, cluster, node, pool, rack
 from stargate_operator.core import CoreSettings, plan_namespace
@@ -168,6 +168,26 @@ class _ClientCtx:
 
     def __exit__(self, *exc: object) -> None:
         self.client.close()
+
+
+# -- sharding by namespace ---------------------------------------------------------------------
+
+def test_namespace_shard_touches_only_its_namespaces(
+        api: Api, kubectl: Kubectl, control_plane: LocalControlPlane, namespace: str,
+        operators: list[OperatorProcess], tmp_path: Path) -> None:
+    other = namespace + "-other"
+    kubectl("create", "namespace", other)
+    try:
+        site = [cluster(it=10_000), rack("r"), node("n1", "r"), node("n2", "r")]
+        api.create_all(namespace, site)
+        api.create_all(other, site)
+        op = start(operators, control_plane, tmp_path, "-n", namespace)
+        wait_for(lambda: api.status("GPUNode", namespace, "n2").get("allocatedWatts") == 3000, 10)
+        time.sleep(1.0)
+        assert op.writes() == 4
+        assert all(not o.get("status") for o in all_objects(api, other)), "wrote outside its shard"
+    finally:
+        purge_namespace(kubectl, other)
 
 
 # -- the API server restarted under a running operator -----------------------------------------

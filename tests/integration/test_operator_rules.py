@@ -281,6 +281,7 @@ def test_telemetry_goes_stale_and_comes_back(api: Api, operator: OperatorProcess
                                                 "power": {"measuredWatts": 2500, "facilityWatts": 5500}},
            timeout=2)
 
+    n2_version = api.get("GPUNode", ns, "n2")["metadata"]["resourceVersion"]
     # No more telemetry: 3 s later the node is stale, 0 healthy GPUs, its power no longer counts.
     expect(api, ns, "GPUNode", "n1", {"healthyGPUs": 0},
            {"TelemetryStale": ("True", "Stale"), "Ready": ("False", "TelemetryStale")}, timeout=6)
@@ -289,6 +290,8 @@ def test_telemetry_goes_stale_and_comes_back(api: Api, operator: OperatorProcess
     expect(api, ns, "StargateCluster", "site", {"gpus": {"healthy": 4}, "power": {"facilityWatts": 6000}},
            timeout=2)
     expect_event(api, ns, "GPUNode", "n1", "TelemetryStale")
+    # That recomputation (by time alone) did not write n2, whose status it did not change.
+    assert api.get("GPUNode", ns, "n2")["metadata"]["resourceVersion"] == n2_version
 
     # The agent comes back.
     api.patch_status("GPUNode", ns, "n1", {"telemetry": {"powerWatts": 2000, "healthyGPUs": 4,
