@@ -332,6 +332,8 @@ class Demo:
             sys.executable, "-m", "stargate_operator.cli", "agent", "--simulate", "--all",
             "--namespace", namespace, "--kubeconfig", str(cp.kubeconfig),
             "--interval", str(self.opts.agent_interval),
+            # One INFO line per status write would grow the log by megabytes an hour.
+            "--log-level", "WARNING",
         ]
         if self.opts.seed is not None:
             args += ["--seed", str(self.opts.seed)]
@@ -517,6 +519,9 @@ class Demo:
                 self.cp.stop()
                 stopped += ["kube-apiserver", "etcd"]
                 self.cp = None
+                # etcd's data (tens of MB) is wiped at the next start anyway; its log and the API
+                # server's stay next to it.
+                shutil.rmtree(self.opts.state_dir / "control-plane" / "etcd", ignore_errors=True)
             if self._kubeconfig_written:
                 with contextlib.suppress(OSError):
                     self.opts.kubeconfig_out.unlink()
