@@ -324,7 +324,13 @@ def test_dashboards_and_alerts_against_the_running_operator(
                 pool = api.get("MemoryPool", troubled, "cxl-small").get("status") or {}
                 pending = pool.get("claims", {}).get("pending")
                 return bool(st.get("power", {}).get("budgetWatts")) and pending == 1
-            wait_for(reconciled, 60, 0.5, "the troubled site's status")
+            try:
+                wait_for(reconciled, 90, 0.5, "the troubled site's status")
+            except AssertionError as e:
+                raise AssertionError(
+                    f"{e}\nsite: {api.get('StargateCluster', troubled, 'troubled').get('status')}\n"
+                    f"pool: {api.get('MemoryPool', troubled, 'cxl-small').get('status')}\n"
+                    f"log: {op.log_tail()}") from None
             # a node agent keeps reporting, as agents do, so that the operator keeps reconciling
             # while Prometheus watches (rates and duration quantiles need fresh observations)
             stop = threading.Event()

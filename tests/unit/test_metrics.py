@@ -555,3 +555,26 @@ def test_alert_expressions_use_exported_metrics() -> None:
         for r in g["rules"]:
             unknown = referenced_names(r["expr"]) - exported
             assert not unknown, f"{r['alert']}: {unknown}"
+
+
+def test_a_standby_exports_no_object_series() -> None:
+    import threading
+
+    class Engine:
+        def __init__(self) -> None:
+            self.active = threading.Event()
+
+        def snapshot(self) -> Iterable[Mapping[str, Any]]:
+            return small_site()
+
+    engine = Engine()
+    registry = metrics.make_registry(engine, per_node=True)
+    standby = registry.render_text().decode()
+    assert "stargate_active 0" in standby
+    assert not re.search(r"^stargate_(cluster|rack|pool|node|objects)\w*\{", standby, re.M)
+    assert "stargate_reconciles_total" in standby  # its own health is still there
+    engine.active.set()
+    active = registry.render_text().decode()
+    assert "stargate_active 1" in active
+    assert "stargate_cluster_power_budget_watts{" in active
+    assert parsed(active) == parsed(generate_latest(registry).decode())

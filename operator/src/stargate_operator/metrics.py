@@ -97,6 +97,10 @@ class StatusSource(Protocol):
     def snapshot(self) -> Iterable[Mapping[str, Any]]: ...
 
 
+# Optional on a source: an `active` attribute with `is_set()` (a threading or asyncio Event); while
+# it is not set, the collector exports no object series (see StargateCollector._active).
+
+
 class StaticSource:
     """A fixed list of objects (for `plan`, tests and benchmarks); `replace` swaps it atomically."""
 
@@ -260,6 +264,8 @@ def _escape_label(value: str) -> str:
 
 
 def _format_value(value: float) -> str:
+    if type(value) is int:
+        return str(value)
     if value != value:
         return "NaN"
     if value in (math.inf, -math.inf):
@@ -339,6 +345,8 @@ class _Families:
 def _declare_all(f: _Families, per_node: bool) -> None:
     c, r, p, n = CLUSTER_LABELS, RACK_LABELS, POOL_LABELS, NODE_LABELS
     ck = (*c, "condition")
+    f.declare("stargate_active", "1 when this operator replica acts and exports the sites' series, "
+              "0 on a standby (peering).", ())
     # Objects
     f.declare("stargate_objects", "Stargate objects by kind and Ready state (true, false, unknown).",
               ("namespace", "kind", "ready"))
@@ -439,7 +447,17 @@ class StargateCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         return list(self._f.describe())
 
+    def _active(self) -> bool:
+        """Whether this replica acts. A source with an `active` event (the engine's: cleared on a
+        standby under peering) exports its objects only while it is set, so that a standby, whose
+        cache is just as full, does not double every site's series on the dashboards."""
+        active = getattr(self._source, "active", None)
+        is_set = getattr(active, "is_set", None)
+        return bool(is_set()) if callable(is_set) else True
+
     def _snapshot(self) -> list[Mapping[str, Any]]:
+        if not self._active():
+            return []
         for _ in range(3):
             try:
                 return [o for o in self._source.snapshot() if type(o) is dict or isinstance(o, Mapping)]
@@ -464,6 +482,7 @@ class StargateCollector(Collector):
 
     def _fill(self, objects: list[Mapping[str, Any]], now: float) -> None:
         f = self._f
+        f.add("stargate_active", (), 1 if self._active() else 0)
         by_kind: dict[str, list[Mapping[str, Any]]] = {k: [] for k in KINDS}
         ready: dict[tuple[str, str, str], int] = {}
         for obj in objects:
