@@ -64,3 +64,9 @@ async def run_informer(
             logger.warning("watching %s in %s failed (%s); retrying in %.1fs", plural, where, e, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)
+        except Exception:
+            # Never let one kind's loop die silently: the cache would freeze without a word.
+            logger.exception("watching %s in %s failed unexpectedly; retrying in %.1fs",
+                             plural, where, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
