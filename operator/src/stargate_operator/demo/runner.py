@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -58,6 +59,7 @@ from stargate_operator.localcp.controlplane import (
 
 CURTAIL_FIELD_MANAGER = "grid-operator"
 CURTAIL_REASON = "demand-response event from stargate-operator demo --curtail"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PERIODIC_FRAME_SECONDS = 30.0  # without a terminal: a full summary this often, changes as they happen
 _SETTLE_SECONDS = 3.0  # --once: no tracked change for this long after the curtailment
 
@@ -133,10 +135,20 @@ class Demo:
         self._pending_signal: int | None = None
         self._lock_file: IO[str] | None = None
         self._kubeconfig_written = False
+        self._notes: list[str] = []
+        self._drawn_rows = 0  # screen rows of the last frame drawn in the terminal, to redraw over it
 
     # ------------------------------------------------------------------ output
     def say(self, msg: str) -> None:
         print(f"[demo] {msg}", file=self.out, flush=True)
+
+    def note(self, msg: str) -> None:
+        """A message while the live summary runs: in a terminal it goes into the summary (a line printed
+        under it would break the redraw), otherwise it is printed."""
+        if self.tty:
+            self._notes = [*self._notes, f"[demo] {msg}"][-3:]
+        else:
+            self.say(msg)
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -403,13 +415,25 @@ class Demo:
             f"  {cmds[0][0]}   then: {cmds[1][0]} · {cmds[3][0]}",
             f"  {cmds[7][0]}",
             f"  metrics {self.metrics_url} · logs {self.opts.state_dir / 'logs'}",
+            *(st.dim(n) for n in self._notes),
         ]
 
     def _draw(self, text: str) -> None:
         if self.tty:
-            rows = shutil.get_terminal_size((120, 50)).lines
-            lines = text.splitlines()[: max(10, rows - 1)]
-            self.out.write("\x1b[H\x1b[J" + "\n".join(lines) + "\n")
+            # Redraw over the previous frame only (cursor up, clear below), so that what was printed
+            # before the summary (the commands to try) stays in the terminal's scrollback. Long lines
+            # wrap, so count screen rows, and keep the frame within the screen.
+            size = shutil.get_terminal_size((120, 50))
+            lines, used = [], 0
+            for line in text.splitlines():
+                rows = max(1, -(-len(_ANSI.sub("", line)) // max(1, size.columns)))
+                if used + rows > max(10, size.lines - 1):
+                    break
+                lines.append(line)
+                used += rows
+            up = f"\x1b[{self._drawn_rows}F" if self._drawn_rows else ""
+            self.out.write(up + "\x1b[J" + "\n".join(lines) + "\n")
+            self._drawn_rows = used
         else:
             self.out.write(text + "\n\n")
         self.out.flush()
@@ -449,7 +473,7 @@ class Demo:
                 waiting = snap.pending() + (snap.waiting_for_telemetry() if opts.agents else [])
                 if converged_at is None and not waiting:
                     converged_at, tracker.armed, frame_due = now, True, True
-                    self.say(f"converged {now - self.t0:.1f}s after start ({now - started:.1f}s after the "
+                    self.note(f"converged {now - self.t0:.1f}s after start ({now - started:.1f}s after the "
                              "operator started): every status written, "
                              + ("every node reporting telemetry, " if opts.agents else "")
                              + "claims decided")
@@ -459,7 +483,7 @@ class Demo:
                     assert opts.curtail is not None
                     self._curtail(ns, site, opts.curtail)
                     curtailed_at = last_change = now
-                    self.say(f"curtailment {opts.curtail}% applied to {site} (field manager "
+                    self.note(f"curtailment {opts.curtail}% applied to {site} (field manager "
                              f"{CURTAIL_FIELD_MANAGER}); watch it ripple: site budget, rack budgets, "
                              "GPU power limits, measured power")
                 if opts.once and converged_at is not None and (

@@ -51,14 +51,23 @@ class ApiReader:
             params = {"limit": 500, "continue": cont}
 
     def apply(self, plural: str, namespace: str, name: str, body: dict[str, Any], field_manager: str) -> None:
-        """Server-side apply of a (partial) object, as ``kubectl apply --server-side`` does it."""
-        resp = self._http.patch(
-            f"{GROUP_PATH}/namespaces/{namespace}/{plural}/{name}",
-            params={"fieldManager": field_manager},
-            content=json.dumps(body).encode(),
-            headers={"Content-Type": "application/apply-patch+yaml"},
-        )
-        resp.raise_for_status()
+        """Server-side apply of a (partial) object, as ``kubectl apply --server-side`` does it; applying
+        is idempotent, so a timeout on a busy machine is retried."""
+        for attempt in range(3):
+            try:
+                resp = self._http.patch(
+                    f"{GROUP_PATH}/namespaces/{namespace}/{plural}/{name}",
+                    params={"fieldManager": field_manager},
+                    content=json.dumps(body).encode(),
+                    headers={"Content-Type": "application/apply-patch+yaml"},
+                    timeout=30.0,
+                )
+            except httpx.TransportError:
+                if attempt == 2:
+                    raise
+                continue
+            resp.raise_for_status()
+            return
 
     def snapshot(self) -> Snapshot:
         return Snapshot.from_lists({k: self.list(k) for k in KINDS}, taken=time.monotonic())
