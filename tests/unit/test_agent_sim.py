@@ -189,3 +189,18 @@ async def test_agent_wakes_on_limit_change_not_on_its_own_telemetry() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_agent_keeps_its_interval_even_below_a_second() -> None:
+    client = RecordingClient()
+    agent = NodeAgent(KubeClient.__new__(KubeClient), "ns", "n1", OutOfRangeBackend(), interval=0.1)
+    agent.client = client  # type: ignore[assignment]
+    agent.obj = _obj(400)
+    task = asyncio.create_task(agent.run())
+    try:
+        await asyncio.sleep(1.05)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert 7 <= len(client.patches) <= 12, len(client.patches)

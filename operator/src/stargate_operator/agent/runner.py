@@ -167,8 +167,10 @@ class NodeAgent:
             now = loop.time()
             while next_at <= now:
                 next_at += self.interval
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self.wake.wait(), timeout=next_at - now)
+            except TimeoutError:
+                continue  # the interval is up
             # Woken by a change: act now, but not more than once a second.
             gap = self._last_write + MIN_WRITE_GAP - loop.time()
             if gap > 0:
