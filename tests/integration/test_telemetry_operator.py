@@ -12,6 +12,7 @@ demand 3000 W.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,19 @@ def api(control_plane: LocalControlPlane) -> Iterator[Api]:
     client.close()
 
 
+@contextlib.contextmanager
+def operator(control_plane: LocalControlPlane, log_dir: Path, *args: str) -> Iterator[OperatorProcess]:
+    """`stargate-operator run`, stopped gracefully at the end and killed whatever happens (a start
+    that fails, a stop that times out): never left behind."""
+    op = OperatorProcess(control_plane, log_dir, *args)
+    try:
+        op.start()
+        yield op
+        op.stop()
+    finally:
+        op.kill()
+
+
 def site(api: Api, ns: str, nodes: list[dict[str, Any]], it: int = 20_000) -> None:
     api.create_all(ns, [cluster(it=it), rack("rack-a"), *nodes])
 
@@ -48,7 +62,7 @@ async def test_agents_and_operator_close_the_loop(control_plane: LocalControlPla
                                                   tmp_path: Path) -> None:
     ns = namespace
     site(api, ns, [node("n1", "rack-a"), node("n2", "rack-a")])
-    with OperatorProcess(control_plane, tmp_path, "-n", ns, "--stale-after", "30") as op:
+    with operator(control_plane, tmp_path, "-n", ns, "--stale-after", "30") as op:
         client = KubeClient.from_kubeconfig(str(control_plane.kubeconfig))
         fleet = Fleet(client, ns, simulated_factory(seed=11), interval=0.5)
         task = asyncio.create_task(fleet.run())
@@ -111,8 +125,8 @@ def test_dcgm_through_prometheus_feeds_the_operator(control_plane: LocalControlP
             n1["spec"]["nodeName"] = "k8s-node-1"  # matched by spec.nodeName
             site(api, ns, [n1, node("gpu-2", "rack-a")])  # matched by its name
             # The operator polls Prometheus every 15 s: the stale threshold must be well above that.
-            with OperatorProcess(control_plane, tmp_path, "-n", ns, "--stale-after", "30",
-                                 "--telemetry", "prometheus", "--prometheus-url", prom.url) as op:
+            with operator(control_plane, tmp_path, "-n", ns, "--stale-after", "30",
+                          "--telemetry", "prometheus", "--prometheus-url", prom.url) as op:
                 wait_for(lambda: api.status("GPUNode", ns, "n1").get("healthyGPUs") == 3, WAIT, 0.3,
                          "n1's healthy GPUs from DCGM (one GPU with XID 79)")
                 wait_for(lambda: api.status("GPUNode", ns, "gpu-2").get("healthyGPUs") == 4, WAIT, 0.3)
