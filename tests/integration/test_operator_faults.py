@@ -277,6 +277,15 @@ def test_active_standby_takeover(api: Api, control_plane: LocalControlPlane, nam
     # Site, rack and both nodes change (n2 was seen; the others' writes may still be landing).
     wait_for(lambda: second.writes() >= 4, 5, what="the new active replica's writes")
 
+    # The dead replica's record is cleaned from the peering object (as kopf does): only the live one.
+    def records() -> dict[str, Any]:
+        out: dict[str, Any] = api.request(
+            "GET", f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings/sg-test").get("status") or {}
+        return out
+
+    wait_for(lambda: len(records()) == 1, 2 * PEERING_INTERVAL + 2, what="the dead record to go")
+    assert [r["priority"] for r in records().values()] == [50]
+
     # A clean stop hands over at once: start the higher priority again, then SIGTERM it.
     third = start(operators, control_plane, tmp_path, *common, "--priority", "100")
     wait_for(lambda: third.active() and not second.active(),
@@ -286,3 +295,4 @@ def test_active_standby_takeover(api: Api, control_plane: LocalControlPlane, nam
     wait_for(lambda: second.active(), PEERING_INTERVAL + 2,
              what="the standby to act after a clean handover")
     print(f"clean handover in {time.monotonic() - stopped:.1f}s")
+    assert len(records()) == 1  # the stopped replica removed its own record

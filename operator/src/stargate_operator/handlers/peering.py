@@ -91,6 +91,12 @@ class Peering:
             )
         return out if isinstance(out, dict) else {}
 
+    async def _forget(self, plural: str, namespace: str | None, identities: list[str]) -> None:
+        await self.client.request(
+            "PATCH", self._path(plural, namespace, self.name), verb="patch",
+            body={"status": dict.fromkeys(identities)}, content_type="application/merge-patch+json",
+        )
+
     async def run(self) -> None:
         try:
             while True:
@@ -105,6 +111,11 @@ class Peering:
                             if isinstance(info, dict)
                         ]
                         act = act and should_act(self.identity, self.priority, peers)
+                        dead = [str(p.identity) for p in peers if p.is_dead and p.identity != self.identity]
+                        if dead:
+                            # As kopf does (autoclean): a crashed replica never removes its own
+                            # record, and each restart adds one with a new identity.
+                            await self._forget(plural, ns, dead)
                 except Exception as e:
                     # Without a word from the peering objects we cannot know that we are alone.
                     logger.warning("peering %s unavailable (%s); standing by", self.name, e)
