@@ -290,9 +290,18 @@ def test_active_standby_takeover(api: Api, control_plane: LocalControlPlane, nam
     third = start(operators, control_plane, tmp_path, *common, "--priority", "100")
     wait_for(lambda: third.active() and not second.active(),
              2 * PEERING_INTERVAL + 3, what="the returning higher priority to take over")
+    # Never both at once: the newcomer acted only after the other had stood by.
+    assert _logged_at(second, "standing by") <= _logged_at(third, "is now active")
     assert third.stop() == 0
     stopped = time.monotonic()
     wait_for(lambda: second.active(), PEERING_INTERVAL + 2,
              what="the standby to act after a clean handover")
     print(f"clean handover in {time.monotonic() - stopped:.1f}s")
     assert len(records()) == 1  # the stopped replica removed its own record
+
+
+def _logged_at(op: OperatorProcess, text: str) -> datetime:
+    """When the operator last logged a line containing ``text`` (its log's local timestamps)."""
+    lines = [ln for ln in op.log_text().splitlines() if text in ln]
+    assert lines, f"no {text!r} in the log:\n{op.log_tail()}"
+    return datetime.strptime(lines[-1][:23], "%Y-%m-%d %H:%M:%S,%f")

@@ -98,9 +98,11 @@ class Peering:
         )
 
     async def run(self) -> None:
+        ready = False  # outranked no live peer in the previous round as well
         try:
             while True:
                 act = True
+                others_alive = False
                 try:
                     for plural, ns in self._targets():
                         obj = await self._touch(plural, ns, self.lifetime)
@@ -111,6 +113,8 @@ class Peering:
                             if isinstance(info, dict)
                         ]
                         act = act and should_act(self.identity, self.priority, peers)
+                        others_alive = others_alive or any(
+                            p.identity != self.identity and not p.is_dead for p in peers)
                         dead = [str(p.identity) for p in peers if p.is_dead and p.identity != self.identity]
                         if dead:
                             # As kopf does (autoclean): a crashed replica never removes its own
@@ -120,6 +124,14 @@ class Peering:
                     # Without a word from the peering objects we cannot know that we are alone.
                     logger.warning("peering %s unavailable (%s); standing by", self.name, e)
                     act = False
+                if act and not self.gate.is_set() and others_alive and not ready:
+                    # A live peer may be acting now (we outrank it, e.g. we just started): it
+                    # sees our record at its next round and stands by; wait one round for that,
+                    # so that two replicas do not write at once. Alone, act at once.
+                    ready = True
+                    act = False
+                else:
+                    ready = act
                 if act and not self.gate.is_set():
                     logger.info("peering %s: %s (priority %d) is now active", self.name, self.identity,
                                 self.priority)
