@@ -26,7 +26,8 @@ from stargate_operator.localcp.binaries import BinaryError, ensure_control_plane
 
 pytestmark = pytest.mark.integration
 
-CONVERGE_TIMEOUT = 240.0  # start to converged takes 25-45 s on two busy cores
+# Start to converged: 10 to 30 s on two cores; minutes when the machine is loaded far beyond them.
+CONVERGE_TIMEOUT = 360.0
 STOP_TIMEOUT = 90.0
 CONVERGED = r"\[demo\] converged ([\d.]+)s after start"
 

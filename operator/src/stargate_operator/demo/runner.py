@@ -459,9 +459,11 @@ class Demo:
             now = time.monotonic()
             try:
                 snap = self.reader.snapshot()
-                api_error = ""
+                errors = self.reader.errors
+                api_error = ("the API did not answer (showing the last lists): " + "; ".join(errors)
+                             if errors else "")
             except (httpx.HTTPError, ValueError) as e:
-                api_error = f"the API did not answer: {e}"
+                api_error = f"the API did not answer: {e or type(e).__name__}"
             frame_due = False
             if snap is not None:
                 changes = tracker.update(snap, now)

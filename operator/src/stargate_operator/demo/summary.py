@@ -32,10 +32,16 @@ MEASURED_MOVE = 0.08
 
 
 class ApiReader:
-    """Lists the stargate kinds in every namespace with a plain synchronous HTTPS client."""
+    """Lists the stargate kinds in every namespace with a plain synchronous HTTPS client.
 
-    def __init__(self, server: str, ssl_context: ssl.SSLContext, timeout: float = 5.0) -> None:
+    On a machine loaded far beyond its cores a list can take seconds: the timeout is generous, and a
+    kind whose list fails keeps its last good list (``errors`` says which failed in the last call).
+    """
+
+    def __init__(self, server: str, ssl_context: ssl.SSLContext, timeout: float = 20.0) -> None:
         self._http = httpx.Client(base_url=server, verify=ssl_context, timeout=timeout)
+        self._last: dict[str, list[dict[str, Any]]] = {}
+        self.errors: list[str] = []
 
     def list(self, plural: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -70,7 +76,17 @@ class ApiReader:
             return
 
     def snapshot(self) -> Snapshot:
-        return Snapshot.from_lists({k: self.list(k) for k in KINDS}, taken=time.monotonic())
+        """Every kind, listed now where the API answers, else as last listed; raises when a kind was
+        never listed."""
+        self.errors = []
+        for kind in KINDS:
+            try:
+                self._last[kind] = self.list(kind)
+            except (httpx.HTTPError, ValueError) as e:
+                if kind not in self._last:
+                    raise
+                self.errors.append(f"{kind}: {e or type(e).__name__}")
+        return Snapshot.from_lists(dict(self._last), taken=time.monotonic())
 
     def close(self) -> None:
         self._http.close()
