@@ -410,11 +410,13 @@ class Demo:
         else:
             state = "converging" + (f" ({'; '.join(waiting)})" if waiting else "")
         cmds = self._commands(ns, site)
+        d = st.dot
         return [
-            st.bold("Stargate demo") + f" · up {duration(now - self.t0)} · {state} · Ctrl-C stops everything",
-            f"  {cmds[0][0]}   then: {cmds[1][0]} · {cmds[3][0]}",
+            st.bold("Stargate demo")
+            + f" {d} up {duration(now - self.t0)} {d} {state} {d} Ctrl-C stops everything",
+            f"  {cmds[0][0]}   then: {cmds[1][0]} {d} {cmds[3][0]}",
             f"  {cmds[7][0]}",
-            f"  metrics {self.metrics_url} · logs {self.opts.state_dir / 'logs'}",
+            f"  metrics {self.metrics_url} {d} logs {self.opts.state_dir / 'logs'}",
             *(st.dim(n) for n in self._notes),
         ]
 

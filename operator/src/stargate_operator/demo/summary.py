@@ -335,6 +335,10 @@ class Style:
     def arrow(self) -> str:
         return "→" if self.unicode else "->"
 
+    @property
+    def dot(self) -> str:
+        return "·" if self.unicode else "|"
+
 
 def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "~"
@@ -361,7 +365,7 @@ class Renderer:
             spec, status = site.get("spec") or {}, site.get("status") or {}
             power = status.get("power") or {}
             curt = _get(spec, "power", "curtailment")
-            title = (f"{st.bold(name)}  ns {ns} · {_get(spec, 'site', 'kind', default='?')}, "
+            title = (f"{st.bold(name)}  ns {ns} {st.dot} {_get(spec, 'site', 'kind', default='?')}, "
                      f"{_get(spec, 'site', 'cooling', default='?')} cooling")
             if curt:
                 reason = str(curt.get("reason") or "").strip()
@@ -385,9 +389,9 @@ class Renderer:
             reporting = sum(1 for n in site_nodes if _get(n, "status", "telemetry", "observedAt"))
             carbon = status.get("carbonGramsPerHour")
             lines.append(
-                f"  GPUs {gpus.get('healthy', '-')}/{gpus.get('total', '-')} healthy · "
+                f"  GPUs {gpus.get('healthy', '-')}/{gpus.get('total', '-')} healthy {st.dot} "
                 f"{status.get('nodes', '-')} nodes, {reporting} reporting telemetry"
-                + (f" · {carbon / 1000:,.0f} kg CO2e/h" if isinstance(carbon, int | float) else "")
+                + (f" {st.dot} {carbon / 1000:,.0f} kg CO2e/h" if isinstance(carbon, int | float) else "")
             )
             lines.append(st.dim(f"  {'rack':<14}{'prio':>5}{'GPUs':>9}{'budget':>12}{'demand':>12}"
                                 f"{'measured':>12}   GPU limit"))
