@@ -89,6 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     node_label = _env("STARGATE_PROMETHEUS_NODE_LABEL", "Hostname")
     parser.add_argument("--prometheus-node-label", default=node_label,
                         help="label of the DCGM series holding the node name (default Hostname)")
+    parser.add_argument("--telemetry-interval", type=float, default=_num("STARGATE_TELEMETRY_INTERVAL", 15.0),
+                        metavar="SECONDS", help="how often the prometheus telemetry source polls; keep "
+                        "--stale-after well above it (env STARGATE_TELEMETRY_INTERVAL; default 15)")
     parser.add_argument("--log-level", default=_env("STARGATE_LOG_LEVEL", "INFO"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log level (env STARGATE_LOG_LEVEL; default INFO)")
@@ -124,5 +127,6 @@ def main(args: argparse.Namespace) -> int:
         telemetry=args.telemetry,
         prometheus_url=args.prometheus_url,
         prometheus_node_label=args.prometheus_node_label,
+        telemetry_interval=args.telemetry_interval,
     )
     return run(settings)

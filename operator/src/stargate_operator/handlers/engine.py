@@ -30,6 +30,7 @@ from stargate_operator.core.types import CoreSettings, PlanEvent
 from stargate_operator.handlers.informer import run_informer
 from stargate_operator.handlers.store import KINDS_BY_PLURAL, PLURALS_BY_KIND, Key, Store, key_of
 from stargate_operator.kube import ApiError, KubeClient
+from stargate_operator.telemetry.prometheus import with_base_power
 
 logger = logging.getLogger("stargate.engine")
 
@@ -166,6 +167,9 @@ class Engine:
                 node = (obj.get("spec") or {}).get("nodeName") or obj["metadata"]["name"]
                 reading = self._telemetry.get(node)
                 if reading is not None:
+                    # DCGM measures the GPUs only; node telemetry counts the whole node, as an
+                    # agent reports it, so that it compares with node and rack budgets.
+                    reading = with_base_power(reading, obj.get("spec") or {})
                     obj = {**obj, "status": {**(obj.get("status") or {}), "telemetry": reading}}
             out.append(obj)
         return out
