@@ -226,13 +226,21 @@ class KubeClient:
                     raise ApiError(int(status.get("code", 500)), str(status.get("message")))
                 yield event
 
-    async def patch_status(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> Any:
-        """JSON merge patch on the status subresource (null removes a field)."""
+    async def patch_status(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any],
+                           resource_version: str | None = None) -> Any:
+        """JSON merge patch on the status subresource (null removes a field).
+
+        With `resource_version` the write only lands on that version of the object (409 Conflict
+        otherwise): optimistic concurrency, for writes that must not race another writer.
+        """
+        body: dict[str, Any] = {"status": patch}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         return await self.request(
             "PATCH",
             resource_path(plural, namespace, name, "status"),
             verb="patch",
-            body={"status": patch},
+            body=body,
             content_type="application/merge-patch+json",
         )
 

@@ -226,15 +226,29 @@ class Engine:
 
     async def _write(self, key: Key, patch: dict[str, Any]) -> bool:
         kind, namespace, name = key
+        # A claim's binding is the one status that must never race: write it only onto the version
+        # it was computed from, so that two replicas acting at once (a paused, not dead, active one
+        # and its standby) cannot both hand out the same bytes. Other statuses are derived figures
+        # that the next recomputation rewrites anyway; a precondition there would only add
+        # conflicts with the agents' telemetry writes.
+        rv = None
+        if kind == "MemoryClaim":
+            held = self.store.get(key)
+            rv = str(held["metadata"].get("resourceVersion") or "") if held else None
         async with self._write_sem:
             if not self.active.is_set():
                 return False
             try:
-                obj = await self.client.patch_status(PLURALS_BY_KIND[kind], namespace, name, patch)
+                obj = await self.client.patch_status(PLURALS_BY_KIND[kind], namespace, name, patch, rv)
             except ApiError as e:
                 if e.status == 404:
                     self.store.delete(key)  # deleted meanwhile: nothing to write
                     return True
+                if e.status == 409:
+                    # Someone wrote it since we read it: the watch brings the new version and the
+                    # retry recomputes the namespace from it.
+                    logger.info("%s %s/%s changed under us; recomputing", kind, namespace, name)
+                    return False
                 logger.warning("writing status of %s %s/%s failed: %s", kind, namespace, name, e)
                 self.stats.write_errors += 1
                 self.stats.last_error = str(e)
