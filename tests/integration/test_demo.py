@@ -271,20 +271,22 @@ def test_demo_runs_the_sample_site_and_stops_clean_on_ctrl_c(start_demo: Callabl
 
 
 def test_demo_curtail_ripples_to_racks_and_node_limits(start_demo: Callable[..., Demo]) -> None:
-    # Long enough after convergence to read the figures before the event.
-    demo = start_demo("--curtail", "20", "--curtail-after", "20", "--duration", "900")
+    """`--curtail 20`: the site's budget drops by 20 %, the racks' budgets and every node's GPU power
+    limit follow, and the simulated agents bring the measured power under the new budget.
+
+    What the figures were before the event comes from the spec (the budget without curtailment, which
+    the test above checks) and from the demo's own summary, whose change lines are read from the API:
+    on a machine loaded far beyond its cores, a test cannot count on reading the API within a given
+    window between convergence and the event."""
+    demo = start_demo("--curtail", "20", "--curtail-after", "5", "--duration", "900")
     demo.wait_for(CONVERGED, CONVERGE_TIMEOUT)
     procs = _started_processes(demo)
+    demo.wait_for(r"curtailment 20% applied to north-sea", 120)
     ns = "stargate-north-sea"
     site = demo.get("sgc", "north-sea", "-n", ns)
-    assert "curtailment" not in site["spec"]["power"], "curtailed before the test could look"
+    assert site["spec"]["power"]["curtailment"]["percent"] == 20
     cap, reserve = site["spec"]["power"]["itCapacityWatts"], site["spec"]["power"]["reservePercent"]
-    before = site["status"]["power"]["budgetWatts"]
-    assert before == cap * (100 - reserve) // 100
-    limits_before = {n["metadata"]["name"]: n["status"]["powerLimitWatts"]
-                     for n in demo.get("gpun", "-n", ns)["items"]}
-
-    demo.wait_for(r"curtailment 20% applied to north-sea", 60)
+    before = cap * (100 - reserve) // 100
     expected = cap * (100 - reserve) * 80 // 10000
     assert abs(expected - before * 0.8) <= 1
 
@@ -294,13 +296,15 @@ def test_demo_curtail_ripples_to_racks_and_node_limits(start_demo: Callable[...,
         state["site"] = demo.get("sgc", "north-sea", "-n", ns)
         return bool(state["site"]["status"]["power"]["budgetWatts"] == expected)
 
-    _poll(budget_dropped, 30, f"north-sea's budget to drop from {before} W to {expected} W")
-    assert state["site"]["spec"]["power"]["curtailment"]["percent"] == 20
+    _poll(budget_dropped, 120, f"north-sea's budget to drop from {before} W to {expected} W")
+    # The summary saw it happen, from the uncurtailed figure.
+    old, new = re.escape(f"{before / 1000:,.1f} kW"), re.escape(f"{expected / 1000:,.1f} kW")
+    demo.wait_for(rf"north-sea budget: {old} (→|->) {new}", 60)
 
     def limits_followed() -> bool:
         nodes = demo.get("gpun", "-n", ns)["items"]
         racks = demo.get("rk", "-n", ns)["items"]
-        state["limits"] = {n["metadata"]["name"]: n["status"]["powerLimitWatts"] for n in nodes}
+        state["nodes"] = nodes
         if sum(r["status"]["power"]["budgetWatts"] for r in racks) > expected:
             return False
         by_rack: dict[str, int] = {}
@@ -310,25 +314,30 @@ def test_demo_curtail_ripples_to_racks_and_node_limits(start_demo: Callable[...,
         return all(by_rack.get(r["metadata"]["name"], 0) <= r["status"]["power"]["budgetWatts"]
                    for r in racks)
 
-    _poll(limits_followed, 30, "rack budgets and node allocations within the curtailed budget")
-    after = state["limits"]
-    assert set(after) == set(limits_before)
-    assert all(after[n] <= limits_before[n] for n in after), (limits_before, after)
-    lowered = [n for n in after if after[n] < limits_before[n]]
-    assert lowered, "no node's GPU power limit went down"
+    _poll(limits_followed, 120, "rack budgets and node allocations within the curtailed budget")
+
+    # Every rack whose nodes' GPU limit the summary saw go down: its nodes now hold the new limit.
+    limit = r"(\d+)(?:-(\d+))? W"
+    racks = {r["metadata"]["name"] for r in demo.get("rk", "-n", ns)["items"]}
+    demo.wait_for(rf"({'|'.join(map(re.escape, racks))}) GPU power limit: {limit} (→|->) {limit}", 60)
+    lowered = 0
+    for m in re.finditer(rf"(\S+) GPU power limit: {limit} (?:→|->) {limit}", demo.output()):
+        rack, old_lo, old_hi, new_lo, new_hi = m.groups()
+        if rack not in racks:
+            continue
+        old_max, new_min, new_max = int(old_hi or old_lo), int(new_lo), int(new_hi or new_lo)
+        assert new_max < old_max, m.group(0)
+        held = [n["status"]["powerLimitWatts"] for n in state["nodes"] if n["spec"]["rackRef"] == rack]
+        assert held and all(new_min <= w <= new_max for w in held), (m.group(0), held)
+        lowered += 1
+    assert lowered >= 1, demo.output()[-4000:]
 
     # The simulated agents enforce the new limits: the measured power follows within a few readings.
     def measured_within_budget() -> bool:
         power = demo.get("sgc", "north-sea", "-n", ns)["status"]["power"]
         return bool(power["measuredWatts"] <= power["budgetWatts"])
 
-    _poll(measured_within_budget, 60, "north-sea's measured power to fall within its curtailed budget")
-
-    # The summary pointed at the ripple.
-    out = demo.output()
-    old, new = re.escape(f"{before / 1000:,.1f} kW"), re.escape(f"{expected / 1000:,.1f} kW")
-    assert re.search(rf"north-sea budget: {old} (→|->) {new}", out), out[-4000:]
-    assert "GPU power limit:" in out
+    _poll(measured_within_budget, 120, "north-sea's measured power to fall within its curtailed budget")
 
     assert demo.stop(signal.SIGTERM) == 0, demo.output()[-4000:]
     _assert_all_gone(demo, procs)
