@@ -225,3 +225,14 @@ def test_a_cache_never_changes_the_result(objs: list[dict[str, Any]], later_s: i
 
 def _same(a: Plan, b: Plan) -> bool:
     return a.statuses == b.statuses and a.events == b.events and a.next_change_at == b.next_change_at
+
+
+def test_telemetry_laid_over_an_unchanged_object_is_not_missed_by_the_cache() -> None:
+    cache = PlanCache()
+    base = _versioned([cluster(), rack("r"), node("n", "r", count=4)], "1")
+    fresh = {"healthyGPUs": 4, "observedAt": ts(NOW)}
+    first = run([*base[:2], {**base[2], "status": {"telemetry": fresh}}], cache=cache)
+    assert first.statuses[("GPUNode", NS, "n")]["healthyGPUs"] == 4
+    fewer = {"healthyGPUs": 1, "observedAt": ts(NOW)}
+    again = run([*base[:2], {**base[2], "status": {"telemetry": fewer}}], cache=cache)
+    assert again.statuses[("GPUNode", NS, "n")]["healthyGPUs"] == 1

@@ -203,3 +203,15 @@ def test_missing_references_are_conditions_not_errors(tmp_path: Path,
     rack = next(i for i in json.loads(out)["items"] if i["kind"] == "Rack")
     ready = rack["status"]["conditions"][0]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "ClusterNotFound")
+
+
+def test_curtail_plans_a_demand_response_what_if(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, "site.yaml", SITE)
+    code, out, _ = _plan(["-f", str(path), "-o", "json", "--now", "2026-01-01T14:00:00Z", "--curtail", "20"],
+                         capsys)
+    assert code == 0
+    site = next(i for i in json.loads(out)["items"] if i["kind"] == "StargateCluster")
+    assert site["spec"]["power"]["curtailment"]["percent"] == 20
+    assert site["status"]["power"]["budgetWatts"] == 8000  # 10000 x 0.8, from now on
+    with pytest.raises(SystemExit):
+        main(["plan", "-f", str(path), "--curtail", "120"])

@@ -5,6 +5,7 @@ Bound, a node's telemetry) is taken as the current state. Examples:
 
   stargate-operator plan -f crds/samples
   stargate-operator plan -f site.yaml -f extra-racks/ -o json --now 2026-01-01T12:00:00Z
+  stargate-operator plan -f crds/samples --curtail 20      # what if the grid asks for 20 % less
 
 Exit codes: 0 planned; 2 invalid input (the message names the file, the object and the field).
 References to missing objects are not errors: they become conditions, as in the operator.
@@ -46,6 +47,16 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _percent(value: str) -> int:
+    try:
+        percent = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole percentage: {value!r}") from None
+    if not 0 <= percent <= 100:
+        raise argparse.ArgumentTypeError(f"must be 0 to 100, got {percent}")
+    return percent
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-f",
@@ -82,6 +93,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="age at which a node's telemetry counts as stale and its GPUs as unhealthy "
         "(default: %(default)g, the operator's default).",
     )
+    parser.add_argument(
+        "--curtail",
+        type=_percent,
+        default=None,
+        metavar="PERCENT",
+        help="what if the grid asked every site to shed PERCENT %% of its power: plan as if each "
+        "StargateCluster had spec.power.curtailment.percent = PERCENT with no end, replacing any "
+        "curtailment in the manifests (the JSON output shows the spec that was planned).",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -93,6 +113,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"stargate-operator plan: invalid input:\n{e}", file=sys.stderr)
         return EXIT_INVALID
     bodies = [obj.body for obj in loaded]
+    if args.curtail is not None:
+        bodies = [_curtailed(body, args.curtail) for body in bodies]
     plan = plan_namespace(bodies, now, CoreSettings(stale_after_seconds=args.stale_after))
     items = with_status(bodies, plan)
     if args.output == "json":
@@ -102,6 +124,17 @@ def main(args: argparse.Namespace) -> int:
     else:
         print_table(items, plan, now, sys.stdout)
     return 0
+
+
+def _curtailed(body: dict[str, Any], percent: int) -> dict[str, Any]:
+    if body.get("kind") != "StargateCluster":
+        return body
+    spec = dict(body["spec"])
+    spec["power"] = {
+        **spec["power"],
+        "curtailment": {"percent": percent, "reason": "what-if: stargate-operator plan --curtail"},
+    }
+    return {**body, "spec": spec}
 
 
 def _refuse_duplicates(loaded: Iterable[LoadedObject]) -> None:

@@ -61,6 +61,7 @@ class RackIn:
     priority: int
     # computed
     powered: bool = False  # its cluster exists (no reference back to it: no cycles to collect)
+    dirty: bool = False  # a node of it is new or changed since the last call (with a cache)
     nodes: list[NodeIn] = field(default_factory=list)
     floor_w: int = 0
     demand_sum_w: int = 0
@@ -108,6 +109,7 @@ class NodeIn:
     assessed_at: float = 0.0  # the health verdict holds from this instant ...
     valid_until: float = 0.0  # ... until this one (infinity: until the object changes)
     assessed_with: float = -1.0  # ... for this stale threshold
+    hit: bool = False  # reused from the cache as it was, verdict included
     out_key: tuple[Any, ...] | None = None  # what the last status was built from
     out_status: dict[str, Any] | None = None  # ... and that status, when time played no part in it
 

@@ -7,15 +7,13 @@ Objects with the same kind and name in one namespace are a caller error; the las
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from stargate_operator.core.allocation import add_node, allocate_rack, allocate_site, roll_up_site
-from stargate_operator.core.cache import PlanCache
+from stargate_operator.core.cache import PlanCache, RackKey, RackMemo
 from stargate_operator.core.capacity import assess_node
 from stargate_operator.core.memory import bind_claims, derived_capacity
 from stargate_operator.core.objects import (
@@ -70,6 +68,11 @@ def plan_namespace(
 
     `cache`: optional, the same PlanCache on every call for the same objects (the engine's): the
     result is the same, computed faster when few objects changed (see cache.py).
+
+    No global state is touched, the garbage collector included. A process that plans very large
+    sites does well to `gc.freeze()` its store of objects once listed, so that the collections a
+    recomputation's allocations trigger do not walk every stored object each time (at 100,000
+    nodes that walk costs about as much as the recomputation).
     """
     when = as_utc(now)
     now_e = when.timestamp()
@@ -79,34 +82,41 @@ def plan_namespace(
     spaces: dict[str, _Namespace] = {}
     cached = cache.nodes if cache is not None else None
     kept: dict[str, NodeIn] = {}
-    with _gc_paused():
-        for obj in objects:
-            kind = obj.get("kind")
-            if kind == "GPUNode":
-                node, change = _take_node(obj, now_e, stale_after, memo, cached, kept)
-                if change < next_change:
-                    next_change = change
-                _space(spaces, node.namespace).nodes[node.name] = node
-            elif kind == "Rack":
-                rack = parse_rack(obj)
-                _space(spaces, rack.namespace).racks[rack.name] = rack
-            elif kind == "StargateCluster":
-                cluster = parse_cluster(obj)
-                _space(spaces, cluster.namespace).clusters[cluster.name] = cluster
-            elif kind == "MemoryPool":
-                pool = parse_pool(obj)
-                _space(spaces, pool.namespace).pools[pool.name] = pool
-            elif kind == "MemoryClaim":
-                claim = parse_claim(obj)
-                _space(spaces, claim.namespace).claims[claim.name] = claim
-        plan = Plan()
-        ctx = StatusContext(format_time(when), stale_after, plan.events, caching=cache is not None)
-        for ns in sorted(spaces):
-            change = _plan_space(spaces[ns], now_e, plan.statuses, ctx)
+    last_ns: str | None = None
+    last_nodes: dict[str, NodeIn] = {}
+    for obj in objects:
+        kind = obj.get("kind")
+        if kind == "GPUNode":
+            node, change = _take_node(obj, now_e, stale_after, memo, cached, kept)
             if change < next_change:
                 next_change = change
+            if node.namespace != last_ns:  # one namespace, normally: skip the lookup
+                last_ns = node.namespace
+                last_nodes = _space(spaces, last_ns).nodes
+            last_nodes[node.name] = node
+        elif kind == "Rack":
+            rack = parse_rack(obj)
+            _space(spaces, rack.namespace).racks[rack.name] = rack
+        elif kind == "StargateCluster":
+            cluster = parse_cluster(obj)
+            _space(spaces, cluster.namespace).clusters[cluster.name] = cluster
+        elif kind == "MemoryPool":
+            pool = parse_pool(obj)
+            _space(spaces, pool.namespace).pools[pool.name] = pool
+        elif kind == "MemoryClaim":
+            claim = parse_claim(obj)
+            _space(spaces, claim.namespace).claims[claim.name] = claim
+    plan = Plan()
+    ctx = StatusContext(format_time(when), stale_after, plan.events, caching=cache is not None)
+    previous = cache.racks if cache is not None else None
+    memos: dict[RackKey, RackMemo] = {}
+    for ns in sorted(spaces):
+        change = _plan_space(spaces[ns], now_e, plan.statuses, ctx, previous, memos)
+        if change < next_change:
+            next_change = change
     if cache is not None:
         cache.nodes = kept
+        cache.racks = memos
     if next_change != INFINITY:
         plan.next_change_at = from_epoch(next_change)
     plan.events.sort(key=lambda e: (e.key, e.reason, e.type, e.message))
@@ -134,12 +144,19 @@ def _take_node(
         version = meta.get("resourceVersion")
         if uid and version:
             node = cached.get(uid)
-            if node is not None and node.version == version and node.assessed_with == stale_after:
+            if (
+                node is not None
+                and node.version == version
+                and node.assessed_with == stale_after
+                and _same_telemetry(node.telemetry, obj)
+            ):
                 node.rack_found = node.powered = False
                 node.rack_cluster_ref = ""
                 node.allocated_w = node.limit_w = 0
                 kept[uid] = node
+                node.hit = True
                 if not node.assessed_at <= now < node.valid_until:
+                    node.hit = False  # judged again: its rack is summed again
                     change = assess_node(node, now, stale_after, memo)
                     node.assessed_at = now
                     node.valid_until = INFINITY if change is None else change
@@ -158,19 +175,12 @@ def _take_node(
     return node, INFINITY if change is None else change
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a site is built. The records hold no reference cycles
-    (children do not point back at parents), so reference counting frees them all; meanwhile, on
-    a 100,000-node site, the collector's passes over the growing heap cost as much as the
-    computation and make it grow faster than linearly."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+def _same_telemetry(held: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:
+    """Telemetry may reach the core without a new resourceVersion (an engine that reads it from
+    Prometheus and lays it over the object), so a cached record is only good for the same one."""
+    status = obj.get("status")
+    current = status.get("telemetry") if status else None
+    return held is current or held == (current or {})
 
 
 def _space(spaces: dict[str, _Namespace], namespace: str) -> _Namespace:
@@ -181,10 +191,13 @@ def _space(spaces: dict[str, _Namespace], namespace: str) -> _Namespace:
 
 
 def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[str, Any]],
-                ctx: StatusContext) -> float:
+                ctx: StatusContext, previous: dict[RackKey, RackMemo] | None,
+                memos: dict[RackKey, RackMemo]) -> float:
     """Link, allocate and build the statuses of one namespace; return its next change by time
     (curtailments ending), or infinity. Nodes are visited rack by rack, so that a rack's nodes are
-    allocated and written out while they are still in the CPU cache."""
+    allocated and written out while they are still in the CPU cache. With a cache, a rack whose
+    nodes are the very records of last time, unchanged, reuses its sums, and if its budget is the
+    same too, its nodes' statuses (`previous`: last call's rack memos; `memos`: this call's)."""
     next_change = INFINITY
     racks = space.racks
     orphans: list[NodeIn] = []
@@ -195,7 +208,25 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
         else:
             node.rack_found = True
             node.rack_cluster_ref = rack.cluster_ref
-            add_node(rack, node)
+            rack.nodes.append(node)
+            if not node.hit:
+                rack.dirty = True
+
+    reused: dict[str, RackMemo] = {}
+    for rack in racks.values():
+        memo = previous.get((rack.namespace, rack.name)) if previous is not None else None
+        if (
+            memo is not None
+            and not rack.dirty
+            and memo.max_power_w == rack.max_power_w
+            and memo.cluster_ref == rack.cluster_ref
+            and memo.nodes == rack.nodes  # the same records (identity), in the same order
+        ):
+            memo.restore_sums(rack)
+            reused[rack.name] = memo
+        else:
+            for node in rack.nodes:
+                add_node(rack, node)
 
     clusters = space.clusters
     for rack in racks.values():
@@ -211,11 +242,27 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
             next_change = until
 
     for rack in racks.values():
-        if rack.powered:
-            allocate_rack(rack)
+        memo = reused.get(rack.name)
+        if memo is not None and memo.budget_w == rack.budget_w and memo.powered == rack.powered:
+            # Same nodes, same budget: the same allocation and the same statuses as last time.
+            rack.facility_it_w = memo.facility_it_w
+            statuses.update(memo.statuses)
+            memos[rack.namespace, rack.name] = memo
+        else:
+            if rack.powered:
+                allocate_rack(rack)
+            mine: dict[ObjectKey, dict[str, Any]] | None = {} if ctx.caching else None
+            for node in rack.nodes:
+                status = _node_status(node, ctx)
+                statuses["GPUNode", node.namespace, node.name] = status
+                if mine is not None:
+                    if node.out_status is status:
+                        mine["GPUNode", node.namespace, node.name] = status
+                    else:
+                        mine = None  # a condition changed: now played a part; build it again
+            if mine is not None:
+                memos[rack.namespace, rack.name] = RackMemo.of(rack, mine)
         statuses["Rack", rack.namespace, rack.name] = rack_status(rack, ctx)
-        for node in rack.nodes:
-            statuses["GPUNode", node.namespace, node.name] = _node_status(node, ctx)
     for node in orphans:
         statuses["GPUNode", node.namespace, node.name] = _node_status(node, ctx)
     for cluster in clusters.values():

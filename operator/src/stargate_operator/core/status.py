@@ -222,11 +222,15 @@ def node_status(n: NodeIn, ctx: StatusContext) -> Status:
         elif n.healthy == 0:
             ready = ("Ready", FALSE, "NoHealthyGPUs", "the node agent reports no healthy GPU")
         else:
+            # The figures are in the status itself; a message without them is one shared
+            # condition for most nodes of a site instead of one string and one dict per node.
             ready = (
                 "Ready",
                 TRUE,
                 "PowerAllocated",
-                f"{n.healthy}/{n.count} GPUs healthy, power limit {n.limit_w} W per GPU",
+                "every GPU healthy and powered"
+                if n.healthy == n.count
+                else f"{n.healthy} of {n.count} GPUs healthy",
             )
         if n.allocated_w < n.demand_w:
             capped = (
