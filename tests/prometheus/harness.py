@@ -145,6 +145,14 @@ class PrometheusServer:
             raise QueryError(f"{expr}: expected a vector, got {rtype}")
         return [{"metric": s["metric"], "value": float(s["value"][1])} for s in result]
 
+    def query_range(self, expr: str, seconds: float = 30.0, step: str = "1s") -> list[dict[str, Any]]:
+        """A range query over the last `seconds`: a list of {metric: labels, values: [float]}."""
+        end = time.time()
+        data = self.api("query_range", query=expr, start=str(end - seconds), end=str(end), step=step)
+        if data["resultType"] != "matrix":
+            raise QueryError(f"{expr}: expected a matrix, got {data['resultType']}")
+        return [{"metric": s["metric"], "values": [float(v[1]) for v in s["values"]]} for s in data["result"]]
+
     def wait_for(self, expr: str, timeout: float = 60.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:
@@ -177,6 +185,7 @@ class PanelQuery:
     expr: str
     legend: str
     table: bool
+    range: bool
 
     @property
     def where(self) -> str:
@@ -199,7 +208,8 @@ def panel_queries(name: str, dashboard: Mapping[str, Any]) -> list[PanelQuery]:
         for t in p.get("targets", []):
             if "expr" in t:
                 out.append(PanelQuery(name, str(p.get("title")), str(t.get("refId")), t["expr"],
-                                      t.get("legendFormat", ""), t.get("format") == "table"))
+                                      t.get("legendFormat", ""), t.get("format") == "table",
+                                      bool(t.get("range", not t.get("instant", False)))))
     return out
 
 
@@ -272,6 +282,13 @@ def query_problems(prom: PrometheusServer, q: PanelQuery, values: Mapping[str, s
             break
     if not any(math.isfinite(s["value"]) for s in result):
         problems.append(f"{q.where}: only NaN/Inf values for {expr}: {result[:3]}")
+    if q.range:  # a graph: the same over a time range, as Grafana asks for it
+        try:
+            matrix = prom.query_range(expr)
+        except QueryError as e:
+            return [*problems, f"{q.where} (range): {e}"]
+        if not matrix or not any(math.isfinite(v) for s in matrix for v in s["values"]):
+            problems.append(f"{q.where}: no data over a time range for {expr}")
     return problems
 
 
