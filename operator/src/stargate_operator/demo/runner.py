@@ -28,13 +28,14 @@ import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import httpx
 import yaml
@@ -63,6 +64,9 @@ CURTAIL_REASON = "demand-response event from stargate-operator demo --curtail"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PERIODIC_FRAME_SECONDS = 30.0  # without a terminal: a full summary this often, changes as they happen
 _SETTLE_SECONDS = 3.0  # --once: no tracked change for this long after the curtailment
+
+
+_T = TypeVar("_T")
 
 
 def default_state_dir() -> Path:
@@ -250,9 +254,11 @@ class Demo:
         self.say(f"control plane (etcd + kube-apiserver) ready in {time.monotonic() - t:.1f}s at {cp.server}")
 
         t = time.monotonic()
-        crds = cp.apply_crds(write_crds(opts.state_dir / "crds"))
+        crd_dir = write_crds(opts.state_dir / "crds")
+        crds = self._patiently("installing the CRDs", lambda: cp.apply_crds(crd_dir))
         docs = sample_documents(samples)
-        cp.kubectl("apply", "--server-side", "--field-manager=stargate-demo", "-f", str(samples), timeout=120)
+        self._patiently("applying the samples", lambda: cp.kubectl(
+            "apply", "--server-side", "--field-manager=stargate-demo", "-f", str(samples), timeout=120))
         self.say(f"{len(crds)} CRDs installed and {len(docs)} sample objects applied from {samples} "
                  f"in {time.monotonic() - t:.1f}s")
 
@@ -270,6 +276,19 @@ class Demo:
         return self._loop(site_ns, site_name)
 
     # ------------------------------------------------------------------ steps
+    def _patiently(self, what: str, step: Callable[[], _T], attempts: int = 3) -> _T:
+        """An idempotent kubectl step, again when kubectl times out (a machine loaded far beyond its
+        cores); its failures are errors at once."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return step()
+            except subprocess.TimeoutExpired as e:
+                if attempt == attempts:
+                    raise DemoError(f"{what}: kubectl timed out {attempts} times ({e.timeout:.0f}s each); "
+                                    "is the machine overloaded?") from None
+                self.say(f"{what}: kubectl timed out after {e.timeout:.0f}s; trying again")
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _curtail_target(self, samples: Path) -> tuple[str, str]:
         """The site a curtailment goes to: --curtail-site, else the one in the samples' curtailment/
         folder, else the first site."""
