@@ -13,8 +13,8 @@ from stargate_operator.core.power import max_min_shares, site_budget
 
 
 def add_node(rack: RackIn, n: NodeIn) -> None:
-    """Count a node (its floor and demand already computed) into its rack's rollup."""
-    rack.nodes.append(n)
+    """Count a node (its floor and demand already computed, already in rack.nodes) into its rack's
+    rollup."""
     rack.floor_w += n.floor_w
     rack.demand_sum_w += n.demand_w
     rack.demand_w = min(rack.demand_sum_w, rack.max_power_w)  # demand is capped at the rating
