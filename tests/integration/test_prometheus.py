@@ -13,6 +13,7 @@ served (or call `start_prometheus(workdir, target)` and the checks of tests/prom
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import subprocess
@@ -290,6 +291,11 @@ def _for_api(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
     return out
 
 
+def _stop_quietly(op: Any) -> None:
+    with contextlib.suppress(AssertionError):  # it did not stop in time: killed next
+        op.stop()
+
+
 @pytest.mark.integration
 def test_dashboards_and_alerts_against_the_running_operator(
     control_plane: Any, kubectl: Any, tmp_path: Path
@@ -306,6 +312,7 @@ def test_dashboards_and_alerts_against_the_running_operator(
     sites[TROUBLED] = troubled_site(now)
     renamed = {ns: namespace_name(f"prom-{ns.removeprefix('stargate-')}") for ns in sites}
     api = Api(control_plane)
+    stack = contextlib.ExitStack()
     try:
         for ns in renamed.values():
             create_namespace(kubectl, ns)
@@ -318,59 +325,66 @@ def test_dashboards_and_alerts_against_the_running_operator(
                 if o["kind"] == "GPUNode" and telemetry:
                     api.patch_status("GPUNode", renamed[ns], o["metadata"]["name"], {"telemetry": telemetry})
         troubled = renamed[TROUBLED]
-        with OperatorProcess(control_plane, tmp_path / "operator", "--per-node-metrics") as op:
-            def reconciled() -> bool:
-                st = api.get("StargateCluster", troubled, "troubled").get("status") or {}
-                pool = api.get("MemoryPool", troubled, "cxl-small").get("status") or {}
-                pending = pool.get("claims", {}).get("pending")
-                return bool(st.get("power", {}).get("budgetWatts")) and pending == 1
-            try:
-                wait_for(reconciled, 90, 0.5, "the troubled site's status")
-            except AssertionError as e:
-                raise AssertionError(
-                    f"{e}\nsite: {api.get('StargateCluster', troubled, 'troubled').get('status')}\n"
-                    f"pool: {api.get('MemoryPool', troubled, 'cxl-small').get('status')}\n"
-                    f"log: {op.log_tail()}") from None
-            # a node agent keeps reporting, as agents do, so that the operator keeps reconciling
-            # while Prometheus watches (rates and duration quantiles need fresh observations)
-            stop = threading.Event()
+        # Not `with OperatorProcess(...)`: a start that fails inside __enter__ would leave the
+        # process running; here it is stopped (or killed) whatever happens.
+        op = OperatorProcess(control_plane, tmp_path / "operator", "--per-node-metrics")
+        stack.callback(op.kill)
+        stack.callback(_stop_quietly, op)
+        op.start()
 
-            def agent() -> None:
-                client = Api(control_plane)
-                try:
-                    i = 0
-                    while not stop.wait(0.5):
-                        i += 1
-                        client.patch_status("GPUNode", troubled, "rack-00000-n01", {"telemetry": {
-                            "powerWatts": 2_000 + 10 * (i % 50), "healthyGPUs": 4,
-                            "observedAt": format_time(datetime.now(UTC))}})
-                finally:
-                    client.close()
+        def reconciled() -> bool:
+            st = api.get("StargateCluster", troubled, "troubled").get("status") or {}
+            pool = api.get("MemoryPool", troubled, "cxl-small").get("status") or {}
+            pending = pool.get("claims", {}).get("pending")
+            return bool(st.get("power", {}).get("budgetWatts")) and pending == 1
+        try:
+            wait_for(reconciled, 90, 0.5, "the troubled site's status")
+        except AssertionError as e:
+            raise AssertionError(
+                f"{e}\nsite: {api.get('StargateCluster', troubled, 'troubled').get('status')}\n"
+                f"pool: {api.get('MemoryPool', troubled, 'cxl-small').get('status')}\n"
+                f"log: {op.log_tail()}") from None
+        # a node agent keeps reporting, as agents do, so that the operator keeps reconciling
+        # while Prometheus watches (rates and duration quantiles need fresh observations)
+        stop = threading.Event()
 
-            reporter = threading.Thread(target=agent, daemon=True)
-            reporter.start()
+        def agent() -> None:
+            client = Api(control_plane)
             try:
-                with PrometheusServer(tmp_path / "prometheus",
-                                      {JOB: [f"127.0.0.1:{op.metrics_port}"],
-                                       f"{JOB}-unreachable": [f"127.0.0.1:{free_port()}"]}) as prom:
-                    prom.wait_for_scrapes(JOB, 5)
-                    problems = dashboard_problems(prom)
-                    problems += [f"[namespace={troubled}] {p}"
-                                 for p in dashboard_problems(prom, {"namespace": troubled})]
-                    # a healthy operator has no failed reconciliations: that alert is probed instead
-                    problems += alert_problems(
-                        prom, EXPECT_FIRING - {"StargateReconcileErrors"},
-                        {**PROBES, "StargateReconcileErrors":
-                         "sum by (job, instance, kind) (increase(stargate_reconciles_total[5m]))"})
-                    assert not problems, "\n".join(problems) + f"\noperator log:\n{op.log_tail()}"
-                    over = prom.query(
-                        f'stargate_cluster_power_overcommitted_watts{{namespace="{troubled}"}} > 0')
-                    assert over, "the operator's metrics do not show the troubled site overcommitted"
+                i = 0
+                while not stop.wait(0.5):
+                    i += 1
+                    client.patch_status("GPUNode", troubled, "rack-00000-n01", {"telemetry": {
+                        "powerWatts": 2_000 + 10 * (i % 50), "healthyGPUs": 4,
+                        "observedAt": format_time(datetime.now(UTC))}})
             finally:
-                stop.set()
-                reporter.join(timeout=10)
-            assert op.alive, op.log_tail()
+                client.close()
+
+        reporter = threading.Thread(target=agent, daemon=True)
+        reporter.start()
+        try:
+            with PrometheusServer(tmp_path / "prometheus",
+                                  {JOB: [f"127.0.0.1:{op.metrics_port}"],
+                                   f"{JOB}-unreachable": [f"127.0.0.1:{free_port()}"]}) as prom:
+                prom.wait_for_scrapes(JOB, 5)
+                problems = dashboard_problems(prom)
+                problems += [f"[namespace={troubled}] {p}"
+                             for p in dashboard_problems(prom, {"namespace": troubled})]
+                # a healthy operator has no failed reconciliations: that alert is probed instead
+                problems += alert_problems(
+                    prom, EXPECT_FIRING - {"StargateReconcileErrors"},
+                    {**PROBES, "StargateReconcileErrors":
+                     "sum by (job, instance, kind) (increase(stargate_reconciles_total[5m]))"})
+                assert not problems, "\n".join(problems) + f"\noperator log:\n{op.log_tail()}"
+                over = prom.query(
+                    f'stargate_cluster_power_overcommitted_watts{{namespace="{troubled}"}} > 0')
+                assert over, "the operator's metrics do not show the troubled site overcommitted"
+        finally:
+            stop.set()
+            reporter.join(timeout=10)
+        assert op.alive, op.log_tail()
     finally:
+        stack.close()
         api.close()
         for ns in renamed.values():
             purge_namespace(kubectl, ns)
