@@ -155,7 +155,12 @@ class OperatorProcess:
 
     def __enter__(self) -> OperatorProcess:
         if self.proc is None:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                # __exit__ does not run when __enter__ fails: never leave the process behind.
+                self.__exit__(None, None, None)
+                raise
         return self
 
     def __exit__(self, *exc: object) -> None:
