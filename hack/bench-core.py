@@ -10,7 +10,7 @@ measured in this one run (DESIGN section 8). Each figure is the best of a few ru
 to keep a shared machine's noise out; times are the process's CPU time (one core), so other
 processes on a busy machine do not count, with wall-clock time beside them. The input objects are
 frozen out of the garbage collector's passes (gc.freeze), as an operator holding a large site's
-objects in its store should do (see plan_namespace).
+objects in its store should do (see plan_namespace, which pauses the collector during the call).
 Usage: hack/bench-core.py [--sizes 1000,10000,100000] [--repeat 3]
 """
 

@@ -7,6 +7,7 @@ Objects with the same kind and name in one namespace are a caller error; the las
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,11 +70,26 @@ def plan_namespace(
     `cache`: optional, the same PlanCache on every call for the same objects (the engine's): the
     result is the same, computed faster when few objects changed (see cache.py).
 
-    No global state is touched, the garbage collector included. A process that plans very large
-    sites does well to `gc.freeze()` its store of objects once listed, so that the collections a
-    recomputation's allocations trigger do not walk every stored object each time (at 100,000
-    nodes that walk costs about as much as the recomputation).
+    The cyclic garbage collector is paused for the duration of the call (and restored as it
+    was): the core allocates no reference cycles, and on a 100,000-node site the collections its
+    allocations would trigger cost as much as the recomputation and grow faster than linearly.
+    A process that holds a large site's objects does well to `gc.freeze()` them once listed too.
     """
+    if not gc.isenabled():
+        return _plan(objects, now, settings, cache)
+    gc.disable()
+    try:
+        return _plan(objects, now, settings, cache)
+    finally:
+        gc.enable()
+
+
+def _plan(
+    objects: Iterable[Mapping[str, Any]],
+    now: datetime,
+    settings: CoreSettings,
+    cache: PlanCache | None,
+) -> Plan:
     when = as_utc(now)
     now_e = when.timestamp()
     stale_after = settings.stale_after_seconds
