@@ -1021,7 +1021,11 @@ def test_peering_standby_takes_over(cluster: Cluster, recorded: dict[str, Record
         _wait("replica 0 active", lambda: "is now active" in logs[0].read_text(), 30, procs[0], logs[0])
         _wait(f"a status on every object in {site}", lambda: _statuses(cluster, site), 90, procs[0], logs[0])
         time.sleep(4)  # more than one peering interval: the standby has looked and stood by
-        assert "is now active" not in logs[1].read_text(), logs[1].read_text()[-3000:]
+        # On a loaded machine the standby may register first and act alone for a round; what
+        # matters is that it stands by once the higher-priority replica is there.
+        states = [ln for ln in logs[1].read_text().splitlines()
+                  if "stargate.peering" in ln and ("is now active" in ln or "standing by" in ln)]
+        assert not states or "standing by" in states[-1], logs[1].read_text()[-3000:]
         peering = cluster.kubectl.json("get", "clusterkopfpeering", "sg-ha-stargate-operator")
         priorities = sorted(p["priority"] for p in peering["status"].values())
         assert priorities == [99, 100], peering["status"]
