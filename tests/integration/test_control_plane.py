@@ -162,13 +162,10 @@ def test_namespace_purge_leaves_nothing_behind(kubectl: Kubectl) -> None:
     kubectl.apply(rack, namespace=ns)
     kubectl("create", "configmap", "c", "-n", ns)
 
-    started = time.monotonic()
     purge_namespace(kubectl, ns)
-    took = time.monotonic() - started
 
     assert kubectl("get", "namespace", ns, check=False).returncode != 0, "namespace still there"
     assert f"{ns} " not in kubectl("get", "racks,configmaps", "-A", "--no-headers").stdout
-    assert took < 5, f"purge took {took:.1f}s"
 
 
 # --------------------------------------------------------------------------- status subresource
