@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 from stargate_operator import __version__
@@ -36,7 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args._module.main(args)
+    try:
+        code: int = args._module.main(args)
+    except BrokenPipeError:
+        # The reader went away (`plan ... | head`): not our error. Point stdout at /dev/null so
+        # that the interpreter's final flush does not raise again, and exit as SIGPIPE would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return code
 
 
