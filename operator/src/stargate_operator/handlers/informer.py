@@ -13,8 +13,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from stargate_operator.kube import ApiError, KubeClient, WatchExpired
 
 logger = logging.getLogger("stargate.informer")
@@ -60,7 +58,7 @@ async def run_informer(
             rv = None
         except asyncio.CancelledError:
             raise
-        except (httpx.HTTPError, ApiError, OSError, ValueError) as e:
+        except (ApiError, OSError, ValueError) as e:
             logger.warning("watching %s in %s failed (%s); retrying in %.1fs", plural, where, e, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)
