@@ -241,7 +241,7 @@ class Demo:
 
         if not _binaries_at_hand():
             self.say("kube-apiserver and etcd are not cached yet: building them from their Go modules, once "
-                     f"(about 15 minutes on 2 cores; progress below; cached under {cache_root()})")
+                     f"(several minutes; progress below; cached under {cache_root()})")
         t = time.monotonic()
         kubectl = ensure_kubectl()
         binaries = ensure_control_plane()
