@@ -32,7 +32,7 @@ test: tools lint  ## everything: lint, unit, integration (real API server, Helm,
 test-unit: setup  ## unit tests only (no control plane)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-demo: tools  ## the main job: local control plane, operator, simulated site, live summary
+demo: setup  ## the main job (builds kube-apiserver and etcd on first use): control plane, operator, site, live summary
 	$(VENV)/bin/stargate-operator demo
 
 bench: tools  ## benchmarks (see README, Performance)
