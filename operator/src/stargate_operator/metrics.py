@@ -45,7 +45,6 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
 from itertools import chain
 from socketserver import ThreadingMixIn
 from typing import Any, Protocol
@@ -66,6 +65,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stargate_operator import __version__
+from stargate_operator.core.wire import parse_epoch
 
 __all__ = [
     "ALLOCATION_SECONDS",
@@ -218,17 +218,8 @@ def _str(obj: Mapping[str, Any] | None, *path: str) -> str:
 
 
 def _timestamp(value: Any) -> float | None:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.timestamp()
+    # The core's reading of a time, so that a metric and the status agree on what it means.
+    return parse_epoch(value)
 
 
 def _conditions(status: Mapping[str, Any] | None) -> dict[str, str]:
