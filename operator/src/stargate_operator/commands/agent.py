@@ -24,41 +24,28 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 
 from stargate_operator.agent.runner import Fleet, nvml_factory, simulated_factory
+from stargate_operator.commands.options import env as _env
+from stargate_operator.commands.options import env_bool as _env_bool
+from stargate_operator.commands.options import env_int as _env_int
+from stargate_operator.commands.options import non_negative_int as _non_negative_int
+from stargate_operator.commands.options import positive_float as _positive_float
 from stargate_operator.kube import ApiError, KubeClient
 
 log = logging.getLogger("stargate_operator.agent")
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
 
 
-def _env_bool(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _env_int(name: str) -> int | None:
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else None
 
 
-def _positive_float(s: str) -> float:
-    v = float(s)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {s}")
-    return v
 
 
-def _non_negative_int(s: str) -> int:
-    v = int(s)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {s}")
-    return v
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,35 +28,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stargate_operator.commands.options import non_negative_float as _non_negative
+from stargate_operator.commands.options import percent as _percent
+from stargate_operator.commands.options import port as _port
+from stargate_operator.commands.options import positive_float as _positive
 from stargate_operator.demo.runner import Demo, Options, default_state_dir
-
-
-def _percent(s: str) -> int:
-    v = int(s)
-    if not 0 <= v <= 100:
-        raise argparse.ArgumentTypeError(f"must be 0 to 100: {s}")
-    return v
-
-
-def _non_negative(s: str) -> float:
-    v = float(s)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {s}")
-    return v
-
-
-def _positive(s: str) -> float:
-    v = float(s)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {s}")
-    return v
-
-
-def _port(s: str) -> int:
-    v = int(s)
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port: {s}")
-    return v
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,30 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-from typing import TypeVar
 
+from stargate_operator.commands.options import env as _env
+from stargate_operator.commands.options import env_bool as _env_bool
+from stargate_operator.commands.options import env_num as _num
 from stargate_operator.handlers.engine import EngineSettings
-
-_N = TypeVar("_N", int, float)
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
-
-
-def _env_bool(name: str) -> bool:
-    return (os.environ.get(name) or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _num(name: str, default: _N) -> _N:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return type(default)(raw)
-    except ValueError:
-        raise SystemExit(f"environment variable {name}={raw!r} is not a valid number") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
