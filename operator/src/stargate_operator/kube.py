@@ -52,15 +52,29 @@ class Connection:
     token_file: str | None = None
 
 
-def _materialise(data_b64: str | None, path: str | None, base: Path) -> str | None:
-    """kubeconfig gives credentials as a file path or inline base64; ssl wants files."""
-    if path:
-        return str((base / path).resolve()) if not os.path.isabs(path) else path
-    if data_b64:
-        with tempfile.NamedTemporaryFile(prefix="sg-kube-", delete=False) as f:
-            f.write(base64.b64decode(data_b64))
-        return f.name
-    return None
+def _resolve(path: str, base: Path) -> str:
+    """kubeconfig paths are relative to the kubeconfig's folder."""
+    return path if os.path.isabs(path) else str((base / path).resolve())
+
+
+def _load_client_cert(ctx: ssl.SSLContext, user: dict[str, Any], base: Path) -> None:
+    """The client certificate and key, from files or inline base64 (ssl reads only files)."""
+    temps: list[str] = []
+    try:
+        files = []
+        for field in ("client-certificate", "client-key"):
+            if user.get(field):
+                files.append(_resolve(user[field], base))
+            else:
+                with tempfile.NamedTemporaryFile(prefix="sg-kube-", delete=False) as f:
+                    f.write(base64.b64decode(user[field + "-data"]))
+                temps.append(f.name)
+                files.append(f.name)
+        ctx.load_cert_chain(files[0], files[1])
+    finally:
+        # Loaded into the context: the key material must not stay on disk.
+        for name in temps:
+            os.unlink(name)
 
 
 def load_connection(kubeconfig: str | None = None, context: str | None = None) -> Connection:
@@ -90,19 +104,21 @@ def load_connection(kubeconfig: str | None = None, context: str | None = None) -
     if cluster.get("insecure-skip-tls-verify"):
         verify = False
     else:
-        ca = _materialise(
-            cluster.get("certificate-authority-data"), cluster.get("certificate-authority"), base
+        ca_file = cluster.get("certificate-authority")
+        ca_data = cluster.get("certificate-authority-data")
+        verify = ssl.create_default_context(
+            cafile=_resolve(ca_file, base) if ca_file else None,
+            cadata=base64.b64decode(ca_data).decode() if ca_data and not ca_file else None,
         )
-        verify = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
-    cert = _materialise(user.get("client-certificate-data"), user.get("client-certificate"), base)
-    key = _materialise(user.get("client-key-data"), user.get("client-key"), base)
-    if cert and key:
+    has_cert = user.get("client-certificate") or user.get("client-certificate-data")
+    has_key = user.get("client-key") or user.get("client-key-data")
+    if has_cert and has_key:
         if verify is False:
             verify = ssl.create_default_context()
             verify.check_hostname = False
             verify.verify_mode = ssl.CERT_NONE
         assert isinstance(verify, ssl.SSLContext)
-        verify.load_cert_chain(cert, key)
+        _load_client_cert(verify, user, base)
     return Connection(server, verify, token=user.get("token"), token_file=user.get("tokenFile"))
 
 

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,7 +54,6 @@ class EngineStats:
     events_posted: int = 0
     last_reconcile_monotonic: float = 0.0
     last_error: str = ""
-    writes_by_key: dict[Key, int] = field(default_factory=dict)
 
 
 class Engine:
@@ -154,8 +153,6 @@ class Engine:
                 await self.reconcile(ns)
             if next_due is not None:
                 asyncio.get_running_loop().call_later(max(0.0, next_due - time.monotonic()), self._wake.set)
-            if self._dirty and not due and next_due is None:
-                self._wake.set()
 
     def _objects_for_core(self, namespace: str) -> list[dict[str, Any]]:
         objects = self.store.objects(namespace)
@@ -260,7 +257,6 @@ class Engine:
                 return False
         metrics.API_WRITES.labels(kind=kind, verb="patch_status").inc()
         self.stats.writes += 1
-        self.stats.writes_by_key[key] = self.stats.writes_by_key.get(key, 0) + 1
         if isinstance(obj, dict):
             obj.setdefault("kind", kind)
             self.store.upsert(obj)

@@ -58,13 +58,13 @@ async def run_informer(
             rv = None
         except asyncio.CancelledError:
             raise
-        except (ApiError, OSError, ValueError) as e:
-            logger.warning("watching %s in %s failed (%s); retrying in %.1fs", plural, where, e, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff)
-        except Exception:
-            # Never let one kind's loop die silently: the cache would freeze without a word.
-            logger.exception("watching %s in %s failed unexpectedly; retrying in %.1fs",
-                             plural, where, backoff)
+        except Exception as e:
+            # Expected failures (API server away, bad answer) get a line; anything else its
+            # traceback. Either way the loop goes on: a dead watch would freeze the cache silently.
+            if isinstance(e, ApiError | OSError | ValueError):
+                logger.warning("watching %s in %s failed (%s); retrying in %.1fs", plural, where, e, backoff)
+            else:
+                logger.exception("watching %s in %s failed unexpectedly; retrying in %.1fs",
+                                 plural, where, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)
