@@ -161,7 +161,8 @@ class OperatorProcess:
         cmd = [sys.executable, "-m", "stargate_operator.cli", "run",
                "--metrics-port", str(self.metrics_port),
                "--metrics-addr", "127.0.0.1", "--health-port", str(self.health_port),
-               "--stale-after", str(STALE_AFTER), "--log-level", "WARNING"]
+               "--stale-after", str(STALE_AFTER),
+               "--log-level", os.environ.get("BENCH_OPERATOR_LOG_LEVEL", "WARNING")]
         for ns in namespaces:
             cmd += ["--namespace", ns]
         self.started = time.perf_counter()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +34,8 @@ from stargate_operator.kube import ApiError, KubeClient
 from stargate_operator.telemetry.prometheus import with_base_power
 
 logger = logging.getLogger("stargate.engine")
+
+MAX_PENDING_ECHOES = 200_000
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,11 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._write_sem = asyncio.Semaphore(settings.write_concurrency)
         self._event_sem = asyncio.Semaphore(settings.event_concurrency)
+        # resourceVersions of our own writes whose watch echo has not come yet: the informers
+        # skip decoding those events (the store has the object from the write's response).
+        self._own_versions: set[bytes] = set()
+        self._patch_counters = {kind: metrics.API_WRITES.labels(kind=kind, verb="patch_status")
+                                for kind in KINDS_BY_PLURAL.values()}
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -97,6 +105,12 @@ class Engine:
             return  # an older version than the one our own write already stored
         self.mark_dirty(key[1])
 
+    def _is_own_version(self, rv: bytes) -> bool:
+        if rv in self._own_versions:
+            self._own_versions.discard(rv)
+            return True
+        return False
+
     def set_telemetry(self, readings: dict[str, dict[str, Any]]) -> None:
         """Telemetry from an external source (Prometheus/DCGM), by node name; replaces the last."""
         self._telemetry = dict(readings)
@@ -113,7 +127,8 @@ class Engine:
                 synced = asyncio.Event()
                 events.append(synced)
                 self._tasks.append(asyncio.create_task(
-                    run_informer(self.client, plural, kind, ns, self._on_list, self._on_event, synced),
+                    run_informer(self.client, plural, kind, ns, self._on_list, self._on_event, synced,
+                                 is_known=self._is_own_version),
                     name=f"informer {plural}@{ns or '*'}",
                 ))
         # Computing before every kind is listed would report claims without pools, racks without
@@ -121,6 +136,13 @@ class Engine:
         await asyncio.gather(*(e.wait() for e in events))
         self.synced = True
         logger.info("cache synced: %d objects", self.store.count())
+        # The cache is long-lived and holds no reference cycles; without this, every full
+        # collection walks all of it (measured: up to 0.1 s a pass at 10,000 nodes, several
+        # passes during a cold start). Objects replaced later are still freed by refcount.
+        gc.freeze()
+        # Nothing to coalesce after a list: start at once.
+        for ns in list(self._dirty):
+            self._dirty[ns] = (0.0, 0.0)
         try:
             await self._schedule_forever()
         finally:
@@ -255,11 +277,18 @@ class Engine:
                 self.stats.write_errors += 1
                 self.stats.last_error = str(e)
                 return False
-        metrics.API_WRITES.labels(kind=kind, verb="patch_status").inc()
+        self._patch_counters[kind].inc()
         self.stats.writes += 1
         if isinstance(obj, dict):
             obj.setdefault("kind", kind)
-            self.store.upsert(obj)
+            if self.store.upsert(obj):
+                rv = obj["metadata"].get("resourceVersion")
+                if rv:
+                    if len(self._own_versions) > MAX_PENDING_ECHOES:
+                        # Echoes that never came (a watch restarted past them): forget them all;
+                        # an unrecognised echo is only decoded and found unchanged.
+                        self._own_versions.clear()
+                    self._own_versions.add(str(rv).encode())
         return True
 
     async def _post(self, event: PlanEvent) -> None:

@@ -32,8 +32,12 @@ async def run_informer(
     *,
     watch_timeout: int = 300,
     max_backoff: float = 30.0,
+    is_known: Callable[[bytes], bool] | None = None,
 ) -> None:
-    """Runs until cancelled; survives API server restarts, expired resource versions, errors."""
+    """Runs until cancelled; survives API server restarts, expired resource versions, errors.
+
+    `is_known`: see KubeClient.watch; events it recognises only move the resume point.
+    """
     rv: str | None = None
     backoff = 0.5
     where = namespace or "all namespaces"
@@ -44,7 +48,8 @@ async def run_informer(
                 on_list(kind, namespace, items)
                 synced.set()
                 logger.info("listed %d %s in %s", len(items), plural, where)
-            async for event in client.watch(plural, namespace, rv, timeout_seconds=watch_timeout):
+            async for event in client.watch(plural, namespace, rv, timeout_seconds=watch_timeout,
+                                            is_known=is_known):
                 obj = event["object"]
                 rv = str(obj.get("metadata", {}).get("resourceVersion") or rv)
                 if event["type"] == "BOOKMARK":
