@@ -1047,6 +1047,31 @@ def test_peering_standby_takes_over(cluster: Cluster, recorded: dict[str, Record
             _stop_operator(proc)
 
 
+def test_shard_releases_reach_only_their_namespaces(cluster: Cluster) -> None:
+    """Sharding a campus across releases (README, Performance): a release given watchNamespaces may
+    write status in its namespaces and nowhere else, next to a cluster-wide release of the same chart."""
+
+    def can(release: str, verb: str, resource: str, *where: str) -> bool:
+        (sa,) = by_kind(cluster.manifest(release), "ServiceAccount")
+        user = f"system:serviceaccount:{sa['metadata']['namespace']}:{sa['metadata']['name']}"
+        answer = cluster.kubectl("auth", "can-i", verb, resource, *where, f"--as={user}", check=False)
+        return answer.stdout.strip() == "yes"
+
+    for plural in STARGATE_PLURALS:
+        resource = f"{plural}.stargate.dev"
+        assert can("sg-shard", "patch", resource, "--subresource=status", "-n", "rec-shard")
+        assert can("sg-shard", "watch", resource, "-n", "rec-shard")
+        # Another shard's site, and the whole cluster: out of reach.
+        assert not can("sg-shard", "patch", resource, "--subresource=status", "-n", "rec-all")
+        assert not can("sg-shard", "list", resource, "-A")
+        # The cluster-wide release reaches both.
+        assert can("sg", "patch", resource, "--subresource=status", "-n", "rec-shard")
+        assert can("sg", "list", resource, "-A")
+    # Events too: the shard's warnings land in its own namespaces only.
+    assert can("sg-shard", "create", "events", "-n", "rec-shard")
+    assert not can("sg-shard", "create", "events", "-n", "rec-all")
+
+
 def test_helm_uninstall_keeps_crds(cluster: Cluster, recorded: dict[str, RecordedRun]) -> None:
     """Last: uninstall every release; crds.keep leaves the CRDs (and so every site) in place."""
     assert recorded  # after the recorded runs
