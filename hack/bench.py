@@ -3,7 +3,7 @@
 
   hack/bench.py --nodes 1000           # quick mode, under two minutes
   hack/bench.py --nodes 10000 --json
-  hack/bench.py --nodes 2000 --shards  # also: two sites, two operators, one namespace each
+  hack/bench.py --nodes 10000 --shards # also: two sites of half the nodes, one or two operators
 
 On a fresh local control plane (real kube-apiserver + etcd):
 
@@ -11,15 +11,23 @@ On a fresh local control plane (real kube-apiserver + etcd):
    statuses the core computes) straight to the API server, with the same client and concurrency
    the operator uses: the physical limit of this API server on this machine. The statuses are
    then reset (not timed).
-2. cold: the operator starts with the site already present; time until every status is correct.
-3. curtail: a 20 % curtailment of the site; time until every GPU node's powerLimitWatts is
-   correct, against a baseline that writes the same patches in a tight loop.
+2. cold: the operator starts with the site already present; time from the process start until
+   every status is correct. The baseline is measured again right after, and cold_ratio divides by
+   the mean of the two: the API server gets a few per cent slower with every round of ten thousand
+   writes, and the operator's run lies between the two.
+3. curtail: a 20 % curtailment of the site; time from the spec change until every GPU node's
+   powerLimitWatts is correct, against the same patches in a tight loop (before and after).
 4. rack: one rack's priority changes; time until its nodes are correct.
+5. with --shards: two sites of half the nodes each; one operator on one site, one operator on
+   both, and two operators (one site each, at once), each against a tight loop writing the
+   same statuses at the same time (shard_ratio: two shards' ratio over one operator's).
 
-Convergence is read from the operator's own counter of status writes (cheap to poll, so the
+Every timed phase starts with the API server and etcd at rest. Convergence is read from the
+operator's own counter of status writes (polled over one keep-alive connection, so that the
 measurement does not load the machine), then every status is checked against the core's result.
-Ratios, not absolute times, are the figures to compare across machines. The last line printed is
-`key=value` pairs (or JSON with --json).
+The CPU seconds of the API server, etcd, the operator and the benchmark itself are reported per
+phase, with the cores they kept busy on average. Ratios, not absolute times, are the figures to
+compare across machines. The last line printed is `key=value` pairs (or JSON with --json).
 """
 
 from __future__ import annotations
@@ -28,12 +36,16 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -293,10 +305,94 @@ def cores(cpu: dict[str, float], seconds: float) -> float:
     return round(sum(cpu.values()) / seconds, 2) if seconds > 0 else 0.0
 
 
+class Profiler:
+    """CPU profiles of the API server (Go's pprof) and of the operator (py-spy), for --profile.
+
+    They say where the time goes when a ratio is off: the figures in the README come from them."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        self.threads: list[threading.Thread] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.made: list[Path] = []
+
+    def apiserver(self, cp: LocalControlPlane, phase: str, seconds: int) -> None:
+        path = self.out / f"apiserver-{phase}.pprof"
+
+        def fetch() -> None:
+            tls = ssl.create_default_context(cafile=str(cp.ca_file))
+            tls.load_cert_chain(str(cp.admin_cert_file), str(cp.admin_key_file))
+            with httpx.Client(verify=tls, timeout=seconds + 60) as c:
+                got = c.get(f"{cp.server}/debug/pprof/profile", params={"seconds": seconds})
+                path.write_bytes(got.content)
+
+        t = threading.Thread(target=fetch, daemon=True)
+        t.start()
+        self.threads.append(t)
+        self.made.append(path)
+
+    def operator(self, pid: int, phase: str, seconds: int) -> None:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            log("py-spy not installed (pip install py-spy): no operator profile")
+            return
+        path = self.out / f"operator-{phase}.txt"
+        self.procs.append(subprocess.Popen(
+            [spy, "record", "--gil", "--rate", "200", "--format", "raw", "--duration", str(seconds),
+             "--output", str(path), "--pid", str(pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self.made.append(path)
+
+    def finish(self) -> None:
+        for t in self.threads:
+            t.join()
+        for p in self.procs:
+            p.wait()
+        self.threads, self.procs = [], []
+        lines = []
+        for path in self.made:
+            if not path.exists() or not path.stat().st_size:
+                continue
+            lines.append(f"== {path.name}")
+            if path.suffix == ".pprof":
+                go = shutil.which("go")
+                if go is None:
+                    lines.append("(go not on PATH: read it with `go tool pprof -top -cum`)")
+                    continue
+                top = subprocess.run([go, "tool", "pprof", "-top", "-cum", "-nodecount=60", str(path)],
+                                     capture_output=True, text=True, check=False).stdout
+                lines += top.splitlines()
+            else:
+                lines += summarize_py_spy(path)
+        (self.out / "summary.txt").write_text("\n".join(lines) + "\n")
+        log(f"profiles in {self.out} (summary.txt)")
+
+
+def summarize_py_spy(path: Path, top: int = 40) -> list[str]:
+    """Inclusive share of each function in py-spy's raw (collapsed) stacks."""
+    total, inclusive = 0, Counter[str]()
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        # "function (path/file.py:line)" -> "function (file.py)", each counted once per stack
+        frames = (f.split(" (")[0] + " (" + f.split(" (")[-1].rsplit(":", 1)[0].split("/")[-1] + ")"
+                  for f in stack.split(";"))
+        for frame in dict.fromkeys(frames):
+            inclusive[frame] += n
+    out = [f"{total} samples at 200 Hz with the GIL held (about {total / 200:.1f} s of CPU)"]
+    out += [f"{v / total * 100:5.1f}%  {k}" for k, v in inclusive.most_common(top)] if total else []
+    return out
+
+
 async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"nodes": args.nodes}
     logdir = Path(tempfile.mkdtemp(prefix="sg-bench-"))
-    with LocalControlPlane() as cp:
+    profiler = Profiler(Path(args.profile)) if args.profile else None
+    with LocalControlPlane(extra_apiserver_args=["--profiling=true"] if profiler else ()) as cp:
         cp.apply_crds()
         client = KubeClient.from_kubeconfig(str(cp.kubeconfig), max_connections=CONCURRENCY)
         servers = cp.server_pids()  # where the CPU goes: API server, etcd, client/operator
@@ -325,6 +421,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             # 1. Baseline: the same writes in a tight loop, then reset.
             rest()
             cpu = Cpu(api_pid, etcd_pid)
+            if profiler:
+                profiler.apiserver(cp, "baseline", max(2, args.nodes // 700))
             base_s = await site.write(cold_patches)
             result["baseline_cpu_s"] = cpu.used()
             result["baseline_cores"] = cores(result["baseline_cpu_s"], base_s)
@@ -334,7 +432,12 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             rest()
             op = OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "main")
             cpu = Cpu(api_pid, etcd_pid, op.proc.pid)
+            if profiler:
+                profiler.apiserver(cp, "cold", max(2, int(base_s)))
+                profiler.operator(op.proc.pid, "cold", max(2, int(base_s)))
             done_at, writes = op.wait_writes(changed)
+            if profiler:
+                profiler.finish()
             cold_total = done_at - op.started  # from the process start, imports included
             result["cold_cpu_s"] = cpu.used("operator")
             result["cold_cores"] = cores(result["cold_cpu_s"], cold_total)
@@ -515,8 +618,13 @@ def main() -> int:
     p.add_argument("--nodes", type=int, default=1000, help="GPU nodes in the site (default 1000)")
     p.add_argument("--seed", type=int, default=7, help="seed of the generated site")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--profile", metavar="DIR",
+                   help="also profile the baseline and the cold start: the API server's CPU profile "
+                   "(pprof, from its /debug/pprof) and the operator's (py-spy, if installed), with "
+                   "a summary of each in DIR/summary.txt")
     p.add_argument("--shards", action="store_true",
-                   help="also time two operators on two sites (one namespace each) against one")
+                   help="also time two sites of half the nodes: one operator on one, one on both, "
+                   "and two operators with one site each")
     args = p.parse_args()
     result = asyncio.run(run_bench(args))
     keys = ["nodes", "cold_ratio", "curtail_ratio", "write_ratio", "rss_mb_per_1k_nodes", "scrape_ms"]
