@@ -54,7 +54,8 @@ async def test_known_versions_come_as_bookmarks_and_others_decoded(
         by_type = {ev["type"]: ev for ev in events}
         # The echo of our write: only its resourceVersion, as a bookmark, nothing decoded.
         ours_rv = ours["metadata"]["resourceVersion"]
-        assert by_type["BOOKMARK"] == {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": ours_rv}}}
+        assert by_type["BOOKMARK"] == {"type": "BOOKMARK",
+                                       "object": {"metadata": {"resourceVersion": ours_rv}}}
         # The other writer's event: decoded in full.
         added = by_type["ADDED"]["object"]
         assert added["metadata"]["name"] == "b"
