@@ -184,6 +184,7 @@ class OperatorProcess:
         for ns in namespaces:
             cmd += ["--namespace", ns]
         self.started = time.perf_counter()
+        self.first_write_at = 0.0
         self.proc = subprocess.Popen(cmd, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
                                      stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -215,27 +216,7 @@ class OperatorProcess:
 
         Returns (perf_counter time of the last increase, final count); `self.first_write_at` is
         when the count first moved."""
-        since = time.perf_counter()
-        last_value, last_change = -1.0, since
-        self.first_write_at = 0.0
-        start_value: float | None = None
-        deadline = since + timeout
-        while time.perf_counter() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"operator exited with {self.proc.returncode}; see {self.log_path}")
-            value = self.writes()
-            now = time.perf_counter()
-            if value >= 0 and start_value is None:
-                start_value = value
-            if start_value is not None and value > start_value and not self.first_write_at:
-                self.first_write_at = now
-            if value != last_value:
-                last_value, last_change = value, now
-            if value >= at_least and now - last_change >= settle:
-                return last_change, value
-            time.sleep(0.05)
-        raise SystemExit(f"operator did not converge in {timeout}s ({last_value} writes); "
-                         f"see {self.log_path}")
+        return wait_all_writes([self], [at_least], settle, timeout)[0]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -245,6 +226,42 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+def wait_all_writes(ops: list[OperatorProcess], targets: list[float], settle: float = 1.0,
+                    timeout: float = 900) -> list[tuple[float, float]]:
+    """wait_writes for operators running at once, polled in turn, so that each one's finish is
+    seen when it happens and not after the others have settled."""
+    since = time.perf_counter()
+    deadline = since + timeout
+    last = [(-1.0, since) for _ in ops]  # (value, when it last changed)
+    start: list[float | None] = [None for _ in ops]
+    done: list[tuple[float, float] | None] = [None for _ in ops]
+    for op in ops:
+        op.first_write_at = 0.0
+    while time.perf_counter() < deadline:
+        for n, (op, target) in enumerate(zip(ops, targets, strict=True)):
+            if done[n] is not None:
+                continue
+            if op.proc.poll() is not None:
+                raise SystemExit(f"operator exited with {op.proc.returncode}; see {op.log_path}")
+            value = op.writes()
+            now = time.perf_counter()
+            if value >= 0 and start[n] is None:
+                start[n] = value
+            first = start[n]
+            if first is not None and value > first and not op.first_write_at:
+                op.first_write_at = now
+            if value != last[n][0]:
+                last[n] = (value, now)
+            if value >= target and now - last[n][1] >= settle:
+                done[n] = (last[n][1], value)
+        if all(d is not None for d in done):
+            return [d for d in done if d is not None]
+        time.sleep(0.05)
+    stuck = [op.log_path.name for op, d in zip(ops, done, strict=True) if d is None]
+    raise SystemExit(f"operators did not converge in {timeout}s: {', '.join(stuck)}; logs in "
+                     f"{ops[0].log_path.parent}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -564,7 +581,10 @@ async def shards(cp: LocalControlPlane, client: KubeClient, args: argparse.Names
     the operators' share of the time, whatever the machine: two shards do as well as one when
     their ratio matches the single operator's."""
     half = args.nodes // 2
-    sites = [Site(client, f"stargate-shard-{i}", half, args.seed + i) for i in range(2)]
+    # A client (and pool of connections) per site, as two operators have: the baseline of both
+    # sites then writes with the same concurrency as the two shards.
+    second = KubeClient.from_kubeconfig(str(cp.kubeconfig), max_connections=CONCURRENCY)
+    sites = [Site(c, f"stargate-shard-{i}", half, args.seed + i) for i, c in enumerate([client, second])]
     for s in sites:
         await s.create()
     expected = [s.expected(await s.objects()) for s in sites]
@@ -587,19 +607,33 @@ async def shards(cp: LocalControlPlane, client: KubeClient, args: argparse.Names
         ops = [OperatorProcess(cp.kubeconfig, [sites[i].namespace for i in g], logdir, f"{tag}-{n}")
                for n, g in enumerate(groups)]
         start = min(op.started for op in ops)
-        finished = [op.wait_writes(sum(counts[i] for i in g))[0] for op, g in zip(ops, groups, strict=True)]
+        finished = [t for t, _ in wait_all_writes(ops, [sum(counts[i] for i in g) for g in groups])]
         for op in ops:
             op.stop()
         return max(finished) - start
 
+    try:
+        return await _shard_phases(sites, counts, baseline, reset, operators)
+    finally:
+        await second.aclose()
+
+
+async def _shard_phases(sites: list[Site], counts: list[int],
+                        baseline: Callable[[list[int]], Awaitable[float]],
+                        reset: Callable[[], Awaitable[None]],
+                        operators: Callable[[list[list[int]], str], float]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    # Baselines before and after, averaged, as for the cold start (the API server drifts).
     base_one = await baseline([0])
     one_s = operators([[0]], "shard-one")
     await reset()
+    base_one = (base_one + await baseline([0])) / 2
     base_both = await baseline([0, 1])
     both_one_op = operators([[0, 1]], "shard-both")
     await reset()
     two_s = operators([[0], [1]], "shard-two")
+    await reset()
+    base_both = (base_both + await baseline([0, 1])) / 2
     out["shard_one_site_s"] = round(one_s, 3)
     out["shard_one_site_ratio"] = round(one_s / base_one, 3)
     out["shard_two_sites_one_operator_s"] = round(both_one_op, 3)
