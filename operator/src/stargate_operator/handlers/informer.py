@@ -17,6 +17,11 @@ from stargate_operator.kube import ApiError, KubeClient, WatchExpired
 
 logger = logging.getLogger("stargate.informer")
 
+# The API server serves lists from its watch cache, and each page costs it a pass over the whole
+# cache: measured at 100,000 GPUNodes, pages of 500 took 11.4 s of its CPU and 10.4 s, pages of
+# 5,000 took 6.2 s and 8.0 s. A page of 5,000 of our objects is about 15 MB.
+LIST_PAGE_SIZE = 5000
+
 OnList = Callable[[str, str | None, list[dict[str, Any]]], None]
 OnEvent = Callable[[str, dict[str, Any]], None]
 
@@ -44,7 +49,7 @@ async def run_informer(
     while True:
         try:
             if rv is None:
-                items, rv = await client.list(plural, namespace)
+                items, rv = await client.list(plural, namespace, page_size=LIST_PAGE_SIZE)
                 on_list(kind, namespace, items)
                 synced.set()
                 logger.info("listed %d %s in %s", len(items), plural, where)
