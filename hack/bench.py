@@ -297,6 +297,22 @@ def wait_healthy(op: OperatorProcess, timeout: float = 60) -> None:
     raise SystemExit("operator did not serve metrics")
 
 
+async def baseline_again(site: Site, reset: Mapping[tuple[str, str, str], dict[str, Any] | None],
+                         patches: Mapping[tuple[str, str, str], dict[str, Any] | None], first: float,
+                         rest: Callable[[], None], result: dict[str, Any], name: str) -> tuple[float, float]:
+    """The baseline again, now that the API server is where the operator left it: each round of
+    ten thousand writes leaves it a few per cent slower (more revisions, a bigger heap), so the
+    mean of the two matches the operator's state, not a fresher one. Records `{name}_runs_s` and
+    `{name}_s`; returns (mean, second run)."""
+    await site.write(reset)
+    rest()
+    second = await site.write(patches)
+    mean = (first + second) / 2
+    result[f"{name}_runs_s"] = [round(first, 3), round(second, 3)]
+    result[f"{name}_s"] = round(mean, 3)
+    return mean, second
+
+
 class Cpu:
     """CPU seconds of the API server, etcd and one client (a pid, or this process) over a phase."""
 
@@ -476,15 +492,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 f"{result['cold_first_write_s']:.2f}s, then {result['cold_write_rate']:.0f}/s); "
                 f"peak RSS {peak:.0f} MB (idle {idle_rss:.0f} MB)")
             op.stop()
-            # The baseline again, now that the API server is where the operator left it: each
-            # round of ten thousand writes leaves it a few per cent slower (more revisions, a
-            # bigger heap), so the mean of the two matches the operator's state, not a fresher one.
-            await site.write(dict.fromkeys(expected))
-            rest()
-            base2_s = await site.write(cold_patches)
-            result["baseline_runs_s"] = [round(base_s, 3), round(base2_s, 3)]
-            base_s = (base_s + base2_s) / 2
-            result["baseline_s"] = round(base_s, 3)
+            base_s, base2_s = await baseline_again(site, dict.fromkeys(expected), cold_patches, base_s,
+                                                   rest, result, "baseline")
             result["baseline_write_rate"] = round(changed / base_s, 1)
             result["cold_ratio"] = round(cold_total / base_s, 3)
             log(f"baseline again: {base2_s:.2f}s; cold_ratio {result['cold_ratio']}")
@@ -527,13 +536,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             result["curtail_writes"] = int(w - before)
             result["curtail_changed"] = len(curt_patches)
             op.stop()
-            # Its baseline again, from the same starting statuses (as for the cold start).
-            await site.write(revert)
-            rest()
-            curt_base2 = await site.write(curt_patches)
-            result["curtail_baseline_runs_s"] = [round(curt_base, 3), round(curt_base2, 3)]
-            curt_base = (curt_base + curt_base2) / 2
-            result["curtail_baseline_s"] = round(curt_base, 3)
+            curt_base, curt_base2 = await baseline_again(site, revert, curt_patches, curt_base, rest,
+                                                         result, "curtail_baseline")
             result["curtail_ratio"] = round(curt_s / curt_base, 3)
             log(f"curtail: {w - before:.0f} writes in {curt_s:.2f}s (first after "
                 f"{result['curtail_first_write_s']:.2f}s); baseline again {curt_base2:.2f}s; "

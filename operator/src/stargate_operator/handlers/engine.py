@@ -49,6 +49,16 @@ class EngineSettings:
     retry_delay: float = 2.0
 
 
+def connections_needed(settings: EngineSettings) -> int:
+    """API connections the engine can hold at once: every writer, Event poster and watch (one per
+    kind and namespace), plus a few for peering and telemetry. With fewer, writers queue for the
+    pool, aiohttp does not hand a freed connection to the longest waiter, and a writer starved past
+    the connect timeout fails (seen at 100,000 nodes: 5 watches took 5 of 32 connections from 32
+    writers)."""
+    watches = len(KINDS_BY_PLURAL) * max(1, len(settings.namespaces))
+    return settings.write_concurrency + settings.event_concurrency + watches + 4
+
+
 @dataclass
 class EngineStats:
     reconciles: int = 0

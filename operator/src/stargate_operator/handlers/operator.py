@@ -19,9 +19,8 @@ from typing import Any
 import kopf
 
 from stargate_operator import metrics
-from stargate_operator.handlers.engine import Engine, EngineSettings
+from stargate_operator.handlers.engine import Engine, EngineSettings, connections_needed
 from stargate_operator.handlers.peering import Peering
-from stargate_operator.handlers.store import KINDS_BY_PLURAL
 from stargate_operator.kube import KubeClient
 
 logger = logging.getLogger("stargate.operator")
@@ -59,13 +58,7 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
         # the ClusterRole for them when the operator is restricted to some namespaces.
         settings.scanning.disabled = True
         settings.posting.enabled = False  # our Events are the engine's, not kopf's log lines
-        # A connection for every writer, Event poster and watch at once (plus peering and
-        # telemetry): with fewer, writers queue for the pool, aiohttp does not hand a freed
-        # connection to the longest waiter, and a writer starved past the connect timeout failed
-        # (seen at 100,000 nodes: 5 watches took 5 of 32 connections from 32 writers).
-        watches = len(KINDS_BY_PLURAL) * max(1, len(cfg.engine.namespaces))
-        pool = cfg.engine.write_concurrency + cfg.engine.event_concurrency + watches + 4
-        client = KubeClient.from_kubeconfig(cfg.kubeconfig, max_connections=pool)
+        client = KubeClient.from_kubeconfig(cfg.kubeconfig, max_connections=connections_needed(cfg.engine))
         engine = Engine(client, cfg.engine)
         memo["client"] = client
         memo["engine"] = engine
