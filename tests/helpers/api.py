@@ -12,16 +12,11 @@ from typing import Any
 
 import httpx
 
+from stargate_operator import kinds
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
-GROUP = "stargate.dev/v1alpha1"
-PLURALS = {
-    "StargateCluster": "stargateclusters",
-    "Rack": "racks",
-    "GPUNode": "gpunodes",
-    "MemoryPool": "memorypools",
-    "MemoryClaim": "memoryclaims",
-}
+GROUP = kinds.API_VERSION
+PLURALS = {k.kind: k.plural for k in kinds.KINDS}
 
 
 class ApiFailure(RuntimeError):

@@ -47,6 +47,7 @@ import pytest
 import yaml
 
 from helpers.kube import Kubectl
+from stargate_operator import kinds
 from stargate_operator.localcp.binaries import BinaryError, ensure_control_plane, ensure_helm, ensure_kubectl
 from stargate_operator.localcp.controlplane import LocalControlPlane
 from stargate_operator.localcp.versions import KUBERNETES_VERSION
@@ -57,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "stargate-operator"
 FIXTURES = ROOT / "tests" / "fixtures"
 SAMPLES = ROOT / "crds" / "samples"
-STARGATE_PLURALS = ("stargateclusters", "racks", "gpunodes", "memorypools", "memoryclaims")
+STARGATE_PLURALS = tuple(k.plural for k in kinds.KINDS)
 KUBE_VERSION = KUBERNETES_VERSION.lstrip("v")
 
 # Every optional feature, as the values that switch it on (each rendered, linted and validated).

@@ -243,7 +243,7 @@ def peering_crds(kubectl: Kubectl) -> None:
 
 
 LIFETIME = 6
-PEERING_INTERVAL = 3  # handlers/peering.py: how often a replica refreshes its record and looks
+PEERING_INTERVAL = 3  # controller/peering.py: how often a replica refreshes its record and looks
 
 
 def test_active_standby_takeover(api: Api, control_plane: LocalControlPlane, namespace: str,

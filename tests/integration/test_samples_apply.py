@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from helpers.kube import Kubectl, purge_namespace
+from stargate_operator import kinds
 from stargate_operator.api.load import LoadedObject, load_manifests
 
 pytestmark = pytest.mark.integration
@@ -20,13 +21,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "crds" / "samples"
 NAMESPACES = ("stargate-abilene", "stargate-north-sea")
-PLURAL = {
-    "StargateCluster": "stargateclusters",
-    "Rack": "racks",
-    "GPUNode": "gpunodes",
-    "MemoryPool": "memorypools",
-    "MemoryClaim": "memoryclaims",
-}
+PLURAL = {k.kind: k.plural for k in kinds.KINDS}
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,15 @@ def test_kubernetes_gomod_refuses_odd_versions(version: str) -> None:
         kubernetes_gomod(version, UPSTREAM)
 
 
+def test_kube_apiserver_is_stamped_with_its_real_version() -> None:
+    flags = binaries.kubernetes_ldflags("v1.37.2")
+    assert "-X k8s.io/component-base/version.gitVersion=v1.37.2" in flags
+    assert "-X k8s.io/component-base/version.gitMinor=37" in flags
+    assert "helm.sh/helm/v3/internal/version.version=v3.19.0" in binaries.helm_ldflags("v3.19.0")
+    with pytest.raises(ValueError):
+        binaries.kubernetes_ldflags("1.37")
+
+
 def test_kubernetes_gomod_notices_a_changed_layout() -> None:
     with pytest.raises(ValueError, match="staging"):
         kubernetes_gomod("v1.37.2", "module k8s.io/kubernetes\n\ngo 1.25\n")
@@ -85,8 +94,9 @@ def test_incomplete_kubebuilder_assets_say_what_is_missing(
 def test_cached_binaries_are_used_without_building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
     monkeypatch.setenv("STARGATE_CACHE_DIR", str(tmp_path))
-    api = _exe(tmp_path / "bin" / f"kube-apiserver-{KUBERNETES_VERSION}" / "kube-apiserver")
-    etcd = _exe(tmp_path / "bin" / f"etcd-{ETCD_VERSION}" / "etcd")
+    rev = binaries.BUILD_REVISION
+    api = _exe(tmp_path / "bin" / f"kube-apiserver-{KUBERNETES_VERSION}-b{rev}" / "kube-apiserver")
+    etcd = _exe(tmp_path / "bin" / f"etcd-{ETCD_VERSION}-b{rev}" / "etcd")
 
     def no_build(*args: object) -> None:
         raise AssertionError("must not build when the cache has the binary")

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from kopf._core.engines.peering import Identity, Peer
 
+from stargate_operator.controller.peering import should_act
+from stargate_operator.controller.store import Store
 from stargate_operator.core.statusdiff import apply_merge_patch, merge_patch
-from stargate_operator.handlers.peering import should_act
-from stargate_operator.handlers.store import Store
 
 
 def test_merge_patch_is_empty_when_nothing_changed() -> None:

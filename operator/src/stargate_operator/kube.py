@@ -24,7 +24,9 @@ import aiohttp
 import orjson
 import yaml
 
-GROUP_PATH = "/apis/stargate.dev/v1alpha1"
+from stargate_operator.kinds import GROUP_PATH
+
+__all__ = ["GROUP_PATH", "ApiError", "KubeClient", "TransportError", "WatchExpired"]
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REFRESH_SECONDS = 60.0  # as client-go: a projected token is rotated well before it expires
 

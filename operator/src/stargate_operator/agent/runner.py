@@ -31,13 +31,14 @@ from typing import Any
 
 import httpx
 
+from stargate_operator import kinds
 from stargate_operator.agent.backend import GPUBackend, LimitOutcome, NodeReading, rfc3339
 from stargate_operator.agent.simulate import FAILED_GPUS_ANNOTATION, SimulatedBackend
 from stargate_operator.kube import ApiError, KubeClient, WatchExpired
 
 log = logging.getLogger(__name__)
 
-PLURAL = "gpunodes"
+PLURAL = kinds.GPU_NODE.plural
 EVENT_REASON_NOT_APPLIED = "PowerLimitNotApplied"
 COMPONENT = "stargate-agent"
 MIN_WRITE_GAP = 1.0  # seconds: prompt writes after a change, but never more than one a second
@@ -284,7 +285,7 @@ class Fleet:
                         rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
                         if ev["type"] in ("ADDED", "MODIFIED"):
                             obj.setdefault("kind", "GPUNode")
-                            obj.setdefault("apiVersion", "stargate.dev/v1alpha1")
+                            obj.setdefault("apiVersion", kinds.API_VERSION)
                             self.upsert(obj)
                         elif ev["type"] == "DELETED":
                             self.delete(obj["metadata"]["name"])

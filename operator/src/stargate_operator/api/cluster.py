@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from stargate_operator import kinds
 from stargate_operator.api.common import (
     AGE_COLUMN,
     MAX_SITE_WATTS,
@@ -29,7 +30,7 @@ class Site(Model):
         description="How the IT load is cooled."
     )
     design_pue: float = Field(
-        default=1.3,
+        default=kinds.DEFAULT_DESIGN_PUE,
         ge=1.0,
         le=3.0,
         alias="designPUE",
@@ -55,7 +56,10 @@ class SitePower(Model):
         gt=0, le=MAX_SITE_WATTS, description="Power the site can deliver to IT equipment, in watts."
     )
     reserve_percent: int = Field(
-        default=5, ge=0, le=50, description="0 to 50: share of the IT capacity held back, never allocated."
+        default=kinds.DEFAULT_RESERVE_PERCENT,
+        ge=0,
+        le=50,
+        description="0 to 50: share of the IT capacity held back, never allocated.",
     )
     curtailment: Curtailment | None = Field(
         default=None, description="A demand-response request from the grid, if any."
@@ -117,12 +121,9 @@ class StargateClusterStatus(StatusBase):
 class StargateCluster(Resource):
     """A site: its power envelope, cooling and grid context, and the rollup of its racks."""
 
-    kind_info = KindInfo(
-        kind="StargateCluster",
-        plural="stargateclusters",
-        singular="stargatecluster",
-        short_names=["sgc"],
-        printer_columns=[
+    kind_info = KindInfo.of(
+        kinds.STARGATE_CLUSTER,
+        [
             column("Region", ".spec.site.region", description="Region or campus."),
             column("Site", ".spec.site.kind", description="Onshore or Floating.", priority=1),
             column("Cooling", ".spec.site.cooling", description="How the IT load is cooled.", priority=1),

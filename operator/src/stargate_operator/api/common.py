@@ -10,11 +10,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-GROUP = "stargate.dev"
-VERSION = "v1alpha1"
-API_VERSION: Literal["stargate.dev/v1alpha1"] = "stargate.dev/v1alpha1"
-assert f"{GROUP}/{VERSION}" == API_VERSION
-CATEGORY = "stargate"
+from stargate_operator.kinds import API_VERSION, CATEGORY, GROUP, VERSION, ApiVersion, KindSpec
+
+__all__ = ["API_VERSION", "CATEGORY", "GROUP", "VERSION"]
 
 # DNS-1123 subdomain, the rule for names of namespaced objects (and of Nodes).
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -141,7 +139,7 @@ class ObjectMeta(Model):
 
 
 class KindInfo(BaseModel):
-    """CRD metadata for one kind: names, short names and printer columns."""
+    """CRD metadata for one kind: its names (from the registry, kinds.py) and printer columns."""
 
     kind: str
     plural: str
@@ -149,15 +147,18 @@ class KindInfo(BaseModel):
     short_names: list[str]
     printer_columns: list[dict[str, Any]]
 
+    @classmethod
+    def of(cls, spec: KindSpec, printer_columns: list[dict[str, Any]]) -> KindInfo:
+        return cls(kind=spec.kind, plural=spec.plural, singular=spec.singular,
+                   short_names=list(spec.short_names), printer_columns=printer_columns)
+
 
 class Resource(Model):
     """Base of every top-level kind."""
 
     kind_info: ClassVar[KindInfo]
 
-    api_version: Literal["stargate.dev/v1alpha1"] = Field(
-        default=API_VERSION, description="APIVersion of the object."
-    )
+    api_version: ApiVersion = Field(default=API_VERSION, description="APIVersion of the object.")
     metadata: ObjectMeta = Field(description="Standard object metadata.")
 
 

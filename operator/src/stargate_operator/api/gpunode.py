@@ -6,6 +6,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
+from stargate_operator import kinds
 from stargate_operator.api.common import (
     AGE_COLUMN,
     MAX_GPU_MEMORY_BYTES,
@@ -146,12 +147,9 @@ class GPUNodeStatus(StatusBase):
 class GPUNode(Resource):
     """A GPU server: its GPUs, power range and memory; status carries its power limit."""
 
-    kind_info = KindInfo(
-        kind="GPUNode",
-        plural="gpunodes",
-        singular="gpunode",
-        short_names=["gpun"],
-        printer_columns=[
+    kind_info = KindInfo.of(
+        kinds.GPU_NODE,
+        [
             column("Rack", ".spec.rackRef", description="The rack."),
             column("Model", ".spec.gpu.model", description="GPU model."),
             column("Healthy", ".status.healthyGPUs", "integer", "GPUs counted healthy."),

@@ -6,6 +6,7 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
+from stargate_operator import kinds
 from stargate_operator.api.common import (
     AGE_COLUMN,
     MAX_POOL_BYTES,
@@ -55,7 +56,7 @@ class MemoryPoolSpec(Model):
         description="Fixed size in bytes (required for CXL); derived from the member nodes when unset.",
     )
     share_percent: int = Field(
-        default=100,
+        default=kinds.DEFAULT_SHARE_PERCENT,
         ge=1,
         le=100,
         description="1 to 100: share of the member nodes' memory of the tier that the pool holds.",
@@ -89,12 +90,9 @@ class MemoryPoolStatus(StatusBase):
 class MemoryPool(Resource):
     """A pool of HBM, DRAM or CXL memory that MemoryClaims bind to."""
 
-    kind_info = KindInfo(
-        kind="MemoryPool",
-        plural="memorypools",
-        singular="memorypool",
-        short_names=["mpool"],
-        printer_columns=[
+    kind_info = KindInfo.of(
+        kinds.MEMORY_POOL,
+        [
             column("Cluster", ".spec.clusterRef", description="The site."),
             column("Tier", ".spec.tier", description="HBM, DRAM or CXL."),
             column("Rack", ".spec.rackRef", description="Only this rack's nodes, if set.", priority=1),
@@ -118,7 +116,7 @@ class MemoryClaimSpec(Model):
     pool_ref: ObjectName = Field(description="Name of the MemoryPool in this namespace.")
     size_bytes: int = Field(gt=0, le=MAX_POOL_BYTES, description="Bytes wanted (more than 0).")
     priority: int = Field(
-        default=0,
+        default=kinds.DEFAULT_CLAIM_PRIORITY,
         ge=-MAX_PRIORITY_MAGNITUDE,
         le=MAX_PRIORITY_MAGNITUDE,
         description="Higher priority claims bind first and are evicted last; then older first.",
@@ -134,12 +132,9 @@ class MemoryClaimStatus(StatusBase):
 class MemoryClaim(Resource):
     """A request for bytes from a MemoryPool, bound by priority and age."""
 
-    kind_info = KindInfo(
-        kind="MemoryClaim",
-        plural="memoryclaims",
-        singular="memoryclaim",
-        short_names=["mclaim"],
-        printer_columns=[
+    kind_info = KindInfo.of(
+        kinds.MEMORY_CLAIM,
+        [
             column("Pool", ".spec.poolRef", description="The pool."),
             column("Size", ".spec.sizeBytes", "integer", "Bytes wanted."),
             column("Priority", ".spec.priority", "integer", "Higher binds first, is evicted last."),

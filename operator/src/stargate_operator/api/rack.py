@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from stargate_operator import kinds
 from stargate_operator.api.cluster import GPUCount
 from stargate_operator.api.common import (
     AGE_COLUMN,
@@ -36,7 +37,7 @@ class RackSpec(Model):
         description="Feed and cooling rating of the rack, in watts: it is never given more.",
     )
     priority: int = Field(
-        default=500,
+        default=kinds.DEFAULT_RACK_PRIORITY,
         ge=0,
         le=1000,
         description="0 to 1000: higher priority racks get their share of the site's power first.",
@@ -63,12 +64,9 @@ class RackStatus(StatusBase):
 class Rack(Resource):
     """A rack: power feed and cooling rating and priority; holds GPU nodes."""
 
-    kind_info = KindInfo(
-        kind="Rack",
-        plural="racks",
-        singular="rack",
-        short_names=["rk"],
-        printer_columns=[
+    kind_info = KindInfo.of(
+        kinds.RACK,
+        [
             column("Cluster", ".spec.clusterRef", description="The site."),
             column("Priority", ".spec.priority", "integer", "Higher gets power first."),
             column("Nodes", ".status.nodes", "integer", "GPU nodes in the rack.", priority=1),

@@ -16,7 +16,8 @@ import logging
 from stargate_operator.commands.options import env as _env
 from stargate_operator.commands.options import env_bool as _env_bool
 from stargate_operator.commands.options import env_num as _num
-from stargate_operator.handlers.engine import EngineSettings
+from stargate_operator.controller.engine import EngineSettings
+from stargate_operator.kinds import DEFAULT_STALE_AFTER_SECONDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,9 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-node-metrics", action="store_true", default=per_node,
                         help="export per-GPU-node series too; off by default, as a 10,000-node site "
                         "would export about 150,000 more series (env STARGATE_PER_NODE_METRICS=true)")
-    parser.add_argument("--stale-after", type=float, default=_num("STARGATE_STALE_AFTER", 120.0),
+    parser.add_argument("--stale-after", type=float,
+                        default=_num("STARGATE_STALE_AFTER", DEFAULT_STALE_AFTER_SECONDS),
                         metavar="SECONDS", help="telemetry older than this counts as stale and its GPUs "
-                        "as unhealthy (env STARGATE_STALE_AFTER; default 120)")
+                        f"as unhealthy (env STARGATE_STALE_AFTER; default {DEFAULT_STALE_AFTER_SECONDS:g})")
     parser.add_argument("--coalesce", type=float, default=_num("STARGATE_COALESCE_SECONDS", 0.1),
                         metavar="SECONDS", help="quiet time after the last change of a site before it is "
                         "recomputed; a busy site is recomputed at least every second "
@@ -79,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from stargate_operator.handlers.operator import RunSettings, run
+    from stargate_operator.controller.operator import RunSettings, run
 
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

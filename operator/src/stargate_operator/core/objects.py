@@ -13,6 +13,12 @@ from typing import Any
 
 from stargate_operator.core.conditions import OldConditions, index_conditions
 from stargate_operator.core.wire import int_or, int_or_none, mapping, parse_epoch
+from stargate_operator.kinds import (
+    DEFAULT_DESIGN_PUE,
+    DEFAULT_RACK_PRIORITY,
+    DEFAULT_RESERVE_PERCENT,
+    DEFAULT_SHARE_PERCENT,
+)
 
 # Sorts after every real creation time: an object without one (a manifest fed to `plan`) is
 # taken to be the newest, which is what it is next to objects that already carry a status.
@@ -175,7 +181,7 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterIn:
     curtail = mapping(power.get("curtailment"))
     site = mapping(spec.get("site"))
     carbon = mapping(spec.get("carbon"))
-    pue = site.get("designPUE", 1.3)
+    pue = site.get("designPUE", DEFAULT_DESIGN_PUE)
     intensity = carbon.get("gridIntensityGramsPerKWh")
     return ClusterIn(
         name=name,
@@ -184,11 +190,13 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterIn:
         status=status,
         old=old,
         it_capacity_w=int_or(power.get("itCapacityWatts"), 0),
-        reserve_percent=int_or(power.get("reservePercent"), 5),
+        reserve_percent=int_or(power.get("reservePercent"), DEFAULT_RESERVE_PERCENT),
         curtailment_percent=int_or(curtail.get("percent"), 0),
         curtailment_reason=str(curtail.get("reason") or ""),
         curtailment_until=parse_epoch(curtail.get("until")),
-        design_pue=float(pue) if isinstance(pue, int | float) and not isinstance(pue, bool) else 1.3,
+        design_pue=(
+            float(pue) if isinstance(pue, int | float) and not isinstance(pue, bool) else DEFAULT_DESIGN_PUE
+        ),
         grid_intensity=(
             float(intensity)
             if isinstance(intensity, int | float) and not isinstance(intensity, bool)
@@ -208,7 +216,7 @@ def parse_rack(obj: Mapping[str, Any]) -> RackIn:
         old=old,
         cluster_ref=str(spec.get("clusterRef", "")),
         max_power_w=int_or(spec.get("maxPowerWatts"), 0),
-        priority=int_or(spec.get("priority"), 500),
+        priority=int_or(spec.get("priority"), DEFAULT_RACK_PRIORITY),
     )
 
 
@@ -261,7 +269,7 @@ def parse_pool(obj: Mapping[str, Any]) -> PoolIn:
         tier=str(spec.get("tier", "")),
         rack_ref=str(rack_ref) if rack_ref else None,
         capacity_fixed=int_or_none(spec.get("capacityBytes")),
-        share_percent=min(max(int_or(spec.get("sharePercent"), 100), 0), 100),
+        share_percent=min(max(int_or(spec.get("sharePercent"), DEFAULT_SHARE_PERCENT), 0), 100),
     )
 
 

@@ -10,14 +10,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-Kind = Literal["StargateCluster", "Rack", "GPUNode", "MemoryPool", "MemoryClaim"]
+from stargate_operator.kinds import DEFAULT_STALE_AFTER_SECONDS
+
+# The name of a kind, as kinds.py registers it.
+Kind = str
 # (kind, namespace, name)
 ObjectKey = tuple[str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
 class CoreSettings:
-    stale_after_seconds: float = 120.0
+    stale_after_seconds: float = DEFAULT_STALE_AFTER_SECONDS
 
 
 @dataclass(frozen=True, slots=True)

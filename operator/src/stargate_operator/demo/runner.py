@@ -40,6 +40,7 @@ from typing import IO, Any, TypeVar
 import httpx
 import yaml
 
+from stargate_operator import kinds
 from stargate_operator.demo.assets import (
     AssetError,
     sample_documents,
@@ -422,13 +423,13 @@ class Demo:
         seconds on a busy machine."""
         assert self.reader is not None
         manifest = {
-            "apiVersion": "stargate.dev/v1alpha1",
+            "apiVersion": kinds.API_VERSION,
             "kind": "StargateCluster",
             "metadata": {"name": site, "namespace": ns},
             "spec": {"power": {"curtailment": {"percent": percent, "reason": CURTAIL_REASON}}},
         }
         try:
-            self.reader.apply("stargateclusters", ns, site, manifest, CURTAIL_FIELD_MANAGER)
+            self.reader.apply(kinds.STARGATE_CLUSTER.plural, ns, site, manifest, CURTAIL_FIELD_MANAGER)
         except httpx.HTTPError as e:
             raise DemoError(f"the curtailment of {site} was not accepted: {e}") from None
 

@@ -164,13 +164,42 @@ def _build_kube_apiserver(dest: Path) -> None:
         )
         _build_with_heartbeat(["mod", "tidy", "-e"], work, "resolving kube-apiserver modules")
         _build_with_heartbeat(
-            ["build", "-trimpath", "-ldflags=-s -w", "-o", str(dest), "k8s.io/kubernetes/cmd/kube-apiserver"],
+            ["build", "-trimpath", f"-ldflags={kubernetes_ldflags(KUBERNETES_VERSION)}", "-o", str(dest),
+             "k8s.io/kubernetes/cmd/kube-apiserver"],
             work,
             "compiling kube-apiserver",
         )
 
 
-def _build_plain(module: str, version: str, package: str, dest: Path, name: str) -> None:
+def kubernetes_ldflags(version: str) -> str:
+    """Link flags that stamp the real version into kube-apiserver (pure, tested).
+
+    Without them the server reports ``v0.0.0-master`` and a chart's ``kubeVersion`` cannot be
+    checked against it. These are the variables Kubernetes' own hack/lib/version.sh sets.
+    """
+    m = re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)", version)
+    if not m:
+        raise ValueError(f"Kubernetes version must look like v1.X.Y, got {version!r}")
+    flags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={m.group(1)}",
+            f"-X {pkg}.gitMinor={m.group(2)}",
+            f"-X {pkg}.gitTreeState=clean",
+        ]
+    return " ".join(flags)
+
+
+def helm_ldflags(version: str) -> str:
+    """Link flags that stamp the release into helm (``helm version`` says v3.X.Y, not a dev build)."""
+    return f"-s -w -X helm.sh/helm/v3/internal/version.version={version} " \
+        "-X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+
+
+def _build_plain(
+    module: str, version: str, package: str, dest: Path, name: str, ldflags: str = "-s -w"
+) -> None:
     with tempfile.TemporaryDirectory(prefix=f"sg-{name}-build-") as tmp:
         work = Path(tmp)
         _log(f"building {name} {version} from {module} (first time only)")
@@ -180,12 +209,17 @@ def _build_plain(module: str, version: str, package: str, dest: Path, name: str)
         (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport _ \"{package}\"\n")
         _build_with_heartbeat(["mod", "tidy", "-e"], work, f"resolving {name} modules")
         _build_with_heartbeat(
-            ["build", "-trimpath", "-ldflags=-s -w", "-o", str(dest), package], work, f"compiling {name}"
+            ["build", "-trimpath", f"-ldflags={ldflags}", "-o", str(dest), package], work, f"compiling {name}"
         )
 
 
+# Bumped whenever the way a binary is built changes (link flags), so that a cache filled by an
+# older build is not reused.
+BUILD_REVISION = "2"
+
+
 def _cached(name: str, version: str) -> Path:
-    return cache_root() / "bin" / f"{name}-{version}" / name
+    return cache_root() / "bin" / f"{name}-{version}-b{BUILD_REVISION}" / name
 
 
 def _ensure(name: str, version: str, build: Callable[[Path], None]) -> Path:
@@ -235,7 +269,10 @@ def ensure_helm() -> Path:
     return _ensure(
         "helm",
         HELM_VERSION,
-        lambda dest: _build_plain("helm.sh/helm/v3", HELM_VERSION, "helm.sh/helm/v3/cmd/helm", dest, "helm"),
+        lambda dest: _build_plain(
+            "helm.sh/helm/v3", HELM_VERSION, "helm.sh/helm/v3/cmd/helm", dest, "helm",
+            helm_ldflags(HELM_VERSION),
+        ),
     )
 
 

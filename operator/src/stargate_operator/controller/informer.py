@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from stargate_operator.kinds import API_VERSION
 from stargate_operator.kube import ApiError, KubeClient, WatchExpired
 
 logger = logging.getLogger("stargate.informer")
@@ -60,7 +61,7 @@ async def run_informer(
                 if event["type"] == "BOOKMARK":
                     continue
                 obj.setdefault("kind", kind)
-                obj.setdefault("apiVersion", "stargate.dev/v1alpha1")
+                obj.setdefault("apiVersion", API_VERSION)
                 on_event(event["type"], obj)
             backoff = 0.5
         except WatchExpired:

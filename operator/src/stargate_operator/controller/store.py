@@ -10,13 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-KINDS_BY_PLURAL: dict[str, str] = {
-    "stargateclusters": "StargateCluster",
-    "racks": "Rack",
-    "gpunodes": "GPUNode",
-    "memorypools": "MemoryPool",
-    "memoryclaims": "MemoryClaim",
-}
+from stargate_operator import kinds
+
+KINDS_BY_PLURAL: dict[str, str] = {k.plural: k.kind for k in kinds.KINDS}
 PLURALS_BY_KIND = {v: k for k, v in KINDS_BY_PLURAL.items()}
 
 Key = tuple[str, str, str]  # kind, namespace, name

@@ -24,12 +24,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stargate_operator import metrics
+from stargate_operator.controller.informer import run_informer
+from stargate_operator.controller.store import KINDS_BY_PLURAL, PLURALS_BY_KIND, Key, Store, key_of
 from stargate_operator.core import plan_namespace
 from stargate_operator.core.cache import PlanCache
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.core.types import CoreSettings, PlanEvent
-from stargate_operator.handlers.informer import run_informer
-from stargate_operator.handlers.store import KINDS_BY_PLURAL, PLURALS_BY_KIND, Key, Store, key_of
+from stargate_operator.kinds import API_VERSION
 from stargate_operator.kube import ApiError, KubeClient
 from stargate_operator.telemetry.prometheus import with_base_power
 
@@ -320,7 +321,7 @@ class Engine:
 
     async def _post(self, event: PlanEvent) -> None:
         involved = self.store.get(event.key) or {
-            "kind": event.key[0], "apiVersion": "stargate.dev/v1alpha1",
+            "kind": event.key[0], "apiVersion": API_VERSION,
             "metadata": {"name": event.key[2], "namespace": event.key[1]},
         }
         async with self._event_sem:

@@ -19,8 +19,8 @@ from typing import Any
 import kopf
 
 from stargate_operator import metrics
-from stargate_operator.handlers.engine import Engine, EngineSettings, connections_needed
-from stargate_operator.handlers.peering import Peering
+from stargate_operator.controller.engine import Engine, EngineSettings, connections_needed
+from stargate_operator.controller.peering import Peering
 from stargate_operator.kube import KubeClient
 
 logger = logging.getLogger("stargate.operator")
@@ -121,7 +121,7 @@ def run(settings: RunSettings) -> int:
     registry = build_registry(settings)
     kopf.run(
         registry=registry,
-        standalone=True,  # peering is ours (handlers/peering.py), over kopf's objects
+        standalone=True,  # peering is ours (controller/peering.py), over kopf's objects
         clusterwide=not settings.engine.namespaces,
         namespaces=list(settings.engine.namespaces),
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",

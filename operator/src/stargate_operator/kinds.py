@@ -1,0 +1,112 @@
+"""The one registry of the API: group, version, and every kind's names, scope and spec defaults.
+
+Everything else reads the API's names from here: the models (`api/`) build their CRD metadata from
+it, the controller watches what it lists, the core, metrics, agent, demo, `plan` and the tests take
+their plurals and defaults from it. Free of pydantic, so that `run` and the agent import it cheaply.
+
+Adding a kind: a `KindSpec` here (and in `KINDS`), its model in `api/`, its rules in `core/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+GROUP = "stargate.dev"
+VERSION = "v1alpha1"
+# Spelled out, not formatted, so that the models can use it as a Literal type.
+ApiVersion = Literal["stargate.dev/v1alpha1"]
+API_VERSION: ApiVersion = "stargate.dev/v1alpha1"
+assert f"{GROUP}/{VERSION}" == API_VERSION
+# Path prefix of the group's resources on the API server.
+GROUP_PATH = f"/apis/{API_VERSION}"
+CATEGORY = "stargate"
+
+Scope = Literal["Namespaced", "Cluster"]
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    """One kind of the API: what kubectl and the API server call it, and its spec defaults."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    scope: Scope = "Namespaced"
+    # Defaults of spec fields by their path under spec ("site.designPUE"); the models and the core
+    # both read them here.
+    defaults: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def api_version(self) -> str:
+        return API_VERSION
+
+    @property
+    def namespaced(self) -> bool:
+        return self.scope == "Namespaced"
+
+    def default(self, path: str) -> object:
+        return self.defaults[path]
+
+
+# Spec defaults, typed: the core reads them on every recomputation, the models write them into
+# the CRD schemas.
+DEFAULT_DESIGN_PUE = 1.3
+DEFAULT_RESERVE_PERCENT = 5
+DEFAULT_RACK_PRIORITY = 500
+DEFAULT_SHARE_PERCENT = 100
+DEFAULT_CLAIM_PRIORITY = 0
+
+STARGATE_CLUSTER = KindSpec(
+    kind="StargateCluster",
+    plural="stargateclusters",
+    singular="stargatecluster",
+    short_names=("sgc",),
+    defaults={"site.designPUE": DEFAULT_DESIGN_PUE, "power.reservePercent": DEFAULT_RESERVE_PERCENT},
+)
+RACK = KindSpec(
+    kind="Rack",
+    plural="racks",
+    singular="rack",
+    short_names=("rk",),
+    defaults={"priority": DEFAULT_RACK_PRIORITY},
+)
+GPU_NODE = KindSpec(
+    kind="GPUNode",
+    plural="gpunodes",
+    singular="gpunode",
+    short_names=("gpun",),
+    defaults={"maintenance": False},
+)
+MEMORY_POOL = KindSpec(
+    kind="MemoryPool",
+    plural="memorypools",
+    singular="memorypool",
+    short_names=("mpool",),
+    defaults={"sharePercent": DEFAULT_SHARE_PERCENT},
+)
+MEMORY_CLAIM = KindSpec(
+    kind="MemoryClaim",
+    plural="memoryclaims",
+    singular="memoryclaim",
+    short_names=("mclaim",),
+    defaults={"priority": DEFAULT_CLAIM_PRIORITY},
+)
+
+# Every kind of the group, in the order a site is applied and listed (a parent before its children).
+KINDS: tuple[KindSpec, ...] = (STARGATE_CLUSTER, RACK, GPU_NODE, MEMORY_POOL, MEMORY_CLAIM)
+BY_KIND: dict[str, KindSpec] = {k.kind: k for k in KINDS}
+BY_PLURAL: dict[str, KindSpec] = {k.plural: k for k in KINDS}
+
+# Operator settings that are not part of any spec but that several modules state.
+DEFAULT_STALE_AFTER_SECONDS = 120.0
+
+
+def plural_of(kind: str) -> str:
+    return BY_KIND[kind].plural
+
+
+def kind_of(plural: str) -> str:
+    return BY_PLURAL[plural].kind
