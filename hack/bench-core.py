@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Time a full recomputation of the core for synthetic sites of 1k, 10k and 100k GPU nodes.
 
-For each size (18 nodes per rack, core/synth.py) it prints the time per node of
+For each size (18 nodes per rack, fixtures/synth.py) it prints the time per node of
 - cold: plan_namespace with nothing cached (what `plan` and an operator's first pass do);
 - warm: the engine's steady state, a PlanCache passed on every call, every status already written
   back, and one node changed since the last call (a new resourceVersion);
@@ -24,7 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 from stargate_operator.core import CoreSettings, Plan, PlanCache, plan_namespace
-from stargate_operator.core.synth import SYNTH_NOW, synthetic_site
+from stargate_operator.fixtures.synth import SYNTH_NOW, synthetic_site
 
 SETTINGS = CoreSettings()
 

@@ -114,7 +114,7 @@ def core_site(nodes: int, namespace: str = "bench") -> list[Mapping[str, Any]] |
     """The real core's synthetic site with the statuses the real core computes, when both exist."""
     try:
         from stargate_operator.core import CoreSettings, plan_namespace
-        from stargate_operator.core.synth import synthetic_site
+        from stargate_operator.fixtures.synth import synthetic_site
     except ImportError:
         return None
     objects: list[dict[str, Any]] = list(synthetic_site(nodes, 1, namespace))

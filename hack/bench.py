@@ -56,7 +56,7 @@ import httpx
 from stargate_operator.controller.store import PLURALS_BY_KIND
 from stargate_operator.core import CoreSettings, plan_namespace
 from stargate_operator.core.statusdiff import merge_patch
-from stargate_operator.core.synth import synthetic_site
+from stargate_operator.fixtures.synth import synthetic_site
 from stargate_operator.kube import GROUP_PATH, KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 

@@ -23,9 +23,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from stargate_operator import kinds
+from stargate_operator.core.products import BY_MODEL, GPUProduct
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "crds" / "samples"
-API = "stargate.dev/v1alpha1"
+API = kinds.API_VERSION
 GB = 10**9
 TB = 10**12
 TIB = 2**40
@@ -46,13 +49,17 @@ class NodeType:
     host_bytes: int  # host DRAM (Grace LPDDR5X or DDR5)
     comment: str
 
+    @classmethod
+    def of(cls, p: GPUProduct, comment: str) -> NodeType:
+        return cls(p.model, p.gpus_per_node, p.hbm_bytes, p.min_power_w, p.max_power_w, p.base_power_w,
+                   p.host_bytes, comment)
 
-# GB200 NVL72 compute tray: 2 Grace CPUs + 4 Blackwell GPUs at 1,200 W, 192 GB HBM3e each,
-# 2 x 480 GB LPDDR5X. 18 trays: 86.4 kW of GPUs + 18 x 1.8 kW = 118.8 kW, under a 132 kW rack rating.
-GB200 = NodeType("GB200", 4, 192 * GB, 400, 1200, 1800, 960 * GB, "GB200 NVL72 compute tray")
-# DGX H100 / H200: 8 GPUs at 700 W (settable from 200 W), about 10.2 kW at most, 2 TB DDR5.
-H100 = NodeType("H100-SXM", 8, 80 * GB, 200, 700, 4600, 2 * TB, "DGX H100")
-H200 = NodeType("H200-SXM", 8, 141 * GB, 200, 700, 4600, 2 * TB, "DGX H200")
+
+# From the one product table (core/products.py, with its sources). GB200: 18 trays of 4 GPUs at
+# 1,200 W and 1.8 kW of the rest = 118.8 kW, under a 132 kW rack rating.
+GB200 = NodeType.of(BY_MODEL["GB200"], "GB200 NVL72 compute tray")
+H100 = NodeType.of(BY_MODEL["H100-SXM"], "DGX H100")
+H200 = NodeType.of(BY_MODEL["H200-SXM"], "DGX H200")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
   stargate-operator plan -f /tmp/hall-1.yaml
 
 18 nodes per rack, mixed priorities, GB200/H100/H200 figures of DESIGN section 9, HBM/DRAM/CXL
-pools and claims (stargate_operator.core.synth). `--no-status` drops the status the generator
+pools and claims (stargate_operator.fixtures.synth). `--no-status` drops the status the generator
 gives some objects (agent telemetry, bound claims), for applying to a cluster as new objects.
 """
 
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import yaml
 
-from stargate_operator.core.synth import synthetic_site
+from stargate_operator.fixtures.synth import synthetic_site
 
 
 def for_apply(obj: dict[str, object], keep_status: bool) -> dict[str, object]:

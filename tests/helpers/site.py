@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from helpers.api import obj
+from stargate_operator.core.wire import format_time
 
 
 def cluster(name: str = "site", it: int = 100_000, reserve: int = 0, pue: float = 1.0,
@@ -55,7 +56,7 @@ def claim(name: str, pool_ref: str, size: int, priority: int = 0) -> dict[str, A
 
 
 def rfc3339(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_time(when)
 
 
 def now_plus(seconds: float) -> str:

@@ -39,8 +39,8 @@ from prometheus.harness import (
 from stargate_operator import metrics
 from stargate_operator.api.load import load_manifests
 from stargate_operator.core import CoreSettings, plan_namespace
-from stargate_operator.core.synth import synthetic_site
 from stargate_operator.core.wire import format_time
+from stargate_operator.fixtures.synth import synthetic_site
 
 JOB = "stargate-operator"
 TROUBLED = "stargate-troubled"

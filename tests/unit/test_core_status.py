@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from core_objects import NOW, NOW_S, claim, cluster, cond, feed_back, node, pool, rack, run, st, ts
 
-from stargate_operator.core.synth import SYNTH_NOW, synthetic_site
+from stargate_operator.fixtures.synth import SYNTH_NOW, synthetic_site
 
 
 def test_conditions_follow_the_kubernetes_convention() -> None:

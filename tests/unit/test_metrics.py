@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stargate_operator import __version__, metrics
 from stargate_operator.core import CoreSettings, plan_namespace
-from stargate_operator.core.synth import SYNTH_NOW, synthetic_site
+from stargate_operator.fixtures.synth import SYNTH_NOW, synthetic_site
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "stargate-operator"

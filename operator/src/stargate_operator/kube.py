@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 import yaml
 
+from stargate_operator.core.wire import format_time
 from stargate_operator.kinds import GROUP_PATH
 
 __all__ = ["GROUP_PATH", "ApiError", "KubeClient", "TransportError", "WatchExpired"]
@@ -327,7 +328,7 @@ class KubeClient:
 
     async def create_event(self, *, namespace: str, involved: Mapping[str, Any], type_: str, reason: str,
                            message: str, component: str = "stargate-operator") -> Any:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = format_time(datetime.now(UTC))
         meta = involved.get("metadata", {})
         body = {
             "apiVersion": "v1",

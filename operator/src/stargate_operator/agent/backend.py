@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from stargate_operator.core.wire import format_time
+
 
 @dataclass(frozen=True)
 class GPUReading:
@@ -82,8 +84,5 @@ class GPUBackend(Protocol):
 
 
 def rfc3339(ts: datetime) -> str:
-    """UTC, `Z` suffix; milliseconds only where the time has a fraction of a second."""
-    ts = ts.astimezone(UTC)
-    if ts.microsecond:
-        return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Telemetry time: UTC, `Z`, milliseconds where the time has a fraction of a second."""
+    return format_time(ts, millis=True)

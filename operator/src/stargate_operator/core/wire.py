@@ -19,9 +19,16 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def format_time(moment: datetime) -> str:
-    """RFC 3339 with a 'Z' and whole seconds, as Kubernetes writes metav1.Time."""
-    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+def format_time(moment: datetime, *, millis: bool = False) -> str:
+    """RFC 3339 in UTC with a 'Z': the one formatter of the package.
+
+    Whole seconds, as Kubernetes writes metav1.Time; with `millis`, milliseconds where the time has
+    a fraction of a second (telemetry timestamps, whose age is judged to the second).
+    """
+    moment = as_utc(moment)
+    if millis and moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_epoch(value: object) -> float | None:

@@ -40,6 +40,8 @@ from typing import Any
 
 import httpx
 
+from stargate_operator.core.wire import format_time, from_epoch
+
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
@@ -57,13 +59,6 @@ def with_base_power(reading: dict[str, Any], spec: dict[str, Any]) -> dict[str, 
 
 class PrometheusError(RuntimeError):
     """Prometheus answered, but not with a usable result."""
-
-
-def rfc3339_from_unix(ts: float) -> str:
-    dt = datetime.fromtimestamp(ts, UTC)
-    if dt.microsecond:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class PrometheusTelemetry:
@@ -158,8 +153,8 @@ class PrometheusTelemetry:
                 "powerWatts": max(0, round(power)),
                 "healthyGPUs": max(0, min(16, gpus - faulty)),
                 "hbmUsedBytes": max(0, round(r["hbm"].get(node, 0.0) * MIB)),
-                "observedAt": rfc3339_from_unix(ts) if ts is not None else
-                rfc3339_from_unix(datetime.now(UTC).timestamp()),
+                "observedAt": format_time(from_epoch(ts) if ts is not None else datetime.now(UTC),
+                                          millis=True),
             }
         self.polls += 1
         return {node: dict(t) for node, t in self.last.items()}
