@@ -87,6 +87,8 @@ class Engine:
         self._telemetry: dict[str, dict[str, Any]] = {}  # node name -> telemetry overlay
         # One per namespace: a cache drops what did not come back in its last call.
         self._caches: dict[str, PlanCache] = {}
+        # The core's counts of the last plan of each namespace (Plan.counts), for metrics.
+        self._counts: dict[str, dict[Key, dict[str, int]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._write_sem = asyncio.Semaphore(settings.write_concurrency)
         self._event_sem = asyncio.Semaphore(settings.event_concurrency)
@@ -210,12 +212,14 @@ class Engine:
             objects = self._objects_for_core(namespace)
             if not objects:
                 self._caches.pop(namespace, None)
+                self._counts.pop(namespace, None)
                 return
             t0 = time.perf_counter()
             cache = self._caches.setdefault(namespace, PlanCache())
             core_settings = CoreSettings(self.settings.stale_after_seconds)
             plan = plan_namespace(objects, self.clock(), core_settings, cache)
             metrics.ALLOCATION_SECONDS.observe(time.perf_counter() - t0)
+            self._counts[namespace] = plan.counts
             failed = await self._write_all(self._patches(plan.statuses))
             if plan.events:
                 await asyncio.gather(*(self._post(ev) for ev in plan.events))
@@ -341,6 +345,13 @@ class Engine:
     def snapshot(self) -> list[dict[str, Any]]:
         """Every cached object (the metrics StatusSource); safe to call from another thread."""
         return list(self.store)
+
+    def counts(self) -> dict[Key, dict[str, int]]:
+        """The core's counts (Plan.counts) of every namespace's last plan; safe from another thread."""
+        out: dict[Key, dict[str, int]] = {}
+        for per_ns in list(self._counts.values()):
+            out.update(per_ns)
+        return out
 
     def health(self) -> dict[str, Any]:
         return {

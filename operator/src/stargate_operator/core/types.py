@@ -40,6 +40,9 @@ class Plan:
     # Equal to the input's status (operator-owned part) when nothing changed, so a diff is empty.
     statuses: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
     events: list[PlanEvent] = field(default_factory=list)
+    # Figures the core decided that no status field carries, by object (e.g. per rack: nodes in
+    # maintenance, stale, capped). Metrics read them here instead of deriving them again.
+    counts: dict[ObjectKey, dict[str, int]] = field(default_factory=dict)
     # Earliest future time at which the result changes by time alone (telemetry going stale,
     # a curtailment's `until` passing); None when nothing is pending.
     next_change_at: datetime | None = None
