@@ -647,6 +647,19 @@ def cluster(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
         yield c
 
 
+def test_chart_kube_version_admits_the_local_server(cluster: Cluster) -> None:
+    """The local kube-apiserver says its real version (version ldflags at build time), so the chart
+    can state kubeVersion and helm checks it on every install above."""
+    version = cluster.kubectl.json("version", "-o", "json")["serverVersion"]
+    assert version["gitVersion"] == KUBERNETES_VERSION, version
+    assert (int(version["major"]), int(version["minor"])) >= (1, 30)
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == ">=1.30.0-0"
+    # helm refuses an install on a server the constraint excludes, naming it.
+    refused = cluster.helm("template", "x", str(CHART), "--kube-version", "1.29.0", check=False)
+    assert refused.returncode != 0 and "kubeVersion" in refused.stderr + refused.stdout, refused
+
+
 def test_helm_install(cluster: Cluster) -> None:
     for release, info in cluster.releases.items():
         status = json.loads(
