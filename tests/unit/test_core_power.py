@@ -7,11 +7,13 @@ from datetime import timedelta
 from core_objects import NOW, cluster, cond, node, rack, run, st, ts
 
 from stargate_operator.core.power import (
+    curtailment_in_effect,
     fair_level,
     max_min_shares,
     node_floor_demand,
     power_limit,
     site_budget,
+    with_base_power,
 )
 
 
@@ -156,6 +158,34 @@ def test_curtailment_applies_only_until_it_ends() -> None:
     assert later.next_change_at is None
     forever = run([cluster(it=100_000, reserve=5, curtail=20), rack("r"), node("n", "r")])
     assert st(forever, "StargateCluster", "site")["power"]["budgetWatts"] == 76_000
+
+
+def test_curtailment_in_effect_rule() -> None:
+    # a positive share applies with no end, or until its end; exactly at `until` it no longer does
+    assert curtailment_in_effect(20, None, 1000.0)
+    assert curtailment_in_effect(20, 1000.5, 1000.0)
+    assert not curtailment_in_effect(20, 1000.0, 1000.0)
+    assert not curtailment_in_effect(20, 999.0, 1000.0)
+    assert not curtailment_in_effect(0, None, 1000.0)
+    assert not curtailment_in_effect(0, 2000.0, 1000.0)
+
+
+def test_with_base_power_adds_the_rest_of_the_node() -> None:
+    r = {"powerWatts": 2800, "healthyGPUs": 8, "hbmUsedBytes": 1, "observedAt": "2026-01-01T00:00:00Z"}
+    assert with_base_power(r, {"basePowerWatts": 2000}) == {**r, "powerWatts": 4800}
+    assert with_base_power(r, {}) == r
+    # the base as the node's floor reads it: a malformed one counts 0, as it does there
+    assert with_base_power(r, {"basePowerWatts": "lots"}) == r
+    assert with_base_power(r, {"basePowerWatts": 2000.0})["powerWatts"] == 4800
+    assert r["powerWatts"] == 2800  # the reading itself is not changed
+
+
+def test_dcgm_reading_with_base_power_compares_with_the_node_floor() -> None:
+    # A node drawing exactly its floor: DCGM sees count x min, the core adds the base, so the
+    # measured figure equals the floor the core computes from the same spec.
+    spec = {"basePowerWatts": 1000}
+    floor, _ = node_floor_demand(8, 200, 700, None, 1000, False)
+    assert with_base_power({"powerWatts": 8 * 200}, spec)["powerWatts"] == floor
 
 
 def test_over_budget_from_fresh_measurements_only() -> None:

@@ -129,10 +129,3 @@ async def test_a_hanging_prometheus_times_out() -> None:
             with pytest.raises(asyncio.CancelledError):
                 await task
 
-
-def test_with_base_power_adds_the_rest_of_the_node() -> None:
-    from stargate_operator.telemetry.prometheus import with_base_power
-
-    r = {"powerWatts": 2800, "healthyGPUs": 8, "hbmUsedBytes": 1, "observedAt": "2026-01-01T00:00:00Z"}
-    assert with_base_power(r, {"basePowerWatts": 2000}) == {**r, "powerWatts": 4800}
-    assert with_base_power(r, {}) == r

@@ -28,11 +28,11 @@ from stargate_operator.controller.informer import run_informer
 from stargate_operator.controller.store import KINDS_BY_PLURAL, PLURALS_BY_KIND, Key, Store, key_of
 from stargate_operator.core import plan_namespace
 from stargate_operator.core.cache import PlanCache
+from stargate_operator.core.power import with_base_power
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.core.types import CoreSettings, PlanEvent
 from stargate_operator.kinds import API_VERSION
 from stargate_operator.kube import ApiError, KubeClient
-from stargate_operator.telemetry.prometheus import with_base_power
 
 logger = logging.getLogger("stargate.engine")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from stargate_operator.core.objects import ClusterIn, NodeIn, RackIn
-from stargate_operator.core.power import max_min_shares, site_budget
+from stargate_operator.core.power import curtailment_in_effect, max_min_shares, site_budget
 
 
 def add_node(rack: RackIn, n: NodeIn) -> None:
@@ -34,8 +34,9 @@ def misconfigured(rack: RackIn) -> bool:
 
 def allocate_site(cluster: ClusterIn, now: float) -> None:
     """Site budget, and rack budgets by priority (max-min fair inside a level)."""
-    until = cluster.curtailment_until
-    cluster.curtailment_active = cluster.curtailment_percent > 0 and (until is None or now < until)
+    cluster.curtailment_active = curtailment_in_effect(
+        cluster.curtailment_percent, cluster.curtailment_until, now
+    )
     cluster.budget_w = site_budget(
         cluster.it_capacity_w,
         cluster.reserve_percent,

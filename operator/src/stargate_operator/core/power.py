@@ -1,4 +1,6 @@
-"""Power arithmetic of DESIGN section 4: floors, demands, budgets and max-min fair shares.
+"""Power arithmetic of DESIGN section 4: floors, demands, budgets and max-min fair shares, and the
+two rules about what a power figure means (whether a curtailment applies, a GPU-only reading made
+a node's).
 
 Everything is integer watts and every share is rounded down, so no level hands out more than it
 has. Watts left over by rounding stay unallocated: they are fewer than the number of sharers.
@@ -6,7 +8,10 @@ has. Watts left over by rounding stay unallocated: they are fewer than the numbe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from stargate_operator.core.wire import int_or
 
 
 def node_floor_demand(
@@ -59,3 +64,19 @@ def power_limit(allocated_w: int, base_w: int, count: int, min_w: int) -> int:
         return min_w
     limit = (allocated_w - base_w) // count
     return limit if limit > min_w else min_w
+
+
+def curtailment_in_effect(percent: int, until_epoch: float | None, now_epoch: float) -> bool:
+    """Whether a site's `spec.power.curtailment` applies now: a positive share, and no `until` or
+    one still ahead (DESIGN section 4: after `until` passes the curtailment no longer applies).
+    The allocation and the metrics both read this, so a budget and a dashboard never disagree."""
+    return percent > 0 and (until_epoch is None or now_epoch < until_epoch)
+
+
+def with_base_power(reading: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A GPU-only reading (DCGM measures the GPUs alone) as node telemetry: the GPUNode's
+    `spec.basePowerWatts` added, as the node agent does, so that measured power compares with node
+    and rack budgets, which count the whole node. The base is read as the node's floor reads it
+    (`parse_node`), so measured and floor agree on what the rest of the node is."""
+    base = int_or(spec.get("basePowerWatts"), 0)  # a malformed spec must not fail the namespace
+    return {**reading, "powerWatts": int(reading.get("powerWatts") or 0) + base}

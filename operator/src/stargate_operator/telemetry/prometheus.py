@@ -23,8 +23,8 @@ series disappeared keeps its last reading, with its old `observedAt`, so the ope
 after its threshold rather than forgetting it (a node with no telemetry at all counts fully healthy).
 
 Note `powerWatts` here is what DCGM measures: the GPUs. The node agent adds the rest of the node
-(`spec.basePowerWatts`); `with_base_power()` does the same for a reading from here, for a consumer
-that compares it with node budgets.
+(`spec.basePowerWatts`); the core's `core.power.with_base_power()` does the same for a reading from
+here (the engine applies it before planning), so that it compares with node budgets.
 """
 
 from __future__ import annotations
@@ -48,13 +48,6 @@ MIB = 1024 * 1024
 APPLICATION_XIDS = (13, 31, 43, 45, 68, 109)
 
 TelemetryByNode = dict[str, dict[str, Any]]
-
-
-def with_base_power(reading: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """A DCGM reading (GPUs only) as node telemetry: the GPUNode's `spec.basePowerWatts` added, as the
-    node agent does, so that measured power compares with node and rack budgets."""
-    base = int(spec.get("basePowerWatts") or 0)
-    return {**reading, "powerWatts": int(reading.get("powerWatts") or 0) + base}
 
 
 class PrometheusError(RuntimeError):
