@@ -20,6 +20,7 @@ CRDS = {m.kind_info.kind: crd(m) for m in KINDS}
 SHORT = {
     "StargateCluster": "sgc",
     "Rack": "rk",
+    "PowerDomain": "pdom",
     "GPUNode": "gpun",
     "MemoryPool": "mpool",
     "MemoryClaim": "mclaim",
@@ -273,3 +274,44 @@ def test_rack_columns_show_what_an_operator_looks_at_first() -> None:
         "Ready": '.status.conditions[?(@.type=="Ready")].status',
         "Age": ".metadata.creationTimestamp",
     }
+
+
+def test_power_domain_fields_rules_and_columns() -> None:
+    spec = schema("PowerDomain")["properties"]["spec"]
+    props = spec["properties"]
+    assert spec["required"] == ["clusterRef"]
+    assert props["type"]["enum"] == ["Electrical", "Cooling"] and props["type"]["default"] == "Electrical"
+    assert (props["deratePercent"]["minimum"], props["deratePercent"]["maximum"]) == (1, 100)
+    assert props["deratePercent"]["default"] == 80
+    assert props["ratingWatts"]["minimum"] == 1 and props["role"]["maxLength"] == 63
+    electrical = props["electrical"]
+    assert electrical["required"] == ["amperage", "voltage"]
+    assert electrical["properties"]["phases"]["default"] == 3
+    assert electrical["properties"]["powerFactor"]["default"] == 1.0
+    rules = {r["fieldPath"]: r["rule"] for r in electrical["x-kubernetes-validations"]}
+    assert rules == {".phases": "self.phases == 1 || self.phases == 3",
+                     ".powerFactor": "self.powerFactor > 0.0 && self.powerFactor <= 1.0"}
+    rules = {r["fieldPath"]: r["rule"] for r in spec["x-kubernetes-validations"]}
+    assert rules == {".ratingWatts": "has(self.ratingWatts) || has(self.electrical)",
+                     ".electrical": "!(has(self.ratingWatts) && has(self.electrical))"}
+    # a parent that is not the domain itself needs metadata.name: a rule on the root
+    (root,) = schema("PowerDomain")["x-kubernetes-validations"]
+    assert root["fieldPath"] == ".spec.parentRef" and "self.metadata.name" in root["rule"]
+    columns = CRDS["PowerDomain"]["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert [c["name"] for c in columns if not c.get("priority")] == [
+        "Type", "Role", "Parent", "Usable-W", "Allocated-W", "Measured-W", "Headroom-W", "Racks", "Ready",
+        "Age"]
+    assert [c["name"] for c in columns if c.get("priority")] == [
+        "Rating-W", "Floor-W", "Demand-W", "Overcommitted", "Constrained"]
+
+
+def test_rack_names_its_domains_and_what_limits_it() -> None:
+    rack = schema("Rack")["properties"]
+    assert {"powerDomainRef", "coolingDomainRef"} <= set(rack["spec"]["properties"])
+    assert "powerDomainRef" not in rack["spec"]["required"]
+    assert rack["status"]["properties"]["power"]["properties"]["limitedBy"]["maxLength"] == 253
+    columns = CRDS["Rack"]["spec"]["versions"][0]["additionalPrinterColumns"]
+    wide = {c["name"]: c["jsonPath"] for c in columns if c.get("priority")}
+    assert wide["Power-Domain"] == ".spec.powerDomainRef"
+    assert wide["Cooling-Domain"] == ".spec.coolingDomainRef"
+    assert wide["Limited-By"] == ".status.power.limitedBy"

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from stargate_operator.api import BY_KIND, KINDS, GPUNode, MemoryClaim, MemoryPool, Rack, StargateCluster
 from stargate_operator.api.load import ManifestError, validate_document
+from stargate_operator.cli import main
 
 API = "stargate.dev/v1alpha1"
 
@@ -98,7 +101,31 @@ def claim() -> dict[str, Any]:
     }
 
 
-GOOD = {"StargateCluster": cluster, "Rack": rack, "GPUNode": node, "MemoryPool": pool, "MemoryClaim": claim}
+def pdom() -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "PowerDomain",
+        "metadata": {"name": "pdu-3", "namespace": "sg"},
+        "spec": {
+            "clusterRef": "north-sea",
+            "parentRef": "swbd-1",
+            "type": "Electrical",
+            "role": "FloorPDU",
+            "ratingWatts": 562_500,
+            "deratePercent": 80,
+        },
+    }
+
+
+def feed() -> dict[str, Any]:
+    """A domain rated by its electrical figures instead of watts."""
+    doc = with_value(pdom(), "spec.ratingWatts", DELETE)
+    doc["spec"]["electrical"] = {"voltage": 13_800, "amperage": 40, "phases": 3, "powerFactor": 0.95}
+    return doc
+
+
+GOOD = {"StargateCluster": cluster, "Rack": rack, "GPUNode": node, "MemoryPool": pool, "MemoryClaim": claim,
+        "PowerDomain": pdom}
 
 
 def with_value(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -139,7 +166,7 @@ def test_good_object_of_every_kind_validates_and_round_trips(kind: str) -> None:
 
 def test_every_kind_is_registered() -> None:
     assert {k.kind_info.kind for k in KINDS} == set(GOOD)
-    assert {k.kind_info.short_names[0] for k in KINDS} == {"sgc", "rk", "gpun", "mpool", "mclaim"}
+    assert {k.kind_info.short_names[0] for k in KINDS} == {"sgc", "rk", "gpun", "mpool", "mclaim", "pdom"}
 
 
 def test_defaults() -> None:
@@ -393,3 +420,91 @@ def test_every_problem_is_reported_at_once() -> None:
         "spec.priority",
         "spec.maxPowerWatts",
     }
+
+
+# ---- PowerDomain (DESIGN section 10) and the Rack's references to it ----
+
+def test_power_domain_defaults_and_electrical_feed() -> None:
+    d = validate_document({**pdom(), "spec": {"clusterRef": "c", "ratingWatts": 1000}}, "x")
+    assert d["spec"] == {"clusterRef": "c", "ratingWatts": 1000, "type": "Electrical", "deratePercent": 80}
+    e = validate_document(with_value(feed(), "spec.electrical", {"voltage": 480, "amperage": 100}), "x")
+    assert e["spec"]["electrical"] == {"voltage": 480, "amperage": 100, "phases": 3, "powerFactor": 1.0}
+    body = validate_document(feed(), "x")
+    assert body["spec"]["electrical"]["powerFactor"] == 0.95 and "ratingWatts" not in body["spec"]
+    r = validate_document(with_value(with_value(rack(), "spec.powerDomainRef", "rpp-1"),
+                                     "spec.coolingDomainRef", "cdu-1"), "x")
+    assert (r["spec"]["powerDomainRef"], r["spec"]["coolingDomainRef"]) == ("rpp-1", "cdu-1")
+    assert "powerDomainRef" not in validate_document(rack(), "x")["spec"]
+
+
+def test_a_cooling_domain_at_the_top_of_its_tree_is_fine() -> None:
+    doc = with_value(with_value(pdom(), "spec.type", "Cooling"), "spec.parentRef", DELETE)
+    assert validate_document(doc, "x")["spec"]["type"] == "Cooling"
+    validate_document(with_value(pdom(), "spec.deratePercent", 100), "x")  # listed for continuous duty
+    validate_document(with_value(feed(), "spec.electrical.phases", 1), "x")
+    validate_document(with_value(feed(), "spec.electrical.powerFactor", 1), "x")
+
+
+# (id, base, dotted path, bad value, field path expected in the message, words expected in it)
+BAD_DOMAIN: list[tuple[str, str, str, Any, str, str]] = [
+    ("rating-zero", "pdom", "spec.ratingWatts", 0, "spec.ratingWatts", "greater than 0"),
+    ("rating-negative", "pdom", "spec.ratingWatts", -450_000, "spec.ratingWatts", "greater than 0"),
+    ("rating-typo", "pdom", "spec.ratingWatts", 10**12, "spec.ratingWatts", "less than or equal"),
+    ("rating-string", "pdom", "spec.ratingWatts", "450kW", "spec.ratingWatts", "valid integer"),
+    ("neither-rating", "pdom", "spec.ratingWatts", DELETE, "spec.ratingWatts", "neither is set"),
+    ("both-ratings", "feed", "spec.ratingWatts", 1000, "spec.electrical", "both are"),
+    ("derate-zero", "pdom", "spec.deratePercent", 0, "spec.deratePercent", "greater than or equal to 1"),
+    ("derate-120", "pdom", "spec.deratePercent", 120, "spec.deratePercent", "less than or equal to 100"),
+    ("type-unknown", "pdom", "spec.type", "Hydraulic", "spec.type", "'Electrical' or 'Cooling'"),
+    ("two-phases", "feed", "spec.electrical.phases", 2, "spec.electrical.phases", "phases must be 1 or 3"),
+    ("four-phases", "feed", "spec.electrical.phases", 4, "spec.electrical.phases", "less than or equal to 3"),
+    ("pf-above-1", "feed", "spec.electrical.powerFactor", 1.2, "spec.electrical.powerFactor", "at most 1"),
+    ("pf-zero", "feed", "spec.electrical.powerFactor", 0, "spec.electrical.powerFactor", "more than 0"),
+    ("voltage-zero", "feed", "spec.electrical.voltage", 0, "spec.electrical.voltage", "greater than 0"),
+    ("voltage-text", "feed", "spec.electrical.voltage", "13.8kV", "spec.electrical.voltage", "valid integer"),
+    ("amperage-negative", "feed", "spec.electrical.amperage", -5, "spec.electrical.amperage",
+     "greater than 0"),
+    ("no-voltage", "feed", "spec.electrical.voltage", DELETE, "spec.electrical.voltage", "required"),
+    ("own-parent", "pdom", "spec.parentRef", "pdu-3", "spec.parentRef", "cannot be its own parent"),
+    ("parent-bad-name", "pdom", "spec.parentRef", "PDU_3", "spec.parentRef", "pattern"),
+    ("no-cluster-ref", "pdom", "spec.clusterRef", DELETE, "spec.clusterRef", "required"),
+    ("role-too-long", "pdom", "spec.role", "R" * 64, "spec.role", "at most 63"),
+    ("unknown-field", "pdom", "spec.breakerAmps", 400, "spec.breakerAmps", "unknown field"),
+    ("unknown-electrical-field", "feed", "spec.electrical.hertz", 60, "spec.electrical.hertz",
+     "unknown field"),
+    ("rack-power-ref-bad-name", "rack", "spec.powerDomainRef", "RPP 1", "spec.powerDomainRef", "pattern"),
+    ("rack-cooling-ref-too-long", "rack", "spec.coolingDomainRef", "c" * 254, "spec.coolingDomainRef",
+     "at most 253"),
+]
+BASES = {"pdom": pdom, "feed": feed, "rack": rack}
+
+
+@pytest.mark.parametrize(("base", "path", "value", "field", "words"), [b[1:] for b in BAD_DOMAIN],
+                         ids=[b[0] for b in BAD_DOMAIN])
+def test_bad_power_domain_is_refused_naming_the_field(
+    base: str, path: str, value: Any, field: str, words: str
+) -> None:
+    msg = refuse(with_value(BASES[base](), path, value))
+    assert f"field {field}:" in msg, msg
+    assert words in msg, msg
+    assert "Traceback" not in msg and "errors.pydantic.dev" not in msg
+
+
+def test_there_are_at_least_15_bad_power_domain_cases() -> None:
+    assert len({b[0] for b in BAD_DOMAIN}) == len(BAD_DOMAIN) >= 15
+
+
+@pytest.mark.parametrize(("base", "path", "value", "field", "words"), [b[1:] for b in BAD_DOMAIN],
+                         ids=[b[0] for b in BAD_DOMAIN])
+def test_plan_exits_2_on_a_bad_power_domain_naming_file_object_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], base: str, path: str, value: Any, field: str,
+    words: str,
+) -> None:
+    doc = with_value(BASES[base](), path, value)
+    manifest = tmp_path / "domains.yaml"
+    manifest.write_text(yaml.safe_dump_all([cluster(), doc]))
+    code = main(["plan", "-f", str(manifest)])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert f"{manifest}: {doc['kind']} sg/{doc['metadata']['name']} (document 2): field {field}: " in err, err
+    assert words in err and "Traceback" not in err

@@ -58,6 +58,11 @@ DEFAULT_RESERVE_PERCENT = 5
 DEFAULT_RACK_PRIORITY = 500
 DEFAULT_SHARE_PERCENT = 100
 DEFAULT_CLAIM_PRIORITY = 0
+DomainType = Literal["Electrical", "Cooling"]
+DEFAULT_DOMAIN_TYPE: DomainType = "Electrical"
+DEFAULT_DERATE_PERCENT = 80  # NEC's continuous-load rule: a breaker carries 80 % of its rating
+DEFAULT_PHASES = 3
+DEFAULT_POWER_FACTOR = 1.0
 
 STARGATE_CLUSTER = KindSpec(
     kind="StargateCluster",
@@ -72,6 +77,18 @@ RACK = KindSpec(
     singular="rack",
     short_names=("rk",),
     defaults={"priority": DEFAULT_RACK_PRIORITY},
+)
+POWER_DOMAIN = KindSpec(
+    kind="PowerDomain",
+    plural="powerdomains",
+    singular="powerdomain",
+    short_names=("pdom",),
+    defaults={
+        "type": DEFAULT_DOMAIN_TYPE,
+        "deratePercent": DEFAULT_DERATE_PERCENT,
+        "electrical.phases": DEFAULT_PHASES,
+        "electrical.powerFactor": DEFAULT_POWER_FACTOR,
+    },
 )
 GPU_NODE = KindSpec(
     kind="GPUNode",
@@ -96,12 +113,18 @@ MEMORY_CLAIM = KindSpec(
 )
 
 # Every kind of the group, in the order a site is applied and listed (a parent before its children).
-KINDS: tuple[KindSpec, ...] = (STARGATE_CLUSTER, RACK, GPU_NODE, MEMORY_POOL, MEMORY_CLAIM)
+KINDS: tuple[KindSpec, ...] = (STARGATE_CLUSTER, RACK, POWER_DOMAIN, GPU_NODE, MEMORY_POOL, MEMORY_CLAIM)
 BY_KIND: dict[str, KindSpec] = {k.kind: k for k in KINDS}
 BY_PLURAL: dict[str, KindSpec] = {k.plural: k for k in KINDS}
 
 # Operator settings that are not part of any spec but that several modules state.
 DEFAULT_STALE_AFTER_SECONDS = 120.0
+
+# Node discovery (`run --discover-nodes`, chart `discovery.enabled`): the Kubernetes Node labels
+# that place a Node's GPUNode, by default. The site label's value is the GPUNode's namespace, the
+# rack label's its spec.rackRef. Both keys are settings of the operator (and the chart).
+DISCOVERY_SITE_LABEL = "stargate.dev/site"
+DISCOVERY_RACK_LABEL = "stargate.dev/rack"
 
 
 def plural_of(kind: str) -> str:

@@ -42,6 +42,15 @@ class RackSpec(Model):
         le=1000,
         description="0 to 1000: higher priority racks get their share of the site's power first.",
     )
+    power_domain_ref: ObjectName | None = Field(
+        default=None,
+        description="The Electrical PowerDomain that feeds the rack (its RPP or PDU); only the site's "
+        "budget limits it when unset.",
+    )
+    cooling_domain_ref: ObjectName | None = Field(
+        default=None,
+        description="The Cooling PowerDomain that takes its heat (its CDU or loop); none when unset.",
+    )
 
 
 class RackPowerStatus(Model):
@@ -52,6 +61,11 @@ class RackPowerStatus(Model):
     )
     measured_watts: int = Field(
         default=0, ge=0, description="Sum of measured node power (fresh telemetry), in watts."
+    )
+    limited_by: str | None = Field(
+        default=None,
+        max_length=253,
+        description="When the budget is below demand: the site or PowerDomain that limited it first.",
     )
 
 
@@ -79,6 +93,12 @@ class Rack(Resource):
             ),
             column("Measured-W", ".status.power.measuredWatts", "integer", "Measured power.", priority=1),
             column("Max-W", ".spec.maxPowerWatts", "integer", "Feed and cooling rating.", priority=1),
+            column("Power-Domain", ".spec.powerDomainRef", description="Electrical domain feeding it.",
+                   priority=1),
+            column("Cooling-Domain", ".spec.coolingDomainRef", description="Cooling domain taking its heat.",
+                   priority=1),
+            column("Limited-By", ".status.power.limitedBy", description="What limits its budget.",
+                   priority=1),
             condition_column("Capped", "PowerCapped", "Budget below demand.", priority=1),
             condition_column("Over-Budget", "OverBudget", "Measured above budget.", priority=1),
             READY_COLUMN,
