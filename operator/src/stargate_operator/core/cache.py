@@ -39,9 +39,12 @@ class RackMemo:
     powered: bool
     facility_it_w: int
     statuses: dict[ObjectKey, dict[str, Any]]  # its nodes' statuses
+    counts: dict[str, int]  # its Plan.counts, which those statuses decide
 
     @classmethod
-    def of(cls, rack: RackIn, statuses: dict[ObjectKey, dict[str, Any]]) -> RackMemo:
+    def of(
+        cls, rack: RackIn, statuses: dict[ObjectKey, dict[str, Any]], counts: dict[str, int]
+    ) -> RackMemo:
         return cls(
             nodes=rack.nodes,
             max_power_w=rack.max_power_w,
@@ -52,6 +55,7 @@ class RackMemo:
             powered=rack.powered,
             facility_it_w=rack.facility_it_w,
             statuses=statuses,
+            counts=counts,
         )
 
     def restore_sums(self, rack: RackIn) -> None:

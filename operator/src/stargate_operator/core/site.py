@@ -16,6 +16,7 @@ from typing import Any
 from stargate_operator.core.allocation import add_node, allocate_rack, allocate_site, roll_up_site
 from stargate_operator.core.cache import PlanCache, RackKey, RackMemo
 from stargate_operator.core.capacity import assess_node
+from stargate_operator.core.counts import cluster_counts, rack_counts
 from stargate_operator.core.memory import bind_claims, derived_capacity
 from stargate_operator.core.objects import (
     ClaimIn,
@@ -123,7 +124,7 @@ def _plan(
             claim = parse_claim(obj)
             _space(spaces, claim.namespace).claims[claim.name] = claim
     plan = Plan()
-    ctx = StatusContext(format_time(when), stale_after, plan.events, caching=cache is not None)
+    ctx = StatusContext(format_time(when), stale_after, plan.events, plan.counts, caching=cache is not None)
     previous = cache.racks if cache is not None else None
     memos: dict[RackKey, RackMemo] = {}
     for ns in sorted(spaces):
@@ -264,6 +265,7 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
             rack.facility_it_w = memo.facility_it_w
             statuses.update(memo.statuses)
             memos[rack.namespace, rack.name] = memo
+            ctx.counts["Rack", rack.namespace, rack.name] = memo.counts
         else:
             if rack.powered:
                 allocate_rack(rack)
@@ -276,14 +278,16 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
                         mine["GPUNode", node.namespace, node.name] = status
                     else:
                         mine = None  # a condition changed: now played a part; build it again
+            counts = ctx.counts["Rack", rack.namespace, rack.name] = rack_counts(rack)
             if mine is not None:
-                memos[rack.namespace, rack.name] = RackMemo.of(rack, mine)
+                memos[rack.namespace, rack.name] = RackMemo.of(rack, mine, counts)
         statuses["Rack", rack.namespace, rack.name] = rack_status(rack, ctx)
     for node in orphans:
         statuses["GPUNode", node.namespace, node.name] = _node_status(node, ctx)
     for cluster in clusters.values():
         roll_up_site(cluster)
         statuses["StargateCluster", cluster.namespace, cluster.name] = cluster_status(cluster, ctx)
+        ctx.counts["StargateCluster", cluster.namespace, cluster.name] = cluster_counts(cluster, ctx.counts)
 
     pools = space.pools
     for pool in pools.values():

@@ -24,7 +24,7 @@ from stargate_operator.core.conditions import (
     turned,
 )
 from stargate_operator.core.objects import ClaimIn, ClusterIn, NodeIn, PoolIn, RackIn
-from stargate_operator.core.types import PlanEvent
+from stargate_operator.core.types import ObjectKey, PlanEvent
 
 Status = dict[str, Any]
 Events = list[PlanEvent]
@@ -37,6 +37,8 @@ class StatusContext:
     now: str  # RFC 3339: lastTransitionTime and boundAt of what changes now
     stale_after: float
     events: Events = field(default_factory=list)
+    # Plan.counts, filled as racks and sites are built (counts.py)
+    counts: dict[ObjectKey, dict[str, int]] = field(default_factory=dict)
     caching: bool = False  # a PlanCache is in use: keep what the next recomputation can reuse
     conditions: ConditionMemo = field(default_factory=dict)
 
@@ -48,6 +50,23 @@ CLAIM_CONDITIONS = frozenset({"Ready"})
 
 # Ready reasons that name a broken reference: each raises a Warning when it first appears.
 MISSING_REFERENCE = frozenset({"ClusterNotFound", "RackNotFound", "PoolNotFound"})
+
+
+# The figures behind PowerCapped and OverBudget, read by the builders below and by the counts
+# (counts.py), so that a condition and the number of objects having it never disagree.
+
+
+def node_power_capped(n: NodeIn) -> bool:
+    """Allocated less than its demand; only a powered node (its rack and site exist) has a budget."""
+    return n.powered and n.allocated_w < n.demand_w
+
+
+def rack_power_capped(r: RackIn) -> bool:
+    return r.powered and r.budget_w < r.demand_w
+
+
+def rack_over_budget(r: RackIn) -> bool:
+    return r.powered and r.measured_w > r.budget_w
 
 
 def _warn_reference(events: Events, key: tuple[str, str, str], ready: CondSpec, old: Any) -> None:
@@ -140,7 +159,7 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
             )
         else:
             ready = ("Ready", TRUE, "PowerAllocated", f"budget {r.budget_w} W for {len(r.nodes)} nodes")
-        if r.budget_w < r.demand_w:
+        if rack_power_capped(r):
             capped = (
                 "PowerCapped",
                 TRUE,
@@ -149,7 +168,7 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
             )
         else:
             capped = ("PowerCapped", FALSE, "DemandMet", "budget covers demand")
-        if r.measured_w > r.budget_w:
+        if rack_over_budget(r):
             over = (
                 "OverBudget",
                 TRUE,
@@ -217,6 +236,8 @@ def node_status(n: NodeIn, ctx: StatusContext) -> Status:
     else:
         if n.maintenance:
             ready = ("Ready", FALSE, "Maintenance", "in maintenance: power held at its floor")
+        elif not n.node_ready:
+            ready = ("Ready", FALSE, "NodeNotReady", "its Kubernetes Node is not Ready: 0 GPUs counted healthy")
         elif n.stale:
             ready = ("Ready", FALSE, "TelemetryStale", stale[3])
         elif n.healthy == 0:
@@ -232,7 +253,7 @@ def node_status(n: NodeIn, ctx: StatusContext) -> Status:
                 if n.healthy == n.count
                 else f"{n.healthy} of {n.count} GPUs healthy",
             )
-        if n.allocated_w < n.demand_w:
+        if node_power_capped(n):
             capped = (
                 "PowerCapped",
                 TRUE,
