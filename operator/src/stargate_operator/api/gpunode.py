@@ -94,6 +94,22 @@ class GPUNodeSpec(Model):
     maintenance: bool = Field(
         default=False, description="In maintenance: no healthy GPUs, demand equals floor."
     )
+    # Node discovery's own fields (core/discovery.py), so that it never takes spec.maintenance,
+    # which stays the user's: unset on hand-written GPUNodes, and then they mean nothing.
+    cordoned: bool | None = Field(
+        default=None,
+        description=(
+            "The Kubernetes Node is cordoned (its spec.unschedulable), as node discovery saw it: "
+            "counts as maintenance. Set by discovery, separate from maintenance, which stays yours."
+        ),
+    )
+    node_ready: bool | None = Field(
+        default=None,
+        description=(
+            "The Kubernetes Node's Ready condition, as node discovery saw it: false (NotReady or "
+            "Unknown) counts 0 healthy GPUs. Unset: ready."
+        ),
+    )
 
 
 class Telemetry(Model):
@@ -110,6 +126,26 @@ class Telemetry(Model):
     hbm_used_bytes: int | None = Field(default=None, ge=0, description="HBM in use on the node, in bytes.")
     observed_at: Timestamp | None = Field(
         default=None, description="When the agent took the reading (RFC 3339)."
+    )
+    # The power range NVML reports (nvmlDeviceGetPowerManagementLimitConstraints and ...DefaultLimit),
+    # per GPU, as every GPU of the node accepts it; node discovery takes it over the product table.
+    min_power_watts: int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_GPU_WATTS,
+        description="Lowest power limit every GPU of the node accepts (the highest of their minimums), W.",
+    )
+    max_power_watts: int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_GPU_WATTS,
+        description="Highest power limit every GPU of the node accepts (the lowest of their maximums), W.",
+    )
+    default_power_watts: int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_GPU_WATTS,
+        description="The GPUs' default power limit (the lowest across the node's GPUs), in watts.",
     )
 
 
@@ -161,6 +197,7 @@ class GPUNode(Resource):
                 "Measured-W", ".status.telemetry.powerWatts", "integer", "Measured by the agent.", priority=1
             ),
             column("Maintenance", ".spec.maintenance", "boolean", "In maintenance.", priority=1),
+            column("Cordoned", ".spec.cordoned", "boolean", "Its Node is cordoned (discovery).", priority=1),
             condition_column("Stale", "TelemetryStale", "Telemetry older than the threshold.", priority=1),
             READY_COLUMN,
             AGE_COLUMN,

@@ -1,7 +1,8 @@
 """Node health from telemetry, and the capacity rollups node -> rack -> site.
 
 Health (DESIGN section 3), with the cases the design leaves open decided here:
-- maintenance: 0 healthy GPUs, whatever the telemetry says;
+- maintenance (spec.maintenance, or a cordoned Node: spec.cordoned): 0 healthy GPUs, whatever the
+  telemetry says; likewise a Node that is not Ready (spec.nodeReady false, set by discovery);
 - no telemetry at all (absent or empty): every GPU healthy, so sites without agents still plan;
 - fresh telemetry (age below the stale threshold): `telemetry.healthyGPUs`, clamped to 0..count;
   when the agent did not report the figure, every GPU counts as healthy;
@@ -31,7 +32,7 @@ def assess_node(node: NodeIn, now: float, stale_after: float, memo: EpochMemo) -
     if not tel:
         node.stale = False
         node.stale_reason = "NoTelemetry"
-        node.healthy = 0 if node.maintenance else count
+        node.healthy = 0 if node.maintenance or not node.node_ready else count
         return None
     raw = tel.get("observedAt")
     observed = memo[raw] if type(raw) is str else parse_epoch(raw)
@@ -49,7 +50,7 @@ def assess_node(node: NodeIn, now: float, stale_after: float, memo: EpochMemo) -
         return observed - stale_after
     node.stale = False
     node.stale_reason = "Fresh"
-    if not node.maintenance:
+    if not node.maintenance and node.node_ready:
         reported = tel.get("healthyGPUs")
         if type(reported) is not int:
             reported = int_or_none(reported)

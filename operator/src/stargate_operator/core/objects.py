@@ -96,8 +96,9 @@ class NodeIn:
     requested_w: int | None
     base_w: int
     host_bytes: int
-    maintenance: bool
+    maintenance: bool  # spec.maintenance, or its Node cordoned (spec.cordoned, set by discovery)
     telemetry: Mapping[str, Any]
+    node_ready: bool  # spec.nodeReady is not false (discovery's view of the Node's Ready condition)
     # computed
     rack_found: bool = False
     rack_cluster_ref: str = ""
@@ -250,8 +251,9 @@ def parse_node(obj: Mapping[str, Any]) -> NodeIn:
         req if req is None or type(req) is int else int_or_none(req),
         base if type(base) is int else int_or(base, 0),
         host if type(host) is int else int_or(host, 0),
-        spec.get("maintenance") is True,
+        spec.get("maintenance") is True or spec.get("cordoned") is True,
         tel if type(tel) is dict else mapping(tel),
+        spec.get("nodeReady") is not False,
     )
 
 
