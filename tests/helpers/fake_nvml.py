@@ -27,6 +27,8 @@ class FakeGPU:
     limit_mw: int = 700_000
     min_mw: int = 200_000
     max_mw: int = 700_000
+    default_mw: int | None = None  # nvmlDeviceGetPowerManagementDefaultLimit; None: max_mw
+    default_supported: bool = True
     retired_pending: int = 0
     remap_pending: int = 0
     remap_failure: int = 0
@@ -71,6 +73,12 @@ class FakeNvml:
             g.sets.append(mw)
             g.limit_mw = mw
 
+        def default_limit(h: Any) -> int:
+            g = gpu(h)
+            if not g.default_supported:
+                raise err(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            return g.max_mw if g.default_mw is None else g.default_mw
+
         def remapped(h: Any) -> tuple[int, int, int, int]:
             g = gpu(h)
             if not g.remap_supported:
@@ -104,7 +112,7 @@ class FakeNvml:
             "nvmlDeviceGetPowerManagementLimit": lambda h: gpu(h).limit_mw,
             "nvmlDeviceGetPowerManagementLimitConstraints": lambda h: [gpu(h).min_mw, gpu(h).max_mw],
             "nvmlDeviceSetPowerManagementLimit": set_limit,
-            "nvmlDeviceGetPowerManagementDefaultLimit": lambda h: gpu(h).max_mw,
+            "nvmlDeviceGetPowerManagementDefaultLimit": default_limit,
             "nvmlDeviceGetRetiredPagesPendingStatus": lambda h: gpu(h).retired_pending,
             "nvmlDeviceGetRemappedRows": remapped,
             "nvmlEventSetCreate": lambda: object(),

@@ -152,3 +152,41 @@ def test_check_script_reads_through_same_path(fake: FakeNvml, capsys: pytest.Cap
     fake.gpus[2].set_error = pynvml.NVML_ERROR_NO_PERMISSION
     assert mod.main(["--set-limit", "300"]) == 1
     assert "NOT APPLIED: GPU 2" in capsys.readouterr().out
+
+
+def test_power_range_every_gpu_accepts(fake: FakeNvml) -> None:
+    """The range reported with the telemetry is one every GPU of the node accepts: the highest of
+    the minimums, the lowest of the maximums, the lowest default; whole watts, inside the range."""
+    fake.gpus[0].min_mw = 250_400  # rounded up: 250 W would be refused by this GPU
+    fake.gpus[3].max_mw = 650_600  # rounded down
+    fake.gpus[5].default_mw = 600_000
+    r = NvmlBackend().read({}, {})
+    assert r.gpus[0].limit_range_watts == (250.4, 700.0)
+    assert r.gpus[5].default_limit_watts == 600.0 and r.gpus[4].default_limit_watts == 700.0
+    assert r.power_range_watts == (251, 650)
+    assert r.default_power_watts == 600
+    assert r.power_range_telemetry() == {"minPowerWatts": 251, "maxPowerWatts": 650, "defaultPowerWatts": 600}
+    assert "nvmlDeviceGetPowerManagementDefaultLimit" in fake.calls
+
+
+def test_power_range_without_answers(fake: FakeNvml) -> None:
+    """A GPU that is lost, or does not support the default limit, still leaves the others' range;
+    an unsupported default is no health problem."""
+    fake.gpus[1].lost = True
+    fake.gpus[2].default_supported = False
+    r = NvmlBackend().read({}, {})
+    assert r.gpus[1].limit_range_watts is None and r.gpus[2].default_limit_watts is None
+    assert r.gpus[2].healthy and r.healthy_gpus == 7
+    assert r.power_range_telemetry() == {"minPowerWatts": 200, "maxPowerWatts": 700, "defaultPowerWatts": 700}
+
+
+def test_no_power_range_when_the_gpus_disagree_or_say_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    apart = FakeNvml([FakeGPU(min_mw=500_000, max_mw=700_000), FakeGPU(min_mw=100_000, max_mw=400_000)])
+    apart.install(monkeypatch)
+    r = NvmlBackend().read({}, {})
+    assert r.power_range_watts is None  # no single limit suits both
+    assert set(r.power_range_telemetry()) == {"defaultPowerWatts"}
+    silent = FakeNvml([FakeGPU(default_supported=False)])
+    silent.install(monkeypatch)
+    silent.gpus[0].lost = True
+    assert NvmlBackend().read({}, {}).power_range_telemetry() == {}

@@ -204,3 +204,19 @@ async def test_agent_keeps_its_interval_even_below_a_second() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
     assert 7 <= len(client.patches) <= 12, len(client.patches)
+
+
+def test_simulator_reports_the_specs_power_range() -> None:
+    """The simulated device's range is the spec's and its default limit the TDP (maxPowerWatts), as
+    NVML reports a real GPU's; the telemetry patch carries them, valid for the CRD."""
+    spec = {**SPEC, "gpu": {**SPEC["gpu"], "minPowerWatts": 250, "maxPowerWatts": 650}}
+    reading = SimulatedBackend("n1", spec, seed=2).read(spec, {})
+    assert reading.power_range_watts == (250, 650) and reading.default_power_watts == 650
+    t = telemetry_patch(reading, spec)["telemetry"]
+    assert (t["minPowerWatts"], t["maxPowerWatts"], t["defaultPowerWatts"]) == (250, 650, 650)
+    Telemetry.model_validate(t)
+
+
+def test_telemetry_patch_omits_a_range_nobody_read() -> None:
+    t = telemetry_patch(NodeReading((GPUReading(0, power_watts=10.0),)), {})["telemetry"]
+    assert not {"minPowerWatts", "maxPowerWatts", "defaultPowerWatts"} & set(t)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ class GPUReading:
     problem: str = ""  # why it is unhealthy, or what could not be read
     limit_watts: float | None = None  # the power limit in force, where known
     limit_range_watts: tuple[float, float] | None = None  # what the device allows
+    default_limit_watts: float | None = None  # the limit it boots with (NVML's default limit)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,37 @@ class NodeReading:
     @property
     def hbm_used_bytes(self) -> int:
         return sum(g.memory_used_bytes for g in self.gpus)
+
+    @property
+    def power_range_watts(self) -> tuple[int, int] | None:
+        """The per-GPU limit range every GPU of the node accepts, in whole watts: the highest of the
+        minimums (rounded up) and the lowest of the maximums (rounded down), so that one limit for
+        the whole node (what the operator assigns) is settable on each GPU. None when no GPU said,
+        or when the GPUs' ranges do not overlap."""
+        ranges = [g.limit_range_watts for g in self.gpus if g.limit_range_watts is not None]
+        if not ranges:
+            return None
+        lo = math.ceil(max(r[0] for r in ranges))
+        hi = math.floor(min(r[1] for r in ranges))
+        return (lo, hi) if 0 < lo <= hi else None
+
+    @property
+    def default_power_watts(self) -> int | None:
+        """The lowest of the GPUs' default limits, in whole watts (rounded down), if any said."""
+        defaults = [g.default_limit_watts for g in self.gpus if g.default_limit_watts]
+        return math.floor(min(defaults)) if defaults else None
+
+    def power_range_telemetry(self) -> dict[str, int]:
+        """`telemetry.minPowerWatts`, `maxPowerWatts` and `defaultPowerWatts` where known: what node
+        discovery takes over the product table (gpu-operator issue 2780 asks for this figure)."""
+        out: dict[str, int] = {}
+        rng = self.power_range_watts
+        if rng is not None:
+            out["minPowerWatts"], out["maxPowerWatts"] = rng
+        default = self.default_power_watts
+        if default is not None and default > 0:
+            out["defaultPowerWatts"] = default
+        return out
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ runs this same code against the real library on a machine that has GPUs.
 
 What is read, per device: power draw (`nvmlDeviceGetPowerUsage`, mW), HBM in use
 (`nvmlDeviceGetMemoryInfo`), the power limit in force and the range the device allows
-(`nvmlDeviceGetPowerManagementLimit`, `...LimitConstraints`). A device counts as unhealthy when
+(`nvmlDeviceGetPowerManagementLimit`, `...LimitConstraints`: min and max in mW), and the limit it
+boots with (`nvmlDeviceGetPowerManagementDefaultLimit`). The range and the default are reported with
+the telemetry (`minPowerWatts`, `maxPowerWatts`, `defaultPowerWatts`: what every GPU of the node
+accepts), and node discovery takes them over the product table. A device counts as unhealthy when
 - reading it fails (other than "not supported"), e.g. `GPU is lost` (fallen off the bus);
 - it has retired pages pending (`nvmlDeviceGetRetiredPagesPendingStatus`: needs a reset);
 - row remapping failed or is pending (`nvmlDeviceGetRemappedRows`: A100 and later);
@@ -15,9 +18,12 @@ What is read, per device: power draw (`nvmlDeviceGetPowerUsage`, mW), HBM in use
   Kubernetes device plugin ignores. Like the device plugin, an XID marks the device unhealthy until
   the agent restarts (after the node was drained and the GPU reset).
 
-Power limits are set with `nvmlDeviceSetPowerManagementLimit` (mW, needs root), clamped to the
-device's constraints, and only where the limit in force differs, so applying every interval is cheap
-and undoes changes made behind the agent's back (`nvidia-smi -pl`).
+Power limits are set with `nvmlDeviceSetPowerManagementLimit` (mW), clamped to the device's
+constraints. Setting needs CAP_SYS_ADMIN, not just uid 0: the driver's administrator test is
+`NV_IS_SUSER()`, `capable(CAP_SYS_ADMIN)` (NVIDIA/open-gpu-kernel-modules,
+kernel-open/common/inc/nv-linux.h); reading needs only the device nodes. A limit is set only where
+the one in force differs, so applying every interval is cheap and undoes changes made behind the
+agent's back (`nvidia-smi -pl`).
 """
 
 from __future__ import annotations
@@ -187,11 +193,18 @@ class NvmlBackend:
             except nv.NVMLError as e:
                 if not self._is(e, "NVML_ERROR_NOT_SUPPORTED"):
                     problem = problem or f"power limit unreadable: {e}"
+            default: float | None = None
+            try:
+                default = int(nv.nvmlDeviceGetPowerManagementDefaultLimit(d.handle)) / 1000.0
+            except nv.NVMLError as e:
+                # Informative only (the range is what limits are clamped to): never a health problem.
+                if not self._is(e, "NVML_ERROR_NOT_SUPPORTED"):
+                    log.debug("GPU %d: default power limit unreadable: %s", d.index, e)
             problem = problem or self._health_problem(d)
             gpus.append(GPUReading(
                 index=d.index, uuid=d.uuid, name=d.name, power_watts=power_w,
                 memory_used_bytes=used, memory_total_bytes=total, healthy=not problem, problem=problem,
-                limit_watts=limit, limit_range_watts=rng,
+                limit_watts=limit, limit_range_watts=rng, default_limit_watts=default,
             ))
         return NodeReading(tuple(gpus))
 
@@ -227,7 +240,7 @@ class NvmlBackend:
             except nv.NVMLError as e:
                 why = str(e)
                 if self._is(e, "NVML_ERROR_NO_PERMISSION"):
-                    why += " (setting power limits needs root)"
+                    why += " (setting power limits needs root with CAP_SYS_ADMIN)"
                 problems.append(f"GPU {d.index}: cannot set {target // 1000} W: {why}")
                 applied[d.index] = current / 1000.0
                 continue

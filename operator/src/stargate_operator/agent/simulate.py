@@ -10,8 +10,10 @@ The model, per node, sized from the GPUNode's spec:
 - failed GPUs (`--fail-gpus N`, or the annotation `stargate.dev/simulate-failed-gpus: "N"` on the
   GPUNode at runtime, which wins) are the highest-numbered ones; they count as unhealthy, idle and
   hold no memory.
-The device's settable range is the spec's `minPowerWatts..maxPowerWatts`; a limit outside it is clamped
-and reported, as with NVML. With a seed the numbers are reproducible (one stream per node name).
+The device's settable range is the spec's `minPowerWatts..maxPowerWatts` (reported with the telemetry,
+as the NVML agent reports the hardware's, its default limit being `maxPowerWatts`: GPUs boot at their
+TDP); a limit outside it is clamped and reported, as with NVML. With a seed the numbers are
+reproducible (one stream per node name).
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ class SimulatedBackend:
                 index=i, uuid=f"{self.uuid_prefix}-{self.name}-{i}", name=str(self.gpu.get("model", "")),
                 power_watts=round(power, 1), memory_used_bytes=used, memory_total_bytes=mem, healthy=healthy,
                 problem="" if healthy else "simulated fault", limit_watts=self.limit_watts,
-                limit_range_watts=(self.min_w, self.max_w),
+                limit_range_watts=(self.min_w, self.max_w), default_limit_watts=self.max_w,
             ))
         base = float(self.spec.get("basePowerWatts") or 0)
         other = base * (0.85 + 0.15 * self.intensity) if not maintenance else base * 0.8
