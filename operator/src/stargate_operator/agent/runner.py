@@ -57,6 +57,7 @@ def telemetry_patch(reading: NodeReading, spec: dict[str, Any]) -> dict[str, Any
             "healthyGPUs": min(16, reading.healthy_gpus),
             "hbmUsedBytes": max(0, reading.hbm_used_bytes),
             "observedAt": rfc3339(reading.observed_at),
+            **reading.power_range_telemetry(),  # NVML's range and default: discovery reads them
         }
     }
 
