@@ -1,4 +1,4 @@
-"""metrics.py: figures, labels, lifecycles and naming of the exported series; the alert rules and
+"""metrics/: figures, labels, lifecycles and naming of the exported series; the alert rules and
 dashboards as files (promtool check/test rules, structure, metric names). The same queries run
 against a real Prometheus in tests/integration/test_prometheus.py."""
 
@@ -176,6 +176,41 @@ def test_curtailment_in_effect_and_expired() -> None:
     past = scrape(small_site(curtail_until=now - timedelta(seconds=1)))
     assert value(past, "stargate_cluster_power_curtailment_ratio", **C) == 0
     assert value(past, "stargate_cluster_power_curtailment_requested_ratio", **C) == pytest.approx(0.2)
+
+
+def test_counts_are_the_sources_not_the_collectors() -> None:
+    """A source with counts (the engine: its last plan's Plan.counts) is believed: the collector
+    derives no count from node objects, nor whether a curtailment applies."""
+    from stargate_operator.core.counts import CURTAILMENT_PERCENT, NODES_MAINTENANCE, RACKS_OVER_BUDGET
+
+    class Engine:
+        def snapshot(self) -> Iterable[Mapping[str, Any]]:
+            return small_site()
+
+        def counts(self) -> dict[tuple[str, str, str], dict[str, int]]:
+            return {("Rack", "ns1", "r1"): {NODES_MAINTENANCE: 7},
+                    ("StargateCluster", "ns1", "site"): {RACKS_OVER_BUDGET: 9, CURTAILMENT_PERCENT: 0}}
+
+    s = {(smp.name, frozenset(smp.labels.items())): smp.value
+         for fam in text_string_to_metric_families(generate_latest(metrics.make_registry(Engine())).decode())
+         for smp in fam.samples}
+    assert value(s, "stargate_rack_nodes_maintenance", **C, rack="r1") == 7
+    assert value(s, "stargate_rack_nodes_telemetry_stale", **C, rack="r1") == 0  # none given: 0
+    assert value(s, "stargate_rack_nodes_maintenance", **C, rack="r2") == 0  # no entry yet: 0
+    assert value(s, "stargate_cluster_racks_over_budget", **C) == 9
+    # the spec asks 20 % with no end, but the plan applied none: the metric says what was applied
+    assert value(s, "stargate_cluster_power_curtailment_ratio", **C) == 0
+    assert value(s, "stargate_cluster_power_curtailment_requested_ratio", **C) == pytest.approx(0.2)
+
+
+def test_static_counts_equal_the_plans() -> None:
+    """For a source that holds no plan, the core reads the counts back from the written statuses:
+    the same figures as the plan that wrote them."""
+    objs = planned_synthetic_site(60)
+    plan = plan_namespace(synthetic_site(60, 5, "synth", now=SYNTH_NOW), SYNTH_NOW, CoreSettings())
+    static = metrics.StaticSource(objs).counts()
+    assert static == plan.counts
+    assert any(c.get("nodesPowerCapped") for c in static.values())  # not all zeros
 
 
 def test_rack_figures() -> None:

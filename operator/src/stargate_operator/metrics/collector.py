@@ -1,20 +1,16 @@
-"""Prometheus metrics: every status figure of every site, rack and pool, and the operator's health.
+"""The custom collector: every status figure of every site, rack and pool, at scrape time.
 
-Two halves:
+`StargateCollector` holds no state of its own: on every scrape it reads the current objects of a
+`StatusSource` (the engine's per-namespace cache) and computes the metric families from them. So
+the reconcile loop pays nothing for metrics, and the series of a deleted object disappear with the
+object (there is no per-object gauge to forget to remove). Per-node series are off by default (a
+10,000-node site would otherwise export about 150,000 series); the site and rack series carry the
+node counts (stale telemetry, maintenance, power-capped nodes) either way.
 
-* `StargateCollector`, a custom collector. It holds no state of its own: on every scrape it reads
-  the engine's current objects (a `StatusSource`) and computes the metric families from them. So
-  the reconcile loop pays nothing for metrics, and the series of a deleted object disappear with
-  the object (there is no per-object gauge to forget to remove). Per-node series are off by default
-  (a 10,000-node site would otherwise export about 150,000 series); the site and rack series carry
-  node-derived counts (stale telemetry, maintenance, power-capped nodes) either way.
-* Module-level health metrics the engine updates (`RECONCILES`, `RECONCILE_SECONDS`,
-  `ALLOCATION_SECONDS`, `API_WRITES`, `LAST_SUCCESS`, `BUILD_INFO`). They are created without a
-  registry and registered by `make_registry` into a dedicated `CollectorRegistry`, never into
-  prometheus_client's global default one: nothing else in the process (kopf, libraries, tests
-  that build several registries) can then collide with or leak into the operator's endpoint. The
-  default registry is not needed anywhere; the process and platform collectors are registered
-  into the dedicated registry too.
+Those counts, and whether a curtailment is in effect, are the core's decisions: the collector reads
+them from the source's `counts()` (the engine keeps the last plan's Plan.counts) and decides
+nothing itself. A source without counts (a fixed list of objects) gets them from the core's
+`counts_from_objects`, which reads the same figures back from the statuses the core wrote.
 
 Naming (Prometheus conventions, checked by `promtool check metrics` in the tests): prefix
 `stargate_`, then the level (`cluster`, `rack`, `pool`, `node`), base units as suffix (`_watts`,
@@ -26,8 +22,8 @@ Derived figures, defined here once:
 * `stargate_cluster_power_headroom_watts` = budget - allocated: power the site could still hand
   out; negative while the site is overcommitted (the racks' floors exceed the budget).
 * `stargate_cluster_power_overcommitted_watts` = max(0, floor - budget): by how much.
-* `stargate_cluster_power_curtailment_ratio` = spec.power.curtailment.percent / 100 while the
-  curtailment applies (no `until`, or `until` still in the future at scrape time), else 0;
+* `stargate_cluster_power_curtailment_ratio` = the curtailment share the core applies / 100 (the
+  spec's percent while it applies: no `until`, or `until` still ahead; else 0);
   `..._curtailment_requested_ratio` is the spec's figure whether or not it applies, and
   `..._curtailment_until_timestamp_seconds` its end, when it has one.
 * `stargate_cluster_carbon_grams_per_second` = status.carbonGramsPerHour / 3600 (base unit of
@@ -38,54 +34,42 @@ Derived figures, defined here once:
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import math
-import platform
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from itertools import chain
-from socketserver import ThreadingMixIn
-from typing import Any, Protocol
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import Any, Protocol, TypeVar
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
-    PlatformCollector,
-    ProcessCollector,
-    generate_latest,
-    make_wsgi_app,
-)
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stargate_operator import __version__
+from stargate_operator.core.counts import (
+    CURTAILMENT_PERCENT,
+    NODES_MAINTENANCE,
+    NODES_POWER_CAPPED,
+    NODES_TELEMETRY_STALE,
+    RACKS_OVER_BUDGET,
+    RACKS_POWER_CAPPED,
+    counts_from_objects,
+)
+from stargate_operator.core.types import ObjectKey
 from stargate_operator.core.wire import parse_epoch
+from stargate_operator.kinds import (
+    DEFAULT_DESIGN_PUE,
+    DEFAULT_RACK_PRIORITY,
+    DEFAULT_RESERVE_PERCENT,
+    GPU_NODE,
+    KINDS,
+    MEMORY_CLAIM,
+    MEMORY_POOL,
+    RACK,
+    STARGATE_CLUSTER,
+)
 
-__all__ = [
-    "ALLOCATION_SECONDS",
-    "API_WRITES",
-    "BUILD_INFO",
-    "LAST_SUCCESS",
-    "RECONCILES",
-    "RECONCILE_SECONDS",
-    "StargateCollector",
-    "StargateRegistry",
-    "StaticSource",
-    "StatusSource",
-    "forget_namespace",
-    "make_registry",
-    "serve",
-]
+Counts = Mapping[ObjectKey, Mapping[str, int]]
 
 
-class StatusSource(Protocol):
-    """Where the collector reads the current objects from (the engine's per-namespace cache).
+class SnapshotSource(Protocol):
+    """Where the collector reads the current objects from.
 
     `snapshot()` yields every current stargate object of every watched namespace in wire form
     (`kind`, `metadata.namespace`, `metadata.name`, `spec`, `status`; status missing or partial for
@@ -97,12 +81,27 @@ class StatusSource(Protocol):
     def snapshot(self) -> Iterable[Mapping[str, Any]]: ...
 
 
+class StatusSource(SnapshotSource, Protocol):
+    """A snapshot and the core's counts that go with it (the engine: `Engine.counts()`, the last
+    plan's Plan.counts of every namespace, by object key; called from the metrics thread too).
+
+    A source with `snapshot()` alone is accepted as well (a test's stand-in): the collector then
+    has the core read the counts from the snapshot (`counts_from_objects`)."""
+
+    def counts(self) -> Counts: ...
+
+
 # Optional on a source: an `active` attribute with `is_set()` (a threading or asyncio Event); while
 # it is not set, the collector exports no object series (see StargateCollector._active).
 
 
+def _mappings(objects: Iterable[Any]) -> list[Mapping[str, Any]]:
+    return [o for o in objects if type(o) is dict or isinstance(o, Mapping)]
+
+
 class StaticSource:
-    """A fixed list of objects (for `plan`, tests and benchmarks); `replace` swaps it atomically."""
+    """A fixed list of objects (for `plan`, tests and benchmarks); `replace` swaps it atomically.
+    Its counts are the core's reading of the objects' statuses, the curtailment judged now."""
 
     def __init__(self, objects: Iterable[Mapping[str, Any]] = ()) -> None:
         self._objects: list[Mapping[str, Any]] = list(objects)
@@ -113,80 +112,8 @@ class StaticSource:
     def snapshot(self) -> Iterable[Mapping[str, Any]]:
         return self._objects
 
-
-# --------------------------------------------------------------------------------------------------
-# Operator health: updated by the engine.
-
-# A coalesced recomputation of one namespace takes from about a millisecond (a small site) to
-# about two seconds (a 10,000-node site on a slow core); the buckets cover that range finely
-# enough for a p99, with two more for pathological cases.
-RECONCILE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
-ALLOCATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
-
-RECONCILES = Counter(
-    "stargate_reconciles_total",
-    "Reconciliations by kind ('namespace' for the coalesced recomputation of one namespace) and "
-    "result (success or error).",
-    ["kind", "result"],
-    registry=None,
-)
-RECONCILE_SECONDS = Histogram(
-    "stargate_reconcile_duration_seconds",
-    "Duration of a reconciliation by kind ('namespace': one coalesced recomputation, status "
-    "writes included).",
-    ["kind"],
-    buckets=RECONCILE_BUCKETS,
-    registry=None,
-)
-ALLOCATION_SECONDS = Histogram(
-    "stargate_allocation_duration_seconds",
-    "Duration of the core's computation (rollups, power allocation, memory binding) of one namespace.",
-    buckets=ALLOCATION_BUCKETS,
-    registry=None,
-)
-API_WRITES = Counter(
-    "stargate_api_writes_total",
-    "Writes to the Kubernetes API by kind of the object written and verb (patch_status, create_event).",
-    ["kind", "verb"],
-    registry=None,
-)
-LAST_SUCCESS = Gauge(
-    "stargate_last_successful_reconcile_timestamp_seconds",
-    "Unix time of the last successful recomputation of the namespace.",
-    ["namespace"],
-    registry=None,
-)
-BUILD_INFO = Info(
-    "stargate_build",
-    "Version of the operator and of the Python running it.",
-    registry=None,
-)
-BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
-
-# Every label combination the engine uses exists from the start, at 0: a rate or increase over
-# `result="error"` is then 0 rather than no data before the first error (and alerts and panels
-# need no `or vector(0)`).
-for _result in ("success", "error"):
-    RECONCILES.labels(kind="namespace", result=_result)
-RECONCILE_SECONDS.labels(kind="namespace")
-for _kind in ("StargateCluster", "Rack", "GPUNode", "MemoryPool", "MemoryClaim"):
-    API_WRITES.labels(kind=_kind, verb="patch_status")
-API_WRITES.labels(kind="Event", verb="create_event")
-
-HEALTH_METRICS: tuple[Collector, ...] = (
-    RECONCILES,
-    RECONCILE_SECONDS,
-    ALLOCATION_SECONDS,
-    API_WRITES,
-    LAST_SUCCESS,
-    BUILD_INFO,
-)
-
-
-def forget_namespace(namespace: str) -> None:
-    """Drop the per-namespace health series of a namespace that holds no stargate object any more."""
-    with contextlib.suppress(KeyError):
-        LAST_SUCCESS.remove(namespace)
+    def counts(self) -> Counts:
+        return counts_from_objects(_mappings(self._objects), time.time())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,44 +166,33 @@ def _ready_state(conds: Mapping[str, str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# The collector.
+# The families.
 
 CLUSTER_LABELS = ("namespace", "cluster")
 RACK_LABELS = ("namespace", "cluster", "rack")
 POOL_LABELS = ("namespace", "cluster", "pool", "tier")
 NODE_LABELS = ("namespace", "cluster", "rack", "node")
-KINDS = ("StargateCluster", "Rack", "GPUNode", "MemoryPool", "MemoryClaim")
+_CLUSTER, _RACK, _NODE, _POOL, _CLAIM = (
+    STARGATE_CLUSTER.kind, RACK.kind, GPU_NODE.kind, MEMORY_POOL.kind, MEMORY_CLAIM.kind
+)
+_NONE: Mapping[str, int] = {}
+_NO_COUNTS: Counts = {}
+
+Row = tuple[Sequence[str], float]
+T = TypeVar("T")
 
 
-def _escape_label(value: str) -> str:
-    if "\\" in value or '"' in value or "\n" in value:
-        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-    return value
-
-
-def _format_value(value: float) -> str:
-    if type(value) is int:
-        return str(value)
-    if value != value:
-        return "NaN"
-    if value in (math.inf, -math.inf):
-        return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer() and -1e15 < value < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-class _Families:
+class Families:
     """The families of one collection, as raw (label values, value) rows per declared name.
 
     Rows become prometheus_client families for `collect()` (the library renders them in either
-    exposition format), or are written straight to the classic text format by `render_text()`,
-    which the metrics server uses: three to five times faster than going through the library's
-    objects, which matters only when per-node series are on for a very large site.
+    exposition format), or are written straight to the classic text format by the metrics server
+    (server.render_text): three to five times faster than going through the library's objects,
+    which matters only when per-node series are on for a very large site.
     """
 
     def __init__(self) -> None:
-        self._rows: dict[str, list[tuple[Sequence[str], float]]] = {}
+        self._rows: dict[str, list[Row]] = {}
         self._declared: list[tuple[str, str, Sequence[str]]] = []
 
     def declare(self, name: str, doc: str, labels: Sequence[str]) -> None:
@@ -295,8 +211,13 @@ class _Families:
         self._rows = {name: [] for name, _, _ in self._declared}
 
     @property
-    def rows(self) -> dict[str, list[tuple[Sequence[str], float]]]:
+    def rows(self) -> dict[str, list[Row]]:
         return self._rows
+
+    @property
+    def declared(self) -> list[tuple[str, str, Sequence[str]]]:
+        """(name, help, label names) of every family, in exposition order."""
+        return self._declared
 
     def families(self) -> Iterator[Metric]:
         for name, doc, labels in self._declared:
@@ -307,33 +228,12 @@ class _Families:
                     fam.add_metric(values, value)
                 yield fam
 
-    def render_text(self) -> str:
-        out: list[str] = []
-        for name, doc, labels in self._declared:
-            rows = self._rows[name]
-            if not rows:
-                continue
-            out.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
-            if not labels:
-                out.extend(f"{name} {_format_value(value)}\n" for _, value in rows)
-                continue
-            # One %-format per row; label values are DNS names almost always, so escaping is
-            # looked for once per family (a C-level join and search) and done only where needed.
-            fmt = name + "{" + ",".join(f'{label}="%s"' for label in labels) + "} %s\n"
-            joined = "\0".join(chain.from_iterable(values for values, _ in rows))
-            escape = "\\" in joined or '"' in joined or "\n" in joined
-            for values, value in rows:
-                if escape:
-                    values = tuple(_escape_label(v) for v in values)
-                out.append(fmt % (*values, value if type(value) is int else _format_value(value)))
-        return "".join(out)
-
     def describe(self) -> Iterator[Metric]:
         for name, doc, labels in self._declared:
             yield GaugeMetricFamily(name, doc, labels=list(labels))
 
 
-def _declare_all(f: _Families, per_node: bool) -> None:
+def _declare_all(f: Families, per_node: bool) -> None:
     c, r, p, n = CLUSTER_LABELS, RACK_LABELS, POOL_LABELS, NODE_LABELS
     ck = (*c, "condition")
     f.declare("stargate_active", "1 when this operator replica acts and exports the sites' series, "
@@ -428,11 +328,11 @@ def _declare_all(f: _Families, per_node: bool) -> None:
 class StargateCollector(Collector):
     """Computes every stargate metric family from the source's objects at scrape time."""
 
-    def __init__(self, source: StatusSource, per_node: bool = False) -> None:
+    def __init__(self, source: SnapshotSource, per_node: bool = False) -> None:
         self._source = source
         self.per_node = per_node
         self._lock = threading.Lock()  # the families builder is reused; scrapes may overlap
-        self._f = _Families()
+        self._f = Families()
         _declare_all(self._f, per_node)
 
     def describe(self) -> Iterable[Metric]:
@@ -451,30 +351,37 @@ class StargateCollector(Collector):
             return []
         for _ in range(3):
             try:
-                return [o for o in self._source.snapshot() if type(o) is dict or isinstance(o, Mapping)]
+                return _mappings(self._source.snapshot())
             except RuntimeError:  # a dict changed size while copied: try again
                 continue
-        return [o for o in self._source.snapshot() if type(o) is dict or isinstance(o, Mapping)]
+        return _mappings(self._source.snapshot())
+
+    def _counts(self, objects: list[Mapping[str, Any]], now: float) -> Counts:
+        if not objects:
+            return _NO_COUNTS
+        counts = getattr(self._source, "counts", None)
+        if callable(counts):
+            return counts()  # type: ignore[no-any-return]
+        return counts_from_objects(objects, now)
 
     def collect(self) -> Iterable[Metric]:
+        return self.render(lambda f: list(f.families()))
+
+    def render(self, write: Callable[[Families], T]) -> T:
+        """Fill the families from a fresh snapshot and hand them to `write` (under the lock: the
+        builder is reused by the next scrape)."""
         objects = self._snapshot()
+        now = time.time()
+        counts = self._counts(objects, now)
         with self._lock:
             self._f.begin()
-            self._fill(objects, time.time())
-            return list(self._f.families())
+            self._fill(objects, counts)
+            return write(self._f)
 
-    def render_text(self) -> str:
-        """The same families as `collect()`, in the classic text format, rendered directly."""
-        objects = self._snapshot()
-        with self._lock:
-            self._f.begin()
-            self._fill(objects, time.time())
-            return self._f.render_text()
-
-    def _fill(self, objects: list[Mapping[str, Any]], now: float) -> None:
+    def _fill(self, objects: list[Mapping[str, Any]], counts: Counts) -> None:
         f = self._f
         f.add("stargate_active", (), 1 if self._active() else 0)
-        by_kind: dict[str, list[Mapping[str, Any]]] = {k: [] for k in KINDS}
+        by_kind: dict[str, list[Mapping[str, Any]]] = {k.kind: [] for k in KINDS}
         ready: dict[tuple[str, str, str], int] = {}
         for obj in objects:
             kind = obj.get("kind")
@@ -490,34 +397,21 @@ class StargateCollector(Collector):
             for state in ("true", "false", "unknown"):
                 f.add("stargate_objects", (ns, kind, state), float(ready.get((ns, kind, state), 0)))
 
-        # rack -> cluster, and node-derived counts per rack and per site
-        rack_cluster: dict[tuple[str, str], str] = {}
-        for rack in by_kind["Rack"]:
-            rack_cluster[(_str(rack, "metadata", "namespace"), _str(rack, "metadata", "name"))] = _str(
-                rack, "spec", "clusterRef"
-            )
-        zero = (0, 0, 0)
-        rack_counts: dict[tuple[str, str], tuple[int, int, int]] = {}
-        site_counts: dict[tuple[str, str], tuple[int, int, int]] = {}
-        per_node = self.per_node
-        for node in by_kind["GPUNode"]:
-            ns = _str(node, "metadata", "namespace")
-            rack_name = _str(node, "spec", "rackRef")
-            cluster = rack_cluster.get((ns, rack_name), "")
-            status = _get(node, "status")
-            conds = _conditions(status)
-            maint = _get(node, "spec", "maintenance") is True
-            stale = conds.get("TelemetryStale") == "True"
-            capped = conds.get("PowerCapped") == "True"
-            m, s, cp = rack_counts.get((ns, rack_name), zero)
-            rack_counts[(ns, rack_name)] = (m + maint, s + stale, cp + capped)
-            m, s, cp = site_counts.get((ns, cluster), zero)
-            site_counts[(ns, cluster)] = (m + maint, s + stale, cp + capped)
-            if per_node:
-                self._node(node, ns, cluster, rack_name, status, conds, maint)
+        if self.per_node:
+            # rack -> cluster, for the nodes' labels
+            rack_cluster: dict[tuple[str, str], str] = {}
+            for rack in by_kind[_RACK]:
+                rack_cluster[(_str(rack, "metadata", "namespace"), _str(rack, "metadata", "name"))] = _str(
+                    rack, "spec", "clusterRef"
+                )
+            for node in by_kind[_NODE]:
+                ns = _str(node, "metadata", "namespace")
+                rack_name = _str(node, "spec", "rackRef")
+                status = _get(node, "status")
+                self._node(node, ns, rack_cluster.get((ns, rack_name), ""), rack_name, status,
+                           _conditions(status), _get(node, "spec", "maintenance") is True)
 
-        site_rack_conds: dict[tuple[str, str], tuple[int, int]] = {}
-        for rack in by_kind["Rack"]:
+        for rack in by_kind[_RACK]:
             ns = _str(rack, "metadata", "namespace")
             name = _str(rack, "metadata", "name")
             cluster = _str(rack, "spec", "clusterRef")
@@ -528,13 +422,13 @@ class StargateCollector(Collector):
                                          _str(rack, "spec", "location", "row"),
                                          _str(rack, "spec", "location", "position")), 1.0)
             prio = _num(rack, "spec", "priority")
-            f.add("stargate_rack_priority", labels, 500.0 if prio is None else prio)
+            f.add("stargate_rack_priority", labels, DEFAULT_RACK_PRIORITY if prio is None else prio)
             f.add("stargate_rack_power_max_watts", labels, _num(rack, "spec", "maxPowerWatts"))
             f.add("stargate_rack_nodes", labels, _num(status, "nodes"))
-            m, s, cp = rack_counts.get((ns, name), zero)
-            f.add("stargate_rack_nodes_maintenance", labels, float(m))
-            f.add("stargate_rack_nodes_telemetry_stale", labels, float(s))
-            f.add("stargate_rack_nodes_power_capped", labels, float(cp))
+            rc = counts.get((_RACK, ns, name), _NONE)
+            f.add("stargate_rack_nodes_maintenance", labels, rc.get(NODES_MAINTENANCE, 0))
+            f.add("stargate_rack_nodes_telemetry_stale", labels, rc.get(NODES_TELEMETRY_STALE, 0))
+            f.add("stargate_rack_nodes_power_capped", labels, rc.get(NODES_POWER_CAPPED, 0))
             total, healthy = _num(status, "gpus", "total"), _num(status, "gpus", "healthy")
             if total is not None and healthy is not None:
                 f.add("stargate_rack_gpus", (*labels, "healthy"), healthy)
@@ -543,24 +437,19 @@ class StargateCollector(Collector):
                 f.add(f"stargate_rack_power_{field}_watts", labels, _num(status, "power", f"{field}Watts"))
             for ctype, cstatus in conds.items():
                 f.add("stargate_rack_condition", (*labels, ctype), 1.0 if cstatus == "True" else 0.0)
-            pc, ob = site_rack_conds.get((ns, cluster), (0, 0))
-            site_rack_conds[(ns, cluster)] = (
-                pc + (conds.get("PowerCapped") == "True"),
-                ob + (conds.get("OverBudget") == "True"),
-            )
 
-        for cl in by_kind["StargateCluster"]:
-            self._cluster(cl, now, site_counts, site_rack_conds)
+        for cl in by_kind[_CLUSTER]:
+            self._cluster(cl, counts)
 
         pending_bytes: dict[tuple[str, str], float] = {}
-        for claim in by_kind["MemoryClaim"]:
+        for claim in by_kind[_CLAIM]:
             if _str(claim, "status", "phase") == "Bound":
                 continue
             size = _num(claim, "spec", "sizeBytes")
             if size is not None:
                 pkey = (_str(claim, "metadata", "namespace"), _str(claim, "spec", "poolRef"))
                 pending_bytes[pkey] = pending_bytes.get(pkey, 0.0) + size
-        for pool in by_kind["MemoryPool"]:
+        for pool in by_kind[_POOL]:
             ns = _str(pool, "metadata", "namespace")
             name = _str(pool, "metadata", "name")
             plabels = (ns, _str(pool, "spec", "clusterRef"), name, _str(pool, "spec", "tier"))
@@ -574,30 +463,23 @@ class StargateCollector(Collector):
             for ctype, cstatus in _conditions(status).items():
                 f.add("stargate_pool_condition", (*plabels, ctype), 1.0 if cstatus == "True" else 0.0)
 
-    def _cluster(
-        self,
-        cl: Mapping[str, Any],
-        now: float,
-        site_counts: Mapping[tuple[str, str], tuple[int, int, int]],
-        site_rack_conds: Mapping[tuple[str, str], tuple[int, int]],
-    ) -> None:
+    def _cluster(self, cl: Mapping[str, Any], counts: Counts) -> None:
         f = self._f
         ns = _str(cl, "metadata", "namespace")
         name = _str(cl, "metadata", "name")
         labels = (ns, name)
         spec = _get(cl, "spec")
         status = _get(cl, "status")
+        cc = counts.get((_CLUSTER, ns, name), _NONE)
         f.add("stargate_cluster_info", (*labels, _str(spec, "site", "region"), _str(spec, "site", "kind"),
                                         _str(spec, "site", "cooling")), 1.0)
         f.add("stargate_cluster_racks", labels, _num(status, "racks"))
         f.add("stargate_cluster_nodes", labels, _num(status, "nodes"))
-        m, s, cp = site_counts.get((ns, name), (0, 0, 0))
-        f.add("stargate_cluster_nodes_maintenance", labels, float(m))
-        f.add("stargate_cluster_nodes_telemetry_stale", labels, float(s))
-        f.add("stargate_cluster_nodes_power_capped", labels, float(cp))
-        rpc, rob = site_rack_conds.get((ns, name), (0, 0))
-        f.add("stargate_cluster_racks_power_capped", labels, float(rpc))
-        f.add("stargate_cluster_racks_over_budget", labels, float(rob))
+        f.add("stargate_cluster_nodes_maintenance", labels, cc.get(NODES_MAINTENANCE, 0))
+        f.add("stargate_cluster_nodes_telemetry_stale", labels, cc.get(NODES_TELEMETRY_STALE, 0))
+        f.add("stargate_cluster_nodes_power_capped", labels, cc.get(NODES_POWER_CAPPED, 0))
+        f.add("stargate_cluster_racks_power_capped", labels, cc.get(RACKS_POWER_CAPPED, 0))
+        f.add("stargate_cluster_racks_over_budget", labels, cc.get(RACKS_OVER_BUDGET, 0))
         total, healthy = _num(status, "gpus", "total"), _num(status, "gpus", "healthy")
         if total is not None and healthy is not None:
             f.add("stargate_cluster_gpus", (*labels, "healthy"), healthy)
@@ -606,13 +488,13 @@ class StargateCollector(Collector):
         f.add("stargate_cluster_host_memory_bytes", labels, _num(status, "memory", "hostBytes"))
         f.add("stargate_cluster_power_it_capacity_watts", labels, _num(spec, "power", "itCapacityWatts"))
         reserve = _num(spec, "power", "reservePercent")
-        f.add("stargate_cluster_power_reserve_ratio", labels, (5.0 if reserve is None else reserve) / 100.0)
+        f.add("stargate_cluster_power_reserve_ratio", labels,
+              (DEFAULT_RESERVE_PERCENT if reserve is None else reserve) / 100.0)
         requested = _num(spec, "power", "curtailment", "percent") or 0.0
-        until = _timestamp(_get(spec, "power", "curtailment", "until"))
-        in_effect = requested if until is None or now < until else 0.0
-        f.add("stargate_cluster_power_curtailment_ratio", labels, in_effect / 100.0)
+        f.add("stargate_cluster_power_curtailment_ratio", labels, cc.get(CURTAILMENT_PERCENT, 0) / 100.0)
         f.add("stargate_cluster_power_curtailment_requested_ratio", labels, requested / 100.0)
-        f.add("stargate_cluster_power_curtailment_until_timestamp_seconds", labels, until)
+        f.add("stargate_cluster_power_curtailment_until_timestamp_seconds", labels,
+              _timestamp(_get(spec, "power", "curtailment", "until")))
         figures = {}
         for field in ("budget", "floor", "demand", "allocated", "measured", "facility"):
             figures[field] = _num(status, "power", f"{field}Watts")
@@ -623,11 +505,12 @@ class StargateCollector(Collector):
         if budget is not None and floor is not None:
             f.add("stargate_cluster_power_overcommitted_watts", labels, max(0.0, floor - budget))
         pue = _num(spec, "site", "designPUE")
-        f.add("stargate_cluster_design_pue_ratio", labels, 1.3 if pue is None else pue)
+        f.add("stargate_cluster_design_pue_ratio", labels, DEFAULT_DESIGN_PUE if pue is None else pue)
         carbon = _num(status, "carbonGramsPerHour")
         f.add("stargate_cluster_carbon_grams_per_second", labels, None if carbon is None else carbon / 3600.0)
         for ctype, cstatus in _conditions(status).items():
             f.add("stargate_cluster_condition", (*labels, ctype), 1.0 if cstatus == "True" else 0.0)
+
 
     def _node(
         self,
@@ -668,88 +551,3 @@ class StargateCollector(Collector):
         f.add("stargate_node_telemetry_timestamp_seconds", labels, _timestamp(tel.get("observedAt")))
         for ctype, cstatus in conds.items():
             f.add("stargate_node_condition", (*labels, ctype), 1.0 if cstatus == "True" else 0.0)
-
-
-class StargateRegistry(CollectorRegistry):
-    """The operator's registry: the stargate collector, the health metrics, process and platform.
-
-    A plain CollectorRegistry to prometheus_client (`generate_latest(registry)` works as usual);
-    `render_text()` is the fast path the metrics server uses: the library renders the small
-    health part, the stargate families are written directly.
-    """
-
-    def __init__(self, source: StatusSource, per_node: bool) -> None:
-        super().__init__(auto_describe=True)
-        self.stargate = StargateCollector(source, per_node=per_node)
-        self.health = CollectorRegistry(auto_describe=True)
-        self.register(self.stargate)
-        for collector in (*HEALTH_METRICS, ProcessCollector(registry=None), PlatformCollector(registry=None)):
-            self.health.register(collector)
-            self.register(collector)
-
-    def render_text(self) -> bytes:
-        return self.stargate.render_text().encode() + generate_latest(self.health)
-
-
-def make_registry(source: StatusSource, per_node: bool = False) -> StargateRegistry:
-    """A dedicated registry (see `StargateRegistry`); never prometheus_client's global one."""
-    return StargateRegistry(source, per_node)
-
-
-TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-def _health_registry() -> CollectorRegistry:
-    """The operator's own health metrics alone: cheap to render at any site size."""
-    health = CollectorRegistry(auto_describe=False)
-    for metric in (RECONCILES, RECONCILE_SECONDS, ALLOCATION_SECONDS, API_WRITES, LAST_SUCCESS, BUILD_INFO):
-        health.register(metric)
-    return health
-
-
-def _app(registry: CollectorRegistry) -> Callable[..., Iterable[bytes]]:
-    library_app = make_wsgi_app(registry)
-    # `/metrics/operator`: for a probe or a benchmark that polls often; the full page computes
-    # every site figure (tens of milliseconds per 10,000 nodes) and would load the operator.
-    health_app = make_wsgi_app(_health_registry())
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == "/metrics/operator":
-            return health_app(environ, start_response)  # type: ignore[no-any-return]
-        if not isinstance(registry, StargateRegistry) or environ.get("PATH_INFO") == "/favicon.ico":
-            return library_app(environ, start_response)  # type: ignore[no-any-return]
-        body = registry.render_text()
-        headers = [("Content-Type", TEXT_CONTENT_TYPE)]
-        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
-            # level 1: a 17 MB per-node page compresses in tens of milliseconds, outside the GIL
-            body = gzip.compress(body, compresslevel=1)
-            headers.append(("Content-Encoding", "gzip"))
-        headers.append(("Content-Length", str(len(body))))
-        start_response("200 OK", headers)
-        return [body]
-
-    return app
-
-
-def serve(registry: CollectorRegistry, port: int, addr: str = "0.0.0.0") -> WSGIServer:
-    """Serve the registry on every path (`/metrics` by convention) from daemon threads.
-
-    Always the classic text format (version 0.0.4), which every Prometheus accepts, gzipped when
-    asked. The server runs in its own threads, so a scrape never blocks the asyncio loop;
-    rendering holds the GIL in slices (Python switches threads every 5 ms), so the loop slows
-    down during a large scrape but never stalls. Port 0 picks a free port: read it back from
-    `server.server_port`. Stop it with `server.shutdown(); server.server_close()`.
-    """
-    server = make_server(addr, port, _app(registry), _ThreadingWSGIServer, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name="stargate-metrics", daemon=True)
-    thread.start()
-    return server
