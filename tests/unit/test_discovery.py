@@ -373,3 +373,17 @@ def test_a_node_that_is_not_ready_has_no_healthy_gpu_but_keeps_its_power() -> No
     assert st(run(objs), "GPUNode", "n1")["healthyGPUs"] == 0
     site = st(run(objs), "StargateCluster", "site")
     assert site["gpus"] == {"total": 8, "healthy": 0}
+
+
+def test_a_shard_keeps_only_its_own_sites() -> None:
+    """With watched namespaces (a shard release), Nodes of other sites are another release's: not
+    applied, not reported as skipped; their GPUNodes are not deleted."""
+    nodes = [k8s_node("a1", site="site-a"), k8s_node("b1", site="site-b")]
+    other = as_existing(only_apply(d.plan_discovery([k8s_node("b2", site="site-b")], [])))
+    shard = d.DiscoverySettings(namespaces=frozenset({"site-a"}))
+    plan = d.plan_discovery(nodes, [other], shard)
+    assert [a["metadata"]["name"] for a in plan.applies] == ["a1"]
+    assert plan.skipped == [] and plan.deletes == []
+    # The cluster-wide view would delete b2 (its Node is gone) and apply b1.
+    everything = d.plan_discovery(nodes, [other])
+    assert everything.deletes == [("GPUNode", "site-b", "b2")] and len(everything.applies) == 2

@@ -96,6 +96,10 @@ ObjectKey = tuple[str, str, str]  # (kind, namespace, name), as core/types.py
 class DiscoverySettings:
     site_label: str = DISCOVERY_SITE_LABEL
     rack_label: str = DISCOVERY_RACK_LABEL
+    # The operator's watched namespaces (`run -n`), None for all. A shard's discovery keeps only the
+    # GPUNodes of its own sites: a Node placed in another namespace is another release's business
+    # (neither applied nor reported as skipped), and GPUNodes outside are never deleted.
+    namespaces: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +346,8 @@ def plan_discovery(
             if placed.reason not in _PLACEMENT_PROBLEMS:
                 held.add(placed.node)
             continue
+        if settings.namespaces is not None and placed.site not in settings.namespaces:
+            continue
         key = (placed.site, placed.name)
         current = existing.get(key)
         if current is not None and not is_discovered(current):
@@ -358,6 +364,8 @@ def plan_discovery(
             plan.applies.append(want)
     for key, gpunode in sorted(existing.items()):
         if key in desired_keys or not is_discovered(gpunode):
+            continue
+        if settings.namespaces is not None and key[0] not in settings.namespaces:
             continue
         if key[1] in held:
             plan.managed += 1
