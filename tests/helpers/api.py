@@ -6,23 +6,18 @@ Objects are plain dicts; stargate kinds are addressed by kind (``"Rack"``), the 
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import httpx
-
 from stargate_operator import kinds
 from stargate_operator.localcp.controlplane import LocalControlPlane
+from stargate_operator.syncapi import MERGE_PATCH, ApiFailure, resource_path
+
+__all__ = ["GROUP", "PLURALS", "Api", "ApiFailure", "condition", "obj"]
 
 GROUP = kinds.API_VERSION
 PLURALS = {k.kind: k.plural for k in kinds.KINDS}
-
-
-class ApiFailure(RuntimeError):
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(f"HTTP {status}: {text[:2000]}")
-        self.status = status
+Objects = list[dict[str, Any]]  # spelled once here: inside Api, ``list`` is the method
 
 
 def obj(kind: str, name: str, spec: Mapping[str, Any], **meta: Any) -> dict[str, Any]:
@@ -31,44 +26,35 @@ def obj(kind: str, name: str, spec: Mapping[str, Any], **meta: Any) -> dict[str,
 
 
 class Api:
+    """The package's :class:`~stargate_operator.syncapi.SyncApi` as admin, addressed by kind. One per
+    thread where a test writes from several (each has its own connections)."""
+
     def __init__(self, control_plane: LocalControlPlane, timeout: float = 10.0) -> None:
-        ctx = ssl.create_default_context(cafile=str(control_plane.ca_file))
-        ctx.load_cert_chain(str(control_plane.admin_cert_file), str(control_plane.admin_key_file))
-        self._http = httpx.Client(base_url=control_plane.server, verify=ctx, timeout=timeout,
-                                  limits=httpx.Limits(max_connections=16))
+        self._api = control_plane.connect(timeout=timeout)
 
     def close(self) -> None:
-        self._http.close()
+        self._api.close()
 
     # -- raw ----------------------------------------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
                 params: Mapping[str, str] | None = None) -> Any:
-        resp = self._http.request(method, path, json=body, params=params,
-                                  headers={"Content-Type": content_type} if body is not None else None)
-        if resp.status_code >= 400:
-            raise ApiFailure(resp.status_code, resp.text)
-        return resp.json() if resp.content else None
+        return self._api.call(method, path, body, content_type=content_type, params=params)
 
     @staticmethod
     def path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
-        p = f"/apis/{GROUP}/namespaces/{namespace}/{PLURALS[kind]}"
-        if name:
-            p += f"/{name}"
-        if sub:
-            p += f"/{sub}"
-        return p
+        return resource_path(PLURALS[kind], namespace, name, sub)
 
     # -- objects ------------------------------------------------------------------------------
     def create(self, namespace: str, o: Mapping[str, Any]) -> dict[str, Any]:
         body = {**o, "metadata": {**o["metadata"], "namespace": namespace}}
-        out: dict[str, Any] = self.request("POST", self.path(o["kind"], namespace), body)
+        out: dict[str, Any] = self._api.create(PLURALS[o["kind"]], namespace, body)
         return out
 
-    def create_all(self, namespace: str, objs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    def create_all(self, namespace: str, objs: Iterable[Mapping[str, Any]]) -> Objects:
         return [self.create(namespace, o) for o in objs]
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        out: dict[str, Any] = self.request("GET", self.path(kind, namespace, name))
+        out: dict[str, Any] = self._api.get(PLURALS[kind], namespace, name)
         return out
 
     def get_or_none(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -83,28 +69,25 @@ class Api:
         out: dict[str, Any] = self.get(kind, namespace, name).get("status") or {}
         return out
 
-    def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.request("GET", self.path(kind, namespace))["items"]
-        return items
+    def list(self, kind: str, namespace: str) -> Objects:
+        return self._api.list(PLURALS[kind], namespace)
 
     def patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         """JSON merge patch of the object (spec, metadata)."""
-        out: dict[str, Any] = self.request("PATCH", self.path(kind, namespace, name), patch,
-                                           "application/merge-patch+json")
+        out: dict[str, Any] = self._api.patch(PLURALS[kind], namespace, name, patch, content_type=MERGE_PATCH)
         return out
 
     def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         """JSON merge patch of the status subresource, as a node agent writes telemetry."""
-        out: dict[str, Any] = self.request("PATCH", self.path(kind, namespace, name, "status"),
-                                           {"status": status}, "application/merge-patch+json")
+        out: dict[str, Any] = self._api.patch(PLURALS[kind], namespace, name, {"status": status},
+                                              sub="status")
         return out
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
-        self.request("DELETE", self.path(kind, namespace, name))
+        self._api.delete(PLURALS[kind], namespace, name)
 
-    def events(self, namespace: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.request("GET", f"/api/v1/namespaces/{namespace}/events")["items"]
-        return items
+    def events(self, namespace: str) -> Objects:
+        return self._api.list("events", namespace, group_path="/api/v1")
 
 
 def condition(status: Mapping[str, Any], ctype: str) -> dict[str, Any]:

@@ -20,9 +20,15 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from rich.console import Console
+from rich.padding import Padding
+from rich.table import Table
+
+from stargate_operator import kinds
 from stargate_operator.api.load import LoadedObject, ManifestError, load_manifests
 from stargate_operator.core import CoreSettings, Plan, plan_namespace
 from stargate_operator.core.wire import format_time
+from stargate_operator.units import bytes_, carbon, watts
 
 EXIT_INVALID = 2
 
@@ -127,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _curtailed(body: dict[str, Any], percent: int) -> dict[str, Any]:
-    if body.get("kind") != "StargateCluster":
+    if body.get("kind") != kinds.STARGATE_CLUSTER.kind:
         return body
     spec = dict(body["spec"])
     spec["power"] = {
@@ -176,6 +182,41 @@ def _json_default(value: object) -> str:
 
 # --- the table -------------------------------------------------------------------------------
 
+# Without a terminal (a pipe, a file) no line is wrapped, as kubectl prints: a MESSAGE column stays
+# whole for grep. In a terminal rich fits the tables to its width.
+_PLAIN_WIDTH = 10_000
+
+
+class _Printer:
+    """Lines and rich tables to ``out``; tables indented by two, headers bold in a terminal."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        tty = out.isatty()
+        self.console = Console(file=out, force_terminal=tty, width=None if tty else _PLAIN_WIDTH,
+                               markup=False, highlight=False, emoji=False)
+
+    def line(self, text: str = "") -> None:
+        self.console.print(text, soft_wrap=True)
+
+    def table(self, headers: list[str], rows: list[list[str]], *, numeric: tuple[str, ...] = ()) -> None:
+        """A kubectl-style table: no rules, upper-case headers, two spaces between columns;
+        ``numeric`` columns right-aligned."""
+        table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))
+        for h in headers:
+            table.add_column(h, justify="right" if h in numeric else "left", no_wrap=h != "MESSAGE",
+                             overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        indented = Padding.indent(table, 2)
+        if self.console.is_terminal:
+            self.console.print(indented)
+            return
+        # Rich pads every cell to its column's width; a file gets no trailing blanks.
+        with self.console.capture() as captured:
+            self.console.print(indented)
+        self.out.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
 
 def _cond(status: Mapping[str, Any], ctype: str) -> tuple[str, str]:
     for c in status.get("conditions", []):
@@ -189,25 +230,13 @@ def _ready(status: Mapping[str, Any]) -> str:
     return state if state == "True" else f"{state} ({reason})"
 
 
-def _bytes(n: int) -> str:
-    for unit, size in (("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n} B"
-
-
 def _watts(n: int) -> str:
-    for unit, size in (("GW", 10**9), ("MW", 10**6), ("kW", 10**3)):
-        if abs(n) >= size:
-            return f"{n / size:.3f} {unit}"
-    return f"{n} W"
+    # Three decimals: a planner compares budgets to the watt, 118.800 kW against 118.799 kW.
+    return watts(n, digits=3)
 
 
-def _grid(rows: list[list[str]], out: TextIO, indent: str = "  ") -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        out.write(indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        out.write("\n")
+def _bytes(n: int) -> str:
+    return bytes_(n, digits=2)
 
 
 def print_table(items: list[dict[str, Any]], plan: Plan, now: datetime, out: TextIO) -> None:
@@ -218,92 +247,93 @@ def print_table(items: list[dict[str, Any]], plan: Plan, now: datetime, out: Tex
     def ns_name(item: Mapping[str, Any]) -> tuple[str, str]:
         return (str(item["metadata"].get("namespace") or "default"), str(item["metadata"]["name"]))
 
-    out.write(f"Planned at {format_time(now)}: {len(items)} objects, {len(plan.events)} events\n")
-    clusters = sorted(by_kind.get("StargateCluster", []), key=ns_name)
-    racks = by_kind.get("Rack", [])
-    pools = by_kind.get("MemoryPool", [])
-    claims = by_kind.get("MemoryClaim", [])
+    p = _Printer(out)
+    p.line(f"Planned at {format_time(now)}: {len(items)} objects, {len(plan.events)} events")
+    clusters = sorted(by_kind.get(kinds.STARGATE_CLUSTER.kind, []), key=ns_name)
+    racks = by_kind.get(kinds.RACK.kind, [])
+    pools = by_kind.get(kinds.MEMORY_POOL.kind, [])
+    claims = by_kind.get(kinds.MEMORY_CLAIM.kind, [])
     for site in clusters:
         ns, name = ns_name(site)
         st = site["status"]
         spec = site["spec"]
         power = st["power"]
-        out.write(f"\nStargateCluster {ns}/{name}: {spec['site']['region']}, {spec['site']['kind']}, "
-                  f"{spec['site']['cooling']} cooling, design PUE {spec['site'].get('designPUE', 1.3)}\n")
-        out.write(f"  Ready {_ready(st)}; PowerOvercommitted {_cond(st, 'PowerOvercommitted')[0]}\n")
-        out.write(f"  {st['racks']} racks, {st['nodes']} nodes, GPUs {st['gpus']['healthy']} healthy of "
-                  f"{st['gpus']['total']}; HBM {_bytes(st['memory']['hbmBytes'])}, host DRAM "
-                  f"{_bytes(st['memory']['hostBytes'])}\n")
+        p.line()
+        p.line(f"StargateCluster {ns}/{name}: {spec['site']['region']}, {spec['site']['kind']}, "
+               f"{spec['site']['cooling']} cooling, "
+               f"design PUE {spec['site'].get('designPUE', kinds.DEFAULT_DESIGN_PUE)}")
+        p.line(f"  Ready {_ready(st)}; PowerOvercommitted {_cond(st, 'PowerOvercommitted')[0]}")
+        p.line(f"  {st['racks']} racks, {st['nodes']} nodes, GPUs {st['gpus']['healthy']} healthy of "
+               f"{st['gpus']['total']}; HBM {_bytes(st['memory']['hbmBytes'])}, host DRAM "
+               f"{_bytes(st['memory']['hostBytes'])}")
         curtail = spec["power"].get("curtailment")
         if curtail:
             until = curtail.get("until")
-            out.write(f"  curtailment {curtail['percent']}% ({curtail.get('reason') or 'no reason given'})"
-                      + (f" until {until}" if until else "") + "\n")
-        _grid(
-            [
-                ["BUDGET", "ALLOCATED", "DEMAND", "FLOOR", "MEASURED", "FACILITY"],
-                [_watts(power[k]) for k in ("budgetWatts", "allocatedWatts", "demandWatts", "floorWatts",
-                                            "measuredWatts", "facilityWatts")],
-            ],
-            out,
-        )
+            p.line(f"  curtailment {curtail['percent']}% ({curtail.get('reason') or 'no reason given'})"
+                   + (f" until {until}" if until else ""))
+        p.table(["BUDGET", "ALLOCATED", "DEMAND", "FLOOR", "MEASURED", "FACILITY"],
+                [[_watts(power[k]) for k in ("budgetWatts", "allocatedWatts", "demandWatts", "floorWatts",
+                                             "measuredWatts", "facilityWatts")]],
+                numeric=("BUDGET", "ALLOCATED", "DEMAND", "FLOOR", "MEASURED", "FACILITY"))
         if "carbonGramsPerHour" in st:
-            out.write(f"  carbon {st['carbonGramsPerHour'] / 1000:.1f} kg CO2e per hour\n")
+            p.line(f"  carbon {carbon(st['carbonGramsPerHour'])}")
         site_racks = sorted(
             (r for r in racks if ns_name(r)[0] == ns and r["spec"]["clusterRef"] == name),
-            key=lambda r: (-r["spec"].get("priority", 500), r["metadata"]["name"]),
+            key=lambda r: (-r["spec"].get("priority", kinds.DEFAULT_RACK_PRIORITY), r["metadata"]["name"]),
         )
         if site_racks:
-            rows = [["RACK", "PRIORITY", "NODES", "GPUS", "BUDGET-W", "DEMAND-W", "FLOOR-W", "MEASURED-W",
-                     "CAPPED", "OVER", "READY"]]
+            rows = []
             for r in site_racks:
                 rs = r["status"]
                 rows.append([
-                    r["metadata"]["name"], str(r["spec"].get("priority", 500)), str(rs["nodes"]),
-                    f"{rs['gpus']['healthy']}/{rs['gpus']['total']}", str(rs["power"]["budgetWatts"]),
-                    str(rs["power"]["demandWatts"]), str(rs["power"]["floorWatts"]),
-                    str(rs["power"]["measuredWatts"]), _cond(rs, "PowerCapped")[0],
-                    _cond(rs, "OverBudget")[0], _ready(rs),
+                    r["metadata"]["name"], str(r["spec"].get("priority", kinds.DEFAULT_RACK_PRIORITY)),
+                    str(rs["nodes"]), f"{rs['gpus']['healthy']}/{rs['gpus']['total']}",
+                    str(rs["power"]["budgetWatts"]), str(rs["power"]["demandWatts"]),
+                    str(rs["power"]["floorWatts"]), str(rs["power"]["measuredWatts"]),
+                    _cond(rs, "PowerCapped")[0], _cond(rs, "OverBudget")[0], _ready(rs),
                 ])
-            out.write("\n")
-            _grid(rows, out)
-        site_pools = sorted((p for p in pools if ns_name(p)[0] == ns and p["spec"]["clusterRef"] == name),
+            p.line()
+            p.table(["RACK", "PRIORITY", "NODES", "GPUS", "BUDGET-W", "DEMAND-W", "FLOOR-W", "MEASURED-W",
+                     "CAPPED", "OVER", "READY"], rows,
+                    numeric=("PRIORITY", "NODES", "GPUS", "BUDGET-W", "DEMAND-W", "FLOOR-W", "MEASURED-W"))
+        site_pools = sorted((pl for pl in pools if ns_name(pl)[0] == ns and pl["spec"]["clusterRef"] == name),
                             key=ns_name)
         if site_pools:
-            rows = [["POOL", "TIER", "SCOPE", "CAPACITY", "ALLOCATED", "AVAILABLE", "BOUND", "PENDING",
-                     "READY"]]
-            for p in site_pools:
-                ps = p["status"]
+            rows = []
+            for pool in site_pools:
+                ps = pool["status"]
                 rows.append([
-                    p["metadata"]["name"], p["spec"]["tier"], p["spec"].get("rackRef") or "site",
+                    pool["metadata"]["name"], pool["spec"]["tier"], pool["spec"].get("rackRef") or "site",
                     _bytes(ps["capacityBytes"]), _bytes(ps["allocatedBytes"]), _bytes(ps["availableBytes"]),
                     str(ps["claims"]["bound"]), str(ps["claims"]["pending"]), _ready(ps),
                 ])
-            out.write("\n")
-            _grid(rows, out)
-            pool_names = {p["metadata"]["name"] for p in site_pools}
+            p.line()
+            p.table(["POOL", "TIER", "SCOPE", "CAPACITY", "ALLOCATED", "AVAILABLE", "BOUND", "PENDING",
+                     "READY"], rows, numeric=("CAPACITY", "ALLOCATED", "AVAILABLE", "BOUND", "PENDING"))
+            pool_names = {pool["metadata"]["name"] for pool in site_pools}
             site_claims = sorted(
                 (c for c in claims if ns_name(c)[0] == ns and c["spec"]["poolRef"] in pool_names),
-                key=lambda c: (c["spec"]["poolRef"], -c["spec"].get("priority", 0), c["metadata"]["name"]),
+                key=lambda c: (c["spec"]["poolRef"], -c["spec"].get("priority", kinds.DEFAULT_CLAIM_PRIORITY),
+                               c["metadata"]["name"]),
             )
             if site_claims:
-                rows = [["CLAIM", "POOL", "SIZE", "PRIORITY", "PHASE", "READY"]]
-                for c in site_claims:
-                    rows.append([
-                        c["metadata"]["name"], c["spec"]["poolRef"], _bytes(c["spec"]["sizeBytes"]),
-                        str(c["spec"].get("priority", 0)), c["status"]["phase"], _ready(c["status"]),
-                    ])
-                out.write("\n")
-                _grid(rows, out)
-    _print_problems(items, out)
+                rows = [[
+                    c["metadata"]["name"], c["spec"]["poolRef"], _bytes(c["spec"]["sizeBytes"]),
+                    str(c["spec"].get("priority", kinds.DEFAULT_CLAIM_PRIORITY)), c["status"]["phase"],
+                    _ready(c["status"]),
+                ] for c in site_claims]
+                p.line()
+                p.table(["CLAIM", "POOL", "SIZE", "PRIORITY", "PHASE", "READY"], rows,
+                        numeric=("SIZE", "PRIORITY"))
+    _print_problems(items, p)
 
 
 PROBLEMS_SHOWN = 50
 
 
-def _print_problems(items: list[dict[str, Any]], out: TextIO) -> None:
+def _print_problems(items: list[dict[str, Any]], p: _Printer) -> None:
     """Objects that are not Ready for a reason a planner must fix (references, ratings, stale)."""
-    rows = [["KIND", "NAMESPACE/NAME", "REASON", "MESSAGE"]]
+    rows = []
     for item in items:
         status = item["status"]
         state, reason = _cond(status, "Ready")
@@ -313,8 +343,9 @@ def _print_problems(items: list[dict[str, Any]], out: TextIO) -> None:
                         if c.get("type") == "Ready"), "")
         meta = item["metadata"]
         rows.append([item["kind"], f"{meta.get('namespace') or 'default'}/{meta['name']}", reason, message])
-    if len(rows) > 1:
-        out.write(f"\nNot ready ({len(rows) - 1}):\n")
-        _grid(rows[: PROBLEMS_SHOWN + 1], out)
-        if len(rows) > PROBLEMS_SHOWN + 1:
-            out.write(f"  ... and {len(rows) - 1 - PROBLEMS_SHOWN} more (-o json shows every status)\n")
+    if rows:
+        p.line()
+        p.line(f"Not ready ({len(rows)}):")
+        p.table(["KIND", "NAMESPACE/NAME", "REASON", "MESSAGE"], rows[:PROBLEMS_SHOWN])
+        if len(rows) > PROBLEMS_SHOWN:
+            p.line(f"  ... and {len(rows) - PROBLEMS_SHOWN} more (-o json shows every status)")

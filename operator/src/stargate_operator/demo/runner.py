@@ -22,12 +22,10 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -37,8 +35,10 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, TypeVar
 
-import httpx
 import yaml
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.text import Text
 
 from stargate_operator import kinds
 from stargate_operator.demo.assets import (
@@ -50,7 +50,7 @@ from stargate_operator.demo.assets import (
     write_crds,
 )
 from stargate_operator.demo.procs import Children
-from stargate_operator.demo.summary import ApiReader, Renderer, Snapshot, Style, Tracker, duration
+from stargate_operator.demo.summary import BAD, DIM, ApiReader, Glyphs, Renderer, Snapshot, Tracker, duration
 from stargate_operator.localcp.binaries import BinaryError, cache_root, ensure_control_plane, ensure_kubectl
 from stargate_operator.localcp.controlplane import (
     CLUSTER_NAME,
@@ -59,12 +59,16 @@ from stargate_operator.localcp.controlplane import (
     LocalControlPlane,
 )
 from stargate_operator.localcp.versions import ETCD_VERSION, KUBERNETES_VERSION
+from stargate_operator.syncapi import ApiFailure
 
 CURTAIL_FIELD_MANAGER = "grid-operator"
 CURTAIL_REASON = "demand-response event from stargate-operator demo --curtail"
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PERIODIC_FRAME_SECONDS = 30.0  # without a terminal: a full summary this often, changes as they happen
 _SETTLE_SECONDS = 3.0  # --once: no tracked change for this long after the curtailment
+# Without a terminal nothing says how wide a line may be: wide enough for a rack row with two
+# highlighted figures, so that a log or a CI page shows the tables unwrapped.
+_PLAIN_WIDTH = 160
+_API_TIMEOUT = 20.0  # a list on a machine loaded far beyond its cores can take seconds
 
 
 _T = TypeVar("_T")
@@ -139,8 +143,13 @@ class Demo:
         self.out = out or sys.stdout
         self.tty = self.out.isatty()
         color = opts.color if opts.color is not None else self.tty and os.environ.get("NO_COLOR") is None
-        encoding = (getattr(self.out, "encoding", None) or "").lower().replace("-", "")
-        self.style = Style(color=color, unicode=encoding == "utf8")
+        # markup off: "[demo]" and kubectl's JSON patches are text, not rich markup.
+        self.console = Console(file=self.out, force_terminal=self.tty or color,
+                               color_system="auto" if color else None, no_color=not color,
+                               width=None if self.tty else _PLAIN_WIDTH, markup=False, highlight=False,
+                               emoji=False)
+        self.glyphs = Glyphs(unicode=self.console.encoding.lower().startswith("utf"))
+        self._live: Live | None = None
         self.t0 = time.monotonic()
         self.cp: LocalControlPlane | None = None
         self.children = Children()
@@ -151,20 +160,13 @@ class Demo:
         self._pending_signal: int | None = None
         self._lock_file: IO[str] | None = None
         self._kubeconfig_written = False
-        self._notes: list[str] = []
-        self._drawn_rows = 0  # screen rows of the last frame drawn in the terminal, to redraw over it
 
     # ------------------------------------------------------------------ output
     def say(self, msg: str) -> None:
-        print(f"[demo] {msg}", file=self.out, flush=True)
-
-    def note(self, msg: str) -> None:
-        """A message while the live summary runs: in a terminal it goes into the summary (a line printed
-        under it would break the redraw), otherwise it is printed."""
-        if self.tty:
-            self._notes = [*self._notes, f"[demo] {msg}"][-3:]
-        else:
-            self.say(msg)
+        """One line of news; while the live summary runs in a terminal, rich prints it above the
+        summary, which stays in place. Not wrapped by rich: the terminal wraps a long line, a log
+        keeps it whole."""
+        self.console.print(f"[demo] {msg}", soft_wrap=True)
 
     # ------------------------------------------------------------------ signals
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -199,7 +201,8 @@ class Demo:
             finally:
                 self._stopping = True
         except Interrupted as e:
-            print(file=self.out)
+            self._end_live()
+            self.console.print()
             self.say(f"{e}: stopping everything the demo started")
             code = 0
         except (AssetError, BinaryError, ControlPlaneError, KubectlError, DemoError) as e:
@@ -264,7 +267,7 @@ class Demo:
                  f"in {time.monotonic() - t:.1f}s")
 
         self._write_kubeconfig(cp)
-        self.reader = ApiReader(cp.server, self._ssl_context(cp))
+        self.reader = ApiReader(cp.connect(timeout=_API_TIMEOUT))
 
         metrics_port = self._metrics_port()
         self._start_operator(cp, metrics_port)
@@ -309,11 +312,6 @@ class Demo:
                 return ns, name
         raise AssetError(f"--curtail-site {wanted}: no such site in the samples "
                          f"({', '.join(n for _, n in sites)})")
-
-    def _ssl_context(self, cp: LocalControlPlane) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(cp.ca_file))
-        ctx.load_cert_chain(str(cp.admin_cert_file), str(cp.admin_key_file))
-        return ctx
 
     def _check_kubeconfig_out(self) -> None:
         """Refuse to overwrite (and later remove) a kubeconfig that is not an earlier demo's, such as
@@ -408,14 +406,18 @@ class Demo:
         ]
 
     def _print_try(self, ns: str, site: str) -> None:
-        lines = ["", self.style.bold("Try it, in another terminal:")]
+        lines = [Text(""), Text("Try it, in another terminal:", style="bold")]
         for cmd, what in self._commands(ns, site):
-            lines.append(f"  {cmd}" + (f"\n      {self.style.dim('# ' + what)}" if what else ""))
+            lines.append(Text(f"  {cmd}"))
+            if what:
+                lines.append(Text(f"      # {what}", style=DIM))
         if shutil.which("kubectl") is None and self.cp is not None:
-            lines.append(f"  (kubectl is {self.cp.kubectl_path}: "
-                         f"export PATH={shlex.quote(str(self.cp.kubectl_path.parent))}:$PATH)")
-        lines.append(f"  logs: {self.opts.state_dir / 'logs'}")
-        print("\n".join(lines) + "\n", file=self.out, flush=True)
+            lines.append(Text(f"  (kubectl is {self.cp.kubectl_path}: "
+                              f"export PATH={shlex.quote(str(self.cp.kubectl_path.parent))}:$PATH)"))
+        lines += [Text(f"  logs: {self.opts.state_dir / 'logs'}"), Text("")]
+        # Copied by hand into a shell: one command a line, whatever the terminal's width.
+        for line in lines:
+            self.console.print(line, soft_wrap=True)
 
     def _curtail(self, ns: str, site: str, percent: int) -> None:
         """Server-side apply by the field manager ``grid-operator``, like the sample in
@@ -430,52 +432,49 @@ class Demo:
         }
         try:
             self.reader.apply(kinds.STARGATE_CLUSTER.plural, ns, site, manifest, CURTAIL_FIELD_MANAGER)
-        except httpx.HTTPError as e:
+        except ApiFailure as e:
             raise DemoError(f"the curtailment of {site} was not accepted: {e}") from None
 
     # ------------------------------------------------------------------ the live summary
     def _header(self, now: float, converged_at: float | None, ns: str, site: str,
-                waiting: list[str] | None = None) -> list[str]:
-        st = self.style
+                waiting: list[str] | None = None) -> list[RenderableType]:
         if converged_at is not None:
             state = f"converged {converged_at - self.t0:.1f}s after start"
         else:
             state = "converging" + (f" ({'; '.join(waiting)})" if waiting else "")
         cmds = self._commands(ns, site)
-        d = st.dot
+        d = self.glyphs.dot
         return [
-            st.bold("Stargate demo")
-            + f" {d} up {duration(now - self.t0)} {d} {state} {d} Ctrl-C stops everything",
-            f"  {cmds[0][0]}   then: {cmds[1][0]} {d} {cmds[3][0]}",
-            f"  {cmds[7][0]}",
-            f"  metrics {self.metrics_url} {d} logs {self.opts.state_dir / 'logs'}",
-            *(st.dim(n) for n in self._notes),
+            Text.assemble(("Stargate demo", "bold"),
+                          f" {d} up {duration(now - self.t0)} {d} {state} {d} Ctrl-C stops everything"),
+            Text(f"  {cmds[0][0]}   then: {cmds[1][0]} {d} {cmds[3][0]}"),
+            Text(f"  {cmds[7][0]}"),
+            Text(f"  metrics {self.metrics_url} {d} logs {self.opts.state_dir / 'logs'}"),
         ]
 
-    def _draw(self, text: str) -> None:
+    def _draw(self, frame: RenderableType) -> None:
+        """In a terminal: the frame replaces the last one in place (rich Live: only the summary is
+        redrawn, what was printed before it stays in the scrollback, a frame taller than the screen is
+        cut). Otherwise: printed in full, then a blank line."""
         if self.tty:
-            # Redraw over the previous frame only (cursor up, clear below), so that what was printed
-            # before the summary (the commands to try) stays in the terminal's scrollback. Long lines
-            # wrap, so count screen rows, and keep the frame within the screen.
-            size = shutil.get_terminal_size((120, 50))
-            lines, used = [], 0
-            for line in text.splitlines():
-                rows = max(1, -(-len(_ANSI.sub("", line)) // max(1, size.columns)))
-                if used + rows > max(10, size.lines - 1):
-                    break
-                lines.append(line)
-                used += rows
-            up = f"\x1b[{self._drawn_rows}F" if self._drawn_rows else ""
-            self.out.write(up + "\x1b[J" + "\n".join(lines) + "\n")
-            self._drawn_rows = used
+            if self._live is None:
+                self._live = Live(console=self.console, auto_refresh=False, transient=False)
+                self._live.start()
+            self._live.update(frame, refresh=True)
         else:
-            self.out.write(text + "\n\n")
-        self.out.flush()
+            self.console.print(frame)
+            self.console.print()
+
+    def _end_live(self) -> None:
+        """Leave the last frame on the screen and print below it from now on."""
+        if self._live is not None:
+            live, self._live = self._live, None
+            live.stop()
 
     def _loop(self, ns: str, site: str) -> int:
         opts = self.opts
         assert self.reader is not None
-        renderer = Renderer(self.style, self.t0)
+        renderer = Renderer(self.glyphs, self.t0)
         tracker = Tracker()
         started = time.monotonic()
         deadline = started + opts.duration if opts.duration is not None else None
@@ -496,7 +495,7 @@ class Demo:
                 errors = self.reader.errors
                 api_error = ("the API did not answer (showing the last lists): " + "; ".join(errors)
                              if errors else "")
-            except (httpx.HTTPError, ValueError) as e:
+            except (ApiFailure, ValueError) as e:
                 api_error = f"the API did not answer: {e or type(e).__name__}"
             frame_due = False
             if snap is not None:
@@ -505,11 +504,11 @@ class Demo:
                     last_change = now
                 if not self.tty:
                     for c in changes:
-                        print(renderer.change(c), file=self.out, flush=True)
+                        self.console.print(renderer.change(c), soft_wrap=True)
                 waiting = snap.pending() + (snap.waiting_for_telemetry() if opts.agents else [])
                 if converged_at is None and not waiting:
                     converged_at, tracker.armed, frame_due = now, True, True
-                    self.note(f"converged {now - self.t0:.1f}s after start ({now - started:.1f}s after the "
+                    self.say(f"converged {now - self.t0:.1f}s after start ({now - started:.1f}s after the "
                              "operator started): every status written, "
                              + ("every node reporting telemetry, " if opts.agents else "")
                              + "claims decided")
@@ -519,15 +518,16 @@ class Demo:
                     assert opts.curtail is not None
                     self._curtail(ns, site, opts.curtail)
                     curtailed_at = last_change = now
-                    self.note(f"curtailment {opts.curtail}% applied to {site} (field manager "
+                    self.say(f"curtailment {opts.curtail}% applied to {site} (field manager "
                              f"{CURTAIL_FIELD_MANAGER}); watch it ripple: site budget, rack budgets, "
                              "GPU power limits, measured power")
                 if opts.once and converged_at is not None and (
                     opts.curtail is None or (
                         curtailed_at is not None and self._settled(snap, ns, site, opts.curtail)
                         and now - last_change >= _SETTLE_SECONDS)):
-                    self._draw("\n".join([*self._header(now, converged_at, ns, site),
-                                          renderer.frame(snap, tracker, now=now, header=[])]))
+                    self._draw(renderer.frame(snap, tracker, now=now,
+                                              header=self._header(now, converged_at, ns, site)))
+                    self._end_live()
                     self.say("--once: done")
                     return 0
             if opts.once and now - started > opts.timeout:
@@ -537,14 +537,15 @@ class Demo:
             if self.tty or frame_due or now - last_frame >= _PERIODIC_FRAME_SECONDS:
                 header = self._header(now, converged_at, ns, site, waiting)
                 if api_error:
-                    header.append(self.style.bad(api_error))
-                body = renderer.frame(snap, tracker, now=now, header=[]) if snap is not None else ""
-                self._draw("\n".join([*header, body]))
+                    header.append(Text(api_error, style=BAD))
+                self._draw(renderer.frame(snap, tracker, now=now, header=header) if snap is not None
+                           else Group(*header))
                 last_frame = now
             if deadline is not None and now >= deadline:
+                self._end_live()
                 self.say(f"--duration {opts.duration:g}s reached")
                 if snap is not None and not self.tty:
-                    self._draw(renderer.frame(snap, tracker, now=now, header=[]))
+                    self._draw(renderer.frame(snap, tracker, now=now))
                 return 0
             wake = now + opts.refresh
             if deadline is not None:
@@ -564,6 +565,7 @@ class Demo:
 
     # ------------------------------------------------------------------ stop
     def _cleanup(self) -> None:
+        self._end_live()
         t = time.monotonic()
         stopped: list[str] = []
         if self.reader is not None:

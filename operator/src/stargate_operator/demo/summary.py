@@ -1,79 +1,65 @@
-"""The live summary: one read of the API per refresh, a text frame, and the changes worth pointing at.
+"""The live summary: one read of the API per refresh, a rich frame, and the changes worth pointing at.
 
 Cheap by construction: five list calls (sites, racks, GPU nodes, pools, claims, all namespaces) over
-one keep-alive HTTPS connection with the control plane's admin certificate; no kubectl processes,
-no watches. At the sample's size (about 150 objects) a refresh costs a few milliseconds.
+one keep-alive HTTPS connection (:class:`~stargate_operator.syncapi.SyncApi`, as the control plane's
+admin); no kubectl processes, no watches. At the sample's size (about 150 objects) a refresh costs a
+few milliseconds.
 
 :class:`Tracker` remembers the figures that the operator computes (budgets, limits, capacities, claim
 phases) and reports each change once, with its time, so that a demand-response event can be seen
 rippling from the site's budget to the racks, to every node's GPU power limit and, once the agents
 enforce the new limits, to the measured power (which wanders by design, so only a move of more than
 MEASURED_MOVE counts); a changed figure stays highlighted in the frame for a while.
+
+:class:`Renderer` draws a frame as rich renderables (text lines and tables); the runner shows it in a
+rich ``Live`` display in a terminal and prints it as plain text otherwise.
 """
 
 from __future__ import annotations
 
-import json
-import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+from rich import box
+from rich.console import Group, RenderableType
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
 
-from stargate_operator.kube import GROUP_PATH
+from stargate_operator import kinds
+from stargate_operator.syncapi import ApiFailure, SyncApi
+from stargate_operator.units import bytes_, carbon, watts
 
-KINDS = ("stargateclusters", "racks", "gpunodes", "memorypools", "memoryclaims")
+KINDS = tuple(k.plural for k in kinds.KINDS)
 HIGHLIGHT_SECONDS = 15.0
 # A site's measured power wanders by a few percent (the simulated load does); a move of this share
 # from the last reported value is news, e.g. the agents enforcing the lower limits of a curtailment.
 MEASURED_MOVE = 0.08
+HOT, BAD, DIM = "bold yellow", "bold red", "dim"
 
 
 class ApiReader:
-    """Lists the stargate kinds in every namespace with a plain synchronous HTTPS client.
+    """Lists the stargate kinds in every namespace through one synchronous client.
 
-    On a machine loaded far beyond its cores a list can take seconds: the timeout is generous, and a
-    kind whose list fails keeps its last good list (``errors`` says which failed in the last call).
+    On a machine loaded far beyond its cores a list can take seconds: the client's timeout should be
+    generous, and a kind whose list fails keeps its last good list (``errors`` says which failed in
+    the last call).
     """
 
-    def __init__(self, server: str, ssl_context: ssl.SSLContext, timeout: float = 20.0) -> None:
-        self._http = httpx.Client(base_url=server, verify=ssl_context, timeout=timeout)
+    def __init__(self, api: SyncApi) -> None:
+        self._api = api
         self._last: dict[str, list[dict[str, Any]]] = {}
         self.errors: list[str] = []
 
     def list(self, plural: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"limit": 500}
-        while True:
-            resp = self._http.get(f"{GROUP_PATH}/{plural}", params=params)
-            resp.raise_for_status()
-            page = resp.json()
-            items += page.get("items") or []
-            cont = (page.get("metadata") or {}).get("continue")
-            if not cont:
-                return items
-            params = {"limit": 500, "continue": cont}
+        return self._api.list(plural)
 
     def apply(self, plural: str, namespace: str, name: str, body: dict[str, Any], field_manager: str) -> None:
-        """Server-side apply of a (partial) object, as ``kubectl apply --server-side`` does it; applying
-        is idempotent, so a timeout on a busy machine is retried."""
-        for attempt in range(3):
-            try:
-                resp = self._http.patch(
-                    f"{GROUP_PATH}/namespaces/{namespace}/{plural}/{name}",
-                    params={"fieldManager": field_manager},
-                    content=json.dumps(body).encode(),
-                    headers={"Content-Type": "application/apply-patch+yaml"},
-                    timeout=30.0,
-                )
-            except httpx.TransportError:
-                if attempt == 2:
-                    raise
-                continue
-            resp.raise_for_status()
-            return
+        """Server-side apply of a (partial) object, as ``kubectl apply --server-side`` does it (made
+        again when a busy machine does not answer in time: applying is idempotent)."""
+        self._api.apply(plural, namespace, name, body, field_manager=field_manager, timeout=30.0)
 
     def snapshot(self) -> Snapshot:
         """Every kind, listed now where the API answers, else as last listed; raises when a kind was
@@ -82,14 +68,14 @@ class ApiReader:
         for kind in KINDS:
             try:
                 self._last[kind] = self.list(kind)
-            except (httpx.HTTPError, ValueError) as e:
+            except (ApiFailure, ValueError) as e:
                 if kind not in self._last:
                     raise
                 self.errors.append(f"{kind}: {e or type(e).__name__}")
         return Snapshot.from_lists(dict(self._last), taken=time.monotonic())
 
     def close(self) -> None:
-        self._http.close()
+        self._api.close()
 
 
 # ---------------------------------------------------------------------------------------- the model
@@ -145,14 +131,17 @@ class Snapshot:
         def key(o: dict[str, Any]) -> tuple[str, str]:
             return (str(_get(o, "metadata", "namespace", default="")), str(_get(o, "metadata", "name")))
 
-        racks = sorted(lists.get("racks", []),
-                       key=lambda r: (key(r)[0], -int(_get(r, "spec", "priority", default=500)), key(r)[1]))
+        def of(k: kinds.KindSpec) -> list[dict[str, Any]]:
+            return lists.get(k.plural, [])
+
+        racks = sorted(of(kinds.RACK), key=lambda r: (
+            key(r)[0], -int(_get(r, "spec", "priority", default=kinds.DEFAULT_RACK_PRIORITY)), key(r)[1]))
         return cls(
-            sites=sorted(lists.get("stargateclusters", []), key=key),
+            sites=sorted(of(kinds.STARGATE_CLUSTER), key=key),
             racks=racks,
-            nodes=sorted(lists.get("gpunodes", []), key=key),
-            pools=sorted(lists.get("memorypools", []), key=key),
-            claims=sorted(lists.get("memoryclaims", []), key=key),
+            nodes=sorted(of(kinds.GPU_NODE), key=key),
+            pools=sorted(of(kinds.MEMORY_POOL), key=key),
+            claims=sorted(of(kinds.MEMORY_CLAIM), key=key),
             taken=taken,
         )
 
@@ -223,14 +212,14 @@ def _tracked(s: Snapshot) -> dict[str, tuple[str, str]]:
         out[f"site/{ns}/{name}/curtail"] = (f"{name} curtailment", f"{curt}%" if curt is not None else "none")
         for fig in ("budgetWatts", "allocatedWatts"):
             out[f"site/{ns}/{name}/{fig}"] = (
-                f"{name} {fig.removesuffix('Watts')}", kw(_get(site, "status", "power", fig)))
+                f"{name} {fig.removesuffix('Watts')}", watts(_get(site, "status", "power", fig)))
         out[f"site/{ns}/{name}/overcommitted"] = (
             f"{name} PowerOvercommitted", str(_condition(site, "PowerOvercommitted")))
     groups = s.node_groups()
     for rack in s.racks:
         ns, name = rack["metadata"].get("namespace", ""), rack["metadata"]["name"]
         out[f"rack/{ns}/{name}/budgetWatts"] = (
-            f"{name} budget", kw(_get(rack, "status", "power", "budgetWatts")))
+            f"{name} budget", watts(_get(rack, "status", "power", "budgetWatts")))
         out[f"rack/{ns}/{name}/limit"] = (
             f"{name} GPU power limit", groups.get((ns, name), NodeGroup()).limit_text())
         out[f"rack/{ns}/{name}/healthy"] = (
@@ -238,7 +227,7 @@ def _tracked(s: Snapshot) -> dict[str, tuple[str, str]]:
     for pool in s.pools:
         ns, name = pool["metadata"].get("namespace", ""), pool["metadata"]["name"]
         out[f"pool/{ns}/{name}/capacity"] = (
-            f"pool {name} capacity", size(_get(pool, "status", "capacityBytes")))
+            f"pool {name} capacity", bytes_(_get(pool, "status", "capacityBytes")))
     for claim in s.claims:
         ns, name = claim["metadata"].get("namespace", ""), claim["metadata"]["name"]
         out[f"claim/{ns}/{name}/phase"] = (f"claim {name}", str(_get(claim, "status", "phase")))
@@ -266,16 +255,16 @@ class Tracker:
         self.values = new
         for site in snap.sites:
             key = f"site/{site['metadata'].get('namespace', '')}/{site['metadata']['name']}/measuredWatts"
-            watts = _get(site, "status", "power", "measuredWatts")
-            if not isinstance(watts, int) or watts <= 0:
+            now_w = _get(site, "status", "power", "measuredWatts")
+            if not isinstance(now_w, int) or now_w <= 0:
                 continue
             last = self.measured.get(key)
             if not self.armed or last is None:
-                self.measured[key] = watts
-            elif abs(watts - last) > MEASURED_MOVE * last:
-                changes.append(Change(now, f"{site['metadata']['name']} measured", kw(last), kw(watts)))
-                self.changed_at[key] = (now, kw(last))
-                self.measured[key] = watts
+                self.measured[key] = now_w
+            elif abs(now_w - last) > MEASURED_MOVE * last:
+                changes.append(Change(now, f"{site['metadata']['name']} measured", watts(last), watts(now_w)))
+                self.changed_at[key] = (now, watts(last))
+                self.measured[key] = now_w
         self.history += changes
         del self.history[:-12]
         return changes
@@ -291,45 +280,16 @@ class Tracker:
 # ---------------------------------------------------------------------------------------- rendering
 
 
-def kw(watts: Any) -> str:
-    if not isinstance(watts, int | float):
-        return "-"
-    return f"{watts / 1000:,.1f} kW"
-
-
-def size(n: Any) -> str:
-    """Bytes in decimal units, as the samples and GPU data sheets give them (192 GB of HBM)."""
-    if not isinstance(n, int | float):
-        return "-"
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000:
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1000
-    return f"{value:,.1f} PB"
-
-
 def duration(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-@dataclass
-class Style:
-    color: bool
+@dataclass(frozen=True)
+class Glyphs:
+    """Arrows and separators: Unicode where the output's encoding has them."""
+
     unicode: bool
-
-    def bold(self, text: str) -> str:
-        return f"\x1b[1m{text}\x1b[0m" if self.color else text
-
-    def hot(self, text: str) -> str:
-        return f"\x1b[1;33m{text}\x1b[0m" if self.color else text
-
-    def bad(self, text: str) -> str:
-        return f"\x1b[1;31m{text}\x1b[0m" if self.color else text
-
-    def dim(self, text: str) -> str:
-        return f"\x1b[2m{text}\x1b[0m" if self.color else text
 
     @property
     def arrow(self) -> str:
@@ -344,77 +304,91 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "~"
 
 
+def _table(*columns: tuple[str, str]) -> Table:
+    """Columns (header, justify) without vertical rules, so that a row reads as words with spaces
+    between them, in a terminal and in a log file alike."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style=DIM, pad_edge=False,
+                  padding=(0, 2, 0, 0))
+    for header, justify in columns:
+        table.add_column(header, justify="right" if justify == "right" else "left", no_wrap=True)
+    return table
+
+
 class Renderer:
-    def __init__(self, style: Style, t0: float) -> None:
-        self.style = style
+    def __init__(self, glyphs: Glyphs, t0: float) -> None:
+        self.glyphs = glyphs
         self.t0 = t0  # monotonic time of the demo's start: changes are shown as +seconds from it
 
-    def _fig(self, tracker: Tracker, key: str, text: str, now: float, width: int = 0) -> str:
-        """``text`` padded to ``width``, highlighted (with what it was) if it changed recently."""
-        padded = text.rjust(width) if width else text
+    def _fig(self, tracker: Tracker, key: str, text: str, now: float) -> Text:
+        """``text``, highlighted (with what it was) if it changed recently."""
         was = tracker.was(key, now)
         if was is None:
-            return padded
-        return self.style.hot(padded) + self.style.dim(f" (was {was})")
+            return Text(text)
+        return Text.assemble((text, HOT), (f" (was {was})", DIM))
 
-    def frame(self, snap: Snapshot, tracker: Tracker, *, now: float, header: Iterable[str]) -> str:
-        st, lines = self.style, list(header)
+    def frame(self, snap: Snapshot, tracker: Tracker, *, now: float,
+              header: Iterable[RenderableType] = ()) -> Group:
+        g = self.glyphs
+        parts: list[RenderableType] = list(header)
         groups = snap.node_groups()
         for site in snap.sites:
             ns, name = site["metadata"].get("namespace", ""), site["metadata"]["name"]
             spec, status = site.get("spec") or {}, site.get("status") or {}
             power = status.get("power") or {}
             curt = _get(spec, "power", "curtailment")
-            title = (f"{st.bold(name)}  ns {ns} {st.dot} {_get(spec, 'site', 'kind', default='?')}, "
-                     f"{_get(spec, 'site', 'cooling', default='?')} cooling")
+            title = Text.assemble(
+                (name, "bold"), f"  ns {ns} {g.dot} {_get(spec, 'site', 'kind', default='?')}, "
+                f"{_get(spec, 'site', 'cooling', default='?')} cooling")
             if curt:
                 reason = str(curt.get("reason") or "").strip()
-                title += "  " + st.hot(f"CURTAILED {curt.get('percent')}%") + (f" ({_fit(reason, 60)})"
-                                                                                 if reason else "")
+                title.append("  ").append(f"CURTAILED {curt.get('percent')}%", HOT)
+                if reason:
+                    title.append(f" ({_fit(reason, 60)})")
             if _condition(site, "PowerOvercommitted") == "True":
-                title += "  " + st.bad("OVERCOMMITTED")
-            lines += ["", title]
+                title.append("  ").append("OVERCOMMITTED", BAD)
             prefix = f"site/{ns}/{name}/"
-            lines.append(
-                "  budget " + self._fig(tracker, prefix + "budgetWatts", kw(power.get("budgetWatts")), now)
-                + "   allocated "
-                + self._fig(tracker, prefix + "allocatedWatts", kw(power.get("allocatedWatts")), now)
-                + f"   demand {kw(power.get('demandWatts'))}   floors {kw(power.get('floorWatts'))}"
-                + "   measured "
-                + self._fig(tracker, prefix + "measuredWatts", kw(power.get("measuredWatts")), now)
-                + f"   facility {kw(power.get('facilityWatts'))}"
-            )
+            figures = Text("  budget ").append_text(
+                self._fig(tracker, prefix + "budgetWatts", watts(power.get("budgetWatts")), now))
+            figures.append("   allocated ").append_text(
+                self._fig(tracker, prefix + "allocatedWatts", watts(power.get("allocatedWatts")), now))
+            figures.append(f"   demand {watts(power.get('demandWatts'))}"
+                           f"   floors {watts(power.get('floorWatts'))}   measured ")
+            figures.append_text(
+                self._fig(tracker, prefix + "measuredWatts", watts(power.get("measuredWatts")), now))
+            figures.append(f"   facility {watts(power.get('facilityWatts'))}")
             gpus = status.get("gpus") or {}
             site_nodes = [n for n in snap.nodes if n["metadata"].get("namespace") == ns]
             reporting = sum(1 for n in site_nodes if _get(n, "status", "telemetry", "observedAt"))
-            carbon = status.get("carbonGramsPerHour")
-            lines.append(
-                f"  GPUs {gpus.get('healthy', '-')}/{gpus.get('total', '-')} healthy {st.dot} "
-                f"{status.get('nodes', '-')} nodes, {reporting} reporting telemetry"
-                + (f" {st.dot} {carbon / 1000:,.0f} kg CO2e/h" if isinstance(carbon, int | float) else "")
-            )
-            lines.append(st.dim(f"  {'rack':<14}{'prio':>5}{'GPUs':>9}{'budget':>12}{'demand':>12}"
-                                f"{'measured':>12}   GPU limit"))
+            co2 = status.get("carbonGramsPerHour")
+            counts = Text(f"  GPUs {gpus.get('healthy', '-')}/{gpus.get('total', '-')} healthy {g.dot} "
+                          f"{status.get('nodes', '-')} nodes, {reporting} reporting telemetry"
+                          + (f" {g.dot} {carbon(co2, 0)}" if co2 is not None else ""))
+            parts += [Text(""), title, figures, counts]
+
+            racks = _table(("rack", "left"), ("prio", "right"), ("GPUs", "right"), ("budget", "right"),
+                           ("demand", "right"), ("measured", "right"), ("GPU limit", "left"))
             for rack in (r for r in snap.racks if r["metadata"].get("namespace") == ns):
                 rname = rack["metadata"]["name"]
                 rp = _get(rack, "status", "power", default={}) or {}
                 rg = _get(rack, "status", "gpus", default={}) or {}
                 rkey = f"rack/{ns}/{rname}/"
                 group = groups.get((ns, rname), NodeGroup())
-                capped = _condition(rack, "PowerCapped") == "True"
-                lines.append(
-                    f"  {_fit(rname, 13):<14}{_get(rack, 'spec', 'priority', default=500):>5}"
-                    + self._fig(tracker, rkey + "healthy", f"{rg.get('healthy', '-')}/{rg.get('total', '-')}",
-                                now, 9)
-                    + self._fig(tracker, rkey + "budgetWatts", kw(rp.get("budgetWatts")), now, 12)
-                    + f"{kw(rp.get('demandWatts')):>12}{kw(rp.get('measuredWatts')):>12}   "
-                    + self._fig(tracker, rkey + "limit", group.limit_text(), now)
-                    + (st.dim("  capped") if capped else "")
+                limit = self._fig(tracker, rkey + "limit", group.limit_text(), now)
+                if _condition(rack, "PowerCapped") == "True":
+                    limit.append("  capped", DIM)
+                racks.add_row(
+                    _fit(rname, 24), str(_get(rack, "spec", "priority", default=kinds.DEFAULT_RACK_PRIORITY)),
+                    self._fig(tracker, rkey + "healthy", f"{rg.get('healthy', '-')}/{rg.get('total', '-')}",
+                              now),
+                    self._fig(tracker, rkey + "budgetWatts", watts(rp.get("budgetWatts")), now),
+                    watts(rp.get("demandWatts")), watts(rp.get("measuredWatts")), limit,
                 )
-            pools = [p for p in snap.pools if p["metadata"].get("namespace") == ns]
-            if pools:
-                lines.append(st.dim(f"  {'pool':<18}{'tier':<6}{'capacity':>12}{'allocated':>12}   claims"))
-            for pool in pools:
+            if racks.row_count:
+                parts.append(Padding.indent(racks, 2))
+
+            pools = _table(("pool", "left"), ("tier", "left"), ("capacity", "right"), ("allocated", "right"),
+                           ("claims", "left"))
+            for pool in (p for p in snap.pools if p["metadata"].get("namespace") == ns):
                 pname = pool["metadata"]["name"]
                 pst = pool.get("status") or {}
                 claims = pst.get("claims") or {}
@@ -424,19 +398,20 @@ class Renderer:
                 text = f"{claims.get('bound', 0)} bound, {claims.get('pending', 0)} pending"
                 if waiting:
                     text += " (" + ", ".join(waiting) + ")"
-                lines.append(
-                    f"  {_fit(pname, 17):<18}{_get(pool, 'spec', 'tier', default='?'):<6}"
-                    + self._fig(tracker, f"pool/{ns}/{pname}/capacity", size(pst.get("capacityBytes")),
-                                now, 12)
-                    + f"{size(pst.get('allocatedBytes')):>12}   {text}"
+                pools.add_row(
+                    _fit(pname, 24), str(_get(pool, "spec", "tier", default="?")),
+                    self._fig(tracker, f"pool/{ns}/{pname}/capacity", bytes_(pst.get("capacityBytes")), now),
+                    bytes_(pst.get("allocatedBytes")), text,
                 )
+            if pools.row_count:
+                parts.append(Padding.indent(pools, 2))
         bound, pending = snap.claim_counts()
-        lines += ["", f"claims: {bound} bound, {pending} pending"]
+        parts += [Text(""), Text(f"claims: {bound} bound, {pending} pending")]
         if tracker.history:
-            lines += ["", st.bold("recent changes")]
-            lines += [self.change(c) for c in tracker.history[-8:]]
-        return "\n".join(lines)
+            parts += [Text(""), Text("recent changes", style="bold")]
+            parts += [self.change(c) for c in tracker.history[-8:]]
+        return Group(*parts)
 
-    def change(self, c: Change) -> str:
-        st = self.style
-        return f"  +{c.at - self.t0:6.1f}s  {c.label}: {c.old} {st.arrow} {st.hot(c.new)}"
+    def change(self, c: Change) -> Text:
+        return Text.assemble(f"  +{c.at - self.t0:6.1f}s  {c.label}: {c.old} {self.glyphs.arrow} ",
+                             (c.new, HOT))

@@ -54,6 +54,7 @@ import yaml
 
 from stargate_operator.localcp import pki as pki_mod
 from stargate_operator.localcp.binaries import Binaries, ensure_control_plane, ensure_kubectl
+from stargate_operator.syncapi import NoAnswer, SyncApi, tls_context
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 CLUSTER_NAME = "stargate-local"
@@ -144,6 +145,7 @@ class LocalControlPlane:
         self._apiserver: _Server | None = None
         self._reaper: subprocess.Popen[str] | None = None
         self._ssl: ssl.SSLContext | None = None
+        self._client: SyncApi | None = None  # for api(): one keep-alive client per run
         self.apiserver_port = 0
         self.etcd_port = 0
         #: Seconds from ``start()`` (binaries at hand) to ``/readyz`` answering ok, for the record.
@@ -183,6 +185,14 @@ class LocalControlPlane:
     @property
     def admin_key_file(self) -> Path:
         return self.pki.admin_key
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verifies the API server and presents the admin certificate (``system:masters``)."""
+        # Built once per run: loading the CA and key for each client would cost more than a call.
+        if self._ssl is None:
+            self._ssl = tls_context(self.pki.ca_cert, self.pki.admin_cert, self.pki.admin_key)
+        return self._ssl
 
     @property
     def etcd_url(self) -> str:
@@ -256,6 +266,9 @@ class LocalControlPlane:
         if self._workdir is not None and self._given_workdir is None:
             shutil.rmtree(self._workdir, ignore_errors=True)
         self._workdir = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         self._ssl = None
 
     def stop_apiserver(self, *, kill: bool = False) -> None:
@@ -316,6 +329,10 @@ class LocalControlPlane:
             raise KubectlError(proc.returncode, cmd, proc.stdout, proc.stderr)
         return proc
 
+    def connect(self, *, timeout: float = 30.0, max_connections: int = 16) -> SyncApi:
+        """A synchronous API client of its own, as admin (``system:masters``); close it when done."""
+        return SyncApi(self.server, self.ssl_context, timeout=timeout, max_connections=max_connections)
+
     def api(
         self,
         method: str,
@@ -328,29 +345,26 @@ class LocalControlPlane:
     ) -> tuple[int, Any]:
         """One REST call as admin, without a kubectl process (milliseconds instead of a fraction of
         a second): returns the HTTP status and the decoded JSON body (None when empty or not JSON).
-        ``body`` is sent as JSON; pass ``content_type`` for patches (``application/merge-patch+json``)."""
-        conn = http.client.HTTPSConnection(
-            "127.0.0.1", self.apiserver_port, context=self._ssl_context(), timeout=timeout
-        )
+        ``body`` is sent as JSON; pass ``content_type`` for patches (``application/merge-patch+json``).
+        Raises :class:`~stargate_operator.syncapi.NoAnswer` when the server does not answer."""
+        resp = self._shared_client().send(method, path, body, content_type=content_type, accept=accept,
+                                          timeout=timeout)
         try:
-            headers = {"Accept": accept}
-            payload = None
-            if body is not None:
-                payload = json.dumps(body).encode()
-                headers["Content-Type"] = content_type
-            conn.request(method, path, body=payload, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        finally:
-            conn.close()
-        try:
-            return resp.status, json.loads(raw) if raw else None
+            return resp.status_code, resp.json() if resp.content else None
         except ValueError:
-            return resp.status, None
+            return resp.status_code, None
 
     def get_json(self, path: str) -> Any:
-        """GET a raw API path (``/apis/...``) as admin and decode the JSON."""
-        return json.loads(self.kubectl("get", "--raw", path).stdout)
+        """GET a raw API path (``/apis/...``) as admin and decode the JSON; raises
+        :class:`~stargate_operator.syncapi.ApiFailure` on an error status."""
+        return self._shared_client().call("GET", path)
+
+    def _shared_client(self) -> SyncApi:
+        # One keep-alive client for api() and get_json(), used from several threads at once (the
+        # test helpers purge a namespace's resource types in parallel).
+        if self._client is None:
+            self._client = self.connect()
+        return self._client
 
     def apply_crds(self, crd_dir: Path | None = None, *, timeout: float = 60.0) -> list[str]:
         """Server-side apply every ``*.yaml`` in ``crd_dir`` (default: this checkout's ``crds/``),
@@ -584,40 +598,26 @@ class LocalControlPlane:
                 )
             time.sleep(0.05)
 
-    def _ssl_context(self) -> ssl.SSLContext:
-        # Built once per run: loading the CA and key for each call would cost more than the call.
-        if self._ssl is None:
-            ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
-            ctx.load_cert_chain(str(self.pki.admin_cert), str(self.pki.admin_key))
-            self._ssl = ctx
-        return self._ssl
-
     def _wait_ready(self, server: _Server) -> None:
-        ctx = self._ssl_context()
         deadline = time.monotonic() + self.startup_timeout
         last = ""
-        while True:
-            if not server.running:
-                raise self._died(server)
-            try:
-                conn = http.client.HTTPSConnection("127.0.0.1", self.apiserver_port, context=ctx, timeout=5)
+        with self.connect(timeout=5) as client:
+            while True:
+                if not server.running:
+                    raise self._died(server)
                 try:
-                    conn.request("GET", "/readyz")
-                    resp = conn.getresponse()
-                    body = resp.read().decode(errors="replace")
-                    if resp.status == 200:
+                    resp = client.send("GET", "/readyz", accept="text/plain")
+                    if resp.status_code == 200:
                         return
-                    last = f"/readyz {resp.status}: {body[-500:]}"
-                finally:
-                    conn.close()
-            except (OSError, http.client.HTTPException) as e:
-                last = repr(e)
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(
-                    f"kube-apiserver not ready after {self.startup_timeout}s ({last}); "
-                    f"log {server.log}:\n{_tail(server.log)}"
-                )
-            time.sleep(0.1)
+                    last = f"/readyz {resp.status_code}: {resp.text[-500:]}"
+                except NoAnswer as e:
+                    last = str(e)
+                if time.monotonic() > deadline:
+                    raise ControlPlaneError(
+                        f"kube-apiserver not ready after {self.startup_timeout}s ({last}); "
+                        f"log {server.log}:\n{_tail(server.log)}"
+                    )
+                time.sleep(0.1)
 
 
 def _b64(path: Path) -> str:
