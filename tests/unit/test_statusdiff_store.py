@@ -1,12 +1,8 @@
-"""The engine's pure pieces: the status merge patch, the store's echo handling, peering's rule."""
+"""The engine's pure pieces: the status merge patch and the store's echo handling (peering's rule
+is in test_peering.py)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
-from kopf._core.engines.peering import Identity, Peer
-
-from stargate_operator.controller.peering import should_act
 from stargate_operator.controller.store import Store
 from stargate_operator.core.statusdiff import apply_merge_patch, merge_patch
 
@@ -55,14 +51,3 @@ def test_store_replace_kind_drops_vanished_objects() -> None:
     touched = store.replace_kind("Rack", None, [])
     assert touched == {"ns"} and store.count() == 0
 
-
-def _peer(ident: str, prio: int, age: float = 0, lifetime: int = 15) -> Peer:
-    seen = (datetime.now(UTC) - timedelta(seconds=age)).isoformat()
-    return Peer(identity=Identity(ident), priority=prio, lifetime=lifetime, lastseen=seen)
-
-
-def test_peering_highest_priority_then_identity_acts_and_dead_peers_do_not_count() -> None:
-    assert should_act("b", 5, [_peer("a", 5), _peer("b", 5)])
-    assert not should_act("a", 5, [_peer("a", 5), _peer("b", 5)])
-    assert not should_act("z", 4, [_peer("a", 5)])
-    assert should_act("z", 4, [_peer("a", 5, age=60)])  # its record expired: take over

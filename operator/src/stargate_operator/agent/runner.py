@@ -12,7 +12,8 @@ fault-injection annotation, when watching) an agent
 `powerWatts` is the node's power: the GPUs' measured draw plus the rest of the node. NVML sees only the
 GPUs, so the rest is the GPUNode's `spec.basePowerWatts`; the simulator models both.
 
-A `Fleet` keeps the GPUNode objects in a cache fed by one list+watch (or by polling with `watch=False`)
+A `Fleet` keeps the GPUNode objects in a cache fed by the operator's list-then-watch loop
+(controller/informer.py; or by polling with `watch=False`)
 and runs the agents: one for a real node (`--node NAME`), or one per GPUNode of a namespace in
 simulation (`--simulate --all`), which is how the demo runs a hundred nodes in one process. Writes of a
 fleet are spread over the interval so that they do not arrive together.
@@ -34,11 +35,13 @@ import httpx
 from stargate_operator import kinds
 from stargate_operator.agent.backend import GPUBackend, LimitOutcome, NodeReading, rfc3339
 from stargate_operator.agent.simulate import FAILED_GPUS_ANNOTATION, SimulatedBackend
-from stargate_operator.kube import ApiError, KubeClient, WatchExpired
+from stargate_operator.controller.informer import run_informer
+from stargate_operator.kube import ApiError, ApiResource, KubeClient
 
 log = logging.getLogger(__name__)
 
-PLURAL = kinds.GPU_NODE.plural
+GPU_NODES = ApiResource.of(kinds.GPU_NODE)
+PLURAL = GPU_NODES.plural
 EVENT_REASON_NOT_APPLIED = "PowerLimitNotApplied"
 COMPONENT = "stargate-agent"
 MIN_WRITE_GAP = 1.0  # seconds: prompt writes after a change, but never more than one a second
@@ -272,52 +275,27 @@ class Fleet:
                 log.warning("%s/%s: GPUNode not found (yet); waiting for it", self.namespace, name)
         self.synced.set()
 
-    async def _watch_loop(self) -> None:
-        backoff = 1.0
-        while True:
-            try:
-                items, rv = await self.client.list(PLURAL, self.namespace, field_selector=self.field_selector)
-                self._sync_list(items)
-                backoff = 1.0
-                while True:
-                    async for ev in self.client.watch(PLURAL, self.namespace, rv, timeout_seconds=290,
-                                                      field_selector=self.field_selector):
-                        obj = ev.get("object") or {}
-                        rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
-                        if ev["type"] in ("ADDED", "MODIFIED"):
-                            obj.setdefault("kind", "GPUNode")
-                            obj.setdefault("apiVersion", kinds.API_VERSION)
-                            self.upsert(obj)
-                        elif ev["type"] == "DELETED":
-                            self.delete(obj["metadata"]["name"])
-            except asyncio.CancelledError:
-                raise
-            except WatchExpired:
-                log.debug("watch expired, listing again")
-            except Exception as e:  # API down, network: keep the agents running on what they have
-                log.warning("%s: GPUNode watch failed (%s); retrying in %.0f s", self.namespace, e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
+    def _on_event(self, type_: str, obj: dict[str, Any]) -> None:
+        if type_ in ("ADDED", "MODIFIED"):
+            self.upsert(obj)
+        elif type_ == "DELETED":
+            self.delete(obj["metadata"]["name"])
 
-    async def _poll_loop(self) -> None:
-        backoff = 1.0
-        while True:
-            try:
-                items, _ = await self.client.list(PLURAL, self.namespace, field_selector=self.field_selector)
-                self._sync_list(items)
-                backoff = 1.0
-                await asyncio.sleep(self.interval)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("%s: GPUNode list failed (%s); retrying in %.0f s", self.namespace, e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
+    async def _follow(self) -> None:
+        """The operator's list-then-watch (controller/informer.py), or a list every interval
+        without `watch`: the API server down or unreachable only delays it, the agents keep
+        running on what they have."""
+        await run_informer(
+            self.client, GPU_NODES, self.namespace,
+            lambda _kind, _ns, items: self._sync_list(items), self._on_event, self.synced,
+            field_selector=self.field_selector, watch_timeout=290,
+            poll_interval=None if self.watch else self.interval, min_backoff=1.0, max_backoff=60.0,
+            page_size=500)
 
     async def run(self) -> None:
         """Until cancelled. Closes every backend on the way out."""
         try:
-            await (self._watch_loop() if self.watch else self._poll_loop())
+            await self._follow()
         finally:
             await self.stop()
 

@@ -38,16 +38,6 @@ from stargate_operator.kube import ApiError, KubeClient
 log = logging.getLogger("stargate_operator.agent")
 
 
-
-
-
-
-
-
-
-
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--node", metavar="NAME", action="append", default=None,

@@ -1,14 +1,22 @@
-"""The reconcile engine: store, coalescing by namespace, one core run, only changed status written.
+"""The reconcile engine: store, coalescing by unit of work, one planner run, only changes written.
 
-Flow: informers feed the store and mark a namespace dirty; the scheduler waits for the namespace
-to be quiet for `coalesce_delay` (or at most `max_delay` after the first change), runs the core
-over the whole namespace once, diffs every desired status against what the store holds, and
-writes only the differences, many at a time. A write's response goes straight into the store, so
-the watch echo of our own write finds nothing left to do.
+Flow: informers (one per watched resource, and namespace when restricted) feed the store and mark
+the unit of work of every controller that watches the kind dirty: its namespace, or the whole
+cluster for a controller that is not per namespace (slot.py). The scheduler waits for a unit to
+be quiet for `coalesce_delay` (or at most `max_delay` after the first change), runs the
+controller's pure planner over the unit's objects once, and writes what the plan asks for and
+the store does not hold yet: status patches diffed against the cached status, server-side
+applies not already in effect, creates of absent objects, deletes of present ones, many at a
+time. A write's response goes straight into the store, so the watch echo of our own write finds
+nothing left to do.
 
 Why per namespace and not per object: a change to one rack's priority moves the power of every
 rack and node of the site; the core needs the whole site anyway, and a burst of a thousand events
 (a cold start, a curtailment) must cost one recomputation, not a thousand.
+
+Time: `monotonic` (coalescing, retries, timers) and `clock` (the wall time the planner is given)
+are injected; `run_due()` is one step of the scheduler, which the unit tests drive with their own
+clocks.
 """
 
 from __future__ import annotations
@@ -18,31 +26,39 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from stargate_operator import metrics
+from stargate_operator import kinds, metrics
 from stargate_operator.controller.informer import run_informer
-from stargate_operator.controller.store import KINDS_BY_PLURAL, PLURALS_BY_KIND, Key, Store, key_of
-from stargate_operator.core import plan_namespace
-from stargate_operator.core.cache import PlanCache
+from stargate_operator.controller.slot import Controller, power_controller
+from stargate_operator.controller.store import Key, Store, key_of
 from stargate_operator.core.power import with_base_power
 from stargate_operator.core.statusdiff import merge_patch
-from stargate_operator.core.types import CoreSettings, PlanEvent
+from stargate_operator.core.types import ObjectRef, Plan, PlanEvent
 from stargate_operator.kinds import API_VERSION
-from stargate_operator.kube import ApiError, KubeClient
+from stargate_operator.kube import ApiError, ApiResource, KubeClient
 
 logger = logging.getLogger("stargate.engine")
 
 MAX_PENDING_ECHOES = 200_000
+# After next_change_at, so that the wall clock the planner then reads has passed it.
+TIMER_MARGIN_SECONDS = 0.05
+
+# (controller slot, namespace; "" for a controller over the whole cluster)
+Unit = tuple[int, str]
+# (verb, key, payload): patch_status with the merge patch, apply/create with the object, delete
+# with its ObjectRef.
+Write = tuple[str, Key, Any]
+_PATCH_STATUS = "patch_status"
 
 
 @dataclass(frozen=True)
 class EngineSettings:
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
-    stale_after_seconds: float = 120.0
+    stale_after_seconds: float = kinds.DEFAULT_STALE_AFTER_SECONDS
     coalesce_delay: float = 0.1  # quiet time after the last event before recomputing
     max_delay: float = 1.0  # a namespace under a steady stream of events still recomputes this often
     write_concurrency: int = 32
@@ -50,14 +66,45 @@ class EngineSettings:
     retry_delay: float = 2.0
 
 
-def connections_needed(settings: EngineSettings) -> int:
+def _watched(controllers: Sequence[Controller[Any, Any]]) -> dict[str, ApiResource]:
+    """Every resource the controllers watch, by kind; one watch each, shared."""
+    out: dict[str, ApiResource] = {}
+    for c in controllers:
+        for r in c.resources:
+            held = out.setdefault(r.kind, r)
+            if held != r:
+                raise ValueError(f"controllers disagree on kind {r.kind}: {held} and {r}")
+    return out
+
+
+def connections_needed(settings: EngineSettings,
+                       controllers: Sequence[Controller[Any, Any]] | None = None) -> int:
     """API connections the engine can hold at once: every writer, Event poster and watch (one per
-    kind and namespace), plus a few for peering and telemetry. With fewer, writers queue for the
-    pool, aiohttp does not hand a freed connection to the longest waiter, and a writer starved past
-    the connect timeout fails (seen at 100,000 nodes: 5 watches took 5 of 32 connections from 32
-    writers)."""
-    watches = len(KINDS_BY_PLURAL) * max(1, len(settings.namespaces))
+    resource and namespace; one for a cluster-scoped resource), plus a few for peering and
+    telemetry. With fewer, writers queue for the pool, aiohttp does not hand a freed connection to
+    the longest waiter, and a writer starved past the connect timeout fails (seen at 100,000
+    nodes: 5 watches took 5 of 32 connections from 32 writers)."""
+    resources = _watched(controllers or (power_controller(settings.stale_after_seconds),))
+    per_ns = max(1, len(settings.namespaces))
+    watches = sum(per_ns if r.namespaced else 1 for r in resources.values())
     return settings.write_concurrency + settings.event_concurrency + watches + 4
+
+
+def _holds(held: Any, desired: Any) -> bool:
+    """True when `held` already has every field of `desired` with its value (an apply of
+    `desired` would change nothing); lists compare whole, as server-side apply replaces atomic
+    lists and our applies hold no merged ones."""
+    if isinstance(desired, dict):
+        if not isinstance(held, dict):
+            return False
+        for k, v in desired.items():
+            if v is None:
+                if held.get(k) is not None:
+                    return False
+            elif k not in held or not _holds(held[k], v):
+                return False
+        return True
+    return bool(held == desired)
 
 
 @dataclass
@@ -72,51 +119,72 @@ class EngineStats:
 
 class Engine:
     def __init__(self, client: KubeClient, settings: EngineSettings,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), *,
+                 controllers: Sequence[Controller[Any, Any]] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.settings = settings
         self.clock = clock
+        self.monotonic = monotonic
+        self.controllers: tuple[Controller[Any, Any], ...] = tuple(
+            controllers or (power_controller(settings.stale_after_seconds),))
+        self.resources = _watched(self.controllers)
+        # Which slots an event of a kind concerns, and how each groups its objects.
+        self._slots_by_kind: dict[str, tuple[int, ...]] = {
+            kind: tuple(i for i, c in enumerate(self.controllers) if kind in c.kinds)
+            for kind in self.resources}
+        self._all_slots = tuple(range(len(self.controllers)))
+        self._per_namespace = tuple(c.per_namespace for c in self.controllers)
+        # None where a controller watches every kind held: its objects need no filtering.
+        self._only: tuple[frozenset[str] | None, ...] = tuple(
+            None if c.kinds == frozenset(self.resources) else c.kinds for c in self.controllers)
         self.store = Store()
         self.stats = EngineStats()
         self.synced = False
         # The peering gate: while cleared, the engine keeps its cache warm but writes nothing.
         self.active = asyncio.Event()
-        self._dirty: dict[str, tuple[float, float]] = {}  # ns -> (first change, last change)
+        self._gate_was_open = True  # False once seen closed: opening it recomputes everything
+        self._dirty: dict[Unit, tuple[float, float]] = {}  # unit -> (first change, last change)
+        self._timers: dict[Unit, float] = {}  # unit -> monotonic time to recompute it at
         self._wake = asyncio.Event()
-        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._telemetry: dict[str, dict[str, Any]] = {}  # node name -> telemetry overlay
-        # One per namespace: a cache drops what did not come back in its last call.
-        self._caches: dict[str, PlanCache] = {}
-        # The core's counts of the last plan of each namespace (Plan.counts), for metrics.
-        self._counts: dict[str, dict[Key, dict[str, int]]] = {}
+        # One per unit: a cache drops what did not come back in its last call.
+        self._caches: dict[Unit, Any] = {}
+        # The planner's counts of the last plan of each unit (Plan.counts), for metrics.
+        self._counts: dict[Unit, dict[Key, dict[str, int]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._write_sem = asyncio.Semaphore(settings.write_concurrency)
         self._event_sem = asyncio.Semaphore(settings.event_concurrency)
         # resourceVersions of our own writes whose watch echo has not come yet: the informers
         # skip decoding those events (the store has the object from the write's response).
         self._own_versions: set[bytes] = set()
-        self._patch_counters = {kind: metrics.API_WRITES.labels(kind=kind, verb="patch_status")
-                                for kind in KINDS_BY_PLURAL.values()}
+        self._patch_counters = {kind: metrics.API_WRITES.labels(kind=kind, verb=_PATCH_STATUS)
+                                for kind in self.resources}
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def mark_dirty(self, namespace: str) -> None:
-        now = time.monotonic()
-        first, _ = self._dirty.get(namespace, (now, now))
-        self._dirty[namespace] = (first, now)
+    def mark_dirty(self, namespace: str, kind: str | None = None) -> None:
+        """A change in `namespace` (to an object of `kind`; None: of any kind)."""
+        now = self.monotonic()
+        for slot in self._all_slots if kind is None else self._slots_by_kind.get(kind, ()):
+            unit = (slot, namespace if self._per_namespace[slot] else "")
+            held = self._dirty.get(unit)
+            self._dirty[unit] = (now, now) if held is None else (held[0], now)
         self._wake.set()
 
     def _on_list(self, kind: str, namespace: str | None, items: list[dict[str, Any]]) -> None:
         for ns in self.store.replace_kind(kind, namespace, items):
-            self.mark_dirty(ns)
+            self.mark_dirty(ns, kind)
 
     def _on_event(self, type_: str, obj: dict[str, Any]) -> None:
         key = key_of(obj)
         if type_ == "DELETED":
+            if self.store.get(key) is None:
+                return  # never held, or the echo of our own delete: nothing changes
             self.store.delete(key)
         elif not self.store.upsert(obj):
             return  # an older version than the one our own write already stored
-        self.mark_dirty(key[1])
+        self.mark_dirty(key[1], key[0])
 
     def _is_own_version(self, rv: bytes) -> bool:
         if rv in self._own_versions:
@@ -128,74 +196,123 @@ class Engine:
         """Telemetry from an external source (Prometheus/DCGM), by node name; replaces the last."""
         self._telemetry = dict(readings)
         for ns in self.store.namespaces():
-            self.mark_dirty(ns)
+            self.mark_dirty(ns, kinds.GPU_NODE.kind)
 
     # -- running ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        namespaces: Iterable[str | None] = self.settings.namespaces or (None,)
+        try:
+            await self.sync()
+            # The cache is long-lived and holds no reference cycles; without this, every full
+            # collection walks all of it (measured: up to 0.1 s a pass at 10,000 nodes, several
+            # passes during a cold start). Objects replaced later are still freed by refcount.
+            gc.freeze()
+            await self._schedule_forever()
+        finally:
+            await self.stop()
+
+    async def sync(self) -> None:
+        """Start an informer per watched resource (and namespace) and wait until each has listed."""
+        namespaces: tuple[str | None, ...] = self.settings.namespaces or (None,)
         events: list[asyncio.Event] = []
-        for plural, kind in KINDS_BY_PLURAL.items():
-            for ns in namespaces:
+        for res in self.resources.values():
+            for ns in namespaces if res.namespaced else (None,):
                 synced = asyncio.Event()
                 events.append(synced)
                 self._tasks.append(asyncio.create_task(
-                    run_informer(self.client, plural, kind, ns, self._on_list, self._on_event, synced,
+                    run_informer(self.client, res, ns, self._on_list, self._on_event, synced,
                                  is_known=self._is_own_version),
-                    name=f"informer {plural}@{ns or '*'}",
+                    name=f"informer {res.plural}@{ns or '*'}",
                 ))
         # Computing before every kind is listed would report claims without pools, racks without
         # clusters... and post Events for problems that do not exist.
         await asyncio.gather(*(e.wait() for e in events))
         self.synced = True
         logger.info("cache synced: %d objects", self.store.count())
-        # The cache is long-lived and holds no reference cycles; without this, every full
-        # collection walks all of it (measured: up to 0.1 s a pass at 10,000 nodes, several
-        # passes during a cold start). Objects replaced later are still freed by refcount.
-        gc.freeze()
         # Nothing to coalesce after a list: start at once.
-        for ns in list(self._dirty):
-            self._dirty[ns] = (0.0, 0.0)
-        try:
-            await self._schedule_forever()
-        finally:
-            for t in self._tasks:
-                t.cancel()
-            for t in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+        self._mark_all_due()
+
+    async def stop(self) -> None:
+        """Cancel the informers."""
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
 
     async def _schedule_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
             if not self.active.is_set():
+                self._gate_was_open = False
                 await self.active.wait()
-                for ns in self.store.namespaces():
-                    self.mark_dirty(ns)
-            now = time.monotonic()
-            due: list[str] = []
-            next_due = None
-            for ns, (first, last) in self._dirty.items():
-                at = min(last + self.settings.coalesce_delay, first + self.settings.max_delay)
-                if at <= now:
-                    due.append(ns)
-                else:
-                    next_due = at if next_due is None else min(next_due, at)
-            for ns in due:
-                del self._dirty[ns]
-            for ns in due:
-                await self.reconcile(ns)
-            if next_due is not None:
-                asyncio.get_running_loop().call_later(max(0.0, next_due - time.monotonic()), self._wake.set)
+            self._wake.clear()
+            next_at = await self.run_due()
+            handle = None
+            if next_at is not None:
+                handle = loop.call_later(max(0.0, next_at - self.monotonic()), self._wake.set)
+            await self._wake.wait()
+            if handle is not None:
+                handle.cancel()
 
-    def _objects_for_core(self, namespace: str) -> list[dict[str, Any]]:
-        objects = self.store.objects(namespace)
+    def _units(self) -> list[Unit]:
+        out: list[Unit] = []
+        for slot in self._all_slots:
+            if self._per_namespace[slot]:
+                out.extend((slot, ns) for ns in self.store.namespaces())
+            else:
+                out.append((slot, ""))
+        return out
+
+    def _mark_all_due(self) -> None:
+        at = self.monotonic() - self.settings.max_delay
+        for unit in self._units():
+            self._dirty[unit] = (at, at)
+        self._wake.set()
+
+    def _due_at(self, first: float, last: float) -> float:
+        return min(last + self.settings.coalesce_delay, first + self.settings.max_delay)
+
+    def next_due(self) -> float | None:
+        """The monotonic time at which some unit is next due; None when none is pending."""
+        times = [self._due_at(f, last) for f, last in self._dirty.values()]
+        times.extend(self._timers.values())
+        return min(times) if times else None
+
+    async def run_due(self) -> float | None:
+        """One step of the scheduler: recompute (and write) every unit whose time has come, by
+        `monotonic()`; returns next_due(). While the peering gate is closed nothing is computed;
+        the first step after it opens recomputes every unit (the other replica wrote meanwhile)."""
+        if not self.active.is_set():
+            self._gate_was_open = False
+            return None
+        if not self._gate_was_open:
+            self._gate_was_open = True
+            self._mark_all_due()
+        now = self.monotonic()
+        due = {u: None for u, (first, last) in self._dirty.items() if self._due_at(first, last) <= now}
+        for u, at in self._timers.items():
+            if at <= now:
+                due[u] = None
+        for u in due:
+            self._dirty.pop(u, None)
+            self._timers.pop(u, None)
+        for slot, part in due:
+            await self.reconcile(part, slot)
+        return self.next_due()
+
+    def _objects(self, unit: Unit) -> list[dict[str, Any]]:
+        slot, part = unit
+        objects = self.store.objects(part) if self._per_namespace[slot] else list(self.store)
+        only = self._only[slot]
+        if only is not None:
+            objects = [o for o in objects if o.get("kind") in only]
         if not self._telemetry:
             return objects
         out = []
         for obj in objects:
-            if obj.get("kind") == "GPUNode":
+            if obj.get("kind") == kinds.GPU_NODE.kind:
                 node = (obj.get("spec") or {}).get("nodeName") or obj["metadata"]["name"]
                 reading = self._telemetry.get(node)
                 if reading is not None:
@@ -206,126 +323,206 @@ class Engine:
             out.append(obj)
         return out
 
-    async def reconcile(self, namespace: str) -> None:
+    def _retry(self, unit: Unit, at: float | None = None) -> None:
+        retry = self.monotonic() + self.settings.retry_delay
+        self._timers[unit] = min(retry, at) if at is not None else retry
+
+    async def reconcile(self, namespace: str, slot: int = 0) -> None:
+        """Plan one unit (a namespace, or "" for a cluster-wide controller) and write the plan."""
+        unit = (slot, namespace)
+        controller = self.controllers[slot]
+        label = controller.reconcile_kind
         started = time.perf_counter()
         try:
-            objects = self._objects_for_core(namespace)
+            objects = self._objects(unit)
             if not objects:
-                self._caches.pop(namespace, None)
-                self._counts.pop(namespace, None)
+                self._caches.pop(unit, None)
+                self._counts.pop(unit, None)
+                self._timers.pop(unit, None)
                 return
             t0 = time.perf_counter()
-            cache = self._caches.setdefault(namespace, PlanCache())
-            core_settings = CoreSettings(self.settings.stale_after_seconds)
-            plan = plan_namespace(objects, self.clock(), core_settings, cache)
+            cache = self._caches.get(unit)
+            if cache is None:
+                cache = self._caches[unit] = controller.new_cache()
+            plan = controller.planner(objects, self.clock(), controller.settings, cache)
             metrics.ALLOCATION_SECONDS.observe(time.perf_counter() - t0)
-            self._counts[namespace] = plan.counts
-            failed = await self._write_all(self._patches(plan.statuses))
+            self._counts[unit] = plan.counts
+            failed = await self._write_all(self._writes(plan), controller)
             if plan.events:
                 await asyncio.gather(*(self._post(ev) for ev in plan.events))
-            self._schedule_at(namespace, plan.next_change_at)
-            self.stats.reconciles += 1
-            self.stats.last_reconcile_monotonic = time.monotonic()
+            at = None
+            if plan.next_change_at is not None:
+                wait = max(0.0, (plan.next_change_at - self.clock()).total_seconds())
+                at = self.monotonic() + wait + TIMER_MARGIN_SECONDS
             if failed:
-                metrics.RECONCILES.labels(kind="namespace", result="error").inc()
-                asyncio.get_running_loop().call_later(self.settings.retry_delay, self.mark_dirty, namespace)
+                self._retry(unit, at)
+            elif at is not None:
+                self._timers[unit] = at
             else:
-                metrics.RECONCILES.labels(kind="namespace", result="success").inc()
-                metrics.LAST_SUCCESS.labels(namespace=namespace).set(time.time())
-        except Exception as e:  # one bad namespace must never stop the others
-            logger.exception("reconciling namespace %s failed", namespace)
+                self._timers.pop(unit, None)
+            self.stats.reconciles += 1
+            self.stats.last_reconcile_monotonic = self.monotonic()
+            if failed:
+                metrics.RECONCILES.labels(kind=label, result="error").inc()
+            else:
+                metrics.RECONCILES.labels(kind=label, result="success").inc()
+                if controller.per_namespace:
+                    metrics.LAST_SUCCESS.labels(namespace=namespace).set(time.time())
+        except Exception as e:  # one bad unit must never stop the others
+            logger.exception("reconciling %s %s failed", label, namespace or "(cluster)")
             self.stats.last_error = f"{namespace}: {e}"
-            metrics.RECONCILES.labels(kind="namespace", result="error").inc()
-            asyncio.get_running_loop().call_later(self.settings.retry_delay, self.mark_dirty, namespace)
+            metrics.RECONCILES.labels(kind=label, result="error").inc()
+            self._retry(unit, self._timers.get(unit))
         finally:
-            metrics.RECONCILE_SECONDS.labels(kind="namespace").observe(time.perf_counter() - started)
+            metrics.RECONCILE_SECONDS.labels(kind=label).observe(time.perf_counter() - started)
 
-    def _patches(self, statuses: Mapping[Key, dict[str, Any]]) -> Iterator[tuple[Key, dict[str, Any]]]:
-        """What must change, diffed when a writer is free to send it, against the freshest copy."""
-        for key, desired in statuses.items():
-            held = self.store.get(key)
+    def _writes(self, plan: Plan) -> Iterator[Write]:
+        """What must change, decided when a writer is free to send it, against the freshest copy:
+        applies not already in effect, creates of absent objects, status patches, deletes of
+        present objects."""
+        store = self.store
+        for body in plan.applies:
+            key = key_of(body)
+            held = store.get(key)
+            if held is None or not _holds(held, body):
+                yield "apply", key, body
+        for body in plan.creates:
+            key = key_of(body)
+            if store.get(key) is None:
+                yield "create", key, body
+        for key, desired in plan.statuses.items():
+            held = store.get(key)
             if held is None:
                 continue
             patch = merge_patch(held.get("status"), desired)
             if patch:
-                yield key, patch
+                yield _PATCH_STATUS, key, patch
+        for ref in plan.deletes:
+            held = store.get(ref.key)
+            if ref.kind in self.resources and (held is None or held["metadata"].get("deletionTimestamp")):
+                continue  # gone, or going: the watch says when
+            yield "delete", ref.key, ref
 
-    async def _write_all(self, patches: Iterator[tuple[Key, dict[str, Any]]]) -> int:
-        """Send every patch with `write_concurrency` writers; the number that failed.
+    async def _write_all(self, writes: Iterator[Write], controller: Controller[Any, Any]) -> int:
+        """Send every write with `write_concurrency` writers; the number that failed.
 
-        A fixed set of writers pulling from one iterator, not a task per patch: at 100,000 nodes a
+        A fixed set of writers pulling from one iterator, not a task per write: at 100,000 nodes a
         task each cost seconds before the first write and hundreds of MB while they waited."""
         failed = 0
 
         async def writer() -> None:
             nonlocal failed
-            for key, patch in patches:  # shared: each writer takes the next one
-                if not await self._write(key, patch):
+            for verb, key, payload in writes:  # shared: each writer takes the next one
+                if verb == _PATCH_STATUS:
+                    ok = await self._write(key, payload)
+                else:
+                    ok = await self._write_object(verb, key, payload, controller)
+                if not ok:
                     failed += 1
 
         await asyncio.gather(*(writer() for _ in range(self.settings.write_concurrency)))
         return failed
 
-    def _schedule_at(self, namespace: str, when: datetime | None) -> None:
-        old = self._timers.pop(namespace, None)
-        if old is not None:
-            old.cancel()
-        if when is None:
+    def _write_failed(self, what: str, key: Key, e: Exception) -> bool:
+        kind, namespace, name = key
+        if isinstance(e, ApiError) and e.status == 409:
+            # Someone wrote it since we read it: the watch brings the new version and the retry
+            # recomputes from it.
+            logger.info("%s of %s %s/%s: changed under us; recomputing", what, kind, namespace, name)
+            return False
+        logger.warning("%s of %s %s/%s failed: %s", what, kind, namespace, name, e)
+        self.stats.write_errors += 1
+        self.stats.last_error = str(e)
+        return False
+
+    def _remember(self, obj: Any, kind: str) -> None:
+        """A write's response into the store, and its version as one whose echo to skip."""
+        if not isinstance(obj, dict) or kind not in self.resources:
             return
-        delay = max(0.0, (when - self.clock()).total_seconds()) + 0.05
-        self._timers[namespace] = asyncio.get_running_loop().call_later(delay, self.mark_dirty, namespace)
+        obj.setdefault("kind", kind)
+        if self.store.upsert(obj):
+            rv = obj["metadata"].get("resourceVersion")
+            if rv:
+                if len(self._own_versions) > MAX_PENDING_ECHOES:
+                    # Echoes that never came (a watch restarted past them): forget them all;
+                    # an unrecognised echo is only decoded and found unchanged.
+                    self._own_versions.clear()
+                self._own_versions.add(str(rv).encode())
 
     async def _write(self, key: Key, patch: dict[str, Any]) -> bool:
         kind, namespace, name = key
+        res = self.resources[kind]
         # A claim's binding is the one status that must never race: write it only onto the version
         # it was computed from, so that two replicas acting at once (a paused, not dead, active one
         # and its standby) cannot both hand out the same bytes. Other statuses are derived figures
         # that the next recomputation rewrites anyway; a precondition there would only add
         # conflicts with the agents' telemetry writes.
         rv = None
-        if kind == "MemoryClaim":
+        if kind == kinds.MEMORY_CLAIM.kind:
             held = self.store.get(key)
             rv = str(held["metadata"].get("resourceVersion") or "") if held else None
         async with self._write_sem:
             if not self.active.is_set():
                 return False
             try:
-                obj = await self.client.patch_status(PLURALS_BY_KIND[kind], namespace, name, patch, rv)
+                obj = await self.client.patch_status(res.plural, namespace or None, name, patch, rv,
+                                                     group_path=res.group_path)
             except ApiError as e:
                 if e.status == 404:
                     self.store.delete(key)  # deleted meanwhile: nothing to write
                     return True
-                if e.status == 409:
-                    # Someone wrote it since we read it: the watch brings the new version and the
-                    # retry recomputes the namespace from it.
-                    logger.info("%s %s/%s changed under us; recomputing", kind, namespace, name)
-                    return False
-                logger.warning("writing status of %s %s/%s failed: %s", kind, namespace, name, e)
-                self.stats.write_errors += 1
-                self.stats.last_error = str(e)
-                return False
+                return self._write_failed("writing status", key, e)
             except Exception as e:
-                logger.warning("writing status of %s %s/%s failed: %s", kind, namespace, name, e)
-                self.stats.write_errors += 1
-                self.stats.last_error = str(e)
-                return False
+                return self._write_failed("writing status", key, e)
         self._patch_counters[kind].inc()
         self.stats.writes += 1
-        if isinstance(obj, dict):
-            obj.setdefault("kind", kind)
-            if self.store.upsert(obj):
-                rv = obj["metadata"].get("resourceVersion")
-                if rv:
-                    if len(self._own_versions) > MAX_PENDING_ECHOES:
-                        # Echoes that never came (a watch restarted past them): forget them all;
-                        # an unrecognised echo is only decoded and found unchanged.
-                        self._own_versions.clear()
-                    self._own_versions.add(str(rv).encode())
+        self._remember(obj, kind)
+        return True
+
+    async def _write_object(self, verb: str, key: Key, payload: Any,
+                            controller: Controller[Any, Any]) -> bool:
+        kind, namespace, name = key
+        res = self.resources.get(kind)
+        if res is None:
+            logger.error("%s of %s %s/%s: kind %s is not watched by any controller of this engine",
+                         verb, kind, namespace, name, kind)
+            self.stats.write_errors += 1
+            return False
+        async with self._write_sem:
+            if not self.active.is_set():
+                return False
+            try:
+                if verb == "apply":
+                    obj = await self.client.apply(res, namespace or None, name, payload,
+                                                  controller.field_manager)
+                elif verb == "create":
+                    obj = await self.client.create(res, namespace or None, payload)
+                else:
+                    ref: ObjectRef = payload
+                    obj = None
+                    await self.client.delete(res, namespace or None, name, uid=ref.uid)
+            except ApiError as e:
+                if verb == "delete" and e.status == 404:
+                    self.store.delete(key)  # gone already: done
+                    return True
+                return self._write_failed(verb, key, e)
+            except Exception as e:
+                return self._write_failed(verb, key, e)
+        metrics.API_WRITES.labels(kind=kind, verb=verb).inc()
+        self.stats.writes += 1
+        if verb == "delete":
+            # Its DELETED event then finds nothing held: no recomputation for our own delete. (An
+            # object with finalizers comes back as MODIFIED, with its deletionTimestamp.)
+            self.store.delete(key)
+        else:
+            self._remember(obj, kind)
         return True
 
     async def _post(self, event: PlanEvent) -> None:
+        kind = event.key[0]
+        res = self.resources.get(kind)
         involved = self.store.get(event.key) or {
-            "kind": event.key[0], "apiVersion": API_VERSION,
+            "kind": kind, "apiVersion": res.api_version if res else API_VERSION,
             "metadata": {"name": event.key[2], "namespace": event.key[1]},
         }
         async with self._event_sem:
@@ -347,10 +544,10 @@ class Engine:
         return list(self.store)
 
     def counts(self) -> dict[Key, dict[str, int]]:
-        """The core's counts (Plan.counts) of every namespace's last plan; safe from another thread."""
+        """The planners' counts (Plan.counts) of every unit's last plan; safe from another thread."""
         out: dict[Key, dict[str, int]] = {}
-        for per_ns in list(self._counts.values()):
-            out.update(per_ns)
+        for per_unit in list(self._counts.values()):
+            out.update(per_unit)
         return out
 
     def health(self) -> dict[str, Any]:

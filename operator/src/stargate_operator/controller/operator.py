@@ -21,6 +21,7 @@ import kopf
 from stargate_operator import metrics
 from stargate_operator.controller.engine import Engine, EngineSettings, connections_needed
 from stargate_operator.controller.peering import Peering
+from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.kube import KubeClient
 
 logger = logging.getLogger("stargate.operator")
@@ -43,6 +44,11 @@ class RunSettings:
     telemetry_interval: float = 15.0
 
 
+def controllers(cfg: RunSettings) -> list[Controller[Any, Any]]:
+    """The controllers this process runs, in one engine: a new controller registers here."""
+    return [power_controller(cfg.engine.stale_after_seconds)]
+
+
 def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
@@ -58,8 +64,10 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
         # the ClusterRole for them when the operator is restricted to some namespaces.
         settings.scanning.disabled = True
         settings.posting.enabled = False  # our Events are the engine's, not kopf's log lines
-        client = KubeClient.from_kubeconfig(cfg.kubeconfig, max_connections=connections_needed(cfg.engine))
-        engine = Engine(client, cfg.engine)
+        slots = controllers(cfg)
+        client = KubeClient.from_kubeconfig(cfg.kubeconfig,
+                                            max_connections=connections_needed(cfg.engine, slots))
+        engine = Engine(client, cfg.engine, controllers=slots)
         memo["client"] = client
         memo["engine"] = engine
         tasks: list[asyncio.Task[None]] = []

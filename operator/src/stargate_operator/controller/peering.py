@@ -1,8 +1,8 @@
 """Active/standby between operator replicas over kopf's peering objects.
 
 We speak kopf's peering protocol: the same `KopfPeering` (namespaced) and `ClusterKopfPeering`
-objects, the same record per operator in their `status` (priority, lifetime, lastseen, made by
-kopf's own `Peer` class), so `kopf freeze`, `kopf resume` and other kopf operators see us and we
+objects, the same record per operator in their `status` (priority, lifetime, lastseen: the format
+kept in peer_record.py), so `kopf freeze`, `kopf resume` and other kopf operators see us and we
 see them. The engine does not run on kopf's per-object handlers (see engine.py), so kopf's own
 pause switch would not stop it: this loop drives the engine's gate instead.
 
@@ -19,26 +19,27 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
-from kopf._core.engines.peering import Identity, Peer, detect_own_id  # kopf's record format, kept in step
-
-from stargate_operator.kube import ApiError, KubeClient
+from stargate_operator.controller.peer_record import PeerRecord, own_identity, parse_status
+from stargate_operator.kube import ApiError, ApiResource, KubeClient
 
 logger = logging.getLogger("stargate.peering")
 
-KOPF_GROUP_PATH = "/apis/kopf.dev/v1"
+KOPF_PEERINGS = ApiResource("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
+CLUSTER_KOPF_PEERINGS = ApiResource("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering",
+                                    namespaced=False)
+
+__all__ = ["Peering", "own_identity", "should_act"]
 
 
-def own_identity() -> str:
-    return str(detect_own_id(manual=False))
-
-
-def should_act(me: str, my_priority: int, peers: Iterable[Peer]) -> bool:
+def should_act(me: str, my_priority: int, peers: Iterable[PeerRecord], now: datetime | None = None) -> bool:
     """True when no live peer outranks us by (priority, identity). Pure, tested."""
+    now = now or datetime.now(UTC)
     for peer in peers:
-        if peer.identity == me or peer.is_dead:
+        if peer.identity == me or peer.dead_at(now):
             continue
-        if (peer.priority, str(peer.identity)) > (my_priority, me):
+        if (peer.priority, peer.identity) > (my_priority, me):
             return False
     return True
 
@@ -56,46 +57,30 @@ class Peering:
         self.interval = interval
         self.identity = identity or own_identity()
 
-    def _targets(self) -> list[tuple[str, str | None]]:
+    def _targets(self) -> list[tuple[ApiResource, str | None]]:
         if self.namespaces:
-            return [("kopfpeerings", ns) for ns in self.namespaces]
-        return [("clusterkopfpeerings", None)]
+            return [(KOPF_PEERINGS, ns) for ns in self.namespaces]
+        return [(CLUSTER_KOPF_PEERINGS, None)]
 
-    def _path(self, plural: str, namespace: str | None, name: str | None = None) -> str:
-        p = KOPF_GROUP_PATH + (f"/namespaces/{namespace}" if namespace else "") + f"/{plural}"
-        return p + (f"/{name}" if name else "")
-
-    async def _touch(self, plural: str, namespace: str | None, lifetime: int) -> dict[str, object]:
-        record = Peer(identity=Identity(self.identity), priority=self.priority, lifetime=lifetime)
+    async def _touch(self, res: ApiResource, namespace: str | None, lifetime: int) -> dict[str, object]:
+        record = PeerRecord(self.identity, self.priority, lifetime, datetime.now(UTC))
         body = {"status": {self.identity: record.as_dict() if lifetime > 0 else None}}
         try:
-            out = await self.client.request(
-                "PATCH", self._path(plural, namespace, self.name), verb="patch", body=body,
-                content_type="application/merge-patch+json",
-            )
+            out = await self.client.patch(res, namespace, self.name, body)
         except ApiError as e:
             if e.status != 404 or lifetime == 0:
                 raise
             # kopf leaves creating the peering object to the user; we create it, once.
-            kind = "KopfPeering" if namespace else "ClusterKopfPeering"
             meta: dict[str, str] = {"name": self.name}
             if namespace:
                 meta["namespace"] = namespace
-            await self.client.request(
-                "POST", self._path(plural, namespace), verb="create",
-                body={"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": meta},
-            )
-            out = await self.client.request(
-                "PATCH", self._path(plural, namespace, self.name), verb="patch", body=body,
-                content_type="application/merge-patch+json",
-            )
+            await self.client.create(res, namespace, {"apiVersion": res.api_version, "kind": res.kind,
+                                                      "metadata": meta})
+            out = await self.client.patch(res, namespace, self.name, body)
         return out if isinstance(out, dict) else {}
 
-    async def _forget(self, plural: str, namespace: str | None, identities: list[str]) -> None:
-        await self.client.request(
-            "PATCH", self._path(plural, namespace, self.name), verb="patch",
-            body={"status": dict.fromkeys(identities)}, content_type="application/merge-patch+json",
-        )
+    async def _forget(self, res: ApiResource, namespace: str | None, identities: list[str]) -> None:
+        await self.client.patch(res, namespace, self.name, {"status": dict.fromkeys(identities)})
 
     async def run(self) -> None:
         ready = False  # outranked no live peer in the previous round as well
@@ -104,22 +89,18 @@ class Peering:
                 act = True
                 others_alive = False
                 try:
-                    for plural, ns in self._targets():
-                        obj = await self._touch(plural, ns, self.lifetime)
-                        status = obj.get("status") or {}
-                        peers = [
-                            Peer(identity=Identity(ident), **info)
-                            for ident, info in (status.items() if isinstance(status, dict) else [])
-                            if isinstance(info, dict)
-                        ]
-                        act = act and should_act(self.identity, self.priority, peers)
+                    for res, ns in self._targets():
+                        obj = await self._touch(res, ns, self.lifetime)
+                        now = datetime.now(UTC)
+                        peers = parse_status(obj.get("status"), now)
+                        act = act and should_act(self.identity, self.priority, peers, now)
                         others_alive = others_alive or any(
-                            p.identity != self.identity and not p.is_dead for p in peers)
-                        dead = [str(p.identity) for p in peers if p.is_dead and p.identity != self.identity]
+                            p.identity != self.identity and not p.dead_at(now) for p in peers)
+                        dead = [p.identity for p in peers if p.dead_at(now) and p.identity != self.identity]
                         if dead:
                             # As kopf does (autoclean): a crashed replica never removes its own
                             # record, and each restart adds one with a new identity.
-                            await self._forget(plural, ns, dead)
+                            await self._forget(res, ns, dead)
                 except Exception as e:
                     # Without a word from the peering objects we cannot know that we are alone.
                     logger.warning("peering %s unavailable (%s); standing by", self.name, e)
@@ -143,6 +124,6 @@ class Peering:
                 await asyncio.sleep(self.interval)
         finally:
             self.gate.clear()
-            for plural, ns in self._targets():
+            for res, ns in self._targets():
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._touch(plural, ns, 0))
+                    await asyncio.shield(self._touch(res, ns, 0))

@@ -33,6 +33,21 @@ class PlanEvent:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectRef:
+    """An object a plan deletes. `uid`, when given, pins the very object the plan saw: one
+    re-created under the same name meanwhile is not deleted (the API server answers 409)."""
+
+    kind: Kind
+    namespace: str  # "" for a cluster-scoped object
+    name: str
+    uid: str | None = None
+
+    @property
+    def key(self) -> ObjectKey:
+        return (self.kind, self.namespace, self.name)
+
+
 @dataclass(slots=True)
 class Plan:
     # The operator-owned part of `status` of every input object, in wire form (camelCase),
@@ -43,6 +58,13 @@ class Plan:
     # Figures the core decided that no status field carries, by object (e.g. per rack: nodes in
     # maintenance, stale, capped). Metrics read them here instead of deriving them again.
     counts: dict[ObjectKey, dict[str, int]] = field(default_factory=dict)
+    # Objects a controller keeps (a second controller's output, such as discovery's GPUNodes), in
+    # wire form with apiVersion, kind and metadata.name (and namespace): the whole intent of the
+    # controller's field manager, applied server-side. The caller skips those already as desired.
+    applies: list[dict[str, Any]] = field(default_factory=list)
+    # Objects to create (POST) when absent; wire form as for applies.
+    creates: list[dict[str, Any]] = field(default_factory=list)
+    deletes: list[ObjectRef] = field(default_factory=list)
     # Earliest future time at which the result changes by time alone (telemetry going stale,
     # a curtailment's `until` passing); None when nothing is pending.
     next_change_at: datetime | None = None

@@ -1,0 +1,68 @@
+"""The controller slot: a controller is a registration, what it watches and the pure planner that
+decides, and the engine (engine.py) does the rest (informers, cache, coalescing, writes).
+
+A registration names
+- `resources`: what it watches (any group: stargate kinds via `ApiResource.of(kind_spec)`, core
+  resources such as Nodes as `ApiResource("", "v1", "nodes", "Node", namespaced=False)`);
+- `planner(objects, now, settings, cache) -> Plan`: pure, over the objects of its resources in one
+  unit of work (one namespace, or the whole cluster with `per_namespace=False`), the same
+  `settings` and one `cache` per unit (made by `new_cache`) on every call;
+- `field_manager`: whose name its server-side applies carry.
+
+Several controllers may share one engine (one cache, one watch per resource, one set of writers,
+one peering gate): `Engine(client, settings, controllers=(power_controller(...), other))`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from stargate_operator import kinds
+from stargate_operator.core import plan_namespace
+from stargate_operator.core.cache import PlanCache
+from stargate_operator.core.types import CoreSettings, Plan
+from stargate_operator.kube import ApiResource
+
+S = TypeVar("S")
+C = TypeVar("C")
+
+FIELD_MANAGER = "stargate-operator"
+
+
+@dataclass(frozen=True)
+class Controller(Generic[S, C]):
+    name: str
+    resources: tuple[ApiResource, ...]
+    planner: Callable[[list[dict[str, Any]], datetime, S, C], Plan]
+    settings: S
+    new_cache: Callable[[], C]
+    # True: one planner call per namespace, over that namespace's objects (a site is a namespace).
+    # False: one call over every object of its resources (work that spans namespaces).
+    per_namespace: bool = True
+    field_manager: str = FIELD_MANAGER
+    # The `kind` label of its reconcile metrics: what one unit of its work is.
+    reconcile_kind: str = "namespace"
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(r.kind for r in self.resources)
+
+
+def stargate_resources() -> tuple[ApiResource, ...]:
+    """Every kind of the registry (kinds.KINDS): a kind registered there is watched."""
+    return tuple(ApiResource.of(k) for k in kinds.KINDS)
+
+
+def power_controller(stale_after_seconds: float = kinds.DEFAULT_STALE_AFTER_SECONDS,
+                     ) -> Controller[CoreSettings, PlanCache]:
+    """Capacity, power and memory: the core's plan of every namespace (a site)."""
+    return Controller(
+        name="power",
+        resources=stargate_resources(),
+        planner=plan_namespace,
+        settings=CoreSettings(stale_after_seconds),
+        new_cache=PlanCache,
+    )

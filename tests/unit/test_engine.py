@@ -1,0 +1,574 @@
+"""The engine without a server: an in-memory API (lists, watches that echo every write, status
+patches, applies, creates, deletes; failures on demand) and clocks the test moves by hand.
+
+The test drives the scheduler one step at a time (`Engine.run_due`) after moving the injected
+monotonic and wall clocks, so coalescing, max_delay, retries and timers are checked without a
+single real wait. Watch events go through the engine's real informers (controller/informer.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from stargate_operator import kinds
+from stargate_operator.controller.engine import Engine, EngineSettings, connections_needed
+from stargate_operator.controller.slot import Controller, power_controller
+from stargate_operator.core import plan_namespace
+from stargate_operator.core.statusdiff import apply_merge_patch, merge_patch
+from stargate_operator.core.types import CoreSettings, ObjectRef, Plan
+from stargate_operator.fixtures.synth import SYNTH_NOW, synthetic_site
+from stargate_operator.kube import GROUP_PATH, ApiError, ApiResource
+
+Key = tuple[str, str, str]
+CONFIGMAPS = ApiResource("", "v1", "configmaps", "ConfigMap")
+NODES = ApiResource("", "v1", "nodes", "Node", namespaced=False)
+RACKS = ApiResource.of(kinds.RACK)
+SETTINGS = EngineSettings(coalesce_delay=0.1, max_delay=1.0, retry_delay=2.0, write_concurrency=4)
+
+
+class Clocks:
+    """Monotonic seconds and the wall clock, moved together by `advance`."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.wall0 = SYNTH_NOW
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def wall(self) -> datetime:
+        return self.wall0 + timedelta(seconds=self.t - 1000.0)
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class FakeApi:
+    """The API server's part the engine uses, in memory. Every write bumps the resourceVersion and
+    sends its watch event (the echo), as the real one does. `fail(verb, name, status)` makes the
+    next such call fail."""
+
+    def __init__(self, objects: list[dict[str, Any]], plurals: Mapping[str, str]) -> None:
+        self._rv = itertools.count(2000)
+        self.kind_of = dict(plurals)  # plural -> kind
+        self.objects: dict[Key, dict[str, Any]] = {}
+        for o in objects:
+            o = copy.deepcopy(o)
+            o["metadata"]["resourceVersion"] = str(next(self._rv))
+            o["metadata"].setdefault("uid", f"uid-{o['metadata']['name']}")
+            self.objects[self._key(o)] = o
+        self.calls: list[tuple[Any, ...]] = []
+        self.events: list[dict[str, Any]] = []
+        self._failures: dict[tuple[str, str], list[int]] = {}
+        self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+
+    @staticmethod
+    def _key(o: Mapping[str, Any]) -> Key:
+        return (o["kind"], o["metadata"].get("namespace") or "", o["metadata"]["name"])
+
+    def fail(self, verb: str, name: str, status: int, times: int = 1) -> None:
+        self._failures.setdefault((verb, name), []).extend([status] * times)
+
+    def _maybe_fail(self, verb: str, name: str) -> None:
+        queue = self._failures.get((verb, name))
+        if queue:
+            raise ApiError(queue.pop(0), f"{verb} {name} refused by the test")
+
+    def _queue(self, plural: str) -> asyncio.Queue[dict[str, Any]]:
+        return self._queues.setdefault(plural, asyncio.Queue())
+
+    def _emit(self, type_: str, obj: dict[str, Any]) -> None:
+        plural = next(p for p, k in self.kind_of.items() if k == obj["kind"])
+        self._queue(plural).put_nowait({"type": type_, "object": copy.deepcopy(obj)})
+
+    async def settle(self) -> None:
+        """Until the informers have taken in every event sent so far."""
+        for q in list(self._queues.values()):
+            await q.join()
+
+    def writes(self, verb: str | None = None) -> list[tuple[Any, ...]]:
+        return [c for c in self.calls if verb is None or c[0] == verb]
+
+    # -- someone else's writes (a user, an agent) --
+    def change(self, kind: str, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+        o = self.objects[(kind, namespace, name)]
+        o = {**o, "spec": {**o.get("spec", {}), **spec},
+             "metadata": {**o["metadata"], "resourceVersion": str(next(self._rv))}}
+        self.objects[(kind, namespace, name)] = o
+        self._emit("MODIFIED", o)
+
+    # -- what KubeClient offers --
+    async def list(self, plural: str, namespace: str | None = None, page_size: int = 500,
+                   group_path: str = GROUP_PATH, field_selector: str | None = None
+                   ) -> tuple[list[dict[str, Any]], str]:
+        kind = self.kind_of[plural]
+        items = [copy.deepcopy(o) for (k, ns, _), o in self.objects.items()
+                 if k == kind and namespace in (None, ns)]
+        return items, str(next(self._rv))
+
+    async def watch(self, plural: str, namespace: str | None, resource_version: str,
+                    timeout_seconds: int = 300, group_path: str = GROUP_PATH,
+                    field_selector: str | None = None, is_known: Callable[[bytes], bool] | None = None,
+                    ) -> AsyncIterator[dict[str, Any]]:
+        q = self._queue(plural)
+        while True:
+            event = await q.get()
+            try:
+                rv = event["object"]["metadata"]["resourceVersion"]
+                if is_known is not None and is_known(rv.encode()):
+                    # What KubeClient.watch does with a known version: a bookmark, undecoded.
+                    yield {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": rv}}}
+                else:
+                    yield event
+            finally:
+                q.task_done()  # the informer asks for the next event once it handled this one
+
+    async def patch_status(self, plural: str, namespace: str | None, name: str, patch: Mapping[str, Any],
+                           resource_version: str | None = None, group_path: str = GROUP_PATH) -> Any:
+        self.calls.append(("patch_status", name, dict(patch)))
+        self._maybe_fail("patch_status", name)
+        key = (self.kind_of[plural], namespace or "", name)
+        if key not in self.objects:
+            raise ApiError(404, "not found")
+        o = self.objects[key]
+        o = {**o, "status": apply_merge_patch(o.get("status"), patch),
+             "metadata": {**o["metadata"], "resourceVersion": str(next(self._rv))}}
+        self.objects[key] = o
+        self._emit("MODIFIED", o)
+        return copy.deepcopy(o)
+
+    async def apply(self, resource: ApiResource, namespace: str | None, name: str, body: Mapping[str, Any],
+                    field_manager: str, force: bool = True) -> Any:
+        self.calls.append(("apply", name, field_manager, copy.deepcopy(dict(body))))
+        self._maybe_fail("apply", name)
+        key = (resource.kind, namespace or "", name)
+        held = self.objects.get(key)
+        o = copy.deepcopy(dict(body))
+        o["metadata"] = {**(held or {}).get("metadata", {"uid": f"uid-{name}"}), **o["metadata"],
+                         "resourceVersion": str(next(self._rv))}
+        self.objects[key] = o
+        self._emit("MODIFIED" if held else "ADDED", o)
+        return copy.deepcopy(o)
+
+    async def create(self, resource: ApiResource, namespace: str | None, body: Mapping[str, Any]) -> Any:
+        name = body["metadata"]["name"]
+        self.calls.append(("create", name))
+        self._maybe_fail("create", name)
+        key = (resource.kind, namespace or "", name)
+        if key in self.objects:
+            raise ApiError(409, "already exists")
+        o = copy.deepcopy(dict(body))
+        o["metadata"] = {**o["metadata"], "uid": f"uid-{name}", "resourceVersion": str(next(self._rv))}
+        self.objects[key] = o
+        self._emit("ADDED", o)
+        return copy.deepcopy(o)
+
+    async def delete(self, resource: ApiResource, namespace: str | None, name: str, *,
+                     uid: str | None = None, propagation: str | None = None) -> Any:
+        self.calls.append(("delete", name, uid))
+        self._maybe_fail("delete", name)
+        key = (resource.kind, namespace or "", name)
+        if key not in self.objects:
+            raise ApiError(404, "not found")
+        o = self.objects.pop(key)
+        o = {**o, "metadata": {**o["metadata"], "resourceVersion": str(next(self._rv))}}
+        self._emit("DELETED", o)
+        return {"kind": "Status", "status": "Success"}
+
+    async def create_event(self, **kw: Any) -> Any:
+        self.events.append(kw)
+        return {}
+
+
+def rack_obj(name: str, ns: str = "site-a", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": kinds.API_VERSION, "kind": "Rack",
+            "metadata": {"name": name, "namespace": ns, "generation": 1},
+            "spec": {"clusterRef": "site", "maxPowerWatts": 1000, "priority": 500, **spec}}
+
+
+class CountingPlanner:
+    """A planner that wants status.seen = spec.priority on every Rack, and counts its calls."""
+
+    def __init__(self, next_change_in: float | None = None) -> None:
+        self.calls = 0
+        self.next_change_in = next_change_in
+
+    def __call__(self, objects: list[dict[str, Any]], now: datetime, settings: None, cache: None) -> Plan:
+        self.calls += 1
+        statuses = {("Rack", o["metadata"]["namespace"], o["metadata"]["name"]):
+                    {"seen": o["spec"]["priority"]} for o in objects if o["kind"] == "Rack"}
+        nxt = now + timedelta(seconds=self.next_change_in) if self.next_change_in is not None else None
+        return Plan(statuses=statuses, next_change_at=nxt)
+
+
+def rack_controller(planner: Callable[..., Plan], **kw: Any) -> Controller[None, None]:
+    return Controller(name="racks", resources=(RACKS,), planner=planner, settings=None,
+                      new_cache=lambda: None, **kw)
+
+
+async def started(api: FakeApi, clocks: Clocks, controllers: list[Controller[Any, Any]],
+                  settings: EngineSettings = SETTINGS, active: bool = True) -> Engine:
+    engine = Engine(api, settings, clocks.wall, controllers=controllers,  # type: ignore[arg-type]
+                    monotonic=clocks.monotonic)
+    if active:
+        engine.active.set()
+    await asyncio.wait_for(engine.sync(), 10)  # a guard against a hang, not a measured time
+    return engine
+
+
+@pytest.fixture
+def clocks() -> Clocks:
+    return Clocks()
+
+
+@pytest.fixture
+async def engines() -> AsyncIterator[list[Engine]]:
+    made: list[Engine] = []
+    yield made
+    for e in made:
+        await e.stop()
+
+
+def plurals(*resources: ApiResource) -> dict[str, str]:
+    return {r.plural: r.kind for r in resources}
+
+
+# -- the real core through the engine -----------------------------------------------------------
+
+async def test_cold_start_writes_what_the_core_decides_once_and_its_echoes_cause_nothing(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    site = synthetic_site(40, 3, "site-a", now=SYNTH_NOW)
+    api = FakeApi(site, plurals(*(ApiResource.of(k) for k in kinds.KINDS)))
+    engine = await started(api, clocks, [power_controller()])
+    engines.append(engine)
+    await engine.run_due()
+    plan = plan_namespace(list(api.objects.values()), clocks.wall(), CoreSettings())
+    # Every status the core wants is now on the server, and nothing else was written.
+    for key, want in plan.statuses.items():
+        assert merge_patch(api.objects[key].get("status"), want) == {}, key
+    before = {(o["kind"], "site-a", o["metadata"]["name"]): o.get("status") for o in site}
+    changed = {k for k, want in plan.statuses.items() if merge_patch(before[k], want)}
+    assert len(api.writes("patch_status")) == len(changed) > 0
+    assert engine.stats.reconciles == 1
+    # The watch echoes of those writes: skipped (bookmarks); the next recomputation is due only
+    # when the core said time alone changes the result (telemetry going stale).
+    await api.settle()
+    assert plan.next_change_at is not None
+    timer = (plan.next_change_at - clocks.wall()).total_seconds() + 0.05
+    assert engine.next_due() == pytest.approx(clocks.t + timer)
+    clocks.advance(timer - 0.1)
+    await engine.run_due()
+    assert engine.stats.reconciles == 1 and len(api.writes()) == len(changed)
+    assert engine.counts(), "the core's counts are kept for metrics"
+
+
+# -- coalescing ----------------------------------------------------------------------------------
+
+async def test_a_burst_of_events_costs_one_recomputation(clocks: Clocks, engines: list[Engine]) -> None:
+    api = FakeApi([rack_obj(f"r{i}") for i in range(20)], plurals(RACKS))
+    planner = CountingPlanner()
+    engine = await started(api, clocks, [rack_controller(planner)])
+    engines.append(engine)
+    await engine.run_due()
+    assert planner.calls == 1
+    await api.settle()
+    for i in range(20):  # 20 changes, 10 ms apart
+        api.change("Rack", "site-a", f"r{i}", {"priority": 600})
+        await api.settle()
+        clocks.advance(0.01)
+        await engine.run_due()
+    assert planner.calls == 1  # still inside the quiet time after the last change
+    clocks.advance(0.1)
+    await engine.run_due()
+    assert planner.calls == 2
+    assert all(o["status"]["seen"] == 600 for o in api.objects.values())
+    await api.settle()
+    assert engine.next_due() is None
+
+
+async def test_a_steady_stream_still_recomputes_within_max_delay(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    api = FakeApi([rack_obj("r0")], plurals(RACKS))
+    planner = CountingPlanner()
+    engine = await started(api, clocks, [rack_controller(planner)])
+    engines.append(engine)
+    await engine.run_due()
+    await api.settle()
+    first_change = clocks.t
+    recomputed_at = None
+    for step in range(40):  # a change every 62.5 ms (exact in binary), never quiet for 100 ms
+        api.change("Rack", "site-a", "r0", {"priority": 501 + step})
+        await api.settle()
+        await engine.run_due()
+        if planner.calls == 2:
+            recomputed_at = clocks.t
+            break
+        clocks.advance(0.0625)
+    assert recomputed_at is not None, "a busy namespace must still be recomputed"
+    assert recomputed_at - first_change == pytest.approx(SETTINGS.max_delay)
+
+
+# -- write failures ------------------------------------------------------------------------------
+
+async def test_404_on_a_status_write_drops_the_object_without_retrying(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    api = FakeApi([rack_obj("gone"), rack_obj("kept")], plurals(RACKS))
+    api.fail("patch_status", "gone", 404)
+    engine = await started(api, clocks, [rack_controller(CountingPlanner())])
+    engines.append(engine)
+    await engine.run_due()
+    assert engine.store.get(("Rack", "site-a", "gone")) is None
+    assert engine.store.get(("Rack", "site-a", "kept")) is not None
+    assert engine.stats.write_errors == 0
+    await api.settle()
+    assert engine.next_due() is None  # not a failure: nothing to retry
+
+
+async def test_409_on_a_status_write_recomputes_after_the_retry_delay(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    api = FakeApi([rack_obj("r0")], plurals(RACKS))
+    api.fail("patch_status", "r0", 409)
+    planner = CountingPlanner()
+    engine = await started(api, clocks, [rack_controller(planner)])
+    engines.append(engine)
+    await engine.run_due()
+    assert planner.calls == 1 and "status" not in api.objects[("Rack", "site-a", "r0")]
+    assert engine.stats.write_errors == 0  # a conflict is not an error
+    assert engine.next_due() == pytest.approx(clocks.t + SETTINGS.retry_delay)
+    clocks.advance(SETTINGS.retry_delay - 0.01)
+    await engine.run_due()
+    assert planner.calls == 1
+    clocks.advance(0.02)
+    await engine.run_due()
+    assert planner.calls == 2
+    assert api.objects[("Rack", "site-a", "r0")]["status"] == {"seen": 500}
+
+
+async def test_a_failed_write_is_retried_and_counted(clocks: Clocks, engines: list[Engine]) -> None:
+    api = FakeApi([rack_obj("r0"), rack_obj("r1")], plurals(RACKS))
+    api.fail("patch_status", "r1", 500, times=2)
+    planner = CountingPlanner()
+    engine = await started(api, clocks, [rack_controller(planner)])
+    engines.append(engine)
+    await engine.run_due()
+    assert engine.stats.write_errors == 1 and "refused by the test" in engine.stats.last_error
+    assert api.objects[("Rack", "site-a", "r0")]["status"] == {"seen": 500}  # the others still land
+    for _ in range(2):
+        clocks.advance(SETTINGS.retry_delay)
+        await api.settle()
+        await engine.run_due()
+    assert engine.stats.write_errors == 2
+    assert api.objects[("Rack", "site-a", "r1")]["status"] == {"seen": 500}
+    # r0 was written once: the retries found nothing to change there.
+    assert [c[1] for c in api.writes("patch_status")].count("r0") == 1
+    await api.settle()
+    assert engine.next_due() is None
+
+
+# -- the peering gate ----------------------------------------------------------------------------
+
+async def test_an_inactive_engine_writes_nothing_and_writes_once_activated(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    api = FakeApi([rack_obj("r0"), rack_obj("r1")], plurals(RACKS))
+    planner = CountingPlanner()
+    engine = await started(api, clocks, [rack_controller(planner)], active=False)
+    engines.append(engine)
+    for _ in range(3):
+        clocks.advance(1)
+        await engine.run_due()
+    api.change("Rack", "site-a", "r0", {"priority": 700})
+    await api.settle()
+    clocks.advance(1)
+    await engine.run_due()
+    assert planner.calls == 0 and api.writes() == []
+    engine.active.set()
+    await engine.run_due()
+    assert planner.calls == 1
+    assert {c[1]: c[2] for c in api.writes("patch_status")} == {"r0": {"seen": 700}, "r1": {"seen": 500}}
+
+
+async def test_the_gate_closing_during_a_recomputation_stops_its_writes(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    api = FakeApi([rack_obj("r0")], plurals(RACKS))
+    engine: Engine | None = None
+
+    def planner(objects: list[dict[str, Any]], now: datetime, settings: None, cache: None) -> Plan:
+        assert engine is not None
+        engine.active.clear()  # the standby took over while we computed
+        return CountingPlanner()(objects, now, settings, cache)
+
+    engine = await started(api, clocks, [rack_controller(planner)])
+    engines.append(engine)
+    await engine.run_due()
+    assert api.writes() == []
+
+
+# -- echoes and timers ---------------------------------------------------------------------------
+
+async def test_the_echo_of_our_own_write_is_not_recomputed_but_a_change_is(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    api = FakeApi([rack_obj("r0")], plurals(RACKS))
+    planner = CountingPlanner()
+    engine = await started(api, clocks, [rack_controller(planner)])
+    engines.append(engine)
+    await engine.run_due()
+    assert len(api.writes("patch_status")) == 1
+    await api.settle()  # the echo arrives
+    assert engine.next_due() is None and not engine._own_versions
+    api.change("Rack", "site-a", "r0", {"priority": 900})  # someone else's write
+    await api.settle()
+    assert engine.next_due() == pytest.approx(clocks.t + SETTINGS.coalesce_delay)
+
+
+async def test_a_timer_recomputes_at_next_change_at(clocks: Clocks, engines: list[Engine]) -> None:
+    api = FakeApi([rack_obj("r0")], plurals(RACKS))
+    planner = CountingPlanner(next_change_in=30.0)
+    engine = await started(api, clocks, [rack_controller(planner)])
+    engines.append(engine)
+    await engine.run_due()
+    await api.settle()
+    clocks.advance(29.9)
+    await engine.run_due()
+    assert planner.calls == 1
+    clocks.advance(0.2)
+    await engine.run_due()
+    assert planner.calls == 2
+    # A recomputation set the next timer, from its own plan.
+    assert engine.next_due() == pytest.approx(clocks.t + 30.0 + 0.05)
+
+
+# -- applies, creates, deletes -------------------------------------------------------------------
+
+def configmap(name: str, data: Mapping[str, str], ns: str = "site-a") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns},
+            "data": dict(data)}
+
+
+async def test_applies_creates_and_deletes_are_written_once_and_skipped_once_in_effect(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    stale = configmap("stale", {"a": "1"})
+    api = FakeApi([rack_obj("r0"), rack_obj("r1"), stale], plurals(RACKS, CONFIGMAPS))
+    calls: list[int] = []
+
+    def planner(objects: list[dict[str, Any]], now: datetime, settings: None, cache: None) -> Plan:
+        # One ConfigMap per rack, kept by apply; a marker created once; the rest deleted.
+        calls.append(len(objects))
+        racks = [o["metadata"]["name"] for o in objects if o["kind"] == "Rack"]
+        cms = [o for o in objects if o["kind"] == "ConfigMap"]
+        wanted = {f"rack-{r}" for r in racks} | {"marker"}
+        return Plan(
+            applies=[configmap(f"rack-{r}", {"rack": r}) for r in racks],
+            creates=[configmap("marker", {"made": "once"})],
+            deletes=[ObjectRef("ConfigMap", "site-a", o["metadata"]["name"], o["metadata"]["uid"])
+                     for o in cms if o["metadata"]["name"] not in wanted],
+        )
+
+    ctl: Controller[None, None] = Controller(
+        name="configs", resources=(RACKS, CONFIGMAPS), planner=planner, settings=None,
+        new_cache=lambda: None, field_manager="stargate-test")
+    engine = await started(api, clocks, [ctl])
+    engines.append(engine)
+    await engine.run_due()
+    assert sorted(c[1] for c in api.writes("apply")) == ["rack-r0", "rack-r1"]
+    assert {c[2] for c in api.writes("apply")} == {"stargate-test"}
+    assert [c[1] for c in api.writes("create")] == ["marker"]
+    assert api.writes("delete") == [("delete", "stale", "uid-stale")]
+    assert set(n for (_, _, n) in api.objects) == {"r0", "r1", "rack-r0", "rack-r1", "marker"}
+    # Their echoes (ADDED, DELETED) change nothing the engine does not hold: nothing is due.
+    await api.settle()
+    assert engine.next_due() is None and len(calls) == 1
+    # Recomputed (a rack changed): every object is as applied, so nothing is written again.
+    api.change("Rack", "site-a", "r0", {"priority": 1})
+    await api.settle()
+    clocks.advance(1)
+    await engine.run_due()
+    assert len(calls) == 2 and len(api.writes()) == 4
+    # A ConfigMap edited by someone else is applied back.
+    cm = api.objects[("ConfigMap", "site-a", "rack-r1")]
+    cm["data"] = {"rack": "tampered"}
+    cm["metadata"]["resourceVersion"] = "99999"
+    api._emit("MODIFIED", cm)
+    await api.settle()
+    clocks.advance(1)
+    await engine.run_due()
+    assert api.writes("apply")[-1][1] == "rack-r1" and len(api.writes("apply")) == 3
+    assert api.objects[("ConfigMap", "site-a", "rack-r1")]["data"] == {"rack": "r1"}
+
+
+async def test_a_delete_of_an_object_already_gone_is_done_and_a_conflict_is_retried(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    api = FakeApi([configmap("a", {}), configmap("b", {})], plurals(CONFIGMAPS))
+    api.fail("delete", "a", 404)
+    api.fail("delete", "b", 409)
+
+    def planner(objects: list[dict[str, Any]], now: datetime, settings: None, cache: None) -> Plan:
+        return Plan(deletes=[ObjectRef("ConfigMap", "site-a", o["metadata"]["name"]) for o in objects])
+
+    ctl: Controller[None, None] = Controller(name="gc", resources=(CONFIGMAPS,), planner=planner,
+                                             settings=None, new_cache=lambda: None)
+    engine = await started(api, clocks, [ctl])
+    engines.append(engine)
+    await engine.run_due()
+    assert engine.store.get(("ConfigMap", "site-a", "a")) is None  # 404: gone, done
+    assert engine.next_due() == pytest.approx(clocks.t + SETTINGS.retry_delay)  # 409: again later
+    clocks.advance(SETTINGS.retry_delay)
+    await engine.run_due()
+    assert ("ConfigMap", "site-a", "b") not in api.objects
+
+
+# -- the slot: several controllers in one engine -------------------------------------------------
+
+async def test_two_controllers_share_one_cache_and_each_is_woken_only_by_its_kinds(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "k8s-1"}, "spec": {}}
+    api = FakeApi([rack_obj("r0"), rack_obj("r1", ns="site-b"), node], plurals(RACKS, NODES))
+    per_site = CountingPlanner()
+    seen: list[list[str]] = []
+
+    def cluster_wide(objects: list[dict[str, Any]], now: datetime, settings: None, cache: None) -> Plan:
+        seen.append(sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects))
+        return Plan()
+
+    engine = await started(api, clocks, [
+        rack_controller(per_site),
+        Controller(name="nodes", resources=(NODES, RACKS), planner=cluster_wide, settings=None,
+                   new_cache=lambda: None, per_namespace=False, reconcile_kind="discovery"),
+    ])
+    engines.append(engine)
+    assert set(engine.resources) == {"Rack", "Node"}  # one watch of Racks for both
+    await engine.run_due()
+    assert per_site.calls == 2  # one per namespace
+    assert seen == [["Node/k8s-1", "Rack/r0", "Rack/r1"]]  # one call over the whole cluster
+    await api.settle()
+    api.objects[("Node", "", "k8s-1")]["metadata"]["resourceVersion"] = "99999"
+    api._emit("MODIFIED", api.objects[("Node", "", "k8s-1")])
+    await api.settle()
+    clocks.advance(1)
+    await engine.run_due()
+    assert per_site.calls == 2 and len(seen) == 2  # a Node concerns only the controller watching it
+
+
+def test_the_power_controller_watches_every_registered_kind() -> None:
+    ctl = power_controller()
+    assert [r.kind for r in ctl.resources] == [k.kind for k in kinds.KINDS]
+    assert all(r.group_path == kinds.GROUP_PATH for r in ctl.resources)
+    # One watch per resource and namespace; a cluster-scoped resource is watched once.
+    s = EngineSettings(namespaces=("a", "b"), write_concurrency=32, event_concurrency=8)
+    assert connections_needed(s) == 32 + 8 + 2 * len(kinds.KINDS) + 4
+    assert connections_needed(s, [rack_controller(CountingPlanner()),
+                                  Controller(name="n", resources=(NODES,), planner=CountingPlanner(),
+                                             settings=None, new_cache=lambda: None)]) == 32 + 8 + 2 + 1 + 4
+
+
+def test_core_and_cluster_resources_have_their_paths() -> None:
+    assert NODES.path() == "/api/v1/nodes" and NODES.path("ignored", "n1") == "/api/v1/nodes/n1"
+    assert CONFIGMAPS.path("ns", "c", "status") == "/api/v1/namespaces/ns/configmaps/c/status"
+    assert RACKS.path("ns") == f"{kinds.GROUP_PATH}/namespaces/ns/racks"
+    assert RACKS.api_version == kinds.API_VERSION
