@@ -39,7 +39,6 @@ import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -354,10 +353,8 @@ class Profiler:
         path = self.out / f"apiserver-{phase}.pprof"
 
         def fetch() -> None:
-            tls = ssl.create_default_context(cafile=str(cp.ca_file))
-            tls.load_cert_chain(str(cp.admin_cert_file), str(cp.admin_key_file))
-            with httpx.Client(verify=tls, timeout=seconds + 60) as c:
-                got = c.get(f"{cp.server}/debug/pprof/profile", params={"seconds": seconds})
+            with cp.connect(timeout=seconds + 60) as c:
+                got = c.send("GET", "/debug/pprof/profile", params={"seconds": seconds}, accept="*/*")
                 path.write_bytes(got.content)
 
         t = threading.Thread(target=fetch, daemon=True)
