@@ -18,13 +18,14 @@ from helpers.api import Api, condition
 from helpers.kube import Kubectl, purge_namespace
 from helpers.operator_process import OperatorProcess, wait_for
 from helpers.site import claim, cluster, node, pool, rack
+from stargate_operator import kinds
 from stargate_operator.core import CoreSettings, plan_namespace
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 pytestmark = pytest.mark.integration
 
-KINDS = ("StargateCluster", "Rack", "GPUNode", "MemoryPool", "MemoryClaim")
+KINDS = tuple(k.kind for k in kinds.KINDS)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 

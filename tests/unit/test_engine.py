@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from stargate_operator import kinds
-from stargate_operator.controller.engine import Engine, EngineSettings, connections_needed
+from stargate_operator.controller.engine import Engine, EngineSettings, _holds, connections_needed
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.core import plan_namespace
 from stargate_operator.core.statusdiff import apply_merge_patch, merge_patch
@@ -572,3 +572,14 @@ def test_core_and_cluster_resources_have_their_paths() -> None:
     assert CONFIGMAPS.path("ns", "c", "status") == "/api/v1/namespaces/ns/configmaps/c/status"
     assert RACKS.path("ns") == f"{kinds.GROUP_PATH}/namespaces/ns/racks"
     assert RACKS.api_version == kinds.API_VERSION
+
+
+def test_an_apply_counts_as_in_effect_only_when_every_applied_field_is_held() -> None:
+    held = {"metadata": {"name": "a", "uid": "u", "labels": {"x": "1"}}, "spec": {"n": 1, "on": True,
+                                                                              "list": [1, 2]}}
+    assert _holds(held, {"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"n": 1}})
+    assert not _holds(held, {"spec": {"n": 2}})
+    assert not _holds(held, {"spec": {"missing": 0}})
+    assert not _holds(held, {"spec": {"on": 1}})  # a bool is not a number on the wire
+    assert not _holds(held, {"spec": {"list": [1]}})  # lists are whole
+    assert _holds(held, {"spec": {"gone": None}}) and not _holds(held, {"spec": {"n": None}})

@@ -104,6 +104,8 @@ def _holds(held: Any, desired: Any) -> bool:
             elif k not in held or not _holds(held[k], v):
                 return False
         return True
+    if isinstance(desired, bool) or isinstance(held, bool):
+        return type(desired) is type(held) and desired == held  # 1 == True, but not in JSON
     return bool(held == desired)
 
 
