@@ -118,6 +118,29 @@ def test_table_summarises_each_site(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert text in out, text
 
 
+def test_table_into_a_file_is_plain_and_unwrapped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Rich draws the tables; into a pipe they read as kubectl's do: no escape codes, no trailing
+    blanks, a long MESSAGE on one line (grep finds it), the spec defaults filled in from kinds."""
+    long_ref = "a-site-whose-name-is-long-enough-to-wrap-any-terminal-" + "x" * 60
+    racks = [{"apiVersion": "stargate.dev/v1alpha1", "kind": "Rack",
+              "metadata": {"name": name, "namespace": "plan-test"},
+              "spec": {"clusterRef": ref, "maxPowerWatts": 20000}}
+             for name, ref in (("r2", "site"), ("lost", long_ref))]
+    extra = "---\n" + yaml.safe_dump_all(racks)
+    path = _write(tmp_path, "site.yaml", SITE + extra)
+    code, out, _ = _plan(["-f", str(path), "--now", "2026-01-01T12:00:00Z"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert "\x1b" not in out
+    assert all(line == line.rstrip() for line in lines)
+    header = next(line for line in lines if line.lstrip().startswith("RACK"))
+    rows = {line.split()[0]: line.split() for line in lines[lines.index(header) + 1:] if line.strip()}
+    assert header.split()[:2] == ["RACK", "PRIORITY"]
+    assert rows["r1"][1] == "700" and rows["r2"][1] == "500", "the default priority, from kinds"
+    problem = next(line for line in lines if "plan-test/lost" in line)
+    assert "ClusterNotFound" in problem and long_ref in problem
+
+
 def test_samples_plan_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
     samples = REPO / "crds" / "samples"
     if not any(samples.glob("*.yaml")):
