@@ -1,4 +1,4 @@
-"""Rollups and the two-level power allocation: site budget -> racks -> nodes.
+"""Rollups and the power allocation: site budget -> (power domains) -> racks -> nodes.
 
 Runs over parsed, linked records (site.py links them). Linear in the number of nodes: the only
 sorts are of racks inside one priority level and of at most a rack's nodes.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from stargate_operator.core.domains import allocate_tree
 from stargate_operator.core.objects import ClusterIn, NodeIn, RackIn
 from stargate_operator.core.power import curtailment_in_effect, max_min_shares, site_budget
 
@@ -33,7 +34,7 @@ def misconfigured(rack: RackIn) -> bool:
 
 
 def allocate_site(cluster: ClusterIn, now: float) -> None:
-    """Site budget, and rack budgets by priority (max-min fair inside a level)."""
+    """Site budget, and rack budgets by priority over the site and its domains (section 10)."""
     cluster.curtailment_active = curtailment_in_effect(
         cluster.curtailment_percent, cluster.curtailment_until, now
     )
@@ -42,28 +43,9 @@ def allocate_site(cluster: ClusterIn, now: float) -> None:
         cluster.reserve_percent,
         cluster.curtailment_percent if cluster.curtailment_active else 0,
     )
-    racks = cluster.racks
-    floors = 0
-    for r in racks:
-        floors += r.floor_w
-        r.budget_w = r.floor_w
-    cluster.floor_w = floors
-    if floors <= cluster.budget_w:
-        remainder = cluster.budget_w - floors
-        levels: dict[int, list[RackIn]] = {}
-        for r in racks:
-            levels.setdefault(r.priority, []).append(r)
-        for priority in sorted(levels, reverse=True):
-            level = levels[priority]
-            rooms = [max(r.demand_w - r.floor_w, 0) for r in level]
-            shares, filled = max_min_shares(rooms, remainder)
-            for r, share in zip(level, shares, strict=True):
-                r.budget_w += share
-                remainder -= share
-            if not filled:
-                # The watts left are rounding dust of an unfilled level; handing them to a lower
-                # priority would let a rack lose budget by having its priority raised.
-                break
+    # Between racks: floors first, then progressive filling by priority over the site and its
+    # power domains (domains.py); with no domains, section 4's max-min fair levels exactly.
+    cluster.floor_w = allocate_tree(cluster)
 
 
 def allocate_rack(rack: RackIn) -> None:

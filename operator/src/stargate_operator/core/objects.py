@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from stargate_operator.core.conditions import OldConditions, index_conditions
 from stargate_operator.core.wire import int_or, int_or_none, mapping, parse_epoch
 from stargate_operator.kinds import (
+    DEFAULT_DERATE_PERCENT,
     DEFAULT_DESIGN_PUE,
+    DEFAULT_DOMAIN_TYPE,
+    DEFAULT_PHASES,
+    DEFAULT_POWER_FACTOR,
     DEFAULT_RACK_PRIORITY,
     DEFAULT_RESERVE_PERCENT,
     DEFAULT_SHARE_PERCENT,
@@ -41,6 +46,7 @@ class ClusterIn:
     grid_intensity: float | None
     # computed
     racks: list[RackIn] = field(default_factory=list)
+    domains: list[DomainIn] = field(default_factory=list)  # its valid power and cooling domains
     curtailment_active: bool = False
     budget_w: int = 0
     floor_w: int = 0
@@ -65,6 +71,8 @@ class RackIn:
     cluster_ref: str
     max_power_w: int
     priority: int
+    power_ref: str | None = None  # spec.powerDomainRef
+    cooling_ref: str | None = None  # spec.coolingDomainRef
     # computed
     powered: bool = False  # its cluster exists (no reference back to it: no cycles to collect)
     dirty: bool = False  # a node of it is new or changed since the last call (with a cache)
@@ -79,6 +87,65 @@ class RackIn:
     hbm_bytes: int = 0
     host_bytes: int = 0
     facility_it_w: int = 0  # IT power for the facility figure: measured, else allocated, per node
+    # power domains (domains.py): the valid domains above it, its site first among its constraints
+    chain: list[DomainIn] = field(default_factory=list)
+    path_problem: str = ""  # why its power path is invalid (then it gets its floor only)
+    constraints: list[Constraint] = field(default_factory=list)
+    limited_by: Constraint | None = None  # when budget < demand: what closed on it first
+    room_w: int = 0  # per priority level of the progressive filling
+    frozen: bool = False
+    positions: list[int] = field(default_factory=list)  # its index in each constraint's level list
+
+
+@dataclass(slots=True, eq=False)
+class DomainIn:
+    """A PowerDomain: one node of the site's power or cooling tree."""
+
+    name: str
+    namespace: str
+    generation: int | None
+    status: Mapping[str, Any]
+    old: OldConditions
+    cluster_ref: str
+    parent_ref: str | None
+    type: str  # Electrical | Cooling
+    role: str
+    rating_w: int
+    usable_w: int
+    # computed (domains.py)
+    resolved: bool = False
+    problem: tuple[str, str] | None = None  # (reason, message) when invalid
+    chain: list[DomainIn] = field(default_factory=list)  # valid: the domains above it, top first
+    path: list[str] = field(default_factory=list)  # names, top first (as far as they go when invalid)
+    constraint: Constraint | None = None  # valid and its cluster exists: its place in the allocation
+    racks: int = 0
+    floor_w: int = 0
+    demand_w: int = 0
+    allocated_w: int = 0
+    measured_w: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class Constraint:
+    """The site or a valid domain as the progressive filling sees it (DESIGN section 10)."""
+
+    name: str
+    label: str  # "StargateCluster abilene", "FloorPDU pdu-3": how messages name it
+    capacity_word: str  # "budget" for the site, "usable" for a domain
+    capacity: int
+    depth: int  # 0: the site; a domain: 1 + its depth in its tree
+    racks: list[RackIn] = field(default_factory=list)  # emptied once allocated (no cycles)
+    floors: int = 0
+    granted: int = 0  # watts beyond floors granted beneath, every level so far
+    closed: bool = False
+    closed_at: int = -1  # 0: overcommitted; then the order in which constraints closed
+    overcommitted: bool = False
+    # one priority level's working state: its racks sorted by room, the walk of section 4's level
+    level_racks: list[RackIn] = field(default_factory=list)
+    walked: int = 0  # racks of level_racks already filled (or frozen) by the walk
+    left: int = 0  # residual minus what the walk filled and what was frozen
+    open_racks: int = 0  # racks of the level at or after `walked` not frozen yet
+    version: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -218,7 +285,54 @@ def parse_rack(obj: Mapping[str, Any]) -> RackIn:
         cluster_ref=str(spec.get("clusterRef", "")),
         max_power_w=int_or(spec.get("maxPowerWatts"), 0),
         priority=int_or(spec.get("priority"), DEFAULT_RACK_PRIORITY),
+        power_ref=_name_or_none(spec.get("powerDomainRef")),
+        cooling_ref=_name_or_none(spec.get("coolingDomainRef")),
     )
+
+
+def _name_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def parse_domain(obj: Mapping[str, Any]) -> DomainIn:
+    name, ns, gen, status, old = _meta(obj)
+    spec = mapping(obj.get("spec"))
+    rating = domain_rating(spec.get("ratingWatts"), spec.get("electrical"))
+    derate = min(max(int_or(spec.get("deratePercent"), DEFAULT_DERATE_PERCENT), 0), 100)
+    kind = spec.get("type")
+    return DomainIn(
+        name=name,
+        namespace=ns,
+        generation=gen,
+        status=status,
+        old=old,
+        cluster_ref=str(spec.get("clusterRef", "")),
+        parent_ref=_name_or_none(spec.get("parentRef")),
+        type=kind if isinstance(kind, str) and kind else DEFAULT_DOMAIN_TYPE,
+        role=str(spec.get("role") or ""),
+        rating_w=rating,
+        usable_w=rating * derate // 100,
+    )
+
+
+_SQRT3 = Decimal(3).sqrt()
+
+
+def domain_rating(rating_watts: object, electrical: object) -> int:
+    """ratingWatts, or from `electrical` by NetBox's formula: floor(V x A x PF) for one phase,
+    floor(V x A x sqrt(3) x PF) for three. Decimal of the shortest repr, so that 0.95 is 0.95 and
+    a product that is a whole number in the manifest's figures is not rounded down below it."""
+    watts = int_or_none(rating_watts)
+    if watts is not None:
+        return max(watts, 0)
+    e = mapping(electrical)
+    volts, amps = int_or(e.get("voltage"), 0), int_or(e.get("amperage"), 0)
+    pf = e.get("powerFactor", DEFAULT_POWER_FACTOR)
+    if not isinstance(pf, int | float) or isinstance(pf, bool):
+        pf = DEFAULT_POWER_FACTOR
+    factor = Decimal(repr(min(max(float(pf), 0.0), 1.0)))
+    phases = _SQRT3 if int_or(e.get("phases"), DEFAULT_PHASES) != 1 else Decimal(1)
+    return max(int(Decimal(volts) * Decimal(amps) * phases * factor), 0)
 
 
 def parse_node(obj: Mapping[str, Any]) -> NodeIn:

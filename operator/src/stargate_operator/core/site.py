@@ -17,15 +17,18 @@ from stargate_operator.core.allocation import add_node, allocate_rack, allocate_
 from stargate_operator.core.cache import PlanCache, RackKey, RackMemo
 from stargate_operator.core.capacity import assess_node
 from stargate_operator.core.counts import cluster_counts, rack_counts
+from stargate_operator.core.domains import link_domains, link_rack
 from stargate_operator.core.memory import bind_claims, derived_capacity
 from stargate_operator.core.objects import (
     ClaimIn,
     ClusterIn,
+    DomainIn,
     NodeIn,
     PoolIn,
     RackIn,
     parse_claim,
     parse_cluster,
+    parse_domain,
     parse_node,
     parse_pool,
     parse_rack,
@@ -35,6 +38,7 @@ from stargate_operator.core.status import (
     StatusContext,
     claim_status,
     cluster_status,
+    domain_status,
     node_status,
     pool_status,
     rack_status,
@@ -52,6 +56,7 @@ class _Namespace:
     nodes: dict[str, NodeIn] = field(default_factory=dict)
     pools: dict[str, PoolIn] = field(default_factory=dict)
     claims: dict[str, ClaimIn] = field(default_factory=dict)
+    domains: dict[str, DomainIn] = field(default_factory=dict)
 
 
 def plan_namespace(
@@ -123,6 +128,9 @@ def _plan(
         elif kind == "MemoryClaim":
             claim = parse_claim(obj)
             _space(spaces, claim.namespace).claims[claim.name] = claim
+        elif kind == "PowerDomain":
+            domain = parse_domain(obj)
+            _space(spaces, domain.namespace).domains[domain.name] = domain
     plan = Plan()
     ctx = StatusContext(format_time(when), stale_after, plan.events, plan.counts, caching=cache is not None)
     previous = cache.racks if cache is not None else None
@@ -251,6 +259,12 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
         if cluster is not None:
             rack.powered = True
             cluster.racks.append(rack)
+    domains = space.domains
+    if domains:
+        link_domains(domains, clusters)
+    for rack in racks.values():
+        if rack.power_ref is not None or rack.cooling_ref is not None:
+            link_rack(rack, domains)
 
     for cluster in clusters.values():
         allocate_site(cluster, now)
@@ -288,6 +302,8 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
         roll_up_site(cluster)
         statuses["StargateCluster", cluster.namespace, cluster.name] = cluster_status(cluster, ctx)
         ctx.counts["StargateCluster", cluster.namespace, cluster.name] = cluster_counts(cluster, ctx.counts)
+    for domain in domains.values():
+        statuses["PowerDomain", domain.namespace, domain.name] = domain_status(domain, ctx)
 
     pools = space.pools
     for pool in pools.values():

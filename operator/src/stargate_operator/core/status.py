@@ -23,7 +23,8 @@ from stargate_operator.core.conditions import (
     recovered,
     turned,
 )
-from stargate_operator.core.objects import ClaimIn, ClusterIn, NodeIn, PoolIn, RackIn
+from stargate_operator.core.domains import DOMAIN_PROBLEMS, POWER_PATH_INVALID
+from stargate_operator.core.objects import ClaimIn, ClusterIn, DomainIn, NodeIn, PoolIn, RackIn
 from stargate_operator.core.types import ObjectKey, PlanEvent
 
 Status = dict[str, Any]
@@ -47,9 +48,11 @@ RACK_CONDITIONS = frozenset({"Ready", "PowerCapped", "OverBudget"})
 NODE_CONDITIONS = frozenset({"Ready", "PowerCapped", "TelemetryStale"})
 POOL_CONDITIONS = frozenset({"Ready", "Exhausted"})
 CLAIM_CONDITIONS = frozenset({"Ready"})
+DOMAIN_CONDITIONS = frozenset({"Ready", "Overcommitted", "Constrained", "OverLimit"})
 
 # Ready reasons that name a broken reference: each raises a Warning when it first appears.
-MISSING_REFERENCE = frozenset({"ClusterNotFound", "RackNotFound", "PoolNotFound"})
+MISSING_REFERENCE = frozenset({"ClusterNotFound", "RackNotFound", "PoolNotFound", *DOMAIN_PROBLEMS,
+                               POWER_PATH_INVALID})
 
 
 # The figures behind PowerCapped and OverBudget, read by the builders below and by the counts
@@ -149,7 +152,9 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
         capped: CondSpec = ("PowerCapped", UNKNOWN, "ClusterNotFound", "no budget without a cluster")
         over: CondSpec = ("OverBudget", UNKNOWN, "ClusterNotFound", "no budget without a cluster")
     else:
-        if misconfigured(r):
+        if r.path_problem:
+            ready = ("Ready", FALSE, "PowerPathInvalid", r.path_problem)
+        elif misconfigured(r):
             ready = (
                 "Ready",
                 FALSE,
@@ -164,7 +169,7 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
                 "PowerCapped",
                 TRUE,
                 "BudgetBelowDemand",
-                f"budget {r.budget_w} W is below demand {r.demand_w} W",
+                f"budget {r.budget_w} W is below demand {r.demand_w} W{_limited_by(r)}",
             )
         else:
             capped = ("PowerCapped", FALSE, "DemandMet", "budget covers demand")
@@ -196,7 +201,19 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
         "demandWatts": r.demand_w,
         "measuredWatts": r.measured_w,
     }
+    if r.limited_by is not None and capped[1] == TRUE:
+        status["power"]["limitedBy"] = r.limited_by.name
     return status
+
+
+def _limited_by(r: RackIn) -> str:
+    """What the PowerCapped message says limits the rack: the constraint that closed on it first."""
+    c = r.limited_by
+    if c is not None:
+        return f": limited by {c.label}, {c.capacity_word} {c.capacity} W"
+    if r.path_problem:
+        return ": floor only while its power path is invalid"
+    return ""
 
 
 def _stale_condition(n: NodeIn, stale_after: float) -> CondSpec:
@@ -364,4 +381,77 @@ def claim_status(c: ClaimIn, ctx: StatusContext) -> Status:
     else:
         status["phase"] = "Pending"
         status["allocatedBytes"] = 0
+    return status
+
+
+def domain_status(d: DomainIn, ctx: StatusContext) -> Status:
+    """A PowerDomain's figures beneath it and its conditions (DESIGN section 10)."""
+    events = ctx.events
+    key = ("PowerDomain", d.namespace, d.name)
+    usable = d.usable_w
+    if d.problem is not None:
+        reason, message = d.problem
+        ready: CondSpec = ("Ready", FALSE, reason, message)
+        unknown = "no racks are allocated under an invalid domain"
+        oc: CondSpec = ("Overcommitted", UNKNOWN, reason, unknown)
+        constrained: CondSpec = ("Constrained", UNKNOWN, reason, unknown)
+        limit: CondSpec = ("OverLimit", UNKNOWN, reason, unknown)
+    else:
+        if d.floor_w > usable:
+            oc = (
+                "Overcommitted",
+                TRUE,
+                "FloorsExceedUsable",
+                f"rack floors beneath need {d.floor_w} W but usable is {usable} W: "
+                f"overcommitted by {d.floor_w - usable} W",
+            )
+            ready = ("Ready", FALSE, "Overcommitted", oc[3])
+        else:
+            oc = ("Overcommitted", FALSE, "FloorsFit", "rack floors beneath fit in usable")
+            ready = (
+                "Ready",
+                TRUE,
+                "PowerAllocated",
+                f"{d.racks} racks: {d.allocated_w} W of {usable} W usable allocated, {d.demand_w} W demanded",
+            )
+        if d.demand_w > usable:
+            constrained = (
+                "Constrained",
+                TRUE,
+                "DemandExceedsUsable",
+                f"racks beneath demand {d.demand_w} W, usable is {usable} W: this domain limits them",
+            )
+        else:
+            constrained = ("Constrained", FALSE, "DemandFits", "the demand beneath fits in usable")
+        if d.measured_w > usable:
+            limit = (
+                "OverLimit",
+                TRUE,
+                "MeasuredAboveUsable",
+                f"measured {d.measured_w} W beneath exceeds usable {usable} W",
+            )
+        else:
+            limit = ("OverLimit", FALSE, "WithinLimit", "measured power beneath within usable")
+    conds = build_conditions(
+        d.old, (ready, oc, constrained, limit), DOMAIN_CONDITIONS, ctx.now, d.generation, ctx.conditions
+    )
+    _warn_reference(events, key, ready, d.old)
+    if oc[1] == TRUE and turned(d.old, "Overcommitted", TRUE):
+        events.append(PlanEvent(key, "Warning", "Overcommitted", oc[3]))
+    elif oc[1] == FALSE and recovered(d.old, "Overcommitted"):
+        events.append(PlanEvent(key, "Normal", "OvercommitResolved", oc[3]))
+    if limit[1] == TRUE and turned(d.old, "OverLimit", TRUE):
+        events.append(PlanEvent(key, "Warning", "OverLimit", limit[3]))
+    elif limit[1] == FALSE and recovered(d.old, "OverLimit"):
+        events.append(PlanEvent(key, "Normal", "WithinLimit", limit[3]))
+    status = _base(d.generation, conds)
+    status["ratingWatts"] = d.rating_w
+    status["usableWatts"] = usable
+    status["racks"] = d.racks
+    status["floorWatts"] = d.floor_w
+    status["demandWatts"] = d.demand_w
+    status["allocatedWatts"] = d.allocated_w
+    status["measuredWatts"] = d.measured_w
+    status["headroomWatts"] = usable - d.allocated_w
+    status["path"] = d.path
     return status
