@@ -48,7 +48,7 @@ class Electrical(Model):
     """A feed described as NetBox describes one: rating = V x A (x sqrt 3 for three phases) x PF."""
 
     model_config = with_cel(
-        cel_rule(_PHASES_RULE, _PHASES_MESSAGE, ".phases", "FieldValueNotSupported"),
+        cel_rule(_PHASES_RULE, _PHASES_MESSAGE, ".phases", "FieldValueInvalid"),
         cel_rule(_PF_RULE, _PF_MESSAGE, ".powerFactor"),
     )
 
