@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from helpers.kube import Kubectl, create_namespace, namespace_name, purge_namespace
+from stargate_operator import kinds
 from stargate_operator.localcp.controlplane import LocalControlPlane, default_crd_dir
 
 pytestmark = pytest.mark.integration
@@ -29,6 +30,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "power": {"itCapacityWatts": 1_000_000},
     },
     "Rack": {"clusterRef": "site", "maxPowerWatts": 40_000},
+    "PowerDomain": {"clusterRef": "site", "ratingWatts": 450_000},
     "GPUNode": {
         "rackRef": "rack",
         "gpu": {"model": "H200", "count": 8, "memoryBytes": 141 * 2**30,
@@ -44,7 +46,7 @@ def crd_docs() -> list[dict[str, Any]]:
 
 
 def obj(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "stargate.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+    return {"apiVersion": kinds.API_VERSION, "kind": kind, "metadata": {"name": name}, "spec": spec}
 
 
 def _alive(pid: int) -> bool:
