@@ -4,9 +4,14 @@
 Two sites, built from the public figures of DESIGN section 9:
 
 - `abilene` (namespace stargate-abilene): onshore, direct liquid cooling (PUE 1.2), comfortably
-  powered: every rack gets all it asks for.
+  powered: every rack gets all it asks for. Its single-line diagram as PowerDomains (DESIGN
+  section 10, in the shape of NVIDIA DPS's example: utility 750 kW -> switchboard 1.6 MW -> floor
+  PDUs 450 kW): a 13.8 kV utility feed given by voltage, amperage and phases, switchboards, floor
+  PDUs feeding the racks, and a facility water loop with a CDU per row.
 - `north-sea` (namespace stargate-north-sea): a floating platform cooled by seawater (PUE 1.05),
-  tight on power: the rack floors fit but the demand does not, so priorities decide.
+  tight on power: the rack floors fit but the demand does not, so priorities decide. Its seawater
+  loop is derated for a warm-sea day: its usable heat rejection is below the site's budget and the
+  racks' demand, so the loop, not the power, limits the low-priority racks.
 
 `crds/samples/curtailment/` holds a demand-response curtailment of the floating site, applied with
 its own field manager on top of the site (it is a partial object, so it lives in a subfolder that
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stargate_operator import kinds
+from stargate_operator.core.objects import domain_rating
 from stargate_operator.core.products import BY_MODEL, GPUProduct
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +81,39 @@ class RackPlan:
     purpose: str
     requested_w: int | None = None  # per-GPU power limit the workload asks for, if below TDP
     maintenance: tuple[int, ...] = ()  # node numbers (from 1) in maintenance
+    power_domain: str | None = None  # the Electrical PowerDomain feeding it
+    cooling_domain: str | None = None  # the Cooling PowerDomain taking its heat
+
+
+@dataclass(frozen=True)
+class Electrical:
+    voltage: int
+    amperage: int
+    phases: int = 3
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One PowerDomain: a box of the single-line diagram (or of the cooling schematic)."""
+
+    name: str
+    role: str
+    purpose: str
+    parent: str | None = None
+    type: str = "Electrical"
+    rating_watts: int | None = None
+    electrical: Electrical | None = None
+    derate_percent: int = kinds.DEFAULT_DERATE_PERCENT
+
+    @property
+    def rating(self) -> int:
+        e = self.electrical
+        spec = None if e is None else {"voltage": e.voltage, "amperage": e.amperage, "phases": e.phases}
+        return domain_rating(self.rating_watts, spec)
+
+    @property
+    def usable(self) -> int:
+        return self.rating * self.derate_percent // 100
 
 
 @dataclass(frozen=True)
@@ -111,6 +150,7 @@ class Site:
     racks: tuple[RackPlan, ...]
     pools: tuple[Pool, ...]
     claims: tuple[Claim, ...]
+    domains: tuple[Domain, ...] = ()
 
 
 ABILENE = Site(
@@ -125,11 +165,14 @@ ABILENE = Site(
     grid_intensity=370.0,
     purpose="onshore hall, cold-plate liquid cooling: comfortably powered",
     racks=(
-        RackPlan("gb200-r01", GB200, 18, 132_000, 900, "b1", "a", "01", "frontier training run"),
+        RackPlan("gb200-r01", GB200, 18, 132_000, 900, "b1", "a", "01", "frontier training run",
+                 power_domain="pdu-b1-a", cooling_domain="cdu-b1-a"),
         RackPlan("gb200-r02", GB200, 18, 132_000, 600, "b1", "a", "02", "production inference",
-                 requested_w=1000, maintenance=(7,)),
-        RackPlan("h200-r01", H200, 4, 42_000, 500, "b1", "b", "01", "fine-tuning"),
-        RackPlan("h100-r01", H100, 4, 42_000, 200, "b1", "b", "02", "batch and research"),
+                 requested_w=1000, maintenance=(7,), power_domain="pdu-b1-a", cooling_domain="cdu-b1-a"),
+        RackPlan("h200-r01", H200, 4, 42_000, 500, "b1", "b", "01", "fine-tuning",
+                 power_domain="pdu-b1-b", cooling_domain="cdu-b1-b"),
+        RackPlan("h100-r01", H100, 4, 42_000, 200, "b1", "b", "02", "batch and research",
+                 power_domain="pdu-b1-b", cooling_domain="cdu-b1-b"),
     ),
     pools=(
         Pool("hbm-training", "HBM", "HBM of the training rack, 10% kept back for the runtime",
@@ -147,6 +190,25 @@ ABILENE = Site(
         Claim("embedding-tables", "cxl-shelf-1", 5 * TIB, 300, "recommendation embedding tables"),
         Claim("eval-scratch", "cxl-shelf-1", 4 * TIB, 0, "evaluation scratch: waits for room"),
     ),
+    domains=(
+        Domain("utility-13kv", "Utility", "the utility's 13.8 kV service: 13,800 V x 40 A x sqrt(3)",
+               electrical=Electrical(13_800, 40, 3)),
+        Domain("swbd-b1", "Switchboard", "building 1's 480 V switchboard, 2,000 A, listed for "
+               "continuous duty (100 %)", parent="utility-13kv", electrical=Electrical(480, 2000, 3),
+               derate_percent=100),
+        Domain("swbd-b2", "Switchboard", "building 2's switchboard, energised, no racks yet",
+               parent="utility-13kv", electrical=Electrical(480, 2000, 3), derate_percent=100),
+        Domain("pdu-b1-a", "FloorPDU", "floor PDU of row a (the GB200 racks): 562.5 kW, 450 kW "
+               "continuous", parent="swbd-b1", rating_watts=562_500),
+        Domain("pdu-b1-b", "FloorPDU", "floor PDU of row b (the DGX racks)", parent="swbd-b1",
+               rating_watts=562_500),
+        Domain("fwl-b1", "FacilityWater", "building 1's facility water loop: the heat it can reject",
+               type="Cooling", rating_watts=1_000_000, derate_percent=100),
+        Domain("cdu-b1-a", "CDU", "row a's coolant distribution unit", parent="fwl-b1", type="Cooling",
+               rating_watts=250_000, derate_percent=100),
+        Domain("cdu-b1-b", "CDU", "row b's coolant distribution unit", parent="fwl-b1", type="Cooling",
+               rating_watts=100_000, derate_percent=100),
+    ),
 )
 
 NORTH_SEA = Site(
@@ -161,9 +223,12 @@ NORTH_SEA = Site(
     grid_intensity=30.0,
     purpose="floating platform, seawater cooled, offshore wind: tight, so priorities decide",
     racks=(
-        RackPlan("gb200-f01", GB200, 18, 132_000, 800, "deck-1", "port", "01", "production inference"),
-        RackPlan("gb200-f02", GB200, 18, 132_000, 400, "deck-1", "starboard", "01", "training, can slow"),
-        RackPlan("h200-f01", H200, 4, 42_000, 100, "deck-2", "port", "01", "research, first to give"),
+        RackPlan("gb200-f01", GB200, 18, 132_000, 800, "deck-1", "port", "01", "production inference",
+                 cooling_domain="cdu-deck-1"),
+        RackPlan("gb200-f02", GB200, 18, 132_000, 400, "deck-1", "starboard", "01", "training, can slow",
+                 cooling_domain="cdu-deck-1"),
+        RackPlan("h200-f01", H200, 4, 42_000, 100, "deck-2", "port", "01", "research, first to give",
+                 cooling_domain="cdu-deck-2"),
     ),
     pools=(
         Pool("hbm-inference", "HBM", "HBM of the inference rack, 20% kept for the model weights",
@@ -177,6 +242,15 @@ NORTH_SEA = Site(
         Claim("feature-store", "cxl-pond", 3 * TIB, 500, "online feature store"),
         Claim("nightly-eval", "cxl-pond", 2 * TIB, 50, "nightly evaluation: waits for room"),
         Claim("research-dataset", "dram-site", 10 * TB, 0, "research dataset cache"),
+    ),
+    domains=(
+        Domain("seawater-loop", "SeawaterLoop", "the seawater loop: 290 kW of heat at its 10 degC design "
+               "intake, derated to 80 % on a warm-sea day (18 degC)",
+               type="Cooling", rating_watts=290_000, derate_percent=80),
+        Domain("cdu-deck-1", "CDU", "deck 1's coolant distribution unit", parent="seawater-loop",
+               type="Cooling", rating_watts=300_000, derate_percent=100),
+        Domain("cdu-deck-2", "CDU", "deck 2's coolant distribution unit", parent="seawater-loop",
+               type="Cooling", rating_watts=60_000, derate_percent=100),
     ),
 )
 
@@ -224,7 +298,8 @@ def namespaces() -> str:
 
 
 def cluster_and_racks(site: Site) -> str:
-    out = HEADER.format(what=f"Site {site.name}: the site and its racks")
+    what = "the site, its domains and its racks" if site.domains else "the site and its racks"
+    out = HEADER.format(what=f"Site {site.name}: {what}")
     out += f"# {site.purpose}\n" + _figures(site)
     out += f"""---
 apiVersion: {API}
@@ -244,6 +319,8 @@ spec:
   carbon:
     gridIntensityGramsPerKWh: {site.grid_intensity}
 """
+    for domain in site.domains:
+        out += _domain(site, domain)
     for rack in site.racks:
         t = rack.node_type
         out += f"""---
@@ -262,7 +339,48 @@ spec:
   maxPowerWatts: {rack.max_power_watts}
   priority: {rack.priority}
 """
+        if rack.power_domain:
+            out += f"  powerDomainRef: {rack.power_domain}\n"
+        if rack.cooling_domain:
+            out += f"  coolingDomainRef: {rack.cooling_domain}\n"
     return out
+
+
+def _domain(site: Site, d: Domain) -> str:
+    beneath = [r for r in site.racks if _under(site, r, d)]
+    out = f"""---
+# {d.purpose}
+# rating {d.rating} W, usable {d.usable} W ({d.derate_percent} %); the racks beneath demand \
+{sum(_rack_demand(r) for r in beneath)} W
+apiVersion: {API}
+kind: PowerDomain
+metadata:
+  name: {d.name}
+  namespace: {site.namespace}
+spec:
+  clusterRef: {site.name}
+"""
+    if d.parent:
+        out += f"  parentRef: {d.parent}\n"
+    out += f"  type: {d.type}\n  role: {d.role}\n"
+    if d.electrical is not None:
+        e = d.electrical
+        out += (f"  electrical:\n    voltage: {e.voltage}\n    amperage: {e.amperage}\n"
+                f"    phases: {e.phases}\n")
+    else:
+        out += f"  ratingWatts: {d.rating_watts}\n"
+    return out + f"  deratePercent: {d.derate_percent}\n"
+
+
+def _under(site: Site, rack: RackPlan, d: Domain) -> bool:
+    """The rack's power or cooling domain is `d` or has it above."""
+    by_name = {x.name: x for x in site.domains}
+    for name in (rack.power_domain, rack.cooling_domain):
+        while name is not None:
+            if name == d.name:
+                return True
+            name = by_name[name].parent
+    return False
 
 
 def nodes(site: Site) -> str:

@@ -36,7 +36,8 @@ def test_samples_are_current_with_their_generator() -> None:
 
 def test_samples_load_and_count(objects: list[LoadedObject]) -> None:
     counts = Counter(o.kind for o in objects)
-    assert counts == {"StargateCluster": 2, "Rack": 7, "GPUNode": 84, "MemoryPool": 6, "MemoryClaim": 11}
+    assert counts == {"StargateCluster": 2, "Rack": 7, "GPUNode": 84, "MemoryPool": 6, "MemoryClaim": 11,
+                      "PowerDomain": 11}
     assert sum(o.body["spec"]["gpu"]["count"] for o in objects if o.kind == "GPUNode") == 384
 
 
@@ -145,6 +146,63 @@ def test_memory_pools_of_every_tier_and_claims_of_several_priorities(objects: li
             c["spec"]["sizeBytes"] for c in claims if c["spec"]["poolRef"] == cxl["metadata"]["name"]
         )
         assert on_cxl > cxl["spec"]["capacityBytes"], "one CXL claim waits for room"
+
+
+def test_every_domain_reference_resolves_to_a_domain_of_the_right_type(objects: list[LoadedObject]) -> None:
+    domains = {(o.namespace, o.name): o.body["spec"] for o in objects if o.kind == "PowerDomain"}
+    sites = {(o.namespace, o.name) for o in objects if o.kind == "StargateCluster"}
+    for (ns, name), spec in domains.items():
+        assert (ns, spec["clusterRef"]) in sites, name
+        if "parentRef" in spec:
+            parent = domains[(ns, spec["parentRef"])]
+            assert (parent["type"], parent["clusterRef"]) == (spec["type"], spec["clusterRef"]), name
+    for o in objects:
+        if o.kind == "Rack":
+            for field, want in (("powerDomainRef", "Electrical"), ("coolingDomainRef", "Cooling")):
+                if field in o.body["spec"]:
+                    assert domains[(o.namespace, o.body["spec"][field])]["type"] == want, (o.name, field)
+
+
+def _plan(objects: list[LoadedObject]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    from stargate_operator.core import CoreSettings, plan_namespace
+    from stargate_operator.core.wire import from_epoch
+
+    plan = plan_namespace([o.body for o in objects], from_epoch(0), CoreSettings())
+    return plan.statuses
+
+
+def test_abilene_is_a_ladder_from_a_13_8_kv_feed_down_to_its_racks(objects: list[LoadedObject]) -> None:
+    spec = {o.name: o.body["spec"] for o in objects
+            if o.kind == "PowerDomain" and o.namespace == "stargate-abilene"}
+    utility = spec["utility-13kv"]
+    assert utility["electrical"] == {"voltage": 13_800, "amperage": 40, "phases": 3, "powerFactor": 1.0}
+    assert "ratingWatts" not in utility and "parentRef" not in utility
+    statuses = _plan(objects)
+    pdom = {n: statuses[("PowerDomain", "stargate-abilene", n)] for n in spec}
+    # NVIDIA DPS's example tree: utility about 750 kW -> switchboard 1.6 MW -> floor PDUs 450 kW
+    assert 700_000 <= pdom["utility-13kv"]["usableWatts"] <= 800_000
+    assert pdom["swbd-b1"]["usableWatts"] >= 1_600_000
+    assert {pdom[p]["usableWatts"] for p in ("pdu-b1-a", "pdu-b1-b")} == {450_000}
+    assert pdom["pdu-b1-a"]["path"] == ["utility-13kv", "swbd-b1", "pdu-b1-a"]
+    assert {s["racks"] for n, s in pdom.items() if n.startswith("cdu-")} == {2}
+    # comfortably powered: nothing limits a rack, every level has headroom
+    assert all(s["headroomWatts"] > 0 or s["racks"] == 0 for s in pdom.values())
+    racks = [s for k, s in statuses.items() if k[0] == "Rack" and k[1] == "stargate-abilene"]
+    assert racks and all(r["power"]["budgetWatts"] == r["power"]["demandWatts"] for r in racks)
+
+
+def test_north_sea_is_limited_by_its_seawater_loop_on_a_warm_sea_day(objects: list[LoadedObject]) -> None:
+    statuses = _plan(objects)
+    ns = "stargate-north-sea"
+    loop = statuses[("PowerDomain", ns, "seawater-loop")]
+    site = statuses[("StargateCluster", ns, "north-sea")]["power"]
+    assert loop["floorWatts"] < loop["usableWatts"] < min(site["budgetWatts"], loop["demandWatts"])
+    assert next(c for c in loop["conditions"] if c["type"] == "Constrained")["status"] == "True"
+    limited = {k[2]: s["power"].get("limitedBy") for k, s in statuses.items()
+               if k[0] == "Rack" and k[1] == ns}
+    # the high-priority rack gets its demand; the others are capped by the loop, not by the site
+    assert limited == {"gb200-f01": None, "gb200-f02": "seawater-loop", "h200-f01": "seawater-loop"}
+    assert site["allocatedWatts"] == loop["usableWatts"] < site["budgetWatts"]
 
 
 def test_the_curtailment_merges_onto_the_floating_site(objects: list[LoadedObject]) -> None:
