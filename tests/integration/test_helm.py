@@ -34,6 +34,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -88,6 +90,15 @@ FEATURES: dict[str, dict[str, Any]] = {
             "perNodeMetrics": True,
             "prometheusUrl": "http://prometheus-operated.monitoring:9090",
         }
+    },
+    "agent+discovery": {
+        "agent": {"enabled": True, "sites": ["site-a", "site-b"]},
+        "discovery": {"enabled": True},
+    },
+    "agent+discovery+watchNamespaces": {
+        "watchNamespaces": ["site-a", "site-b"],
+        "agent": {"enabled": True, "runtimeClassName": "", "priorityClassName": "system-node-critical"},
+        "discovery": {"enabled": True, "siteLabel": "example.com/site", "rackLabel": "example.com/rack"},
     },
     "everything": {
         "serviceMonitor": {"enabled": True},
@@ -407,6 +418,115 @@ def test_template_watch_namespaces(helm: Helm) -> None:
         assert "--namespace=site-a" in args and "--namespace=site-b" in args
 
 
+def _role_grants(docs: list[dict[str, Any]], subject: str) -> dict[str, set[tuple[str, str, str]]]:
+    """(apiGroup, resource, verb) granted to the ServiceAccount ``subject`` per namespace of its
+    Roles ("" for its ClusterRoles)."""
+    bound: set[tuple[str, str, str]] = set()  # (role kind, namespace, name)
+    for b in by_kind(docs, "RoleBinding") + by_kind(docs, "ClusterRoleBinding"):
+        if any(s["kind"] == "ServiceAccount" and s["name"] == subject for s in b["subjects"]):
+            bound.add((b["roleRef"]["kind"], b["metadata"].get("namespace", ""), b["roleRef"]["name"]))
+    out: dict[str, set[tuple[str, str, str]]] = {}
+    for role in by_kind(docs, "Role") + by_kind(docs, "ClusterRole"):
+        ns = role["metadata"].get("namespace", "")
+        if (role["kind"], ns, role["metadata"]["name"]) in bound:
+            out.setdefault(ns, set()).update(grants([role]))
+    return out
+
+
+AGENT_GRANTS = {
+    ("stargate.dev", "gpunodes", "list"),
+    ("stargate.dev", "gpunodes", "watch"),
+    ("stargate.dev", "racks", "list"),
+    ("stargate.dev", "racks", "watch"),
+    ("stargate.dev", "gpunodes/status", "patch"),
+    ("coordination.k8s.io", "leases", "get"),
+    ("coordination.k8s.io", "leases", "watch"),
+    ("", "events", "create"),
+}
+
+
+def test_template_agent(helm: Helm) -> None:
+    """agent.enabled: a DaemonSet per site on its GPU Nodes, with the node's name from the downward
+    API, the NVIDIA runtime class and only CAP_SYS_ADMIN added; its own ServiceAccount with a Role in
+    each site's namespace and nothing cluster-wide; the node-isolation admission policy."""
+    assert not by_kind(helm.render(), "DaemonSet")
+    assert not by_kind(helm.render(), "ValidatingAdmissionPolicy")
+    docs = helm.render(FEATURES["agent+discovery"])
+    sets = by_kind(docs, "DaemonSet")
+    assert [d["metadata"]["name"] for d in sets] == ["sg-stargate-operator-agent-site-a",
+                                                     "sg-stargate-operator-agent-site-b"]
+    operator_sa = "sg-stargate-operator"
+    for ds, site in zip(sets, ("site-a", "site-b"), strict=True):
+        pod = ds["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "sg-stargate-operator-agent" != operator_sa
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true", "stargate.dev/site": site}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+        assert pod["runtimeClassName"] == "nvidia"
+        assert pod["automountServiceAccountToken"] is True
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+        assert all("hostPath" not in v for v in pod["volumes"])
+        (c,) = pod["containers"]
+        assert c["command"] == ["stargate-operator", "agent"]
+        assert c["args"] == [
+            "--node=$(NODE_NAME)", f"--namespace={site}", "--interval=10", "--log-level=INFO"
+        ]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+        assert env["NVIDIA_VISIBLE_DEVICES"]["value"] == "all"
+        assert env["NVIDIA_DRIVER_CAPABILITIES"]["value"] == "utility"
+        assert c["image"] == one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert "nvidia.com/gpu" not in json.dumps(c["resources"])  # it takes no GPU from workloads
+        sc = c["securityContext"]
+        assert sc["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+        assert not sc.get("privileged") and sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    agent = _role_grants(docs, "sg-stargate-operator-agent")
+    assert agent == {"site-a": AGENT_GRANTS, "site-b": AGENT_GRANTS}, agent
+    vap = one(docs, "ValidatingAdmissionPolicy")
+    (rule,) = vap["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["gpunodes/status"] and rule["operations"] == ["UPDATE"]
+    (cond,) = vap["spec"]["matchConditions"]
+    assert "'system:serviceaccount:stargate-system:sg-stargate-operator-agent'" in cond["expression"]
+    binding = one(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": vap["metadata"]["name"], "validationActions": ["Deny"]}
+    off = helm.render({**FEATURES["agent+discovery"], "agent": {"enabled": True, "sites": ["site-a"],
+                                                                 "nodeIsolation": False}})
+    assert not by_kind(off, "ValidatingAdmissionPolicy") and len(by_kind(off, "DaemonSet")) == 1
+    # Sites default to watchNamespaces; the site label key is discovery's.
+    shard = helm.render(FEATURES["agent+discovery+watchNamespaces"])
+    selectors = [d["spec"]["template"]["spec"]["nodeSelector"] for d in by_kind(shard, "DaemonSet")]
+    assert selectors == [
+        {"nvidia.com/gpu.present": "true", "example.com/site": s} for s in ("site-a", "site-b")
+    ]
+    assert all("runtimeClassName" not in d["spec"]["template"]["spec"] for d in by_kind(shard, "DaemonSet"))
+    pinned = {"repository": "registry.example/agent", "digest": "sha256:" + "b" * 64}
+    image = helm.render({"agent": {"enabled": True, "sites": ["s"], "image": pinned}})
+    assert by_kind(image, "DaemonSet")[0]["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "registry.example/agent@sha256:" + "b" * 64
+    )
+
+
+def test_template_discovery(helm: Helm) -> None:
+    """discovery.enabled: the operator's flags, list/watch on Nodes (only then), and GPUNode writes by
+    server-side apply and delete: cluster-wide, or in each watched namespace of a shard."""
+    assert not any(r == "nodes" for _, r, _ in grants(helm.render()))
+    docs = helm.render(FEATURES["agent+discovery"])
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-3:] == ["--discover-nodes", "--discovery-site-label=stargate.dev/site",
+                         "--discovery-rack-label=stargate.dev/rack"]
+    operator = _role_grants(docs, "sg-stargate-operator")
+    writes = {("stargate.dev", "gpunodes", v) for v in ("create", "patch", "delete")}
+    assert {("", "nodes", "list"), ("", "nodes", "watch"), *writes} <= operator[""]
+    assert not any(r == "nodes" and v not in ("list", "watch") for _, r, v in operator[""])
+    shard = helm.render(FEATURES["agent+discovery+watchNamespaces"])
+    args = by_kind(shard, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--discovery-site-label=example.com/site" in args
+    operator = _role_grants(shard, "sg-stargate-operator")
+    assert operator[""] == {("", "nodes", "list"), ("", "nodes", "watch")}  # Nodes are cluster-scoped
+    for ns in ("site-a", "site-b"):
+        assert writes <= operator[ns] and not operator[ns] & {("", "nodes", "list"), ("", "nodes", "watch")}
+
+
 def test_template_crds_keep_and_enabled(helm: Helm) -> None:
     def policies(values: dict[str, Any]) -> dict[str, str | None]:
         return {
@@ -466,6 +586,25 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"operator": {"telemetry": "prometheus"}}, "operator.telemetry=prometheus needs operator.prometheusUrl"),
     ({"health": {"port": 8080}}, "metrics.port and health.port are both 8080"),
     ({"serviceAccount": {"create": False}}, "serviceAccount.create=false needs serviceAccount.name"),
+    ({"agent": {"enabled": True}}, "agent.enabled=true needs agent.sites (or watchNamespaces)"),
+    (
+        {"agent": {"enabled": True, "sites": ["Site_A"]}},
+        "at '/agent/sites/0': 'Site_A' does not match pattern",
+    ),
+    ({"agent": {"interval": 0}}, "at '/agent/interval'"),
+    ({"agent": {"enable": True}}, "at '/agent': additional properties 'enable' not allowed"),
+    (
+        {"discovery": {"siteLabel": "no spaces"}},
+        "at '/discovery/siteLabel': 'no spaces' does not match pattern",
+    ),
+    (
+        {"agent": {"enabled": True, "sites": ["s"], "serviceAccount": {"name": "sg-stargate-operator"}}},
+        "agent.serviceAccount.name must differ from the operator's ServiceAccount",
+    ),
+    (
+        {"watchNamespaces": ["site-a"], "agent": {"enabled": True, "sites": ["site-b"]}},
+        "agent.sites names site-b, which is not in watchNamespaces",
+    ),
 ]
 
 
@@ -1084,6 +1223,216 @@ def test_shard_releases_reach_only_their_namespaces(cluster: Cluster) -> None:
     # Events too: the shard's warnings land in its own namespaces only.
     assert can("sg-shard", "create", "events", "-n", "rec-shard")
     assert not can("sg-shard", "create", "events", "-n", "rec-all")
+
+
+# ------------------------------------------------------------------------ the agent and discovery
+AGENT_RELEASE, AGENT_NS, AGENT_SITE, AGENT_NODE = "sg-agent", "stargate-agent", "rec-agent", "gpu-rec-1"
+# Granted for what the agent is about to read and does not read yet: its rack's per-node limits (the
+# enforcement path, DESIGN section 12) and the site's Lease (the fail-safe, section 13). Remove them
+# from here as the agent starts using them; the proof below then covers them too.
+AGENT_PENDING = {
+    ("stargate.dev", "racks", "list"),
+    ("stargate.dev", "racks", "watch"),
+    ("coordination.k8s.io", "leases", "get"),
+    ("coordination.k8s.io", "leases", "watch"),
+}
+
+
+@dataclass
+class AgentRun:
+    user: str
+    granted: set[tuple[str, str, str]]
+    used: set[tuple[str, str, str]]
+    denied: set[tuple[str, str, str]]
+    status: dict[str, Any]
+    events: list[dict[str, Any]]
+    log: str
+
+
+def _audit(cluster: Cluster, user: str) -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str]]]:
+    """(used, refused) (apiGroup, resource, verb) of ``user``'s resource requests in the audit log."""
+    used: set[tuple[str, str, str]] = set()
+    refused: set[tuple[str, str, str]] = set()
+    for line in cluster.audit_log.read_text().splitlines():
+        ev = json.loads(line)
+        ref = ev.get("objectRef")
+        if ev["user"]["username"] != user or ref is None:
+            continue
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        key = (ref.get("apiGroup", ""), resource, ev["verb"])
+        decision = (ev.get("annotations") or {}).get("authorization.k8s.io/decision")
+        forbidden = decision == "forbid" or ev.get("responseStatus", {}).get("code") == 403
+        (refused if forbidden else used).add(key)
+    return used, refused
+
+
+@pytest.fixture(scope="module")
+def agent_release(cluster: Cluster) -> list[dict[str, Any]]:
+    """A release with the agent (for site rec-agent) and discovery on: its manifest."""
+    cluster.kubectl("create", "namespace", AGENT_SITE, check=False)
+    ports = {"metrics": {"port": free_port()}, "health": {"port": free_port()}}
+    cluster.install(AGENT_RELEASE, AGENT_NS, {
+        **ports,
+        "crds": {"enabled": False},
+        "agent": {"enabled": True, "sites": [AGENT_SITE], "interval": 1},
+        "discovery": {"enabled": True},
+    })
+    return cluster.manifest(AGENT_RELEASE)
+
+
+@pytest.fixture(scope="module")
+def agent_run(cluster: Cluster, agent_release: list[dict[str, Any]]) -> AgentRun:
+    """The agent as its DaemonSet runs it (command and arguments of the installed DaemonSet, simulated
+    GPUs: there are none here) with the token the kubelet would project into its Pod on node
+    gpu-rec-1 (a TokenRequest bound to a Pod with that nodeName), against a GPUNode whose assigned
+    limit is above what its GPUs allow, so that it also posts its PowerLimitNotApplied Event."""
+    (ds,) = by_kind(agent_release, "DaemonSet")
+    pod_spec = ds["spec"]["template"]["spec"]
+    sa = pod_spec["serviceAccountName"]
+    user = f"system:serviceaccount:{AGENT_NS}:{sa}"
+    kubectl = cluster.kubectl
+    kubectl.apply({"apiVersion": "v1", "kind": "Node", "metadata": {"name": AGENT_NODE}})
+    kubectl.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "agent-0", "namespace": AGENT_NS},
+                   "spec": {"serviceAccountName": sa, "nodeName": AGENT_NODE,
+                            "containers": [{"name": "agent", "image": pod_spec["containers"][0]["image"]}]}})
+    kubectl.apply({
+        "apiVersion": kinds.API_VERSION, "kind": kinds.GPU_NODE.kind,
+        "metadata": {"name": AGENT_NODE, "namespace": AGENT_SITE},
+        "spec": {"rackRef": "r1", "nodeName": AGENT_NODE, "basePowerWatts": 4600,
+                 "gpu": {"model": "H100-SXM", "count": 8, "memoryBytes": 80_000_000_000,
+                         "minPowerWatts": 200, "maxPowerWatts": 700}},
+    })
+    kubectl("patch", f"{kinds.GPU_NODE.plural}.{kinds.GROUP}", AGENT_NODE, "-n", AGENT_SITE,
+            "--subresource=status", "--type=merge", "-p", json.dumps({"status": {"powerLimitWatts": 900}}))
+    token = kubectl("create", "token", sa, "-n", AGENT_NS, "--duration=1h", "--bound-object-kind=Pod",
+                    "--bound-object-name=agent-0").stdout.strip()
+    kubeconfig = cluster.cp.write_token_kubeconfig(cluster.workdir / "agent.kubeconfig", token)
+    (container,) = pod_spec["containers"]
+    assert container["command"] == ["stargate-operator", "agent"]
+    args = [a.replace("$(NODE_NAME)", AGENT_NODE) for a in container["args"]]
+    cmd = [str(ROOT / ".venv" / "bin" / "stargate-operator"), "agent", *args, "--simulate"]
+    log = cluster.workdir / "agent.log"
+    proc = _start_operator(cmd, kubeconfig, "agent-0", log)
+    path = ["get", f"{kinds.GPU_NODE.plural}.{kinds.GROUP}", AGENT_NODE, "-n", AGENT_SITE]
+    try:
+        def reported() -> dict[str, Any] | None:
+            status: dict[str, Any] = kubectl.json(*path).get("status") or {}
+            return status if "observedAt" in (status.get("telemetry") or {}) else None
+
+        status = _wait("the agent's telemetry", reported, 60, proc, log)
+
+        def posted() -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = kubectl.json(
+                "get", "events", "-n", AGENT_SITE, "--field-selector", f"involvedObject.name={AGENT_NODE}"
+            )["items"]
+            return [e for e in items if e["reason"] == "PowerLimitNotApplied"]
+
+        events = _wait("the agent's PowerLimitNotApplied Event", posted, 30, proc, log)
+    finally:
+        _stop_operator(proc)
+    time.sleep(0.5)  # the last audit lines reach the file
+    used, refused = _audit(cluster, user)
+    roles = [d for d in agent_release if d["kind"] in ("Role", "ClusterRole")
+             and d["metadata"]["labels"].get("app.kubernetes.io/component") == "agent"]
+    return AgentRun(user, grants(roles), used, refused, status, events, log.read_text())
+
+
+def test_chart_installs_with_agent_and_discovery(
+    cluster: Cluster, agent_release: list[dict[str, Any]]
+) -> None:
+    status = json.loads(cluster.helm("status", AGENT_RELEASE, "--namespace", AGENT_NS, "-o", "json").stdout)
+    assert status["info"]["status"] == "deployed", status["info"]
+    (ds,) = cluster.kubectl.json(
+        "get", "daemonset", "-n", AGENT_NS, "-l", "app.kubernetes.io/component=agent"
+    )["items"]
+    assert ds["spec"]["template"]["spec"]["nodeSelector"] == {
+        "nvidia.com/gpu.present": "true", "stargate.dev/site": AGENT_SITE}
+    name = f"{AGENT_RELEASE}-stargate-operator-agent-node-isolation"
+    cluster.kubectl("get", "validatingadmissionpolicy,validatingadmissionpolicybinding", name)
+    cluster.kubectl("get", "role,rolebinding", f"{AGENT_RELEASE}-stargate-operator-agent", "-n", AGENT_SITE)
+    dep = cluster.kubectl.json("get", "deployment", f"{AGENT_RELEASE}-stargate-operator", "-n", AGENT_NS)
+    assert "--discover-nodes" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    cluster.kubectl("get", "clusterrole,clusterrolebinding", f"{AGENT_RELEASE}-stargate-operator-discovery")
+
+
+def test_agent_rbac_is_sufficient(agent_run: AgentRun) -> None:
+    """With the chart's RBAC and its admission policy, the agent reads its GPUNode, writes its
+    telemetry (with the power range its GPUs report) and posts its Event; nothing was denied."""
+    run = agent_run
+    assert not run.denied, f"{run.user} was denied {sorted(run.denied)}; agent log:\n{run.log[-3000:]}"
+    telemetry = run.status["telemetry"]
+    assert telemetry["healthyGPUs"] == 8 and telemetry["powerWatts"] > 0
+    assert (telemetry["minPowerWatts"], telemetry["maxPowerWatts"]) == (200, 700)
+    assert run.status["powerLimitWatts"] == 900  # the operator's field, untouched
+    assert "700 W" in run.events[0]["message"], run.events[0]
+    assert "Traceback" not in run.log, run.log[-3000:]
+
+
+def test_agent_rbac_grants_nothing_the_run_did_not_use(agent_run: AgentRun) -> None:
+    """Every (apiGroup, resource, verb) the agent's Roles grant was used by the recorded run, but for
+    the rules of features it does not have yet (AGENT_PENDING); every request it made is one of them."""
+    run = agent_run
+    assert run.granted >= AGENT_PENDING, sorted(AGENT_PENDING - run.granted)
+    unused = run.granted - run.used - AGENT_PENDING
+    assert not unused, f"the chart grants the agent {sorted(unused)}, unused (used: {sorted(run.used)})"
+    assert run.used <= run.granted, sorted(run.used - run.granted)
+    assert not run.used & AGENT_PENDING, (
+        f"the agent now uses {sorted(run.used & AGENT_PENDING)}: take them out of AGENT_PENDING"
+    )
+
+
+def test_agent_reaches_nothing_else(cluster: Cluster, agent_run: AgentRun) -> None:
+    """What the agent's ServiceAccount cannot do, whatever its token: write a spec, read Nodes or
+    Secrets, or reach a namespace that is not its site's."""
+
+    def can(*args: str) -> bool:
+        answer = cluster.kubectl("auth", "can-i", *args, f"--as={agent_run.user}", check=False)
+        return answer.stdout.strip() == "yes"
+
+    gpunodes = f"{kinds.GPU_NODE.plural}.{kinds.GROUP}"
+    assert can("patch", gpunodes, "--subresource=status", "-n", AGENT_SITE)
+    for verb in ("patch", "update", "create", "delete", "get"):
+        assert not can(verb, gpunodes, "-n", AGENT_SITE), verb
+    assert not can("patch", f"racks.{kinds.GROUP}", "--subresource=status", "-n", AGENT_SITE)
+    assert not can("list", "nodes") and not can("get", "secrets", "-n", AGENT_SITE)
+    assert not can("list", gpunodes, "-n", "rec-all") and not can("list", gpunodes, "-A")
+    assert not can("patch", gpunodes, "--subresource=status", "-n", "rec-all")
+
+
+def test_discovery_rbac_allows_its_writes(cluster: Cluster, agent_release: list[dict[str, Any]]) -> None:
+    """discovery.enabled gives the operator what node discovery does (core/discovery.py's plan): list
+    and watch Nodes, create and update GPUNodes by server-side apply (a patch, for which the API
+    server checks create too when the object is new) and delete them; and no write to a Node.
+    (The recorded-run proof covers discovery once the controller is wired into the operator.)"""
+    (sa,) = [d for d in by_kind(agent_release, "ServiceAccount")
+             if d["metadata"]["labels"].get("app.kubernetes.io/component") != "agent"]
+    token = cluster.cp.create_token(sa["metadata"]["name"], AGENT_NS)
+    cp = cluster.cp
+    # The CA only: the control plane's own TLS context would present the admin certificate.
+    tls = ssl.create_default_context(cafile=str(cp.ca_file))
+    headers = {"Authorization": f"Bearer {token}"}
+
+    assert httpx.get(f"{cp.server}/api/v1/nodes", headers=headers, verify=tls).status_code == 200
+    name = "discovered-1"
+    url = f"{cp.server}{kinds.GROUP_PATH}/namespaces/{AGENT_SITE}/{kinds.GPU_NODE.plural}/{name}"
+    body = {
+        "apiVersion": kinds.API_VERSION, "kind": kinds.GPU_NODE.kind,
+        "metadata": {"name": name, "namespace": AGENT_SITE,
+                     "labels": {"app.kubernetes.io/managed-by": "stargate-discovery"}},
+        "spec": {"rackRef": "r1", "nodeName": name, "cordoned": False, "nodeReady": True,
+                 "gpu": {"model": "H100-SXM", "count": 8, "memoryBytes": 80_000_000_000,
+                         "minPowerWatts": 200, "maxPowerWatts": 700}},
+    }
+    apply = {**headers, "Content-Type": "application/apply-patch+yaml"}
+    params = {"fieldManager": "stargate-discovery", "force": "true"}
+    for rack in ("r1", "r2"):  # creates, then updates
+        body["spec"]["rackRef"] = rack
+        resp = httpx.patch(url, content=json.dumps(body), headers=apply, params=params, verify=tls)
+        assert resp.status_code in (200, 201), resp.text
+        assert resp.json()["spec"]["rackRef"] == rack
+    assert httpx.delete(url, headers=headers, verify=tls).status_code == 200
+    node = f"{cp.server}/api/v1/nodes/{AGENT_NODE}"
+    assert httpx.delete(node, headers=headers, verify=tls).status_code == 403
 
 
 def test_helm_uninstall_keeps_crds(cluster: Cluster, recorded: dict[str, RecordedRun]) -> None:
