@@ -45,6 +45,8 @@ def good(kind: str) -> dict[str, Any]:
         },
         "MemoryPool": {"clusterRef": "north-sea", "tier": "CXL", "capacityBytes": 4 * 2**40},
         "MemoryClaim": {"poolRef": "cxl-pond", "sizeBytes": 2**40, "priority": 10},
+        "PowerDomain": {"clusterRef": "north-sea", "parentRef": "swbd-1", "type": "Electrical",
+                        "role": "FloorPDU", "ratingWatts": 562_500},
     }[kind]
     return {"apiVersion": API, "kind": kind, "metadata": {"name": "subject"}, "spec": spec}
 
@@ -60,6 +62,12 @@ def changed(kind: str, path: str, value: Any) -> dict[str, Any]:
     else:
         target[last] = value
     return out
+
+
+def _feed(**electrical: Any) -> dict[str, Any]:
+    """A whole PowerDomain spec rated by its electrical figures (for `changed(..., "spec", ...)`)."""
+    return {"clusterRef": "north-sea", "role": "Utility",
+            "electrical": {"voltage": 13_800, "amperage": 40, **electrical}}
 
 
 # id, kind, dotted path changed, new value, the field the refusal must name, words the server must say
@@ -237,6 +245,43 @@ CASES: list[tuple[str, str, str, Any, str, str]] = [
         "spec.site.design_pue",
         "unknown field",
     ),
+    # power domains (DESIGN section 10) and the racks' references to them
+    ("pdom-rating-zero", "PowerDomain", "spec.ratingWatts", 0, "spec.ratingWatts",
+     "greater than or equal to 1"),
+    ("pdom-rating-negative", "PowerDomain", "spec.ratingWatts", -450_000, "spec.ratingWatts",
+     "greater than or equal to 1"),
+    ("pdom-rating-typo", "PowerDomain", "spec.ratingWatts", 10**12, "spec.ratingWatts",
+     "less than or equal to"),
+    ("pdom-no-rating", "PowerDomain", "spec.ratingWatts", DELETE, "spec.ratingWatts", "neither is set"),
+    ("pdom-both-ratings", "PowerDomain", "spec.electrical", {"voltage": 480, "amperage": 100},
+     "spec.electrical", "both are"),
+    ("pdom-derate-zero", "PowerDomain", "spec.deratePercent", 0, "spec.deratePercent",
+     "greater than or equal to 1"),
+    ("pdom-derate-120", "PowerDomain", "spec.deratePercent", 120, "spec.deratePercent",
+     "less than or equal to 100"),
+    ("pdom-type-hydraulic", "PowerDomain", "spec.type", "Hydraulic", "spec.type", "Unsupported value"),
+    ("pdom-two-phases", "PowerDomain", "spec", _feed(phases=2), "spec.electrical.phases",
+     "phases must be 1 or 3"),
+    ("pdom-four-phases", "PowerDomain", "spec", _feed(phases=4), "spec.electrical.phases",
+     "less than or equal to 3"),
+    ("pdom-pf-above-1", "PowerDomain", "spec", _feed(powerFactor=1.2), "spec.electrical.powerFactor",
+     "powerFactor must be more than 0 and at most 1"),
+    ("pdom-pf-zero", "PowerDomain", "spec", _feed(powerFactor=0), "spec.electrical.powerFactor",
+     "powerFactor must be more than 0 and at most 1"),
+    ("pdom-zero-volts", "PowerDomain", "spec", _feed(voltage=0), "spec.electrical.voltage",
+     "greater than or equal to 1"),
+    ("pdom-volts-text", "PowerDomain", "spec", _feed(voltage="13.8kV"), "spec.electrical.voltage",
+     "must be of type integer|expected numeric"),
+    ("pdom-own-parent", "PowerDomain", "spec.parentRef", "subject", "spec.parentRef",
+     "a domain cannot be its own parent"),
+    ("pdom-parent-bad-name", "PowerDomain", "spec.parentRef", "PDU_3", "spec.parentRef", "should match"),
+    ("pdom-no-cluster-ref", "PowerDomain", "spec.clusterRef", DELETE, "spec.clusterRef", "Required value"),
+    ("pdom-role-too-long", "PowerDomain", "spec.role", "R" * 64, "spec.role", "Too long"),
+    ("pdom-unknown-field", "PowerDomain", "spec.breakerAmps", 400, "spec.breakerAmps", "unknown field"),
+    ("rack-power-ref-bad-name", "Rack", "spec.powerDomainRef", "RPP 1", "spec.powerDomainRef",
+     "should match"),
+    ("rack-cooling-ref-too-long", "Rack", "spec.coolingDomainRef", "c" * 254, "spec.coolingDomainRef",
+     "Too long"),
 ]
 
 
@@ -280,7 +325,9 @@ def test_there_are_enough_distinct_cases() -> None:
     assert len({c[0] for c in CASES}) == len(CASES) >= 15
 
 
-@pytest.mark.parametrize("kind", ["StargateCluster", "Rack", "GPUNode", "MemoryPool", "MemoryClaim"])
+@pytest.mark.parametrize(
+    "kind", ["StargateCluster", "Rack", "GPUNode", "MemoryPool", "MemoryClaim", "PowerDomain"]
+)
 def test_good_object_is_accepted_and_defaulted_as_the_models_default_it(
     kubectl: Kubectl, namespace: str, kind: str
 ) -> None:
@@ -382,3 +429,15 @@ def test_every_cel_rule_has_a_case_here() -> None:
     for model in KINDS:
         for field in rules(crd(model)["spec"]["versions"][0]["schema"]["openAPIV3Schema"], ""):
             assert field in fields, f"the CEL rule on {model.kind_info.kind} {field} is not proven here"
+
+
+def test_the_server_applies_the_power_domain_defaults(kubectl: Kubectl, namespace: str) -> None:
+    feed = {**good("PowerDomain"), "metadata": {"name": "feed"}, "spec": _feed()}
+    kubectl.apply([changed("PowerDomain", "spec", {"clusterRef": "site", "ratingWatts": 1000}), feed],
+                  namespace=namespace)
+    d = kubectl.json("get", "pdom", "subject", "-n", namespace)["spec"]
+    assert (d["type"], d["deratePercent"]) == ("Electrical", 80)
+    e = kubectl.json("get", "pdom", "feed", "-n", namespace)["spec"]["electrical"]
+    assert (e["phases"], e["powerFactor"]) == (3, 1)
+    listed = kubectl("get", "stargate", "-n", namespace, "-o", "name").stdout.split()
+    assert {"powerdomain.stargate.dev/subject", "powerdomain.stargate.dev/feed"} <= set(listed)
