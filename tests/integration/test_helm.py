@@ -350,8 +350,10 @@ def test_template_prometheus_rule(helm: Helm) -> None:
 
 def test_template_dashboards(helm: Helm) -> None:
     files = sorted((CHART / "dashboards").glob("*.json"))
-    # DESIGN.md section 5: site overview, power, memory pools, operator health.
-    assert [f.stem for f in files] == ["memory-pools", "operator-health", "power", "site-overview"]
+    # DESIGN.md section 5: site overview, power, memory pools, operator health; section 10 (issue
+    # 14): the power tree.
+    assert [f.stem for f in files] == ["memory-pools", "operator-health", "power", "power-tree",
+                                       "site-overview"]
     docs = helm.render(FEATURES["dashboards"])
     maps = by_kind(docs, "ConfigMap")
     assert sorted(m["metadata"]["name"] for m in maps) == [
@@ -535,7 +537,7 @@ def test_template_crds_keep_and_enabled(helm: Helm) -> None:
         }
 
     kept = policies({})
-    assert len(kept) == 5 and set(kept.values()) == {"keep"}
+    assert len(kept) == len(STARGATE_PLURALS) and set(kept.values()) == {"keep"}
     assert set(policies(FEATURES["crds.keep=false"]).values()) == {None}
     assert policies(FEATURES["crds.enabled=false"]) == {}
     with_peering = policies(FEATURES["peering"])
