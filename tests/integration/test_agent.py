@@ -107,7 +107,9 @@ async def test_agent_writes_only_telemetry_and_follows_the_limit(
         after = await eventually(lambda: (o := get(kubectl, ns, "n1"))["status"].get("telemetry") and o)
         t = after["status"]["telemetry"]
         Telemetry.model_validate(t)
-        assert set(t) == {"powerWatts", "healthyGPUs", "hbmUsedBytes", "observedAt"}
+        # The reading, and the power range the GPUs accept (issue 18: what discovery reads).
+        assert set(t) == {"powerWatts", "healthyGPUs", "hbmUsedBytes", "observedAt",
+                          "minPowerWatts", "maxPowerWatts", "defaultPowerWatts"}
         # Only its field: the rest of status, the spec, labels and generation are untouched.
         assert {k: v for k, v in after["status"].items() if k != "telemetry"} == before["status"]
         assert after["spec"] == before["spec"]
