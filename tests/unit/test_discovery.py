@@ -387,3 +387,15 @@ def test_a_shard_keeps_only_its_own_sites() -> None:
     # The cluster-wide view would delete b2 (its Node is gone) and apply b1.
     everything = d.plan_discovery(nodes, [other])
     assert everything.deletes == [("GPUNode", "site-b", "b2")] and len(everything.applies) == 2
+
+
+def test_counts_from_written_objects_see_a_cordoned_node_in_maintenance() -> None:
+    """The metrics' counts read maintenance as the core does (one rule: core.objects.in_maintenance)."""
+    from stargate_operator.core.counts import NODES_MAINTENANCE, counts_from_objects
+
+    objs = _discovered_site(cordoned=True)
+    plan = run(objs)
+    planned = plan.counts[("Rack", SITE, "r1")][NODES_MAINTENANCE]
+    written = [{**o, "status": plan.statuses[(o["kind"], SITE, o["metadata"]["name"])]} for o in objs]
+    counted = counts_from_objects(written, NOW.timestamp())
+    assert planned == counted[("Rack", SITE, "r1")][NODES_MAINTENANCE] == 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from stargate_operator.core.objects import ClusterIn, RackIn, parse_cluster
+from stargate_operator.core.objects import ClusterIn, RackIn, in_maintenance, parse_cluster
 from stargate_operator.core.power import curtailment_in_effect
 from stargate_operator.core.status import node_power_capped, rack_over_budget, rack_power_capped
 from stargate_operator.core.types import ObjectKey
@@ -100,7 +100,7 @@ def counts_from_objects(objects: Iterable[Mapping[str, Any]], now_epoch: float) 
         kind = obj.get("kind")
         if kind == _NODE:
             spec = obj.get("spec")
-            maintenance = isinstance(spec, Mapping) and spec.get("maintenance") is True
+            maintenance = isinstance(spec, Mapping) and in_maintenance(spec)
             nodes.append((_str(obj, "metadata", "namespace"), _str(obj, "spec", "rackRef"), maintenance,
                           _true(obj)))
         elif kind == _RACK:

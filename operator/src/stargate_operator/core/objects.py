@@ -335,6 +335,12 @@ def domain_rating(rating_watts: object, electrical: object) -> int:
     return max(int(Decimal(volts) * Decimal(amps) * phases * factor), 0)
 
 
+def in_maintenance(spec: Mapping[str, Any]) -> bool:
+    """The node counts as in maintenance: the user's spec.maintenance, or its Kubernetes Node is
+    cordoned (spec.cordoned, which node discovery keeps; core/discovery.py)."""
+    return spec.get("maintenance") is True or spec.get("cordoned") is True
+
+
 def parse_node(obj: Mapping[str, Any]) -> NodeIn:
     """The hot path: one call per GPU node per recomputation. Integers that already are integers
     (always, from the API server) skip the defensive readers; positional construction is cheaper."""
@@ -365,7 +371,7 @@ def parse_node(obj: Mapping[str, Any]) -> NodeIn:
         req if req is None or type(req) is int else int_or_none(req),
         base if type(base) is int else int_or(base, 0),
         host if type(host) is int else int_or(host, 0),
-        spec.get("maintenance") is True or spec.get("cordoned") is True,
+        in_maintenance(spec),
         tel if type(tel) is dict else mapping(tel),
         spec.get("nodeReady") is not False,
     )

@@ -254,7 +254,8 @@ def node_status(n: NodeIn, ctx: StatusContext) -> Status:
         if n.maintenance:
             ready = ("Ready", FALSE, "Maintenance", "in maintenance: power held at its floor")
         elif not n.node_ready:
-            ready = ("Ready", FALSE, "NodeNotReady", "its Kubernetes Node is not Ready: 0 GPUs counted healthy")
+            ready = ("Ready", FALSE, "NodeNotReady",
+                     "its Kubernetes Node is not Ready: 0 GPUs counted healthy")
         elif n.stale:
             ready = ("Ready", FALSE, "TelemetryStale", stale[3])
         elif n.healthy == 0:
