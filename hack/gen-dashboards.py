@@ -157,10 +157,12 @@ class Series:
 @dataclass(frozen=True)
 class Column:
     """One query of a table. Its value becomes the column `header`; header None hides the value and
-    keeps only the labels, for an info series (value 1) that names the rows."""
+    keeps only the labels, for an info series (value 1) that names the rows. `unit`, for a column
+    whose unit is not the table's (a count or a 0/1 condition in a table of watts)."""
 
     expr: str
     header: str | None
+    unit: str | None = None
 
 
 def _ref(i: int) -> str:
@@ -262,11 +264,13 @@ def table_panel(
     *columns: Column,
     unit: str | None = None,
     rename: Mapping[str, str] | None = None,
+    sort_by: str | None = None,
     width: int = 24,
     height: int = 10,
 ) -> table.Panel:
     """One row per series now: the instant queries merged on their common labels, each query's
-    value a column. `rename` renames label columns too (e.g. {"site_kind": "kind"})."""
+    value a column. `rename` renames label columns too (e.g. {"site_kind": "kind"}); `sort_by`
+    names the column the rows are sorted by (ascending)."""
     p = _common(table.Panel(), title, description, width, height)
     for i, c in enumerate(columns):
         p = p.with_target(_table_query(i, c))
@@ -279,6 +283,11 @@ def table_panel(
     names |= dict(rename or {})
     if unit is not None:
         p = p.unit(unit)
+    for c in columns:
+        if c.unit is not None and c.header is not None:
+            p = p.override_by_name(c.header, [dm.DynamicConfigValue(id_val="unit", value=c.unit)])
+    if sort_by is not None:
+        p = p.sort_by([common.TableSortByFieldState().display_name(sort_by)])
     return (
         p.show_header(True)
         .cell_height(cm.TableCellHeight.SM)
@@ -734,10 +743,134 @@ def operator_health() -> db.Dashboard:
     )
 
 
+def power_tree() -> db.Dashboard:
+    """The site's power and cooling tree (DESIGN section 10): every PowerDomain's usable,
+    allocated and measured power, its headroom and conditions, and the racks held below their
+    demand with what holds them."""
+    d = Scope(("namespace", "cluster", "type", "domain"))
+    s = SITE
+
+    def domain(field: str) -> str:
+        return d(f"stargate_domain_{field}")
+
+    share = f"{domain('headroom_watts')} / {domain('usable_watts')}"
+    limited = s("stargate_rack_power_limited_info")
+
+    def of_limited(metric: str) -> str:
+        return f"{s(metric)} and on (namespace, cluster, rack) {limited}"
+
+    return dashboard(
+        "stargate-power-tree",
+        "Stargate / Power tree",
+        "The power and cooling tree of every site: usable, allocated and measured power per domain, "
+        "headroom, overcommitted and constrained domains, and the racks they limit.",
+        ["power"],
+        [
+            *site_variables(),
+            query_variable("type", "Type", "stargate_domain_info", SITE),
+            query_variable("domain", "Domain", "stargate_domain_info",
+                           Scope(("namespace", "cluster", "type"))),
+        ],
+        [
+            row("Tree"),
+            stat_panel("Domains", "PowerDomains selected (both types unless the Type variable narrows).",
+                       f"count({domain('info')})"),
+            stat_panel("Overcommitted",
+                       "Domains whose racks' floors exceed usable (alert StargateDomainOvercommitted).",
+                       f"sum({domain('overcommitted')})", steps=BAD_FROM_1),
+            stat_panel("Constrained", "Domains whose demand beneath exceeds usable: they limit their racks.",
+                       f"sum({domain('constrained')})", steps=WARN_FROM_1),
+            stat_panel("Over limit",
+                       "Domains measuring more than usable beneath them (alert StargateDomainOverLimit).",
+                       f"sum({domain('over_limit')})", steps=BAD_FROM_1),
+            stat_panel("Lowest headroom",
+                       "The smallest share of usable power still unallocated among the selected domains "
+                       "(alert StargateDomainHeadroomLow below 5 %).",
+                       f"min({share})", unit="percentunit", decimals=1,
+                       steps=thresholds("red", (0.05, "orange"), (0.2, "green"))),
+            stat_panel("Racks limited",
+                       "Racks of the selected sites held below their demand (by the site or a domain).",
+                       f"count({limited}) or vector(0)", steps=WARN_FROM_1),
+            row("Per domain"),
+            timeseries_panel(
+                "Usable, allocated and measured",
+                "Per domain (choose domains with the Domain variable): usable (rating after derating), "
+                "the racks' budgets beneath it and their measured power.",
+                *(Series(domain(f"{f}_watts"), f"{{{{domain}}}} {f}")
+                  for f in ("usable", "allocated", "measured")),
+                unit="watt", width=24, height=10,
+            ),
+            timeseries_panel(
+                "Headroom", "Usable minus allocated per domain; negative while overcommitted.",
+                Series(domain("headroom_watts"), "{{domain}}"), unit="watt", minimum=None,
+            ),
+            timeseries_panel(
+                "Demand and floors against usable",
+                "Demand and floors beneath each domain over its usable power: above 1, the demand is "
+                "Constrained, or the floors Overcommitted.",
+                Series(f"{domain('demand_watts')} / {domain('usable_watts')}", "{{domain}} demand"),
+                Series(f"{domain('floor_watts')} / {domain('usable_watts')}", "{{domain}} floors"),
+                unit="percentunit",
+            ),
+            bargauge_panel(
+                "Load", "Measured power over usable, per domain (alert StargateDomainOverLimit above 1).",
+                Series(f"{domain('measured_watts')} / {domain('usable_watts')}", "{{domain}}"),
+                unit="percentunit", minimum=0, maximum=1.2,
+                steps=thresholds("green", (0.8, "orange"), (1, "red")),
+            ),
+            bargauge_panel(
+                "Allocated share", "Allocated over usable, per domain: 1 is full.",
+                Series(f"{domain('allocated_watts')} / {domain('usable_watts')}", "{{domain}}"),
+                unit="percentunit", minimum=0, maximum=1.2,
+                steps=thresholds("green", (0.95, "orange"), (1.0001, "red")),
+            ),
+            row("Headroom"),
+            table_panel(
+                "Domains",
+                "Every selected domain now, in tree order (path): usable, allocated, headroom, measured, "
+                "racks beneath and conditions (1 = True).",
+                Column(domain("info"), None),
+                Column(domain("usable_watts"), "Usable"),
+                Column(domain("allocated_watts"), "Allocated"),
+                Column(domain("headroom_watts"), "Headroom"),
+                Column(share, "Headroom share", unit="percentunit"),
+                Column(domain("measured_watts"), "Measured"),
+                Column(domain("racks"), "Racks", unit="none"),
+                Column(domain("ready"), "Ready", unit="none"),
+                Column(domain("overcommitted"), "Overcommitted", unit="none"),
+                Column(domain("constrained"), "Constrained", unit="none"),
+                Column(domain("over_limit"), "Over limit", unit="none"),
+                unit="watt", sort_by="path", height=12,
+            ),
+            row("Limited racks"),
+            table_panel(
+                "Racks limited and by what",
+                "Racks whose budget is below their demand, and the constraint that closed on them first "
+                "(status.power.limitedBy: the site, or a domain of the tree).",
+                Column(limited, None),
+                Column(of_limited("stargate_rack_priority"), "Priority", unit="none"),
+                Column(of_limited("stargate_rack_power_demand_watts"), "Demand"),
+                Column(of_limited("stargate_rack_power_budget_watts"), "Budget"),
+                Column(f"{s('stargate_rack_power_demand_watts')} - {s('stargate_rack_power_budget_watts')} "
+                       f"and on (namespace, cluster, rack) {limited}", "Short by"),
+                unit="watt", rename={"limited_by": "limited by"}, sort_by="limited by", width=16,
+            ),
+            timeseries_panel(
+                "Racks limited, by constraint",
+                "How many racks each site or domain holds below their demand.",
+                Series(f"count by (namespace, cluster, limited_by) ({limited})",
+                       "{{cluster}}: {{limited_by}}"),
+                width=8, height=10,
+            ),
+        ],
+    )
+
+
 # File name under helm/stargate-operator/dashboards/ -> the function that builds it.
 DASHBOARDS: dict[str, Callable[[], db.Dashboard]] = {
     "site-overview.json": site_overview,
     "power.json": power,
+    "power-tree.json": power_tree,
     "memory-pools.json": memory_pools,
     "operator-health.json": operator_health,
 }

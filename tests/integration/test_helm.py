@@ -350,13 +350,15 @@ def test_template_prometheus_rule(helm: Helm) -> None:
 
 def test_template_dashboards(helm: Helm) -> None:
     files = sorted((CHART / "dashboards").glob("*.json"))
-    # DESIGN.md section 5: site overview, power, memory pools, operator health.
-    assert [f.stem for f in files] == ["memory-pools", "operator-health", "power", "site-overview"]
+    # DESIGN.md section 5: site overview, power, memory pools, operator health; section 10 (issue
+    # 14): the power tree.
+    assert sorted(f.stem for f in files) == ["memory-pools", "operator-health", "power", "power-tree",
+                                             "site-overview"]
     docs = helm.render(FEATURES["dashboards"])
     maps = by_kind(docs, "ConfigMap")
-    assert sorted(m["metadata"]["name"] for m in maps) == [
+    assert sorted(m["metadata"]["name"] for m in maps) == sorted(
         f"sg-stargate-operator-dashboard-{f.stem}" for f in files
-    ]
+    )
     uids = [json.loads(f.read_text()).get("uid") for f in files]
     assert all(uids) and len(set(uids)) == len(uids), f"each dashboard needs a uid of its own: {uids}"
     for cm in maps:

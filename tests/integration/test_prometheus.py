@@ -1,10 +1,11 @@
 """The metrics, dashboards and alerts against a real Prometheus (Debian's package, on loopback).
 
 A metrics endpoint serves the operator's registry (`metrics.make_registry` + `metrics.serve`, the
-same code `run` uses) over real statuses: the sample sites of crds/samples and a troubled site,
-planned by the real core. A Prometheus scrapes it every second and evaluates the alert rules every
-second; then every variable and every panel query of every dashboard, and every alert expression,
-is evaluated through the HTTP API and must return data of the shape the panel or alert uses.
+same code `run` uses) over real statuses: the sample sites of crds/samples and a troubled site
+with a power tree (PowerDomains), planned by the real core. A Prometheus scrapes it every second
+and evaluates the alert rules every second; then every variable and every panel query of every
+dashboard, and every alert expression, is evaluated through the HTTP API and must return data of
+the shape the panel or alert uses.
 
 To check another endpoint (a running operator's --metrics-port), swap the `endpoint` fixture for
 one that yields that operator's host:port: nothing else here depends on how the endpoint is
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import random
 import subprocess
 import threading
@@ -52,6 +54,9 @@ EXPECT_FIRING = {
     "StargateSiteOvercommitted",
     "StargateRackOverBudget",
     "StargateRackOverRating",
+    "StargateDomainOvercommitted",
+    "StargateDomainOverLimit",
+    "StargateDomainHeadroomLow",
     "StargateTelemetryStale",
     "StargateTelemetryStaleSiteWide",
     "StargatePoolNearlyExhausted",
@@ -83,7 +88,8 @@ def _with_status(objects: list[dict[str, Any]], now: datetime) -> list[dict[str,
 def troubled_site(now: datetime) -> list[dict[str, Any]]:
     """A 54-node site in trouble: a deep curtailment (overcommitted: racks held at their floor, so
     they measure above budget), a rack whose meter reads above its rating, a rack of agents gone
-    silent, a small CXL pool nearly full with a claim waiting."""
+    silent, a small CXL pool nearly full with a claim waiting, and a power tree in trouble too
+    (troubled_tree)."""
     objs = synthetic_site(54, 7, TROUBLED, now=now, cluster="troubled")
     site = next(o for o in objs if o["kind"] == "StargateCluster")
     site["spec"]["power"]["curtailment"] = {
@@ -120,7 +126,52 @@ def troubled_site(now: datetime) -> list[dict[str, Any]]:
             claim["status"] = {"phase": "Bound", "allocatedBytes": size,
                                "boundAt": format_time(now - timedelta(hours=9))}
         objs.append(claim)
-    return objs
+    return objs + troubled_tree(objs, now)
+
+
+def troubled_tree(objs: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """The troubled site's power and cooling tree, sized from its racks' floors as the core computes
+    them, and the racks' refs into it: a 13.8 kV utility feed over a switchboard over one floor PDU
+    per rack: pdu-0 below its rack's floor (Overcommitted, and its rack is limited by it), pdu-1
+    just above its rack's floor (3 % headroom; its rack's agents are silent, so nothing is measured
+    beneath it), pdu-2 below its rack's meter reading (OverLimit); a roomy CDU; and a PDU whose
+    parent does not exist (ParentNotFound)."""
+    site = next(o for o in objs if o["kind"] == "StargateCluster")
+    ns, cluster = site["metadata"]["namespace"], site["metadata"]["name"]
+    racks = sorted((o for o in objs if o["kind"] == "Rack"), key=lambda o: o["metadata"]["name"])
+    plan = plan_namespace(objs, now, CoreSettings())
+    floor = [plan.statuses[("Rack", ns, r["metadata"]["name"])]["power"]["floorWatts"] for r in racks]
+    derate = 80  # the default: usable = floor(rating * 80 / 100)
+
+    def rated(usable: float) -> int:
+        return math.ceil(math.ceil(usable) * 100 / derate)
+
+    def domain(name: str, role: str, parent: str | None, rating: int | None,
+               type_: str = "Electrical") -> dict[str, Any]:
+        spec: dict[str, Any] = {"clusterRef": cluster, "type": type_, "role": role}
+        if parent is not None:
+            spec["parentRef"] = parent
+        if rating is None:  # the utility feed: NetBox's formula, 13.8 kV x 400 A x sqrt(3)
+            spec["electrical"] = {"voltage": 13_800, "amperage": 400, "phases": 3}
+        else:
+            spec["ratingWatts"] = rating
+        return {"apiVersion": "stargate.dev/v1alpha1", "kind": "PowerDomain",
+                "metadata": {"name": name, "namespace": ns, "uid": f"u-{name}", "generation": 1,
+                             "creationTimestamp": format_time(now - timedelta(days=1))},
+                "spec": spec}
+
+    for i, rack in enumerate(racks):
+        rack["spec"]["powerDomainRef"] = f"pdu-{i}"
+        rack["spec"]["coolingDomainRef"] = "cdu-a"
+    return [
+        domain("utility", "Utility", None, None),
+        domain("swb-a", "Switchboard", "utility", 4_000_000),
+        domain("pdu-0", "FloorPDU", "swb-a", rated(floor[0] - 5_000)),
+        domain("pdu-1", "FloorPDU", "swb-a", rated(floor[1] / 0.97)),
+        domain("pdu-2", "FloorPDU", "swb-a", rated(floor[2] * 1.5)),
+        domain("cdu-a", "CDU", None, 4_000_000, "Cooling"),
+        domain("pdu-orphan", "FloorPDU", "swb-gone", 100_000),
+    ]
 
 
 def build_site() -> list[dict[str, Any]]:
@@ -222,6 +273,35 @@ def test_site_figures_match_the_core(prom: PrometheusServer) -> None:
     assert head
 
 
+def test_domain_figures_match_the_core(prom: PrometheusServer) -> None:
+    def one(expr: str) -> dict[str, Any]:
+        result = prom.query(expr)
+        assert len(result) == 1, (expr, result)
+        return result[0]
+
+    sel = f'namespace="{TROUBLED}", cluster="troubled"'
+    pdu0 = one(f'stargate_domain_headroom_watts{{{sel}, domain="pdu-0"}}')
+    assert pdu0["value"] < 0  # overcommitted: allocated (the floor) above usable
+    labels = {"namespace": TROUBLED, "cluster": "troubled", "domain": "pdu-0", "type": "Electrical",
+              "role": "FloorPDU", "parent": "swb-a"}
+    assert pdu0["metric"].items() >= labels.items(), pdu0["metric"]
+    assert one(f'stargate_domain_overcommitted{{{sel}, domain="pdu-0"}}')["value"] == 1
+    assert one(f'stargate_domain_over_limit{{{sel}, domain="pdu-2"}}')["value"] == 1
+    assert one(f'stargate_domain_overcommitted{{{sel}, domain="pdu-2"}}')["value"] == 0
+    share = one(f'stargate_domain_headroom_watts{{{sel}, domain="pdu-1"}} / '
+                f'stargate_domain_usable_watts{{{sel}, domain="pdu-1"}}')["value"]
+    assert 0 < share < 0.05
+    assert one(f'stargate_domain_racks{{{sel}, domain="utility"}}')["value"] == 3
+    assert one(f'stargate_domain_ready{{{sel}, domain="pdu-orphan"}}')["value"] == 0
+    # the top of a tree has no parent label (Prometheus drops empty labels); the path is its tree's
+    cdu = one(f'stargate_domain_info{{{sel}, domain="cdu-a"}}')["metric"]
+    assert "parent" not in cdu and cdu["type"] == "Cooling" and cdu["path"] == "cdu-a"
+    assert one(f'stargate_domain_info{{{sel}, domain="pdu-2"}}')["metric"]["path"] == "utility/swb-a/pdu-2"
+    limited = {(s["metric"]["rack"], s["metric"]["limited_by"])
+               for s in prom.query(f"stargate_rack_power_limited_info{{{sel}}}")}
+    assert ("rack-00000", "pdu-0") in limited and ("rack-00001", "troubled") in limited, limited
+
+
 def test_every_dashboard_query_returns_data(prom: PrometheusServer) -> None:
     problems = dashboard_problems(prom)
     assert not problems, "\n".join(problems)
@@ -268,6 +348,12 @@ def test_expected_alerts_become_active(prom: PrometheusServer) -> None:
     assert {a["rack"] for a in active["StargateTelemetryStale"]} == {"rack-00001"}
     assert {a["rack"] for a in active["StargateRackOverRating"]} == {"rack-00002"}
     assert {a["pool"] for a in active["StargatePoolNearlyExhausted"]} >= {"cxl-small"}
+    troubled_domains = {alert: {a["domain"] for a in active[alert] if a["namespace"] == TROUBLED}
+                        for alert in ("StargateDomainOvercommitted", "StargateDomainOverLimit",
+                                      "StargateDomainHeadroomLow")}
+    assert troubled_domains == {"StargateDomainOvercommitted": {"pdu-0"},
+                                "StargateDomainOverLimit": {"pdu-0", "pdu-2"},
+                                "StargateDomainHeadroomLow": {"pdu-1"}}, troubled_domains
 
 
 def test_endpoint_serves_promtool_clean_text(endpoint: str) -> None:

@@ -31,6 +31,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 UIDS = {
     "site-overview.json": "stargate-site-overview",
     "power.json": "stargate-power",
+    "power-tree.json": "stargate-power-tree",
     "memory-pools.json": "stargate-memory-pools",
     "operator-health.json": "stargate-operator-health",
 }
@@ -234,6 +235,37 @@ def test_table_helper_names_value_columns_as_grafana_does() -> None:
     (_, organize) = two.transformations
     assert organize.options["renameByName"] == {"Value #B": "B col", "site_kind": "kind"}
     assert organize.options["excludeByName"] == {"Time": True, "Value #A": True, "__name__": True}
+
+
+def test_table_columns_may_have_their_own_unit_and_rows_a_sort_order() -> None:
+    t = GEN.table_panel("t", "d", GEN.Column("info", None), GEN.Column("w", "Watts"),
+                        GEN.Column("c", "Count", unit="none"), unit="watt", sort_by="path").build()
+    assert t.field_config.defaults.unit == "watt"
+    (override,) = t.field_config.overrides
+    assert (override.matcher.id_val, override.matcher.options) == ("byName", "Count")
+    assert [(v.id_val, v.value) for v in override.properties] == [("unit", "none")]
+    assert [x.display_name for x in t.options.sort_by] == ["path"]
+
+
+def test_the_power_tree_shows_domains_headroom_and_limited_racks() -> None:
+    """Issue 14: usable, allocated and measured per domain (with a domain variable), the headroom
+    table, and the racks that are limited and by what."""
+    d = DASHBOARDS["power-tree.json"]
+    assert [v["name"] for v in d["templating"]["list"]] == ["datasource", "namespace", "cluster", "type",
+                                                            "domain"]
+    panels = {p["title"]: p for p in _panels(d)}
+    graph = panels["Usable, allocated and measured"]
+    assert [t["expr"].split("{")[0] for t in graph["targets"]] == [
+        "stargate_domain_usable_watts", "stargate_domain_allocated_watts", "stargate_domain_measured_watts"]
+    assert all('domain=~"$domain"' in t["expr"] for t in graph["targets"])
+    table = panels["Domains"]
+    columns = set(table["transformations"][1]["options"]["renameByName"].values())
+    assert {"Usable", "Allocated", "Headroom", "Overcommitted", "Constrained"} <= columns
+    info = table["targets"][0]["expr"]
+    assert info.startswith("stargate_domain_info{")  # its labels: domain, type, role, parent, path
+    limited = panels["Racks limited and by what"]
+    assert limited["targets"][0]["expr"].startswith("stargate_rack_power_limited_info{")
+    assert all("stargate_rack_power_limited_info" in t["expr"] for t in limited["targets"])
 
 
 def test_a_new_dashboard_is_a_function(tmp_path: Path) -> None:

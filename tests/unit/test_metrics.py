@@ -68,14 +68,14 @@ def small_site(ns: str = "ns1", curtail_until: datetime | None = None) -> list[d
                   "location": {"hall": "h1", "row": "a", "position": "1"}},
          "status": {"nodes": 2, "gpus": {"total": 16, "healthy": 8},
                     "power": {"budgetWatts": 40_000, "floorWatts": 40_000, "demandWatts": 50_000,
-                              "measuredWatts": 45_000},
+                              "measuredWatts": 45_000, "limitedBy": "pdu-1"},
                     "conditions": [cond("Ready", "True"), cond("PowerCapped", "True"),
                                    cond("OverBudget", "True")]}},
         {"kind": "Rack", "metadata": {"namespace": ns, "name": "r2"},
          "spec": {"clusterRef": "site", "maxPowerWatts": 60_000},
          "status": {"nodes": 1, "gpus": {"total": 8, "healthy": 8},
                     "power": {"budgetWatts": 35_000, "floorWatts": 35_000, "demandWatts": 40_000,
-                              "measuredWatts": 5_000},
+                              "measuredWatts": 5_000, "limitedBy": "site"},
                     "conditions": [cond("Ready", "False"), cond("PowerCapped", "True"),
                                    cond("OverBudget", "False")]}},
         {"kind": "GPUNode", "metadata": {"namespace": ns, "name": "n1"},
@@ -108,6 +108,45 @@ def small_site(ns: str = "ns1", curtail_until: datetime | None = None) -> list[d
          "spec": {"poolRef": "hbm", "sizeBytes": 150}, "status": {"phase": "Pending"}},
         {"kind": "MemoryClaim", "metadata": {"namespace": ns, "name": "c3"},
          "spec": {"poolRef": "hbm", "sizeBytes": 250}},
+    ]
+
+
+def small_tree(ns: str = "ns1") -> list[dict[str, Any]]:
+    """Hand-built PowerDomains of small_site with known statuses: a utility feed, a floor PDU under
+    it that is overcommitted, constrained and over its limit (r1 is limited by it), a cooling loop
+    with no role nor type given, and a domain whose parent is missing (not Ready, figures Unknown)."""
+    def domain(name: str, spec: dict[str, Any], status: dict[str, Any] | None) -> dict[str, Any]:
+        obj: dict[str, Any] = {"kind": "PowerDomain", "metadata": {"namespace": ns, "name": name},
+                               "spec": {"clusterRef": "site", **spec}}
+        if status is not None:
+            obj["status"] = status
+        return obj
+
+    def figures(rating: int, usable: int, racks: int, floor: int, demand: int, alloc: int,
+                measured: int, path: list[str]) -> dict[str, Any]:
+        return {"ratingWatts": rating, "usableWatts": usable, "racks": racks, "floorWatts": floor,
+                "demandWatts": demand, "allocatedWatts": alloc, "measuredWatts": measured,
+                "headroomWatts": usable - alloc, "path": path}
+
+    return [
+        domain("utility", {"type": "Electrical", "role": "Utility", "ratingWatts": 200_000},
+               {**figures(200_000, 160_000, 2, 75_000, 90_000, 75_000, 50_000, ["utility"]),
+                "conditions": [cond("Ready", "True"), cond("Overcommitted", "False"),
+                               cond("Constrained", "False"), cond("OverLimit", "False")]}),
+        domain("pdu-1", {"type": "Electrical", "role": "FloorPDU", "parentRef": "utility",
+                         "ratingWatts": 45_000, "deratePercent": 80},
+               {**figures(45_000, 36_000, 1, 40_000, 50_000, 40_000, 45_000, ["utility", "pdu-1"]),
+                "conditions": [cond("Ready", "False"), cond("Overcommitted", "True"),
+                               cond("Constrained", "True"), cond("OverLimit", "True")]}),
+        domain("loop", {"ratingWatts": 100_000},
+               {**figures(100_000, 80_000, 1, 35_000, 40_000, 35_000, 5_000, ["loop"]),
+                "conditions": [cond("Ready", "True"), cond("Overcommitted", "False"),
+                               cond("Constrained", "False")]}),
+        domain("lost", {"type": "Cooling", "role": "CDU", "parentRef": "gone", "ratingWatts": 10_000},
+               {"ratingWatts": 10_000, "usableWatts": 8_000, "path": ["lost"],
+                "conditions": [cond("Ready", "False"), cond("Overcommitted", "Unknown"),
+                               cond("Constrained", "Unknown"), cond("OverLimit", "Unknown")]}),
+        domain("new", {"type": "Cooling", "role": "CDU", "ratingWatts": 10_000}, None),  # not planned yet
     ]
 
 
@@ -232,6 +271,81 @@ def test_rack_figures() -> None:
     assert value(s, "stargate_rack_condition", **C, rack="r2", condition="Ready") == 0
 
 
+def domain_labels(domain: str, type_: str, role: str = "", parent: str = "") -> dict[str, str]:
+    return {**C, "domain": domain, "type": type_, "role": role, "parent": parent}
+
+
+def test_domain_figures_are_the_status() -> None:
+    s = scrape(small_site() + small_tree())
+    pdu = domain_labels("pdu-1", "Electrical", "FloorPDU", "utility")
+    assert value(s, "stargate_domain_info", **pdu, path="utility/pdu-1") == 1
+    for field, want in [("rating", 45_000), ("usable", 36_000), ("floor", 40_000), ("demand", 50_000),
+                        ("allocated", 40_000), ("measured", 45_000), ("headroom", -4_000)]:
+        assert value(s, f"stargate_domain_{field}_watts", **pdu) == want, field
+    assert value(s, "stargate_domain_racks", **pdu) == 1
+    for gauge in ("overcommitted", "constrained", "over_limit"):
+        assert value(s, f"stargate_domain_{gauge}", **pdu) == 1, gauge
+    assert value(s, "stargate_domain_ready", **pdu) == 0
+    top = domain_labels("utility", "Electrical", "Utility")  # no parent: parent=""
+    assert value(s, "stargate_domain_headroom_watts", **top) == 85_000
+    assert value(s, "stargate_domain_ready", **top) == 1
+    for gauge in ("overcommitted", "constrained", "over_limit"):
+        assert value(s, f"stargate_domain_{gauge}", **top) == 0, gauge
+    # no type given: the registry's default; no role: ""; a condition the status lacks: no series
+    loop = domain_labels("loop", "Electrical")
+    assert value(s, "stargate_domain_info", **loop, path="loop") == 1
+    assert value(s, "stargate_domain_constrained", **loop) == 0
+    assert ("stargate_domain_over_limit", frozenset(loop.items())) not in s
+    # Unknown counts as 0; figures the status lacks have no series rather than a made-up 0
+    lost = domain_labels("lost", "Cooling", "CDU", "gone")
+    assert value(s, "stargate_domain_overcommitted", **lost) == 0
+    assert value(s, "stargate_domain_usable_watts", **lost) == 8_000
+    assert ("stargate_domain_allocated_watts", frozenset(lost.items())) not in s
+    new = domain_labels("new", "Cooling", "CDU")
+    assert value(s, "stargate_domain_info", **new, path="") == 1
+    assert not [k for k in s if k[0] != "stargate_domain_info" and dict(k[1]).get("domain") == "new"]
+    assert value(s, "stargate_objects", namespace="ns1", kind="PowerDomain", ready="false") == 2
+    assert value(s, "stargate_objects", namespace="ns1", kind="PowerDomain", ready="unknown") == 1
+
+
+def test_limited_racks_name_what_limits_them() -> None:
+    s = scrape(small_site())
+    assert value(s, "stargate_rack_power_limited_info", **C, rack="r1", limited_by="pdu-1") == 1
+    assert value(s, "stargate_rack_power_limited_info", **C, rack="r2", limited_by="site") == 1
+    unlimited = small_site()
+    for o in unlimited:
+        if o["kind"] == "Rack":
+            del o["status"]["power"]["limitedBy"]
+    assert "stargate_rack_power_limited_info" not in names(scrape(unlimited))
+
+
+def test_domain_series_equal_the_statuses_the_core_wrote() -> None:
+    """A site with a tree, planned by the real core: every domain series is its status's figure,
+    and the racks the core says are limited are those with a limited_info series."""
+    objs = planned_site_with_tree()
+    s = scrape(objs)
+    domains = [o for o in objs if o["kind"] == "PowerDomain"]
+    assert domains and all(o["status"].get("usableWatts") for o in domains), "the core planned no domains"
+    for o in domains:
+        spec, st = o["spec"], o["status"]
+        labels = {"namespace": "synth", "cluster": "site", "domain": o["metadata"]["name"],
+                  "type": spec["type"], "role": spec["role"], "parent": spec.get("parentRef", "")}
+        for field in ("rating", "usable", "floor", "demand", "allocated", "measured", "headroom"):
+            assert value(s, f"stargate_domain_{field}_watts", **labels) == st[f"{field}Watts"]
+        conds = {c["type"]: c["status"] for c in st["conditions"]}
+        for ctype, gauge in [("Overcommitted", "overcommitted"), ("Constrained", "constrained"),
+                             ("OverLimit", "over_limit"), ("Ready", "ready")]:
+            assert value(s, f"stargate_domain_{gauge}", **labels) == (conds[ctype] == "True")
+        assert value(s, "stargate_domain_info", **labels, path="/".join(st["path"])) == 1
+    limited = {(dict(k[1])["rack"], dict(k[1])["limited_by"]) for k in s
+               if k[0] == "stargate_rack_power_limited_info"}
+    assert limited == {(o["metadata"]["name"], o["status"]["power"]["limitedBy"]) for o in objs
+                       if o["kind"] == "Rack" and o["status"]["power"].get("limitedBy")}
+    assert {by for _, by in limited} >= {"pdu-a"}  # the tree limits a rack: the test can fail
+    assert value(s, "stargate_domain_overcommitted", namespace="synth", cluster="site", domain="pdu-b",
+                 type="Electrical", role="FloorPDU", parent="utility") == 1
+
+
 def test_pool_figures() -> None:
     s = scrape(small_site())
     p = {**C, "pool": "hbm", "tier": "HBM"}
@@ -285,9 +399,14 @@ def test_series_of_deleted_objects_disappear() -> None:
     assert not re.search(r'^stargate_rack_\w+\{[^}]*rack="r2"', after, re.M)  # no series of rack r2
     assert re.search(r'^stargate_node_\w+\{[^}]*rack="r2"', after, re.M)  # its node n3 is still there
     assert 'stargate_rack_power_budget_watts{cluster="site",namespace="a",rack="r1"}' in after
+    source.replace(small_site("a") + small_tree("a"))
+    assert 'domain="pdu-1"' in generate_latest(registry).decode()
+    source.replace(small_site("a") + [o for o in small_tree("a") if o["metadata"]["name"] != "pdu-1"])
+    after = generate_latest(registry).decode()
+    assert 'domain="pdu-1"' not in after and 'domain="utility"' in after
     source.replace([])
     empty = generate_latest(registry).decode()
-    assert not re.search(r"^stargate_(cluster|rack|pool|node|objects)\w*\{", empty, re.M)
+    assert not re.search(r"^stargate_(cluster|rack|domain|pool|node|objects)\w*\{", empty, re.M)
 
 
 def test_missing_partial_and_malformed_status_do_not_break_a_scrape() -> None:
@@ -301,6 +420,10 @@ def test_missing_partial_and_malformed_status_do_not_break_a_scrape() -> None:
          "status": {"telemetry": {"observedAt": "yesterday"}, "healthyGPUs": True}},
         {"kind": "MemoryPool", "metadata": {"namespace": "x", "name": "p"}, "spec": None, "status": []},
         {"kind": "MemoryClaim", "metadata": {"namespace": "x", "name": "c"}},
+        {"kind": "PowerDomain", "metadata": {"namespace": "x", "name": "d"}, "spec": None,
+         "status": {"path": "top/d", "usableWatts": "lots", "headroomWatts": -5, "conditions": 5}},
+        {"kind": "PowerDomain", "metadata": {"namespace": "x", "name": "e"},
+         "spec": {"clusterRef": "new", "role": 7}, "status": {"path": ["top", 3, "e"]}},
         {"kind": "Secret", "metadata": {"namespace": "x", "name": "s"}},
         {"no": "kind"},
         "not a mapping",
@@ -314,6 +437,11 @@ def test_missing_partial_and_malformed_status_do_not_break_a_scrape() -> None:
     assert value(s, "stargate_node_info", namespace="x", cluster="", rack="gone", node="orphan", gpu_model="",
                  node_name="") == 1
     assert value(s, "stargate_objects", namespace="x", kind="GPUNode", ready="unknown") == 1
+    d = {"namespace": "x", "cluster": "", "domain": "d", "type": "Electrical", "role": "", "parent": ""}
+    assert value(s, "stargate_domain_info", **d, path="") == 1
+    assert value(s, "stargate_domain_headroom_watts", **d) == -5
+    assert ("stargate_domain_usable_watts", frozenset(d.items())) not in s
+    assert value(s, "stargate_domain_info", **{**d, "cluster": "new", "domain": "e"}, path="top/e") == 1
     assert not [k for k in s if k[1] and dict(k[1]).get("kind") == "Secret"]
 
 
@@ -389,7 +517,7 @@ def parsed(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 @pytest.mark.parametrize("per_node", [False, True])
 def test_served_fast_text_equals_the_library_rendering(per_node: bool) -> None:
-    objs: list[Any] = [*planned_synthetic_site(60), *small_site()]
+    objs: list[Any] = [*planned_synthetic_site(60), *small_site(), *small_tree()]
     objs.append({"kind": "StargateCluster", "metadata": {"namespace": "odd", "name": "odd"},
                  "spec": {"site": {"region": 'eu "north"\\sea\nfloor', "kind": "Onshore"}}})
     registry = metrics.make_registry(metrics.StaticSource(objs), per_node=per_node)
@@ -430,18 +558,58 @@ def planned_synthetic_site(nodes: int) -> list[dict[str, Any]]:
     return objs
 
 
+def planned_site_with_tree() -> list[dict[str, Any]]:
+    """The 60-node synthetic site under a tree, planned by the real core: a utility feed (given by
+    voltage, amperage and phases) over two floor PDUs, pdu-a too small for the demand of its rack
+    (Constrained: the rack is limited by it), pdu-b too small for its rack's floor (Overcommitted),
+    and a cooling loop over every rack."""
+    objs = synthetic_site(60, 5, "synth", now=SYNTH_NOW)
+    racks = sorted((o for o in objs if o["kind"] == "Rack"), key=lambda o: o["metadata"]["name"])
+    plan = plan_namespace(objs, SYNTH_NOW, CoreSettings())
+    floor = {r["metadata"]["name"]: plan.statuses[("Rack", "synth", r["metadata"]["name"])]["power"]
+             for r in racks}
+
+    def domain(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": "stargate.dev/v1alpha1", "kind": "PowerDomain",
+                "metadata": {"namespace": "synth", "name": name, "uid": f"u-{name}", "generation": 1},
+                "spec": {"clusterRef": "site", "deratePercent": 100, **spec}}
+
+    a, b = racks[0]["metadata"]["name"], racks[1]["metadata"]["name"]
+    between = (floor[a]["floorWatts"] + floor[a]["demandWatts"]) // 2
+    objs += [
+        domain("utility", {"type": "Electrical", "role": "Utility",
+                           "electrical": {"voltage": 13_800, "amperage": 400, "phases": 3}}),
+        domain("pdu-a", {"type": "Electrical", "role": "FloorPDU", "parentRef": "utility",
+                         "ratingWatts": between}),
+        domain("pdu-b", {"type": "Electrical", "role": "FloorPDU", "parentRef": "utility",
+                         "ratingWatts": floor[b]["floorWatts"] - 1_000}),
+        domain("loop", {"type": "Cooling", "role": "CDU", "ratingWatts": 10_000_000}),
+    ]
+    racks[0]["spec"]["powerDomainRef"] = "pdu-a"
+    racks[1]["spec"]["powerDomainRef"] = "pdu-b"
+    for r in racks:
+        r["spec"]["coolingDomainRef"] = "loop"
+    plan = plan_namespace(objs, SYNTH_NOW, CoreSettings())
+    for o in objs:
+        key = (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
+        telemetry = (o.get("status") or {}).get("telemetry")
+        o["status"] = {**plan.statuses[key], **({"telemetry": telemetry} if telemetry else {})}
+    return objs
+
+
 @pytest.mark.parametrize("per_node", [False, True])
 def test_promtool_check_metrics_is_clean(per_node: bool) -> None:
-    objs = planned_synthetic_site(60) + small_site()
+    objs = planned_synthetic_site(60) + small_site() + small_tree() + planned_site_with_tree()
     metrics.RECONCILES.labels(kind="namespace", result="success").inc()
     body = generate_latest(metrics.make_registry(metrics.StaticSource(objs), per_node=per_node))
     res = subprocess.run([promtool(), "check", "metrics"], input=body, capture_output=True, check=False)
     assert res.returncode == 0, (res.stdout + res.stderr).decode()
     assert b"stargate_rack_power_budget_watts" in body
+    assert b"stargate_domain_headroom_watts{" in body and b"stargate_rack_power_limited_info{" in body
 
 
 def test_names_follow_conventions() -> None:
-    s = scrape(planned_synthetic_site(40) + small_site(), per_node=True)
+    s = scrape(planned_synthetic_site(40) + small_site() + small_tree(), per_node=True)
     for name in names(s):
         assert name.startswith(("stargate_", "process_", "python_")), name
         if name.startswith("stargate_") and name.endswith("_total"):
@@ -527,7 +695,7 @@ def all_exported_names() -> set[str]:
     metrics.RECONCILE_SECONDS.labels(kind="namespace").observe(0.01)
     metrics.API_WRITES.labels(kind="Event", verb="create_event").inc(0)
     metrics.LAST_SUCCESS.labels(namespace="synth").set(1)
-    s = scrape(planned_synthetic_site(40) + small_site(), per_node=True)
+    s = scrape(planned_synthetic_site(40) + small_site() + small_tree(), per_node=True)
     return names(s) | {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 
 
@@ -544,15 +712,18 @@ def dashboards() -> dict[str, dict[str, Any]]:
     return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
 
 
-def test_four_dashboards_with_unique_uids() -> None:
+DASHBOARD_FILES = {"site-overview.json", "power.json", "power-tree.json", "memory-pools.json",
+                   "operator-health.json"}
+
+
+def test_five_dashboards_with_unique_uids() -> None:
     d = dashboards()
-    assert set(d) == {"site-overview.json", "power.json", "memory-pools.json", "operator-health.json"}
+    assert set(d) == DASHBOARD_FILES
     uids = [x["uid"] for x in d.values()]
-    assert len(set(uids)) == 4 and all(len(u) <= 40 for u in uids)
+    assert len(set(uids)) == len(DASHBOARD_FILES) and all(len(u) <= 40 for u in uids)
 
 
-@pytest.mark.parametrize("name", ["site-overview.json", "power.json", "memory-pools.json",
-                                  "operator-health.json"])
+@pytest.mark.parametrize("name", sorted(DASHBOARD_FILES))
 def test_dashboard_structure(name: str) -> None:
     dash = dashboards()[name]
     variables = {v["name"]: v for v in dash["templating"]["list"]}
@@ -575,7 +746,7 @@ def test_dashboard_structure(name: str) -> None:
             assert t["datasource"]["uid"] == "${datasource}"
             unknown = referenced_names(t["expr"]) - exported
             assert not unknown, f"{p['title']}: {t['expr']} uses {unknown}"
-            if "stargate_cluster_" in t["expr"] or "stargate_rack_" in t["expr"]:
+            if any(f"stargate_{level}_" in t["expr"] for level in ("cluster", "rack", "domain")):
                 assert 'namespace=~"$namespace"' in t["expr"], t["expr"]
                 assert 'cluster=~"$cluster"' in t["expr"], t["expr"]
     assert queries >= 10
@@ -600,16 +771,16 @@ def test_a_standby_exports_no_object_series() -> None:
             self.active = threading.Event()
 
         def snapshot(self) -> Iterable[Mapping[str, Any]]:
-            return small_site()
+            return small_site() + small_tree()
 
     engine = Engine()
     registry = metrics.make_registry(engine, per_node=True)
     standby = registry.render_text().decode()
     assert "stargate_active 0" in standby
-    assert not re.search(r"^stargate_(cluster|rack|pool|node|objects)\w*\{", standby, re.M)
+    assert not re.search(r"^stargate_(cluster|rack|domain|pool|node|objects)\w*\{", standby, re.M)
     assert "stargate_reconciles_total" in standby  # its own health is still there
     engine.active.set()
     active = registry.render_text().decode()
     assert "stargate_active 1" in active
-    assert "stargate_cluster_power_budget_watts{" in active
+    assert "stargate_cluster_power_budget_watts{" in active and "stargate_domain_usable_watts{" in active
     assert parsed(active) == parsed(generate_latest(registry).decode())

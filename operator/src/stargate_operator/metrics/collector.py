@@ -13,9 +13,11 @@ nothing itself. A source without counts (a fixed list of objects) gets them from
 `counts_from_objects`, which reads the same figures back from the statuses the core wrote.
 
 Naming (Prometheus conventions, checked by `promtool check metrics` in the tests): prefix
-`stargate_`, then the level (`cluster`, `rack`, `pool`, `node`), base units as suffix (`_watts`,
-`_bytes`, `_seconds`, `_ratio` for shares from 0 to 1), `_total` only on counters. Labels:
-`namespace`, `cluster` (the StargateCluster's name), `rack`, `pool` (with `tier`), `node`.
+`stargate_`, then the level (`cluster`, `rack`, `domain`, `pool`, `node`), base units as suffix
+(`_watts`, `_bytes`, `_seconds`, `_ratio` for shares from 0 to 1), `_total` only on counters. Labels:
+`namespace`, `cluster` (the StargateCluster's name), `rack`, `pool` (with `tier`), `node`; a
+PowerDomain's series carry `domain`, `type` (Electrical, Cooling), `role` and `parent` (the
+spec's, empty when unset: directly under the site).
 
 Derived figures, defined here once:
 
@@ -29,7 +31,15 @@ Derived figures, defined here once:
 * `stargate_cluster_carbon_grams_per_second` = status.carbonGramsPerHour / 3600 (base unit of
   time; Grafana shows it back per hour).
 * Condition gauges (`stargate_<level>_condition{condition=...}`): 1 when the condition's status is
-  True, 0 when False or Unknown; absent when the status does not carry the condition yet.
+  True, 0 when False or Unknown; absent when the status does not carry the condition yet. A
+  PowerDomain's conditions have one gauge each instead (`stargate_domain_ready`, `..._overcommitted`,
+  `..._constrained`, `..._over_limit`), read the same way.
+* PowerDomain figures are the status's as the core wrote them (DESIGN section 10), headroom
+  included (`stargate_domain_headroom_watts` = status.headroomWatts = usable - allocated, negative
+  while overcommitted); `stargate_domain_info` carries the domain's `path` ("/"-joined, top first).
+* `stargate_rack_power_limited_info{limited_by=...}` = 1 for a rack whose status.power.limitedBy
+  names the constraint (the site or a PowerDomain) that holds its budget below its demand; absent
+  for a rack that is not limited.
 """
 
 from __future__ import annotations
@@ -55,12 +65,14 @@ from stargate_operator.core.types import ObjectKey
 from stargate_operator.core.wire import parse_epoch
 from stargate_operator.kinds import (
     DEFAULT_DESIGN_PUE,
+    DEFAULT_DOMAIN_TYPE,
     DEFAULT_RACK_PRIORITY,
     DEFAULT_RESERVE_PERCENT,
     GPU_NODE,
     KINDS,
     MEMORY_CLAIM,
     MEMORY_POOL,
+    POWER_DOMAIN,
     RACK,
     STARGATE_CLUSTER,
 )
@@ -172,8 +184,31 @@ CLUSTER_LABELS = ("namespace", "cluster")
 RACK_LABELS = ("namespace", "cluster", "rack")
 POOL_LABELS = ("namespace", "cluster", "pool", "tier")
 NODE_LABELS = ("namespace", "cluster", "rack", "node")
-_CLUSTER, _RACK, _NODE, _POOL, _CLAIM = (
-    STARGATE_CLUSTER.kind, RACK.kind, GPU_NODE.kind, MEMORY_POOL.kind, MEMORY_CLAIM.kind
+DOMAIN_LABELS = ("namespace", "cluster", "domain", "type", "role", "parent")
+_CLUSTER, _RACK, _NODE, _POOL, _CLAIM, _DOMAIN = (
+    STARGATE_CLUSTER.kind, RACK.kind, GPU_NODE.kind, MEMORY_POOL.kind, MEMORY_CLAIM.kind, POWER_DOMAIN.kind
+)
+# A PowerDomain's status figures: (status field, metric, help), each read as the core wrote it.
+_DOMAIN_WATTS = (
+    ("ratingWatts", "stargate_domain_rating_watts",
+     "Rating of the domain (spec, or volts x amperes x phases x power factor)."),
+    ("usableWatts", "stargate_domain_usable_watts",
+     "Rating after derating (deratePercent): what may be allocated beneath."),
+    ("floorWatts", "stargate_domain_floor_watts", "Sum of the floors of the racks beneath the domain."),
+    ("demandWatts", "stargate_domain_demand_watts", "Sum of the demands of the racks beneath the domain."),
+    ("allocatedWatts", "stargate_domain_allocated_watts",
+     "Sum of the budgets of the racks beneath the domain."),
+    ("measuredWatts", "stargate_domain_measured_watts",
+     "Sum of the measured power of the racks beneath the domain."),
+    ("headroomWatts", "stargate_domain_headroom_watts",
+     "Usable minus allocated (status.headroomWatts); negative while overcommitted."),
+)
+# A PowerDomain's conditions: (condition, gauge, what True means).
+_DOMAIN_CONDITIONS = (
+    ("Ready", "stargate_domain_ready", "the domain is valid and the floors beneath fit"),
+    ("Overcommitted", "stargate_domain_overcommitted", "the floors of the racks beneath exceed usable"),
+    ("Constrained", "stargate_domain_constrained", "the demand beneath exceeds usable: it limits its racks"),
+    ("OverLimit", "stargate_domain_over_limit", "the measured power beneath exceeds usable"),
 )
 _NONE: Mapping[str, int] = {}
 _NO_COUNTS: Counts = {}
@@ -299,6 +334,19 @@ def _declare_all(f: Families, per_node: bool) -> None:
     f.declare("stargate_rack_power_demand_watts", "Sum of the rack's node demands, capped at the rating.", r)
     f.declare("stargate_rack_power_measured_watts", "Sum of measured node power in the rack.", r)
     f.declare("stargate_rack_condition", "Rack condition: 1 True, 0 False or Unknown.", rk)
+    f.declare("stargate_rack_power_limited_info",
+              "1 for a rack held below its demand, labelled with what limits it (status.power.limitedBy: "
+              "the site or a PowerDomain).", (*r, "limited_by"))
+    # Power domain
+    d = DOMAIN_LABELS
+    f.declare("stargate_domain_info",
+              "One series per power domain, with its path from the top of its tree (/-joined); value 1.",
+              (*d, "path"))
+    for _, name, help_text in _DOMAIN_WATTS:
+        f.declare(name, help_text, d)
+    f.declare("stargate_domain_racks", "Racks beneath the domain, at any depth.", d)
+    for ctype, name, meaning in _DOMAIN_CONDITIONS:
+        f.declare(name, f"1 when {ctype} is True ({meaning}), 0 when False or Unknown.", d)
     # Pool
     pk = (*p, "condition")
     f.declare("stargate_pool_info", "One series per memory pool (rack empty when site-wide); value 1.",
@@ -437,6 +485,12 @@ class StargateCollector(Collector):
                 f.add(f"stargate_rack_power_{field}_watts", labels, _num(status, "power", f"{field}Watts"))
             for ctype, cstatus in conds.items():
                 f.add("stargate_rack_condition", (*labels, ctype), 1.0 if cstatus == "True" else 0.0)
+            limited = _str(status, "power", "limitedBy")
+            if limited:
+                f.add("stargate_rack_power_limited_info", (*labels, limited), 1.0)
+
+        for domain in by_kind[_DOMAIN]:
+            self._domain(domain)
 
         for cl in by_kind[_CLUSTER]:
             self._cluster(cl, counts)
@@ -511,6 +565,25 @@ class StargateCollector(Collector):
         for ctype, cstatus in _conditions(status).items():
             f.add("stargate_cluster_condition", (*labels, ctype), 1.0 if cstatus == "True" else 0.0)
 
+
+    def _domain(self, domain: Mapping[str, Any]) -> None:
+        f = self._f
+        spec = _get(domain, "spec")
+        status = _get(domain, "status")
+        labels = (_str(domain, "metadata", "namespace"), _str(spec, "clusterRef"),
+                  _str(domain, "metadata", "name"), _str(spec, "type") or DEFAULT_DOMAIN_TYPE,
+                  _str(spec, "role"), _str(spec, "parentRef"))
+        path = _get(status, "path")
+        names = [p for p in path if type(p) is str] if type(path) is list else []
+        f.add("stargate_domain_info", (*labels, "/".join(names)), 1.0)
+        for field, name, _ in _DOMAIN_WATTS:
+            f.add(name, labels, _num(status, field))
+        f.add("stargate_domain_racks", labels, _num(status, "racks"))
+        conds = _conditions(status)
+        for ctype, name, _ in _DOMAIN_CONDITIONS:
+            cstatus = conds.get(ctype)
+            if cstatus is not None:
+                f.add(name, labels, 1.0 if cstatus == "True" else 0.0)
 
     def _node(
         self,
