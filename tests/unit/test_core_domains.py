@@ -297,6 +297,41 @@ def test_the_tree_leaves_no_reference_cycles_behind() -> None:
         gc.enable()
 
 
+def test_the_benchmark_tree_plans_and_a_cache_gives_the_same_result() -> None:
+    from stargate_operator.core import CoreSettings, PlanCache, plan_namespace
+    from stargate_operator.fixtures.synth import SYNTH_NOW, synthetic_site
+
+    objs = synthetic_site(3000, seed=7, namespace=NS, tree=True)
+    small = synthetic_site(300, seed=7, namespace=NS, tree=True)
+    untreed = [_without_refs(o) for o in small if o["kind"] != "PowerDomain"]
+    assert untreed == synthetic_site(300, seed=7, namespace=NS), "tree=False is the site as it was"
+    settings = CoreSettings()
+    cache = PlanCache()
+    cold = plan_namespace(objs, SYNTH_NOW, settings)
+    domains = {k[2]: v for k, v in cold.statuses.items() if k[0] == "PowerDomain"}
+    assert len(domains) == 1 + 2 + 8 + 40 + 400 + 100
+    assert all(cond(d, "Ready")["status"] == "True" for d in domains.values())
+    assert len(domains["rpp-123"]["path"]) == 5 and domains["rpp-123"]["path"][0] == "utility"
+    assert any(cond(d, "Constrained")["status"] == "True" for n, d in domains.items() if n.startswith("rpp"))
+    assert any(cond(d, "Constrained")["status"] == "True" for n, d in domains.items() if n.startswith("cdu"))
+    assert plan_namespace(objs, SYNTH_NOW, settings, cache).statuses == cold.statuses
+    # One RPP rebuilt bigger: with the cache, exactly what a cold recomputation gives.
+    rpp = next(o for o in objs if o["metadata"]["name"] == "rpp-010")
+    bigger = {**rpp, "metadata": {**rpp["metadata"], "resourceVersion": "9-bigger"},
+              "spec": {**rpp["spec"], "ratingWatts": rpp["spec"]["ratingWatts"] * 2}}
+    changed = [bigger if o is rpp else o for o in objs]
+    warm = plan_namespace(changed, SYNTH_NOW, settings, cache)
+    again = plan_namespace(changed, SYNTH_NOW, settings)
+    assert warm.statuses == again.statuses
+    assert warm.statuses != cold.statuses
+
+
+def _without_refs(o: dict[str, Any]) -> dict[str, Any]:
+    if o["kind"] != "Rack":
+        return o
+    return {**o, "spec": {k: v for k, v in o["spec"].items() if not k.endswith("DomainRef")}}
+
+
 # ---- Part I's between-racks rule, kept as the reference for sites without domains ----------
 
 def part1_between_racks(budget: int, racks: list[tuple[int, int, int]]) -> list[int]:
