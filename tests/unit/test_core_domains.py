@@ -434,6 +434,31 @@ def tree_sites(draw: hs.DrawFn, broken: bool = True, domains: bool = True) -> li
     return objs
 
 
+@hs.composite
+def dense_sites(draw: hs.DrawFn) -> list[dict[str, Any]]:
+    """One site, many racks of few priorities under few tight domains of both types: where
+    constraints cross and close together, which random trees reach less often."""
+    objs: list[dict[str, Any]] = [cluster("s1", it=draw(hs.integers(1000, 60_000)))]
+    names: dict[str, list[str]] = {"Electrical": [], "Cooling": []}
+    for type_, prefix, most in (("Electrical", "e", 5), ("Cooling", "k", 4)):
+        for i in range(draw(hs.integers(0 if type_ == "Cooling" else 1, most))):
+            mine = names[type_]
+            parent = draw(hs.sampled_from(mine)) if len(mine) > 0 and draw(hs.booleans()) else None
+            objs.append(domain(f"{prefix}{i}", cluster_ref="s1", parent=parent, type_=type_,
+                               rating=draw(hs.integers(500, 20_000))))
+            mine.append(f"{prefix}{i}")
+    racks = [f"r{i}" for i in range(draw(hs.integers(2, 12)))]
+    for r in racks:
+        objs.append(fed(r, draw(hs.sampled_from([None, *names["Electrical"]])),
+                        draw(hs.sampled_from([None, *names["Cooling"]])), cluster_ref="s1",
+                        priority=draw(hs.sampled_from([0, 1, 2])), max_w=draw(hs.integers(500, 30_000))))
+    for i in range(draw(hs.integers(2, 24))):
+        min_w = draw(hs.integers(1, 100))
+        objs.append(node(f"n{i}", draw(hs.sampled_from(racks)), count=draw(hs.integers(1, 8)), min_w=min_w,
+                         max_w=min_w + draw(hs.integers(0, 900)), base=draw(hs.integers(0, 500))))
+    return objs
+
+
 # ---- an independent reading of section 10's validity rules, for the properties -------------
 
 def _specs(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -586,6 +611,12 @@ def test_invariants_of_section_10(objs: list[dict[str, Any]]) -> None:
 
 
 @PROPS
+@given(dense_sites())
+def test_invariants_of_section_10_where_constraints_cross(objs: list[dict[str, Any]]) -> None:
+    test_invariants_of_section_10.hypothesis.inner_test(objs)  # type: ignore[attr-defined]
+
+
+@PROPS
 @given(tree_sites(), hs.randoms(use_true_random=False))
 def test_the_order_of_the_input_never_matters(objs: list[dict[str, Any]], rnd: random.Random) -> None:
     plan = run(objs)
@@ -611,6 +642,15 @@ def test_raising_a_racks_priority_never_lowers_its_budget(objs: list[dict[str, A
     after = run(bumped)
     name = target["metadata"]["name"]
     assert _rack(after, name)["power"]["budgetWatts"] >= _rack(before, name)["power"]["budgetWatts"]
+
+
+@PROPS
+@given(dense_sites(), hs.data())
+def test_raising_a_racks_priority_never_lowers_its_budget_where_constraints_cross(
+    objs: list[dict[str, Any]], data: hs.DataObject
+) -> None:
+    test_raising_a_racks_priority_never_lowers_its_budget.hypothesis.inner_test(  # type: ignore[attr-defined]
+        objs, data)
 
 
 @PROPS
