@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from stargate_operator.api.load import load_manifests
 from stargate_operator.cli import build_parser, main
+from stargate_operator.commands.plan import print_table, with_status
+from stargate_operator.core import CoreSettings, plan_namespace
+from stargate_operator.units import watts
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -238,3 +245,195 @@ def test_curtail_plans_a_demand_response_what_if(tmp_path: Path, capsys: pytest.
     assert site["status"]["power"]["budgetWatts"] == 8000  # 10000 x 0.8, from now on
     with pytest.raises(SystemExit):
         main(["plan", "-f", str(path), "--curtail", "120"])
+
+
+# --- the power tree ----------------------------------------------------------------------------
+
+def _section(out: str, site: str, first_header: str) -> list[str]:
+    """The lines of one site's table that starts with the header ``first_header``, header first."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"StargateCluster {site}"))
+    head = next(i for i in range(start, len(lines)) if lines[i].lstrip().startswith(first_header))
+    end = next((i for i in range(head, len(lines)) if not lines[i].strip()), len(lines))
+    return lines[head:end]
+
+
+_RIGHT = {"USABLE", "ALLOCATED", "HEADROOM", "RACKS", "PRIORITY", "NODES", "GPUS", "BUDGET-W", "DEMAND-W",
+          "FLOOR-W", "MEASURED-W"}
+
+
+def _cells(table: list[str], *columns: str) -> dict[str, dict[str, str]]:
+    """Rows of a kubectl-style table by their first cell (tree guides stripped), with its indent and
+    the cells of ``columns``: a left-aligned cell starts under its header, a right-aligned one ends
+    under it, and cells are two spaces or more apart."""
+    header, rows = table[0], table[1:]
+    out: dict[str, dict[str, str]] = {}
+    for line in rows:
+        first = re.split(r"\s{2,}", line.strip(" │├└─|`"))[0]
+        cells = {"_indent": str(line.index(first))}
+        for col in columns:
+            start = header.index(col)
+            if col in _RIGHT:
+                end = start + len(col)
+                blank = line[end - 1:end] in ("", " ")
+                cells[col] = "" if blank else re.split(r"\s{2,}", line[:end])[-1]
+            else:
+                blank = line[start:start + 1] in ("", " ")
+                cells[col] = "" if blank else re.split(r"\s{2,}", line[start:])[0]
+        out[first] = cells
+    return out
+
+
+def test_table_shows_the_power_tree_indented_with_the_json_figures(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    samples = str(REPO / "crds" / "samples")
+    now = ["--now", "2026-01-01T12:00:00Z"]
+    code, out, _ = _plan(["-f", samples, *now], capsys)
+    assert code == 0
+    _, doc, _ = _plan(["-f", samples, "-o", "json", *now], capsys)
+    statuses = {i["metadata"]["name"]: i["status"] for i in json.loads(doc)["items"]
+                if i["kind"] == "PowerDomain" and i["metadata"]["namespace"] == "stargate-abilene"}
+
+    tree = _section(out, "stargate-abilene/abilene", "DOMAIN")
+    names = [*_cells(tree)]
+    # Electrical from its top, then Cooling; each switchboard before its PDUs, children by name.
+    assert names == ["utility-13kv", "swbd-b1", "pdu-b1-a", "pdu-b1-b", "swbd-b2",
+                     "fwl-b1", "cdu-b1-a", "cdu-b1-b"]
+    rows = _cells(tree, "TYPE", "ROLE", "USABLE", "ALLOCATED", "HEADROOM", "RACKS", "FLAGS")
+    indent = {n: int(r["_indent"]) for n, r in rows.items()}
+    assert indent["utility-13kv"] < indent["swbd-b1"] == indent["swbd-b2"] < indent["pdu-b1-a"]
+    assert indent["pdu-b1-a"] == indent["pdu-b1-b"]
+    assert indent["fwl-b1"] == indent["utility-13kv"] < indent["cdu-b1-a"] == indent["swbd-b1"]
+    assert sorted(names) == sorted(statuses), "every domain of the site, once"
+    for n, r in rows.items():
+        st = statuses[n]
+        assert r["HEADROOM"] == watts(st["headroomWatts"], digits=3), n
+        assert r["USABLE"] == watts(st["usableWatts"], digits=3), n
+        assert r["ALLOCATED"] == watts(st["allocatedWatts"], digits=3), n
+        assert r["RACKS"] == str(st["racks"]), n
+        assert (r["FLAGS"], r["TYPE"]) == ("", "Cooling" if n.startswith(("fwl", "cdu")) else "Electrical")
+    assert (rows["pdu-b1-a"]["ROLE"], rows["pdu-b1-a"]["HEADROOM"]) == ("FloorPDU", "229.200 kW")
+
+    # north-sea: the seawater loop binds; the racks it holds say so.
+    sea = _cells(_section(out, "stargate-north-sea/north-sea", "DOMAIN"), "HEADROOM", "FLAGS")
+    assert sea["seawater-loop"] == {"_indent": "2", "HEADROOM": "0 W", "FLAGS": "Constrained"}
+    racks = _cells(_section(out, "stargate-north-sea/north-sea", "RACK"), "CAPPED", "LIMITED-BY")
+    assert {n: (r["CAPPED"], r["LIMITED-BY"]) for n, r in racks.items()} == {
+        "gb200-f01": ("False", ""), "gb200-f02": ("True", "seawater-loop"),
+        "h200-f01": ("True", "seawater-loop")}
+
+
+BROKEN_TREE = SITE + """
+---
+apiVersion: stargate.dev/v1alpha1
+kind: PowerDomain
+metadata: {name: top, namespace: plan-test}
+spec: {clusterRef: site, role: Utility, ratingWatts: 50000, deratePercent: 100}
+---
+apiVersion: stargate.dev/v1alpha1
+kind: PowerDomain
+metadata: {name: tiny, namespace: plan-test}
+spec: {clusterRef: site, parentRef: top, role: RPP, ratingWatts: 1000, deratePercent: 100}
+---
+apiVersion: stargate.dev/v1alpha1
+kind: PowerDomain
+metadata: {name: loop-a, namespace: plan-test}
+spec: {clusterRef: site, parentRef: loop-b, ratingWatts: 10000}
+---
+apiVersion: stargate.dev/v1alpha1
+kind: PowerDomain
+metadata: {name: loop-b, namespace: plan-test}
+spec: {clusterRef: site, parentRef: loop-a, ratingWatts: 10000}
+---
+apiVersion: stargate.dev/v1alpha1
+kind: PowerDomain
+metadata: {name: orphan, namespace: plan-test}
+spec: {clusterRef: site, parentRef: nowhere, type: Cooling, ratingWatts: 10000}
+---
+apiVersion: stargate.dev/v1alpha1
+kind: PowerDomain
+metadata: {name: orphan-child, namespace: plan-test}
+spec: {clusterRef: site, parentRef: orphan, type: Cooling, ratingWatts: 10000}
+---
+apiVersion: stargate.dev/v1alpha1
+kind: Rack
+metadata: {name: r2, namespace: plan-test}
+spec: {clusterRef: site, maxPowerWatts: 20000, powerDomainRef: loop-a}
+"""
+
+
+def test_a_broken_tree_prints_its_reasons(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A loop of parents, a missing parent and an overcommitted domain: every domain is on a line
+    with what is wrong with it, the sound tree first, and the plan goes on."""
+    tree_site = BROKEN_TREE.replace("spec: {clusterRef: site, maxPowerWatts: 20000, priority: 700}",
+                                    "spec: {clusterRef: site, maxPowerWatts: 20000, priority: 700, "
+                                    "powerDomainRef: tiny}")
+    path = _write(tmp_path, "broken.yaml", tree_site)
+    code, out, err = _plan(["-f", str(path), "--now", "2026-01-01T12:00:00Z"], capsys)
+    assert (code, err) == (0, "")
+    tree = _section(out, "plan-test/site", "DOMAIN")
+    rows = _cells(tree, "TYPE", "HEADROOM", "FLAGS")
+    assert [*rows] == ["top", "tiny", "loop-a", "loop-b", "orphan", "orphan-child"]
+    assert int(rows["tiny"]["_indent"]) > int(rows["top"]["_indent"])
+    # tiny's 1000 W under r1's floor of 1000 + 8 x 200 W: overcommitted, headroom negative.
+    assert rows["tiny"]["FLAGS"] == "Overcommitted, Constrained, OverLimit"  # r1 draws 4000 W
+    assert rows["tiny"]["HEADROOM"] == "-1.600 kW"
+    assert rows["loop-a"]["FLAGS"] == rows["loop-b"]["FLAGS"] == "invalid: CycleDetected"
+    assert rows["orphan"] == {"_indent": "2", "TYPE": "Cooling", "HEADROOM": "8.000 kW",
+                              "FLAGS": "invalid: ParentNotFound"}
+    assert rows["orphan-child"]["FLAGS"] == "invalid: ParentNotReady"
+    assert int(rows["orphan-child"]["_indent"]) > int(rows["orphan"]["_indent"])
+    racks = _cells(_section(out, "plan-test/site", "RACK"), "LIMITED-BY", "READY")
+    assert racks["r1"]["LIMITED-BY"] == "tiny"
+    assert racks["r2"] == {"_indent": "2", "LIMITED-BY": "", "READY": "False (PowerPathInvalid)"}
+    assert "its chain of parents loops: loop-a -> loop-b -> loop-a" in out  # in Not ready
+
+
+def test_in_a_terminal_the_tree_fits_120_columns_and_negative_headroom_is_red(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("COLUMNS", "120")
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    for paths in ([str(REPO / "crds" / "samples")], [str(_write(tmp_path, "t.yaml", BROKEN_TREE.replace(
+            "priority: 700}", "priority: 700, powerDomainRef: tiny}")))]):
+        bodies = [obj.body for obj in load_manifests(paths)]
+        planned = plan_namespace(bodies, now, CoreSettings())
+        out = Terminal()
+        print_table(with_status(bodies, planned), planned, now, out)
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
+        assert max(len(line.rstrip()) for line in plain.splitlines()) <= 120
+        for header in ("DOMAIN", "HEADROOM", "FLAGS", "LIMITED-BY", "MEASURED-W"):
+            assert header in plain, header  # no column cut short
+    assert re.search(r"\x1b\[31m\s*-1\.600 kW", out.getvalue()), "negative headroom in red"
+
+
+def test_a_site_without_domains_prints_no_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, "site.yaml", SITE)
+    code, out, _ = _plan(["-f", str(path), "--now", "2026-01-01T12:00:00Z"], capsys)
+    assert code == 0
+    assert "DOMAIN" not in out and "LIMITED-BY" not in out
+    header = _section(out, "plan-test/site", "RACK")[0]
+    assert header.split() == ["RACK", "PRIORITY", "NODES", "GPUS", "BUDGET-W", "DEMAND-W", "FLOOR-W",
+                              "MEASURED-W", "CAPPED", "OVER", "READY"]
+
+
+def test_json_has_every_power_domain_with_its_status(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _plan(["-f", str(REPO / "crds" / "samples"), "-o", "json"], capsys)
+    assert code == 0
+    domains = {(i["metadata"]["namespace"], i["metadata"]["name"]): i for i in json.loads(out)["items"]
+               if i["kind"] == "PowerDomain"}
+    assert {ns for ns, _ in domains} == {"stargate-abilene", "stargate-north-sea"}
+    assert len(domains) == 11
+    for key, item in domains.items():
+        assert item["apiVersion"] == "stargate.dev/v1alpha1"
+        st = item["status"]
+        assert st["headroomWatts"] == st["usableWatts"] - st["allocatedWatts"], key
+        assert st["path"][-1] == key[1]
+        assert [c["type"] for c in st["conditions"]] == ["Ready", "Overcommitted", "Constrained", "OverLimit"]
+    pdu = domains["stargate-abilene", "pdu-b1-a"]["status"]
+    assert pdu["path"] == ["utility-13kv", "swbd-b1", "pdu-b1-a"]
+    loop = domains["stargate-north-sea", "seawater-loop"]["status"]
+    assert (loop["usableWatts"], loop["allocatedWatts"], loop["headroomWatts"]) == (232000, 232000, 0)

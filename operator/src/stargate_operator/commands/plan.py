@@ -23,10 +23,12 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from stargate_operator import kinds
 from stargate_operator.api.load import LoadedObject, ManifestError, load_manifests
 from stargate_operator.core import CoreSettings, Plan, plan_namespace
+from stargate_operator.core.domains import DOMAIN_PROBLEMS
 from stargate_operator.core.wire import format_time
 from stargate_operator.units import bytes_, carbon, watts
 
@@ -199,12 +201,13 @@ class _Printer:
     def line(self, text: str = "") -> None:
         self.console.print(text, soft_wrap=True)
 
-    def table(self, headers: list[str], rows: list[list[str]], *, numeric: tuple[str, ...] = ()) -> None:
+    def table(self, headers: list[str], rows: list[list[str | Text]], *, numeric: tuple[str, ...] = (),
+              wrap: tuple[str, ...] = ("MESSAGE",)) -> None:
         """A kubectl-style table: no rules, upper-case headers, two spaces between columns;
-        ``numeric`` columns right-aligned."""
+        ``numeric`` columns right-aligned; only the ``wrap`` columns wrap in a narrow terminal."""
         table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))
         for h in headers:
-            table.add_column(h, justify="right" if h in numeric else "left", no_wrap=h != "MESSAGE",
+            table.add_column(h, justify="right" if h in numeric else "left", no_wrap=h not in wrap,
                              overflow="fold")
         for row in rows:
             table.add_row(*row)
@@ -230,8 +233,9 @@ def _ready(status: Mapping[str, Any]) -> str:
     return state if state == "True" else f"{state} ({reason})"
 
 
-def _watts(n: int) -> str:
+def _watts(n: object) -> str:
     # Three decimals: a planner compares budgets to the watt, 118.800 kW against 118.799 kW.
+    # A figure that is not there (a status not written) is "-".
     return watts(n, digits=3)
 
 
@@ -253,6 +257,7 @@ def print_table(items: list[dict[str, Any]], plan: Plan, now: datetime, out: Tex
     racks = by_kind.get(kinds.RACK.kind, [])
     pools = by_kind.get(kinds.MEMORY_POOL.kind, [])
     claims = by_kind.get(kinds.MEMORY_CLAIM.kind, [])
+    domains = by_kind.get(kinds.POWER_DOMAIN.kind, [])
     for site in clusters:
         ns, name = ns_name(site)
         st = site["status"]
@@ -281,21 +286,32 @@ def print_table(items: list[dict[str, Any]], plan: Plan, now: datetime, out: Tex
             (r for r in racks if ns_name(r)[0] == ns and r["spec"]["clusterRef"] == name),
             key=lambda r: (-r["spec"].get("priority", kinds.DEFAULT_RACK_PRIORITY), r["metadata"]["name"]),
         )
+        site_domains = [d for d in domains if ns_name(d)[0] == ns and d["spec"]["clusterRef"] == name]
+        if site_domains:
+            p.line()
+            _print_tree(site_domains, p)
         if site_racks:
-            rows = []
+            rows: list[list[str | Text]] = []
             for r in site_racks:
                 rs = r["status"]
-                rows.append([
+                row: list[str | Text] = [
                     r["metadata"]["name"], str(r["spec"].get("priority", kinds.DEFAULT_RACK_PRIORITY)),
                     str(rs["nodes"]), f"{rs['gpus']['healthy']}/{rs['gpus']['total']}",
                     str(rs["power"]["budgetWatts"]), str(rs["power"]["demandWatts"]),
                     str(rs["power"]["floorWatts"]), str(rs["power"]["measuredWatts"]),
                     _cond(rs, "PowerCapped")[0], _cond(rs, "OverBudget")[0], _ready(rs),
-                ])
+                ]
+                if site_domains:  # a site without domains prints as it did before them
+                    row.insert(9, rs["power"].get("limitedBy") or "")
+                rows.append(row)
+            headers = ["RACK", "PRIORITY", "NODES", "GPUS", "BUDGET-W", "DEMAND-W", "FLOOR-W", "MEASURED-W",
+                       "CAPPED", "OVER", "READY"]
+            if site_domains:
+                headers.insert(9, "LIMITED-BY")
             p.line()
-            p.table(["RACK", "PRIORITY", "NODES", "GPUS", "BUDGET-W", "DEMAND-W", "FLOOR-W", "MEASURED-W",
-                     "CAPPED", "OVER", "READY"], rows,
-                    numeric=("PRIORITY", "NODES", "GPUS", "BUDGET-W", "DEMAND-W", "FLOOR-W", "MEASURED-W"))
+            p.table(headers, rows,
+                    numeric=("PRIORITY", "NODES", "GPUS", "BUDGET-W", "DEMAND-W", "FLOOR-W", "MEASURED-W"),
+                    wrap=("READY",) if site_domains else ())
         site_pools = sorted((pl for pl in pools if ns_name(pl)[0] == ns and pl["spec"]["clusterRef"] == name),
                             key=ns_name)
         if site_pools:
@@ -326,6 +342,94 @@ def print_table(items: list[dict[str, Any]], plan: Plan, now: datetime, out: Tex
                 p.table(["CLAIM", "POOL", "SIZE", "PRIORITY", "PHASE", "READY"], rows,
                         numeric=("SIZE", "PRIORITY"))
     _print_problems(items, p)
+
+
+def _print_tree(site_domains: list[dict[str, Any]], p: _Printer) -> None:
+    """The site's PowerDomains as trees, each from its top, Electrical then Cooling, children by
+    name under their parent with tree guides. A broken tree still prints, and every domain once: a
+    domain whose parent is missing, of another site or of the other type is the top of its own
+    tree, and a loop of parents (which has no top) is entered at its first name."""
+    by_name = {d["metadata"]["name"]: d for d in site_domains}
+
+    def dtype(d: Mapping[str, Any]) -> str:
+        return str(d["spec"].get("type") or kinds.DEFAULT_DOMAIN_TYPE)
+
+    def placed_under(d: Mapping[str, Any]) -> str | None:
+        parent = by_name.get(d["spec"].get("parentRef") or "")
+        return None if parent is None or dtype(parent) != dtype(d) else str(parent["metadata"]["name"])
+
+    children: dict[str, list[str]] = {}
+    tops: list[str] = []
+    for n in sorted(by_name):
+        up = placed_under(by_name[n])
+        if up is None:
+            tops.append(n)
+        else:
+            children.setdefault(up, []).append(n)
+    # The sound trees first; the tops of broken ones after them.
+    tops.sort(key=lambda n: (_invalid(by_name[n].get("status") or {}) is not None, n))
+    unicode = p.console.encoding.lower().startswith("utf")
+    branch, last, pipe = ("├── ", "└── ", "│   ") if unicode else ("|-- ", "`-- ", "|   ")
+
+    lines: list[tuple[str, Mapping[str, Any]]] = []
+    seen: set[str] = set()
+
+    def walk(top: str) -> None:
+        # Iterative, as the core's walk is: a chain of any depth costs no recursion.
+        stack: list[tuple[str, str, str]] = [(top, "", "")]  # name, its guide, its children's
+        while stack:
+            n, guide, below = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            lines.append((guide + n, by_name[n]))
+            kids = [k for k in children.get(n, []) if k not in seen]
+            for i, k in reversed(list(enumerate(kids))):
+                end = i == len(kids) - 1
+                stack.append((k, below + (last if end else branch), below + ("    " if end else pipe)))
+
+    types = sorted({dtype(d) for d in site_domains}, key=lambda t: (t != kinds.DEFAULT_DOMAIN_TYPE, t))
+    for t in types:  # Electrical first, then Cooling
+        for n in tops:
+            if dtype(by_name[n]) == t:
+                walk(n)
+        for n in sorted(by_name):
+            if dtype(by_name[n]) == t:
+                walk(n)  # a loop of parents and what hangs from it: nothing above it is a top
+
+    rows: list[list[str | Text]] = []
+    for label, d in lines:
+        st = d.get("status") or {}
+        headroom = st.get("headroomWatts")
+        rows.append([
+            label, dtype(d), str(d["spec"].get("role") or ""), _watts(st.get("usableWatts")),
+            _watts(st.get("allocatedWatts")),
+            Text(_watts(headroom), style="red" if isinstance(headroom, int) and headroom < 0 else ""),
+            str(st.get("racks", "-")), _domain_flags(st),
+        ])
+    p.table(["DOMAIN", "TYPE", "ROLE", "USABLE", "ALLOCATED", "HEADROOM", "RACKS", "FLAGS"], rows,
+            numeric=("USABLE", "ALLOCATED", "HEADROOM", "RACKS"), wrap=("FLAGS",))
+
+
+def _invalid(status: Mapping[str, Any]) -> str | None:
+    """Why the domain is invalid (DESIGN section 10), or None: an overcommitted one is not Ready but
+    valid."""
+    state, reason = _cond(status, "Ready")
+    return reason if state == "False" and reason in DOMAIN_PROBLEMS else None
+
+
+def _domain_flags(status: Mapping[str, Any]) -> Text:
+    """What a planner must see about a domain: invalid and why, Overcommitted, Constrained, OverLimit."""
+    flags = Text()
+    reason = _invalid(status)
+    if reason is not None:
+        flags.append(f"invalid: {reason}", style="red")
+    for ctype, style in (("Overcommitted", "red"), ("Constrained", "yellow"), ("OverLimit", "red")):
+        if _cond(status, ctype)[0] == "True":
+            if flags:
+                flags.append(", ")
+            flags.append(ctype, style=style)
+    return flags
 
 
 PROBLEMS_SHOWN = 50
