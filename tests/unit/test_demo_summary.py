@@ -54,13 +54,14 @@ def test_frame_shows_every_site_rack_pool_and_claim() -> None:
     assert "\x1b[" not in text, "no escape codes without colour"
     # Per site: budget, allocated, demand and floors, as the samples' power says.
     assert re.search(r"budget 380\.0 kW\s+allocated 302\.4 kW\s+demand 302\.4 kW\s+floors 172\.0 kW", text)
-    assert re.search(r"budget 247\.0 kW\s+allocated 247\.0 kW\s+demand 278\.4 kW\s+floors 147\.2 kW", text)
+    # north-sea's seawater loop binds on a warm-sea day: 232 kW allocated under a 247 kW budget.
+    assert re.search(r"budget 247\.0 kW\s+allocated 232\.0 kW\s+demand 278\.4 kW\s+floors 147\.2 kW", text)
     assert "GPUs 204/208 healthy | 44 nodes, 0 reporting telemetry" in text
     # Racks by priority, highest first, with budget, demand and their nodes' GPU power limit.
     row = r"^\s+(gb200-f0\d|h200-f01)\s+(\d+)\s+(\d+/\d+)\s+([\d.]+ kW)\s+([\d.]+ kW)"
     rows = re.findall(row, text, re.M)
     assert rows == [("gb200-f01", "800", "72/72", "118.8 kW", "118.8 kW"),
-                    ("gb200-f02", "400", "72/72", "103.4 kW", "118.8 kW"),
+                    ("gb200-f02", "400", "72/72", "88.4 kW", "118.8 kW"),
                     ("h200-f01", "100", "32/32", "24.8 kW", "40.8 kW")]
     assert re.search(r"gb200-f02\s.*\d+ W\s+capped", text), "a capped rack says so"
     # Pools with capacity, allocated and their claims, pending ones by name.
