@@ -163,12 +163,17 @@ def test_every_domain_reference_resolves_to_a_domain_of_the_right_type(objects: 
                     assert domains[(o.namespace, o.body["spec"][field])]["type"] == want, (o.name, field)
 
 
-def _plan(objects: list[LoadedObject]) -> dict[tuple[str, str, str], dict[str, Any]]:
+def _plan(objects: list[LoadedObject], derate: dict[str, int] | None = None
+          ) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The samples planned by the core (`derate`: deratePercent of named domains, for a what-if)."""
     from stargate_operator.core import CoreSettings, plan_namespace
     from stargate_operator.core.wire import from_epoch
 
-    plan = plan_namespace([o.body for o in objects], from_epoch(0), CoreSettings())
-    return plan.statuses
+    bodies = [o.body for o in objects]
+    for name, percent in (derate or {}).items():
+        bodies = [{**b, "spec": {**b["spec"], "deratePercent": percent}}
+                  if b["kind"] == "PowerDomain" and b["metadata"]["name"] == name else b for b in bodies]
+    return plan_namespace(bodies, from_epoch(0), CoreSettings()).statuses
 
 
 def test_abilene_is_a_ladder_from_a_13_8_kv_feed_down_to_its_racks(objects: list[LoadedObject]) -> None:
@@ -203,6 +208,10 @@ def test_north_sea_is_limited_by_its_seawater_loop_on_a_warm_sea_day(objects: li
     # the high-priority rack gets its demand; the others are capped by the loop, not by the site
     assert limited == {"gb200-f01": None, "gb200-f02": "seawater-loop", "h200-f01": "seawater-loop"}
     assert site["allocatedWatts"] == loop["usableWatts"] < site["budgetWatts"]
+    # A cooler day (90 %: 261 kW): the site's budget runs out first and limits the training rack.
+    cooler = _plan(objects, derate={"seawater-loop": 90})
+    racks = {k[2]: s["power"] for k, s in cooler.items() if k[0] == "Rack" and k[1] == ns}
+    assert (racks["gb200-f02"]["budgetWatts"], racks["gb200-f02"]["limitedBy"]) == (103_400, "north-sea")
 
 
 def test_the_curtailment_merges_onto_the_floating_site(objects: list[LoadedObject]) -> None:
