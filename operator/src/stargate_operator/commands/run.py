@@ -6,6 +6,7 @@ variable. Examples:
   stargate-operator run                                  # all namespaces, metrics on :8080
   stargate-operator run -n abilene -n stargate-norway    # shard: only these sites
   stargate-operator run --peering stargate --priority 100   # active/standby pair
+  stargate-operator run --discover-nodes                 # GPUNodes from GFD-labelled Nodes
 """
 
 from __future__ import annotations
@@ -103,11 +104,12 @@ def main(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, getattr(logging, args.log_level)))
     # Nor one line per liveness probe (kopf's /healthz is served by aiohttp, which logs each hit).
     logging.getLogger("aiohttp.access").setLevel(max(logging.WARNING, getattr(logging, args.log_level)))
+    discovery = None
     if args.discover_nodes:
-        # Accepted so that the chart's discovery.enabled starts an operator; the discovery controller
-        # (core/discovery.py's plan carried out through the controller slot) is not wired in yet.
-        logging.getLogger("stargate.discovery").warning(
-            "--discover-nodes: node discovery is not wired into this build yet; no GPUNode is written")
+        from stargate_operator.core.discovery import DiscoverySettings
+
+        discovery = DiscoverySettings(site_label=args.discovery_site_label,
+                                      rack_label=args.discovery_rack_label)
     namespaces = tuple(args.namespaces or args.env_namespaces)
     settings = RunSettings(
         engine=EngineSettings(
@@ -128,5 +130,6 @@ def main(args: argparse.Namespace) -> int:
         prometheus_url=args.prometheus_url,
         prometheus_node_label=args.prometheus_node_label,
         telemetry_interval=args.telemetry_interval,
+        discovery=discovery,
     )
     return run(settings)

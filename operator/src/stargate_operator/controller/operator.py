@@ -19,9 +19,11 @@ from typing import Any
 import kopf
 
 from stargate_operator import metrics
+from stargate_operator.controller.discovery import discovery_controller
 from stargate_operator.controller.engine import Engine, EngineSettings, connections_needed
 from stargate_operator.controller.peering import Peering
 from stargate_operator.controller.slot import Controller, power_controller
+from stargate_operator.core.discovery import DiscoverySettings
 from stargate_operator.kube import KubeClient
 
 logger = logging.getLogger("stargate.operator")
@@ -42,11 +44,17 @@ class RunSettings:
     prometheus_url: str | None = None
     prometheus_node_label: str = "Hostname"
     telemetry_interval: float = 15.0
+    # Node discovery (`--discover-nodes`): its label keys; None: off. Its namespaces are the
+    # engine's (a shard discovers only its own sites).
+    discovery: DiscoverySettings | None = None
 
 
 def controllers(cfg: RunSettings) -> list[Controller[Any, Any]]:
     """The controllers this process runs, in one engine: a new controller registers here."""
-    return [power_controller(cfg.engine.stale_after_seconds)]
+    out: list[Controller[Any, Any]] = [power_controller(cfg.engine.stale_after_seconds)]
+    if cfg.discovery is not None:
+        out.append(discovery_controller(cfg.discovery, cfg.engine.namespaces))
+    return out
 
 
 def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:

@@ -1,7 +1,8 @@
 """Prometheus metrics: every status figure of every site, rack and pool, and the operator's health.
 
 - `health`: the operator's own metrics, which the engine updates (`RECONCILES`,
-  `RECONCILE_SECONDS`, `ALLOCATION_SECONDS`, `API_WRITES`, `LAST_SUCCESS`, `BUILD_INFO`);
+  `RECONCILE_SECONDS`, `ALLOCATION_SECONDS`, `API_WRITES`, `LAST_SUCCESS`, `BUILD_INFO`; node discovery's
+  `DISCOVERY_SKIPPED_NODES`);
 - `collector`: the custom collector that computes the sites' families from a status source at
   scrape time, counts included as the core decided them;
 - `server`: the dedicated registry (`make_registry`), the fast text rendering and `serve`.
@@ -22,12 +23,14 @@ from stargate_operator.metrics.health import (
     ALLOCATION_SECONDS,
     API_WRITES,
     BUILD_INFO,
+    DISCOVERY_SKIPPED_NODES,
     HEALTH_METRICS,
     LAST_SUCCESS,
     RECONCILE_BUCKETS,
     RECONCILE_SECONDS,
     RECONCILES,
     forget_namespace,
+    init_discovery_metrics,
 )
 from stargate_operator.metrics.server import (
     TEXT_CONTENT_TYPE,
@@ -42,6 +45,7 @@ __all__ = [
     "ALLOCATION_SECONDS",
     "API_WRITES",
     "BUILD_INFO",
+    "DISCOVERY_SKIPPED_NODES",
     "HEALTH_METRICS",
     "LAST_SUCCESS",
     "RECONCILES",
@@ -54,6 +58,7 @@ __all__ = [
     "StaticSource",
     "StatusSource",
     "forget_namespace",
+    "init_discovery_metrics",
     "make_registry",
     "render_text",
     "serve",

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import platform
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.registry import Collector
 
 from stargate_operator import __version__
-from stargate_operator.kinds import KINDS
+from stargate_operator.kinds import GPU_NODE, KINDS
 
 # A coalesced recomputation of one namespace takes from about a millisecond (a small site) to
 # about two seconds (a 10,000-node site on a slow core); the buckets cover that range finely
@@ -57,6 +58,14 @@ LAST_SUCCESS = Gauge(
     ["namespace"],
     registry=None,
 )
+DISCOVERY_SKIPPED_NODES = Gauge(
+    "stargate_discovery_skipped_nodes",
+    "Kubernetes Nodes with GPUs that node discovery (run --discover-nodes) did not turn into a "
+    "GPUNode, by reason (MissingSiteLabel, MissingRackLabel, UnknownGPUProduct, ...; the log says "
+    "which Node and what to do). Absent without discovery.",
+    ["reason"],
+    registry=None,
+)
 BUILD_INFO = Info(
     "stargate_build",
     "Version of the operator and of the Python running it.",
@@ -80,8 +89,21 @@ HEALTH_METRICS: tuple[Collector, ...] = (
     ALLOCATION_SECONDS,
     API_WRITES,
     LAST_SUCCESS,
+    DISCOVERY_SKIPPED_NODES,
     BUILD_INFO,
 )
+
+
+def init_discovery_metrics(skip_reasons: Iterable[str], reconcile_kind: str) -> None:
+    """The series of node discovery, at 0, once it is enabled (absent otherwise, so that an
+    operator without discovery does not report 0 skipped Nodes as if it looked)."""
+    for reason in skip_reasons:
+        DISCOVERY_SKIPPED_NODES.labels(reason=reason)
+    for result in ("success", "error"):
+        RECONCILES.labels(kind=reconcile_kind, result=result)
+    RECONCILE_SECONDS.labels(kind=reconcile_kind)
+    for verb in ("apply", "delete"):
+        API_WRITES.labels(kind=GPU_NODE.kind, verb=verb)
 
 
 def forget_namespace(namespace: str) -> None:
