@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self, TypeVar
 
-from grafana_foundation_sdk.builders import bargauge, common, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import (
+    bargauge,
+    common,
+    prometheus,
+    stat,
+    statetimeline,
+    table,
+    timeseries,
+)
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -183,8 +191,8 @@ def _table_query(i: int, c: Column) -> prometheus.Dataquery:
     )
 
 
-Panel = stat.Panel | timeseries.Panel | table.Panel | bargauge.Panel
-P = TypeVar("P", stat.Panel, timeseries.Panel, table.Panel, bargauge.Panel)
+Panel = stat.Panel | timeseries.Panel | table.Panel | bargauge.Panel | statetimeline.Panel
+P = TypeVar("P", stat.Panel, timeseries.Panel, table.Panel, bargauge.Panel, statetimeline.Panel)
 
 
 def _common(panel: P, title: str, description: str, width: int, height: int) -> P:
@@ -331,6 +339,36 @@ def bargauge_panel(
         .display_mode(cm.BarGaugeDisplayMode.GRADIENT)
         .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
         .show_unfilled(True)
+    )
+
+
+def state_timeline_panel(
+    title: str,
+    description: str,
+    series: Series,
+    states: Mapping[int, tuple[str, str]],
+    *,
+    width: int = 24,
+    height: int = 8,
+) -> statetimeline.Panel:
+    """One lane per series over the time range, each stretch coloured and named by its value:
+    `states` maps a value to (text, colour), e.g. {0: ("not active", "transparent")}."""
+    mappings: list[dm.ValueMapping] = [dm.ValueMap(options={
+        str(value): dm.ValueMappingResult(text=text, color=colour, index=i)
+        for i, (value, (text, colour)) in enumerate(sorted(states.items()))})]
+    return (
+        _common(statetimeline.Panel(), title, description, width, height)
+        .with_target(_range_query(0, series))
+        .mappings(mappings)
+        .thresholds(_thresholds(thresholds("transparent")))
+        .show_value(cm.VisibilityMode.AUTO)
+        .merge_values(True)
+        .row_height(0.8)
+        .fill_opacity(70)
+        .line_width(0)
+        .legend(common.VizLegendOptions().show_legend(True).display_mode(cm.LegendDisplayMode.LIST)
+                .placement(cm.LegendPlacement.BOTTOM))
+        .tooltip(common.VizTooltipOptions().mode(cm.TooltipDisplayMode.SINGLE).sort(cm.SortOrder.NONE))
     )
 
 
@@ -746,7 +784,8 @@ def operator_health() -> db.Dashboard:
 def power_tree() -> db.Dashboard:
     """The site's power and cooling tree (DESIGN section 10): every PowerDomain's usable,
     allocated and measured power, its headroom and conditions, and the racks held below their
-    demand with what holds them."""
+    demand with what holds them; and the grid events (section 11) that lower the site or a feed:
+    on a timeline, with their target against the measured power."""
     d = Scope(("namespace", "cluster", "type", "domain"))
     s = SITE
 
@@ -759,11 +798,15 @@ def power_tree() -> db.Dashboard:
     def of_limited(metric: str) -> str:
         return f"{s(metric)} and on (namespace, cluster, rack) {limited}"
 
+    def event(field: str) -> str:
+        return s(f"stargate_grid_event_{field}")
+
     return dashboard(
         "stargate-power-tree",
         "Stargate / Power tree",
         "The power and cooling tree of every site: usable, allocated and measured power per domain, "
-        "headroom, overcommitted and constrained domains, and the racks they limit.",
+        "headroom, overcommitted and constrained domains, the racks they limit, and the grid events "
+        "that lower the site or a feed.",
         ["power"],
         [
             *site_variables(),
@@ -861,6 +904,31 @@ def power_tree() -> db.Dashboard:
                 Series(f"count by (namespace, cluster, limited_by) ({limited})",
                        "{{cluster}}: {{limited_by}}"),
                 width=8, height=10,
+            ),
+            row("Grid events"),
+            stat_panel("Grid events in effect",
+                       "GridEvents of the selected sites lowering the site's budget or a feed's usable now.",
+                       f"count({event('active')} == 1) or vector(0)", steps=WARN_FROM_1),
+            stat_panel("Grid events not met",
+                       "GridEvents in effect whose allocation or measured power is above their target "
+                       "(alert StargateGridEventNotMet after a minute).",
+                       f"count({event('met')} == 0) or vector(0)", steps=BAD_FROM_1),
+            state_timeline_panel(
+                "Grid events",
+                "Every GridEvent of the selected sites on a timeline: when it was in effect (from its "
+                "start to its end, by the operator's timers), on the site or on its feed.",
+                Series(event("active"), "{{event}}"),
+                {0: ("not in effect", "transparent"), 1: ("in effect", "orange")},
+                width=16, height=6,
+            ),
+            timeseries_panel(
+                "Grid event target and measured",
+                "While each event is in effect: its target (the capacity it sets), the measured power "
+                "beneath its site or feed, and the budgets allocated there. Measured above target: "
+                "not met.",
+                *(Series(event(f"{f}_watts"), f"{{{{event}}}} {f}")
+                  for f in ("target", "measured", "allocated")),
+                unit="watt", width=24, height=10,
             ),
         ],
     )

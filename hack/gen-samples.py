@@ -13,9 +13,10 @@ Two sites, built from the public figures of DESIGN section 9:
   loop is derated for a warm-sea day: its usable heat rejection is below the site's budget and the
   racks' demand, so the loop, not the power, limits the low-priority racks.
 
-`crds/samples/curtailment/` holds a demand-response curtailment of the floating site, applied with
-its own field manager on top of the site (it is a partial object, so it lives in a subfolder that
-`kubectl apply -f crds/samples/` and `plan -f crds/samples` do not read).
+`crds/samples/grid-events/` holds two GridEvents (DESIGN section 11), in a subfolder that `kubectl
+apply -f crds/samples/` and `plan -f crds/samples` do not read, so that the sites plan as designed
+until one is applied: a scheduled cap on abilene's utility feed during an ERCOT 4CP afternoon, and
+a demand-response dispatch asking north-sea to shed 20 % from now on.
 
 The script exists so that the node lists stay consistent; the committed files are plain YAML and
 are what users read and apply. tests/unit/test_samples.py fails when they differ from its output.
@@ -114,6 +115,10 @@ class Domain:
     @property
     def usable(self) -> int:
         return self.rating * self.derate_percent // 100
+
+    @property
+    def voltage_text(self) -> str:
+        return f"{self.electrical.voltage / 1000:g} kV" if self.electrical is not None else f"{self.rating} W"
 
 
 @dataclass(frozen=True)
@@ -451,37 +456,68 @@ spec:
     return out
 
 
-def curtailment() -> str:
+# The scheduled event on abilene: an afternoon of the 2027 summer when ERCOT's four-coincident-peak
+# (4CP) interval is forecast, 15:00 to 17:00 CDT; the feed is held to this many watts.
+ABILENE_FEED_CAP = 250_000
+ABILENE_4CP = ("2027-08-16T20:00:00Z", "2027-08-16T22:00:00Z")
+# The dispatch to north-sea: shed this share of the site's budget, open-ended.
+NORTH_SEA_SHED = 20
+
+
+def grid_events() -> dict[str, str]:
+    """The two GridEvents of crds/samples/grid-events/, by file name."""
+    feed = next(d for d in ABILENE.domains if d.role == "Utility")
+    beneath = [r for r in ABILENE.racks if _under(ABILENE, r, feed)]
+    floor, demand = sum(_rack_floor(r) for r in beneath), sum(_rack_demand(r) for r in beneath)
+    start, end = ABILENE_4CP
+    abilene = f"""# A scheduled grid event on the onshore site: during the afternoon ERCOT's 4CP interval is
+# forecast for, the site holds its {feed.voltage_text} utility feed to {ABILENE_FEED_CAP} W (usable otherwise
+# {feed.usable} W). The racks beneath it demand {demand} W over {floor} W of floors, so the
+# filling by priority runs out at the cap: the training rack (900) keeps its demand, the
+# inference rack (600) gets what is left, the DGX racks their floors. Until {start} it is
+# Scheduled and changes nothing; `stargate-operator plan -f crds/samples -f crds/samples/grid-events
+# --now 2027-08-16T21:00:00Z` shows the site during it.
+apiVersion: {API}
+kind: GridEvent
+metadata:
+  name: ercot-4cp-2027-08-16
+  namespace: {ABILENE.namespace}
+spec:
+  clusterRef: {ABILENE.name}
+  powerDomainRef: {feed.name}
+  start: "{start}"
+  end: "{end}"
+  limitWatts: {ABILENE_FEED_CAP}
+  reason: "ERCOT 4CP: forecast coincident peak, 15:00-17:00 CDT"
+  source: "ercot-4cp:forecast/2027-08-16"
+"""
     site = NORTH_SEA
-    percent = 20
     usable = site.it_capacity_watts * (100 - site.reserve_percent) // 100
-    curtailed = site.it_capacity_watts * (100 - site.reserve_percent) * (100 - percent) // 10_000
+    shed = site.it_capacity_watts * (100 - site.reserve_percent) * (100 - NORTH_SEA_SHED) // 10_000
     floor = sum(_rack_floor(r) for r in site.racks)
     demand = sum(_rack_demand(r) for r in site.racks)
-    return f"""# A demand-response event on the floating site: the grid asks it to shed {percent}% for
-# the evening peak (add `until: <RFC 3339 time>` to let it end by itself). This is a partial
-# object, applied by its own field manager on top of the site, so that it owns
-# spec.power.curtailment and nothing else:
+    north_sea = f"""# A demand-response dispatch to the floating site: its aggregator asks it to shed
+# {NORTH_SEA_SHED} % of its power for the evening peak, from now on (open-ended: the aggregator sends the end
+# later; `kubectl delete` it then, or give it an `end:` to let it end by itself). The site's budget
+# drops from {usable} W to {shed} W: well below the {demand} W its racks ask for and closer to their
+# {floor} W of floors, so the low-priority racks fall back to their floor.
 #
-#   kubectl apply --server-side --field-manager=grid-operator -f crds/samples/curtailment/
-#
-# The site's budget drops from {usable} W to {curtailed} W: well below the {demand} W its racks ask
-# for and closer to their {floor} W of floors, so the low-priority racks fall back to their floor.
-# To end it:
-#
-#   kubectl patch sgc {site.name} -n {site.namespace} --type=json \\
-#     -p '[{{"op": "remove", "path": "/spec/power/curtailment"}}]'
+#   kubectl apply -f crds/samples/grid-events/
+#   kubectl get gev -n {site.namespace}            # phase, target, measured, Met
+#   kubectl delete gev -n {site.namespace} aggregator-dispatch-0412   # it ends
 apiVersion: {API}
-kind: StargateCluster
+kind: GridEvent
 metadata:
-  name: {site.name}
+  name: aggregator-dispatch-0412
   namespace: {site.namespace}
 spec:
-  power:
-    curtailment:
-      percent: {percent}
-      reason: "grid operator demand-response event DR-2026-0412: evening peak"
+  clusterRef: {site.name}
+  start: "2026-04-12T17:00:00Z"
+  reducePercent: {NORTH_SEA_SHED}
+  reason: "evening peak: shed {NORTH_SEA_SHED} % of the platform's grid import"
+  source: "aggregator:nordic-flex/dispatch-2026-0412-1700"
 """
+    return {"abilene-ercot-4cp.yaml": abilene, "north-sea-dispatch.yaml": north_sea}
 
 
 def render_all() -> dict[str, str]:
@@ -491,7 +527,8 @@ def render_all() -> dict[str, str]:
         files[f"{n}0-{site.name}-site.yaml"] = cluster_and_racks(site)
         files[f"{n}1-{site.name}-nodes.yaml"] = nodes(site)
         files[f"{n}2-{site.name}-memory.yaml"] = memory(site)
-    files["curtailment/north-sea-curtailment.yaml"] = curtailment()
+    for name, text in grid_events().items():
+        files[f"grid-events/{name}"] = HEADER.format(what="A GridEvent") + text
     return files
 
 

@@ -47,6 +47,9 @@ def good(kind: str) -> dict[str, Any]:
         "MemoryClaim": {"poolRef": "cxl-pond", "sizeBytes": 2**40, "priority": 10},
         "PowerDomain": {"clusterRef": "north-sea", "parentRef": "swbd-1", "type": "Electrical",
                         "role": "FloorPDU", "ratingWatts": 562_500},
+        "GridEvent": {"clusterRef": "north-sea", "powerDomainRef": "feed-a", "start": "2027-08-16T19:00:00Z",
+                      "end": "2027-08-16T22:00:00Z", "limitWatts": 250_000, "reason": "evening peak",
+                      "source": "openadr3:vtn-nordpool/event-2027-0816"},
     }[kind]
     return {"apiVersion": API, "kind": kind, "metadata": {"name": "subject"}, "spec": spec}
 
@@ -62,6 +65,11 @@ def changed(kind: str, path: str, value: Any) -> dict[str, Any]:
     else:
         target[last] = value
     return out
+
+
+def _grid(**target: Any) -> dict[str, Any]:
+    """A whole GridEvent spec with the given target (for `changed(..., "spec", ...)`)."""
+    return {"clusterRef": "north-sea", "start": "2027-08-16T19:00:00Z", **target}
 
 
 def _feed(**electrical: Any) -> dict[str, Any]:
@@ -282,6 +290,42 @@ CASES: list[tuple[str, str, str, Any, str, str]] = [
      "should match"),
     ("rack-cooling-ref-too-long", "Rack", "spec.coolingDomainRef", "c" * 254, "spec.coolingDomainRef",
      "Too long"),
+    # GridEvent (DESIGN section 11)
+    ("gev-no-target", "GridEvent", "spec.limitWatts", DELETE, "spec.reducePercent", "neither is set"),
+    ("gev-both-targets", "GridEvent", "spec.reducePercent", 20, "spec.limitWatts", "both are"),
+    ("gev-percent-zero", "GridEvent", "spec", _grid(reducePercent=0), "spec.reducePercent",
+     "greater than or equal to 1"),
+    ("gev-percent-101", "GridEvent", "spec", _grid(reducePercent=101), "spec.reducePercent",
+     "less than or equal to 100"),
+    ("gev-negative-watts", "GridEvent", "spec.limitWatts", -250_000, "spec.limitWatts",
+     "greater than or equal to 0"),
+    ("gev-watts-typo", "GridEvent", "spec.limitWatts", 250 * 10**9, "spec.limitWatts",
+     "less than or equal to 100000000000"),
+    ("gev-end-before-start", "GridEvent", "spec.end", "2027-08-16T18:00:00Z", "spec.end",
+     "end must be after start"),
+    ("gev-end-at-start", "GridEvent", "spec.end", "2027-08-16T21:00:00+02:00", "spec.end",
+     "end must be after start"),
+    ("gev-start-not-a-date", "GridEvent", "spec.start", "tomorrow 7pm", "spec.start", "date-time"),
+    ("gev-no-start", "GridEvent", "spec.start", DELETE, "spec.start", "Required value|required"),
+    ("gev-bad-name", "GridEvent", "metadata.name", "ERCOT_4CP", "metadata.name",
+     "RFC 1123 subdomain|should match"),
+    ("gev-cluster-ref-bad-name", "GridEvent", "spec.clusterRef", "North Sea", "spec.clusterRef",
+     "should match"),
+    ("gev-domain-ref-bad-name", "GridEvent", "spec.powerDomainRef", "feed_A", "spec.powerDomainRef",
+     "should match"),
+    ("gev-unknown-field", "GridEvent", "spec.priority", 900, "spec.priority", "unknown field"),
+]
+# oversubscription (DESIGN section 13): the uncap line below the cap line, defaults included
+CASES += [
+    ("sgc-uncap-at-cap", "StargateCluster", "spec.power.oversubscription",
+     {"percent": 20, "capAtPercent": 90, "uncapAtPercent": 90}, "spec.power.oversubscription.uncapAtPercent",
+     "must be below capAtPercent"),
+    ("pdom-cap-below-default-uncap", "PowerDomain", "spec.oversubscription", {"capAtPercent": 80},
+     "spec.oversubscription.uncapAtPercent", "must be below capAtPercent"),
+    ("pdom-oversubscription-101", "PowerDomain", "spec.oversubscription", {"percent": 101},
+     "spec.oversubscription.percent", "less than or equal to 100"),
+    ("sgc-hold-negative", "StargateCluster", "spec.power.oversubscription", {"holdSeconds": -1},
+     "spec.power.oversubscription.holdSeconds", "greater than or equal to 0"),
 ]
 
 
@@ -326,7 +370,7 @@ def test_there_are_enough_distinct_cases() -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", ["StargateCluster", "Rack", "GPUNode", "MemoryPool", "MemoryClaim", "PowerDomain"]
+    "kind", ["StargateCluster", "Rack", "GPUNode", "MemoryPool", "MemoryClaim", "PowerDomain", "GridEvent"]
 )
 def test_good_object_is_accepted_and_defaulted_as_the_models_default_it(
     kubectl: Kubectl, namespace: str, kind: str

@@ -278,8 +278,9 @@ def test_demo_runs_the_sample_site_and_stops_clean_on_ctrl_c(start_demo: Callabl
 
 
 def test_demo_curtail_ripples_to_racks_and_node_limits(start_demo: Callable[..., Demo]) -> None:
-    """`--curtail 20`: the site's budget drops by 20 %, the racks' budgets and every node's GPU power
-    limit follow, and the simulated agents bring the measured power under the new budget.
+    """`--curtail 20`: a GridEvent on the site; the site's budget drops by 20 %, the racks' budgets and
+    every node's GPU power limit follow, the simulated agents bring the measured power under the new
+    budget, and the event reports it Met.
 
     What the figures were before the event comes from the spec (the budget without curtailment, which
     the test above checks) and from the demo's own summary, whose change lines are read from the API:
@@ -290,8 +291,12 @@ def test_demo_curtail_ripples_to_racks_and_node_limits(start_demo: Callable[...,
     procs = _started_processes(demo)
     demo.wait_for(r"curtailment 20% applied to north-sea", 120)
     ns = "stargate-north-sea"
+    # a GridEvent on the site, not a patch of it: the site's spec is the samples' own
     site = demo.get("sgc", "north-sea", "-n", ns)
-    assert site["spec"]["power"]["curtailment"]["percent"] == 20
+    assert "curtailment" not in site["spec"]["power"]
+    event = demo.get("gev", "demo-curtail", "-n", ns)
+    assert (event["spec"]["clusterRef"], event["spec"]["reducePercent"]) == ("north-sea", 20)
+    assert "end" not in event["spec"] and "powerDomainRef" not in event["spec"]
     cap, reserve = site["spec"]["power"]["itCapacityWatts"], site["spec"]["power"]["reservePercent"]
     before = cap * (100 - reserve) // 100
     expected = cap * (100 - reserve) * 80 // 10000
@@ -304,6 +309,13 @@ def test_demo_curtail_ripples_to_racks_and_node_limits(start_demo: Callable[...,
         return bool(state["site"]["status"]["power"]["budgetWatts"] == expected)
 
     _poll(budget_dropped, 120, f"north-sea's budget to drop from {before} W to {expected} W")
+
+    def event_in_effect() -> bool:
+        status = demo.get("gev", "demo-curtail", "-n", ns).get("status") or {}
+        state["event"] = status
+        return bool(status.get("phase") == "Active" and status.get("targetWatts") == expected)
+
+    _poll(event_in_effect, 60, "the GridEvent to be Active with the curtailed budget as its target")
     # The summary saw it happen, from the uncurtailed figure.
     old, new = re.escape(f"{before / 1000:,.1f} kW"), re.escape(f"{expected / 1000:,.1f} kW")
     demo.wait_for(rf"north-sea budget: {old} (→|->) {new}", 60)
@@ -345,6 +357,14 @@ def test_demo_curtail_ripples_to_racks_and_node_limits(start_demo: Callable[...,
         return bool(power["measuredWatts"] <= power["budgetWatts"])
 
     _poll(measured_within_budget, 120, "north-sea's measured power to fall within its curtailed budget")
+
+    # ... which the event reports as met: allocation and measured power within its target
+    def met() -> bool:
+        status = demo.get("gev", "demo-curtail", "-n", ns).get("status") or {}
+        state["event"] = status
+        return any(c["type"] == "Met" and c["status"] == "True" for c in status.get("conditions", []))
+
+    _poll(met, 120, "the GridEvent to be Met")
 
     assert demo.stop(signal.SIGTERM) == 0, demo.output()[-4000:]
     _assert_all_gone(demo, procs)

@@ -918,10 +918,11 @@ def test_rendered_manifests_pass_server_side_validation(cluster: Cluster, featur
 
 # -------------------------------------------------------------------------------------------- RBAC
 def sample_site(namespace: str) -> list[dict[str, Any]]:
-    """The abilene sample site (crds/samples/1*.yaml) moved into ``namespace``, plus one rack whose
-    cluster does not exist (the operator must post an Event about it)."""
+    """The abilene sample site (crds/samples/1*.yaml) and its scheduled grid event
+    (crds/samples/grid-events/abilene-*.yaml) moved into ``namespace``, plus one rack whose cluster
+    does not exist (the operator must post an Event about it)."""
     docs: list[dict[str, Any]] = []
-    for path in sorted(SAMPLES.glob("1*.yaml")):
+    for path in [*sorted(SAMPLES.glob("1*.yaml")), *sorted(SAMPLES.glob("grid-events/abilene-*.yaml"))]:
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and doc["apiVersion"].startswith("stargate.dev/"):
                 doc["metadata"]["namespace"] = namespace

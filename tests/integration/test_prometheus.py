@@ -57,6 +57,7 @@ EXPECT_FIRING = {
     "StargateDomainOvercommitted",
     "StargateDomainOverLimit",
     "StargateDomainHeadroomLow",
+    "StargateGridEventNotMet",
     "StargateTelemetryStale",
     "StargateTelemetryStaleSiteWide",
     "StargatePoolNearlyExhausted",
@@ -126,7 +127,36 @@ def troubled_site(now: datetime) -> list[dict[str, Any]]:
             claim["status"] = {"phase": "Bound", "allocatedBytes": size,
                                "boundAt": format_time(now - timedelta(hours=9))}
         objs.append(claim)
-    return objs + troubled_tree(objs, now)
+    objs += troubled_tree(objs, now)
+    return objs + troubled_events(objs, now)
+
+
+def troubled_events(objs: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """The troubled site's GridEvents: one on the site capped below its racks' floors (not met:
+    FloorsAboveTarget), one taking 10 % off pdu-2, whose meter already reads above usable (not
+    met: MeasuredAboveTarget), one scheduled for tomorrow and one that ended an hour ago."""
+    site = next(o for o in objs if o["kind"] == "StargateCluster")
+    ns, cluster = site["metadata"]["namespace"], site["metadata"]["name"]
+    plan = plan_namespace(objs, now, CoreSettings())
+    floors = plan.statuses[("StargateCluster", ns, cluster)]["power"]["floorWatts"]
+
+    def event(name: str, start: datetime, end: datetime | None = None, **spec: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"clusterRef": cluster, "start": format_time(start),
+                                "source": f"test:troubled/{name}", **spec}
+        if end is not None:
+            body["end"] = format_time(end)
+        return {"apiVersion": "stargate.dev/v1alpha1", "kind": "GridEvent",
+                "metadata": {"name": name, "namespace": ns, "uid": f"u-{name}", "generation": 1,
+                             "creationTimestamp": format_time(now - timedelta(days=1))},
+                "spec": body}
+
+    return [
+        event("grid-emergency", now - timedelta(minutes=10), limitWatts=floors // 2),
+        event("feed-2-shed", now - timedelta(minutes=10), now + timedelta(hours=3), powerDomainRef="pdu-2",
+              reducePercent=10),
+        event("tomorrow", now + timedelta(days=1), now + timedelta(days=1, hours=2), reducePercent=30),
+        event("last-hour", now - timedelta(hours=2), now - timedelta(hours=1), reducePercent=30),
+    ]
 
 
 def troubled_tree(objs: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
@@ -302,6 +332,26 @@ def test_domain_figures_match_the_core(prom: PrometheusServer) -> None:
     assert ("rack-00000", "pdu-0") in limited and ("rack-00001", "troubled") in limited, limited
 
 
+def test_grid_event_figures_match_the_core(prom: PrometheusServer) -> None:
+    sel = f'namespace="{TROUBLED}", cluster="troubled"'
+
+    def by_event(metric: str) -> dict[str, float]:
+        return {s["metric"]["event"]: s["value"] for s in prom.query(f"{metric}{{{sel}}}")}
+
+    assert by_event("stargate_grid_event_active") == {"grid-emergency": 1, "feed-2-shed": 1, "tomorrow": 0,
+                                                      "last-hour": 0}
+    assert by_event("stargate_grid_event_met") == {"grid-emergency": 0, "feed-2-shed": 0}
+    floors = prom.query(f"stargate_cluster_power_floor_watts{{{sel}}}")[0]["value"]
+    assert by_event("stargate_grid_event_target_watts")["grid-emergency"] == floors // 2
+    # every rack at its floor: allocated above the target
+    assert by_event("stargate_grid_event_allocated_watts")["grid-emergency"] == floors
+    usable = prom.query(f'stargate_domain_usable_watts{{{sel}, domain="pdu-2"}}')[0]["value"]
+    assert by_event("stargate_grid_event_target_watts")["feed-2-shed"] == usable  # the event lowered it
+    assert by_event("stargate_grid_event_measured_watts")["feed-2-shed"] > usable
+    (shed,) = prom.query(f'stargate_grid_event_info{{{sel}, event="feed-2-shed"}}')
+    assert (shed["metric"]["domain"], shed["metric"]["source"]) == ("pdu-2", "test:troubled/feed-2-shed")
+
+
 def test_every_dashboard_query_returns_data(prom: PrometheusServer) -> None:
     problems = dashboard_problems(prom)
     assert not problems, "\n".join(problems)
@@ -354,6 +404,8 @@ def test_expected_alerts_become_active(prom: PrometheusServer) -> None:
     assert troubled_domains == {"StargateDomainOvercommitted": {"pdu-0"},
                                 "StargateDomainOverLimit": {"pdu-0", "pdu-2"},
                                 "StargateDomainHeadroomLow": {"pdu-1"}}, troubled_domains
+    assert {(a["event"], a.get("domain", "")) for a in active["StargateGridEventNotMet"]} == {
+        ("grid-emergency", ""), ("feed-2-shed", "pdu-2")}
 
 
 def test_endpoint_serves_promtool_clean_text(endpoint: str) -> None:

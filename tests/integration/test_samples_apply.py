@@ -1,6 +1,6 @@
 """The samples against the real API server: every one is accepted by `kubectl apply --server-side
 --validate=strict` and stored exactly as the models read it; `kubectl get stargate -A` lists every kind;
-the printer columns print the figures put into status; the curtailment example merges onto its site."""
+the printer columns print the figures put into status; the grid-event examples are accepted too."""
 
 from __future__ import annotations
 
@@ -72,7 +72,9 @@ def test_kubectl_get_stargate_lists_every_kind(
     expected = Counter(f"{o.kind.lower()}.stargate.dev" for o in samples)
     assert counts == expected
     table = kubectl("get", "stargate", "-A").stdout
-    for kind in PLURAL:
+    # every kind but GridEvent, whose samples are in grid-events/ (test_the_grid_event_samples...)
+    assert set(PLURAL) - {o.kind for o in samples} == {"GridEvent"}
+    for kind in {o.kind for o in samples}:
         assert f"{kind.lower()}.stargate.dev/" in table
     # and by short name
     assert "gb200-f01" in kubectl("get", "rk", "-n", "stargate-north-sea").stdout
@@ -317,35 +319,40 @@ def test_printer_columns_print_the_right_figures(
     assert set(row) == {*columns, *wide, "NAME", "AGE"}, "a wide column is not checked"
 
 
-def test_the_curtailment_example_merges_onto_its_site(kubectl: Kubectl, applied: str) -> None:
-    before = kubectl.json("get", "sgc", "north-sea", "-n", "stargate-north-sea")
-    assert "curtailment" not in before["spec"]["power"]
-    kubectl(
-        "apply",
-        "--server-side",
-        "--validate=strict",
-        "--field-manager=grid-operator",
-        "-f",
-        str(SAMPLES / "curtailment"),
-    )
-    after = kubectl.json("get", "sgc", "north-sea", "-n", "stargate-north-sea")
-    assert after["spec"]["power"]["curtailment"]["percent"] == 20
-    assert after["spec"]["site"] == before["spec"]["site"]
-    assert after["spec"]["power"]["itCapacityWatts"] == before["spec"]["power"]["itCapacityWatts"]
-    assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
-    (row,) = _table(kubectl("get", "sgc", "north-sea", "-n", "stargate-north-sea", "-o", "wide").stdout)
-    assert row["CURTAIL-%"] == "20"
-    # ended as its comment says
-    kubectl(
-        "patch",
-        "sgc",
-        "north-sea",
-        "-n",
-        "stargate-north-sea",
-        "--type=json",
-        "-p",
-        '[{"op": "remove", "path": "/spec/power/curtailment"}]',
-    )
-    ended = kubectl.json("get", "sgc", "north-sea", "-n", "stargate-north-sea")
-    assert "curtailment" not in ended["spec"]["power"]
-    assert ended["spec"]["site"] == before["spec"]["site"]
+def test_the_grid_event_samples_are_accepted_and_print_their_figures(kubectl: Kubectl, applied: str) -> None:
+    """crds/samples/grid-events/ as the README applies it; stored as the models read it; `kubectl get
+    gev` prints the figures put into status (the operator's, as the core would write them)."""
+    folder = SAMPLES / "grid-events"
+    r = kubectl("apply", "--server-side", "--validate=strict", "--field-manager=grid-operator", "-f",
+                str(folder), check=False)
+    assert r.returncode == 0, r.stderr
+    events = load_manifests([folder])
+    assert {(o.namespace, o.name) for o in events} == {
+        ("stargate-abilene", "ercot-4cp-2027-08-16"), ("stargate-north-sea", "aggregator-dispatch-0412")}
+    for o in events:
+        stored = kubectl.json("get", "gev", o.name, "-n", o.namespace)
+        assert stored["spec"] == o.body["spec"]
+    ns, name = "stargate-north-sea", "aggregator-dispatch-0412"
+    status = {
+        "phase": "Active", "targetWatts": 197600, "allocatedWatts": 197600, "measuredWatts": 190123,
+        "conditions": [_condition("Ready", "True", "Active"), _condition("Met", "True", "WithinTarget")],
+    }
+    kubectl("patch", "gev", name, "-n", ns, "--subresource=status", "--type=merge", "-p",
+            json.dumps({"status": status}))
+    (row,) = _table(kubectl("get", "gev", name, "-n", ns).stdout)
+    columns = {"CLUSTER": "north-sea", "DOMAIN": "", "START": "2026-04-12T17:00:00Z", "END": "",
+               "PHASE": "Active", "TARGET-W": "197600", "MEASURED-W": "190123", "MET": "True",
+               "READY": "True"}
+    assert {k: row[k] for k in columns} == columns
+    assert set(row) == {*columns, "NAME", "AGE"}, "a default column is not checked"
+    (row,) = _table(kubectl("get", "gev", name, "-n", ns, "-o", "wide").stdout)
+    wide = {"REDUCE-%": "20", "LIMIT-W": "", "ALLOCATED-W": "197600",
+            "SOURCE": "aggregator:nordic-flex/dispatch-2026-0412-1700"}
+    assert {k: row[k] for k in wide} == wide
+    assert set(row) == {*columns, *wide, "NAME", "AGE"}, "a wide column is not checked"
+    (row,) = _table(kubectl("get", "gev", "-n", "stargate-abilene", "-o", "wide").stdout)
+    assert (row["DOMAIN"], row["START"], row["END"], row["LIMIT-W"]) == (
+        "utility-13kv", "2027-08-16T20:00:00Z", "2027-08-16T22:00:00Z", "250000")
+    assert "gridevent.stargate.dev/aggregator-dispatch-0412" in kubectl("get", "stargate", "-n", ns).stdout
+    kubectl("delete", "-f", str(folder))
+    assert kubectl.json("get", "gev", "-A")["items"] == []

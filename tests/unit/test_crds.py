@@ -24,6 +24,7 @@ SHORT = {
     "GPUNode": "gpun",
     "MemoryPool": "mpool",
     "MemoryClaim": "mclaim",
+    "GridEvent": "gev",
 }
 
 

@@ -213,7 +213,7 @@ def test_the_prometheus_harness_finds_every_query(name: str) -> None:
     expected = [(p["title"], t["refId"], t["expr"]) for p, t in targets]
     assert [(q.panel, q.ref, q.expr) for q in found] == expected
     for q, (p, _) in zip(found, targets, strict=True):
-        assert q.range == (p["type"] in ("timeseries", "stat")), q.where
+        assert q.range == (p["type"] in ("timeseries", "stat", "state-timeline")), q.where
         assert q.table == (p["type"] == "table"), q.where
 
 
@@ -285,3 +285,22 @@ def test_a_new_dashboard_is_a_function(tmp_path: Path) -> None:
         ("table", 4, {"h": 10, "w": 24, "x": 0, "y": 9}),
     ]
     assert d["uid"] == "stargate-tiny" and d["tags"] == ["stargate", "tiny"]
+
+
+def test_the_power_tree_shows_grid_events_on_a_timeline_and_target_against_measured() -> None:
+    """Issue 15: the events on a timeline (one lane per event, in effect or not) and each event's
+    target against the measured power beneath it."""
+    panels = {p["title"]: p for p in _panels(DASHBOARDS["power-tree.json"])}
+    timeline = panels["Grid events"]
+    assert timeline["type"] == "state-timeline"
+    (target,) = timeline["targets"]
+    assert target["expr"].startswith("stargate_grid_event_active{") and target["range"]
+    assert target["legendFormat"] == "{{event}}"
+    (mapping,) = timeline["fieldConfig"]["defaults"]["mappings"]
+    assert {k: v["text"] for k, v in mapping["options"].items()} == {"0": "not in effect", "1": "in effect"}
+    graph = panels["Grid event target and measured"]
+    assert [t["expr"].split("{")[0] for t in graph["targets"]] == [
+        "stargate_grid_event_target_watts", "stargate_grid_event_measured_watts",
+        "stargate_grid_event_allocated_watts"]
+    assert graph["fieldConfig"]["defaults"]["unit"] == "watt"
+    assert "StargateGridEventNotMet" in panels["Grid events not met"]["description"]

@@ -19,6 +19,7 @@ from stargate_operator import kinds
 from stargate_operator.api.load import load_manifests
 from stargate_operator.commands.plan import with_status
 from stargate_operator.core import CoreSettings, plan_namespace
+from stargate_operator.demo.runner import CURTAIL_EVENT, CURTAIL_REASON, CURTAIL_SOURCE, grid_event
 from stargate_operator.demo.summary import Glyphs, Renderer, Snapshot, Tracker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,13 +27,17 @@ NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 T0 = 1000.0  # the demo's start, monotonic
 
 
-def _planned(curtail: int | None = None) -> Snapshot:
-    """The samples with the statuses the operator would write (optionally north-sea curtailed)."""
+def _planned(curtail: int | None = None, event: int | None = None) -> Snapshot:
+    """The samples with the statuses the operator would write (optionally north-sea curtailed by its
+    spec, or asked to shed `event` % by the GridEvent `demo --curtail` creates)."""
     bodies = [o.body for o in load_manifests([str(REPO / "crds" / "samples")])]
     if curtail is not None:
         for b in bodies:
             if b["kind"] == "StargateCluster" and b["metadata"]["name"] == "north-sea":
                 b["spec"]["power"]["curtailment"] = {"percent": curtail, "reason": "demand response"}
+    if event is not None:
+        bodies.append(grid_event("stargate-north-sea", "north-sea", CURTAIL_EVENT, event,
+                                 NOW.timestamp() - 60, CURTAIL_REASON, CURTAIL_SOURCE))
     items = with_status(bodies, plan_namespace(bodies, NOW, CoreSettings()))
     lists: dict[str, list[dict[str, Any]]] = {}
     for item in items:
@@ -95,6 +100,25 @@ def test_a_curtailment_is_reported_once_and_highlighted() -> None:
     # Past HIGHLIGHT_SECONDS the figure is plain again; the change stays in the list.
     later = _render(renderer.frame(after, tracker, now=T0 + 60))
     assert "(was 247.0 kW)" not in later and "north-sea budget: 247.0 kW -> 197.6 kW" in later
+
+
+def test_the_demos_grid_event_is_reported_and_highlighted_with_what_it_does() -> None:
+    """`demo --curtail 20` creates a GridEvent, not a patch of the site: the same budget (247 kW less
+    20 %), the event named in the site's title while in effect, and its arrival as a change."""
+    before, after = _planned(), _planned(event=20)
+    tracker = Tracker()
+    tracker.armed = True
+    tracker.update(before, now=T0 + 20)
+    changes = {c.label: (c.old, c.new) for c in tracker.update(after, now=T0 + 30)}
+    assert changes["north-sea budget"] == ("247.0 kW", "197.6 kW")
+    assert changes["north-sea grid events"] == ("none", "demo-curtail -20%")
+    assert "north-sea curtailment" not in changes  # the site's spec is untouched
+    frame = _render(Renderer(Glyphs(unicode=False), T0).frame(after, tracker, now=T0 + 35))
+    assert "GRID EVENT demo-curtail -20%" in frame and "NOT MET" not in frame
+    assert "CURTAILED" not in frame
+    # the same effect as the site's own curtailment: one more event on the site
+    curtailed = _planned(curtail=20)
+    assert [r["status"]["power"] for r in after.racks] == [r["status"]["power"] for r in curtailed.racks]
 
 
 def test_colour_and_unicode_where_the_output_has_them() -> None:

@@ -690,12 +690,32 @@ def test_alerts_are_actionable() -> None:
         assert "for" in r, r["alert"]
 
 
+def planned_grid_event_site() -> list[dict[str, Any]]:
+    """A synthetic site with a GridEvent in effect on it (section 11), planned by the real core: it
+    exports every grid-event series (tests/unit/test_metrics_gridevents.py checks their values)."""
+    objs = synthetic_site(20, 4, "grid", now=SYNTH_NOW)
+    site = next(o for o in objs if o["kind"] == "StargateCluster")
+    start = (SYNTH_NOW - timedelta(minutes=5)).isoformat()
+    end = (SYNTH_NOW + timedelta(hours=1)).isoformat()
+    objs.append({"apiVersion": "stargate.dev/v1alpha1", "kind": "GridEvent",
+                 "metadata": {"name": "dr", "namespace": "grid", "generation": 1},
+                 "spec": {"clusterRef": site["metadata"]["name"], "start": start, "end": end,
+                          "reducePercent": 20, "source": "test"}})
+    plan = plan_namespace(objs, SYNTH_NOW, CoreSettings())
+    for o in objs:
+        key = (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
+        telemetry = (o.get("status") or {}).get("telemetry")
+        o["status"] = {**plan.statuses[key], **({"telemetry": telemetry} if telemetry else {})}
+    return objs
+
+
 def all_exported_names() -> set[str]:
     metrics.RECONCILES.labels(kind="namespace", result="error").inc(0)
     metrics.RECONCILE_SECONDS.labels(kind="namespace").observe(0.01)
     metrics.API_WRITES.labels(kind="Event", verb="create_event").inc(0)
     metrics.LAST_SUCCESS.labels(namespace="synth").set(1)
-    s = scrape(planned_synthetic_site(40) + small_site() + small_tree(), per_node=True)
+    s = scrape(planned_synthetic_site(40) + small_site() + small_tree() + planned_grid_event_site(),
+               per_node=True)
     return names(s) | {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 
 

@@ -124,8 +124,26 @@ def feed() -> dict[str, Any]:
     return doc
 
 
+def gev() -> dict[str, Any]:
+    """A grid event: an absolute cap on one utility feed for three hours (DESIGN section 11)."""
+    return {
+        "apiVersion": API,
+        "kind": "GridEvent",
+        "metadata": {"name": "ercot-4cp-0816", "namespace": "sg"},
+        "spec": {
+            "clusterRef": "abilene",
+            "powerDomainRef": "utility-13kv",
+            "start": "2027-08-16T19:00:00Z",
+            "end": "2027-08-16T22:00:00Z",
+            "limitWatts": 250_000,
+            "reason": "ERCOT 4CP peak interval",
+            "source": "ercot:lfl/dispatch-0816",
+        },
+    }
+
+
 GOOD = {"StargateCluster": cluster, "Rack": rack, "GPUNode": node, "MemoryPool": pool, "MemoryClaim": claim,
-        "PowerDomain": pdom}
+        "PowerDomain": pdom, "GridEvent": gev}
 
 
 def with_value(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -166,7 +184,8 @@ def test_good_object_of_every_kind_validates_and_round_trips(kind: str) -> None:
 
 def test_every_kind_is_registered() -> None:
     assert {k.kind_info.kind for k in KINDS} == set(GOOD)
-    assert {k.kind_info.short_names[0] for k in KINDS} == {"sgc", "rk", "gpun", "mpool", "mclaim", "pdom"}
+    assert {k.kind_info.short_names[0] for k in KINDS} == {"sgc", "rk", "gpun", "mpool", "mclaim", "pdom",
+                                                            "gev"}
 
 
 def test_defaults() -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from stargate_operator.api.load import LoadedObject, ManifestError, load_manifests, validate_document
+from stargate_operator.api.load import LoadedObject, ManifestError, load_manifests
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "crds" / "samples"
@@ -214,16 +215,49 @@ def test_north_sea_is_limited_by_its_seawater_loop_on_a_warm_sea_day(objects: li
     assert (racks["gb200-f02"]["budgetWatts"], racks["gb200-f02"]["limitedBy"]) == (103_400, "north-sea")
 
 
-def test_the_curtailment_merges_onto_the_floating_site(objects: list[LoadedObject]) -> None:
-    folder = SAMPLES / "curtailment"
-    (patch,) = [d for d in yaml.safe_load_all((folder / "north-sea-curtailment.yaml").read_text()) if d]
-    (site,) = [o for o in objects if o.kind == "StargateCluster" and o.name == patch["metadata"]["name"]]
-    assert patch["metadata"]["namespace"] == site.namespace
-    merged = dict(site.body)
-    merged["spec"] = {**site.body["spec"], "power": {**site.body["spec"]["power"], **patch["spec"]["power"]}}
-    body = validate_document(merged, "merged")
-    assert 0 < body["spec"]["power"]["curtailment"]["percent"] <= 100
-    assert set(patch["spec"]) == {"power"} and set(patch["spec"]["power"]) == {"curtailment"}
+def test_the_grid_events_are_a_feed_cap_on_abilene_and_a_dispatch_to_north_sea(
+        objects: list[LoadedObject]) -> None:
+    """crds/samples/grid-events/: nothing changes before the 4CP afternoon; during it abilene's
+    utility feed holds 250 kW and the priorities decide beneath it; north-sea's dispatch takes 20 %
+    off its budget from its start on."""
+    from stargate_operator.core import CoreSettings, plan_namespace
+    from stargate_operator.core.wire import parse_epoch
+
+    events = load_manifests([SAMPLES / "grid-events"])
+    assert {o.kind for o in events} == {"GridEvent"}
+    both = [o.body for o in objects] + [o.body for o in events]
+
+    def at(when: str) -> dict[tuple[str, str, str], Any]:
+        return plan_namespace(both, datetime.fromisoformat(when), CoreSettings()).statuses
+
+    def budgets(statuses: dict[tuple[str, str, str], Any], ns: str) -> dict[str, int]:
+        return {k[2]: s["power"]["budgetWatts"] for k, s in statuses.items() if k[0] == "Rack" and k[1] == ns}
+
+    ab, ns = "stargate-abilene", "stargate-north-sea"
+    (cap,) = [o.body for o in events if o.namespace == ab]
+    assert cap["spec"]["powerDomainRef"] == "utility-13kv" and cap["spec"]["limitWatts"] == 250_000
+    quiet = plan_namespace([o.body for o in objects], datetime.fromisoformat("2027-08-16T21:00:00+00:00"),
+                           CoreSettings()).statuses
+    before = at("2027-08-16T19:59:59+00:00")
+    assert budgets(before, ab) == budgets(quiet, ab)
+    assert before[("GridEvent", ab, "ercot-4cp-2027-08-16")]["phase"] == "Scheduled"
+    during = at("2027-08-16T21:00:00+00:00")
+    assert budgets(during, ab) == {"gb200-r01": 118_800, "gb200-r02": 81_600, "h200-r01": 24_800,
+                                   "h100-r01": 24_800}
+    event = during[("GridEvent", ab, "ercot-4cp-2027-08-16")]
+    assert (event["phase"], event["targetWatts"], event["allocatedWatts"]) == ("Active", 250_000, 250_000)
+    assert during[("PowerDomain", ab, "utility-13kv")]["usableWatts"] == 250_000
+    after = at("2027-08-16T22:00:00+00:00")
+    assert budgets(after, ab) == budgets(quiet, ab)
+    # north-sea's dispatch: open-ended from 2026-04-12T17:00Z; 247,000 W less 20 %
+    (dispatch,) = [o.body for o in events if o.namespace == ns]
+    assert "end" not in dispatch["spec"] and dispatch["spec"]["reducePercent"] == 20
+    assert parse_epoch(dispatch["spec"]["start"]) == parse_epoch("2026-04-12T17:00:00Z")
+    site = during[("StargateCluster", ns, "north-sea")]["power"]
+    assert site["budgetWatts"] == 197_600 == site["allocatedWatts"]
+    assert budgets(during, ns) == {"gb200-f01": 111_600, "gb200-f02": 61_200, "h200-f01": 24_800}
+    assert at("2026-04-12T16:59:59+00:00")[("StargateCluster", ns, "north-sea")]["power"]["budgetWatts"] \
+        == 247_000
 
 
 # ---- bad manifests: one line per problem, naming the file, the object and the field path ----

@@ -111,9 +111,17 @@ MEMORY_CLAIM = KindSpec(
     short_names=("mclaim",),
     defaults={"priority": DEFAULT_CLAIM_PRIORITY},
 )
+GRID_EVENT = KindSpec(
+    kind="GridEvent",
+    plural="gridevents",
+    singular="gridevent",
+    short_names=("gev",),
+)
 
 # Every kind of the group, in the order a site is applied and listed (a parent before its children).
-KINDS: tuple[KindSpec, ...] = (STARGATE_CLUSTER, RACK, POWER_DOMAIN, GPU_NODE, MEMORY_POOL, MEMORY_CLAIM)
+KINDS: tuple[KindSpec, ...] = (
+    STARGATE_CLUSTER, RACK, POWER_DOMAIN, GPU_NODE, MEMORY_POOL, MEMORY_CLAIM, GRID_EVENT,
+)
 BY_KIND: dict[str, KindSpec] = {k.kind: k for k in KINDS}
 BY_PLURAL: dict[str, KindSpec] = {k.plural: k for k in KINDS}
 

@@ -3,11 +3,14 @@
 from stargate_operator.api.cluster import StargateCluster
 from stargate_operator.api.common import API_VERSION, CATEGORY, GROUP, VERSION, Resource
 from stargate_operator.api.gpunode import GPUNode
+from stargate_operator.api.gridevent import GridEvent
 from stargate_operator.api.memory import MemoryClaim, MemoryPool
 from stargate_operator.api.powerdomain import PowerDomain
 from stargate_operator.api.rack import Rack
 
-KINDS: tuple[type[Resource], ...] = (StargateCluster, Rack, PowerDomain, GPUNode, MemoryPool, MemoryClaim)
+KINDS: tuple[type[Resource], ...] = (
+    StargateCluster, Rack, PowerDomain, GPUNode, MemoryPool, MemoryClaim, GridEvent,
+)
 BY_KIND: dict[str, type[Resource]] = {k.kind_info.kind: k for k in KINDS}
 
 __all__ = [
@@ -18,6 +21,7 @@ __all__ = [
     "KINDS",
     "VERSION",
     "GPUNode",
+    "GridEvent",
     "MemoryClaim",
     "MemoryPool",
     "PowerDomain",

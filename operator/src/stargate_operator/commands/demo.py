@@ -9,15 +9,15 @@ budget and use, its racks by priority (budget, demand, measured, the GPU power l
 its pools and claims. Ctrl-C (or SIGTERM) stops everything it started and removes the kubeconfig.
 
   stargate-operator demo                    # until Ctrl-C
-  stargate-operator demo --curtail 20       # a demand-response event 10 s after it converged
+  stargate-operator demo --curtail 20       # a demand-response GridEvent 10 s after it converged
   stargate-operator demo --once             # start, converge, print the summary, stop (CI)
 
 While it runs, in another terminal (the demo prints these with the real path):
 
   export KUBECONFIG=~/.cache/stargate-operator/demo/kubeconfig
   kubectl get stargate -A
-  kubectl patch sgc north-sea -n stargate-north-sea --type=merge \\
-      -p '{"spec":{"power":{"curtailment":{"percent":20}}}}'
+  kubectl apply -f crds/samples/grid-events/north-sea-dispatch.yaml    # shed 20 % from now on
+  kubectl get gev -n stargate-north-sea                                # is it met?
 
 Exit status: 0 when it stopped as asked (Ctrl-C, SIGTERM, --duration, --once), 1 when something
 failed (the message names the log), 2 for bad options.
@@ -29,22 +29,24 @@ import argparse
 from pathlib import Path
 
 from stargate_operator.commands.options import non_negative_float as _non_negative
-from stargate_operator.commands.options import percent as _percent
 from stargate_operator.commands.options import port as _port
 from stargate_operator.commands.options import positive_float as _positive
+from stargate_operator.commands.options import share_to_shed as _shed
 from stargate_operator.demo.runner import Demo, Options, default_state_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     state = default_state_dir()
     parser.add_argument(
-        "--curtail", type=_percent, metavar="PERCENT", default=None,
-        help="apply a demand-response curtailment of PERCENT to a site once the demo has converged "
-             "(after --curtail-after seconds) and highlight it rippling through the summary: the site's "
-             "budget, then the racks' budgets by priority, then every node's GPU power limit")
+        "--curtail", type=_shed, metavar="PERCENT", default=None,
+        help="once the demo has converged (after --curtail-after seconds), create a GridEvent asking a "
+             "site to shed PERCENT (1 to 100) of its power from then on, and highlight it rippling "
+             "through the summary: the site's budget, then the racks' budgets by priority, then every "
+             "node's GPU power limit")
     parser.add_argument(
         "--curtail-site", metavar="NAME", default=None,
-        help="the site to curtail (default: the one in the samples' curtailment/ folder, north-sea)")
+        help="the site to curtail (default: the site of the percentage event in the samples' grid-events/ "
+             "folder, north-sea)")
     parser.add_argument(
         "--curtail-after", type=_non_negative, metavar="SECONDS", default=10.0,
         help="seconds between convergence and the curtailment; 0 for at once (default 10)")

@@ -70,3 +70,11 @@ def percent(s: str) -> int:
     if not 0 <= v <= 100:
         raise argparse.ArgumentTypeError(f"must be 0 to 100: {s}")
     return v
+
+
+def share_to_shed(s: str) -> int:
+    """A GridEvent's reducePercent: 1 to 100 (shedding nothing is no event)."""
+    v = int(s)
+    if not 1 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"must be 1 to 100: {s}")
+    return v

@@ -258,6 +258,7 @@ def print_table(items: list[dict[str, Any]], plan: Plan, now: datetime, out: Tex
     pools = by_kind.get(kinds.MEMORY_POOL.kind, [])
     claims = by_kind.get(kinds.MEMORY_CLAIM.kind, [])
     domains = by_kind.get(kinds.POWER_DOMAIN.kind, [])
+    grid_events = by_kind.get(kinds.GRID_EVENT.kind, [])
     for site in clusters:
         ns, name = ns_name(site)
         st = site["status"]
@@ -282,6 +283,10 @@ def print_table(items: list[dict[str, Any]], plan: Plan, now: datetime, out: Tex
                 numeric=("BUDGET", "ALLOCATED", "DEMAND", "FLOOR", "MEASURED", "FACILITY"))
         if "carbonGramsPerHour" in st:
             p.line(f"  carbon {carbon(st['carbonGramsPerHour'])}")
+        site_events = [e for e in grid_events if ns_name(e)[0] == ns and e["spec"]["clusterRef"] == name]
+        if site_events:
+            p.line()
+            _print_grid_events(sorted(site_events, key=lambda e: (str(e["spec"]["start"]), ns_name(e))), p)
         site_racks = sorted(
             (r for r in racks if ns_name(r)[0] == ns and r["spec"]["clusterRef"] == name),
             key=lambda r: (-r["spec"].get("priority", kinds.DEFAULT_RACK_PRIORITY), r["metadata"]["name"]),
@@ -416,6 +421,28 @@ def _invalid(status: Mapping[str, Any]) -> str | None:
     valid."""
     state, reason = _cond(status, "Ready")
     return reason if state == "False" and reason in DOMAIN_PROBLEMS else None
+
+
+def _print_grid_events(events: list[dict[str, Any]], p: _Printer) -> None:
+    """The site's GridEvents by start, at the instant planned: what each asks, its phase, its target
+    and, while in effect (or as it ended), the allocation and measured power beneath it, and Met."""
+    rows: list[list[str | Text]] = []
+    for e in events:
+        spec, st = e["spec"], e.get("status") or {}
+        asks = f"-{spec['reducePercent']}%" if "reducePercent" in spec else f"<= {_watts(spec['limitWatts'])}"
+        state, reason = _cond(st, "Met")
+        ready_state, ready_reason = _cond(st, "Ready")
+        met = Text(f"{state} ({reason})" if state != "True" else state,
+                   style="red" if state == "False" else "")
+        if ready_state == "False":
+            met = Text(f"invalid: {ready_reason}", style="red")
+        rows.append([
+            e["metadata"]["name"], spec.get("powerDomainRef") or "site", asks, str(spec["start"]),
+            str(spec.get("end") or "open"), str(st.get("phase", "")), _watts(st.get("targetWatts")),
+            _watts(st.get("allocatedWatts")), _watts(st.get("measuredWatts")), met,
+        ])
+    p.table(["GRID EVENT", "ON", "ASKS", "START", "END", "PHASE", "TARGET", "ALLOCATED", "MEASURED", "MET"],
+            rows, numeric=("TARGET", "ALLOCATED", "MEASURED"), wrap=("MET",))
 
 
 def _domain_flags(status: Mapping[str, Any]) -> Text:

@@ -34,15 +34,19 @@ def misconfigured(rack: RackIn) -> bool:
 
 
 def allocate_site(cluster: ClusterIn, now: float) -> None:
-    """Site budget, and rack budgets by priority over the site and its domains (section 10)."""
+    """Site budget (lowered by the active grid events on the site, section 11), and rack budgets by
+    priority over the site and its domains (section 10)."""
     cluster.curtailment_active = curtailment_in_effect(
         cluster.curtailment_percent, cluster.curtailment_until, now
     )
-    cluster.budget_w = site_budget(
+    budget = site_budget(
         cluster.it_capacity_w,
         cluster.reserve_percent,
         cluster.curtailment_percent if cluster.curtailment_active else 0,
     )
+    # The site's curtailment is one more grid event on the site: the lowest capacity wins.
+    cap = cluster.grid_cap_w
+    cluster.budget_w = budget if cap is None or cap >= budget else cap
     # Between racks: floors first, then progressive filling by priority over the site and its
     # power domains (domains.py); with no domains, section 4's max-min fair levels exactly.
     cluster.floor_w = allocate_tree(cluster)

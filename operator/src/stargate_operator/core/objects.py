@@ -48,6 +48,10 @@ class ClusterIn:
     racks: list[RackIn] = field(default_factory=list)
     domains: list[DomainIn] = field(default_factory=list)  # its valid power and cooling domains
     curtailment_active: bool = False
+    # grid events (gridevents.py): the lowest target of the active ones on the site, their names
+    grid_cap_w: int | None = None
+    grid_events: list[str] = field(default_factory=list)
+    grid_note: str = ""  # what the site's Ready message says about them
     budget_w: int = 0
     floor_w: int = 0
     demand_w: int = 0

@@ -18,6 +18,7 @@ from stargate_operator.core.cache import PlanCache, RackKey, RackMemo
 from stargate_operator.core.capacity import assess_node
 from stargate_operator.core.counts import cluster_counts, rack_counts
 from stargate_operator.core.domains import link_domains, link_rack
+from stargate_operator.core.gridevents import EventIn, event_status, link_events, parse_event
 from stargate_operator.core.memory import bind_claims, derived_capacity
 from stargate_operator.core.objects import (
     ClaimIn,
@@ -57,6 +58,7 @@ class _Namespace:
     pools: dict[str, PoolIn] = field(default_factory=dict)
     claims: dict[str, ClaimIn] = field(default_factory=dict)
     domains: dict[str, DomainIn] = field(default_factory=dict)
+    events: dict[str, EventIn] = field(default_factory=dict)  # GridEvents
 
 
 def plan_namespace(
@@ -131,6 +133,9 @@ def _plan(
         elif kind == "PowerDomain":
             domain = parse_domain(obj)
             _space(spaces, domain.namespace).domains[domain.name] = domain
+        elif kind == "GridEvent":
+            event = parse_event(obj)
+            _space(spaces, event.namespace).events[event.name] = event
     plan = Plan()
     ctx = StatusContext(format_time(when), stale_after, plan.events, plan.counts, caching=cache is not None)
     previous = cache.racks if cache is not None else None
@@ -219,8 +224,9 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
                 ctx: StatusContext, previous: dict[RackKey, RackMemo] | None,
                 memos: dict[RackKey, RackMemo]) -> float:
     """Link, allocate and build the statuses of one namespace; return its next change by time
-    (curtailments ending), or infinity. Nodes are visited rack by rack, so that a rack's nodes are
-    allocated and written out while they are still in the CPU cache. With a cache, a rack whose
+    (curtailments ending, grid events starting or ending), or infinity. Nodes are visited rack by
+    rack, so that a rack's nodes are allocated and written out while they are still in the CPU
+    cache. With a cache, a rack whose
     nodes are the very records of last time, unchanged, reuses its sums, and if its budget is the
     same too, its nodes' statuses (`previous`: last call's rack memos; `memos`: this call's)."""
     next_change = INFINITY
@@ -265,6 +271,11 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
     for rack in racks.values():
         if rack.power_ref is not None or rack.cooling_ref is not None:
             link_rack(rack, domains)
+    events = space.events
+    if events:  # the active ones lower their site's or domain's capacity (section 11)
+        change = link_events(events.values(), clusters, domains, now)
+        if change < next_change:
+            next_change = change
 
     for cluster in clusters.values():
         allocate_site(cluster, now)
@@ -304,6 +315,8 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
         ctx.counts["StargateCluster", cluster.namespace, cluster.name] = cluster_counts(cluster, ctx.counts)
     for domain in domains.values():
         statuses["PowerDomain", domain.namespace, domain.name] = domain_status(domain, ctx)
+    for event in events.values():
+        statuses["GridEvent", event.namespace, event.name] = event_status(event, ctx, now)
 
     pools = space.pools
     for pool in pools.values():

@@ -94,6 +94,7 @@ def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
         curtail = f"; curtailed {c.curtailment_percent}%" + (
             f" ({c.curtailment_reason})" if c.curtailment_reason else ""
         )
+    curtail += c.grid_note  # the grid events in effect on the site (gridevents.py)
     if over:
         deficit = c.floor_w - c.budget_w
         oc: CondSpec = (

@@ -41,6 +41,7 @@ from rich.live import Live
 from rich.text import Text
 
 from stargate_operator import kinds
+from stargate_operator.core.wire import format_time, from_epoch
 from stargate_operator.demo.assets import (
     AssetError,
     sample_documents,
@@ -63,6 +64,9 @@ from stargate_operator.syncapi import ApiFailure
 
 CURTAIL_FIELD_MANAGER = "grid-operator"
 CURTAIL_REASON = "demand-response event from stargate-operator demo --curtail"
+# The GridEvent `--curtail` creates (DESIGN section 11): on the site, from the moment it is applied.
+CURTAIL_EVENT = "demo-curtail"
+CURTAIL_SOURCE = "stargate-operator demo --curtail"
 _PERIODIC_FRAME_SECONDS = 30.0  # without a terminal: a full summary this often, changes as they happen
 _SETTLE_SECONDS = 3.0  # --once: no tracked change for this long after the curtailment
 # Without a terminal nothing says how wide a line may be: wide enough for a rack row with two
@@ -151,6 +155,7 @@ class Demo:
         self.glyphs = Glyphs(unicode=self.console.encoding.lower().startswith("utf"))
         self._live: Live | None = None
         self.t0 = time.monotonic()
+        self.started_at = time.time()  # wall clock: the start of the GridEvent the demo suggests
         self.cp: LocalControlPlane | None = None
         self.children = Children()
         self.reader: ApiReader | None = None
@@ -294,16 +299,18 @@ class Demo:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _curtail_target(self, samples: Path) -> tuple[str, str]:
-        """The site a curtailment goes to: --curtail-site, else the one in the samples' curtailment/
-        folder, else the first site."""
+        """The site a curtailment goes to: --curtail-site, else the site of the percentage event in
+        the samples' grid-events/ folder, else the first site."""
         sites = sample_sites(samples)
         if not sites:
             raise AssetError(f"{samples}: no StargateCluster in the samples")
         wanted = self.opts.curtail_site
         if wanted is None:
-            for d in sample_documents(samples / "curtailment") if (samples / "curtailment").is_dir() else []:
-                if d.get("kind") == "StargateCluster":
-                    wanted = str(d["metadata"]["name"])
+            events = samples / "grid-events"
+            for d in sample_documents(events) if events.is_dir() else []:
+                spec = d.get("spec") or {}
+                if d.get("kind") == kinds.GRID_EVENT.kind and "reducePercent" in spec:
+                    wanted = str(spec.get("clusterRef"))
                     break
         if wanted is None:
             return sites[0]
@@ -386,8 +393,8 @@ class Demo:
 
     def _commands(self, ns: str, site: str) -> list[tuple[str, str]]:
         kc = shlex.quote(str(self.opts.kubeconfig_out))
-        curtailment = {"percent": 20, "reason": "demand response"}
-        patch = json_compact({"spec": {"power": {"curtailment": curtailment}}})
+        event = json_compact(grid_event(ns, site, "shed-20", 20, self.started_at, "demand response",
+                                        "kubectl"))
         return [
             (f"export KUBECONFIG={kc}", ""),
             ("kubectl get stargate -A", "every site, rack, node, pool and claim"),
@@ -396,10 +403,10 @@ class Demo:
             (f"kubectl get gpun -n {ns}", "nodes: the per-GPU power limit the agents enforce"),
             ("kubectl get mpool,mclaim -A", "memory pools and claims"),
             (f"kubectl describe sgc {site} -n {ns}", "conditions and events"),
-            (f"kubectl patch sgc {site} -n {ns} --type=merge -p {shlex.quote(patch)}",
-             "a demand-response event: shed 20 %"),
-            (f"kubectl patch sgc {site} -n {ns} --type=json -p "
-             + shlex.quote('[{"op": "remove", "path": "/spec/power/curtailment"}]'), "... and its end"),
+            (f"echo {shlex.quote(event)} | kubectl apply -f -",
+             "a demand-response event (GridEvent): shed 20 % from now on"),
+            (f"kubectl get gev -n {ns}; kubectl delete gev shed-20 -n {ns}",
+             "... how it is met, and its end"),
             (f"kubectl annotate gpun NODE -n {ns} stargate.dev/simulate-failed-gpus=2 --overwrite",
              "a GPU fault on a simulated node"),
             (f"curl -s {self.metrics_url} | grep ^stargate_", "the operator's metrics"),
@@ -420,18 +427,14 @@ class Demo:
             self.console.print(line, soft_wrap=True)
 
     def _curtail(self, ns: str, site: str, percent: int) -> None:
-        """Server-side apply by the field manager ``grid-operator``, like the sample in
-        ``crds/samples/curtailment/``; straight to the API, as a kubectl process (discovery first) takes
-        seconds on a busy machine."""
+        """A GridEvent on the site from now on, open-ended, shedding ``percent`` of its budget (like
+        the sample in ``crds/samples/grid-events/``), server-side applied by the field manager
+        ``grid-operator``; straight to the API, as a kubectl process (discovery first) takes seconds
+        on a busy machine."""
         assert self.reader is not None
-        manifest = {
-            "apiVersion": kinds.API_VERSION,
-            "kind": "StargateCluster",
-            "metadata": {"name": site, "namespace": ns},
-            "spec": {"power": {"curtailment": {"percent": percent, "reason": CURTAIL_REASON}}},
-        }
+        manifest = grid_event(ns, site, CURTAIL_EVENT, percent, time.time(), CURTAIL_REASON, CURTAIL_SOURCE)
         try:
-            self.reader.apply(kinds.STARGATE_CLUSTER.plural, ns, site, manifest, CURTAIL_FIELD_MANAGER)
+            self.reader.apply(kinds.GRID_EVENT.plural, ns, CURTAIL_EVENT, manifest, CURTAIL_FIELD_MANAGER)
         except ApiFailure as e:
             raise DemoError(f"the curtailment of {site} was not accepted: {e}") from None
 
@@ -518,9 +521,9 @@ class Demo:
                     assert opts.curtail is not None
                     self._curtail(ns, site, opts.curtail)
                     curtailed_at = last_change = now
-                    self.say(f"curtailment {opts.curtail}% applied to {site} (field manager "
-                             f"{CURTAIL_FIELD_MANAGER}); watch it ripple: site budget, rack budgets, "
-                             "GPU power limits, measured power")
+                    self.say(f"curtailment {opts.curtail}% applied to {site} (GridEvent {CURTAIL_EVENT}, "
+                             f"field manager {CURTAIL_FIELD_MANAGER}); watch it ripple: site budget, rack "
+                             "budgets, GPU power limits, measured power")
                 if opts.once and converged_at is not None and (
                     opts.curtail is None or (
                         curtailed_at is not None and self._settled(snap, ns, site, opts.curtail)
@@ -554,13 +557,15 @@ class Demo:
 
     @staticmethod
     def _settled(snap: Snapshot, ns: str, site: str, percent: int) -> bool:
-        """The curtailment is in the site's spec and every status is written for the current specs."""
+        """The curtailment's GridEvent is in effect on the site and every status is written for the
+        current specs."""
         if snap.pending():
             return False
-        for s in snap.sites:
-            if s["metadata"].get("namespace") == ns and s["metadata"]["name"] == site:
-                curtailment = ((s.get("spec") or {}).get("power") or {}).get("curtailment") or {}
-                return bool(curtailment.get("percent") == percent)
+        for e in snap.events:
+            if e["metadata"].get("namespace") == ns and e["metadata"]["name"] == CURTAIL_EVENT:
+                spec, status = e.get("spec") or {}, e.get("status") or {}
+                return bool(spec.get("clusterRef") == site and spec.get("reducePercent") == percent
+                            and status.get("phase") == "Active")
         return False
 
     # ------------------------------------------------------------------ stop
@@ -594,6 +599,19 @@ class Demo:
             if self._lock_file is not None:
                 self._lock_file.close()
                 self._lock_file = None
+
+
+def grid_event(ns: str, site: str, name: str, percent: int, start: float, reason: str,
+               source: str) -> dict[str, Any]:
+    """A GridEvent asking `site` to shed `percent` of its budget from `start` (epoch seconds, whole
+    seconds as Kubernetes writes times), open-ended."""
+    return {
+        "apiVersion": kinds.API_VERSION,
+        "kind": kinds.GRID_EVENT.kind,
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"clusterRef": site, "start": format_time(from_epoch(start)), "reducePercent": percent,
+                 "reason": reason, "source": source},
+    }
 
 
 def json_compact(obj: Any) -> str:

@@ -125,6 +125,7 @@ class Snapshot:
     pools: list[dict[str, Any]]
     claims: list[dict[str, Any]]
     taken: float
+    events: list[dict[str, Any]] = field(default_factory=list)  # GridEvents
 
     @classmethod
     def from_lists(cls, lists: dict[str, list[dict[str, Any]]], taken: float) -> Snapshot:
@@ -143,7 +144,14 @@ class Snapshot:
             pools=sorted(of(kinds.MEMORY_POOL), key=key),
             claims=sorted(of(kinds.MEMORY_CLAIM), key=key),
             taken=taken,
+            events=sorted(of(kinds.GRID_EVENT), key=key),
         )
+
+    def grid_events_in_effect(self, ns: str, site: str) -> list[dict[str, Any]]:
+        """The site's GridEvents that lower its budget or a feed now, as their status says."""
+        return [e for e in self.events
+                if e["metadata"].get("namespace") == ns and _get(e, "spec", "clusterRef") == site
+                and _get(e, "status", "phase") == "Active" and _condition(e, "Ready") == "True"]
 
     def node_groups(self) -> dict[tuple[str, str], NodeGroup]:
         groups: dict[tuple[str, str], NodeGroup] = {}
@@ -203,6 +211,14 @@ class Change:
     new: str
 
 
+def _event_text(e: dict[str, Any]) -> str:
+    """A GridEvent as the summary names it: its name, what it asks, and where (a feed, or the site)."""
+    spec = e.get("spec") or {}
+    asks = f"-{spec['reducePercent']}%" if "reducePercent" in spec else f"<= {watts(spec.get('limitWatts'))}"
+    where = f" on {spec['powerDomainRef']}" if spec.get("powerDomainRef") else ""
+    return f"{e['metadata']['name']} {asks}{where}"
+
+
 def _tracked(s: Snapshot) -> dict[str, tuple[str, str]]:
     """key -> (label, value as shown) for the figures the operator decides."""
     out: dict[str, tuple[str, str]] = {}
@@ -210,6 +226,8 @@ def _tracked(s: Snapshot) -> dict[str, tuple[str, str]]:
         ns, name = site["metadata"].get("namespace", ""), site["metadata"]["name"]
         curt = _get(site, "spec", "power", "curtailment", "percent")
         out[f"site/{ns}/{name}/curtail"] = (f"{name} curtailment", f"{curt}%" if curt is not None else "none")
+        events = ", ".join(_event_text(e) for e in s.grid_events_in_effect(ns, name))
+        out[f"site/{ns}/{name}/grid"] = (f"{name} grid events", events or "none")
         for fig in ("budgetWatts", "allocatedWatts"):
             out[f"site/{ns}/{name}/{fig}"] = (
                 f"{name} {fig.removesuffix('Watts')}", watts(_get(site, "status", "power", fig)))
@@ -344,6 +362,10 @@ class Renderer:
                 title.append("  ").append(f"CURTAILED {curt.get('percent')}%", HOT)
                 if reason:
                     title.append(f" ({_fit(reason, 60)})")
+            for event in snap.grid_events_in_effect(ns, name):
+                title.append("  ").append(f"GRID EVENT {_event_text(event)}", HOT)
+                if _condition(event, "Met") == "False":
+                    title.append(" ").append("NOT MET", BAD)
             if _condition(site, "PowerOvercommitted") == "True":
                 title.append("  ").append("OVERCOMMITTED", BAD)
             prefix = f"site/{ns}/{name}/"

@@ -40,6 +40,14 @@ Derived figures, defined here once:
 * `stargate_rack_power_limited_info{limited_by=...}` = 1 for a rack whose status.power.limitedBy
   names the constraint (the site or a PowerDomain) that holds its budget below its demand; absent
   for a rack that is not limited.
+* GridEvents (DESIGN section 11), labelled `namespace`, `cluster`, `event` (its name) and `domain`
+  (the targeted PowerDomain; empty for the whole site): `stargate_grid_event_active` is 1 while
+  the event is in effect (status.phase Active and Ready True: it lowers its constraint now), else
+  0; `stargate_grid_event_{target,allocated,measured}_watts` are the status's figures while it is
+  in effect (absent otherwise, so a graph shows each event over its window only);
+  `stargate_grid_event_met` is its condition Met (1 True, 0 False or Unknown) while in effect;
+  `..._start_timestamp_seconds` / `..._end_timestamp_seconds` its schedule (the end absent when
+  open-ended); `stargate_grid_event_info{source=...}` names who asked.
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ from stargate_operator.kinds import (
     DEFAULT_RACK_PRIORITY,
     DEFAULT_RESERVE_PERCENT,
     GPU_NODE,
+    GRID_EVENT,
     KINDS,
     MEMORY_CLAIM,
     MEMORY_POOL,
@@ -185,8 +194,19 @@ RACK_LABELS = ("namespace", "cluster", "rack")
 POOL_LABELS = ("namespace", "cluster", "pool", "tier")
 NODE_LABELS = ("namespace", "cluster", "rack", "node")
 DOMAIN_LABELS = ("namespace", "cluster", "domain", "type", "role", "parent")
-_CLUSTER, _RACK, _NODE, _POOL, _CLAIM, _DOMAIN = (
-    STARGATE_CLUSTER.kind, RACK.kind, GPU_NODE.kind, MEMORY_POOL.kind, MEMORY_CLAIM.kind, POWER_DOMAIN.kind
+GRID_EVENT_LABELS = ("namespace", "cluster", "event", "domain")
+_CLUSTER, _RACK, _NODE, _POOL, _CLAIM, _DOMAIN, _GRID_EVENT = (
+    STARGATE_CLUSTER.kind, RACK.kind, GPU_NODE.kind, MEMORY_POOL.kind, MEMORY_CLAIM.kind, POWER_DOMAIN.kind,
+    GRID_EVENT.kind,
+)
+# A GridEvent's figures while in effect: (status field, metric, help).
+_GRID_EVENT_WATTS = (
+    ("targetWatts", "stargate_grid_event_target_watts",
+     "The capacity the grid event sets on its constraint (the site's budget or the domain's usable)."),
+    ("allocatedWatts", "stargate_grid_event_allocated_watts",
+     "Sum of the rack budgets beneath the grid event's constraint."),
+    ("measuredWatts", "stargate_grid_event_measured_watts",
+     "Measured power beneath the grid event's constraint (nodes with fresh telemetry)."),
 )
 # A PowerDomain's status figures: (status field, metric, help), each read as the core wrote it.
 _DOMAIN_WATTS = (
@@ -347,6 +367,22 @@ def _declare_all(f: Families, per_node: bool) -> None:
     f.declare("stargate_domain_racks", "Racks beneath the domain, at any depth.", d)
     for ctype, name, meaning in _DOMAIN_CONDITIONS:
         f.declare(name, f"1 when {ctype} is True ({meaning}), 0 when False or Unknown.", d)
+    # Grid event
+    e = GRID_EVENT_LABELS
+    f.declare("stargate_grid_event_info", "One series per grid event, with who asked (spec.source); value 1.",
+              (*e, "source"))
+    f.declare("stargate_grid_event_active",
+              "1 while the grid event is in effect (phase Active, Ready): it lowers its constraint; "
+              "else 0.", e)
+    for _, name, help_text in _GRID_EVENT_WATTS:
+        f.declare(name, f"{help_text} Only while the event is in effect.", e)
+    f.declare("stargate_grid_event_met",
+              "1 while the grid event is in effect and Met is True (allocation and measured power within "
+              "the target), 0 while it is in effect and not met.", e)
+    f.declare("stargate_grid_event_start_timestamp_seconds",
+              "Unix time from which the grid event applies.", e)
+    f.declare("stargate_grid_event_end_timestamp_seconds",
+              "Unix time at which the grid event stops applying (absent when open-ended).", e)
     # Pool
     pk = (*p, "condition")
     f.declare("stargate_pool_info", "One series per memory pool (rack empty when site-wide); value 1.",
@@ -492,6 +528,9 @@ class StargateCollector(Collector):
         for domain in by_kind[_DOMAIN]:
             self._domain(domain)
 
+        for event in by_kind[_GRID_EVENT]:
+            self._grid_event(event)
+
         for cl in by_kind[_CLUSTER]:
             self._cluster(cl, counts)
 
@@ -584,6 +623,27 @@ class StargateCollector(Collector):
             cstatus = conds.get(ctype)
             if cstatus is not None:
                 f.add(name, labels, 1.0 if cstatus == "True" else 0.0)
+
+    def _grid_event(self, event: Mapping[str, Any]) -> None:
+        f = self._f
+        spec = _get(event, "spec")
+        status = _get(event, "status")
+        labels = (_str(event, "metadata", "namespace"), _str(spec, "clusterRef"),
+                  _str(event, "metadata", "name"), _str(spec, "powerDomainRef"))
+        f.add("stargate_grid_event_info", (*labels, _str(spec, "source")), 1.0)
+        conds = _conditions(status)
+        # In effect: the core's verdict, as the status says it (the phase moves by the engine's
+        # timers at start and end; an invalid event is Ready=False and lowers nothing).
+        active = _str(status, "phase") == "Active" and conds.get("Ready") == "True"
+        f.add("stargate_grid_event_active", labels, 1.0 if active else 0.0)
+        f.add("stargate_grid_event_start_timestamp_seconds", labels, _timestamp(_get(spec, "start")))
+        f.add("stargate_grid_event_end_timestamp_seconds", labels, _timestamp(_get(spec, "end")))
+        if not active:
+            return
+        for field, name, _ in _GRID_EVENT_WATTS:
+            f.add(name, labels, _num(status, field))
+        if "Met" in conds:
+            f.add("stargate_grid_event_met", labels, 1.0 if conds["Met"] == "True" else 0.0)
 
     def _node(
         self,
