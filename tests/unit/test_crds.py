@@ -303,7 +303,7 @@ def test_power_domain_fields_rules_and_columns() -> None:
         "Type", "Role", "Parent", "Usable-W", "Allocated-W", "Measured-W", "Headroom-W", "Racks", "Ready",
         "Age"]
     assert [c["name"] for c in columns if c.get("priority")] == [
-        "Rating-W", "Floor-W", "Demand-W", "Overcommitted", "Constrained"]
+        "Rating-W", "Floor-W", "Demand-W", "Overcommitted", "Constrained", "Capping"]
 
 
 def test_rack_names_its_domains_and_what_limits_it() -> None:

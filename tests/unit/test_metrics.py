@@ -714,9 +714,26 @@ def all_exported_names() -> set[str]:
     metrics.RECONCILE_SECONDS.labels(kind="namespace").observe(0.01)
     metrics.API_WRITES.labels(kind="Event", verb="create_event").inc(0)
     metrics.LAST_SUCCESS.labels(namespace="synth").set(1)
-    s = scrape(planned_synthetic_site(40) + small_site() + small_tree() + planned_grid_event_site(),
-               per_node=True)
+    s = scrape(planned_synthetic_site(40) + small_site() + small_tree() + planned_grid_event_site()
+               + planned_oversubscribed_site(), per_node=True)
     return names(s) | {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+
+
+def planned_oversubscribed_site() -> list[dict[str, Any]]:
+    """A synthetic site under a tree, oversubscribed on the site and every domain (section 13),
+    planned by the real core: it exports the capping series."""
+    objs = synthetic_site(40, 7, "oversub", now=SYNTH_NOW, tree=True)
+    for o in objs:
+        if o["kind"] == "StargateCluster":
+            o["spec"]["power"]["oversubscription"] = {"percent": 20}
+        elif o["kind"] == "PowerDomain":
+            o["spec"]["oversubscription"] = {"percent": 20}
+    plan = plan_namespace(objs, SYNTH_NOW, CoreSettings())
+    for o in objs:
+        key = (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
+        telemetry = (o.get("status") or {}).get("telemetry")
+        o["status"] = {**plan.statuses[key], **({"telemetry": telemetry} if telemetry else {})}
+    return objs
 
 
 METRIC_NAME = re.compile(r"\b((?:stargate|process|up|scrape)_?[a-z_]*)\b(?!\s*\()")

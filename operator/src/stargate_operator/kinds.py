@@ -63,13 +63,28 @@ DEFAULT_DOMAIN_TYPE: DomainType = "Electrical"
 DEFAULT_DERATE_PERCENT = 80  # NEC's continuous-load rule: a breaker carries 80 % of its rating
 DEFAULT_PHASES = 3
 DEFAULT_POWER_FACTOR = 1.0
+# Oversubscription on measured draw (DESIGN section 13), on the site (spec.power.oversubscription)
+# and on a PowerDomain (spec.oversubscription): allocate up to `percent` above the real capacity,
+# cap within it once measured power reaches capAtPercent of it, uncap once it has stayed below
+# uncapAtPercent for holdSeconds.
+DEFAULT_OVERSUBSCRIPTION_PERCENT = 0
+DEFAULT_CAP_AT_PERCENT = 95
+DEFAULT_UNCAP_AT_PERCENT = 85
+DEFAULT_HOLD_SECONDS = 60
+_OVERSUBSCRIPTION_DEFAULTS = {
+    "percent": DEFAULT_OVERSUBSCRIPTION_PERCENT,
+    "capAtPercent": DEFAULT_CAP_AT_PERCENT,
+    "uncapAtPercent": DEFAULT_UNCAP_AT_PERCENT,
+    "holdSeconds": DEFAULT_HOLD_SECONDS,
+}
 
 STARGATE_CLUSTER = KindSpec(
     kind="StargateCluster",
     plural="stargateclusters",
     singular="stargatecluster",
     short_names=("sgc",),
-    defaults={"site.designPUE": DEFAULT_DESIGN_PUE, "power.reservePercent": DEFAULT_RESERVE_PERCENT},
+    defaults={"site.designPUE": DEFAULT_DESIGN_PUE, "power.reservePercent": DEFAULT_RESERVE_PERCENT,
+              **{f"power.oversubscription.{k}": v for k, v in _OVERSUBSCRIPTION_DEFAULTS.items()}},
 )
 RACK = KindSpec(
     kind="Rack",
@@ -88,6 +103,7 @@ POWER_DOMAIN = KindSpec(
         "deratePercent": DEFAULT_DERATE_PERCENT,
         "electrical.phases": DEFAULT_PHASES,
         "electrical.powerFactor": DEFAULT_POWER_FACTOR,
+        **{f"oversubscription.{k}": v for k, v in _OVERSUBSCRIPTION_DEFAULTS.items()},
     },
 )
 GPU_NODE = KindSpec(
@@ -127,6 +143,11 @@ BY_PLURAL: dict[str, KindSpec] = {k.plural: k for k in KINDS}
 
 # Operator settings that are not part of any spec but that several modules state.
 DEFAULT_STALE_AFTER_SECONDS = 120.0
+# The fail-safe (DESIGN section 13): the active operator renews a Lease per site namespace; an agent
+# that sees no renewal for this long applies min(limit, safeLimitWatts) until it does.
+FAILSAFE_LEASE_NAME = "stargate-operator"
+DEFAULT_LEASE_DURATION_SECONDS = 15
+DEFAULT_FAILSAFE_AFTER_SECONDS = 30.0
 
 # Node discovery (`run --discover-nodes`, chart `discovery.enabled`): the Kubernetes Node labels
 # that place a Node's GPUNode, by default. The site label's value is the GPUNode's namespace, the

@@ -19,6 +19,7 @@ from stargate_operator.api.common import (
     column,
     condition_column,
 )
+from stargate_operator.api.oversubscription import CappingStatus, Oversubscription
 
 
 class Site(Model):
@@ -64,6 +65,11 @@ class SitePower(Model):
     curtailment: Curtailment | None = Field(
         default=None, description="A demand-response request from the grid, if any."
     )
+    oversubscription: Oversubscription | None = Field(
+        default=None,
+        description="Allocate above the site budget on measured draw, with reactive capping (DESIGN "
+        "section 13); none when unset.",
+    )
 
 
 class Carbon(Model):
@@ -101,6 +107,10 @@ class ClusterPowerStatus(Model):
     allocated_watts: int = Field(default=0, ge=0, description="Sum of rack budgets, in watts.")
     measured_watts: int = Field(
         default=0, ge=0, description="Sum of measured node power (fresh telemetry), in watts."
+    )
+    capping: CappingStatus | None = Field(
+        default=None,
+        description="Reactive capping of the site budget, while spec.power.oversubscription is set.",
     )
     facility_watts: int = Field(
         default=0, ge=0, description="Measured (or allocated where nothing is measured) times designPUE."
@@ -150,6 +160,8 @@ class StargateCluster(Resource):
                 priority=1,
             ),
             condition_column("Overcommitted", "PowerOvercommitted", "Rack floors exceed the budget."),
+            condition_column("Capping", "Capping", "Allocating within the real budget on measured draw.",
+                             priority=1),
             READY_COLUMN,
             AGE_COLUMN,
         ],

@@ -124,6 +124,14 @@ class Telemetry(Model):
         ),
     )
     hbm_used_bytes: int | None = Field(default=None, ge=0, description="HBM in use on the node, in bytes.")
+    peak_power_watts: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Highest node power sample over the agent's report window, in watts (NVML sampled at 1 Hz or "
+            "faster, base power added as in powerWatts); reactive capping judges it (DESIGN section 13)."
+        ),
+    )
     observed_at: Timestamp | None = Field(
         default=None, description="When the agent took the reading (RFC 3339)."
     )
@@ -173,6 +181,14 @@ class GPUNodeStatus(StatusBase):
         description=(
             "GPUs counted healthy: 0 in maintenance or with stale telemetry, telemetry.healthyGPUs "
             "(at most count) when fresh, all of them when there is no telemetry."
+        ),
+    )
+    safe_limit_watts: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Per-GPU limit under the same tree with no oversubscription (at most powerLimitWatts): what "
+            "holds even if every GPU draws its limit. An agent that loses the operator's Lease applies it."
         ),
     )
     telemetry: Telemetry | None = Field(

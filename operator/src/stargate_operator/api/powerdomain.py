@@ -27,6 +27,7 @@ from stargate_operator.api.common import (
     cross_field,
     with_cel,
 )
+from stargate_operator.api.oversubscription import CappingStatus, Oversubscription
 
 # No real feed reaches these: 1 MV is above the highest transmission voltage (765 kV) and 100 kA
 # above the largest low-voltage bus, so a typo is refused and V x A x sqrt(3) stays far below int64.
@@ -113,6 +114,11 @@ class PowerDomainSpec(Model):
         description="1 to 100 (default 80, NEC's continuous-load rule; 100 for an assembly listed for "
         "continuous duty): usableWatts = rating x deratePercent / 100.",
     )
+    oversubscription: Oversubscription | None = Field(
+        default=None,
+        description="Allocate above usableWatts on measured draw, with reactive capping (DESIGN section 13); "
+        "none when unset.",
+    )
 
     @model_validator(mode="after")
     def _one_rating(self) -> Self:
@@ -147,6 +153,9 @@ class PowerDomainStatus(StatusBase):
         max_length=MAX_PATH,
         description="Names from the top of its tree down to itself.",
     )
+    capping: CappingStatus | None = Field(
+        default=None, description="Reactive capping, while spec.oversubscription is set."
+    )
 
 
 class PowerDomain(Resource):
@@ -176,6 +185,7 @@ class PowerDomain(Resource):
             column("Demand-W", ".status.demandWatts", "integer", "Demand of the racks beneath.", priority=1),
             condition_column("Overcommitted", "Overcommitted", "Floors beneath exceed usable.", priority=1),
             condition_column("Constrained", "Constrained", "Demand beneath exceeds usable.", priority=1),
+            condition_column("Capping", "Capping", "Allocating within usable on measured draw.", priority=1),
             READY_COLUMN,
             AGE_COLUMN,
         ],

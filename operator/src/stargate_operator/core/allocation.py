@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from stargate_operator.core.domains import allocate_tree
 from stargate_operator.core.objects import ClusterIn, NodeIn, RackIn
+from stargate_operator.core.oversubscription import allocate_oversubscribed, has_oversubscription
 from stargate_operator.core.power import curtailment_in_effect, max_min_shares, site_budget
 
 
@@ -48,8 +49,12 @@ def allocate_site(cluster: ClusterIn, now: float) -> None:
     cap = cluster.grid_cap_w
     cluster.budget_w = budget if cap is None or cap >= budget else cap
     # Between racks: floors first, then progressive filling by priority over the site and its
-    # power domains (domains.py); with no domains, section 4's max-min fair levels exactly.
-    cluster.floor_w = allocate_tree(cluster)
+    # power domains (domains.py); with no domains, section 4's max-min fair levels exactly. With
+    # oversubscription (section 13), the same filling with raised capacities and reactive capping.
+    if has_oversubscription(cluster):
+        cluster.floor_w = allocate_oversubscribed(cluster, now, allocate_rack)
+    else:
+        cluster.floor_w = allocate_tree(cluster)
 
 
 def allocate_rack(rack: RackIn) -> None:
@@ -72,6 +77,22 @@ def allocate_rack(rack: RackIn) -> None:
         # Facility power: measured where a node reports, allocated where nothing is measured.
         facility_it += n.allocated_w if n.measured_w is None else n.measured_w
     rack.facility_it_w = facility_it
+    _safe_limits(rack, rooms)
+
+
+def _safe_limits(rack: RackIn, rooms: list[int]) -> None:
+    """Each node's limit under the safe budget (no oversubscription anywhere, section 13), at most
+    its limit: the same rule as above, with the rack's safe budget."""
+    safe = rack.safe_budget_w
+    if safe < 0 or safe == rack.budget_w:
+        for n in rack.nodes:
+            n.safe_limit_w = n.limit_w
+        return
+    remainder = safe - rack.floor_w
+    shares, _ = max_min_shares(rooms, remainder if remainder > 0 else 0)
+    for n, share in zip(rack.nodes, shares, strict=True):
+        limit = n.min_w + share // n.count if n.count > 0 else n.min_w
+        n.safe_limit_w = limit if limit < n.limit_w else n.limit_w
 
 
 def roll_up_site(cluster: ClusterIn) -> None:

@@ -36,6 +36,7 @@ class RackMemo:
     cluster_ref: str
     sums: tuple[int, int, int, int, int, int, int, int]
     budget_w: int
+    safe_budget_w: int
     powered: bool
     facility_it_w: int
     statuses: dict[ObjectKey, dict[str, Any]]  # its nodes' statuses
@@ -52,6 +53,7 @@ class RackMemo:
             sums=(rack.floor_w, rack.demand_sum_w, rack.demand_w, rack.measured_w, rack.gpus_total,
                   rack.gpus_healthy, rack.hbm_bytes, rack.host_bytes),
             budget_w=rack.budget_w,
+            safe_budget_w=rack.safe_budget_w,
             powered=rack.powered,
             facility_it_w=rack.facility_it_w,
             statuses=statuses,

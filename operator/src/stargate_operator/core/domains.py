@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 
+from stargate_operator.core.capping import Oversubscription
 from stargate_operator.core.objects import ClusterIn, Constraint, DomainIn, RackIn
 
 ELECTRICAL = "Electrical"
@@ -148,13 +149,26 @@ def _label(d: DomainIn) -> str:
     return f"{d.role or 'PowerDomain'} {d.name}"
 
 
-def allocate_tree(cluster: ClusterIn) -> int:
+def _capacity(real: int, over: Oversubscription | None, capping: bool, word: str,
+              oversubscribed: bool) -> tuple[int, str]:
+    """A constraint's capacity for the filling: raised by its oversubscription unless it is capping
+    (section 13), or the real one."""
+    if over is None or not oversubscribed:
+        return real, word
+    raised = over.allocatable(real, capping)
+    return raised, word if raised == real else "allocatable"
+
+
+def allocate_tree(cluster: ClusterIn, oversubscribed: bool = True) -> int:
     """Rack budgets of one site over the site and its valid domains; returns the racks' floors.
 
-    Sets every rack's budget_w and limited_by, every valid domain's figures beneath it."""
-    site = Constraint(cluster.name, f"StargateCluster {cluster.name}", "budget", cluster.budget_w, 0)
+    Sets every rack's budget_w and limited_by, every valid domain's figures beneath it. With
+    `oversubscribed` false, every constraint counts at its real capacity (the safe allocation)."""
+    capacity, word = _capacity(cluster.budget_w, cluster.over, cluster.capping_now, "budget", oversubscribed)
+    site = Constraint(cluster.name, f"StargateCluster {cluster.name}", word, capacity, 0)
     for d in cluster.domains:
-        d.constraint = Constraint(d.name, _label(d), "usable", d.usable_w, len(d.chain) + 1)
+        capacity, word = _capacity(d.usable_w, d.over, d.capping_now, "usable", oversubscribed)
+        d.constraint = Constraint(d.name, _label(d), word, capacity, len(d.chain) + 1)
     racks = cluster.racks
     floors = 0
     for r in racks:

@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from stargate_operator.core.capping import (
+    CappingState,
+    Oversubscription,
+    parse_capping,
+    parse_oversubscription,
+)
 from stargate_operator.core.conditions import OldConditions, index_conditions
 from stargate_operator.core.wire import int_or, int_or_none, mapping, parse_epoch
 from stargate_operator.kinds import (
@@ -44,6 +50,15 @@ class ClusterIn:
     curtailment_until: float | None  # epoch seconds; None: no end given (or unreadable)
     design_pue: float
     grid_intensity: float | None
+    over: Oversubscription | None = None  # spec.power.oversubscription
+    capping_was: CappingState | None = None  # status.power.capping as the last plan left it
+    # computed by oversubscription.py: the capping state the allocation runs with, and the new one
+    capping_now: bool = False
+    capping: CappingState | None = None
+    capping_event: str | None = None  # CappingStarted / CappingEnded, when it turned now
+    draw_w: int = 0
+    allocatable_w: int = 0
+    capping_next: float | None = None  # when a running hold of the site or a domain of it ends
     # computed
     racks: list[RackIn] = field(default_factory=list)
     domains: list[DomainIn] = field(default_factory=list)  # its valid power and cooling domains
@@ -85,6 +100,7 @@ class RackIn:
     demand_sum_w: int = 0
     demand_w: int = 0
     budget_w: int = 0
+    safe_budget_w: int = -1  # its budget with no oversubscription anywhere; -1: the same as budget_w
     measured_w: int = 0
     gpus_total: int = 0
     gpus_healthy: int = 0
@@ -116,6 +132,8 @@ class DomainIn:
     role: str
     rating_w: int
     usable_w: int
+    over: Oversubscription | None = None  # spec.oversubscription
+    capping_was: CappingState | None = None  # status.capping as the last plan left it
     # computed (domains.py)
     resolved: bool = False
     problem: tuple[str, str] | None = None  # (reason, message) when invalid
@@ -127,6 +145,12 @@ class DomainIn:
     demand_w: int = 0
     allocated_w: int = 0
     measured_w: int = 0
+    # oversubscription (oversubscription.py), as on ClusterIn
+    capping_now: bool = False
+    capping: CappingState | None = None
+    capping_event: str | None = None
+    draw_w: int = 0
+    allocatable_w: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -181,6 +205,7 @@ class NodeIn:
     stale_reason: str = ""  # NoTelemetry, Fresh, ClockSkew, Stale, MissingTimestamp, InvalidTimestamp
     allocated_w: int = 0
     limit_w: int = 0
+    safe_limit_w: int = 0  # its limit with no oversubscription anywhere (at most limit_w)
     powered: bool = False
     # kept between recomputations by a PlanCache (cache.py)
     version: str = ""  # metadata.resourceVersion this record was parsed from
@@ -274,6 +299,8 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterIn:
             if isinstance(intensity, int | float) and not isinstance(intensity, bool)
             else None
         ),
+        over=parse_oversubscription(power.get("oversubscription")),
+        capping_was=parse_capping(mapping(status.get("power")).get("capping")),
     )
 
 
@@ -316,6 +343,8 @@ def parse_domain(obj: Mapping[str, Any]) -> DomainIn:
         role=str(spec.get("role") or ""),
         rating_w=rating,
         usable_w=rating * derate // 100,
+        over=parse_oversubscription(spec.get("oversubscription")),
+        capping_was=parse_capping(status.get("capping")),
     )
 
 

@@ -182,7 +182,7 @@ def _take_node(
             ):
                 node.rack_found = node.powered = False
                 node.rack_cluster_ref = ""
-                node.allocated_w = node.limit_w = 0
+                node.allocated_w = node.limit_w = node.safe_limit_w = 0
                 kept[uid] = node
                 node.hit = True
                 if not node.assessed_at <= now < node.valid_until:
@@ -282,10 +282,14 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
         until = cluster.curtailment_until
         if cluster.curtailment_active and until is not None and until < next_change:
             next_change = until
+        hold_ends = cluster.capping_next  # a capping hold that ends by time alone (section 13)
+        if hold_ends is not None and hold_ends < next_change:
+            next_change = hold_ends
 
     for rack in racks.values():
         memo = reused.get(rack.name)
-        if memo is not None and memo.budget_w == rack.budget_w and memo.powered == rack.powered:
+        if (memo is not None and memo.budget_w == rack.budget_w and memo.powered == rack.powered
+                and memo.safe_budget_w == rack.safe_budget_w):
             # Same nodes, same budget: the same allocation and the same statuses as last time.
             rack.facility_it_w = memo.facility_it_w
             statuses.update(memo.statuses)
@@ -341,7 +345,7 @@ def _node_status(node: NodeIn, ctx: StatusContext) -> dict[str, Any]:
     object and the same figures and no condition changed in it (so `now` played no part)."""
     if not ctx.caching:
         return node_status(node, ctx)
-    key = (node.allocated_w, node.limit_w, node.healthy, node.stale_reason, node.powered,
+    key = (node.allocated_w, node.limit_w, node.safe_limit_w, node.healthy, node.stale_reason, node.powered,
            node.rack_found, node.rack_cluster_ref, ctx.stale_after)
     if node.out_key == key and node.out_status is not None:
         return node.out_status

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stargate_operator.core.allocation import misconfigured
+from stargate_operator.core.capping import ENDED, STARTED, capping_status
 from stargate_operator.core.conditions import (
     FALSE,
     TRUE,
@@ -43,12 +44,12 @@ class StatusContext:
     caching: bool = False  # a PlanCache is in use: keep what the next recomputation can reuse
     conditions: ConditionMemo = field(default_factory=dict)
 
-CLUSTER_CONDITIONS = frozenset({"Ready", "PowerOvercommitted"})
+CLUSTER_CONDITIONS = frozenset({"Ready", "PowerOvercommitted", "Capping"})
 RACK_CONDITIONS = frozenset({"Ready", "PowerCapped", "OverBudget"})
 NODE_CONDITIONS = frozenset({"Ready", "PowerCapped", "TelemetryStale"})
 POOL_CONDITIONS = frozenset({"Ready", "Exhausted"})
 CLAIM_CONDITIONS = frozenset({"Ready"})
-DOMAIN_CONDITIONS = frozenset({"Ready", "Overcommitted", "Constrained", "OverLimit"})
+DOMAIN_CONDITIONS = frozenset({"Ready", "Overcommitted", "Constrained", "OverLimit", "Capping"})
 
 # Ready reasons that name a broken reference: each raises a Warning when it first appears.
 MISSING_REFERENCE = frozenset({"ClusterNotFound", "RackNotFound", "PoolNotFound", *DOMAIN_PROBLEMS,
@@ -114,8 +115,10 @@ def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
             f"{len(c.racks)} racks: {c.allocated_w} W of {c.budget_w} W allocated, "
             f"{c.demand_w} W demanded{curtail}",
         )
+    capping, capping_status = _capping(c, c.budget_w, "budget", key, ctx)
     conds = build_conditions(
-        c.old, (ready, oc), CLUSTER_CONDITIONS, ctx.now, c.generation, ctx.conditions
+        c.old, (ready, oc) if capping is None else (ready, oc, capping), CLUSTER_CONDITIONS, ctx.now,
+        c.generation, ctx.conditions
     )
     if over and turned(c.old, "PowerOvercommitted", TRUE):
         events.append(PlanEvent(key, "Warning", "PowerOvercommitted", oc[3]))
@@ -134,6 +137,8 @@ def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
         "measuredWatts": c.measured_w,
         "facilityWatts": c.facility_w,
     }
+    if capping_status is not None:
+        status["power"]["capping"] = capping_status
     if c.grid_intensity is not None:
         # facility kW times g/kWh = g/h; rounded so float noise never makes a write.
         status["carbonGramsPerHour"] = round(c.facility_w * c.grid_intensity / 1000, 3)
@@ -299,6 +304,8 @@ def node_status(n: NodeIn, ctx: StatusContext) -> Status:
         "floorWatts": n.floor_w,
         "demandWatts": n.demand_w,
         "healthyGPUs": n.healthy,
+        # section 13: the limit that holds with no oversubscription; the agent's fail-safe
+        "safeLimitWatts": n.safe_limit_w if n.powered else n.limit_w,
     }
     if n.generation is not None:
         status["observedGeneration"] = n.generation
@@ -434,9 +441,9 @@ def domain_status(d: DomainIn, ctx: StatusContext) -> Status:
             )
         else:
             limit = ("OverLimit", FALSE, "WithinLimit", "measured power beneath within usable")
-    conds = build_conditions(
-        d.old, (ready, oc, constrained, limit), DOMAIN_CONDITIONS, ctx.now, d.generation, ctx.conditions
-    )
+    capping, capping_status = _capping(d, usable, "usable", key, ctx)
+    specs = (ready, oc, constrained, limit) if capping is None else (ready, oc, constrained, limit, capping)
+    conds = build_conditions(d.old, specs, DOMAIN_CONDITIONS, ctx.now, d.generation, ctx.conditions)
     _warn_reference(events, key, ready, d.old)
     if oc[1] == TRUE and turned(d.old, "Overcommitted", TRUE):
         events.append(PlanEvent(key, "Warning", "Overcommitted", oc[3]))
@@ -456,4 +463,42 @@ def domain_status(d: DomainIn, ctx: StatusContext) -> Status:
     status["measuredWatts"] = d.measured_w
     status["headroomWatts"] = usable - d.allocated_w
     status["path"] = d.path
+    if capping_status is not None:
+        status["capping"] = capping_status
     return status
+
+
+def _capping(rec: ClusterIn | DomainIn, capacity: int, word: str, key: ObjectKey,
+             ctx: StatusContext) -> tuple[CondSpec | None, Status | None]:
+    """The Capping condition and status.capping of a constraint with oversubscription (section 13),
+    and the Events of its transitions; (None, None) without oversubscription. Messages carry only
+    figures of the status itself (the state's instants and lines), so a steady state writes nothing."""
+    over, state, event = rec.over, rec.capping, rec.capping_event
+    if over is None or state is None:
+        if event == ENDED:
+            ctx.events.append(PlanEvent(key, "Normal", ENDED, "capping ended: oversubscription removed"))
+        return None, None
+    cap_w, uncap_w = over.lines(capacity)
+    if state.active and state.below_since is not None:
+        cond: CondSpec = (
+            "Capping", TRUE, "HoldingBelowUncapAt",
+            f"draw below {uncap_w} W ({over.uncap_at} % of {word} {capacity} W) since "
+            f"{state.below_since}: capping ends after {over.hold_s} s below it",
+        )
+    elif state.active:
+        cond = ("Capping", TRUE, "DrawAboveCapAt",
+                f"draw reached {cap_w} W ({over.cap_at} % of {word} {capacity} W): allocating within "
+                f"{word}")
+    else:
+        cond = ("Capping", FALSE, "DrawBelowCapAt",
+                f"allocating up to {rec.allocatable_w} W ({over.percent} % above {word} {capacity} W); "
+                f"capping starts at a draw of {cap_w} W")
+    if event == STARTED:
+        ctx.events.append(PlanEvent(key, "Warning", STARTED,
+                                    f"draw {rec.draw_w} W reached {cap_w} W ({over.cap_at} % of {word} "
+                                    f"{capacity} W): allocating within {word}"))
+    elif event == ENDED:
+        ctx.events.append(PlanEvent(key, "Normal", ENDED,
+                                    f"draw stayed below {uncap_w} W for {over.hold_s} s: allocating up to "
+                                    f"{rec.allocatable_w} W again"))
+    return cond, capping_status(state, rec.draw_w, over, capacity, rec.allocatable_w)

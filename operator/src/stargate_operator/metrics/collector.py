@@ -57,7 +57,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from stargate_operator.core.counts import (
@@ -229,6 +229,8 @@ _DOMAIN_CONDITIONS = (
     ("Overcommitted", "stargate_domain_overcommitted", "the floors of the racks beneath exceed usable"),
     ("Constrained", "stargate_domain_constrained", "the demand beneath exceeds usable: it limits its racks"),
     ("OverLimit", "stargate_domain_over_limit", "the measured power beneath exceeds usable"),
+    ("Capping", "stargate_domain_capping",
+     "the domain is capping: it allocates within usable on measured draw (section 13)"),
 )
 _NONE: Mapping[str, int] = {}
 _NO_COUNTS: Counts = {}
@@ -249,11 +251,21 @@ class Families:
     def __init__(self) -> None:
         self._rows: dict[str, list[Row]] = {}
         self._declared: list[tuple[str, str, Sequence[str]]] = []
+        self._counters: set[str] = set()
 
-    def declare(self, name: str, doc: str, labels: Sequence[str]) -> None:
+    def declare(self, name: str, doc: str, labels: Sequence[str], *, counter: bool = False) -> None:
+        """A gauge; with `counter`, a counter (its name ends in _total): a figure that only grows,
+        such as a count the core keeps in status across restarts."""
         if "\\" in doc or "\n" in doc:
             raise ValueError(f"{name}: help text must not need escaping")
+        if counter:
+            if not name.endswith("_total"):
+                raise ValueError(f"{name}: a counter's name ends in _total")
+            self._counters.add(name)
         self._declared.append((name, doc, labels))
+
+    def type_of(self, name: str) -> str:
+        return "counter" if name in self._counters else "gauge"
 
     def add(self, name: str, labels: Sequence[str], value: float | None) -> None:
         if value is None:
@@ -278,14 +290,41 @@ class Families:
         for name, doc, labels in self._declared:
             rows = self._rows[name]
             if rows:
-                fam = GaugeMetricFamily(name, doc, labels=list(labels))
+                fam: GaugeMetricFamily | CounterMetricFamily = (
+                    CounterMetricFamily(name, doc, labels=list(labels)) if name in self._counters
+                    else GaugeMetricFamily(name, doc, labels=list(labels)))
                 for values, value in rows:
                     fam.add_metric(values, value)
                 yield fam
 
     def describe(self) -> Iterator[Metric]:
         for name, doc, labels in self._declared:
-            yield GaugeMetricFamily(name, doc, labels=list(labels))
+            if name in self._counters:
+                yield CounterMetricFamily(name, doc, labels=list(labels))
+            else:
+                yield GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+def _declare_capping(f: Families, level: str, labels: Sequence[str]) -> None:
+    """Section 13's figures of a site or domain with oversubscription, from status.capping."""
+    what = "site budget" if level == "cluster" else "domain"
+    f.declare(f"stargate_{level}_capping_starts_total",
+              f"Times capping of the {what} has started (status.capping.starts, kept across restarts).",
+              labels, counter=True)
+    f.declare(f"stargate_{level}_capping_draw_watts",
+              f"The draw capping of the {what} is decided on: peak (else measured) power of nodes with "
+              "fresh telemetry, the allocation of the others.", labels)
+    f.declare(f"stargate_{level}_allocatable_watts",
+              f"The capacity the allocation beneath the {what} uses: raised by oversubscription, or the "
+              "real one while capping.", labels)
+
+
+def _add_capping(f: Families, level: str, labels: Sequence[str], capping: Any) -> None:
+    if type(capping) is not dict:
+        return
+    f.add(f"stargate_{level}_capping_starts_total", labels, _num(capping, "starts"))
+    f.add(f"stargate_{level}_capping_draw_watts", labels, _num(capping, "drawWatts"))
+    f.add(f"stargate_{level}_allocatable_watts", labels, _num(capping, "allocatableWatts"))
 
 
 def _declare_all(f: Families, per_node: bool) -> None:
@@ -338,6 +377,10 @@ def _declare_all(f: Families, per_node: bool) -> None:
     f.declare("stargate_cluster_carbon_grams_per_second",
               "Carbon emission rate of the facility power, g CO2e per second (status per hour / 3600).", c)
     f.declare("stargate_cluster_condition", "Site condition: 1 True, 0 False or Unknown.", ck)
+    f.declare("stargate_cluster_capping",
+              "1 while the site budget is capping (allocating within the real budget on measured draw), "
+              "0 while it allocates above it; absent without oversubscription.", c)
+    _declare_capping(f, "cluster", c)
     # Rack
     rk = (*r, "condition")
     f.declare("stargate_rack_info", "One series per rack, with its location labels; value 1.",
@@ -367,6 +410,7 @@ def _declare_all(f: Families, per_node: bool) -> None:
     f.declare("stargate_domain_racks", "Racks beneath the domain, at any depth.", d)
     for ctype, name, meaning in _DOMAIN_CONDITIONS:
         f.declare(name, f"1 when {ctype} is True ({meaning}), 0 when False or Unknown.", d)
+    _declare_capping(f, "domain", d)
     # Grid event
     e = GRID_EVENT_LABELS
     f.declare("stargate_grid_event_info", "One series per grid event, with who asked (spec.source); value 1.",
@@ -603,6 +647,10 @@ class StargateCollector(Collector):
         f.add("stargate_cluster_carbon_grams_per_second", labels, None if carbon is None else carbon / 3600.0)
         for ctype, cstatus in _conditions(status).items():
             f.add("stargate_cluster_condition", (*labels, ctype), 1.0 if cstatus == "True" else 0.0)
+        capping = _get(status, "power", "capping")
+        if type(capping) is dict:
+            f.add("stargate_cluster_capping", labels, 1.0 if capping.get("active") is True else 0.0)
+        _add_capping(f, "cluster", labels, capping)
 
 
     def _domain(self, domain: Mapping[str, Any]) -> None:
@@ -623,6 +671,7 @@ class StargateCollector(Collector):
             cstatus = conds.get(ctype)
             if cstatus is not None:
                 f.add(name, labels, 1.0 if cstatus == "True" else 0.0)
+        _add_capping(f, "domain", labels, _get(status, "capping"))
 
     def _grid_event(self, event: Mapping[str, Any]) -> None:
         f = self._f

@@ -58,7 +58,7 @@ def render_text(families: Families) -> str:
         rows = rows_by_name[name]
         if not rows:
             continue
-        out.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {families.type_of(name)}\n")
         if not labels:
             out.extend(f"{name} {_format_value(value)}\n" for _, value in rows)
             continue
