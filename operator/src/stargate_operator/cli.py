@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "local control plane, operator, simulated site and a live summary"),
     "agent": ("agent", "the node agent: GPU telemetry in, power limits out"),
     "crds": ("crds", "print the generated CustomResourceDefinitions"),
+    "simulate": ("simulate", "trace-driven oversubscription: nodes hosted per policy, no cluster needed"),
 }
 
 
