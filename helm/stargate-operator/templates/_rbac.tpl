@@ -15,6 +15,11 @@ namespaces, in a Role per watched namespace otherwise.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# The fail-safe Lease of each site namespace (DESIGN section 13), renewed by merge patches (made by
+# the first renewal that finds none): node agents fall back to safe limits when it is not renewed.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create", "patch"]
 {{- if and .Values.peering.enabled (not (include "stargate-operator.clusterWide" .)) }}
 # Peering (namespaced): keep-alives are merge patches on the KopfPeering, which the operator
 # creates when it is missing (a custom resource cannot be installed with its own CRD in one release).

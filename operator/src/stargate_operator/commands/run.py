@@ -18,7 +18,13 @@ from stargate_operator.commands.options import env as _env
 from stargate_operator.commands.options import env_bool as _env_bool
 from stargate_operator.commands.options import env_num as _num
 from stargate_operator.controller.engine import EngineSettings
-from stargate_operator.kinds import DEFAULT_STALE_AFTER_SECONDS, DISCOVERY_RACK_LABEL, DISCOVERY_SITE_LABEL
+from stargate_operator.kinds import (
+    DEFAULT_LEASE_DURATION_SECONDS,
+    DEFAULT_STALE_AFTER_SECONDS,
+    DISCOVERY_RACK_LABEL,
+    DISCOVERY_SITE_LABEL,
+    FAILSAFE_LEASE_NAME,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +94,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=_env("STARGATE_DISCOVERY_RACK_LABEL", DISCOVERY_RACK_LABEL), metavar="KEY",
                         help="Node label naming its Rack (env STARGATE_DISCOVERY_RACK_LABEL; "
                         f"default {DISCOVERY_RACK_LABEL})")
+    parser.add_argument("--lease-duration", type=int,
+                        default=_num("STARGATE_LEASE_DURATION", DEFAULT_LEASE_DURATION_SECONDS),
+                        metavar="SECONDS",
+                        help="the fail-safe Lease of each site namespace (coordination.k8s.io/v1, named "
+                        f"{FAILSAFE_LEASE_NAME}), renewed every third of it while this replica is active; "
+                        "node agents fall back to safe limits when it is not renewed; 0: no Lease "
+                        f"(env STARGATE_LEASE_DURATION; default {DEFAULT_LEASE_DURATION_SECONDS})")
     parser.add_argument("--log-level", default=_env("STARGATE_LOG_LEVEL", "INFO"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log level (env STARGATE_LOG_LEVEL; default INFO)")
@@ -131,5 +144,6 @@ def main(args: argparse.Namespace) -> int:
         prometheus_node_label=args.prometheus_node_label,
         telemetry_interval=args.telemetry_interval,
         discovery=discovery,
+        lease_duration=args.lease_duration,
     )
     return run(settings)

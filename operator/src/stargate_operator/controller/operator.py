@@ -18,9 +18,10 @@ from typing import Any
 
 import kopf
 
-from stargate_operator import metrics
+from stargate_operator import kinds, metrics
 from stargate_operator.controller.discovery import discovery_controller
 from stargate_operator.controller.engine import Engine, EngineSettings, connections_needed
+from stargate_operator.controller.lease import LeaseKeeper, site_namespaces
 from stargate_operator.controller.peering import Peering
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.core.discovery import DiscoverySettings
@@ -47,6 +48,10 @@ class RunSettings:
     # Node discovery (`--discover-nodes`): its label keys; None: off. Its namespaces are the
     # engine's (a shard discovers only its own sites).
     discovery: DiscoverySettings | None = None
+    # The fail-safe Lease of each site namespace (DESIGN section 13), renewed while active; its
+    # duration in seconds (renewed every third of it). 0: no Lease (agents then fall back to safe
+    # limits after their --failsafe-after).
+    lease_duration: int = kinds.DEFAULT_LEASE_DURATION_SECONDS
 
 
 def controllers(cfg: RunSettings) -> list[Controller[Any, Any]]:
@@ -96,6 +101,11 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
                                          node_label=cfg.prometheus_node_label)
             tasks.append(asyncio.create_task(source.run(engine.set_telemetry), name="telemetry"))
         tasks.append(asyncio.create_task(engine.run(), name="engine"))
+        if cfg.lease_duration > 0:
+            keeper = LeaseKeeper(client, site_namespaces(engine.store.namespaces, engine.store.objects),
+                                 engine.active, lambda: engine.synced, duration_s=cfg.lease_duration)
+            memo["lease"] = keeper
+            tasks.append(asyncio.create_task(keeper.run(), name="failsafe-lease"))
         memo["tasks"] = tasks
         server = metrics.serve(metrics.make_registry(engine, per_node=cfg.per_node_metrics),
                                cfg.metrics_port, cfg.metrics_addr)
