@@ -239,3 +239,15 @@ def test_the_report_page_has_its_plots(tmp_path: Path, capsys: pytest.CaptureFix
         assert f'src="{png}"' in page
     assert "measured / static" in page and "nodes per MW" in page
     assert "feed" in capsys.readouterr().out
+
+
+def test_a_run_past_the_bound_by_less_than_the_rounding_does_not_host() -> None:
+    from stargate_operator.sim.run import RunResult
+
+    r = RunResult(nodes=10, policy="static", seconds=60, trips=[], seconds_over_usable={},
+                  energy_capped_percent=5.0, plans=12, capped_share=0.0500004)
+    assert not r.hosts(5.0)
+    r.capped_share = 0.05
+    assert r.hosts(5.0)
+    r.stopped_early = True  # a run cut short never hosts
+    assert not r.hosts(5.0)

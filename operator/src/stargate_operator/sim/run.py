@@ -77,12 +77,15 @@ class RunResult:
     seconds: int  # simulated (fewer than the duration when stopped early)
     trips: list[tuple[str, int]]  # (domain, second)
     seconds_over_usable: dict[str, int]
-    energy_capped_percent: float
+    energy_capped_percent: float  # rounded to 3 decimals, for people
     plans: int  # calls of the core
     series: Series | None = None
+    capped_share: float = 0.0  # the exact share of wanted GPU energy lost to capping, 0 to 1
+    stopped_early: bool = False
 
     def hosts(self, max_capped_percent: float) -> bool:
-        return not self.trips and self.energy_capped_percent <= max_capped_percent
+        """No trip, the whole run simulated, at most the bound lost (exactly: never by rounding)."""
+        return not self.trips and not self.stopped_early and self.capped_share * 100 <= max_capped_percent
 
 
 Planner = Callable[..., Any]
@@ -189,7 +192,8 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
     return RunResult(
         nodes=nodes, policy=policy, seconds=seconds, trips=trips,
         seconds_over_usable={n: int(s) for n, s in zip(names, over_s, strict=True) if s > 0},
-        energy_capped_percent=round(share, 3), plans=plans, series=series)
+        energy_capped_percent=round(share, 3), plans=plans, series=series,
+        capped_share=share / 100, stopped_early=seconds < duration)
 
 
 def _constraints(objects: list[dict[str, Any]], nodes: list[dict[str, Any]]
