@@ -16,8 +16,17 @@ On a fresh local control plane (real kube-apiserver + etcd):
    the mean of the two: the API server gets a few per cent slower with every round of ten thousand
    writes, and the operator's run lies between the two.
 3. curtail: a 20 % curtailment of the site; time from the spec change until every GPU node's
-   powerLimitWatts is correct, against the same patches in a tight loop (before and after).
+   powerLimitWatts is correct, against the same patches in a tight loop (before and after); in
+   the same phase `react_s`, until every rack's status.powerLimits is correct (DESIGN section 12:
+   the operator writes the racks first, the limits' fast path), read from a watch on the racks.
 4. rack: one rack's priority changes; time until its nodes are correct.
+5. agents: one `agent --simulate --all` process for the whole site (interval an hour, so that
+   only the reports that follow a limit change write), the curtailment lifted and everything
+   settled (the agents' reports confirmed by the operator), then the 20 % curtailment again:
+   `agents_react_s` until every agent has set its new limit on its (simulated) GPUs, read from
+   the agent's own counter (`--metrics-port`), `agents_phase_react_s` the racks' figure with the
+   agents running, and `confirm_s` until the operator counts every node confirmed
+   (PowerLimitApplied, from the agents' reports of telemetry.enforcedLimitWatts).
 5. with --shards: two sites of half the nodes each; one operator on one site, one operator on
    both, and two operators (one site each, at once), each against a tight loop writing the
    same statuses at the same time (shard_ratio: two shards' ratio over one operator's).
@@ -46,6 +55,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -362,12 +372,12 @@ class Profiler:
         self.threads.append(t)
         self.made.append(path)
 
-    def operator(self, pid: int, phase: str, seconds: int) -> None:
+    def operator(self, pid: int, phase: str, seconds: int, who: str = "operator") -> None:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         if not Path(spy).exists():
             log("py-spy not installed (pip install py-spy): no operator profile")
             return
-        path = self.out / f"operator-{phase}.txt"
+        path = self.out / f"{who}-{phase}.txt"
         self.procs.append(subprocess.Popen(
             [spy, "record", "--gil", "--rate", "200", "--format", "raw", "--duration", str(seconds),
              "--output", str(path), "--pid", str(pid)],
@@ -416,6 +426,206 @@ def summarize_py_spy(path: Path, top: int = 40) -> list[str]:
     out = [f"{total} samples at 200 Hz with the GIL held (about {total / 200:.1f} s of CPU)"]
     out += [f"{v / total * 100:5.1f}%  {k}" for k, v in inclusive.most_common(top)] if total else []
     return out
+
+
+class RackWatcher:
+    """When every rack's status.powerLimits first equals what the core wants: a watch on the racks
+    from the current resourceVersion, in a thread of its own (with its own event loop and client),
+    since the benchmark's main thread blocks while it polls the operator."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, want: Mapping[str, Mapping[str, int]]) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.want = dict(want)
+        self.done_at: float | None = None
+        self.watching = threading.Event()
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        client = KubeClient.from_kubeconfig(str(self.kubeconfig), max_connections=2)
+        try:
+            items, rv = await client.list("racks", self.namespace, page_size=5000)
+            wrong = {o["metadata"]["name"] for o in items
+                     if (o.get("status") or {}).get("powerLimits") != self.want.get(o["metadata"]["name"])}
+            wrong &= set(self.want)
+            self.watching.set()
+            while wrong:
+                async for event in client.watch("racks", self.namespace, rv, timeout_seconds=600):
+                    obj = event["object"]
+                    rv = str(obj.get("metadata", {}).get("resourceVersion") or rv)
+                    if event["type"] == "BOOKMARK":
+                        continue
+                    name = obj["metadata"]["name"]
+                    if (obj.get("status") or {}).get("powerLimits") == self.want.get(name):
+                        wrong.discard(name)
+                    elif name in self.want:
+                        wrong.add(name)
+                    if not wrong:
+                        self.done_at = time.perf_counter()
+                        break
+        except BaseException as e:  # reported by result()
+            self.error = e
+            self.watching.set()
+        finally:
+            self.finished.set()
+            await client.aclose()
+
+    def start(self) -> RackWatcher:
+        self.thread.start()
+        self.watching.wait(120)
+        return self
+
+    def result(self, timeout: float = 900) -> float:
+        if not self.finished.wait(timeout):
+            raise SystemExit(f"the racks' powerLimits were not all correct within {timeout}s")
+        if self.error is not None:
+            raise SystemExit(f"rack watch failed: {self.error!r}")
+        assert self.done_at is not None
+        return self.done_at
+
+
+def rack_limits(expected: Mapping[tuple[str, str, str], dict[str, Any]]) -> dict[str, dict[str, int]]:
+    return {k[2]: v["powerLimits"] for k, v in expected.items() if k[0] == "Rack"}
+
+
+class AgentProcess:
+    """`stargate-operator agent --simulate --all` for the whole site, with its metrics served."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, logdir: Path) -> None:
+        self.port = free_port()
+        self.log_path = logdir / "agent.log"
+        cmd = [sys.executable, "-m", "stargate_operator.cli", "agent", "--simulate", "--all",
+               "-n", namespace, "--interval", "3600", "--seed", "1", "--no-events",
+               "--metrics-port", str(self.port), "--metrics-addr", "127.0.0.1",
+               "--log-level", os.environ.get("BENCH_AGENT_LOG_LEVEL", "WARNING")]
+        helped = subprocess.run([*cmd[:4], "--help"], capture_output=True, text=True, check=False).stdout
+        if "--sample-interval" in helped:
+            # No power samples between reports: a real node's agent samples its own GPUs once a
+            # second, but 10,000 simulated nodes sampling in one process would take most of a core
+            # from the machine the benchmark measures.
+            cmd += ["--sample-interval", "0"]
+        self.proc = subprocess.Popen(cmd, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+                                     stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def metrics(self) -> dict[str, float]:
+        if self.proc.poll() is not None:
+            raise SystemExit(f"the agent exited with {self.proc.returncode}; see {self.log_path}")
+        try:
+            text = POLL.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text
+        except httpx.HTTPError:
+            return {}
+        return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                if ln.startswith("stargate_agent")}
+
+    def changes(self) -> dict[str, float]:
+        m = self.metrics()
+        return {src: m.get(f'stargate_agent_power_limit_changes_total{{source="{src}"}}', -1.0)
+                for src in ("rack", "gpunode")}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.5) -> float:
+    """Poll until `check()`; the perf_counter time it first held."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if check():
+            return time.perf_counter()
+        time.sleep(every)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, logdir: Path,
+                       rest: Callable[[], None], result: dict[str, Any], profiler: Profiler | None,
+                       nodes: int) -> None:
+    """Phase 5: the enforcement path end to end, with one simulated agent per node."""
+    ns = site.namespace
+    cluster_path = f"{GROUP_PATH}/namespaces/{ns}/stargateclusters/"
+    objects = await site.objects()
+    cluster = next(o for o in objects if o["kind"] == "StargateCluster")
+    name = cluster["metadata"]["name"]
+    await client.request("PATCH", cluster_path + name, verb="patch",
+                         body={"spec": {"power": {"curtailment": None}}},
+                         content_type="application/merge-patch+json")
+    agent = AgentProcess(cp.kubeconfig, ns, logdir)
+    op = OperatorProcess(cp.kubeconfig, [ns], logdir, "agents")
+    try:
+        wait_healthy(op)
+
+        def confirmed(budget: int | None = None) -> int:
+            """The site's confirmed nodes, once its status carries `budget` (when given)."""
+            power = (cp.get_json(f"{cluster_path}{name}").get("status") or {}).get("power") or {}
+            if budget is not None and power.get("budgetWatts") != budget:
+                return -1
+            return int(power.get("limitsConfirmed") or 0)
+
+        t = time.perf_counter()
+        wait_until(lambda: confirmed() == site.nodes, 1800, "every agent's report confirmed", every=2.0)
+        # Not the operator's writes at rest: the agents' next reports are spread over their interval
+        # (an hour here: about 3 a second at 10,000 nodes), and each moves a rack's measured power.
+        log(f"agents: {site.nodes} simulated agents started and confirmed in {time.perf_counter() - t:.1f}s")
+        objects = await site.objects()
+        curtailed = [{**o, "spec": {**o["spec"], "power": {**o["spec"]["power"], "curtailment": {
+            "percent": 20, "reason": "bench"}}}} if o["kind"] == "StargateCluster" else o for o in objects]
+        after = site.expected(curtailed)
+        now_limits = {o["metadata"]["name"]: (o.get("status") or {}).get("powerLimitWatts")
+                      for o in objects if o["kind"] == "GPUNode"}
+        changed = sum(1 for k, v in after.items()
+                      if k[0] == "GPUNode" and v["powerLimitWatts"] != now_limits.get(k[2]))
+        rest()
+        before = agent.changes()
+        watcher = RackWatcher(cp.kubeconfig, ns, rack_limits(after)).start()
+        if profiler:
+            seconds = max(3, nodes // 2000)
+            profiler.operator(agent.proc.pid, "agents", seconds, who="agent")
+            profiler.operator(op.proc.pid, "agents", seconds)
+        t = time.perf_counter()
+        await client.request("PATCH", cluster_path + name, verb="patch",
+                             body={"spec": {"power": {"curtailment": {"percent": 20, "reason": "bench"}}}},
+                             content_type="application/merge-patch+json")
+
+        def applied() -> bool:
+            now = agent.changes()
+            return sum(now.values()) - sum(before.values()) >= changed
+
+        applied_at = wait_until(applied, 600, "every agent to apply its new limit", every=0.1)
+        result["agents_react_s"] = round(applied_at - t, 3)
+        result["agents_phase_react_s"] = round(watcher.result() - t, 3)
+        if profiler:
+            profiler.finish()
+        got = agent.changes()
+        result["agents_changed"] = changed
+        result["agents_from_rack"] = int(got["rack"] - before["rack"])
+        result["agents_from_gpunode"] = int(got["gpunode"] - before["gpunode"])
+        log(f"agents: {changed} new limits applied {result['agents_react_s']:.2f}s after the spec change "
+            f"({result['agents_from_rack']} from racks), racks correct after "
+            f"{result['agents_phase_react_s']:.2f}s")
+        budget = after["StargateCluster", ns, name]["power"]["budgetWatts"]
+        confirmed_at = wait_until(lambda: confirmed(budget) == site.nodes, 1800, "every node confirmed again")
+        result["confirm_s"] = round(confirmed_at - t, 3)
+        # Correct as well as fast: every node's report is the limit the core assigned.
+        items, _ = await client.list("gpunodes", ns, page_size=5000)
+        want = {k[2]: v["powerLimitWatts"] for k, v in after.items() if k[0] == "GPUNode"}
+        bad = [o["metadata"]["name"] for o in items
+               if ((o.get("status") or {}).get("telemetry") or {}).get("enforcedLimitWatts")
+               != want[o["metadata"]["name"]]]
+        if bad:
+            raise SystemExit(f"{len(bad)} agents enforce another limit, e.g. {bad[:3]}")
+        log(f"agents: every node confirmed {result['confirm_s']:.1f}s after the spec change")
+    finally:
+        with suppress(Exception):
+            op.stop()
+        agent.stop()
 
 
 async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -516,6 +726,11 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             wait_healthy(op)
             op.wait_writes(0, settle=1.5)
             rest()
+            watcher = RackWatcher(cp.kubeconfig, site.namespace, rack_limits(after)).start()
+            if profiler:  # the fast path: the recomputation and the racks' writes
+                seconds = max(3, args.nodes // 2000)
+                profiler.apiserver(cp, "curtail", seconds)
+                profiler.operator(op.proc.pid, "curtail", seconds)
             before = op.writes()
             t = time.perf_counter()
             cluster_path = f"{GROUP_PATH}/namespaces/{site.namespace}/stargateclusters/"
@@ -525,9 +740,12 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 content_type="application/merge-patch+json")
             done_at, w = op.wait_writes(before + len(curt_patches))
             curt_s = done_at - t  # from the spec change
-            bad = await site.wrong(after, only_kind="GPUNode")
+            result["react_s"] = round(watcher.result() - t, 3)
+            if profiler:
+                profiler.finish()
+            bad = await site.wrong(after, only_kind="GPUNode") + await site.wrong(after, only_kind="Rack")
             if bad:
-                raise SystemExit(f"curtailment left {len(bad)} wrong nodes, e.g. {bad[:3]}")
+                raise SystemExit(f"curtailment left {len(bad)} wrong statuses, e.g. {bad[:3]}")
             result["curtail_s"] = round(curt_s, 3)
             result["curtail_first_write_s"] = round(op.first_write_at - t, 3)
             result["curtail_writes"] = int(w - before)
@@ -537,7 +755,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                                                          result, "curtail_baseline")
             result["curtail_ratio"] = round(curt_s / curt_base, 3)
             log(f"curtail: {w - before:.0f} writes in {curt_s:.2f}s (first after "
-                f"{result['curtail_first_write_s']:.2f}s); baseline again {curt_base2:.2f}s; "
+                f"{result['curtail_first_write_s']:.2f}s, every rack's powerLimits after "
+                f"{result['react_s']:.2f}s); baseline again {curt_base2:.2f}s; "
                 f"curtail_ratio {result['curtail_ratio']}")
             op = OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "rack")
             wait_healthy(op)
@@ -565,6 +784,10 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             result["rack_writes"] = int(w - before)
             result["rack_changed"] = rack_changes
             op.stop()
+
+            # 5. The agents: the enforcement path end to end.
+            if not args.no_agents:
+                await agents_phase(cp, client, site, logdir, rest, result, profiler, args.nodes)
 
             if args.shards:
                 result.update(await shards(cp, client, args, logdir, rest))
@@ -654,15 +877,19 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=7, help="seed of the generated site")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--profile", metavar="DIR",
-                   help="also profile the baseline and the cold start: the API server's CPU profile "
-                   "(pprof, from its /debug/pprof) and the operator's (py-spy, if installed), with "
-                   "a summary of each in DIR/summary.txt")
+                   help="also profile the baseline, the cold start, the curtailment's first seconds and "
+                   "the agents' reaction: the API server's CPU profile (pprof, from its /debug/pprof), "
+                   "the operator's and the agent's (py-spy, if installed), with a summary of each in "
+                   "DIR/summary.txt")
+    p.add_argument("--no-agents", action="store_true",
+                   help="skip phase 5 (one simulated agent per node; minutes at 10,000 nodes)")
     p.add_argument("--shards", action="store_true",
                    help="also time two sites of half the nodes: one operator on one, one on both, "
                    "and two operators with one site each")
     args = p.parse_args()
     result = asyncio.run(run_bench(args))
-    keys = ["nodes", "cold_ratio", "curtail_ratio", "write_ratio", "rss_mb_per_1k_nodes", "scrape_ms"]
+    keys = ["nodes", "cold_ratio", "curtail_ratio", "write_ratio", "rss_mb_per_1k_nodes", "scrape_ms",
+            "react_s", "agents_react_s"]
     if args.json:
         print(json.dumps(result))
     else:

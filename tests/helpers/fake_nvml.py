@@ -29,6 +29,8 @@ class FakeGPU:
     max_mw: int = 700_000
     default_mw: int | None = None  # nvmlDeviceGetPowerManagementDefaultLimit; None: max_mw
     default_supported: bool = True
+    enforced_mw: int | None = None  # nvmlDeviceGetEnforcedPowerLimit; None: limit_mw (no other limiter)
+    enforced_supported: bool = True
     retired_pending: int = 0
     remap_pending: int = 0
     remap_failure: int = 0
@@ -79,6 +81,12 @@ class FakeNvml:
                 raise err(pynvml.NVML_ERROR_NOT_SUPPORTED)
             return g.max_mw if g.default_mw is None else g.default_mw
 
+        def enforced_limit(h: Any) -> int:
+            g = gpu(h)
+            if not g.enforced_supported:
+                raise err(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            return g.limit_mw if g.enforced_mw is None else g.enforced_mw
+
         def remapped(h: Any) -> tuple[int, int, int, int]:
             g = gpu(h)
             if not g.remap_supported:
@@ -113,6 +121,7 @@ class FakeNvml:
             "nvmlDeviceGetPowerManagementLimitConstraints": lambda h: [gpu(h).min_mw, gpu(h).max_mw],
             "nvmlDeviceSetPowerManagementLimit": set_limit,
             "nvmlDeviceGetPowerManagementDefaultLimit": default_limit,
+            "nvmlDeviceGetEnforcedPowerLimit": enforced_limit,
             "nvmlDeviceGetRetiredPagesPendingStatus": lambda h: gpu(h).retired_pending,
             "nvmlDeviceGetRemappedRows": remapped,
             "nvmlEventSetCreate": lambda: object(),

@@ -1231,13 +1231,11 @@ def test_shard_releases_reach_only_their_namespaces(cluster: Cluster) -> None:
 # ------------------------------------------------------------------------ the agent and discovery
 AGENT_RELEASE, AGENT_NS, AGENT_SITE, AGENT_NODE = "sg-agent", "stargate-agent", "rec-agent", "gpu-rec-1"
 # Granted for what the agent is about to read and does not read yet: its rack's per-node limits (the
-# enforcement path, DESIGN section 12) and the site's Lease (the fail-safe, section 13). Remove them
-# from here as the agent starts using them; the proof below then covers them too.
+# enforcement path, DESIGN section 12). Remove them from here as the agent starts using them; the
+# proof below then covers them too. (The site's Lease, the fail-safe of section 13, is read now.)
 AGENT_PENDING = {
     ("stargate.dev", "racks", "list"),
     ("stargate.dev", "racks", "watch"),
-    ("coordination.k8s.io", "leases", "get"),
-    ("coordination.k8s.io", "leases", "watch"),
 }
 
 

@@ -1,9 +1,13 @@
-"""Faults: the operator SIGKILLed while binding claims, the API server restarted under it, and an
-active/standby pair whose active replica dies. Each test runs its own operator process(es), limited
-to the test's namespace (sharding by namespace, as replicas would)."""
+"""Faults: the operator SIGKILLed while binding claims and in the middle of a curtailment's writes,
+the API server restarted under it (idle, and in the middle of a curtailment), and an active/standby
+pair whose active replica dies. Each test runs its own operator process(es), limited to the test's
+namespace (sharding by namespace, as replicas would); the curtailment tests run a simulated node
+agent for every GPUNode, in one process as `agent --simulate --all` does."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -19,8 +23,12 @@ from helpers.kube import Kubectl, purge_namespace
 from helpers.operator_process import OperatorProcess, wait_for
 from helpers.site import claim, cluster, node, pool, rack
 from stargate_operator import kinds
+from stargate_operator.agent.backend import LimitOutcome
+from stargate_operator.agent.runner import Fleet
+from stargate_operator.agent.simulate import SimulatedBackend
 from stargate_operator.core import CoreSettings, plan_namespace
 from stargate_operator.core.statusdiff import merge_patch
+from stargate_operator.kube import KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 pytestmark = pytest.mark.integration
@@ -306,3 +314,215 @@ def _logged_at(op: OperatorProcess, text: str) -> datetime:
     lines = [ln for ln in op.log_text().splitlines() if text in ln]
     assert lines, f"no {text!r} in the log:\n{op.log_tail()}"
     return datetime.strptime(lines[-1][:23], "%Y-%m-%d %H:%M:%S,%f")
+
+
+# -- faults in the middle of a curtailment's writes (DESIGN section 12) --------------------------
+
+RACKS, PER_RACK = 60, 4
+NODES = RACKS * PER_RACK
+FULL, CURTAILED = 500, 125  # per GPU: every node at its demand; 50 % curtailed: 1500 W a node
+
+
+class RecordingBackend(SimulatedBackend):
+    """A simulated node that remembers every limit it was set to (a limit already in force is not
+    set again)."""
+
+    def __init__(self, name: str, gpunode: dict[str, Any]) -> None:  # a Fleet's BackendFactory
+        super().__init__(name, gpunode.get("spec") or {}, seed=1)
+        self.history: list[int] = []
+
+    def apply_power_limit(self, watts: int) -> LimitOutcome:
+        out = super().apply_power_limit(watts)
+        if out.changed:
+            self.history.append(round(self.limit_watts))
+        return out
+
+
+class AgentsThread:
+    """One simulated agent per GPUNode of the namespace, in a thread of its own with its own event
+    loop and client: the real Fleet, watching the racks and GPUNodes of the real API server."""
+
+    def __init__(self, control_plane: LocalControlPlane, namespace: str) -> None:
+        self.control_plane = control_plane
+        self.namespace = namespace
+        self.fleet: Fleet | None = None
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),),
+                                       daemon=True)
+        self._stop: asyncio.Event | None = None
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        client = KubeClient.from_kubeconfig(str(self.control_plane.kubeconfig), max_connections=16)
+        self.fleet = Fleet(client, self.namespace, RecordingBackend, interval=600)
+        task = asyncio.create_task(self.fleet.run())
+        self.ready.set()
+        await self._stop.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.aclose()
+
+    def start(self) -> AgentsThread:
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(20)
+
+    def backends(self) -> dict[str, RecordingBackend]:
+        assert self.fleet is not None
+        out = {}
+        for name, agent in list(self.fleet.agents.items()):
+            assert isinstance(agent.backend, RecordingBackend)
+            out[name] = agent.backend
+        return out
+
+    def applied(self) -> Counter[int]:
+        return Counter(round(b.limit_watts) for b in self.backends().values())
+
+    def from_racks(self, watts: int) -> int:
+        """Agents whose rack's powerLimits give them `watts`."""
+        assert self.fleet is not None
+        return sum(a.rack_limit == watts for a in list(self.fleet.agents.values()))
+
+    def from_nodes(self, watts: int) -> int:
+        """Agents whose GPUNode's powerLimitWatts is `watts`."""
+        assert self.fleet is not None
+        return sum((a.obj.get("status") or {}).get("powerLimitWatts") == watts
+                   for a in list(self.fleet.agents.values()))
+
+
+@pytest.fixture
+def agents(control_plane: LocalControlPlane, namespace: str) -> Iterator[AgentsThread]:
+    thread = AgentsThread(control_plane, namespace).start()
+    yield thread
+    thread.stop()
+
+
+def _curtailment_site() -> list[dict[str, Any]]:
+    out = [cluster(it=NODES * 3000)]  # every node gets its demand: 3000 W, 500 W per GPU
+    for r in range(RACKS):
+        out.append(rack(f"r{r:02d}"))
+        out.extend(node(f"r{r:02d}-n{n}", f"r{r:02d}") for n in range(PER_RACK))
+    return out
+
+
+def _site_confirmed(api: Api, ns: str, watts: int) -> bool:
+    """Every status as the core wants it, every agent's report confirming `watts`."""
+    if fixed_point_diffs(api, ns):
+        return False
+    site = api.status("StargateCluster", ns, "site")
+    return site.get("power", {}).get("limitsConfirmed") == NODES and all(
+        (n.get("status") or {}).get("powerLimitWatts") == watts for n in api.list("GPUNode", ns))
+
+
+def _converged_after_curtailment(api: Api, ns: str, agents: AgentsThread) -> None:
+    """Every rack and node converges; every agent went from the full limit to the curtailed one,
+    once, and never back (no agent kept or took up an old limit); the agents' reports confirm it."""
+    wait_for(lambda: _site_confirmed(api, ns, CURTAILED), 60, interval=0.3,
+             what="every rack and node to converge and every agent to confirm the curtailed limit")
+    assert agents.applied() == Counter({CURTAILED: NODES})
+    histories = {n: b.history for n, b in agents.backends().items()}
+    assert all(h == [CURTAILED] for h in histories.values()), {
+        n: h for n, h in histories.items() if h != [CURTAILED]}
+    for r in api.list("Rack", ns):
+        st = r["status"]
+        assert st["powerLimits"] == {f"{r['metadata']['name']}-n{n}": CURTAILED for n in range(PER_RACK)}
+        assert st["power"]["limitsConfirmed"] == PER_RACK
+    for n in api.list("GPUNode", ns):
+        st = n["status"]
+        assert st["telemetry"]["enforcedLimitWatts"] == CURTAILED
+        assert condition(st, "PowerLimitApplied")["status"] == "True"
+
+
+def _ready_for_curtailment(api: Api, ns: str, agents: AgentsThread) -> None:
+    wait_for(lambda: _site_confirmed(api, ns, FULL), 60, interval=0.3,
+             what="the site to converge with every agent confirming the full limit")
+    assert agents.applied() == Counter({FULL: NODES})
+
+
+def _curtail(api: Api, ns: str) -> None:
+    api.patch("StargateCluster", ns, "site",
+              {"spec": {"power": {"curtailment": {"percent": 50, "reason": "grid emergency"}}}})
+
+
+def _racks_first_so_far(api: Api, ns: str) -> tuple[int, int]:
+    """(racks, nodes) already carrying the curtailed limit; a node never carries it before its
+    rack (the engine's barrier: every rack write is answered before the first node write)."""
+    racks = {r["metadata"]["name"]: (r.get("status") or {}).get("powerLimits") or {}
+             for r in api.list("Rack", ns)}
+    new_racks = sum(set(p.values()) == {CURTAILED} for p in racks.values())
+    new_nodes = 0
+    for n in api.list("GPUNode", ns):
+        if (n.get("status") or {}).get("powerLimitWatts") == CURTAILED:
+            new_nodes += 1
+            assert racks[n["spec"]["rackRef"]][n["metadata"]["name"]] == CURTAILED
+    return new_racks, new_nodes
+
+
+@pytest.mark.parametrize("during", ["racks", "nodes"])
+def test_sigkill_in_the_middle_of_a_curtailment(
+        api: Api, control_plane: LocalControlPlane, namespace: str, operators: list[OperatorProcess],
+        tmp_path: Path, agents: AgentsThread, during: str) -> None:
+    """The operator SIGKILLed while it writes a curtailment's limits (among the racks' writes, or
+    among the GPUNodes' after them) and started again: every rack and node converges, and no
+    agent keeps an old limit, or goes back to one, after the new operator's first recomputation."""
+    ns = namespace
+    api.create_all(ns, _curtailment_site())
+    # One write at a time (about 300 to write), so that the kill lands in the middle of them.
+    first = start(operators, control_plane, tmp_path, "-n", ns, "--write-concurrency", "1")
+    _ready_for_curtailment(api, ns, agents)
+
+    _curtail(api, ns)
+    if during == "racks":
+        wait_for(lambda: agents.from_racks(CURTAILED) >= 10 * PER_RACK, 20, interval=0.002,
+                 what="the first racks' new limits")
+    else:
+        wait_for(lambda: agents.from_nodes(CURTAILED) >= 20, 20, interval=0.002,
+                 what="the first GPUNodes' new limits")
+    first.kill()
+    racks_new, nodes_new = _racks_first_so_far(api, ns)
+    print(f"killed with {racks_new} of {RACKS} racks and {nodes_new} of {NODES} nodes written")
+    if during == "racks":
+        assert 10 <= racks_new < RACKS and nodes_new == 0
+    else:
+        assert racks_new == RACKS and 20 <= nodes_new < NODES
+    # The agents follow what was written: those of the racks written have the new limit already.
+    wait_for(lambda: agents.applied()[CURTAILED] >= racks_new * PER_RACK, 10, interval=0.05)
+
+    second = start(operators, control_plane, tmp_path, "-n", ns)
+    _converged_after_curtailment(api, ns, agents)
+    assert second.alive
+
+
+def test_apiserver_restart_in_the_middle_of_a_curtailment(
+        api: Api, control_plane: LocalControlPlane, namespace: str, operators: list[OperatorProcess],
+        tmp_path: Path, agents: AgentsThread) -> None:
+    """The API server killed while the operator writes a curtailment's racks, and back two seconds
+    later: the operator's failed writes are retried, its and the agents' watches come back, every
+    rack and node converges and no agent keeps an old limit."""
+    ns = namespace
+    api.create_all(ns, _curtailment_site())
+    op = start(operators, control_plane, tmp_path, "-n", ns, "--write-concurrency", "1")
+    _ready_for_curtailment(api, ns, agents)
+
+    _curtail(api, ns)
+    wait_for(lambda: agents.from_racks(CURTAILED) >= 10 * PER_RACK, 20, interval=0.002,
+             what="the first racks' new limits")
+    control_plane.stop_apiserver(kill=True)
+    try:
+        seen = agents.from_racks(CURTAILED) // PER_RACK
+        assert seen < RACKS, "the racks were all written before the API server went"
+        time.sleep(2.0)
+    finally:
+        control_plane.start_apiserver()
+    print(f"API server killed with {seen} of {RACKS} racks seen by the agents")
+    assert op.alive, op.log_tail()
+    _converged_after_curtailment(api, ns, agents)
+    assert op.alive
+

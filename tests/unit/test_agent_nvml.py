@@ -190,3 +190,27 @@ def test_no_power_range_when_the_gpus_disagree_or_say_nothing(monkeypatch: pytes
     silent.install(monkeypatch)
     silent.gpus[0].lost = True
     assert NvmlBackend().read({}, {}).power_range_telemetry() == {}
+
+
+def test_enforced_limit_is_the_lowest_of_the_gpus_in_whole_watts(fake: FakeNvml) -> None:
+    """telemetry.enforcedLimitWatts (DESIGN section 12): nvmlDeviceGetEnforcedPowerLimit, which
+    counts every limiter (another one, a BMC's, may hold a GPU lower than the agent's limit)."""
+    b = NvmlBackend()
+    b.apply_power_limit(450)
+    r = b.read({}, {})
+    assert "nvmlDeviceGetEnforcedPowerLimit" in fake.calls
+    assert all(g.enforced_limit_watts == 450.0 for g in r.gpus)
+    assert r.enforced_limit_watts == 450
+    fake.gpus[6].enforced_mw = 399_600  # held lower by another limiter: rounded to the watt
+    assert b.read({}, {}).enforced_limit_watts == 400
+    # A GPU that cannot say leaves the others' figure, and is no health problem.
+    fake.gpus[6].enforced_supported = False
+    r = b.read({}, {})
+    assert r.gpus[6].enforced_limit_watts is None and r.gpus[6].healthy
+    assert r.enforced_limit_watts == 450
+
+
+def test_no_enforced_limit_when_no_gpu_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    silent = FakeNvml([FakeGPU(enforced_supported=False)])
+    silent.install(monkeypatch)
+    assert NvmlBackend().read({}, {}).enforced_limit_watts is None

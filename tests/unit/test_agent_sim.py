@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from stargate_operator.agent.backend import GPUReading, LimitOutcome, NodeReading
-from stargate_operator.agent.runner import EVENT_REASON_NOT_APPLIED, NodeAgent, telemetry_patch
+from stargate_operator.agent.runner import (
+    EVENT_REASON_NOT_APPLIED,
+    FROM_GPUNODE,
+    FROM_RACK,
+    Fleet,
+    NodeAgent,
+    simulated_factory,
+    telemetry_patch,
+)
 from stargate_operator.agent.simulate import FAILED_GPUS_ANNOTATION, SimulatedBackend
 from stargate_operator.api.gpunode import Telemetry
 from stargate_operator.kube import ApiError, KubeClient
@@ -220,3 +228,82 @@ def test_simulator_reports_the_specs_power_range() -> None:
 def test_telemetry_patch_omits_a_range_nobody_read() -> None:
     t = telemetry_patch(NodeReading((GPUReading(0, power_watts=10.0),)), {})["telemetry"]
     assert not {"minPowerWatts", "maxPowerWatts", "defaultPowerWatts"} & set(t)
+
+
+def test_simulator_reports_the_limit_it_applied_as_enforced() -> None:
+    sim = SimulatedBackend("n1", SPEC, seed=4)
+    sim.apply_power_limit(450)
+    t = telemetry_patch(sim.read(SPEC, {}), SPEC)["telemetry"]
+    assert t["enforcedLimitWatts"] == 450
+    sim.apply_power_limit(900)  # clamped: what it enforces is what it could apply
+    assert telemetry_patch(sim.read(SPEC, {}), SPEC)["telemetry"]["enforcedLimitWatts"] == 700
+    Telemetry.model_validate(t)
+    assert "enforcedLimitWatts" not in telemetry_patch(NodeReading((GPUReading(0),)), {})["telemetry"]
+
+
+class SimClient(RecordingClient):
+    async def list(self, plural: str, namespace: str | None = None, **kw: Any) -> Any:
+        return [], "1"
+
+
+async def test_the_rack_limit_wins_and_the_gpunode_status_is_the_fallback() -> None:
+    """An agent enforces its rack's powerLimits entry; without one (rack not seen, node not listed)
+    its GPUNode's powerLimitWatts. A rack's change wakes only the agents whose limit it changes."""
+    client = SimClient()
+    fleet = Fleet(KubeClient.__new__(KubeClient), "ns", simulated_factory(seed=1), interval=60)
+    fleet.client = client  # type: ignore[assignment]
+    try:
+        fleet._replace_racks([])
+        for name in ("n1", "n2"):
+            fleet.upsert({**_obj(400), "metadata": {"name": name, "namespace": "ns", "generation": 1}})
+        n1, n2 = fleet.agents["n1"], fleet.agents["n2"]
+        await asyncio.sleep(0.05)
+        assert n1.assigned_limit() == (400, FROM_GPUNODE)
+        assert isinstance(n1.backend, SimulatedBackend) and n1.backend.limit_watts == 400
+        n1.wake.clear()
+        n2.wake.clear()
+        rack = {"metadata": {"name": "r1"}, "status": {"powerLimits": {"n1": 300, "n2": 400}}}
+        fleet._on_rack_event("MODIFIED", rack)
+        assert n1.wake.is_set() and not n2.wake.is_set()  # n2's limit is the same from its rack
+        assert n1.assigned_limit() == (300, FROM_RACK) and n2.assigned_limit() == (400, FROM_RACK)
+        await asyncio.sleep(0.05)
+        assert n1.backend.limit_watts == 300  # applied at once, before the next report is due
+        # Its GPUNode still says 400 (written after the racks): the rack's entry stays in force.
+        fleet.upsert({**_obj(400), "metadata": {"name": "n1", "namespace": "ns", "generation": 1}})
+        await asyncio.sleep(0.05)
+        assert n1.backend.limit_watts == 300
+        # A node of another rack is not given this rack's entry; a rack gone falls back.
+        moved = {**_obj(350), "metadata": {"name": "n2", "namespace": "ns", "generation": 2},
+                 "spec": {**SPEC, "rackRef": "r2"}}
+        fleet.upsert(moved)
+        assert n2.assigned_limit() == (350, FROM_GPUNODE)
+        fleet._on_rack_event("DELETED", rack)
+        assert n1.assigned_limit() == (400, FROM_GPUNODE)
+        await asyncio.sleep(0.05)
+        assert fleet.stats.limit_changes[FROM_RACK] == 1
+        assert fleet.stats.limit_changes[FROM_GPUNODE] >= 2  # 400 at start (twice), 350, 400
+    finally:
+        await fleet.stop()
+
+
+async def test_a_failed_report_is_retried_before_the_interval() -> None:
+    """The report is the proof that a limit is in force (PowerLimitApplied): a write lost while the
+    API server is away is tried again after a second, not a whole interval later."""
+    client = RecordingClient()
+    client.fail_with = ApiError(0, "connection refused")
+    agent = NodeAgent(KubeClient.__new__(KubeClient), "ns", "n1", OutOfRangeBackend(), interval=60)
+    agent.client = client  # type: ignore[assignment]
+    agent.obj = _obj(400)
+    task = asyncio.create_task(agent.run())
+    try:
+        await asyncio.sleep(0.2)
+        assert agent.writes == 0
+        client.fail_with = None
+        await asyncio.sleep(1.5)
+        assert agent.writes == 1 and len(client.patches) == 1
+        await asyncio.sleep(1.5)
+        assert agent.writes == 1  # then the interval again
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -63,7 +63,7 @@ def test_racks_by_priority_then_max_min_fair_within_a_level() -> None:
     site = st(plan, "StargateCluster", "site")
     assert site["power"] == {
         "budgetWatts": 10_000, "floorWatts": 3000, "demandWatts": 5000 + 3000 + 6000,
-        "allocatedWatts": 10_000, "measuredWatts": 0, "facilityWatts": 10_000,
+        "allocatedWatts": 10_000, "measuredWatts": 0, "facilityWatts": 10_000, "limitsConfirmed": 0,
     }
     assert cond(site, "PowerOvercommitted")["status"] == "False"
     assert cond(st(plan, "Rack", "a"), "PowerCapped")["status"] == "False"

@@ -33,7 +33,7 @@ def schema(kind: str) -> dict[str, Any]:
 
 
 def walk(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every schema node (dict) with its path, properties and items included."""
+    """Every schema node (dict) with its path, properties, items and map values included."""
     if not isinstance(node, dict):
         return
     yield path, node
@@ -41,6 +41,8 @@ def walk(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
         yield from walk(sub, f"{path}.{name}")
     if "items" in node:
         yield from walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from walk(node["additionalProperties"], f"{path}{{}}")
 
 
 def test_generation_is_deterministic_within_and_across_processes() -> None:
@@ -134,7 +136,6 @@ def test_schema_is_structural(kind: str) -> None:
         "oneOf",
         "allOf",
         "not",
-        "additionalProperties",
         "title",
         "const",
         "nullable",
@@ -143,6 +144,10 @@ def test_schema_is_structural(kind: str) -> None:
     for path, node in walk(schema(kind)):
         assert not forbidden & node.keys(), f"{kind}{path}: {forbidden & node.keys()}"
         assert "type" in node, f"{kind}{path} has no type"
+        if "additionalProperties" in node:
+            # Only a map's schema of its values: never a flag, never beside properties.
+            assert isinstance(node["additionalProperties"], dict), f"{kind}{path}"
+            assert node["type"] == "object" and "properties" not in node, f"{kind}{path}"
         if "properties" in node:
             assert node["type"] == "object", f"{kind}{path}"
         if node["type"] == "integer":

@@ -583,3 +583,58 @@ def test_an_apply_counts_as_in_effect_only_when_every_applied_field_is_held() ->
     assert not _holds(held, {"spec": {"on": 1}})  # a bool is not a number on the wire
     assert not _holds(held, {"spec": {"list": [1]}})  # lists are whole
     assert _holds(held, {"spec": {"gone": None}}) and not _holds(held, {"spec": {"n": None}})
+
+
+class SlowApi(FakeApi):
+    """Each status write takes a few turns of the event loop; the order of starts and answers is
+    recorded by kind."""
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        self.log: list[tuple[str, str]] = []
+
+    async def patch_status(self, plural: str, namespace: str | None, name: str, patch: Mapping[str, Any],
+                           resource_version: str | None = None, group_path: str = GROUP_PATH) -> Any:
+        kind = self.kind_of[plural]
+        self.log.append(("start", kind))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        out = await super().patch_status(plural, namespace, name, patch, resource_version, group_path)
+        self.log.append(("done", kind))
+        return out
+
+
+async def test_racks_limits_are_written_and_answered_before_any_node(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    """DESIGN section 12: a new limit reaches the agents through their rack's powerLimits, so every
+    rack write of a plan is answered before the first GPUNode write starts (a barrier, not only an
+    order), in a cold start and in a curtailment alike."""
+    site = synthetic_site(60, 5, "site-a", now=SYNTH_NOW)
+    api = SlowApi(site, plurals(*(ApiResource.of(k) for k in kinds.KINDS)))
+    engine = await started(api, clocks, [power_controller()])
+    engines.append(engine)
+
+    def check_order() -> None:
+        racks_done = max(i for i, (what, kind) in enumerate(api.log) if kind == "Rack" and what == "done")
+        first_node = min(i for i, (what, kind) in enumerate(api.log) if kind == "GPUNode")
+        assert racks_done < first_node
+        # Each rack carries its nodes' limits, the figure their own statuses carry.
+        for (kind, ns, _), o in api.objects.items():
+            if kind == "Rack":
+                for node, watts in o["status"]["powerLimits"].items():
+                    assert api.objects["GPUNode", ns, node]["status"]["powerLimitWatts"] == watts
+
+    await engine.run_due()
+    check_order()
+    await api.settle()
+    api.log.clear()
+    cluster = next(k for k in api.objects if k[0] == "StargateCluster")
+    spec = api.objects[cluster]["spec"]
+    api.change(*cluster, {"power": {**spec["power"], "curtailment": {"percent": 20, "reason": "grid"}}})
+    await api.settle()
+    clocks.advance(1)
+    await engine.run_due()
+    assert {kind for _, kind in api.log} >= {"Rack", "GPUNode"}
+    check_order()
+    plan = plan_namespace(list(api.objects.values()), clocks.wall(), CoreSettings())
+    assert all(merge_patch(api.objects[k].get("status"), want) == {} for k, want in plan.statuses.items())

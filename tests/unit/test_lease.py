@@ -1,5 +1,5 @@
 """The operator's half of the fail-safe (DESIGN section 13): the Lease it renews in every site
-namespace while it is active. The agents' half: tests/unit/test_failsafe.py; the whole of it on the
+namespace while it is active. The agents' half: tests/unit/test_agent_failsafe.py; the whole of it on the
 real API server: tests/integration/test_failsafe.py."""
 
 from __future__ import annotations

@@ -387,6 +387,17 @@ def test_per_node_series_off_by_default_and_on_when_asked() -> None:
             frozenset({**C, "rack": "r2", "node": "n3"}.items())) not in on
 
 
+def test_a_cordoned_node_is_in_maintenance_per_node_too() -> None:
+    """Node discovery's spec.cordoned counts as maintenance, as in the rack's count (core/objects)."""
+    objs = small_site()
+    for o in objs:
+        if o["kind"] == "GPUNode":
+            o["spec"] = {**o["spec"], "maintenance": False, "cordoned": o["metadata"]["name"] == "n2"}
+    on = scrape(objs, per_node=True)
+    assert value(on, "stargate_node_maintenance", **{**C, "rack": "r1", "node": "n2"}) == 1
+    assert value(on, "stargate_node_maintenance", **{**C, "rack": "r1", "node": "n1"}) == 0
+
+
 def test_series_of_deleted_objects_disappear() -> None:
     source = metrics.StaticSource(small_site("a") + small_site("b"))
     registry = metrics.make_registry(source, per_node=True)
@@ -690,6 +701,16 @@ def test_alerts_are_actionable() -> None:
         assert "for" in r, r["alert"]
 
 
+def all_exported_names() -> set[str]:
+    metrics.RECONCILES.labels(kind="namespace", result="error").inc(0)
+    metrics.RECONCILE_SECONDS.labels(kind="namespace").observe(0.01)
+    metrics.API_WRITES.labels(kind="Event", verb="create_event").inc(0)
+    metrics.LAST_SUCCESS.labels(namespace="synth").set(1)
+    s = scrape(planned_synthetic_site(40) + small_site() + small_tree() + planned_oversubscribed_site()
+               + planned_grid_event_site(), per_node=True)
+    return names(s) | {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+
+
 def planned_grid_event_site() -> list[dict[str, Any]]:
     """A synthetic site with a GridEvent in effect on it (section 11), planned by the real core: it
     exports every grid-event series (tests/unit/test_metrics_gridevents.py checks their values)."""
@@ -707,16 +728,6 @@ def planned_grid_event_site() -> list[dict[str, Any]]:
         telemetry = (o.get("status") or {}).get("telemetry")
         o["status"] = {**plan.statuses[key], **({"telemetry": telemetry} if telemetry else {})}
     return objs
-
-
-def all_exported_names() -> set[str]:
-    metrics.RECONCILES.labels(kind="namespace", result="error").inc(0)
-    metrics.RECONCILE_SECONDS.labels(kind="namespace").observe(0.01)
-    metrics.API_WRITES.labels(kind="Event", verb="create_event").inc(0)
-    metrics.LAST_SUCCESS.labels(namespace="synth").set(1)
-    s = scrape(planned_synthetic_site(40) + small_site() + small_tree() + planned_grid_event_site()
-               + planned_oversubscribed_site(), per_node=True)
-    return names(s) | {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 
 
 def planned_oversubscribed_site() -> list[dict[str, Any]]:
@@ -821,3 +832,38 @@ def test_a_standby_exports_no_object_series() -> None:
     assert "stargate_active 1" in active
     assert "stargate_cluster_power_budget_watts{" in active and "stargate_domain_usable_watts{" in active
     assert parsed(active) == parsed(generate_latest(registry).decode())
+
+
+def test_limit_confirmation_counts_are_the_cores() -> None:
+    """stargate_{cluster,rack}_nodes_limit_{confirmed,unconfirmed} (DESIGN section 12): from the
+    engine's Plan.counts, or read back from the PowerLimitApplied conditions the core wrote."""
+    now = datetime.now(UTC)
+    spec = {"gpu": {"model": "H100", "count": 4, "memoryBytes": 10, "minPowerWatts": 100,
+                    "maxPowerWatts": 500}, "basePowerWatts": 0, "rackRef": "r1"}
+
+    def gpunode(name: str, enforced: int | None) -> dict[str, Any]:
+        tel: dict[str, Any] = {"powerWatts": 100, "healthyGPUs": 4, "observedAt": iso(now)}
+        if enforced is not None:
+            tel["enforcedLimitWatts"] = enforced
+        return {"apiVersion": "stargate.dev/v1alpha1", "kind": "GPUNode",
+                "metadata": {"name": name, "namespace": "ns1"}, "spec": spec, "status": {"telemetry": tel}}
+
+    objs: list[dict[str, Any]] = [
+        {"apiVersion": "stargate.dev/v1alpha1", "kind": "StargateCluster",
+         "metadata": {"name": "s1", "namespace": "ns1"},
+         "spec": {"site": {"region": "r", "kind": "Onshore", "cooling": "Air"},
+                  "power": {"itCapacityWatts": 100_000, "reservePercent": 0}}},
+        {"apiVersion": "stargate.dev/v1alpha1", "kind": "Rack", "metadata": {"name": "r1", "namespace": "ns1"},
+         "spec": {"clusterRef": "s1", "maxPowerWatts": 100_000}},
+        gpunode("ok", 500), gpunode("ok2", 500), gpunode("off", 300), gpunode("silent", None),
+    ]
+    plan = plan_namespace(objs, now, CoreSettings())
+    written = [{**o, "status": {**plan.statuses[(o["kind"], "ns1", o["metadata"]["name"])],
+                                **({"telemetry": o["status"]["telemetry"]} if "status" in o else {})}}
+               for o in objs]
+    s = scrape(written)
+    C = {"namespace": "ns1", "cluster": "s1"}
+    assert value(s, "stargate_cluster_nodes_limit_confirmed", **C) == 2
+    assert value(s, "stargate_cluster_nodes_limit_unconfirmed", **C) == 1
+    assert value(s, "stargate_rack_nodes_limit_confirmed", **C, rack="r1") == 2
+    assert value(s, "stargate_rack_nodes_limit_unconfirmed", **C, rack="r1") == 1

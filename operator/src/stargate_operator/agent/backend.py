@@ -25,6 +25,7 @@ class GPUReading:
     limit_watts: float | None = None  # the power limit in force, where known
     limit_range_watts: tuple[float, float] | None = None  # what the device allows
     default_limit_watts: float | None = None  # the limit it boots with (NVML's default limit)
+    enforced_limit_watts: float | None = None  # the limit it enforces, all limiters considered
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,13 @@ class NodeReading:
         """The lowest of the GPUs' default limits, in whole watts (rounded down), if any said."""
         defaults = [g.default_limit_watts for g in self.gpus if g.default_limit_watts]
         return math.floor(min(defaults)) if defaults else None
+
+    @property
+    def enforced_limit_watts(self) -> int | None:
+        """`telemetry.enforcedLimitWatts`: the lowest enforced limit of the node's GPUs, in whole watts
+        (rounded: NVML speaks milliwatts), if any GPU said (DESIGN section 12)."""
+        enforced = [g.enforced_limit_watts for g in self.gpus if g.enforced_limit_watts is not None]
+        return round(min(enforced)) if enforced else None
 
     def power_range_telemetry(self) -> dict[str, int]:
         """`telemetry.minPowerWatts`, `maxPowerWatts` and `defaultPowerWatts` where known: what node

@@ -7,7 +7,10 @@ runs this same code against the real library on a machine that has GPUs.
 What is read, per device: power draw (`nvmlDeviceGetPowerUsage`, mW), HBM in use
 (`nvmlDeviceGetMemoryInfo`), the power limit in force and the range the device allows
 (`nvmlDeviceGetPowerManagementLimit`, `...LimitConstraints`: min and max in mW), and the limit it
-boots with (`nvmlDeviceGetPowerManagementDefaultLimit`). The range and the default are reported with
+boots with (`nvmlDeviceGetPowerManagementDefaultLimit`), and the limit it enforces
+(`nvmlDeviceGetEnforcedPowerLimit`: the lowest of every limiter, ours included, reported as
+`telemetry.enforcedLimitWatts`, the lowest of the node's GPUs: the operator's proof that the limit
+it assigned is in force, condition PowerLimitApplied). The range and the default are reported with
 the telemetry (`minPowerWatts`, `maxPowerWatts`, `defaultPowerWatts`: what every GPU of the node
 accepts), and node discovery takes them over the product table. A device counts as unhealthy when
 - reading it fails (other than "not supported"), e.g. `GPU is lost` (fallen off the bus);
@@ -200,11 +203,19 @@ class NvmlBackend:
                 # Informative only (the range is what limits are clamped to): never a health problem.
                 if not self._is(e, "NVML_ERROR_NOT_SUPPORTED"):
                     log.debug("GPU %d: default power limit unreadable: %s", d.index, e)
+            enforced: float | None = None
+            try:
+                enforced = int(nv.nvmlDeviceGetEnforcedPowerLimit(d.handle)) / 1000.0
+            except nv.NVMLError as e:
+                # No proof then (PowerLimitApplied stays Unknown), but not a health problem either.
+                if not self._is(e, "NVML_ERROR_NOT_SUPPORTED"):
+                    log.debug("GPU %d: enforced power limit unreadable: %s", d.index, e)
             problem = problem or self._health_problem(d)
             gpus.append(GPUReading(
                 index=d.index, uuid=d.uuid, name=d.name, power_watts=power_w,
                 memory_used_bytes=used, memory_total_bytes=total, healthy=not problem, problem=problem,
                 limit_watts=limit, limit_range_watts=rng, default_limit_watts=default,
+                enforced_limit_watts=enforced,
             ))
         return NodeReading(tuple(gpus))
 

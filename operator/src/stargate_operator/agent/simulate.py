@@ -12,7 +12,8 @@ The model, per node, sized from the GPUNode's spec:
   hold no memory.
 The device's settable range is the spec's `minPowerWatts..maxPowerWatts` (reported with the telemetry,
 as the NVML agent reports the hardware's, its default limit being `maxPowerWatts`: GPUs boot at their
-TDP); a limit outside it is clamped and reported, as with NVML. With a seed the numbers are
+TDP); a limit outside it is clamped and reported, as with NVML, and the enforced limit it reports
+(`telemetry.enforcedLimitWatts`) is the one it applied. With a seed the numbers are
 reproducible (one stream per node name).
 """
 
@@ -121,6 +122,7 @@ class SimulatedBackend:
                 power_watts=round(power, 1), memory_used_bytes=used, memory_total_bytes=mem, healthy=healthy,
                 problem="" if healthy else "simulated fault", limit_watts=self.limit_watts,
                 limit_range_watts=(self.min_w, self.max_w), default_limit_watts=self.max_w,
+                enforced_limit_watts=self.limit_watts,  # what it applied
             ))
         base = float(self.spec.get("basePowerWatts") or 0)
         other = base * (0.85 + 0.15 * self.intensity) if not maintenance else base * 0.8

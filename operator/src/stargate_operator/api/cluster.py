@@ -115,6 +115,12 @@ class ClusterPowerStatus(Model):
     facility_watts: int = Field(
         default=0, ge=0, description="Measured (or allocated where nothing is measured) times designPUE."
     )
+    limits_confirmed: int = Field(
+        default=0,
+        ge=0,
+        description="GPU nodes of the site whose agent reports their assigned per-GPU limit as the one "
+        "the GPUs enforce (condition PowerLimitApplied=True).",
+    )
 
 
 class StargateClusterStatus(StatusBase):
@@ -145,6 +151,8 @@ class StargateCluster(Resource):
             column("Demand-W", ".status.power.demandWatts", "integer", "What the racks ask for."),
             column("Allocated-W", ".status.power.allocatedWatts", "integer", "Sum of rack budgets."),
             column("Measured-W", ".status.power.measuredWatts", "integer", "Measured IT power.", priority=1),
+            column("Confirmed", ".status.power.limitsConfirmed", "integer",
+                   "Nodes whose agent reports the assigned limit enforced.", priority=1),
             column(
                 "Facility-W",
                 ".status.power.facilityWatts",

@@ -3,8 +3,10 @@
 Pydantic emits JSON Schema with ``$ref``s, ``anyOf [X, null]`` for optional fields, titles and
 ``additionalProperties: false``. A Kubernetes structural schema wants every type inlined, no
 ``anyOf`` with null and no ``additionalProperties`` beside ``properties`` (pruning drops unknown
-fields; ``kubectl --validate=strict`` reports them). This module does that translation and nothing
-else, so that the models stay the single source of truth.
+fields; ``kubectl --validate=strict`` reports them). A map (``dict[str, X]``, such as a rack's
+``powerLimits``) keeps its ``additionalProperties`` schema, which is how a structural schema spells
+one. This module does that translation and nothing else, so that the models stay the single source
+of truth.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ def _structural(node: Any, defs: dict[str, Any], in_status: bool) -> Any:
         return _structural(merged, defs, in_status)
     out: dict[str, Any] = {}
     for key, value in node.items():
+        if key == "additionalProperties" and isinstance(value, dict) and "properties" not in node:
+            out[key] = _structural(value, defs, in_status)  # a map: its values' schema
+            continue
         if key in _DROP or key == "$defs":
             continue
         if key == "default" and (value is None or in_status):
@@ -88,6 +93,7 @@ _ORDER = [
     "x-kubernetes-validations",
     "properties",
     "items",
+    "additionalProperties",
     "rule",
     "message",
     "fieldPath",

@@ -155,6 +155,17 @@ class Telemetry(Model):
         le=MAX_GPU_WATTS,
         description="The GPUs' default power limit (the lowest across the node's GPUs), in watts.",
     )
+    # Proof of enforcement (DESIGN section 12): what the GPUs enforce, after the agent applied its limit.
+    enforced_limit_watts: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_GPU_WATTS,
+        description=(
+            "The per-GPU power limit the GPUs enforce, in watts: NVML's enforced power limit "
+            "(nvmlDeviceGetEnforcedPowerLimit), the lowest of the node's GPUs; a simulated node reports "
+            "what it applied. The operator compares it with powerLimitWatts (condition PowerLimitApplied)."
+        ),
+    )
 
 
 class GPUNodeStatus(StatusBase):
@@ -207,6 +218,8 @@ class GPUNode(Resource):
             column("Healthy", ".status.healthyGPUs", "integer", "GPUs counted healthy."),
             column("GPUs", ".spec.gpu.count", "integer", "GPUs in the node."),
             column("Limit-W", ".status.powerLimitWatts", "integer", "Per-GPU power limit to enforce."),
+            column("Enforced-W", ".status.telemetry.enforcedLimitWatts", "integer",
+                   "Per-GPU limit the GPUs enforce, as the agent reports it.", priority=1),
             column("Allocated-W", ".status.allocatedWatts", "integer", "Power allocated to the node."),
             column("Demand-W", ".status.demandWatts", "integer", "What the node asks for.", priority=1),
             column(
@@ -215,6 +228,8 @@ class GPUNode(Resource):
             column("Maintenance", ".spec.maintenance", "boolean", "In maintenance.", priority=1),
             column("Cordoned", ".spec.cordoned", "boolean", "Its Node is cordoned (discovery).", priority=1),
             condition_column("Stale", "TelemetryStale", "Telemetry older than the threshold.", priority=1),
+            condition_column("Applied", "PowerLimitApplied", "The agent reports the limit enforced.",
+                             priority=1),
             READY_COLUMN,
             AGE_COLUMN,
         ],

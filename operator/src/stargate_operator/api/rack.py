@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -10,6 +10,7 @@ from stargate_operator import kinds
 from stargate_operator.api.cluster import GPUCount
 from stargate_operator.api.common import (
     AGE_COLUMN,
+    MAX_GPU_WATTS,
     MAX_RACK_WATTS,
     READY_COLUMN,
     KindInfo,
@@ -67,12 +68,30 @@ class RackPowerStatus(Model):
         max_length=253,
         description="When the budget is below demand: the site or PowerDomain that limited it first.",
     )
+    limits_confirmed: int = Field(
+        default=0,
+        ge=0,
+        description="GPU nodes of the rack whose agent reports their assigned per-GPU limit as the one "
+        "the GPUs enforce (condition PowerLimitApplied=True).",
+    )
+
+
+# One per-GPU limit of powerLimits, in watts.
+PerGPULimit = Annotated[int, Field(ge=0, le=MAX_GPU_WATTS, description="Per-GPU power limit, in watts.")]
 
 
 class RackStatus(StatusBase):
     nodes: int = Field(default=0, ge=0, description="GPU nodes in the rack.")
     gpus: GPUCount = Field(default_factory=GPUCount, description="GPU counts.")
     power: RackPowerStatus = Field(default_factory=RackPowerStatus, description="Power figures.")
+    power_limits: dict[str, PerGPULimit] | None = Field(
+        default=None,
+        description=(
+            "GPUNode name to its per-GPU power limit in watts: the same figure as that GPUNode's "
+            "status.powerLimitWatts, written before the GPUNodes' statuses when limits change, so that "
+            "node agents (which watch their rack) get a new limit with one write per rack."
+        ),
+    )
 
 
 class Rack(Resource):
@@ -99,6 +118,8 @@ class Rack(Resource):
                    priority=1),
             column("Limited-By", ".status.power.limitedBy", description="What limits its budget.",
                    priority=1),
+            column("Confirmed", ".status.power.limitsConfirmed", "integer",
+                   "Nodes whose agent reports the assigned limit enforced.", priority=1),
             condition_column("Capped", "PowerCapped", "Budget below demand.", priority=1),
             condition_column("Over-Budget", "OverBudget", "Measured above budget.", priority=1),
             READY_COLUMN,

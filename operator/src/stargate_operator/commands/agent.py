@@ -15,6 +15,12 @@ hbmUsedBytes, observedAt), and nothing else. With --watch (the default) a new li
 about a second. Simulated faults: --fail-gpus N, or at runtime
   kubectl annotate gpunode NAME stargate.dev/simulate-failed-gpus=2 --overwrite
 
+An agent takes its limit from its rack's status.powerLimits (DESIGN section 12: one watch on the
+racks of the namespace with --all, on its own rack by name otherwise), else from its GPUNode's
+status.powerLimitWatts, and reports the limit the GPUs enforce as telemetry.enforcedLimitWatts.
+With --metrics-port it serves what it did (limits applied, by where they came from) for
+Prometheus.
+
 Every flag has an environment variable (shown in --help), for a DaemonSet's pod spec.
 """
 
@@ -31,8 +37,10 @@ from stargate_operator.agent.runner import Fleet, nvml_factory, simulated_factor
 from stargate_operator.commands.options import env as _env
 from stargate_operator.commands.options import env_bool as _env_bool
 from stargate_operator.commands.options import env_int as _env_int
+from stargate_operator.commands.options import non_negative_float as _non_negative_float
 from stargate_operator.commands.options import non_negative_int as _non_negative_int
 from stargate_operator.commands.options import positive_float as _positive_float
+from stargate_operator.kinds import DEFAULT_FAILSAFE_AFTER_SECONDS, FAILSAFE_LEASE_NAME
 from stargate_operator.kube import ApiError, KubeClient
 
 log = logging.getLogger("stargate_operator.agent")
@@ -58,6 +66,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--interval", type=_positive_float, default=float(_env("STARGATE_AGENT_INTERVAL", "10") or 10),
         metavar="SECONDS", help="seconds between readings [env STARGATE_AGENT_INTERVAL; default 10]")
     parser.add_argument(
+        "--sample-interval", type=_non_negative_float,
+        default=float(_env("STARGATE_AGENT_SAMPLE_INTERVAL", "1") or 1), metavar="SECONDS",
+        help="seconds between power samples between reports; the highest since the last report is "
+             "telemetry.peakPowerWatts, which the operator's reactive capping judges; 0: no samples, no "
+             "peak [env STARGATE_AGENT_SAMPLE_INTERVAL; default 1]")
+    parser.add_argument(
+        "--failsafe-after", type=_non_negative_float,
+        default=float(_env("STARGATE_AGENT_FAILSAFE_AFTER", str(DEFAULT_FAILSAFE_AFTER_SECONDS)) or 0),
+        metavar="SECONDS",
+        help=f"when the operator's Lease ({FAILSAFE_LEASE_NAME} in the namespace) has not been renewed "
+             "for this long, enforce min(limit, status.safeLimitWatts) until it is again; 0: never "
+             f"[env STARGATE_AGENT_FAILSAFE_AFTER; default {DEFAULT_FAILSAFE_AFTER_SECONDS:g}]")
+    parser.add_argument(
         "--simulate", action="store_true", default=_env_bool("STARGATE_AGENT_SIMULATE"),
         help="no GPUs: simulate them from the GPUNode's spec (draw follows the limit, with noise) "
              "[env STARGATE_AGENT_SIMULATE=1]")
@@ -80,6 +101,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-events", dest="events", action="store_false",
         help="do not record PowerLimitNotApplied Events (logs only)")
+    parser.add_argument(
+        "--metrics-port", type=_non_negative_int,
+        default=int(_env("STARGATE_AGENT_METRICS_PORT", "0") or 0), metavar="PORT",
+        help="serve the agent's metrics (limits applied, by source; nodes served) on this port; 0: "
+             "off [env STARGATE_AGENT_METRICS_PORT; default 0]")
+    parser.add_argument(
+        "--metrics-addr", default=_env("STARGATE_AGENT_METRICS_ADDR", "0.0.0.0"),
+        help="address for --metrics-port [env STARGATE_AGENT_METRICS_ADDR; default 0.0.0.0]")
     parser.add_argument(
         "--log-level", default=_env("STARGATE_AGENT_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
@@ -123,7 +152,10 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"stargate-operator agent: {e}", file=sys.stderr)
         return 1
     fleet = Fleet(client, args.namespace, factory, names=None if args.all_nodes else args.node,
-                  interval=args.interval, watch=args.watch, events=args.events, seed=args.seed)
+                  interval=args.interval, watch=args.watch, events=args.events, seed=args.seed,
+                  failsafe_after=args.failsafe_after or None, sample_interval=args.sample_interval or None)
+    if args.metrics_port and not args.once:
+        serve_metrics(fleet, args.metrics_port, args.metrics_addr)
     try:
         if args.once:
             wrote, wanted = await fleet.run_once()
@@ -142,3 +174,49 @@ async def _main(args: argparse.Namespace) -> int:
         return 0
     finally:
         await client.aclose()
+
+
+def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
+    """The fleet's figures on /metrics, from a thread of prometheus_client's own server:
+    - `stargate_agent_nodes`: GPUNodes served;
+    - `stargate_agent_nodes_limit_source{source}`: agents taking their limit from their rack
+      (`rack`), from their GPUNode's status (`gpunode`: the rack has not listed it), or from
+      nowhere yet (`none`: the operator has not decided);
+    - `stargate_agent_power_limit_changes_total{source}`: limits set on the devices (a device whose
+      limit already was the one asked for is not counted), by where the limit came from."""
+    from collections.abc import Iterator
+
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    from stargate_operator.agent.runner import FROM_GPUNODE, FROM_RACK
+
+    class FleetCollector(Collector):
+        def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+            agents = list(fleet.agents.values())
+            nodes = GaugeMetricFamily("stargate_agent_nodes", "GPUNodes this agent process serves.")
+            nodes.add_metric([], len(agents))
+            yield nodes
+            sources = {FROM_RACK: 0, FROM_GPUNODE: 0, "none": 0}
+            for agent in agents:
+                assigned = agent.assigned_limit()
+                sources[assigned[1] if assigned is not None else "none"] += 1
+            by_source = GaugeMetricFamily(
+                "stargate_agent_nodes_limit_source",
+                "Agents by where their limit comes from: their rack's status.powerLimits, their "
+                "GPUNode's status.powerLimitWatts, or none yet.", labels=["source"])
+            for source, n in sources.items():
+                by_source.add_metric([source], n)
+            yield by_source
+            changes = CounterMetricFamily(
+                "stargate_agent_power_limit_changes",
+                "Power limits set on the devices, by where the limit came from.", labels=["source"])
+            for source, n in fleet.stats.limit_changes.items():
+                changes.add_metric([source], n)
+            yield changes
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector())
+    start_http_server(port, addr, registry=registry)
+    log.info("agent metrics on %s:%d", addr, port)

@@ -7,8 +7,10 @@ be quiet for `coalesce_delay` (or at most `max_delay` after the first change), r
 controller's pure planner over the unit's objects once, and writes what the plan asks for and
 the store does not hold yet: status patches diffed against the cached status, server-side
 applies not already in effect, creates of absent objects, deletes of present ones, many at a
-time. A write's response goes straight into the store, so the watch echo of our own write finds
-nothing left to do.
+time. The statuses of the controller's `write_first` kinds go out first, every one of them
+answered before any other write starts (the power controller's racks: a new limit reaches every
+node agent with one write per rack, DESIGN section 12). A write's response goes straight into
+the store, so the watch echo of our own write finds nothing left to do.
 
 Why per namespace and not per object: a change to one rack's priority moves the power of every
 rack and node of the site; the core needs the whole site anyway, and a burst of a thousand events
@@ -165,10 +167,13 @@ class Engine:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def mark_dirty(self, namespace: str, kind: str | None = None) -> None:
-        """A change in `namespace` (to an object of `kind`; None: of any kind)."""
+    def mark_dirty(self, namespace: str, kind: str | None = None, *, but: int | None = None) -> None:
+        """A change in `namespace` (to an object of `kind`; None: of any kind), for every controller
+        watching it (`but` that slot)."""
         now = self.monotonic()
         for slot in self._all_slots if kind is None else self._slots_by_kind.get(kind, ()):
+            if slot == but:
+                continue
             unit = (slot, namespace if self._per_namespace[slot] else "")
             held = self._dirty.get(unit)
             self._dirty[unit] = (now, now) if held is None else (held[0], now)
@@ -349,7 +354,13 @@ class Engine:
             plan = controller.planner(objects, self.clock(), controller.settings, cache)
             metrics.ALLOCATION_SECONDS.observe(time.perf_counter() - t0)
             self._counts[unit] = plan.counts
-            failed = await self._write_all(self._writes(plan), controller)
+            first = controller.write_first
+            failed = 0
+            if first:
+                # A barrier, not only an order: when a later write (a GPUNode's limit) lands, the
+                # one it follows (its rack's powerLimits) has landed already, or failed.
+                failed = await self._write_all(self._status_writes(plan, frozenset(first)), controller)
+            failed += await self._write_all(self._writes(plan, frozenset(first)), controller)
             if plan.events:
                 await asyncio.gather(*(self._post(ev) for ev in plan.events))
             at = None
@@ -378,10 +389,23 @@ class Engine:
         finally:
             metrics.RECONCILE_SECONDS.labels(kind=label).observe(time.perf_counter() - started)
 
-    def _writes(self, plan: Plan) -> Iterator[Write]:
+    def _status_writes(self, plan: Plan, only: frozenset[str]) -> Iterator[Write]:
+        """The status patches of the kinds `only`, diffed when a writer takes them."""
+        store = self.store
+        for key, desired in plan.statuses.items():
+            if key[0] not in only:
+                continue
+            held = store.get(key)
+            if held is None:
+                continue
+            patch = merge_patch(held.get("status"), desired)
+            if patch:
+                yield _PATCH_STATUS, key, patch
+
+    def _writes(self, plan: Plan, skip: frozenset[str] = frozenset()) -> Iterator[Write]:
         """What must change, decided when a writer is free to send it, against the freshest copy:
-        applies not already in effect, creates of absent objects, status patches, deletes of
-        present objects."""
+        applies not already in effect, creates of absent objects, status patches (but those of
+        the kinds `skip`, written before), deletes of present objects."""
         store = self.store
         for body in plan.applies:
             key = key_of(body)
@@ -393,6 +417,8 @@ class Engine:
             if store.get(key) is None:
                 yield "create", key, body
         for key, desired in plan.statuses.items():
+            if skip and key[0] in skip:
+                continue
             held = store.get(key)
             if held is None:
                 continue
@@ -518,6 +544,9 @@ class Engine:
             self.store.delete(key)
         else:
             self._remember(obj, kind)
+        # Its watch echo is skipped or finds nothing, so another controller watching the kind (the
+        # power controller, of discovery's GPUNodes) learns of the write here.
+        self.mark_dirty(namespace, kind, but=self.controllers.index(controller))
         return True
 
     async def _post(self, event: PlanEvent) -> None:

@@ -7,7 +7,10 @@ A registration names
 - `planner(objects, now, settings, cache) -> Plan`: pure, over the objects of its resources in one
   unit of work (one namespace, or the whole cluster with `per_namespace=False`), the same
   `settings` and one `cache` per unit (made by `new_cache`) on every call;
-- `field_manager`: whose name its server-side applies carry.
+- `field_manager`: whose name its server-side applies carry;
+- `write_first`: kinds whose status patches go out, all of them, before any other write of the
+  same plan (the power controller's racks: their `powerLimits` are how a new limit reaches the
+  node agents with one write per rack, DESIGN section 12).
 
 Several controllers may share one engine (one cache, one watch per resource, one set of writers,
 one peering gate): `Engine(client, settings, controllers=(power_controller(...), other))`.
@@ -45,6 +48,8 @@ class Controller(Generic[S, C]):
     field_manager: str = FIELD_MANAGER
     # The `kind` label of its reconcile metrics: what one unit of its work is.
     reconcile_kind: str = "namespace"
+    # Kinds whose status patches are written (and answered) before the plan's other writes.
+    write_first: tuple[str, ...] = ()
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -65,4 +70,6 @@ def power_controller(stale_after_seconds: float = kinds.DEFAULT_STALE_AFTER_SECO
         planner=plan_namespace,
         settings=CoreSettings(stale_after_seconds),
         new_cache=PlanCache,
+        # Limits travel per rack: the racks' powerLimits first, then the GPUNodes' statuses.
+        write_first=(kinds.RACK.kind,),
     )

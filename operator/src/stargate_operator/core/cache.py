@@ -41,6 +41,7 @@ class RackMemo:
     facility_it_w: int
     statuses: dict[ObjectKey, dict[str, Any]]  # its nodes' statuses
     counts: dict[str, int]  # its Plan.counts, which those statuses decide
+    power_limits: dict[str, int]  # its status.powerLimits, which they decide too
 
     @classmethod
     def of(
@@ -58,6 +59,7 @@ class RackMemo:
             facility_it_w=rack.facility_it_w,
             statuses=statuses,
             counts=counts,
+            power_limits=rack.power_limits,
         )
 
     def restore_sums(self, rack: RackIn) -> None:

@@ -14,7 +14,8 @@ Health (DESIGN section 3), with the cases the design leaves open decided here:
   and the operator is normal); by more: treated as stale with reason `ClockSkew` until the
   operator's clock is within the threshold of it (a reading dated tomorrow must not keep a dead
   node healthy until tomorrow).
-Measured power counts only from fresh telemetry.
+Measured power counts only from fresh telemetry, and so does the enforced limit the agent reports
+(`telemetry.enforcedLimitWatts`, the proof behind PowerLimitApplied): a stale report proves nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def assess_node(node: NodeIn, now: float, stale_after: float, memo: EpochMemo) -
     tel = node.telemetry
     count = node.count if node.count > 0 else 0
     node.measured_w = None
+    node.enforced_w = None
     if not tel:
         node.stale = False
         node.stale_reason = "NoTelemetry"
@@ -59,4 +61,9 @@ def assess_node(node: NodeIn, now: float, stale_after: float, memo: EpochMemo) -
     if type(watts) is not int:
         watts = int_or_none(watts)
     node.measured_w = watts if watts is not None and watts >= 0 else None
+    enforced = tel.get("enforcedLimitWatts")
+    if enforced is not None:
+        if type(enforced) is not int:
+            enforced = int_or_none(enforced)
+        node.enforced_w = enforced if enforced is not None and enforced >= 0 else None
     return observed + stale_after

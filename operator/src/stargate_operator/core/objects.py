@@ -78,6 +78,7 @@ class ClusterIn:
     gpus_healthy: int = 0
     hbm_bytes: int = 0
     host_bytes: int = 0
+    limits_confirmed: int = 0  # nodes whose agent reports their limit enforced (counts.py)
 
 
 @dataclass(slots=True, eq=False)
@@ -107,6 +108,8 @@ class RackIn:
     hbm_bytes: int = 0
     host_bytes: int = 0
     facility_it_w: int = 0  # IT power for the facility figure: measured, else allocated, per node
+    limits_confirmed: int = 0  # nodes whose agent reports their limit enforced (counts.py)
+    power_limits: dict[str, int] = field(default_factory=dict)  # node name -> per-GPU limit
     # power domains (domains.py): the valid domains above it, its site first among its constraints
     chain: list[DomainIn] = field(default_factory=list)
     path_problem: str = ""  # why its power path is invalid (then it gets its floor only)
@@ -203,6 +206,7 @@ class NodeIn:
     measured_w: int | None = None  # fresh telemetry's powerWatts only
     stale: bool = False
     stale_reason: str = ""  # NoTelemetry, Fresh, ClockSkew, Stale, MissingTimestamp, InvalidTimestamp
+    enforced_w: int | None = None  # telemetry.enforcedLimitWatts: what the agent says the GPUs enforce
     allocated_w: int = 0
     limit_w: int = 0
     safe_limit_w: int = 0  # its limit with no oversubscription anywhere (at most limit_w)

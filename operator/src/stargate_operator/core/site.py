@@ -16,7 +16,7 @@ from typing import Any
 from stargate_operator.core.allocation import add_node, allocate_rack, allocate_site, roll_up_site
 from stargate_operator.core.cache import PlanCache, RackKey, RackMemo
 from stargate_operator.core.capacity import assess_node
-from stargate_operator.core.counts import cluster_counts, rack_counts
+from stargate_operator.core.counts import NODES_LIMIT_CONFIRMED, cluster_counts, rack_counts
 from stargate_operator.core.domains import link_domains, link_rack
 from stargate_operator.core.gridevents import EventIn, event_status, link_events, parse_event
 from stargate_operator.core.memory import bind_claims, derived_capacity
@@ -42,6 +42,7 @@ from stargate_operator.core.status import (
     domain_status,
     node_status,
     pool_status,
+    rack_power_limits,
     rack_status,
 )
 from stargate_operator.core.types import CoreSettings, ObjectKey, Plan
@@ -294,7 +295,8 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
             rack.facility_it_w = memo.facility_it_w
             statuses.update(memo.statuses)
             memos[rack.namespace, rack.name] = memo
-            ctx.counts["Rack", rack.namespace, rack.name] = memo.counts
+            ctx.counts["Rack", rack.namespace, rack.name] = counts = memo.counts
+            rack.power_limits = memo.power_limits
         else:
             if rack.powered:
                 allocate_rack(rack)
@@ -308,15 +310,19 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
                     else:
                         mine = None  # a condition changed: now played a part; build it again
             counts = ctx.counts["Rack", rack.namespace, rack.name] = rack_counts(rack)
+            rack.power_limits = rack_power_limits(rack)
             if mine is not None:
                 memos[rack.namespace, rack.name] = RackMemo.of(rack, mine, counts)
+        rack.limits_confirmed = counts[NODES_LIMIT_CONFIRMED]
         statuses["Rack", rack.namespace, rack.name] = rack_status(rack, ctx)
     for node in orphans:
         statuses["GPUNode", node.namespace, node.name] = _node_status(node, ctx)
     for cluster in clusters.values():
         roll_up_site(cluster)
+        counts = ctx.counts["StargateCluster", cluster.namespace, cluster.name] = cluster_counts(
+            cluster, ctx.counts)
+        cluster.limits_confirmed = counts[NODES_LIMIT_CONFIRMED]
         statuses["StargateCluster", cluster.namespace, cluster.name] = cluster_status(cluster, ctx)
-        ctx.counts["StargateCluster", cluster.namespace, cluster.name] = cluster_counts(cluster, ctx.counts)
     for domain in domains.values():
         statuses["PowerDomain", domain.namespace, domain.name] = domain_status(domain, ctx)
     for event in events.values():
@@ -346,17 +352,18 @@ def _node_status(node: NodeIn, ctx: StatusContext) -> dict[str, Any]:
     if not ctx.caching:
         return node_status(node, ctx)
     key = (node.allocated_w, node.limit_w, node.safe_limit_w, node.healthy, node.stale_reason, node.powered,
-           node.rack_found, node.rack_cluster_ref, ctx.stale_after)
+           node.rack_found, node.rack_cluster_ref, ctx.stale_after, node.enforced_w)
     if node.out_key == key and node.out_status is not None:
         return node.out_status
     status = node_status(node, ctx)
     conds = status["conditions"]
     old = node.old
     if (
-        len(conds) == 3
+        len(conds) == 4
         and conds[0] is old.get("Ready")
         and conds[1] is old.get("PowerCapped")
         and conds[2] is old.get("TelemetryStale")
+        and conds[3] is old.get("PowerLimitApplied")
     ):
         node.out_key = key
         node.out_status = status

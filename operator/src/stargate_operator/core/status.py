@@ -46,7 +46,7 @@ class StatusContext:
 
 CLUSTER_CONDITIONS = frozenset({"Ready", "PowerOvercommitted", "Capping"})
 RACK_CONDITIONS = frozenset({"Ready", "PowerCapped", "OverBudget"})
-NODE_CONDITIONS = frozenset({"Ready", "PowerCapped", "TelemetryStale"})
+NODE_CONDITIONS = frozenset({"Ready", "PowerCapped", "TelemetryStale", "PowerLimitApplied"})
 POOL_CONDITIONS = frozenset({"Ready", "Exhausted"})
 CLAIM_CONDITIONS = frozenset({"Ready"})
 DOMAIN_CONDITIONS = frozenset({"Ready", "Overcommitted", "Constrained", "OverLimit", "Capping"})
@@ -63,6 +63,16 @@ MISSING_REFERENCE = frozenset({"ClusterNotFound", "RackNotFound", "PoolNotFound"
 def node_power_capped(n: NodeIn) -> bool:
     """Allocated less than its demand; only a powered node (its rack and site exist) has a budget."""
     return n.powered and n.allocated_w < n.demand_w
+
+
+def node_limit_confirmed(n: NodeIn) -> bool:
+    """PowerLimitApplied=True: fresh telemetry reports the assigned per-GPU limit as enforced."""
+    return n.powered and n.enforced_w is not None and n.enforced_w == n.limit_w
+
+
+def node_limit_not_enforced(n: NodeIn) -> bool:
+    """PowerLimitApplied=False (NotEnforced): fresh telemetry reports another limit in force."""
+    return n.powered and n.enforced_w is not None and n.enforced_w != n.limit_w
 
 
 def rack_power_capped(r: RackIn) -> bool:
@@ -136,6 +146,7 @@ def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
         "allocatedWatts": c.allocated_w,
         "measuredWatts": c.measured_w,
         "facilityWatts": c.facility_w,
+        "limitsConfirmed": c.limits_confirmed,
     }
     if capping_status is not None:
         status["power"]["capping"] = capping_status
@@ -206,10 +217,23 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
         "floorWatts": r.floor_w,
         "demandWatts": r.demand_w,
         "measuredWatts": r.measured_w,
+        "limitsConfirmed": r.limits_confirmed,
     }
     if r.limited_by is not None and capped[1] == TRUE:
         status["power"]["limitedBy"] = r.limited_by.name
+    # The fast path of the limits (DESIGN section 12): one write per rack reaches its nodes' agents.
+    status["powerLimits"] = r.power_limits
     return status
+
+
+def rack_power_limits(r: RackIn) -> dict[str, int]:
+    """Rack.status.powerLimits once its nodes are allocated: each node's per-GPU limit (the same
+    figure as its powerLimitWatts) by name, sorted so that the input's order never shows."""
+    return {n.name: n.limit_w for n in sorted(r.nodes, key=_name)}
+
+
+def _name(n: NodeIn) -> str:
+    return n.name
 
 
 def _limited_by(r: RackIn) -> str:
@@ -237,6 +261,30 @@ def _stale_condition(n: NodeIn, stale_after: float) -> CondSpec:
     else:
         text = f"telemetry observedAt {seen!r} is not an RFC 3339 time: 0 GPUs counted healthy"
     return ("TelemetryStale", TRUE, why, text)
+
+
+def _limit_condition(n: NodeIn) -> CondSpec:
+    """PowerLimitApplied: whether the agent's fresh report shows the assigned limit in force.
+
+    Before any report (no telemetry, or an agent or a DCGM source that does not report the enforced
+    limit) it is Unknown, reason NoReport: a site without agents is not alerted on. A stale report
+    proves nothing either (Unknown, TelemetryStale). Right after a new limit is assigned it is False
+    (NotEnforced) until the agent reports it: that is the truth, and how long it lasts is the
+    enforcement path's latency. Messages carry only figures of the status itself."""
+    if not n.rack_found:
+        return ("PowerLimitApplied", UNKNOWN, "RackNotFound", "no limit is assigned without a rack")
+    if not n.powered:
+        return ("PowerLimitApplied", UNKNOWN, "ClusterNotFound", "no limit is assigned without a cluster")
+    if n.enforced_w is None:
+        if n.stale:
+            return ("PowerLimitApplied", UNKNOWN, "TelemetryStale",
+                    "the node agent's last report is stale: the limit in force is not known")
+        return ("PowerLimitApplied", UNKNOWN, "NoReport",
+                "the node agent has not reported the limit its GPUs enforce")
+    if n.enforced_w == n.limit_w:
+        return ("PowerLimitApplied", TRUE, "Enforced", "the node agent reports the assigned limit enforced")
+    return ("PowerLimitApplied", FALSE, "NotEnforced",
+            f"the GPUs enforce {n.enforced_w} W per GPU, {n.limit_w} W is assigned")
 
 
 def node_status(n: NodeIn, ctx: StatusContext) -> Status:
@@ -288,7 +336,8 @@ def node_status(n: NodeIn, ctx: StatusContext) -> Status:
             capped = ("PowerCapped", FALSE, "DemandMet", "allocated its full demand")
     old = n.old
     conds = build_conditions(
-        old, (ready, capped, stale), NODE_CONDITIONS, ctx.now, n.generation, ctx.conditions
+        old, (ready, capped, stale, _limit_condition(n)), NODE_CONDITIONS, ctx.now, n.generation,
+        ctx.conditions
     )
     if not n.powered:
         _warn_reference(events, ("GPUNode", n.namespace, n.name), ready, old)

@@ -5,7 +5,8 @@
 the reconcile loop pays nothing for metrics, and the series of a deleted object disappear with the
 object (there is no per-object gauge to forget to remove). Per-node series are off by default (a
 10,000-node site would otherwise export about 150,000 series); the site and rack series carry the
-node counts (stale telemetry, maintenance, power-capped nodes) either way.
+node counts (stale telemetry, maintenance, power-capped nodes, nodes whose agent confirmed their
+limit or reported another one in force) either way.
 
 Those counts, and whether a curtailment is in effect, are the core's decisions: the collector reads
 them from the source's `counts()` (the engine keeps the last plan's Plan.counts) and decides
@@ -62,6 +63,8 @@ from prometheus_client.registry import Collector
 
 from stargate_operator.core.counts import (
     CURTAILMENT_PERCENT,
+    NODES_LIMIT_CONFIRMED,
+    NODES_LIMIT_UNCONFIRMED,
     NODES_MAINTENANCE,
     NODES_POWER_CAPPED,
     NODES_TELEMETRY_STALE,
@@ -69,8 +72,9 @@ from stargate_operator.core.counts import (
     RACKS_POWER_CAPPED,
     counts_from_objects,
 )
+from stargate_operator.core.objects import in_maintenance
 from stargate_operator.core.types import ObjectKey
-from stargate_operator.core.wire import parse_epoch
+from stargate_operator.core.wire import mapping, parse_epoch
 from stargate_operator.kinds import (
     DEFAULT_DESIGN_PUE,
     DEFAULT_DOMAIN_TYPE,
@@ -345,6 +349,12 @@ def _declare_all(f: Families, per_node: bool) -> None:
               "GPU nodes of the site whose telemetry is stale (TelemetryStale=True).", c)
     f.declare("stargate_cluster_nodes_power_capped",
               "GPU nodes of the site allocated less than their demand (PowerCapped=True).", c)
+    f.declare("stargate_cluster_nodes_limit_confirmed",
+              "GPU nodes of the site whose agent reports their assigned limit enforced "
+              "(PowerLimitApplied=True).", c)
+    f.declare("stargate_cluster_nodes_limit_unconfirmed",
+              "GPU nodes of the site whose agent reports another limit in force than the one assigned "
+              "(PowerLimitApplied=False, NotEnforced); nodes that never reported are neither.", c)
     f.declare("stargate_cluster_racks_power_capped",
               "Racks of the site whose budget is below their demand (PowerCapped=True).", c)
     f.declare("stargate_cluster_racks_over_budget",
@@ -390,6 +400,10 @@ def _declare_all(f: Families, per_node: bool) -> None:
     f.declare("stargate_rack_nodes_maintenance", "GPU nodes of the rack in maintenance.", r)
     f.declare("stargate_rack_nodes_telemetry_stale", "GPU nodes of the rack whose telemetry is stale.", r)
     f.declare("stargate_rack_nodes_power_capped", "Nodes of the rack allocated less than their demand.", r)
+    f.declare("stargate_rack_nodes_limit_confirmed",
+              "Nodes of the rack whose agent reports their assigned limit enforced.", r)
+    f.declare("stargate_rack_nodes_limit_unconfirmed",
+              "Nodes of the rack whose agent reports another limit in force than the one assigned.", r)
     f.declare("stargate_rack_gpus", "GPUs of the rack by state (healthy, unhealthy).", (*r, "state"))
     f.declare("stargate_rack_power_max_watts", "Feed and cooling rating of the rack (spec).", r)
     f.declare("stargate_rack_power_budget_watts", "Power allocated to the rack.", r)
@@ -537,7 +551,7 @@ class StargateCollector(Collector):
                 rack_name = _str(node, "spec", "rackRef")
                 status = _get(node, "status")
                 self._node(node, ns, rack_cluster.get((ns, rack_name), ""), rack_name, status,
-                           _conditions(status), _get(node, "spec", "maintenance") is True)
+                           _conditions(status), in_maintenance(mapping(_get(node, "spec"))))
 
         for rack in by_kind[_RACK]:
             ns = _str(rack, "metadata", "namespace")
@@ -557,6 +571,8 @@ class StargateCollector(Collector):
             f.add("stargate_rack_nodes_maintenance", labels, rc.get(NODES_MAINTENANCE, 0))
             f.add("stargate_rack_nodes_telemetry_stale", labels, rc.get(NODES_TELEMETRY_STALE, 0))
             f.add("stargate_rack_nodes_power_capped", labels, rc.get(NODES_POWER_CAPPED, 0))
+            f.add("stargate_rack_nodes_limit_confirmed", labels, rc.get(NODES_LIMIT_CONFIRMED, 0))
+            f.add("stargate_rack_nodes_limit_unconfirmed", labels, rc.get(NODES_LIMIT_UNCONFIRMED, 0))
             total, healthy = _num(status, "gpus", "total"), _num(status, "gpus", "healthy")
             if total is not None and healthy is not None:
                 f.add("stargate_rack_gpus", (*labels, "healthy"), healthy)
@@ -615,6 +631,8 @@ class StargateCollector(Collector):
         f.add("stargate_cluster_nodes_maintenance", labels, cc.get(NODES_MAINTENANCE, 0))
         f.add("stargate_cluster_nodes_telemetry_stale", labels, cc.get(NODES_TELEMETRY_STALE, 0))
         f.add("stargate_cluster_nodes_power_capped", labels, cc.get(NODES_POWER_CAPPED, 0))
+        f.add("stargate_cluster_nodes_limit_confirmed", labels, cc.get(NODES_LIMIT_CONFIRMED, 0))
+        f.add("stargate_cluster_nodes_limit_unconfirmed", labels, cc.get(NODES_LIMIT_UNCONFIRMED, 0))
         f.add("stargate_cluster_racks_power_capped", labels, cc.get(RACKS_POWER_CAPPED, 0))
         f.add("stargate_cluster_racks_over_budget", labels, cc.get(RACKS_OVER_BUDGET, 0))
         total, healthy = _num(status, "gpus", "total"), _num(status, "gpus", "healthy")
