@@ -16,10 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from helpers.fake_nvml import FakeGPU, FakeNvml
 from helpers.kube import Kubectl
+from helpers.operator_process import free_port
 from stargate_operator.agent.nvml import NvmlBackend
 from stargate_operator.agent.runner import EVENT_REASON_NOT_APPLIED, Fleet, GPUBackend, simulated_factory
 from stargate_operator.agent.simulate import FAILED_GPUS_ANNOTATION, SimulatedBackend
@@ -109,7 +111,7 @@ async def test_agent_writes_only_telemetry_and_follows_the_limit(
         Telemetry.model_validate(t)
         # The reading, and the power range the GPUs accept (issue 18: what discovery reads).
         assert set(t) == {"powerWatts", "healthyGPUs", "hbmUsedBytes", "observedAt",
-                          "minPowerWatts", "maxPowerWatts", "defaultPowerWatts",
+                          "minPowerWatts", "maxPowerWatts", "defaultPowerWatts", "enforcedLimitWatts",
                           "peakPowerWatts"}  # the highest of its 1 Hz samples (section 13)
         # Only its field: the rest of status, the spec, labels and generation are untouched.
         assert {k: v for k, v in after["status"].items() if k != "telemetry"} == before["status"]
@@ -257,8 +259,8 @@ def test_cli_fleet_of_simulated_nodes_in_one_process(
 
 def test_agent_needs_only_its_rbac(kubectl: Kubectl, namespace: str, control_plane: LocalControlPlane,
                                    tmp_path: Path) -> None:
-    """What a DaemonSet's ServiceAccount needs: get/list/watch gpunodes, patch gpunodes/status, create
-    events. Nothing more."""
+    """What a DaemonSet's ServiceAccount needs: get/list/watch gpunodes and racks (the per-rack
+    limits), patch gpunodes/status, create events. Nothing more."""
     ns = namespace
     kubectl.apply(gpunode("n1"), namespace=ns)
     set_status(kubectl, ns, "n1", operator_status(900))  # above the range: an Event must be created
@@ -267,7 +269,8 @@ def test_agent_needs_only_its_rbac(kubectl: Kubectl, namespace: str, control_pla
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
          "metadata": {"name": "stargate-agent"},
          "rules": [
-             {"apiGroups": ["stargate.dev"], "resources": ["gpunodes"], "verbs": ["get", "list", "watch"]},
+             {"apiGroups": ["stargate.dev"], "resources": ["gpunodes", "racks"],
+              "verbs": ["get", "list", "watch"]},
              {"apiGroups": ["stargate.dev"], "resources": ["gpunodes/status"], "verbs": ["patch"]},
              {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
          ]},
@@ -329,3 +332,109 @@ async def test_polling_without_watch(kubectl: Kubectl, namespace: str, client: K
         assert client.requests.get(("watch", "gpunodes"), 0) == 0
     finally:
         await stop(task)
+
+
+def rack_manifest(name: str = "rack-a") -> dict[str, Any]:
+    return {"apiVersion": "stargate.dev/v1alpha1", "kind": "Rack", "metadata": {"name": name},
+            "spec": {"clusterRef": "site", "maxPowerWatts": 100_000}}
+
+
+def set_rack_limits(kubectl: Kubectl, ns: str, name: str, limits: dict[str, int | None]) -> None:
+    kubectl("patch", "rack", name, "-n", ns, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"powerLimits": limits}}))
+
+
+async def test_agent_takes_its_limit_from_its_rack_and_falls_back_to_its_gpunode(
+        kubectl: Kubectl, namespace: str, client: KubeClient) -> None:
+    """DESIGN section 12: the operator writes the racks' powerLimits before the GPUNodes' statuses;
+    the agent watches its own rack (by name) and enforces its entry there, else its GPUNode's
+    powerLimitWatts; it reports what the GPUs enforce as telemetry.enforcedLimitWatts."""
+    ns = namespace
+    kubectl.apply([rack_manifest("rack-a"), rack_manifest("rack-b"), gpunode("n1")], namespace=ns)
+    set_status(kubectl, ns, "n1", operator_status(450))
+    fleet = Fleet(client, ns, simulated_factory(seed=1), names=["n1"], interval=30)
+    task = await run_fleet(fleet)
+    try:
+        await asyncio.wait_for(fleet.racks_synced.wait(), 20)
+        agent = fleet.agents["n1"]
+        backend = agent.backend
+        assert isinstance(backend, SimulatedBackend)
+        # The rack does not list it yet: its GPUNode's limit.
+        await eventually(lambda: backend.limit_watts == 450, timeout=5)
+        assert agent.assigned_limit() == (450, "gpunode")
+        # One write to the rack reaches it, while its GPUNode still says 450.
+        set_rack_limits(kubectl, ns, "rack-a", {"n1": 300, "someone-else": 500})
+        await eventually(lambda: backend.limit_watts == 300, timeout=5)
+        assert agent.assigned_limit() == (300, "rack")
+        # ... and it reports the limit in force (at most a second after its last write).
+        await eventually(lambda: get(kubectl, ns, "n1")["status"]["telemetry"].get("enforcedLimitWatts")
+                         == 300, timeout=10)
+        # Another rack's entry for it means nothing: only its own rack is watched.
+        set_rack_limits(kubectl, ns, "rack-b", {"n1": 200})
+        set_status(kubectl, ns, "n1", {"powerLimitWatts": 250})  # the GPUNode follows later
+        await asyncio.sleep(1.5)
+        assert backend.limit_watts == 300
+        assert set(fleet.racks) == {"rack-a"}
+        # The rack no longer lists it: back to its GPUNode's status.
+        set_rack_limits(kubectl, ns, "rack-a", {"n1": None})
+        await eventually(lambda: backend.limit_watts == 250, timeout=5)
+        # It moves to rack-b: that rack's entry, through a watch on that rack now.
+        kubectl("patch", "gpunode", "n1", "-n", ns, "--type=merge", "-p",
+                json.dumps({"spec": {"rackRef": "rack-b"}}))
+        await eventually(lambda: backend.limit_watts == 200, timeout=10)
+        assert set(fleet.racks) == {"rack-b"}
+        assert fleet.stats.limit_changes == {"rack": 2, "gpunode": 2}  # 300, 200; 450, 250
+    finally:
+        await stop(task)
+
+
+def test_cli_fleet_follows_the_racks_and_serves_its_metrics(
+        kubectl: Kubectl, namespace: str, control_plane: LocalControlPlane, tmp_path: Path) -> None:
+    """`agent --simulate --all` (the benchmark's and the demo's way): one watch of the namespace's
+    racks for every agent; --metrics-port says where each limit came from."""
+    ns = namespace
+    kubectl.apply([rack_manifest("rack-a"), *(gpunode(f"sim-{i}") for i in range(3))], namespace=ns)
+    for i in range(3):
+        set_status(kubectl, ns, f"sim-{i}", operator_status(500))
+    port = free_port()
+    log = (tmp_path / "agent.log").open("w")
+    proc = subprocess.Popen([*CLI, "--simulate", "--all", "--interval", "60", "--metrics-port", str(port),
+                             "--metrics-addr", "127.0.0.1"],
+                            env={**control_plane.env(), "STARGATE_AGENT_NAMESPACE": ns},
+                            stdout=log, stderr=subprocess.STDOUT)
+
+    def metrics() -> dict[str, float]:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return {}
+        return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                if ln.startswith("stargate_agent")}
+
+    def enforced() -> dict[str, Any]:
+        items = kubectl.json("get", "gpunodes", "-n", ns)["items"]
+        return {o["metadata"]["name"]:
+                ((o.get("status") or {}).get("telemetry") or {}).get("enforcedLimitWatts") for o in items}
+
+    try:
+        asyncio.run(eventually(lambda: set(enforced().values()) == {500}, timeout=30))
+        m = metrics()
+        assert m["stargate_agent_nodes"] == 3
+        assert m['stargate_agent_nodes_limit_source{source="gpunode"}'] == 3
+        set_rack_limits(kubectl, ns, "rack-a", {"sim-0": 300, "sim-1": 350, "sim-2": 500})
+        asyncio.run(eventually(lambda: enforced() == {"sim-0": 300, "sim-1": 350, "sim-2": 500},
+                               timeout=30))
+        m = metrics()
+        assert m['stargate_agent_nodes_limit_source{source="rack"}'] == 3
+        # Two devices' limits changed, through the rack; the third was already at its entry.
+        assert m['stargate_agent_power_limit_changes_total{source="rack"}'] == 2
+        assert m['stargate_agent_power_limit_changes_total{source="gpunode"}'] == 3
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+        log.close()
+    text = (tmp_path / "agent.log").read_text()
+    assert code == 0, text
+    assert "Traceback" not in text
+

@@ -1,21 +1,27 @@
 """The agent loop: one `NodeAgent` per GPUNode, many of them in one asyncio process if need be.
 
-Every interval (and promptly when the operator changes `status.powerLimitWatts`, the spec or the
-fault-injection annotation, when watching) an agent
-1. applies `status.powerLimitWatts` to every GPU (clamped to what the device allows; what could not be
-   applied is logged and reported once per distinct outcome as a Warning Event `PowerLimitNotApplied`
-   on the GPUNode: the telemetry schema has no field for it);
-2. reads its GPUs;
-3. writes `status.telemetry` (`powerWatts`, `healthyGPUs`, `hbmUsedBytes`, `observedAt`) with a JSON
-   merge patch on the status subresource that names nothing else, so no other status field is touched.
+Every interval (and promptly when the operator changes its limit, the spec or the fault-injection
+annotation, when watching) an agent
+1. applies its limit to every GPU (clamped to what the device allows; what could not be applied is
+   logged and reported once per distinct outcome as a Warning Event `PowerLimitNotApplied` on the
+   GPUNode: the telemetry schema has no field for it). Its limit is the one its rack's
+   `status.powerLimits` gives it (DESIGN section 12: the operator writes the racks first, one write
+   per rack, so a curtailment reaches every agent within seconds), else its GPUNode's
+   `status.powerLimitWatts` (a rack not seen yet, not listing the node, or not readable);
+2. reads its GPUs, the power limit they enforce included;
+3. writes `status.telemetry` (`powerWatts`, `healthyGPUs`, `hbmUsedBytes`, `observedAt`,
+   `enforcedLimitWatts`, the power range) with a JSON merge patch on the status subresource that names
+   nothing else, so no other status field is touched. A new limit is applied at once and reported
+   at most a second after the last write (MIN_WRITE_GAP).
 
 `powerWatts` is the node's power: the GPUs' measured draw plus the rest of the node. NVML sees only the
 GPUs, so the rest is the GPUNode's `spec.basePowerWatts`; the simulator models both.
 
-A `Fleet` keeps the GPUNode objects in a cache fed by the operator's list-then-watch loop
-(controller/informer.py; or by polling with `watch=False`)
-and runs the agents: one for a real node (`--node NAME`), or one per GPUNode of a namespace in
-simulation (`--simulate --all`), which is how the demo runs a hundred nodes in one process. Writes of a
+A `Fleet` keeps the GPUNode objects and the racks' `powerLimits` in caches fed by the operator's
+list-then-watch loop (controller/informer.py; or by polling with `watch=False`) and runs the agents:
+one for a real node (`--node NAME`, watching its GPUNode and its own rack by field selectors), or one
+per GPUNode of a namespace in simulation (`--simulate --all`, one watch of the namespace's GPUNodes
+and one of its racks), which is how the demo runs a hundred nodes in one process. Writes of a
 fleet are spread over the interval so that they do not arrive together.
 """
 
@@ -26,7 +32,7 @@ import contextlib
 import logging
 import random
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,10 +50,17 @@ log = logging.getLogger(__name__)
 
 GPU_NODES = ApiResource.of(kinds.GPU_NODE)
 LEASES = ApiResource("coordination.k8s.io", "v1", "leases", "Lease")  # the operator's (section 13)
+RACKS = ApiResource.of(kinds.RACK)
 PLURAL = GPU_NODES.plural
+# Where an agent's limit came from: its rack's powerLimits, or its GPUNode's powerLimitWatts.
+FROM_RACK, FROM_GPUNODE = "rack", "gpunode"
 EVENT_REASON_NOT_APPLIED = "PowerLimitNotApplied"
 COMPONENT = "stargate-agent"
 MIN_WRITE_GAP = 1.0  # seconds: prompt writes after a change, but never more than one a second
+# Writes of one fleet in flight at once. A curtailment wakes every agent of a simulated site at
+# once; 10,000 requests left to queue for the client's connections fail at its connect timeout
+# (and come back together on their retries), queued here they go out in turn.
+FLEET_WRITES = 8
 
 BackendFactory = Callable[[str, dict[str, Any]], GPUBackend]
 _PENDING: set[asyncio.Task[None]] = set()  # fire-and-forget applies, held until done
@@ -76,18 +89,43 @@ def telemetry_patch(reading: NodeReading, spec: dict[str, Any], peak_watts: floa
             "hbmUsedBytes": max(0, reading.hbm_used_bytes),
             "observedAt": rfc3339(reading.observed_at),
             **reading.power_range_telemetry(),  # NVML's range and default: discovery reads them
+            **_enforced(reading),
         }
     }
 
 
-def _wake_key(obj: dict[str, Any]) -> tuple[Any, ...]:
+def _enforced(reading: NodeReading) -> dict[str, int]:
+    watts = reading.enforced_limit_watts
+    return {} if watts is None or watts < 0 else {"enforcedLimitWatts": watts}
+
+
+def rack_power_limits(rack: dict[str, Any]) -> dict[str, int]:
+    """A rack's `status.powerLimits` (GPUNode name -> per-GPU limit), read defensively."""
+    limits = (rack.get("status") or {}).get("powerLimits")
+    if not isinstance(limits, dict):
+        return {}
+    return {str(k): v for k, v in limits.items() if type(v) is int and v >= 0}
+
+
+def _wake_key(obj: dict[str, Any], rack_limit: int | None) -> tuple[Any, ...]:
     """What, when it changes, should make an agent act before its next interval (not telemetry)."""
     meta = obj.get("metadata") or {}
     return (
-        (obj.get("status") or {}).get("powerLimitWatts"),
+        rack_limit if rack_limit is not None else (obj.get("status") or {}).get("powerLimitWatts"),
         meta.get("generation"),
         (meta.get("annotations") or {}).get(FAILED_GPUS_ANNOTATION),
     )
+
+
+def rack_ref(obj: dict[str, Any]) -> str:
+    return str((obj.get("spec") or {}).get("rackRef") or "")
+
+
+@dataclass
+class FleetStats:
+    """What a fleet's agents did, for `agent --metrics-port` (and hack/bench.py)."""
+
+    limit_changes: dict[str, int] = field(default_factory=lambda: {FROM_RACK: 0, FROM_GPUNODE: 0})
 
 
 @dataclass
@@ -108,6 +146,10 @@ class NodeAgent:
     # the agent then enforces min(limit, safeLimitWatts).
     failsafe: bool = False
     obj: dict[str, Any] = field(default_factory=dict)
+    # Its limit in its rack's status.powerLimits (None: not known there; its GPUNode's then).
+    rack_limit: int | None = None
+    stats: FleetStats | None = None
+    writes_gate: asyncio.Semaphore | None = None  # the fleet's: its writes in flight at once
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     gone: bool = False
     writes: int = 0
@@ -116,29 +158,35 @@ class NodeAgent:
     last_telemetry: dict[str, Any] | None = None
     _last_write: float = -1e9
     _peak_w: float = 0.0  # the highest node power sampled since the last report
+    # Seconds until the next try after a telemetry write failed (the API server away): the report
+    # is the proof that a limit is in force, so it is not left for a whole interval.
+    _retry_in: float | None = None
 
     def update(self, obj: dict[str, Any]) -> None:
         old = self.obj
         self.obj = obj
-        if not old or _wake_key(old) != _wake_key(obj):
+        if not old or _wake_key(old, self.rack_limit) != _wake_key(obj, self.rack_limit):
             self.wake.set()
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self.backend.blocking:
-            return await asyncio.to_thread(fn, *args)
-        return fn(*args)
+    def set_rack_limit(self, limit: int | None) -> None:
+        """Its entry in its rack's powerLimits (None: none); wakes it when its limit changes."""
+        if limit == self.rack_limit:
+            return
+        before = self.assigned_limit()
+        self.rack_limit = limit
+        after = self.assigned_limit()
+        # The same limit from elsewhere (its rack now lists what its GPUNode said): nothing to do.
+        if (before[0] if before else None) != (after[0] if after else None):
+            self.wake.set()
 
     def assigned_limit(self) -> tuple[int, str] | None:
-        """The limit to enforce and where it came from (its GPUNode's status); in fail-safe, no
-        more than the GPUNode's safeLimitWatts."""
-        limit = (self.obj.get("status") or {}).get("powerLimitWatts")
-        if limit is None:
-            return None
-        if self.failsafe:
-            safe = self.safe_limit()
-            if safe is not None and safe < int(limit):
-                return safe, "gpunode"
-        return int(limit), "gpunode"
+        """The limit to enforce and where it came from: the rack's, else the GPUNode's status;
+        in fail-safe, no more than the GPUNode's safeLimitWatts."""
+        limit = self._assigned_limit()
+        if limit is None or not self.failsafe:
+            return limit
+        safe = self.safe_limit()
+        return limit if safe is None or safe >= limit[0] else (safe, limit[1])
 
     def safe_limit(self) -> int | None:
         """status.safeLimitWatts: the limit that holds even if every GPU draws it (section 13)."""
@@ -164,12 +212,28 @@ class NodeAgent:
         except Exception:  # the next pass applies it again
             log.exception("%s/%s: applying the fail-safe limit failed", self.namespace, self.name)
 
+    def _assigned_limit(self) -> tuple[int, str] | None:
+        if self.rack_limit is not None:
+            return self.rack_limit, FROM_RACK
+        limit = (self.obj.get("status") or {}).get("powerLimitWatts")
+        if limit is None:
+            return None
+        return int(limit), FROM_GPUNODE
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.backend.blocking:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
     async def apply_limit(self) -> LimitOutcome | None:
         assigned = self.assigned_limit()
         if assigned is None:
             return None  # the operator has not decided yet: leave the devices as they are
-        outcome: LimitOutcome = await self._call(self.backend.apply_power_limit, assigned[0])
+        limit, source = assigned
+        outcome: LimitOutcome = await self._call(self.backend.apply_power_limit, limit)
         self.last_outcome = outcome
+        if outcome.changed and self.stats is not None:
+            self.stats.limit_changes[source] += 1
         key = (outcome.requested_watts, outcome.problems)
         if outcome.problems and key != self.last_reported:
             msg = f"power limit {outcome.requested_watts} W per GPU not fully applied: " + "; ".join(
@@ -200,23 +264,34 @@ class NodeAgent:
             peak = max(self._peak_w, node_power_watts(reading, spec))
         patch = telemetry_patch(reading, spec, peak)
         try:
-            await self.client.patch_status(PLURAL, self.namespace, self.name, patch)
+            if self.writes_gate is None:
+                await self.client.patch_status(PLURAL, self.namespace, self.name, patch)
+            else:
+                async with self.writes_gate:
+                    await self.client.patch_status(PLURAL, self.namespace, self.name, patch)
         except ApiError as e:
             if e.status == 404:
                 log.info("%s/%s: GPUNode deleted, agent stops", self.namespace, self.name)
                 self.gone = True
                 return False
             log.warning("%s/%s: telemetry not written: %s", self.namespace, self.name, e)
+            self._failed_write()
             return True
-        except (httpx.HTTPError, OSError) as e:  # the API server is down or unreachable: next interval
+        except (httpx.HTTPError, OSError) as e:  # the API server is down or unreachable: retry
             log.warning("%s/%s: telemetry not written: %s", self.namespace, self.name,
                         str(e) or type(e).__name__)
+            self._failed_write()
             return True
+        self._retry_in = None
         self._peak_w = 0.0  # a new report window
         self.writes += 1
         self.last_telemetry = patch["telemetry"]
         self._last_write = asyncio.get_running_loop().time()
         return True
+
+    def _failed_write(self) -> None:
+        """Try again after 1 s, then 2, 4, ... up to the interval."""
+        self._retry_in = min(self.interval, MIN_WRITE_GAP if self._retry_in is None else 2 * self._retry_in)
 
     async def sample_once(self) -> None:
         """One power sample between reports: the peak of the window is the highest of them."""
@@ -266,12 +341,25 @@ class NodeAgent:
             while next_at <= now:
                 next_at += self.interval
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout=next_at - now)
+                # Not wait_for: on Python 3.11 it swallows a cancellation that arrives as the event
+                # is set (the agent then outlives Fleet.stop()).
+                wait = next_at - now
+                if self._retry_in is not None:
+                    wait = min(wait, self._retry_in)
+                async with asyncio.timeout(wait):
+                    await self.wake.wait()
             except TimeoutError:
-                continue  # the interval is up
-            # Woken by a change: act now, but not more than once a second.
+                continue  # the interval is up (or a failed write's retry is due)
+            # Woken by a change: a new limit goes to the GPUs at once; the report (the next pass)
+            # follows, but never more than one write a second.
             gap = self._last_write + MIN_WRITE_GAP - loop.time()
             if gap > 0:
+                try:
+                    await self.apply_limit()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("%s/%s: applying the power limit failed", self.namespace, self.name)
                 await asyncio.sleep(gap)
 
     def close(self) -> None:
@@ -288,7 +376,12 @@ def simulated_factory(*, seed: int | None = None, failed_gpus: int = 0) -> Backe
 
 
 class Fleet:
-    """Agents for the GPUNodes of one namespace: the named ones, or every one (`names=None`)."""
+    """Agents for the GPUNodes of one namespace: the named ones, or every one (`names=None`).
+
+    Two caches, each fed by its own list-then-watch: the GPUNodes (by name when there is one) and
+    the racks' powerLimits (every rack of the namespace for several nodes; for one node, its own
+    rack by name, followed when its rackRef changes). An agent's limit is its rack's entry, else
+    its GPUNode's status.powerLimitWatts."""
 
     def __init__(self, client: KubeClient, namespace: str, backend_factory: BackendFactory, *,
                  names: list[str] | None = None, interval: float = 10.0, watch: bool = True,
@@ -312,12 +405,23 @@ class Fleet:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._rng = random.Random(seed)
         self.synced = asyncio.Event()  # set after the first list
+        self.racks_synced = asyncio.Event()  # set after the first list of racks
+        self.racks: dict[str, dict[str, int]] = {}  # rack name -> its status.powerLimits
+        self.stats = FleetStats()
+        self.writes_gate = asyncio.Semaphore(FLEET_WRITES)
+        self._rack_ref_changed = asyncio.Event()  # one node: the rack to watch is another one
+
+    @property
+    def single(self) -> str | None:
+        """The one GPUNode served, when there is exactly one (a real node's agent)."""
+        if self.names is not None and len(self.names) == 1:
+            return next(iter(self.names))
+        return None
 
     @property
     def field_selector(self) -> str | None:
-        if self.names is not None and len(self.names) == 1:
-            return f"metadata.name={next(iter(self.names))}"
-        return None
+        one = self.single
+        return f"metadata.name={one}" if one is not None else None
 
     def _phase(self, name: str) -> float:
         # Spread a fleet's writes over the interval; stable per name, so restarts keep the rhythm.
@@ -325,6 +429,9 @@ class Fleet:
 
     def _wanted(self, name: str) -> bool:
         return self.names is None or name in self.names
+
+    def _rack_limit(self, name: str, obj: dict[str, Any]) -> int | None:
+        return self.racks.get(rack_ref(obj), {}).get(name)
 
     def upsert(self, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
@@ -342,14 +449,23 @@ class Fleet:
                 raise
             agent = NodeAgent(self.client, self.namespace, name, backend, interval=self.interval,
                               phase=self._phase(name) if self.names is None or len(self.names) > 1 else 0.0,
-                              events=self.events, sample_interval=self.sample_interval,
+                              events=self.events, stats=self.stats, writes_gate=self.writes_gate,
+                              sample_interval=self.sample_interval,
                               failsafe=self.failsafe)
             agent.obj = obj
+            agent.rack_limit = self._rack_limit(name, obj)
             self.agents[name] = agent
             self.tasks[name] = asyncio.create_task(agent.run(), name=f"agent-{name}")
             log.info("%s/%s: agent started", self.namespace, name)
+            if self.single is not None:
+                self._rack_ref_changed.set()
         else:
+            moved = rack_ref(agent.obj) != rack_ref(obj)
             agent.update(obj)
+            if moved:
+                agent.set_rack_limit(self._rack_limit(name, obj))
+                if self.single is not None:
+                    self._rack_ref_changed.set()
 
     def _drop(self, name: str) -> None:
         agent = self.agents.pop(name, None)
@@ -383,12 +499,87 @@ class Fleet:
         elif type_ == "DELETED":
             self.delete(obj["metadata"]["name"])
 
+    # -- the racks' powerLimits ---------------------------------------------------------------
+
+    def _rack_changed(self, rack: str, limits: dict[str, int] | None) -> None:
+        """A rack's powerLimits now (None: the rack is gone): the agents it lists, or listed, and
+        that belong to it get their entry (or lose it)."""
+        old = self.racks.pop(rack, {})
+        if limits is not None:
+            self.racks[rack] = limits
+        for name in old.keys() | (limits or {}).keys():
+            agent = self.agents.get(name)
+            if agent is not None and rack_ref(agent.obj) == rack:
+                agent.set_rack_limit((limits or {}).get(name))
+
+    def _replace_racks(self, items: list[dict[str, Any]]) -> None:
+        self.racks = {o["metadata"]["name"]: rack_power_limits(o) for o in items}
+        for name, agent in self.agents.items():
+            agent.set_rack_limit(self._rack_limit(name, agent.obj))
+
+    def _sync_racks(self, items: list[dict[str, Any]]) -> None:
+        self._replace_racks(items)
+        self.racks_synced.set()
+
+    def _on_rack_event(self, type_: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if type_ in ("ADDED", "MODIFIED"):
+            self._rack_changed(name, rack_power_limits(obj))
+        elif type_ == "DELETED":
+            self._rack_changed(name, None)
+
+    def _informer(self, resource: ApiResource, on_list: Callable[[list[dict[str, Any]]], None],
+                  on_event: Callable[[str, dict[str, Any]], None], synced: asyncio.Event,
+                  field_selector: str | None) -> Coroutine[Any, Any, None]:
+        """The operator's list-then-watch (controller/informer.py), or a list every interval
+        without `watch`: the API server down or unreachable only delays it, the agents keep
+        running on what they have."""
+        return run_informer(
+            self.client, resource, self.namespace, lambda _kind, _ns, items: on_list(items), on_event,
+            synced, field_selector=field_selector, watch_timeout=290,
+            poll_interval=None if self.watch else self.interval, min_backoff=1.0, max_backoff=60.0,
+            page_size=500)
+
+    async def _follow_racks(self) -> None:
+        one = self.single
+        if one is None:  # several nodes: every rack of the namespace, one watch
+            await self._informer(RACKS, self._sync_racks, self._on_rack_event, self.racks_synced, None)
+            return
+        # One node (a DaemonSet's agent): only its own rack, by name, so that a site's rack writes
+        # are not all sent to every node; followed when its rackRef changes.
+        task: asyncio.Task[None] | None = None
+        watched: str | None = None
+        try:
+            while True:
+                await self._rack_ref_changed.wait()
+                self._rack_ref_changed.clear()
+                agent = self.agents.get(one)
+                ref = rack_ref(agent.obj) if agent is not None else ""
+                if ref == watched:
+                    continue
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    task = None
+                self._replace_racks([])  # another rack: nothing known of it yet
+                watched = ref
+                if ref:
+                    task = asyncio.create_task(self._informer(
+                        RACKS, self._sync_racks, self._on_rack_event, self.racks_synced,
+                        f"metadata.name={ref}"), name=f"racks {ref}")
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     async def _follow(self) -> None:
-        nodes = self._follow_nodes()
+        nodes = self._informer(GPU_NODES, self._sync_list, self._on_event, self.synced, self.field_selector)
         if self.failsafe_after is None:
-            await nodes
+            await asyncio.gather(nodes, self._follow_racks())
         else:
-            await asyncio.gather(nodes, self._follow_lease(self.failsafe_after))
+            await asyncio.gather(nodes, self._follow_racks(), self._follow_lease(self.failsafe_after))
 
     def lease_seen(self, lease: Any, now: float, wall: datetime) -> None:
         """What a read of the operator's Lease tells: a renewal when its renewTime (or holder) moved
@@ -467,17 +658,6 @@ class Fleet:
             with contextlib.suppress(asyncio.CancelledError):
                 await judge
 
-    async def _follow_nodes(self) -> None:
-        """The operator's list-then-watch (controller/informer.py), or a list every interval
-        without `watch`: the API server down or unreachable only delays it, the agents keep
-        running on what they have."""
-        await run_informer(
-            self.client, GPU_NODES, self.namespace,
-            lambda _kind, _ns, items: self._sync_list(items), self._on_event, self.synced,
-            field_selector=self.field_selector, watch_timeout=290,
-            poll_interval=None if self.watch else self.interval, min_backoff=1.0, max_backoff=60.0,
-            page_size=500)
-
     async def run(self) -> None:
         """Until cancelled. Closes every backend on the way out."""
         try:
@@ -497,6 +677,17 @@ class Fleet:
         """One pass: list, apply, read, write for every agent. Returns (GPUNodes written, GPUNodes
         wanted: the named ones, or every one listed)."""
         items, _ = await self.client.list(PLURAL, self.namespace, field_selector=self.field_selector)
+        one = self.single
+        rack_selector = None
+        if one is not None:
+            mine = [o for o in items if o["metadata"]["name"] == one]
+            rack_selector = f"metadata.name={rack_ref(mine[0])}" if mine and rack_ref(mine[0]) else None
+        if one is None or rack_selector is not None:
+            try:
+                racks, _ = await self.client.list(RACKS.plural, self.namespace, field_selector=rack_selector)
+                self.racks = {o["metadata"]["name"]: rack_power_limits(o) for o in racks}
+            except (ApiError, httpx.HTTPError, OSError) as e:  # the GPUNodes' limits then
+                log.warning("%s: racks not readable, limits from the GPUNodes: %s", self.namespace, e)
         wrote = 0
         try:
             for obj in items:
@@ -504,7 +695,8 @@ class Fleet:
                 if not self._wanted(name):
                     continue
                 agent = NodeAgent(self.client, self.namespace, name, self.factory(name, obj),
-                                  interval=self.interval, events=self.events, obj=obj)
+                                  interval=self.interval, events=self.events, obj=obj, stats=self.stats,
+                                  rack_limit=self._rack_limit(name, obj), writes_gate=self.writes_gate)
                 self.agents[name] = agent
             await asyncio.gather(*(a.tick() for a in self.agents.values()))
             wrote = sum(a.writes for a in self.agents.values())

@@ -15,6 +15,12 @@ hbmUsedBytes, observedAt), and nothing else. With --watch (the default) a new li
 about a second. Simulated faults: --fail-gpus N, or at runtime
   kubectl annotate gpunode NAME stargate.dev/simulate-failed-gpus=2 --overwrite
 
+An agent takes its limit from its rack's status.powerLimits (DESIGN section 12: one watch on the
+racks of the namespace with --all, on its own rack by name otherwise), else from its GPUNode's
+status.powerLimitWatts, and reports the limit the GPUs enforce as telemetry.enforcedLimitWatts.
+With --metrics-port it serves what it did (limits applied, by where they came from) for
+Prometheus.
+
 Every flag has an environment variable (shown in --help), for a DaemonSet's pod spec.
 """
 
@@ -96,6 +102,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-events", dest="events", action="store_false",
         help="do not record PowerLimitNotApplied Events (logs only)")
     parser.add_argument(
+        "--metrics-port", type=_non_negative_int,
+        default=int(_env("STARGATE_AGENT_METRICS_PORT", "0") or 0), metavar="PORT",
+        help="serve the agent's metrics (limits applied, by source; nodes served) on this port; 0: "
+             "off [env STARGATE_AGENT_METRICS_PORT; default 0]")
+    parser.add_argument(
+        "--metrics-addr", default=_env("STARGATE_AGENT_METRICS_ADDR", "0.0.0.0"),
+        help="address for --metrics-port [env STARGATE_AGENT_METRICS_ADDR; default 0.0.0.0]")
+    parser.add_argument(
         "--log-level", default=_env("STARGATE_AGENT_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
         help="[env STARGATE_AGENT_LOG_LEVEL; default INFO]")
@@ -140,6 +154,8 @@ async def _main(args: argparse.Namespace) -> int:
     fleet = Fleet(client, args.namespace, factory, names=None if args.all_nodes else args.node,
                   interval=args.interval, watch=args.watch, events=args.events, seed=args.seed,
                   failsafe_after=args.failsafe_after or None, sample_interval=args.sample_interval or None)
+    if args.metrics_port and not args.once:
+        serve_metrics(fleet, args.metrics_port, args.metrics_addr)
     try:
         if args.once:
             wrote, wanted = await fleet.run_once()
@@ -158,3 +174,49 @@ async def _main(args: argparse.Namespace) -> int:
         return 0
     finally:
         await client.aclose()
+
+
+def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
+    """The fleet's figures on /metrics, from a thread of prometheus_client's own server:
+    - `stargate_agent_nodes`: GPUNodes served;
+    - `stargate_agent_nodes_limit_source{source}`: agents taking their limit from their rack
+      (`rack`), from their GPUNode's status (`gpunode`: the rack has not listed it), or from
+      nowhere yet (`none`: the operator has not decided);
+    - `stargate_agent_power_limit_changes_total{source}`: limits set on the devices (a device whose
+      limit already was the one asked for is not counted), by where the limit came from."""
+    from collections.abc import Iterator
+
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    from stargate_operator.agent.runner import FROM_GPUNODE, FROM_RACK
+
+    class FleetCollector(Collector):
+        def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+            agents = list(fleet.agents.values())
+            nodes = GaugeMetricFamily("stargate_agent_nodes", "GPUNodes this agent process serves.")
+            nodes.add_metric([], len(agents))
+            yield nodes
+            sources = {FROM_RACK: 0, FROM_GPUNODE: 0, "none": 0}
+            for agent in agents:
+                assigned = agent.assigned_limit()
+                sources[assigned[1] if assigned is not None else "none"] += 1
+            by_source = GaugeMetricFamily(
+                "stargate_agent_nodes_limit_source",
+                "Agents by where their limit comes from: their rack's status.powerLimits, their "
+                "GPUNode's status.powerLimitWatts, or none yet.", labels=["source"])
+            for source, n in sources.items():
+                by_source.add_metric([source], n)
+            yield by_source
+            changes = CounterMetricFamily(
+                "stargate_agent_power_limit_changes",
+                "Power limits set on the devices, by where the limit came from.", labels=["source"])
+            for source, n in fleet.stats.limit_changes.items():
+                changes.add_metric([source], n)
+            yield changes
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector())
+    start_http_server(port, addr, registry=registry)
+    log.info("agent metrics on %s:%d", addr, port)
