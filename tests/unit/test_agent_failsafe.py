@@ -56,6 +56,25 @@ def test_in_fail_safe_an_agent_enforces_no_more_than_its_safe_limit() -> None:
     assert agent.assigned_limit() == (450, "gpunode")
     agent.obj = {"status": {"powerLimitWatts": 687}}  # an operator that never wrote a safe limit
     assert agent.assigned_limit() == (687, "gpunode")
+    # the rack's safeLimits entry goes with the rack's limit, and wins
+    agent.obj = {"status": {"powerLimitWatts": 687, "safeLimitWatts": 500}}
+    agent.rack_limit, agent.rack_safe = 650, 480
+    assert agent.assigned_limit() == (480, "rack")
+
+
+def test_a_fleet_hands_each_agent_its_racks_safe_limit() -> None:
+    fleet = Fleet(cast(Any, None), "site-a", lambda n, o: cast(Any, None))
+    agent = NodeAgent(cast(Any, None), "site-a", "n0", cast(Any, None))
+    agent.obj = {"spec": {"rackRef": "r1"}}
+    fleet.agents["n0"] = agent
+    rack = {"metadata": {"name": "r1"}, "status": {"powerLimits": {"n0": 650}, "safeLimits": {"n0": 480}}}
+    fleet._replace_racks([rack])
+    assert (agent.rack_limit, agent.rack_safe) == (650, 480)
+    moved = {"powerLimits": {"n0": 600}, "safeLimits": {"n0": 470}}
+    fleet._on_rack_event("MODIFIED", {**rack, "status": moved})
+    assert (agent.rack_limit, agent.rack_safe) == (600, 470)
+    fleet._on_rack_event("DELETED", rack)
+    assert (agent.rack_limit, agent.rack_safe) == (None, None)
 
 
 class Steps:

@@ -115,6 +115,9 @@ def test_low_measured_draw_lets_the_site_allocate_above_its_budget() -> None:
     assert reasons(plan) == []
     # the rack's budget exceeds what the site alone would give it, and says by what
     assert st(plan, "Rack", "r0")["power"]["budgetWatts"] == 416
+    # the safe limits travel with the rack's limits (the agents' fast path)
+    assert st(plan, "Rack", "r0")["powerLimits"] == {"n0": 416}
+    assert st(plan, "Rack", "r0")["safeLimits"] == {"n0": 333}
 
 
 def test_draw_at_the_cap_line_caps_within_the_real_budget_at_once_with_an_event() -> None:

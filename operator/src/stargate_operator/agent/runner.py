@@ -99,6 +99,14 @@ def _enforced(reading: NodeReading) -> dict[str, int]:
     return {} if watts is None or watts < 0 else {"enforcedLimitWatts": watts}
 
 
+def rack_safe_limits(rack: dict[str, Any]) -> dict[str, int]:
+    """A rack's `status.safeLimits` (GPUNode name -> safe per-GPU limit, section 13), defensively."""
+    limits = (rack.get("status") or {}).get("safeLimits")
+    if not isinstance(limits, dict):
+        return {}
+    return {str(k): v for k, v in limits.items() if type(v) is int and v >= 0}
+
+
 def rack_power_limits(rack: dict[str, Any]) -> dict[str, int]:
     """A rack's `status.powerLimits` (GPUNode name -> per-GPU limit), read defensively."""
     limits = (rack.get("status") or {}).get("powerLimits")
@@ -145,6 +153,7 @@ class NodeAgent:
     # The fail-safe (section 13): set by its fleet while the operator's Lease is not being renewed;
     # the agent then enforces min(limit, safeLimitWatts).
     failsafe: bool = False
+    rack_safe: int | None = None  # its entry in its rack's status.safeLimits, when known
     obj: dict[str, Any] = field(default_factory=dict)
     # Its limit in its rack's status.powerLimits (None: not known there; its GPUNode's then).
     rack_limit: int | None = None
@@ -189,7 +198,10 @@ class NodeAgent:
         return limit if safe is None or safe >= limit[0] else (safe, limit[1])
 
     def safe_limit(self) -> int | None:
-        """status.safeLimitWatts: the limit that holds even if every GPU draws it (section 13)."""
+        """The limit that holds even if every GPU draws it (section 13): its rack's safeLimits entry,
+        else its GPUNode's status.safeLimitWatts."""
+        if self.rack_safe is not None:
+            return self.rack_safe
         safe = (self.obj.get("status") or {}).get("safeLimitWatts")
         return safe if type(safe) is int and safe >= 0 else None
 
@@ -407,6 +419,7 @@ class Fleet:
         self.synced = asyncio.Event()  # set after the first list
         self.racks_synced = asyncio.Event()  # set after the first list of racks
         self.racks: dict[str, dict[str, int]] = {}  # rack name -> its status.powerLimits
+        self.rack_safe: dict[str, dict[str, int]] = {}  # rack name -> its status.safeLimits
         self.stats = FleetStats()
         self.writes_gate = asyncio.Semaphore(FLEET_WRITES)
         self._rack_ref_changed = asyncio.Event()  # one node: the rack to watch is another one
@@ -454,6 +467,7 @@ class Fleet:
                               failsafe=self.failsafe)
             agent.obj = obj
             agent.rack_limit = self._rack_limit(name, obj)
+            agent.rack_safe = self.rack_safe.get(rack_ref(obj), {}).get(name)
             self.agents[name] = agent
             self.tasks[name] = asyncio.create_task(agent.run(), name=f"agent-{name}")
             log.info("%s/%s: agent started", self.namespace, name)
@@ -512,7 +526,22 @@ class Fleet:
             if agent is not None and rack_ref(agent.obj) == rack:
                 agent.set_rack_limit((limits or {}).get(name))
 
+    def _note_safe(self, rack: str, limits: dict[str, int] | None) -> None:
+        """A rack's safeLimits now (None: gone), for the agents that belong to it."""
+        if limits is None:
+            self.rack_safe.pop(rack, None)
+        else:
+            self.rack_safe[rack] = limits
+        for name, agent in self.agents.items():
+            if rack_ref(agent.obj) == rack:
+                agent.rack_safe = (limits or {}).get(name)
+
     def _replace_racks(self, items: list[dict[str, Any]]) -> None:
+        self.rack_safe = {}
+        for agent in self.agents.values():
+            agent.rack_safe = None
+        for o in items:
+            self._note_safe(o["metadata"]["name"], rack_safe_limits(o))
         self.racks = {o["metadata"]["name"]: rack_power_limits(o) for o in items}
         for name, agent in self.agents.items():
             agent.set_rack_limit(self._rack_limit(name, agent.obj))
@@ -524,8 +553,10 @@ class Fleet:
     def _on_rack_event(self, type_: str, obj: dict[str, Any]) -> None:
         name = obj["metadata"]["name"]
         if type_ in ("ADDED", "MODIFIED"):
+            self._note_safe(name, rack_safe_limits(obj))
             self._rack_changed(name, rack_power_limits(obj))
         elif type_ == "DELETED":
+            self._note_safe(name, None)
             self._rack_changed(name, None)
 
     def _informer(self, resource: ApiResource, on_list: Callable[[list[dict[str, Any]]], None],

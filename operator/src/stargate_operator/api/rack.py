@@ -92,6 +92,14 @@ class RackStatus(StatusBase):
             "node agents (which watch their rack) get a new limit with one write per rack."
         ),
     )
+    safe_limits: dict[str, PerGPULimit] | None = Field(
+        default=None,
+        description=(
+            "GPUNode name to its safeLimitWatts (DESIGN section 13: its limit with no oversubscription "
+            "anywhere), beside powerLimits, so that the limit an agent falls back to when the operator's "
+            "Lease lapses travels with the limit it replaces."
+        ),
+    )
 
 
 class Rack(Resource):

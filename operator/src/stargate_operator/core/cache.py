@@ -42,6 +42,7 @@ class RackMemo:
     statuses: dict[ObjectKey, dict[str, Any]]  # its nodes' statuses
     counts: dict[str, int]  # its Plan.counts, which those statuses decide
     power_limits: dict[str, int]  # its status.powerLimits, which they decide too
+    safe_limits: dict[str, int]  # its status.safeLimits (section 13), likewise
 
     @classmethod
     def of(
@@ -60,6 +61,7 @@ class RackMemo:
             statuses=statuses,
             counts=counts,
             power_limits=rack.power_limits,
+            safe_limits=rack.safe_limits,
         )
 
     def restore_sums(self, rack: RackIn) -> None:

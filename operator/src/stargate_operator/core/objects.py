@@ -110,6 +110,7 @@ class RackIn:
     facility_it_w: int = 0  # IT power for the facility figure: measured, else allocated, per node
     limits_confirmed: int = 0  # nodes whose agent reports their limit enforced (counts.py)
     power_limits: dict[str, int] = field(default_factory=dict)  # node name -> per-GPU limit
+    safe_limits: dict[str, int] = field(default_factory=dict)  # node name -> its safeLimitWatts
     # power domains (domains.py): the valid domains above it, its site first among its constraints
     chain: list[DomainIn] = field(default_factory=list)
     path_problem: str = ""  # why its power path is invalid (then it gets its floor only)

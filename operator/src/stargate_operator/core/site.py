@@ -43,6 +43,7 @@ from stargate_operator.core.status import (
     node_status,
     pool_status,
     rack_power_limits,
+    rack_safe_limits,
     rack_status,
 )
 from stargate_operator.core.types import CoreSettings, ObjectKey, Plan
@@ -297,6 +298,7 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
             memos[rack.namespace, rack.name] = memo
             ctx.counts["Rack", rack.namespace, rack.name] = counts = memo.counts
             rack.power_limits = memo.power_limits
+            rack.safe_limits = memo.safe_limits
         else:
             if rack.powered:
                 allocate_rack(rack)
@@ -311,6 +313,7 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
                         mine = None  # a condition changed: now played a part; build it again
             counts = ctx.counts["Rack", rack.namespace, rack.name] = rack_counts(rack)
             rack.power_limits = rack_power_limits(rack)
+            rack.safe_limits = rack_safe_limits(rack)
             if mine is not None:
                 memos[rack.namespace, rack.name] = RackMemo.of(rack, mine, counts)
         rack.limits_confirmed = counts[NODES_LIMIT_CONFIRMED]

@@ -223,7 +223,15 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
         status["power"]["limitedBy"] = r.limited_by.name
     # The fast path of the limits (DESIGN section 12): one write per rack reaches its nodes' agents.
     status["powerLimits"] = r.power_limits
+    # ... and beside them each node's safe limit (section 13): what its agent falls back to when the
+    # operator's Lease lapses, current with the limits it goes with.
+    status["safeLimits"] = r.safe_limits
     return status
+
+
+def rack_safe_limits(r: RackIn) -> dict[str, int]:
+    """Rack.status.safeLimits: each node's safeLimitWatts by name, as powerLimits (section 13)."""
+    return {n.name: n.safe_limit_w if n.powered else n.limit_w for n in sorted(r.nodes, key=_name)}
 
 
 def rack_power_limits(r: RackIn) -> dict[str, int]:
