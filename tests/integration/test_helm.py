@@ -1230,13 +1230,10 @@ def test_shard_releases_reach_only_their_namespaces(cluster: Cluster) -> None:
 
 # ------------------------------------------------------------------------ the agent and discovery
 AGENT_RELEASE, AGENT_NS, AGENT_SITE, AGENT_NODE = "sg-agent", "stargate-agent", "rec-agent", "gpu-rec-1"
-# Granted for what the agent is about to read and does not read yet: its rack's per-node limits (the
-# enforcement path, DESIGN section 12). Remove them from here as the agent starts using them; the
-# proof below then covers them too. (The site's Lease, the fail-safe of section 13, is read now.)
-AGENT_PENDING = {
-    ("stargate.dev", "racks", "list"),
-    ("stargate.dev", "racks", "watch"),
-}
+# Granted for what the agent is about to read and does not read yet: none now (its rack's limits,
+# DESIGN section 12, and the site's Lease, section 13, are read). A rule granted ahead of its use goes
+# here until the agent uses it; the proof below then covers it too.
+AGENT_PENDING: set[tuple[str, str, str]] = set()
 
 
 @dataclass
