@@ -235,17 +235,19 @@ def test_lint_every_feature(helm: Helm, feature: str) -> None:
 
 def test_template_default(helm: Helm) -> None:
     docs = helm.render()
-    kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(
+    rendered = sorted(d["kind"] for d in docs)
+    assert rendered == sorted(
         [
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
             "Service",
             "Deployment",
-            *["CustomResourceDefinition"] * 5,
+            *["CustomResourceDefinition"] * len(kinds.KINDS),
         ]
-    ), kinds
+    ), rendered
+    crd_names = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition")
+    assert crd_names == sorted(f"{k.plural}.{kinds.GROUP}" for k in kinds.KINDS), crd_names
     dep = one(docs, "Deployment")
     spec = dep["spec"]
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}

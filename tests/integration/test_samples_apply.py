@@ -123,10 +123,12 @@ COLUMNS: list[tuple[str, str, dict[str, Any], dict[str, str], dict[str, str]]] =
                 "allocatedWatts": 247000,
                 "measuredWatts": 231000,
                 "facilityWatts": 242550,
+                "limitsConfirmed": 38,
             },
             "conditions": [
                 _condition("Ready", "True", "Reconciled"),
                 _condition("PowerOvercommitted", "False", "FloorsFit"),
+                _condition("Capping", "False", "DrawBelowCapAt"),
             ],
         },
         {
@@ -145,8 +147,10 @@ COLUMNS: list[tuple[str, str, dict[str, Any], dict[str, str], dict[str, str]]] =
             "COOLING": "Seawater",
             "NODES": "40",
             "MEASURED-W": "231000",
+            "CONFIRMED": "38",
             "FACILITY-W": "242550",
             "CURTAIL-%": "",
+            "CAPPING": "False",
         },
     ),
     (
@@ -160,6 +164,7 @@ COLUMNS: list[tuple[str, str, dict[str, Any], dict[str, str], dict[str, str]]] =
                 "floorWatts": 61200,
                 "demandWatts": 118800,
                 "measuredWatts": 101234,
+                "limitsConfirmed": 17,
             },
             "conditions": [
                 _condition("Ready", "True", "Allocated"),
@@ -186,6 +191,7 @@ COLUMNS: list[tuple[str, str, dict[str, Any], dict[str, str], dict[str, str]]] =
             "POWER-DOMAIN": "",
             "COOLING-DOMAIN": "cdu-deck-1",
             "LIMITED-BY": "",
+            "CONFIRMED": "17",
         },
     ),
     (
@@ -206,6 +212,7 @@ COLUMNS: list[tuple[str, str, dict[str, Any], dict[str, str], dict[str, str]]] =
                 _condition("Overcommitted", "False", "FloorsFit"),
                 _condition("Constrained", "True", "DemandExceedsUsable"),
                 _condition("OverLimit", "False", "WithinLimit"),
+                _condition("Capping", "True", "DrawAboveCapAt"),
             ],
         },
         {
@@ -225,6 +232,7 @@ COLUMNS: list[tuple[str, str, dict[str, Any], dict[str, str], dict[str, str]]] =
             "DEMAND-W": "278400",
             "OVERCOMMITTED": "False",
             "CONSTRAINED": "True",
+            "CAPPING": "True",
         },
     ),
     (
@@ -236,10 +244,16 @@ COLUMNS: list[tuple[str, str, dict[str, Any], dict[str, str], dict[str, str]]] =
             "floorWatts": 3400,
             "demandWatts": 6600,
             "healthyGPUs": 3,
-            "telemetry": {"powerWatts": 5512, "healthyGPUs": 3, "observedAt": "2026-04-12T20:00:00Z"},
+            "telemetry": {
+                "powerWatts": 5512,
+                "healthyGPUs": 3,
+                "enforcedLimitWatts": 950,
+                "observedAt": "2026-04-12T20:00:00Z",
+            },
             "conditions": [
                 _condition("Ready", "True", "Allocated"),
                 _condition("TelemetryStale", "False", "Fresh"),
+                _condition("PowerLimitApplied", "True", "Enforced"),
             ],
         },
         {
@@ -251,7 +265,16 @@ COLUMNS: list[tuple[str, str, dict[str, Any], dict[str, str], dict[str, str]]] =
             "ALLOCATED-W": "5600",
             "READY": "True",
         },
-        {"DEMAND-W": "6600", "MEASURED-W": "5512", "MAINTENANCE": "false", "STALE": "False"},
+        {
+            "DEMAND-W": "6600",
+            "MEASURED-W": "5512",
+            "ENFORCED-W": "950",
+            "MAINTENANCE": "false",
+            # spec.cordoned: node discovery's, unset in the sample and without a default
+            "CORDONED": "",
+            "STALE": "False",
+            "APPLIED": "True",
+        },
     ),
     (
         "mpool",
