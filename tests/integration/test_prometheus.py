@@ -69,6 +69,8 @@ PROBES = {
     "StargateReconcileSlow": "histogram_quantile(0.99, sum by (job, instance, kind, le) "
                              "(rate(stargate_reconcile_duration_seconds_bucket[10m])))",
     "StargateOperatorAbsent": "stargate_build_info",
+    # every site's count, 0 here: the troubled site's telemetry reports no enforced limit (never reported)
+    "StargatePowerLimitsNotApplied": "stargate_cluster_nodes_limit_unconfirmed",
 }
 
 
