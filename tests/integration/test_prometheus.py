@@ -71,6 +71,8 @@ PROBES = {
     "StargateOperatorAbsent": "stargate_build_info",
     # every site's count, 0 here: the troubled site's telemetry reports no enforced limit (never reported)
     "StargatePowerLimitsNotApplied": "stargate_cluster_nodes_limit_unconfirmed",
+    "StargateDomainCappingOften": "increase(stargate_domain_capping_starts_total[1h])",
+    "StargateSiteCappingOften": "increase(stargate_cluster_capping_starts_total[1h])",
 }
 
 
@@ -97,6 +99,8 @@ def troubled_site(now: datetime) -> list[dict[str, Any]]:
     site = next(o for o in objs if o["kind"] == "StargateCluster")
     site["spec"]["power"]["curtailment"] = {
         "percent": 60, "reason": "grid emergency", "until": format_time(now + timedelta(hours=2))}
+    # Oversubscription of 0 %: a capping state for the alerts to see, the same budget.
+    site["spec"]["power"]["oversubscription"] = {"percent": 0}
     rng = random.Random(3)
     rating = {o["metadata"]["name"]: o["spec"]["maxPowerWatts"] for o in objs if o["kind"] == "Rack"}
     for node in (o for o in objs if o["kind"] == "GPUNode"):
@@ -201,7 +205,9 @@ def troubled_tree(objs: list[dict[str, Any]], now: datetime) -> list[dict[str, A
         domain("pdu-0", "FloorPDU", "swb-a", rated(floor[0] - 5_000)),
         domain("pdu-1", "FloorPDU", "swb-a", rated(floor[1] / 0.97)),
         domain("pdu-2", "FloorPDU", "swb-a", rated(floor[2] * 1.5)),
-        domain("cdu-a", "CDU", None, 4_000_000, "Cooling"),
+        # Oversubscribed but far from binding: it carries a capping state for the alerts to see.
+        {**(cdu := domain("cdu-a", "CDU", None, 4_000_000, "Cooling")),
+         "spec": {**cdu["spec"], "oversubscription": {"percent": 5}}},
         domain("pdu-orphan", "FloorPDU", "swb-gone", 100_000),
     ]
 
