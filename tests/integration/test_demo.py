@@ -222,7 +222,8 @@ def test_demo_runs_the_sample_site_and_stops_clean_on_ctrl_c(start_demo: Callabl
     out = demo.output()
     assert demo.kubeconfig.exists()
     assert f"export KUBECONFIG={demo.kubeconfig}" in out
-    assert "kubectl get stargate -A" in out and "kubectl patch sgc north-sea" in out
+    # Demand response is a GridEvent now (issue 15), not a patch of the site's curtailment.
+    assert "kubectl get stargate -A" in out and '"kind":"GridEvent"' in out and "kubectl get gev" in out
     procs = _started_processes(demo)
 
     # Everything through kubectl with the kubeconfig the demo wrote, as a user would.
