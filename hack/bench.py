@@ -114,14 +114,15 @@ async def bounded(jobs: Iterable[Callable[[], Awaitable[Any]]], limit: int = CON
 
 
 class Site:
-    def __init__(self, client: KubeClient, namespace: str, nodes: int, seed: int) -> None:
+    def __init__(self, client: KubeClient, namespace: str, nodes: int, seed: int, tree: bool = False) -> None:
         self.client = client
         self.namespace = namespace
         self.nodes = nodes
         self.seed = seed
+        self.tree = tree
 
     async def create(self) -> None:
-        objs = synthetic_site(self.nodes, self.seed, self.namespace, now=datetime.now(UTC))
+        objs = synthetic_site(self.nodes, self.seed, self.namespace, now=datetime.now(UTC), tree=self.tree)
         await self.client.request("POST", "/api/v1/namespaces", verb="create",
                                   body={"apiVersion": "v1", "kind": "Namespace",
                                         "metadata": {"name": self.namespace}})
@@ -629,7 +630,7 @@ async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, lo
 
 
 async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {"nodes": args.nodes}
+    result: dict[str, Any] = {"nodes": args.nodes, "tree": args.tree}
     logdir = Path(tempfile.mkdtemp(prefix="sg-bench-"))
     profiler = Profiler(Path(args.profile)) if args.profile else None
     with LocalControlPlane(extra_apiserver_args=["--profiling=true"] if profiler else ()) as cp:
@@ -649,7 +650,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             idle_rss, _ = idle.rss_mb()
             idle.stop()
 
-            site = Site(client, "stargate-bench", args.nodes, args.seed)
+            site = Site(client, "stargate-bench", args.nodes, args.seed, tree=args.tree)
             t0 = time.perf_counter()
             await site.create()
             objects = await site.objects()
@@ -881,6 +882,9 @@ def main() -> int:
                    "the agents' reaction: the API server's CPU profile (pprof, from its /debug/pprof), "
                    "the operator's and the agent's (py-spy, if installed), with a summary of each in "
                    "DIR/summary.txt")
+    p.add_argument("--tree", action="store_true",
+                   help="put the site under a 6-level power tree (utility, 2 substations, 8 switchboards, "
+                   "40 floor PDUs, 400 RPPs, 100 CDUs: issue 14's benchmark tree)")
     p.add_argument("--no-agents", action="store_true",
                    help="skip phase 5 (one simulated agent per node; minutes at 10,000 nodes)")
     p.add_argument("--shards", action="store_true",

@@ -49,18 +49,22 @@ def test_rack_and_site_counts_are_what_the_conditions_say() -> None:
     a = plan.counts["Rack", NS, "a"]
     # a3 and a2 are held below demand (rack rated 700 W, three 500 W demands); a1 is at its floor
     # (no node reports an enforced limit: none confirmed, none unconfirmed)
-    assert a == {NODES_MAINTENANCE: 1, NODES_TELEMETRY_STALE: 1, NODES_POWER_CAPPED: 2, NODES_LIMIT_CONFIRMED: 0, NODES_LIMIT_UNCONFIRMED: 0}
+    assert a == {NODES_MAINTENANCE: 1, NODES_TELEMETRY_STALE: 1, NODES_POWER_CAPPED: 2,
+                 NODES_LIMIT_CONFIRMED: 0, NODES_LIMIT_UNCONFIRMED: 0}
     # b gets what a leaves of the curtailed 1,000 W budget: b1 is capped too
     assert plan.counts["Rack", NS, "b"] == {NODES_MAINTENANCE: 0, NODES_TELEMETRY_STALE: 0,
-                                            NODES_POWER_CAPPED: 1, NODES_LIMIT_CONFIRMED: 0, NODES_LIMIT_UNCONFIRMED: 0}
+                                            NODES_POWER_CAPPED: 1, NODES_LIMIT_CONFIRMED: 0,
+                                            NODES_LIMIT_UNCONFIRMED: 0}
     # an unpowered rack counts its nodes' maintenance and staleness, but nobody is capped there
     assert plan.counts["Rack", NS, "c"] == {NODES_MAINTENANCE: 1, NODES_TELEMETRY_STALE: 1,
-                                            NODES_POWER_CAPPED: 0, NODES_LIMIT_CONFIRMED: 0, NODES_LIMIT_UNCONFIRMED: 0}
+                                            NODES_POWER_CAPPED: 0, NODES_LIMIT_CONFIRMED: 0,
+                                            NODES_LIMIT_UNCONFIRMED: 0}
     site = plan.counts["StargateCluster", NS, "site"]
     # rack a's demand is capped at its rating, which its budget covers: its nodes are capped, the
     # rack is not; it measures 900 W against 700 W: over budget. Rack c is no site's.
     assert site == {NODES_MAINTENANCE: 1, NODES_TELEMETRY_STALE: 1, NODES_POWER_CAPPED: 3,
-                    NODES_LIMIT_CONFIRMED: 0, NODES_LIMIT_UNCONFIRMED: 0, RACKS_POWER_CAPPED: 1, RACKS_OVER_BUDGET: 1, CURTAILMENT_PERCENT: 50}
+                    NODES_LIMIT_CONFIRMED: 0, NODES_LIMIT_UNCONFIRMED: 0, RACKS_POWER_CAPPED: 1,
+                    RACKS_OVER_BUDGET: 1, CURTAILMENT_PERCENT: 50}
     # the counts agree with the conditions written: the same predicates decide both
     capped = [k[2] for k, s in plan.statuses.items() if k[0] == "GPUNode"
               and any(c["type"] == "PowerCapped" and c["status"] == "True" for c in s["conditions"])]
@@ -109,7 +113,8 @@ def test_counts_from_objects_tolerate_partial_and_malformed_objects() -> None:
                                         NODES_LIMIT_CONFIRMED: 0, NODES_LIMIT_UNCONFIRMED: 0}
     assert counts["Rack", "", "nons"][NODES_MAINTENANCE] == 0
     assert counts["StargateCluster", "x", "s"] == {
-        NODES_MAINTENANCE: 1, NODES_TELEMETRY_STALE: 0, NODES_POWER_CAPPED: 1, NODES_LIMIT_CONFIRMED: 0, NODES_LIMIT_UNCONFIRMED: 0,
+        NODES_MAINTENANCE: 1, NODES_TELEMETRY_STALE: 0, NODES_POWER_CAPPED: 1, NODES_LIMIT_CONFIRMED: 0,
+        NODES_LIMIT_UNCONFIRMED: 0,
         RACKS_POWER_CAPPED: 0,
         RACKS_OVER_BUDGET: 0, CURTAILMENT_PERCENT: 0}
 

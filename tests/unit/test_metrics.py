@@ -853,7 +853,8 @@ def test_limit_confirmation_counts_are_the_cores() -> None:
          "metadata": {"name": "s1", "namespace": "ns1"},
          "spec": {"site": {"region": "r", "kind": "Onshore", "cooling": "Air"},
                   "power": {"itCapacityWatts": 100_000, "reservePercent": 0}}},
-        {"apiVersion": "stargate.dev/v1alpha1", "kind": "Rack", "metadata": {"name": "r1", "namespace": "ns1"},
+        {"apiVersion": "stargate.dev/v1alpha1", "kind": "Rack",
+         "metadata": {"name": "r1", "namespace": "ns1"},
          "spec": {"clusterRef": "s1", "maxPowerWatts": 100_000}},
         gpunode("ok", 500), gpunode("ok2", 500), gpunode("off", 300), gpunode("silent", None),
     ]
@@ -862,8 +863,8 @@ def test_limit_confirmation_counts_are_the_cores() -> None:
                                 **({"telemetry": o["status"]["telemetry"]} if "status" in o else {})}}
                for o in objs]
     s = scrape(written)
-    C = {"namespace": "ns1", "cluster": "s1"}
-    assert value(s, "stargate_cluster_nodes_limit_confirmed", **C) == 2
-    assert value(s, "stargate_cluster_nodes_limit_unconfirmed", **C) == 1
-    assert value(s, "stargate_rack_nodes_limit_confirmed", **C, rack="r1") == 2
-    assert value(s, "stargate_rack_nodes_limit_unconfirmed", **C, rack="r1") == 1
+    site = {"namespace": "ns1", "cluster": "s1"}
+    assert value(s, "stargate_cluster_nodes_limit_confirmed", **site) == 2
+    assert value(s, "stargate_cluster_nodes_limit_unconfirmed", **site) == 1
+    assert value(s, "stargate_rack_nodes_limit_confirmed", **site, rack="r1") == 2
+    assert value(s, "stargate_rack_nodes_limit_unconfirmed", **site, rack="r1") == 1
