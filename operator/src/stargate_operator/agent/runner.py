@@ -362,17 +362,17 @@ class NodeAgent:
                     await self.wake.wait()
             except TimeoutError:
                 continue  # the interval is up (or a failed write's retry is due)
-            # Woken by a change: a new limit goes to the GPUs at once; the report (the next pass)
-            # follows, but never more than one write a second.
-            gap = self._last_write + MIN_WRITE_GAP - loop.time()
-            if gap > 0:
-                try:
-                    await self.apply_limit()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("%s/%s: applying the power limit failed", self.namespace, self.name)
-                await asyncio.sleep(gap)
+            # Woken by a change: a new limit goes to the GPUs at once; the report (the next pass:
+            # reading the GPUs, writing) follows, but never more than one write a second. Even
+            # without a wait, the loop is given back before reading: when a rack's write wakes
+            # many agents of one process, each sets its limit before any of them reads.
+            try:
+                await self.apply_limit()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s/%s: applying the power limit failed", self.namespace, self.name)
+            await asyncio.sleep(max(0.0, self._last_write + MIN_WRITE_GAP - loop.time()))
 
     def close(self) -> None:
         try:
