@@ -1081,6 +1081,16 @@ def record_run(cluster: Cluster, release: str, site_namespace: str) -> RecordedR
             return items
 
         events = _wait("an Event about the rack with a missing cluster", posted, 30, proc, log)
+
+        def leased() -> bool:
+            got = cluster.kubectl(
+                "get", "lease", kinds.FAILSAFE_LEASE_NAME, "-n", site_namespace, "-o", "name", check=False
+            )
+            return got.returncode == 0
+
+        # The fail-safe Lease's first renewal comes once the store is synced, like the statuses,
+        # so it may follow them: the record is complete once it exists.
+        _wait(f"the fail-safe Lease in {site_namespace}", leased, 30, proc, log)
     finally:
         _stop_operator(proc)
     time.sleep(0.5)  # the last audit lines (the peering farewell) reach the file

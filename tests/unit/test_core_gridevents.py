@@ -379,8 +379,9 @@ def test_no_phase_changes_before_the_next_change_the_timers_are_given(
     if future:
         assert plan.next_change_at is not None and plan.next_change_at <= min(future)
     horizon = plan.next_change_at or NOW + timedelta(days=1)
-    fraction = data.draw(hs.floats(0, 1, exclude_max=True))
-    between = NOW + (horizon - NOW) * fraction
+    # whole microseconds: a float fraction of the span can round up onto the change itself
+    span_us = (horizon - NOW) // timedelta(microseconds=1)
+    between = NOW + timedelta(microseconds=data.draw(hs.integers(0, max(span_us - 1, 0))))
 
     def phases(p: Plan) -> dict[str, str]:
         return {k[2]: v.get("phase", "") for k, v in p.statuses.items() if k[0] == "GridEvent"}
