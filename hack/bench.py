@@ -62,7 +62,7 @@ from typing import Any
 
 import httpx
 
-from stargate_operator.controller.store import PLURALS_BY_KIND
+from stargate_operator import kinds
 from stargate_operator.core import CoreSettings, plan_namespace
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.fixtures.synth import synthetic_site
@@ -133,14 +133,14 @@ class Site:
                            "spec": o["spec"]})
 
         def post(b: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
-            path = f"{GROUP_PATH}/namespaces/{self.namespace}/{PLURALS_BY_KIND[b['kind']]}"
+            path = f"{GROUP_PATH}/namespaces/{self.namespace}/{kinds.plural_of(b['kind'])}"
             return lambda: self.client.request("POST", path, verb="create", body=b)
 
         await bounded(post(b) for b in bodies)
 
     async def objects(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        for plural in PLURALS_BY_KIND.values():
+        for plural in (k.plural for k in kinds.KINDS):
             items, _ = await self.client.list(plural, self.namespace)
             out += items
         return out
@@ -155,10 +155,10 @@ class Site:
         def job(k: tuple[str, str, str], p: dict[str, Any] | None) -> Callable[[], Awaitable[Any]]:
             kind, ns, name = k
             if p is None:  # reset the whole status
-                path = f"{GROUP_PATH}/namespaces/{ns}/{PLURALS_BY_KIND[kind]}/{name}/status"
+                path = f"{GROUP_PATH}/namespaces/{ns}/{kinds.plural_of(kind)}/{name}/status"
                 return lambda: self.client.request("PATCH", path, verb="patch", body={"status": None},
                                                    content_type="application/merge-patch+json")
-            return lambda: self.client.patch_status(PLURALS_BY_KIND[kind], ns, name, p)
+            return lambda: self.client.patch_status(kinds.plural_of(kind), ns, name, p)
 
         t0 = time.perf_counter()
         await bounded(job(k, p) for k, p in patches.items())
@@ -447,13 +447,13 @@ class RackWatcher:
     async def _run(self) -> None:
         client = KubeClient.from_kubeconfig(str(self.kubeconfig), max_connections=2)
         try:
-            items, rv = await client.list("racks", self.namespace, page_size=5000)
+            items, rv = await client.list(kinds.RACK.plural, self.namespace, page_size=5000)
             wrong = {o["metadata"]["name"] for o in items
                      if (o.get("status") or {}).get("powerLimits") != self.want.get(o["metadata"]["name"])}
             wrong &= set(self.want)
             self.watching.set()
             while wrong:
-                async for event in client.watch("racks", self.namespace, rv, timeout_seconds=600):
+                async for event in client.watch(kinds.RACK.plural, self.namespace, rv, timeout_seconds=600):
                     obj = event["object"]
                     rv = str(obj.get("metadata", {}).get("resourceVersion") or rv)
                     if event["type"] == "BOOKMARK":
@@ -615,7 +615,7 @@ async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, lo
         confirmed_at = wait_until(lambda: confirmed(budget) == site.nodes, 1800, "every node confirmed again")
         result["confirm_s"] = round(confirmed_at - t, 3)
         # Correct as well as fast: every node's report is the limit the core assigned.
-        items, _ = await client.list("gpunodes", ns, page_size=5000)
+        items, _ = await client.list(kinds.GPU_NODE.plural, ns, page_size=5000)
         want = {k[2]: v["powerLimitWatts"] for k, v in after.items() if k[0] == "GPUNode"}
         bad = [o["metadata"]["name"] for o in items
                if ((o.get("status") or {}).get("telemetry") or {}).get("enforcedLimitWatts")

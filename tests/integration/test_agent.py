@@ -22,10 +22,12 @@ import pytest
 from helpers.fake_nvml import FakeGPU, FakeNvml
 from helpers.kube import Kubectl
 from helpers.operator_process import free_port
+from stargate_operator import kinds
 from stargate_operator.agent.nvml import NvmlBackend
 from stargate_operator.agent.runner import EVENT_REASON_NOT_APPLIED, Fleet, GPUBackend, simulated_factory
-from stargate_operator.agent.simulate import FAILED_GPUS_ANNOTATION, SimulatedBackend
+from stargate_operator.agent.simulate import SimulatedBackend
 from stargate_operator.api.gpunode import Telemetry
+from stargate_operator.kinds import FAILED_GPUS_ANNOTATION
 from stargate_operator.kube import KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
@@ -38,7 +40,7 @@ CLI = [sys.executable, "-m", "stargate_operator.cli", "agent"]
 def gpunode(name: str, *, count: int = 8, min_w: int = 200, max_w: int = 700,
             base: int = 2000) -> dict[str, Any]:
     return {
-        "apiVersion": "stargate.dev/v1alpha1", "kind": "GPUNode",
+        "apiVersion": kinds.API_VERSION, "kind": "GPUNode",
         "metadata": {"name": name, "labels": {"test": "agent"}},
         "spec": {"rackRef": "rack-a", "nodeName": f"k8s-{name}",
                  "gpu": {"model": "H100-SXM", "count": count, "memoryBytes": 80 * GiB,
@@ -335,7 +337,7 @@ async def test_polling_without_watch(kubectl: Kubectl, namespace: str, client: K
 
 
 def rack_manifest(name: str = "rack-a") -> dict[str, Any]:
-    return {"apiVersion": "stargate.dev/v1alpha1", "kind": "Rack", "metadata": {"name": name},
+    return {"apiVersion": kinds.API_VERSION, "kind": "Rack", "metadata": {"name": name},
             "spec": {"clusterRef": "site", "maxPowerWatts": 100_000}}
 
 

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 from helpers.kube import Kubectl, namespace_name, purge_namespace
+from stargate_operator import kinds
 from stargate_operator.api.load import ManifestError, validate_document
 
 pytestmark = pytest.mark.integration
 
-API = "stargate.dev/v1alpha1"
+API = kinds.API_VERSION
 DELETE = object()
 
 

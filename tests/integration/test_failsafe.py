@@ -19,6 +19,7 @@ import pytest
 
 from helpers.kube import Kubectl
 from helpers.operator_process import OperatorProcess
+from stargate_operator import kinds
 from stargate_operator.agent.backend import GPUReading, LimitOutcome, NodeReading
 from stargate_operator.agent.runner import Fleet
 from stargate_operator.kinds import FAILSAFE_LEASE_NAME
@@ -61,7 +62,7 @@ class IdleGPUs:
 
 
 def site(ns: str) -> list[dict[str, Any]]:
-    api = "stargate.dev/v1alpha1"
+    api = kinds.API_VERSION
     objs: list[dict[str, Any]] = [
         {"apiVersion": api, "kind": "StargateCluster", "metadata": {"name": "site", "namespace": ns},
          "spec": {"site": {"region": "r", "kind": "Onshore", "cooling": "DirectLiquid"},

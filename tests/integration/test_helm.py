@@ -932,7 +932,7 @@ def sample_site(namespace: str) -> list[dict[str, Any]]:
     assert any(d["kind"] == "MemoryClaim" for d in docs) and any(d["kind"] == "StargateCluster" for d in docs)
     docs.append(
         {
-            "apiVersion": "stargate.dev/v1alpha1",
+            "apiVersion": kinds.API_VERSION,
             "kind": "Rack",
             "metadata": {"name": "orphan", "namespace": namespace},
             "spec": {"clusterRef": "no-such-site", "maxPowerWatts": 40000},
@@ -1203,7 +1203,7 @@ def test_peering_standby_takes_over(cluster: Cluster, recorded: dict[str, Record
         _wait("replica 1 to take over", lambda: "is now active" in logs[1].read_text(), 30, procs[1], logs[1])
         cluster.kubectl.apply(
             {
-                "apiVersion": "stargate.dev/v1alpha1",
+                "apiVersion": kinds.API_VERSION,
                 "kind": "Rack",
                 "metadata": {"name": "after-failover", "namespace": site},
                 "spec": {"clusterRef": "abilene", "maxPowerWatts": 40000},

@@ -38,7 +38,7 @@ from prometheus.harness import (
     free_port,
     load_alert_rules,
 )
-from stargate_operator import metrics
+from stargate_operator import kinds, metrics
 from stargate_operator.api.load import load_manifests
 from stargate_operator.core import CoreSettings, plan_namespace
 from stargate_operator.core.wire import format_time
@@ -118,13 +118,13 @@ def troubled_site(now: datetime) -> list[dict[str, Any]]:
         spec["maintenance"] = False
         node["status"] = {"telemetry": fresh}
     serial = len(objs)
-    objs.append({"apiVersion": "stargate.dev/v1alpha1", "kind": "MemoryPool",
+    objs.append({"apiVersion": kinds.API_VERSION, "kind": "MemoryPool",
                  "metadata": {"name": "cxl-small", "namespace": TROUBLED, "uid": f"u{serial}",
                               "generation": 1, "creationTimestamp": format_time(now - timedelta(days=1))},
                  "spec": {"clusterRef": "troubled", "tier": "CXL", "capacityBytes": 100 * GB}})
     for i, (size, bound) in enumerate([(95 * GB, True), (50 * GB, False)]):
         claim: dict[str, Any] = {
-            "apiVersion": "stargate.dev/v1alpha1", "kind": "MemoryClaim",
+            "apiVersion": kinds.API_VERSION, "kind": "MemoryClaim",
             "metadata": {"name": f"cxl-claim-{i}", "namespace": TROUBLED, "uid": f"u{serial + 1 + i}",
                          "generation": 1,
                          "creationTimestamp": format_time(now - timedelta(hours=10 - i))},
@@ -151,7 +151,7 @@ def troubled_events(objs: list[dict[str, Any]], now: datetime) -> list[dict[str,
                                 "source": f"test:troubled/{name}", **spec}
         if end is not None:
             body["end"] = format_time(end)
-        return {"apiVersion": "stargate.dev/v1alpha1", "kind": "GridEvent",
+        return {"apiVersion": kinds.API_VERSION, "kind": "GridEvent",
                 "metadata": {"name": name, "namespace": ns, "uid": f"u-{name}", "generation": 1,
                              "creationTimestamp": format_time(now - timedelta(days=1))},
                 "spec": body}
@@ -191,7 +191,7 @@ def troubled_tree(objs: list[dict[str, Any]], now: datetime) -> list[dict[str, A
             spec["electrical"] = {"voltage": 13_800, "amperage": 400, "phases": 3}
         else:
             spec["ratingWatts"] = rating
-        return {"apiVersion": "stargate.dev/v1alpha1", "kind": "PowerDomain",
+        return {"apiVersion": kinds.API_VERSION, "kind": "PowerDomain",
                 "metadata": {"name": name, "namespace": ns, "uid": f"u-{name}", "generation": 1,
                              "creationTimestamp": format_time(now - timedelta(days=1))},
                 "spec": spec}

@@ -25,7 +25,8 @@ from helpers.operator_process import OperatorProcess, wait_for
 from helpers.site import cluster, node, rack
 from prometheus.harness import PrometheusServer
 from stargate_operator.agent.runner import Fleet, simulated_factory
-from stargate_operator.agent.simulate import FAILED_GPUS_ANNOTATION, SimulatedBackend
+from stargate_operator.agent.simulate import SimulatedBackend
+from stargate_operator.kinds import FAILED_GPUS_ANNOTATION
 from stargate_operator.kube import KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from stargate_operator import kinds
 from stargate_operator.core import CoreSettings, Plan, PlanCache, plan_namespace
 
 NS = "site-ns"
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 NOW_S = "2026-01-01T12:00:00Z"
 GB = 1_000_000_000
-API = "stargate.dev/v1alpha1"
+API = kinds.API_VERSION
 
 
 def ts(moment: datetime) -> str:

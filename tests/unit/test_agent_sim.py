@@ -19,8 +19,9 @@ from stargate_operator.agent.runner import (
     simulated_factory,
     telemetry_patch,
 )
-from stargate_operator.agent.simulate import FAILED_GPUS_ANNOTATION, SimulatedBackend
+from stargate_operator.agent.simulate import SimulatedBackend
 from stargate_operator.api.gpunode import Telemetry
+from stargate_operator.kinds import FAILED_GPUS_ANNOTATION
 from stargate_operator.kube import ApiError, KubeClient
 
 GiB = 2**30

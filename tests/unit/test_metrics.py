@@ -20,7 +20,7 @@ import yaml
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stargate_operator import __version__, metrics
+from stargate_operator import __version__, kinds, metrics
 from stargate_operator.core import CoreSettings, plan_namespace
 from stargate_operator.fixtures.synth import SYNTH_NOW, synthetic_site
 
@@ -581,7 +581,7 @@ def planned_site_with_tree() -> list[dict[str, Any]]:
              for r in racks}
 
     def domain(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        return {"apiVersion": "stargate.dev/v1alpha1", "kind": "PowerDomain",
+        return {"apiVersion": kinds.API_VERSION, "kind": "PowerDomain",
                 "metadata": {"namespace": "synth", "name": name, "uid": f"u-{name}", "generation": 1},
                 "spec": {"clusterRef": "site", "deratePercent": 100, **spec}}
 
@@ -718,7 +718,7 @@ def planned_grid_event_site() -> list[dict[str, Any]]:
     site = next(o for o in objs if o["kind"] == "StargateCluster")
     start = (SYNTH_NOW - timedelta(minutes=5)).isoformat()
     end = (SYNTH_NOW + timedelta(hours=1)).isoformat()
-    objs.append({"apiVersion": "stargate.dev/v1alpha1", "kind": "GridEvent",
+    objs.append({"apiVersion": kinds.API_VERSION, "kind": "GridEvent",
                  "metadata": {"name": "dr", "namespace": "grid", "generation": 1},
                  "spec": {"clusterRef": site["metadata"]["name"], "start": start, "end": end,
                           "reducePercent": 20, "source": "test"}})
@@ -845,15 +845,15 @@ def test_limit_confirmation_counts_are_the_cores() -> None:
         tel: dict[str, Any] = {"powerWatts": 100, "healthyGPUs": 4, "observedAt": iso(now)}
         if enforced is not None:
             tel["enforcedLimitWatts"] = enforced
-        return {"apiVersion": "stargate.dev/v1alpha1", "kind": "GPUNode",
+        return {"apiVersion": kinds.API_VERSION, "kind": "GPUNode",
                 "metadata": {"name": name, "namespace": "ns1"}, "spec": spec, "status": {"telemetry": tel}}
 
     objs: list[dict[str, Any]] = [
-        {"apiVersion": "stargate.dev/v1alpha1", "kind": "StargateCluster",
+        {"apiVersion": kinds.API_VERSION, "kind": "StargateCluster",
          "metadata": {"name": "s1", "namespace": "ns1"},
          "spec": {"site": {"region": "r", "kind": "Onshore", "cooling": "Air"},
                   "power": {"itCapacityWatts": 100_000, "reservePercent": 0}}},
-        {"apiVersion": "stargate.dev/v1alpha1", "kind": "Rack",
+        {"apiVersion": kinds.API_VERSION, "kind": "Rack",
          "metadata": {"name": "r1", "namespace": "ns1"},
          "spec": {"clusterRef": "s1", "maxPowerWatts": 100_000}},
         gpunode("ok", 500), gpunode("ok2", 500), gpunode("off", 300), gpunode("silent", None),

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from stargate_operator import kinds
 from stargate_operator.api.load import load_manifests
 from stargate_operator.cli import build_parser, main
 from stargate_operator.commands.plan import print_table, with_status
@@ -129,7 +130,7 @@ def test_table_into_a_file_is_plain_and_unwrapped(tmp_path: Path, capsys: pytest
     """Rich draws the tables; into a pipe they read as kubectl's do: no escape codes, no trailing
     blanks, a long MESSAGE on one line (grep finds it), the spec defaults filled in from kinds."""
     long_ref = "a-site-whose-name-is-long-enough-to-wrap-any-terminal-" + "x" * 60
-    racks = [{"apiVersion": "stargate.dev/v1alpha1", "kind": "Rack",
+    racks = [{"apiVersion": kinds.API_VERSION, "kind": "Rack",
               "metadata": {"name": name, "namespace": "plan-test"},
               "spec": {"clusterRef": ref, "maxPowerWatts": 20000}}
              for name, ref in (("r2", "site"), ("lost", long_ref))]

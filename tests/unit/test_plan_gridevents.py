@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from stargate_operator import kinds
 from stargate_operator.cli import main
 
 SITE = """
@@ -147,7 +148,7 @@ BAD: list[tuple[str, str, Any, str]] = [
 
 
 def _bad(path: str, value: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {"apiVersion": "stargate.dev/v1alpha1", "kind": "GridEvent",
+    doc: dict[str, Any] = {"apiVersion": kinds.API_VERSION, "kind": "GridEvent",
                            "metadata": {"name": "afternoon", "namespace": "grid"},
                            "spec": {"clusterRef": "site", "powerDomainRef": "feed",
                                     "start": "2026-07-01T14:00:00Z", "limitWatts": 9000}}

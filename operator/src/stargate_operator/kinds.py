@@ -152,8 +152,13 @@ DEFAULT_FAILSAFE_AFTER_SECONDS = 30.0
 # Node discovery (`run --discover-nodes`, chart `discovery.enabled`): the Kubernetes Node labels
 # that place a Node's GPUNode, by default. The site label's value is the GPUNode's namespace, the
 # rack label's its spec.rackRef. Both keys are settings of the operator (and the chart).
-DISCOVERY_SITE_LABEL = "stargate.dev/site"
-DISCOVERY_RACK_LABEL = "stargate.dev/rack"
+DISCOVERY_SITE_LABEL = f"{GROUP}/site"
+DISCOVERY_RACK_LABEL = f"{GROUP}/rack"
+# On a discovered GPUNode: where its power range came from ("nvml", the agent's reading, or
+# "product-table").
+POWER_RANGE_ANNOTATION = f"{GROUP}/power-range-source"
+# On a GPUNode, read by `agent --simulate`: how many of its GPUs the simulator fails.
+FAILED_GPUS_ANNOTATION = f"{GROUP}/simulate-failed-gpus"
 
 
 def plural_of(kind: str) -> str:

@@ -41,9 +41,10 @@ import httpx
 
 from stargate_operator import kinds
 from stargate_operator.agent.backend import GPUBackend, LimitOutcome, NodeReading, rfc3339
-from stargate_operator.agent.simulate import FAILED_GPUS_ANNOTATION, SimulatedBackend
+from stargate_operator.agent.simulate import SimulatedBackend
 from stargate_operator.controller.informer import run_informer
 from stargate_operator.core.wire import parse_epoch
+from stargate_operator.kinds import FAILED_GPUS_ANNOTATION
 from stargate_operator.kube import ApiError, ApiResource, KubeClient, TransportError, WatchExpired
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,10 @@ import random
 from typing import Any
 
 from stargate_operator.agent.backend import GPUReading, LimitOutcome, NodeReading
+from stargate_operator.kinds import FAILED_GPUS_ANNOTATION
 
 log = logging.getLogger(__name__)
 
-FAILED_GPUS_ANNOTATION = "stargate.dev/simulate-failed-gpus"
 IDLE_FRACTION = 0.1  # an idle datacentre GPU draws about a tenth of its maximum
 
 

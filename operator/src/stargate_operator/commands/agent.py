@@ -40,7 +40,11 @@ from stargate_operator.commands.options import env_int as _env_int
 from stargate_operator.commands.options import non_negative_float as _non_negative_float
 from stargate_operator.commands.options import non_negative_int as _non_negative_int
 from stargate_operator.commands.options import positive_float as _positive_float
-from stargate_operator.kinds import DEFAULT_FAILSAFE_AFTER_SECONDS, FAILSAFE_LEASE_NAME
+from stargate_operator.kinds import (
+    DEFAULT_FAILSAFE_AFTER_SECONDS,
+    FAILED_GPUS_ANNOTATION,
+    FAILSAFE_LEASE_NAME,
+)
 from stargate_operator.kube import ApiError, KubeClient
 
 log = logging.getLogger("stargate_operator.agent")
@@ -88,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fail-gpus", type=_non_negative_int, default=int(_env("STARGATE_AGENT_FAIL_GPUS", "0") or 0),
         metavar="N", help="with --simulate: N GPUs of every node are faulty; the annotation "
-                          "stargate.dev/simulate-failed-gpus on a GPUNode overrides it at runtime "
+                          f"{FAILED_GPUS_ANNOTATION} on a GPUNode overrides it at runtime "
                           "[env STARGATE_AGENT_FAIL_GPUS; default 0]")
     parser.add_argument(
         "--watch", action=argparse.BooleanOptionalAction,

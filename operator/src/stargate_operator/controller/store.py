@@ -10,11 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from stargate_operator import kinds
-
-KINDS_BY_PLURAL: dict[str, str] = {k.plural: k.kind for k in kinds.KINDS}
-PLURALS_BY_KIND = {v: k for k, v in KINDS_BY_PLURAL.items()}
-
 Key = tuple[str, str, str]  # kind, namespace, name
 
 

@@ -47,13 +47,17 @@ from typing import Any
 
 from stargate_operator.core.products import GPUProduct, product_for_label
 from stargate_operator.core.wire import mapping
-from stargate_operator.kinds import API_VERSION, DISCOVERY_RACK_LABEL, DISCOVERY_SITE_LABEL, GPU_NODE
+from stargate_operator.kinds import (
+    API_VERSION,
+    DISCOVERY_RACK_LABEL,
+    DISCOVERY_SITE_LABEL,
+    GPU_NODE,
+    POWER_RANGE_ANNOTATION,
+)
 
 FIELD_MANAGER = "stargate-discovery"
 # The label that marks a GPUNode as discovery's (its value is the field manager).
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-# Where the power range came from: "nvml" (the agent's reading) or "product-table".
-POWER_RANGE_ANNOTATION = "stargate.dev/power-range-source"
 POWER_FROM_NVML = "nvml"
 POWER_FROM_TABLE = "product-table"
 

@@ -407,7 +407,7 @@ class Demo:
              "a demand-response event (GridEvent): shed 20 % from now on"),
             (f"kubectl get gev -n {ns}; kubectl delete gev shed-20 -n {ns}",
              "... how it is met, and its end"),
-            (f"kubectl annotate gpun NODE -n {ns} stargate.dev/simulate-failed-gpus=2 --overwrite",
+            (f"kubectl annotate gpun NODE -n {ns} {kinds.FAILED_GPUS_ANNOTATION}=2 --overwrite",
              "a GPU fault on a simulated node"),
             (f"curl -s {self.metrics_url} | grep ^stargate_", "the operator's metrics"),
         ]
