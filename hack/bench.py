@@ -898,7 +898,8 @@ def main() -> int:
         print(json.dumps(result))
     else:
         print(" ".join(f"{k}={v}" for k, v in result.items() if k not in keys))
-        print(" ".join(f"{k}={result[k]}" for k in keys))
+        # without --no-agents' figures (agents_react_s) rather than without the summary line
+        print(" ".join(f"{k}={result[k]}" for k in keys if k in result))
     return 0
 
 
