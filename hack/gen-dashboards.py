@@ -177,18 +177,17 @@ def _ref(i: int) -> str:
     return chr(ord("A") + i)
 
 
+def _query(i: int, expr: str, legend: str) -> prometheus.Dataquery:
+    """Query `i` of a panel (refId A, B, ...) to the chosen Prometheus."""
+    return prometheus.Dataquery().ref_id(_ref(i)).datasource(PROMETHEUS).expr(expr).legend_format(legend)
+
+
 def _range_query(i: int, s: Series) -> prometheus.Dataquery:
-    return (
-        prometheus.Dataquery().ref_id(_ref(i)).datasource(PROMETHEUS).expr(s.expr)
-        .legend_format(s.legend).range()
-    )
+    return _query(i, s.expr, s.legend).range()
 
 
 def _table_query(i: int, c: Column) -> prometheus.Dataquery:
-    return (
-        prometheus.Dataquery().ref_id(_ref(i)).datasource(PROMETHEUS).expr(c.expr).legend_format("")
-        .instant().format(pm.PromQueryFormat.TABLE)
-    )
+    return _query(i, c.expr, "").instant().format(pm.PromQueryFormat.TABLE)
 
 
 Panel = stat.Panel | timeseries.Panel | table.Panel | bargauge.Panel | statetimeline.Panel
@@ -197,6 +196,35 @@ P = TypeVar("P", stat.Panel, timeseries.Panel, table.Panel, bargauge.Panel, stat
 
 def _common(panel: P, title: str, description: str, width: int, height: int) -> P:
     return panel.title(title).description(description).datasource(PROMETHEUS).span(width).height(height)
+
+
+def _standard(
+    panel: P,
+    unit: str | None = None,
+    decimals: int | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> P:
+    """The panel's standard field options, each set only when given (else Grafana's default)."""
+    if unit is not None:
+        panel = panel.unit(unit)
+    if decimals is not None:
+        panel = panel.decimals(decimals)
+    if minimum is not None:
+        panel = panel.min(minimum)
+    if maximum is not None:
+        panel = panel.max(maximum)
+    return panel
+
+
+def _last_value() -> common.ReduceDataOptions:
+    """Reduce each series to its last non-null value (a stat's number, a bar's length)."""
+    return common.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False)
+
+
+def _legend(mode: cm.LegendDisplayMode) -> common.VizLegendOptions:
+    """A legend shown (the SDK's default is hidden) below the graph."""
+    return common.VizLegendOptions().show_legend(True).display_mode(mode).placement(cm.LegendPlacement.BOTTOM)
 
 
 def row(title: str) -> db.Row:
@@ -217,13 +245,10 @@ def stat_panel(
     """One number: the last value of `expr` (which should return one series), coloured by `steps`,
     with its recent history drawn behind it."""
     p = _common(stat.Panel(), title, description, width, height).with_target(_range_query(0, Series(expr)))
-    if unit is not None:
-        p = p.unit(unit)
-    if decimals is not None:
-        p = p.decimals(decimals)
     return (
-        p.thresholds(_thresholds(steps))
-        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
+        _standard(p, unit, decimals)
+        .thresholds(_thresholds(steps))
+        .reduce_options(_last_value())
         .color_mode(cm.BigValueColorMode.VALUE)
         .graph_mode(cm.BigValueGraphMode.AREA)
         .text_mode(cm.BigValueTextMode.AUTO)
@@ -244,24 +269,15 @@ def timeseries_panel(
     p = _common(timeseries.Panel(), title, description, width, height)
     for i, s in enumerate(series):
         p = p.with_target(_range_query(i, s))
-    if unit is not None:
-        p = p.unit(unit)
-    if minimum is not None:
-        p = p.min(minimum)
     return (
-        p.draw_style(cm.GraphDrawStyle.LINE)
+        _standard(p, unit, minimum=minimum)
+        .draw_style(cm.GraphDrawStyle.LINE)
         .line_width(1)
         .fill_opacity(10)
         .show_points(cm.VisibilityMode.NEVER)
         .span_nulls(True)
         .stacking(common.StackingConfig().mode(cm.StackingMode.NONE).group("A"))
-        .legend(
-            common.VizLegendOptions()
-            .show_legend(True)  # the SDK's default is False
-            .display_mode(cm.LegendDisplayMode.TABLE)
-            .placement(cm.LegendPlacement.BOTTOM)
-            .calcs(["lastNotNull", "max"])
-        )
+        .legend(_legend(cm.LegendDisplayMode.TABLE).calcs(["lastNotNull", "max"]))
         .tooltip(common.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING))
     )
 
@@ -289,8 +305,7 @@ def table_panel(
     exclude = {"Time": True, **hidden, "__name__": True}
     names = {v: c.header for v, c in zip(values, columns, strict=True) if c.header is not None}
     names |= dict(rename or {})
-    if unit is not None:
-        p = p.unit(unit)
+    p = _standard(p, unit)
     for c in columns:
         if c.unit is not None and c.header is not None:
             p = p.override_by_name(c.header, [dm.DynamicConfigValue(id_val="unit", value=c.unit)])
@@ -322,22 +337,16 @@ def bargauge_panel(
     height: int = 8,
 ) -> bargauge.Panel:
     """Horizontal bars, one per series of an instant query, coloured by `steps`."""
-    q = (
-        prometheus.Dataquery().ref_id("A").datasource(PROMETHEUS).expr(series.expr)
-        .legend_format(series.legend).instant()
+    p = (
+        _common(bargauge.Panel(), title, description, width, height)
+        .with_target(_query(0, series.expr, series.legend).instant())
     )
-    p = _common(bargauge.Panel(), title, description, width, height).with_target(q)
-    if unit is not None:
-        p = p.unit(unit)
-    if minimum is not None:
-        p = p.min(minimum)
-    if maximum is not None:
-        p = p.max(maximum)
     return (
-        p.thresholds(_thresholds(steps))
+        _standard(p, unit, minimum=minimum, maximum=maximum)
+        .thresholds(_thresholds(steps))
         .orientation(cm.VizOrientation.HORIZONTAL)
         .display_mode(cm.BarGaugeDisplayMode.GRADIENT)
-        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
+        .reduce_options(_last_value())
         .show_unfilled(True)
     )
 
@@ -366,8 +375,7 @@ def state_timeline_panel(
         .row_height(0.8)
         .fill_opacity(70)
         .line_width(0)
-        .legend(common.VizLegendOptions().show_legend(True).display_mode(cm.LegendDisplayMode.LIST)
-                .placement(cm.LegendPlacement.BOTTOM))
+        .legend(_legend(cm.LegendDisplayMode.LIST))
         .tooltip(common.VizTooltipOptions().mode(cm.TooltipDisplayMode.SINGLE).sort(cm.SortOrder.NONE))
     )
 

@@ -236,6 +236,17 @@ _DOMAIN_CONDITIONS = (
     ("Capping", "stargate_domain_capping",
      "the domain is capping: it allocates within usable on measured draw (section 13)"),
 )
+# The node counts a rack and a site both export, stargate_{rack,cluster}_nodes_<suffix>: (suffix,
+# Counts key). The metric names are spelt out once here, not per scrape.
+_NODE_COUNTS = (
+    ("maintenance", NODES_MAINTENANCE),
+    ("telemetry_stale", NODES_TELEMETRY_STALE),
+    ("power_capped", NODES_POWER_CAPPED),
+    ("limit_confirmed", NODES_LIMIT_CONFIRMED),
+    ("limit_unconfirmed", NODES_LIMIT_UNCONFIRMED),
+)
+_RACK_NODE_COUNTS = tuple((f"stargate_rack_nodes_{suffix}", key) for suffix, key in _NODE_COUNTS)
+_CLUSTER_NODE_COUNTS = tuple((f"stargate_cluster_nodes_{suffix}", key) for suffix, key in _NODE_COUNTS)
 _NONE: Mapping[str, int] = {}
 _NO_COUNTS: Counts = {}
 
@@ -329,6 +340,18 @@ def _add_capping(f: Families, level: str, labels: Sequence[str], capping: Any) -
     f.add(f"stargate_{level}_capping_starts_total", labels, _num(capping, "starts"))
     f.add(f"stargate_{level}_capping_draw_watts", labels, _num(capping, "drawWatts"))
     f.add(f"stargate_{level}_allocatable_watts", labels, _num(capping, "allocatableWatts"))
+
+
+def _add_nodes_and_gpus(f: Families, node_counts: Sequence[tuple[str, str]], gpus: str,
+                        labels: Sequence[str], counts: Mapping[str, int], status: Any) -> None:
+    """What a rack and a site export alike: their node counts (`node_counts`: (metric, Counts key)
+    pairs) and, where the status has both figures, their GPUs healthy and unhealthy (family `gpus`)."""
+    for metric, key in node_counts:
+        f.add(metric, labels, counts.get(key, 0))
+    total, healthy = _num(status, "gpus", "total"), _num(status, "gpus", "healthy")
+    if total is not None and healthy is not None:
+        f.add(gpus, (*labels, "healthy"), healthy)
+        f.add(gpus, (*labels, "unhealthy"), max(0.0, total - healthy))
 
 
 def _declare_all(f: Families, per_node: bool) -> None:
@@ -567,16 +590,8 @@ class StargateCollector(Collector):
             f.add("stargate_rack_priority", labels, DEFAULT_RACK_PRIORITY if prio is None else prio)
             f.add("stargate_rack_power_max_watts", labels, _num(rack, "spec", "maxPowerWatts"))
             f.add("stargate_rack_nodes", labels, _num(status, "nodes"))
-            rc = counts.get((_RACK, ns, name), _NONE)
-            f.add("stargate_rack_nodes_maintenance", labels, rc.get(NODES_MAINTENANCE, 0))
-            f.add("stargate_rack_nodes_telemetry_stale", labels, rc.get(NODES_TELEMETRY_STALE, 0))
-            f.add("stargate_rack_nodes_power_capped", labels, rc.get(NODES_POWER_CAPPED, 0))
-            f.add("stargate_rack_nodes_limit_confirmed", labels, rc.get(NODES_LIMIT_CONFIRMED, 0))
-            f.add("stargate_rack_nodes_limit_unconfirmed", labels, rc.get(NODES_LIMIT_UNCONFIRMED, 0))
-            total, healthy = _num(status, "gpus", "total"), _num(status, "gpus", "healthy")
-            if total is not None and healthy is not None:
-                f.add("stargate_rack_gpus", (*labels, "healthy"), healthy)
-                f.add("stargate_rack_gpus", (*labels, "unhealthy"), max(0.0, total - healthy))
+            _add_nodes_and_gpus(f, _RACK_NODE_COUNTS, "stargate_rack_gpus", labels,
+                                counts.get((_RACK, ns, name), _NONE), status)
             for field in ("budget", "floor", "demand", "measured"):
                 f.add(f"stargate_rack_power_{field}_watts", labels, _num(status, "power", f"{field}Watts"))
             for ctype, cstatus in conds.items():
@@ -628,17 +643,9 @@ class StargateCollector(Collector):
                                         _str(spec, "site", "cooling")), 1.0)
         f.add("stargate_cluster_racks", labels, _num(status, "racks"))
         f.add("stargate_cluster_nodes", labels, _num(status, "nodes"))
-        f.add("stargate_cluster_nodes_maintenance", labels, cc.get(NODES_MAINTENANCE, 0))
-        f.add("stargate_cluster_nodes_telemetry_stale", labels, cc.get(NODES_TELEMETRY_STALE, 0))
-        f.add("stargate_cluster_nodes_power_capped", labels, cc.get(NODES_POWER_CAPPED, 0))
-        f.add("stargate_cluster_nodes_limit_confirmed", labels, cc.get(NODES_LIMIT_CONFIRMED, 0))
-        f.add("stargate_cluster_nodes_limit_unconfirmed", labels, cc.get(NODES_LIMIT_UNCONFIRMED, 0))
+        _add_nodes_and_gpus(f, _CLUSTER_NODE_COUNTS, "stargate_cluster_gpus", labels, cc, status)
         f.add("stargate_cluster_racks_power_capped", labels, cc.get(RACKS_POWER_CAPPED, 0))
         f.add("stargate_cluster_racks_over_budget", labels, cc.get(RACKS_OVER_BUDGET, 0))
-        total, healthy = _num(status, "gpus", "total"), _num(status, "gpus", "healthy")
-        if total is not None and healthy is not None:
-            f.add("stargate_cluster_gpus", (*labels, "healthy"), healthy)
-            f.add("stargate_cluster_gpus", (*labels, "unhealthy"), max(0.0, total - healthy))
         f.add("stargate_cluster_hbm_bytes", labels, _num(status, "memory", "hbmBytes"))
         f.add("stargate_cluster_host_memory_bytes", labels, _num(status, "memory", "hostBytes"))
         f.add("stargate_cluster_power_it_capacity_watts", labels, _num(spec, "power", "itCapacityWatts"))
