@@ -19,14 +19,7 @@ from helpers.operator_process import OperatorProcess
 from helpers.site import cluster, node, rack
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def api(control_plane: LocalControlPlane) -> Iterator[Api]:
-    client = Api(control_plane)
-    yield client
-    client.close()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator_survives")]
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +27,6 @@ def operator(control_plane: LocalControlPlane, tmp_path_factory: pytest.TempPath
              ) -> Iterator[OperatorProcess]:
     with OperatorProcess(control_plane, tmp_path_factory.mktemp("operator")) as op:
         yield op
-
-
-@pytest.fixture(autouse=True)
-def operator_survives(operator: OperatorProcess) -> Iterator[None]:
-    before = operator.log_text().count("failed")
-    yield
-    assert operator.alive, f"the operator died:\n{operator.log_tail()}"
-    log = operator.log_text()
-    assert log.count("failed") == before and "Traceback" not in log, operator.log_tail(80)
 
 
 def pdom(name: str, rating: int, parent: str | None = None, type_: str = "Electrical",

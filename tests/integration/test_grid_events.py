@@ -22,14 +22,7 @@ from helpers.site import cluster, node, rack, rfc3339
 from stargate_operator.core.wire import parse_epoch
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def api(control_plane: LocalControlPlane) -> Iterator[Api]:
-    client = Api(control_plane)
-    yield client
-    client.close()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator_survives")]
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +30,6 @@ def operator(control_plane: LocalControlPlane, tmp_path_factory: pytest.TempPath
              ) -> Iterator[OperatorProcess]:
     with OperatorProcess(control_plane, tmp_path_factory.mktemp("operator")) as op:
         yield op
-
-
-@pytest.fixture(autouse=True)
-def operator_survives(operator: OperatorProcess) -> Iterator[None]:
-    before = operator.log_text().count("failed")
-    yield
-    assert operator.alive, f"the operator died:\n{operator.log_tail()}"
-    log = operator.log_text()
-    assert log.count("failed") == before and "Traceback" not in log, operator.log_tail(80)
 
 
 def gev(name: str, *, start: datetime | str, end: datetime | None = None, percent: int | None = None,

@@ -37,13 +37,6 @@ KINDS = tuple(k.kind for k in kinds.KINDS)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
-@pytest.fixture(scope="module")
-def api(control_plane: LocalControlPlane) -> Iterator[Api]:
-    client = Api(control_plane)
-    yield client
-    client.close()
-
-
 @pytest.fixture
 def operators(control_plane: LocalControlPlane, tmp_path: Path) -> Iterator[list[OperatorProcess]]:
     """Operator processes a test starts; each is stopped at the end, whatever happened."""
