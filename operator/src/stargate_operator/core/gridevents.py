@@ -36,11 +36,10 @@ from stargate_operator.core.conditions import (
     CondSpec,
     OldConditions,
     build_conditions,
-    index_conditions,
     ready_reason_changed_to,
     turned,
 )
-from stargate_operator.core.objects import ClusterIn, DomainIn
+from stargate_operator.core.objects import ClusterIn, DomainIn, name_or_none, object_header
 from stargate_operator.core.power import site_budget
 from stargate_operator.core.status import StatusContext
 from stargate_operator.core.types import PlanEvent
@@ -109,19 +108,12 @@ class EventIn:
 
 
 def parse_event(obj: Mapping[str, Any]) -> EventIn:
-    meta = mapping(obj.get("metadata"))
-    status = mapping(obj.get("status"))
     spec = mapping(obj.get("spec"))
-    domain = spec.get("powerDomainRef")
     percent = int_or_none(spec.get("reducePercent"))
     return EventIn(
-        name=str(meta.get("name", "")),
-        namespace=str(meta.get("namespace") or "default"),
-        generation=int_or_none(meta.get("generation")),
-        status=status,
-        old=index_conditions(status),
+        *object_header(obj),
         cluster_ref=str(spec.get("clusterRef", "")),
-        domain_ref=domain if isinstance(domain, str) and domain else None,
+        domain_ref=name_or_none(spec.get("powerDomainRef")),
         start=parse_epoch(spec.get("start")),
         end=parse_epoch(spec.get("end")),
         reduce_percent=None if percent is None else min(max(percent, 0), 100),

@@ -264,7 +264,12 @@ class ClaimIn:
     pool_problem: tuple[str, str] | None = None
 
 
-def _meta(obj: Mapping[str, Any]) -> tuple[str, str, int | None, Mapping[str, Any], OldConditions]:
+ObjectHeader = tuple[str, str, int | None, Mapping[str, Any], OldConditions]
+
+
+def object_header(obj: Mapping[str, Any]) -> ObjectHeader:
+    """What every record starts with: name, namespace, generation, status and its conditions by
+    type, read defensively (the one reader of them but parse_node's fast path)."""
     meta = mapping(obj.get("metadata"))
     status = mapping(obj.get("status"))
     return (
@@ -277,7 +282,7 @@ def _meta(obj: Mapping[str, Any]) -> tuple[str, str, int | None, Mapping[str, An
 
 
 def parse_cluster(obj: Mapping[str, Any]) -> ClusterIn:
-    name, ns, gen, status, old = _meta(obj)
+    name, ns, gen, status, old = object_header(obj)
     spec = mapping(obj.get("spec"))
     power = mapping(spec.get("power"))
     curtail = mapping(power.get("curtailment"))
@@ -286,11 +291,7 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterIn:
     pue = site.get("designPUE", DEFAULT_DESIGN_PUE)
     intensity = carbon.get("gridIntensityGramsPerKWh")
     return ClusterIn(
-        name=name,
-        namespace=ns,
-        generation=gen,
-        status=status,
-        old=old,
+        name, ns, gen, status, old,
         it_capacity_w=int_or(power.get("itCapacityWatts"), 0),
         reserve_percent=int_or(power.get("reservePercent"), DEFAULT_RESERVE_PERCENT),
         curtailment_percent=int_or(curtail.get("percent"), 0),
@@ -310,40 +311,33 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterIn:
 
 
 def parse_rack(obj: Mapping[str, Any]) -> RackIn:
-    name, ns, gen, status, old = _meta(obj)
+    name, ns, gen, status, old = object_header(obj)
     spec = mapping(obj.get("spec"))
     return RackIn(
-        name=name,
-        namespace=ns,
-        generation=gen,
-        status=status,
-        old=old,
+        name, ns, gen, status, old,
         cluster_ref=str(spec.get("clusterRef", "")),
         max_power_w=int_or(spec.get("maxPowerWatts"), 0),
         priority=int_or(spec.get("priority"), DEFAULT_RACK_PRIORITY),
-        power_ref=_name_or_none(spec.get("powerDomainRef")),
-        cooling_ref=_name_or_none(spec.get("coolingDomainRef")),
+        power_ref=name_or_none(spec.get("powerDomainRef")),
+        cooling_ref=name_or_none(spec.get("coolingDomainRef")),
     )
 
 
-def _name_or_none(value: object) -> str | None:
+def name_or_none(value: object) -> str | None:
+    """A reference field (spec.powerDomainRef and the like): a non-empty string, else None."""
     return value if isinstance(value, str) and value else None
 
 
 def parse_domain(obj: Mapping[str, Any]) -> DomainIn:
-    name, ns, gen, status, old = _meta(obj)
+    name, ns, gen, status, old = object_header(obj)
     spec = mapping(obj.get("spec"))
     rating = domain_rating(spec.get("ratingWatts"), spec.get("electrical"))
     derate = min(max(int_or(spec.get("deratePercent"), DEFAULT_DERATE_PERCENT), 0), 100)
     kind = spec.get("type")
     return DomainIn(
-        name=name,
-        namespace=ns,
-        generation=gen,
-        status=status,
-        old=old,
+        name, ns, gen, status, old,
         cluster_ref=str(spec.get("clusterRef", "")),
-        parent_ref=_name_or_none(spec.get("parentRef")),
+        parent_ref=name_or_none(spec.get("parentRef")),
         type=kind if isinstance(kind, str) and kind else DEFAULT_DOMAIN_TYPE,
         role=str(spec.get("role") or ""),
         rating_w=rating,
@@ -416,15 +410,11 @@ def parse_node(obj: Mapping[str, Any]) -> NodeIn:
 
 
 def parse_pool(obj: Mapping[str, Any]) -> PoolIn:
-    name, ns, gen, status, old = _meta(obj)
+    name, ns, gen, status, old = object_header(obj)
     spec = mapping(obj.get("spec"))
     rack_ref = spec.get("rackRef")
     return PoolIn(
-        name=name,
-        namespace=ns,
-        generation=gen,
-        status=status,
-        old=old,
+        name, ns, gen, status, old,
         cluster_ref=str(spec.get("clusterRef", "")),
         tier=str(spec.get("tier", "")),
         rack_ref=str(rack_ref) if rack_ref else None,
@@ -434,15 +424,11 @@ def parse_pool(obj: Mapping[str, Any]) -> PoolIn:
 
 
 def parse_claim(obj: Mapping[str, Any]) -> ClaimIn:
-    name, ns, gen, status, old = _meta(obj)
+    name, ns, gen, status, old = object_header(obj)
     spec = mapping(obj.get("spec"))
     created = parse_epoch(mapping(obj.get("metadata")).get("creationTimestamp"))
     return ClaimIn(
-        name=name,
-        namespace=ns,
-        generation=gen,
-        status=status,
-        old=old,
+        name, ns, gen, status, old,
         pool_ref=str(spec.get("poolRef", "")),
         size=max(int_or(spec.get("sizeBytes"), 0), 0),
         priority=int_or(spec.get("priority"), 0),
