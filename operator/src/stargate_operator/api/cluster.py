@@ -9,15 +9,18 @@ from pydantic import Field
 from stargate_operator import kinds
 from stargate_operator.api.common import (
     AGE_COLUMN,
+    CONFIRMED_COLUMN,
     MAX_SITE_WATTS,
     READY_COLUMN,
     KindInfo,
+    MeasuredNodesWatts,
     Model,
     Resource,
     StatusBase,
     Timestamp,
     column,
     condition_column,
+    limits_confirmed_field,
 )
 from stargate_operator.api.oversubscription import CappingStatus, Oversubscription
 
@@ -105,9 +108,7 @@ class ClusterPowerStatus(Model):
     floor_watts: int = Field(default=0, ge=0, description="Sum of rack floors, in watts.")
     demand_watts: int = Field(default=0, ge=0, description="Sum of rack demands, in watts.")
     allocated_watts: int = Field(default=0, ge=0, description="Sum of rack budgets, in watts.")
-    measured_watts: int = Field(
-        default=0, ge=0, description="Sum of measured node power (fresh telemetry), in watts."
-    )
+    measured_watts: MeasuredNodesWatts = 0
     capping: CappingStatus | None = Field(
         default=None,
         description="Reactive capping of the site budget, while spec.power.oversubscription is set.",
@@ -115,12 +116,7 @@ class ClusterPowerStatus(Model):
     facility_watts: int = Field(
         default=0, ge=0, description="Measured (or allocated where nothing is measured) times designPUE."
     )
-    limits_confirmed: int = Field(
-        default=0,
-        ge=0,
-        description="GPU nodes of the site whose agent reports their assigned per-GPU limit as the one "
-        "the GPUs enforce (condition PowerLimitApplied=True).",
-    )
+    limits_confirmed: int = limits_confirmed_field("site")
 
 
 class StargateClusterStatus(StatusBase):
@@ -151,8 +147,7 @@ class StargateCluster(Resource):
             column("Demand-W", ".status.power.demandWatts", "integer", "What the racks ask for."),
             column("Allocated-W", ".status.power.allocatedWatts", "integer", "Sum of rack budgets."),
             column("Measured-W", ".status.power.measuredWatts", "integer", "Measured IT power.", priority=1),
-            column("Confirmed", ".status.power.limitsConfirmed", "integer",
-                   "Nodes whose agent reports the assigned limit enforced.", priority=1),
+            CONFIRMED_COLUMN,
             column(
                 "Facility-W",
                 ".status.power.facilityWatts",

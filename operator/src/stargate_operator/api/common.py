@@ -10,7 +10,15 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from stargate_operator.kinds import API_VERSION, CATEGORY, GROUP, VERSION, ApiVersion, KindSpec
+from stargate_operator.kinds import (
+    API_VERSION,
+    CATEGORY,
+    GROUP,
+    STARGATE_CLUSTER,
+    VERSION,
+    ApiVersion,
+    KindSpec,
+)
 
 __all__ = ["API_VERSION", "CATEGORY", "GROUP", "VERSION"]
 
@@ -37,6 +45,27 @@ ObjectName = Annotated[
         description="Name of an object in the same namespace (DNS-1123 subdomain).",
     ),
 ]
+
+# The site an object belongs to: spec.clusterRef of a Rack, PowerDomain, MemoryPool or GridEvent.
+ClusterRef = Annotated[
+    ObjectName, Field(description=f"Name of the {STARGATE_CLUSTER.kind} in this namespace.")
+]
+
+# A rollup of the GPUNodes' telemetry (status.power.measuredWatts of a site and of a rack).
+MeasuredNodesWatts = Annotated[
+    int, Field(ge=0, description="Sum of measured node power (fresh telemetry), in watts.")
+]
+
+
+def limits_confirmed_field(scope: str) -> Any:
+    """status.power.limitsConfirmed of a site or a rack (`scope`): the nodes whose limit is enforced."""
+    return Field(
+        default=0,
+        ge=0,
+        description=f"GPU nodes of the {scope} whose agent reports their assigned per-GPU limit as the one "
+        "the GPUs enforce (condition PowerLimitApplied=True).",
+    )
+
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
@@ -92,6 +121,34 @@ def cross_field(field: str, message: str) -> PydanticCustomError:
     """The offline mirror of a CEL rule's refusal. `field` is the wire name of the offending field,
     relative to the model that holds the rule; the manifest loader appends it to the error's path."""
     return PydanticCustomError("cross_field", "{message}", {"field": field, "message": message})
+
+
+def _neither(first: str, second: str) -> str:
+    return f"exactly one of {first} or {second} is needed: neither is set"
+
+
+def _both(first: str, second: str) -> str:
+    return f"exactly one of {first} or {second} may be set: both are"
+
+
+def exactly_one_rules(first: str, second: str) -> tuple[dict[str, str], dict[str, str]]:
+    """CEL rules for two optional fields (wire names) of which exactly one must be set: neither is
+    refused on the first, both on the second. check_exactly_one is their model_validator mirror."""
+    return (
+        cel_rule(f"has(self.{first}) || has(self.{second})", _neither(first, second), f".{first}",
+                 "FieldValueRequired"),
+        cel_rule(f"!(has(self.{first}) && has(self.{second}))", _both(first, second), f".{second}"),
+    )
+
+
+def check_exactly_one(model: BaseModel, first: str, second: str) -> None:
+    """The offline mirror of exactly_one_rules(first, second), on a model holding both fields."""
+    by_alias = {info.alias or name: name for name, info in type(model).model_fields.items()}
+    first_set, second_set = (getattr(model, by_alias[f]) is not None for f in (first, second))
+    if not first_set and not second_set:
+        raise cross_field(first, _neither(first, second))
+    if first_set and second_set:
+        raise cross_field(second, _both(first, second))
 
 
 class Condition(Model):
@@ -184,3 +241,6 @@ def condition_column(name: str, condition: str, description: str, priority: int 
 
 READY_COLUMN = condition_column("Ready", "Ready", "Ready condition: the summary.")
 AGE_COLUMN = column("Age", ".metadata.creationTimestamp", "date", "Time since creation.")
+# The column of status.power.limitsConfirmed (limits_confirmed_field), on a site and on a rack.
+CONFIRMED_COLUMN = column("Confirmed", ".status.power.limitsConfirmed", "integer",
+                          "Nodes whose agent reports the assigned limit enforced.", priority=1)

@@ -28,14 +28,12 @@ from stargate_operator.api.common import (
     with_cel,
 )
 
+_MIN_NOT_ABOVE_MAX = "minPowerWatts must not exceed maxPowerWatts"
+
 
 class GPUSpec(Model):
     model_config = with_cel(
-        cel_rule(
-            "self.minPowerWatts <= self.maxPowerWatts",
-            "minPowerWatts must not exceed maxPowerWatts",
-            ".minPowerWatts",
-        ),
+        cel_rule("self.minPowerWatts <= self.maxPowerWatts", _MIN_NOT_ABOVE_MAX, ".minPowerWatts"),
     )
 
     model: str = Field(
@@ -65,9 +63,7 @@ class GPUSpec(Model):
     def _min_not_above_max(self) -> Self:
         if self.min_power_watts > self.max_power_watts:
             raise cross_field(
-                "minPowerWatts",
-                "minPowerWatts must not exceed maxPowerWatts"
-                f" ({self.min_power_watts} > {self.max_power_watts})",
+                "minPowerWatts", f"{_MIN_NOT_ABOVE_MAX} ({self.min_power_watts} > {self.max_power_watts})"
             )
         return self
 

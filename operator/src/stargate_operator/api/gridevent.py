@@ -17,6 +17,7 @@ from stargate_operator.api.common import (
     AGE_COLUMN,
     MAX_SITE_WATTS,
     READY_COLUMN,
+    ClusterRef,
     KindInfo,
     Model,
     ObjectName,
@@ -24,14 +25,15 @@ from stargate_operator.api.common import (
     StatusBase,
     Timestamp,
     cel_rule,
+    check_exactly_one,
     column,
     condition_column,
     cross_field,
+    exactly_one_rules,
     with_cel,
 )
 
-_TARGET_NEEDED = "exactly one of reducePercent or limitWatts is needed: neither is set"
-_TARGET_TWICE = "exactly one of reducePercent or limitWatts may be set: both are"
+_TARGET = ("reducePercent", "limitWatts")  # exactly one of them
 _END_AFTER_START = "end must be after start"
 
 Phase = Literal["Scheduled", "Active", "Completed"]
@@ -39,14 +41,12 @@ Phase = Literal["Scheduled", "Active", "Completed"]
 
 class GridEventSpec(Model):
     model_config = with_cel(
-        cel_rule("has(self.reducePercent) || has(self.limitWatts)", _TARGET_NEEDED, ".reducePercent",
-                 "FieldValueRequired"),
-        cel_rule("!(has(self.reducePercent) && has(self.limitWatts))", _TARGET_TWICE, ".limitWatts"),
+        *exactly_one_rules(*_TARGET),
         # date-time strings are timestamps in the API server's CEL: compared as instants
         cel_rule("!has(self.end) || self.end > self.start", _END_AFTER_START, ".end"),
     )
 
-    cluster_ref: ObjectName = Field(description="Name of the StargateCluster in this namespace.")
+    cluster_ref: ClusterRef
     power_domain_ref: ObjectName | None = Field(
         default=None,
         description="The Electrical PowerDomain the event targets (e.g. one utility feed); the whole "
@@ -82,10 +82,7 @@ class GridEventSpec(Model):
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
-        if self.reduce_percent is None and self.limit_watts is None:
-            raise cross_field("reducePercent", _TARGET_NEEDED)
-        if self.reduce_percent is not None and self.limit_watts is not None:
-            raise cross_field("limitWatts", _TARGET_TWICE)
+        check_exactly_one(self, *_TARGET)
         if self.end is not None and not self.end > self.start:
             raise cross_field("end", f"{_END_AFTER_START} ({self.end.isoformat()} is not after "
                                      f"{self.start.isoformat()})")

@@ -12,6 +12,7 @@ from stargate_operator.api.common import (
     MAX_POOL_BYTES,
     MAX_PRIORITY_MAGNITUDE,
     READY_COLUMN,
+    ClusterRef,
     KindInfo,
     Model,
     ObjectName,
@@ -25,24 +26,28 @@ from stargate_operator.api.common import (
     with_cel,
 )
 
+_CXL_NEEDS_CAPACITY = "a CXL pool needs capacityBytes (the appliance's size)"
+_SHARE_WITH_CAPACITY = (
+    "sharePercent applies only to a pool sized from its nodes; leave it unset (100) when capacityBytes is set"
+)
+
 
 class MemoryPoolSpec(Model):
     model_config = with_cel(
         cel_rule(
             "self.tier != 'CXL' || has(self.capacityBytes)",
-            "a CXL pool needs capacityBytes (the appliance's size)",
+            _CXL_NEEDS_CAPACITY,
             ".capacityBytes",
             "FieldValueRequired",
         ),
         cel_rule(
             "!has(self.capacityBytes) || !has(self.sharePercent) || self.sharePercent == 100",
-            "sharePercent applies only to a pool sized from its nodes; "
-            "leave it unset (100) when capacityBytes is set",
+            _SHARE_WITH_CAPACITY,
             ".sharePercent",
         ),
     )
 
-    cluster_ref: ObjectName = Field(description="Name of the StargateCluster in this namespace.")
+    cluster_ref: ClusterRef
     tier: Literal["HBM", "DRAM", "CXL"] = Field(
         description="Memory tier: HBM (GPU memory), DRAM (host memory) or CXL (a memory appliance)."
     )
@@ -65,13 +70,9 @@ class MemoryPoolSpec(Model):
     @model_validator(mode="after")
     def _cross_field(self) -> Self:
         if self.tier == "CXL" and self.capacity_bytes is None:
-            raise cross_field("capacityBytes", "a CXL pool needs capacityBytes (the appliance's size)")
+            raise cross_field("capacityBytes", _CXL_NEEDS_CAPACITY)
         if self.capacity_bytes is not None and self.share_percent != 100:
-            raise cross_field(
-                "sharePercent",
-                "sharePercent applies only to a pool sized from its nodes; "
-                "leave it unset (100) when capacityBytes is set",
-            )
+            raise cross_field("sharePercent", _SHARE_WITH_CAPACITY)
         return self
 
 

@@ -16,15 +16,18 @@ from stargate_operator.api.common import (
     AGE_COLUMN,
     MAX_SITE_WATTS,
     READY_COLUMN,
+    ClusterRef,
     KindInfo,
     Model,
     ObjectName,
     Resource,
     StatusBase,
     cel_rule,
+    check_exactly_one,
     column,
     condition_column,
     cross_field,
+    exactly_one_rules,
     with_cel,
 )
 from stargate_operator.api.oversubscription import CappingStatus, Oversubscription
@@ -40,8 +43,7 @@ _PHASES_RULE = "self.phases == 1 || self.phases == 3"
 _PHASES_MESSAGE = "phases must be 1 or 3"
 _PF_RULE = "self.powerFactor > 0.0 && self.powerFactor <= 1.0"
 _PF_MESSAGE = "powerFactor must be more than 0 and at most 1"
-_RATING_NEEDED = "exactly one of ratingWatts or electrical is needed: neither is set"
-_RATING_TWICE = "exactly one of ratingWatts or electrical may be set: both are"
+_RATING = ("ratingWatts", "electrical")  # exactly one of them
 _OWN_PARENT = "a domain cannot be its own parent"
 
 
@@ -75,15 +77,9 @@ class Electrical(Model):
 
 
 class PowerDomainSpec(Model):
-    model_config = with_cel(
-        cel_rule(
-            "has(self.ratingWatts) || has(self.electrical)", _RATING_NEEDED, ".ratingWatts",
-            "FieldValueRequired",
-        ),
-        cel_rule("!(has(self.ratingWatts) && has(self.electrical))", _RATING_TWICE, ".electrical"),
-    )
+    model_config = with_cel(*exactly_one_rules(*_RATING))
 
-    cluster_ref: ObjectName = Field(description="Name of the StargateCluster in this namespace.")
+    cluster_ref: ClusterRef
     parent_ref: ObjectName | None = Field(
         default=None,
         description=(
@@ -122,10 +118,7 @@ class PowerDomainSpec(Model):
 
     @model_validator(mode="after")
     def _one_rating(self) -> Self:
-        if self.rating_watts is None and self.electrical is None:
-            raise cross_field("ratingWatts", _RATING_NEEDED)
-        if self.rating_watts is not None and self.electrical is not None:
-            raise cross_field("electrical", _RATING_TWICE)
+        check_exactly_one(self, *_RATING)
         return self
 
 

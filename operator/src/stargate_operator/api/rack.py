@@ -10,16 +10,20 @@ from stargate_operator import kinds
 from stargate_operator.api.cluster import GPUCount
 from stargate_operator.api.common import (
     AGE_COLUMN,
+    CONFIRMED_COLUMN,
     MAX_GPU_WATTS,
     MAX_RACK_WATTS,
     READY_COLUMN,
+    ClusterRef,
     KindInfo,
+    MeasuredNodesWatts,
     Model,
     ObjectName,
     Resource,
     StatusBase,
     column,
     condition_column,
+    limits_confirmed_field,
 )
 
 
@@ -30,7 +34,7 @@ class Location(Model):
 
 
 class RackSpec(Model):
-    cluster_ref: ObjectName = Field(description="Name of the StargateCluster in this namespace.")
+    cluster_ref: ClusterRef
     location: Location | None = Field(default=None, description="Where the rack stands.")
     max_power_watts: int = Field(
         gt=0,
@@ -60,20 +64,13 @@ class RackPowerStatus(Model):
     demand_watts: int = Field(
         default=0, ge=0, description="Sum of node demands, capped at maxPowerWatts, in watts."
     )
-    measured_watts: int = Field(
-        default=0, ge=0, description="Sum of measured node power (fresh telemetry), in watts."
-    )
+    measured_watts: MeasuredNodesWatts = 0
     limited_by: str | None = Field(
         default=None,
         max_length=253,
         description="When the budget is below demand: the site or PowerDomain that limited it first.",
     )
-    limits_confirmed: int = Field(
-        default=0,
-        ge=0,
-        description="GPU nodes of the rack whose agent reports their assigned per-GPU limit as the one "
-        "the GPUs enforce (condition PowerLimitApplied=True).",
-    )
+    limits_confirmed: int = limits_confirmed_field("rack")
 
 
 # One per-GPU limit of powerLimits, in watts.
@@ -126,8 +123,7 @@ class Rack(Resource):
                    priority=1),
             column("Limited-By", ".status.power.limitedBy", description="What limits its budget.",
                    priority=1),
-            column("Confirmed", ".status.power.limitsConfirmed", "integer",
-                   "Nodes whose agent reports the assigned limit enforced.", priority=1),
+            CONFIRMED_COLUMN,
             condition_column("Capped", "PowerCapped", "Budget below demand.", priority=1),
             condition_column("Over-Budget", "OverBudget", "Measured above budget.", priority=1),
             READY_COLUMN,
