@@ -289,12 +289,13 @@ def table_panel(
     unit: str | None = None,
     rename: Mapping[str, str] | None = None,
     sort_by: str | None = None,
+    descending: bool = False,
     width: int = 24,
     height: int = 10,
 ) -> table.Panel:
     """One row per series now: the instant queries merged on their common labels, each query's
     value a column. `rename` renames label columns too (e.g. {"site_kind": "kind"}); `sort_by`
-    names the column the rows are sorted by (ascending)."""
+    names the column the rows are sorted by (ascending, or `descending`)."""
     p = _common(table.Panel(), title, description, width, height)
     for i, c in enumerate(columns):
         p = p.with_target(_table_query(i, c))
@@ -310,7 +311,8 @@ def table_panel(
         if c.unit is not None and c.header is not None:
             p = p.override_by_name(c.header, [dm.DynamicConfigValue(id_val="unit", value=c.unit)])
     if sort_by is not None:
-        p = p.sort_by([common.TableSortByFieldState().display_name(sort_by)])
+        order = common.TableSortByFieldState().display_name(sort_by)
+        p = p.sort_by([order.desc(True) if descending else order])
     return (
         p.show_header(True)
         .cell_height(cm.TableCellHeight.SM)
@@ -527,6 +529,14 @@ def site_overview() -> db.Dashboard:
 def power() -> db.Dashboard:
     s, r = SITE, Scope(("namespace", "cluster", "rack"))
     carbon = s("stargate_cluster_carbon_grams_per_second")
+    # The agents' proof of the limits (telemetry.enforcedLimitWatts, condition PowerLimitApplied):
+    # confirmed, another limit in force (unconfirmed), or neither (no fresh report).
+    confirmed = "stargate_cluster_nodes_limit_confirmed"
+    unconfirmed = "stargate_cluster_nodes_limit_unconfirmed"
+    not_confirmed = f"{r('stargate_rack_nodes')} - {r('stargate_rack_nodes_limit_confirmed')} > 0"
+
+    def of_not_confirmed(metric: str) -> str:
+        return f"{r(metric)} and on (namespace, cluster, rack) ({not_confirmed})"
     return dashboard(
         "stargate-power",
         "Stargate / Power",
@@ -606,6 +616,41 @@ def power() -> db.Dashboard:
                 Column(r("stargate_rack_power_measured_watts"), "Measured"),
                 Column(r("stargate_rack_nodes_power_capped"), "Nodes capped"),
                 unit="watt",
+            ),
+            row("Power limits enforced (the agents' reports)"),
+            stat_panel("Limits confirmed",
+                       "Nodes whose agent reports the assigned per-GPU limit in force "
+                       "(enforcedLimitWatts; PowerLimitApplied=True).",
+                       f"sum({s(confirmed)})", width=4, height=8),
+            stat_panel("Limits not applied",
+                       "Nodes whose agent reports another limit in force than the assigned one "
+                       "(PowerLimitApplied=False; stargate_cluster_nodes_limit_unconfirmed): for seconds "
+                       "after every change of limits, a problem when it lasts (alert "
+                       "StargatePowerLimitsNotApplied after 5 min).",
+                       f"sum({s(unconfirmed)})", steps=WARN_FROM_1, width=4, height=8),
+            timeseries_panel(
+                "Power limits confirmed and not applied",
+                "Per site: nodes whose agent reports the assigned limit in force (confirmed), another one "
+                "(not applied), and neither (no fresh report: never reported, stale telemetry or an agent "
+                "that does not say).",
+                Series(s(confirmed), "{{cluster}} confirmed"),
+                Series(s(unconfirmed), "{{cluster}} not applied"),
+                Series(f"{s('stargate_cluster_nodes')} - {s(confirmed)} - {s(unconfirmed)}",
+                       "{{cluster}} no report"),
+                width=16,
+            ),
+            table_panel(
+                "Racks with limits not confirmed",
+                "Racks with nodes whose limit no agent report confirms, those with another limit in force "
+                "(not applied) first; the rest have no fresh report (stale telemetry, maintenance, never "
+                "reported). Empty while every node is confirmed.",
+                Column(not_confirmed, "Not confirmed"),
+                Column(of_not_confirmed("stargate_rack_nodes_limit_unconfirmed"), "Not applied"),
+                Column(of_not_confirmed("stargate_rack_nodes_limit_confirmed"), "Confirmed"),
+                Column(of_not_confirmed("stargate_rack_nodes"), "Nodes"),
+                Column(of_not_confirmed("stargate_rack_nodes_telemetry_stale"), "Stale telemetry"),
+                Column(of_not_confirmed("stargate_rack_nodes_maintenance"), "Maintenance"),
+                sort_by="Not applied", descending=True,
             ),
             row("Nodes (needs operator.perNodeMetrics=true)"),
             table_panel(
