@@ -38,6 +38,10 @@ PARENT_NOT_READY = "ParentNotReady"
 POWER_PATH_INVALID = "PowerPathInvalid"
 DOMAIN_PROBLEMS = frozenset({CLUSTER_NOT_FOUND, PARENT_NOT_FOUND, PARENT_MISMATCH, CYCLE_DETECTED,
                              PARENT_NOT_READY})
+# Why a reference to a domain cannot be followed (reference_problem): a grid event's Ready reasons.
+REF_NOT_FOUND = "PowerDomainNotFound"
+REF_MISMATCH = "PowerDomainMismatch"  # of another site, or of the other type
+REF_NOT_READY = "PowerDomainNotReady"  # the domain is invalid: it takes no part
 
 
 # ---- validity ------------------------------------------------------------------------------
@@ -116,6 +120,27 @@ def _resolve(start: DomainIn, domains: Mapping[str, DomainIn], clusters: Mapping
             x.chain = [*parent.chain, parent]  # its ancestors only: no record refers to itself
 
 
+def reference_problem(d: DomainIn | None, namespace: str, cluster_ref: str, want: str,
+                      needs: str) -> tuple[str, str] | None:
+    """Why the PowerDomain `d` that an object of site `cluster_ref` names cannot serve it (a rack's
+    power or cooling reference, a grid event's target): (reason, what follows "PowerDomain <name>"
+    in a message); None when it is of that site, of type `want` and valid. `needs` says, after a
+    domain of the wrong type, what type the reference needs."""
+    if d is None:
+        return REF_NOT_FOUND, f"not found in namespace {namespace}"
+    if d.cluster_ref != cluster_ref:
+        return REF_MISMATCH, f"belongs to StargateCluster {d.cluster_ref}, not {cluster_ref}"
+    if d.type != want:
+        return REF_MISMATCH, f"is a {d.type} domain; {needs}"
+    if d.problem is not None:
+        return REF_NOT_READY, f"is not ready ({d.problem[0]}: {d.problem[1]})"
+    return None
+
+
+_NEEDS = {"powerDomainRef": f"powerDomainRef needs a {ELECTRICAL} one",
+          "coolingDomainRef": f"coolingDomainRef needs a {COOLING} one"}
+
+
 def link_rack(rack: RackIn, domains: Mapping[str, DomainIn]) -> None:
     """The rack's valid domains (power chain, then cooling chain), or why its path is invalid."""
     chain: list[DomainIn] = []
@@ -124,17 +149,9 @@ def link_rack(rack: RackIn, domains: Mapping[str, DomainIn]) -> None:
         if ref is None:
             continue
         d = domains.get(ref)
-        why = ""
-        if d is None:
-            why = f"not found in namespace {rack.namespace}"
-        elif d.cluster_ref != rack.cluster_ref:
-            why = f"belongs to StargateCluster {d.cluster_ref}, not {rack.cluster_ref}"
-        elif d.type != want:
-            why = f"is a {d.type} domain; {field} needs a {want} one"
-        elif d.problem is not None:
-            why = f"is not ready ({d.problem[0]}: {d.problem[1]})"
-        if why:
-            rack.path_problem = f"{field} {ref}: PowerDomain {ref} {why}; allocated its floor only"
+        problem = reference_problem(d, rack.namespace, rack.cluster_ref, want, _NEEDS[field])
+        if problem is not None:
+            rack.path_problem = f"{field} {ref}: PowerDomain {ref} {problem[1]}; allocated its floor only"
             rack.chain = []
             return
         assert d is not None
@@ -145,7 +162,8 @@ def link_rack(rack: RackIn, domains: Mapping[str, DomainIn]) -> None:
 
 # ---- allocation ----------------------------------------------------------------------------
 
-def _label(d: DomainIn) -> str:
+def domain_label(d: DomainIn) -> str:
+    """How messages name a domain: "FloorPDU pdu-3" (its role), else "PowerDomain pdu-3"."""
     return f"{d.role or 'PowerDomain'} {d.name}"
 
 
@@ -168,7 +186,7 @@ def allocate_tree(cluster: ClusterIn, oversubscribed: bool = True) -> int:
     site = Constraint(cluster.name, f"StargateCluster {cluster.name}", word, capacity, 0)
     for d in cluster.domains:
         capacity, word = _capacity(d.usable_w, d.over, d.capping_now, "usable", oversubscribed)
-        d.constraint = Constraint(d.name, _label(d), word, capacity, len(d.chain) + 1)
+        d.constraint = Constraint(d.name, domain_label(d), word, capacity, len(d.chain) + 1)
     racks = cluster.racks
     floors = 0
     for r in racks:

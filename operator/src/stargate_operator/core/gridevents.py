@@ -39,6 +39,14 @@ from stargate_operator.core.conditions import (
     ready_reason_changed_to,
     turned,
 )
+from stargate_operator.core.domains import (
+    ELECTRICAL,
+    REF_MISMATCH,
+    REF_NOT_FOUND,
+    REF_NOT_READY,
+    domain_label,
+    reference_problem,
+)
 from stargate_operator.core.objects import ClusterIn, DomainIn, name_or_none, object_header
 from stargate_operator.core.power import site_budget
 from stargate_operator.core.status import StatusContext
@@ -48,7 +56,6 @@ from stargate_operator.kinds import GRID_EVENT
 
 KIND = GRID_EVENT.kind
 INFINITY = float("inf")
-ELECTRICAL = "Electrical"
 
 SCHEDULED = "Scheduled"
 ACTIVE = "Active"
@@ -56,9 +63,9 @@ COMPLETED = "Completed"
 
 # Ready reasons of an event that applies to nothing.
 CLUSTER_NOT_FOUND = "ClusterNotFound"
-POWER_DOMAIN_NOT_FOUND = "PowerDomainNotFound"
-POWER_DOMAIN_MISMATCH = "PowerDomainMismatch"  # of another site, or a Cooling domain
-POWER_DOMAIN_NOT_READY = "PowerDomainNotReady"  # the domain is invalid: it takes no part
+POWER_DOMAIN_NOT_FOUND = REF_NOT_FOUND
+POWER_DOMAIN_MISMATCH = REF_MISMATCH  # of another site, or a Cooling domain
+POWER_DOMAIN_NOT_READY = REF_NOT_READY  # the domain is invalid: it takes no part
 INVALID_SPEC = "InvalidSpec"  # no readable start, or no target (the API server refuses both)
 PROBLEMS = frozenset({CLUSTER_NOT_FOUND, POWER_DOMAIN_NOT_FOUND, POWER_DOMAIN_MISMATCH,
                       POWER_DOMAIN_NOT_READY, INVALID_SPEC})
@@ -218,25 +225,17 @@ def _by_name(e: EventIn) -> str:
 
 
 def _domain_problem(e: EventIn, d: DomainIn | None) -> tuple[str, str] | None:
-    ref = e.domain_ref
-    if d is None:
-        return (POWER_DOMAIN_NOT_FOUND, f"PowerDomain {ref} not found in namespace {e.namespace}; "
-                                        "the event changes nothing")
-    if d.cluster_ref != e.cluster_ref:
-        return (POWER_DOMAIN_MISMATCH, f"PowerDomain {ref} belongs to StargateCluster {d.cluster_ref}, "
-                                       f"not {e.cluster_ref}; the event changes nothing")
-    if d.type != ELECTRICAL:
-        return (POWER_DOMAIN_MISMATCH, f"PowerDomain {ref} is a {d.type} domain; a grid event targets an "
-                                       "Electrical one; the event changes nothing")
-    if d.problem is not None:
-        return (POWER_DOMAIN_NOT_READY, f"PowerDomain {ref} is not ready ({d.problem[0]}: {d.problem[1]}); "
-                                        "the event changes nothing")
-    return None
+    problem = reference_problem(d, e.namespace, e.cluster_ref, ELECTRICAL,
+                                "a grid event targets an Electrical one")
+    if problem is None:
+        return None
+    reason, why = problem
+    return reason, f"PowerDomain {e.domain_ref} {why}; the event changes nothing"
 
 
 def _label(e: EventIn) -> str:
     if e.domain is not None:
-        return f"{e.domain.role or 'PowerDomain'} {e.domain.name}"
+        return domain_label(e.domain)
     return f"StargateCluster {e.cluster_ref}"
 
 
