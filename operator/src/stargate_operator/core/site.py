@@ -42,8 +42,7 @@ from stargate_operator.core.status import (
     domain_status,
     node_status,
     pool_status,
-    rack_power_limits,
-    rack_safe_limits,
+    rack_limits,
     rack_status,
 )
 from stargate_operator.core.types import CoreSettings, ObjectKey, Plan
@@ -312,8 +311,7 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
                     else:
                         mine = None  # a condition changed: now played a part; build it again
             counts = ctx.counts["Rack", rack.namespace, rack.name] = rack_counts(rack)
-            rack.power_limits = rack_power_limits(rack)
-            rack.safe_limits = rack_safe_limits(rack)
+            rack.power_limits, rack.safe_limits = rack_limits(rack)
             if mine is not None:
                 memos[rack.namespace, rack.name] = RackMemo.of(rack, mine, counts)
         rack.limits_confirmed = counts[NODES_LIMIT_CONFIRMED]

@@ -19,6 +19,7 @@ from stargate_operator.core.conditions import (
     UNKNOWN,
     ConditionMemo,
     CondSpec,
+    OldConditions,
     build_conditions,
     ready_reason_changed_to,
     recovered,
@@ -89,6 +90,17 @@ def _warn_reference(events: Events, key: tuple[str, str, str], ready: CondSpec, 
         events.append(PlanEvent(key, "Warning", reason, ready[3]))
 
 
+def _alarm(events: Events, key: ObjectKey, old: OldConditions, cond: CondSpec, raised: str,
+           cleared: str) -> None:
+    """The Events of an alarm condition: a Warning `raised` when it turns True, a Normal `cleared`
+    when it goes from True to False (Unknown raises nothing). Its message is the condition's."""
+    if cond[1] == TRUE:
+        if turned(old, cond[0], TRUE):
+            events.append(PlanEvent(key, "Warning", raised, cond[3]))
+    elif cond[1] == FALSE and recovered(old, cond[0]):
+        events.append(PlanEvent(key, "Normal", cleared, cond[3]))
+
+
 def _base(generation: int | None, conditions: list[Mapping[str, Any]]) -> Status:
     status: Status = {"conditions": conditions}
     if generation is not None:
@@ -130,10 +142,7 @@ def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
         c.old, (ready, oc) if capping is None else (ready, oc, capping), CLUSTER_CONDITIONS, ctx.now,
         c.generation, ctx.conditions
     )
-    if over and turned(c.old, "PowerOvercommitted", TRUE):
-        events.append(PlanEvent(key, "Warning", "PowerOvercommitted", oc[3]))
-    elif not over and recovered(c.old, "PowerOvercommitted"):
-        events.append(PlanEvent(key, "Normal", "PowerOvercommitResolved", oc[3]))
+    _alarm(events, key, c.old, oc, "PowerOvercommitted", "PowerOvercommitResolved")
     status = _base(c.generation, conds)
     status["racks"] = len(c.racks)
     status["nodes"] = c.node_count
@@ -205,10 +214,7 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
     _warn_reference(events, key, ready, r.old)
     if ready[2] == "FloorExceedsRating" and ready_reason_changed_to(r.old, "FloorExceedsRating"):
         events.append(PlanEvent(key, "Warning", "FloorExceedsRating", ready[3]))
-    if over[1] == TRUE and turned(r.old, "OverBudget", TRUE):
-        events.append(PlanEvent(key, "Warning", "OverBudget", over[3]))
-    elif over[1] == FALSE and recovered(r.old, "OverBudget"):
-        events.append(PlanEvent(key, "Normal", "WithinBudget", over[3]))
+    _alarm(events, key, r.old, over, "OverBudget", "WithinBudget")
     status = _base(r.generation, conds)
     status["nodes"] = len(r.nodes)
     status["gpus"] = {"total": r.gpus_total, "healthy": r.gpus_healthy}
@@ -229,15 +235,13 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
     return status
 
 
-def rack_safe_limits(r: RackIn) -> dict[str, int]:
-    """Rack.status.safeLimits: each node's safeLimitWatts by name, as powerLimits (section 13)."""
-    return {n.name: n.safe_limit_w if n.powered else n.limit_w for n in sorted(r.nodes, key=_name)}
-
-
-def rack_power_limits(r: RackIn) -> dict[str, int]:
-    """Rack.status.powerLimits once its nodes are allocated: each node's per-GPU limit (the same
-    figure as its powerLimitWatts) by name, sorted so that the input's order never shows."""
-    return {n.name: n.limit_w for n in sorted(r.nodes, key=_name)}
+def rack_limits(r: RackIn) -> tuple[dict[str, int], dict[str, int]]:
+    """Rack.status.powerLimits and safeLimits once its nodes are allocated, from one sort of them:
+    each node's per-GPU limit (the same figure as its powerLimitWatts) and its safeLimitWatts
+    (section 13) by name, sorted so that the input's order never shows."""
+    nodes = sorted(r.nodes, key=_name)
+    return ({n.name: n.limit_w for n in nodes},
+            {n.name: n.safe_limit_w if n.powered else n.limit_w for n in nodes})
 
 
 def _name(n: NodeIn) -> str:
@@ -502,14 +506,8 @@ def domain_status(d: DomainIn, ctx: StatusContext) -> Status:
     specs = (ready, oc, constrained, limit) if capping is None else (ready, oc, constrained, limit, capping)
     conds = build_conditions(d.old, specs, DOMAIN_CONDITIONS, ctx.now, d.generation, ctx.conditions)
     _warn_reference(events, key, ready, d.old)
-    if oc[1] == TRUE and turned(d.old, "Overcommitted", TRUE):
-        events.append(PlanEvent(key, "Warning", "Overcommitted", oc[3]))
-    elif oc[1] == FALSE and recovered(d.old, "Overcommitted"):
-        events.append(PlanEvent(key, "Normal", "OvercommitResolved", oc[3]))
-    if limit[1] == TRUE and turned(d.old, "OverLimit", TRUE):
-        events.append(PlanEvent(key, "Warning", "OverLimit", limit[3]))
-    elif limit[1] == FALSE and recovered(d.old, "OverLimit"):
-        events.append(PlanEvent(key, "Normal", "WithinLimit", limit[3]))
+    _alarm(events, key, d.old, oc, "Overcommitted", "OvercommitResolved")
+    _alarm(events, key, d.old, limit, "OverLimit", "WithinLimit")
     status = _base(d.generation, conds)
     status["ratingWatts"] = d.rating_w
     status["usableWatts"] = usable
