@@ -18,7 +18,6 @@ import argparse
 import json
 import sys
 from dataclasses import replace
-from typing import Any
 
 from stargate_operator.commands.options import non_negative_float, percent, positive_float
 from stargate_operator.kinds import DEFAULT_CAP_AT_PERCENT, DEFAULT_HOLD_SECONDS, DEFAULT_UNCAP_AT_PERCENT
@@ -28,6 +27,7 @@ from stargate_operator.sim import (
     DEFAULT_ENFORCEMENT_LAG_S,
     DEFAULT_MAX_CAPPED_PERCENT,
     DEFAULT_MIX,
+    DEFAULT_OVERSUBSCRIBE_PERCENT,
     DEFAULT_START_HOUR,
 )
 
@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="SECONDS",
                         help="seconds from a plan to its limits enforced at the GPUs (default: %(default)g, "
                              "until the enforcement path's measured figure replaces it).")
-    parser.add_argument("--percent", type=percent, default=25,
+    parser.add_argument("--percent", type=percent, default=DEFAULT_OVERSUBSCRIBE_PERCENT,
                         help="measured policy: oversubscription percent set on the site and every "
                              "domain where the manifests set none (default: %(default)s: with 80 %% "
                              "derating, limits then add up to at most the breakers' rating).")
@@ -146,16 +146,14 @@ def main(args: argparse.Namespace) -> int:
         enforcement_lag_s=args.enforcement_lag, start_hour=args.start_hour,
         over=sim_site.Oversubscribe(args.percent, args.cap_at, args.uncap_at, args.hold),
         curve=curve, max_capped_percent=args.max_capped_percent)
-    report_needs: Any = None
     if args.report:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             print(MISSING, file=sys.stderr)
             return EXIT_INVALID
-        report_needs = True
     outcome = simulate_policies(template, settings, mix, args.seed, resolution=args.resolution,
-                                keep_series=bool(report_needs))
+                                keep_series=bool(args.report))
     if args.report:
         from stargate_operator.sim.report import write_report
 

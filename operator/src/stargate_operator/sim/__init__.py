@@ -20,3 +20,6 @@ DEFAULT_DURATION_S = 1800
 DEFAULT_START_HOUR = 14.0  # near the daily peak of inference: the hardest hour of the day
 DEFAULT_MAX_CAPPED_PERCENT = 5.0
 DEFAULT_MIX = "training=40,inference=35,idle=25"
+# The measured policy's oversubscription where the manifests set none: with 80 % derating, limits at
+# +25 % add up to no more than the breakers' rating.
+DEFAULT_OVERSUBSCRIBE_PERCENT = 25

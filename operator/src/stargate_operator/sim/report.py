@@ -21,12 +21,19 @@ matplotlib.use("Agg")  # no display: files only
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from stargate_operator.sim.run import RunResult
 from stargate_operator.sim.simulate import Outcome
 
 COLORS = {"static": "#1f77b4", "measured": "#d62728"}
 SHOWN_DOMAINS = 5
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _closest(result: RunResult) -> list[int]:
@@ -63,9 +70,7 @@ def _load_plot(outcome: Outcome, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8, ncol=3)
     axes[-1, 0].set_xlabel("minutes")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _search_plot(outcome: Outcome, path: Path) -> None:
@@ -89,9 +94,7 @@ def _search_plot(outcome: Outcome, path: Path) -> None:
     ax.set_title("The search: runs stopped early once past the bound")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _capped_plot(outcome: Outcome, path: Path) -> None:
@@ -106,9 +109,7 @@ def _capped_plot(outcome: Outcome, path: Path) -> None:
     ax.set_ylabel("GPU power capped, kW")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def write_report(outcome: Outcome, directory: str | Path) -> Path:

@@ -27,7 +27,9 @@ import numpy as np
 import numpy.typing as npt
 
 from stargate_operator.controller.slot import power_controller
-from stargate_operator.core.objects import domain_rating
+from stargate_operator.core.domains import ELECTRICAL
+from stargate_operator.core.objects import parse_cluster, parse_domain
+from stargate_operator.core.power import site_budget
 from stargate_operator.core.wire import format_time
 from stargate_operator.sim import (
     DEFAULT_CONTROL_INTERVAL_S,
@@ -200,23 +202,20 @@ def _constraints(objects: list[dict[str, Any]], nodes: list[dict[str, Any]]
                  ) -> tuple[list[str], list[int], list[int], list[list[int]]]:
     """Every constraint (the site first, then each PowerDomain), its usable power, its breaker's
     rating (0: no breaker: the site's budget, a cooling domain) and the node rows beneath it."""
-    cluster = next(o for o in objects if o["kind"] == "StargateCluster")
-    power = cluster["spec"]["power"]
-    budget = int(power["itCapacityWatts"]) * (100 - int(power.get("reservePercent", 5))) // 100
+    cluster = parse_cluster(next(o for o in objects if o["kind"] == "StargateCluster"))
     domains = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PowerDomain"}
     racks = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Rack"}
-    names = [cluster["metadata"]["name"]]
-    usable = [budget]
+    names = [cluster.name]
+    usable = [site_budget(cluster.it_capacity_w, cluster.reserve_percent, 0)]  # no curtailment
     rating = [0]
     rows: list[list[int]] = [list(range(len(nodes)))]
     index: dict[str, int] = {}
-    for name, d in domains.items():
-        spec = d["spec"]
-        r = domain_rating(spec.get("ratingWatts"), spec.get("electrical"))
+    for name, obj in domains.items():
+        d = parse_domain(obj)  # the core's reading: rating, derating and type as the plan sees them
         index[name] = len(names)
         names.append(name)
-        usable.append(r * int(spec.get("deratePercent", 80)) // 100)
-        rating.append(r if spec.get("type", "Electrical") == "Electrical" else 0)
+        usable.append(d.usable_w)
+        rating.append(d.rating_w if d.type == ELECTRICAL else 0)
         rows.append([])
     for i, n in enumerate(nodes):
         rack = racks[n["spec"]["rackRef"]]["spec"]

@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stargate_operator.core.objects import domain_rating
+from stargate_operator.core.domains import ELECTRICAL
+from stargate_operator.core.objects import parse_domain
 from stargate_operator.core.products import BY_MODEL
 from stargate_operator.kinds import (
     API_VERSION,
@@ -32,6 +33,7 @@ from stargate_operator.kinds import (
     DEFAULT_HOLD_SECONDS,
     DEFAULT_UNCAP_AT_PERCENT,
 )
+from stargate_operator.sim import DEFAULT_OVERSUBSCRIBE_PERCENT
 
 STATIC = "static"
 MEASURED = "measured"
@@ -44,14 +46,13 @@ RACKS_PER_PDU = 4
 PDUS_PER_SWITCHBOARD = 3
 DERATE_PERCENT = 80
 DISTRIBUTION_MARGIN = 1.3
-DEFAULT_PERCENT = 25  # with 80 % derating, limits at +25 % add up to no more than the breakers' rating
 
 
 @dataclass(frozen=True, slots=True)
 class Oversubscribe:
     """What the measured policy sets where the manifests set nothing."""
 
-    percent: int = DEFAULT_PERCENT
+    percent: int = DEFAULT_OVERSUBSCRIBE_PERCENT
     cap_at: int = DEFAULT_CAP_AT_PERCENT
     uncap_at: int = DEFAULT_UNCAP_AT_PERCENT
     hold_s: int = DEFAULT_HOLD_SECONDS
@@ -182,10 +183,9 @@ def _interleave(pairs: list[tuple[dict[str, Any], list[dict[str, Any]]]]
 def _finish(fixed: list[dict[str, Any]], pairs: list[tuple[dict[str, Any], list[dict[str, Any]]]],
             nameplate: int) -> Template:
     cluster = next(o for o in fixed if o["kind"] == "StargateCluster")
-    domains = {o["metadata"]["name"]: o for o in fixed if o["kind"] == "PowerDomain"}
-    roots = [d for d in domains.values() if d["spec"].get("type", "Electrical") == "Electrical"
-             and d["spec"].get("parentRef") not in domains]
-    feed = sum(domain_rating(d["spec"].get("ratingWatts"), d["spec"].get("electrical")) for d in roots)
+    domains = [parse_domain(o) for o in fixed if o["kind"] == "PowerDomain"]
+    names = {d.name for d in domains}
+    feed = sum(d.rating_w for d in domains if d.type == ELECTRICAL and d.parent_ref not in names)
     if feed <= 0:
         feed = int(cluster["spec"]["power"]["itCapacityWatts"])
     return Template(fixed=fixed, racks=_interleave(pairs), nameplate_nodes=nameplate,
