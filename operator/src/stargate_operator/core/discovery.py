@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stargate_operator.core.products import GPUProduct, product_for_label
+from stargate_operator.core.types import ObjectKey
 from stargate_operator.core.wire import mapping
 from stargate_operator.kinds import (
     API_VERSION,
@@ -93,7 +94,6 @@ _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$
 _SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
            "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
 
-ObjectKey = tuple[str, str, str]  # (kind, namespace, name), as core/types.py
 
 
 @dataclass(frozen=True, slots=True)
