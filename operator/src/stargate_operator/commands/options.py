@@ -51,6 +51,13 @@ def non_negative_float(s: str) -> float:
     return v
 
 
+def positive_int(s: str) -> int:
+    v = int(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {s}")
+    return v
+
+
 def non_negative_int(s: str) -> int:
     v = int(s)
     if v < 0:

@@ -19,7 +19,13 @@ import json
 import sys
 from dataclasses import replace
 
-from stargate_operator.commands.options import non_negative_float, percent, positive_float
+from stargate_operator.commands.options import (
+    non_negative_float,
+    non_negative_int,
+    percent,
+    positive_float,
+    positive_int,
+)
 from stargate_operator.kinds import DEFAULT_CAP_AT_PERCENT, DEFAULT_HOLD_SECONDS, DEFAULT_UNCAP_AT_PERCENT
 from stargate_operator.sim import (
     DEFAULT_CONTROL_INTERVAL_S,
@@ -35,13 +41,6 @@ EXIT_INVALID = 2
 DEFAULT_NODES = 288
 
 
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {s}")
-    return v
-
-
 def _hour(s: str) -> float:
     v = float(s)
     if not 0 <= v < 24:
@@ -54,16 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML or JSON manifests (files or folders, repeatable) of one site: its "
                              "StargateCluster, PowerDomains, Racks and GPUNodes; the racks are the "
                              "templates the search clones. Default: a generated GB200 site (--nodes).")
-    parser.add_argument("--nodes", type=_positive_int, default=DEFAULT_NODES, metavar="N",
+    parser.add_argument("--nodes", type=positive_int, default=DEFAULT_NODES, metavar="N",
                         help="generated site: GB200 nodes its utility feed is sized for at nameplate "
                              "(default: %(default)s); the search starts from there.")
     parser.add_argument("--seed", type=int, default=1, help="seed of the traces (default: %(default)s).")
-    parser.add_argument("--duration", type=_positive_int, default=DEFAULT_DURATION_S, metavar="SECONDS",
+    parser.add_argument("--duration", type=positive_int, default=DEFAULT_DURATION_S, metavar="SECONDS",
                         help="simulated seconds per run, at 1 s steps (default: %(default)s).")
     parser.add_argument("--start-hour", type=_hour, default=DEFAULT_START_HOUR, metavar="HOUR",
                         help="time of day the run starts, for the diurnal inference load (default: "
                              "%(default)g, near its daily peak).")
-    parser.add_argument("--control-interval", type=_positive_int, default=DEFAULT_CONTROL_INTERVAL_S,
+    parser.add_argument("--control-interval", type=positive_int, default=DEFAULT_CONTROL_INTERVAL_S,
                         metavar="SECONDS",
                         help="seconds between two plans of the operator's core, and the agents' report "
                              "window (default: %(default)s).")
@@ -80,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s).")
     parser.add_argument("--uncap-at", type=percent, default=DEFAULT_UNCAP_AT_PERCENT, metavar="PERCENT",
                         help="measured policy: uncapAtPercent, below --cap-at (default: %(default)s).")
-    parser.add_argument("--hold", type=int, default=DEFAULT_HOLD_SECONDS, metavar="SECONDS",
+    parser.add_argument("--hold", type=non_negative_int, default=DEFAULT_HOLD_SECONDS, metavar="SECONDS",
                         help="measured policy: holdSeconds (default: %(default)s).")
     parser.add_argument("--max-capped-percent", type=non_negative_float, default=DEFAULT_MAX_CAPPED_PERCENT,
                         metavar="PERCENT",
@@ -88,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "GPUs' wanted energy is lost to capping (default: %(default)g).")
     parser.add_argument("--mix", default=DEFAULT_MIX, metavar="SHARES",
                         help="what the racks run, as weights (default: %(default)s).")
-    parser.add_argument("--resolution", type=_positive_int, default=1, metavar="NODES",
+    parser.add_argument("--resolution", type=positive_int, default=1, metavar="NODES",
                         help="the search stops when success and failure are this close "
                              "(default: %(default)s).")
     parser.add_argument("--trip-tau", type=positive_float, default=None, metavar="SECONDS",

@@ -44,7 +44,7 @@ def allocate_oversubscribed(cluster: ClusterIn, now: float,
     raising = (cluster.over is not None and cluster.over.percent > 0) or any(
         d.over is not None and d.over.percent > 0 for d in domains)
     if raising:
-        floors = allocate_tree(cluster, oversubscribed=False)
+        allocate_tree(cluster, oversubscribed=False)  # the budgets without it: the safe budgets
         for r in cluster.racks:
             r.safe_budget_w = r.budget_w
     cluster.capping_now = cluster.capping_was is not None and cluster.capping_was.active
