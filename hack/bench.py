@@ -595,12 +595,21 @@ async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, lo
                              body={"spec": {"power": {"curtailment": {"percent": 20, "reason": "bench"}}}},
                              content_type="application/merge-patch+json")
 
+        progress: list[tuple[float, int]] = []  # (seconds since the change, limits applied)
+
         def applied() -> bool:
             now = agent.changes()
-            return sum(now.values()) - sum(before.values()) >= changed
+            done = int(sum(now.values()) - sum(before.values()))
+            progress.append((time.perf_counter() - t, done))
+            return done >= changed
 
         applied_at = wait_until(applied, 600, "every agent to apply its new limit", every=0.1)
         result["agents_react_s"] = round(applied_at - t, 3)
+        # How the limits arrived: a long tail and a late start read differently.
+        marks = (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120)
+        result["agents_applied_by_s"] = {
+            str(m): max((n for s, n in progress if s <= m), default=0)
+            for m in marks if m <= result["agents_react_s"] + 1}
         result["agents_phase_react_s"] = round(watcher.result() - t, 3)
         if profiler:
             profiler.finish()
