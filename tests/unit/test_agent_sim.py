@@ -287,6 +287,36 @@ async def test_the_rack_limit_wins_and_the_gpunode_status_is_the_fallback() -> N
         await fleet.stop()
 
 
+async def test_a_new_limit_is_applied_while_the_agent_waits_to_report() -> None:
+    """An agent whose report waits for its fleet's writes gate (thousands of reports ahead of it
+    after a curtailment) still sets a new limit at once, not after its report."""
+    client = RecordingClient()
+    backend = OutOfRangeBackend()
+    gate = asyncio.Semaphore(1)
+    agent = NodeAgent(KubeClient.__new__(KubeClient), "ns", "n1", backend, interval=60,
+                      writes_gate=gate)
+    agent.client = client  # type: ignore[assignment]
+    agent.obj = _obj(400)
+    await gate.acquire()  # the other reports
+    task = asyncio.create_task(agent.run())
+    try:
+        await asyncio.sleep(0.05)
+        assert backend.limits == [400] and client.patches == []  # in its report, at the gate
+        agent.set_rack_limit(300)
+        await asyncio.sleep(0.05)
+        assert backend.limits[-1] == 300 and client.patches == []  # before the gate opened
+        agent.update(_obj(350))  # its GPUNode's limit: the rack's entry stays in force
+        await asyncio.sleep(0.05)
+        assert backend.limits[-1] == 300
+        gate.release()
+        await asyncio.sleep(0.1)
+        assert len(client.patches) == 1 and backend.limits[-1] == 300
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 async def test_a_failed_report_is_retried_before_the_interval() -> None:
     """The report is the proof that a limit is in force (PowerLimitApplied): a write lost while the
     API server is away is tried again after a second, not a whole interval later."""
