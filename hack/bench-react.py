@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""`react_s` alone, for sites too large for the whole of hack/bench.py in one sitting.
+
+hack/bench.py times every phase against a tight-loop baseline (about 47 minutes at 100,000
+nodes); this takes only its curtailment's fast path, with the same parts and the same rules: a
+fresh local control plane, the synthetic site, an operator that writes the cold statuses, then a
+new operator that is given the 20 % curtailment once it has finished its first recomputation and
+the API server is at rest; `react_s` is the time from the spec change until every rack's
+`status.powerLimits` equals the core's (a watch on the racks). No ratio: nothing is compared.
+
+    .venv/bin/python hack/bench-react.py --nodes 100000 [--tree] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench  # hack/bench.py: its site, operator process, rack watcher and waits
+from stargate_operator.controller.store import key_of
+from stargate_operator.kube import GROUP_PATH, KubeClient
+from stargate_operator.localcp.controlplane import LocalControlPlane
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {"nodes": args.nodes, "tree": args.tree}
+    logdir = Path(tempfile.mkdtemp(prefix="sg-bench-react-"))
+    with LocalControlPlane() as cp:
+        cp.apply_crds()
+        client = KubeClient.from_kubeconfig(str(cp.kubeconfig), max_connections=bench.CONCURRENCY)
+        servers = cp.server_pids()
+        pids = [servers["kube-apiserver"], servers["etcd"]]
+        try:
+            site = bench.Site(client, "stargate-bench", args.nodes, args.seed, tree=args.tree)
+            t0 = time.perf_counter()
+            await site.create()
+            objects = await site.objects()
+            bench.log(f"created {len(objects)} objects in {time.perf_counter() - t0:.1f}s")
+            expected = site.expected(objects)
+            changed = sum(1 for v in expected.values() if v)
+            op = bench.OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "cold")
+            bench.wait_healthy(op)
+            done_at, _ = op.wait_writes(changed, timeout=3600)
+            result["cold_s"] = round(done_at - op.started, 3)
+            bench.log(f"cold start: {changed} writes in {result['cold_s']:.1f}s")
+            op.stop()
+
+            objects = await site.objects()
+            cluster = next(o for o in objects if o["kind"] == "StargateCluster")
+            curtailed = [{**o, "spec": {**o["spec"], "power": {
+                **o["spec"]["power"], "curtailment": {"percent": 20, "reason": "bench"}}}}
+                if o is cluster else o for o in objects]
+            after = site.expected(curtailed)
+            racks = bench.rack_limits(after)
+            now = {key_of(o)[2]: (o.get("status") or {}).get("powerLimits") for o in objects
+                   if o["kind"] == "Rack"}
+            result["racks_changed"] = sum(1 for r, want in racks.items() if now.get(r) != want)
+            op = bench.OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "curtail")
+            bench.wait_healthy(op)
+            started = time.perf_counter()
+            bench.wait_reconciled(op)
+            result["operator_ready_s"] = round(time.perf_counter() - started, 3)
+            bench.quiesce(pids)
+            watcher = bench.RackWatcher(cp.kubeconfig, site.namespace, racks).start()
+            before = op.writes()
+            t = time.perf_counter()
+            await client.request(
+                "PATCH", f"{GROUP_PATH}/namespaces/{site.namespace}/stargateclusters/"
+                f"{cluster['metadata']['name']}", verb="patch",
+                body={"spec": {"power": {"curtailment": {"percent": 20, "reason": "bench"}}}},
+                content_type="application/merge-patch+json")
+            result["react_s"] = round(watcher.result() - t, 3)
+            result["writes_by_then"] = int(op.writes() - before)
+            bench.log(f"curtail: every rack's powerLimits ({result['racks_changed']} racks changed) "
+                      f"after {result['react_s']:.2f}s")
+            op.stop()
+        finally:
+            await client.aclose()
+    return result
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=100_000, help="GPU nodes in the site (default 100000)")
+    p.add_argument("--seed", type=int, default=7, help="seed of the generated site")
+    p.add_argument("--tree", action="store_true", help="under issue 14's 6-level power tree")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    args = p.parse_args()
+    result = asyncio.run(run(args))
+    print(json.dumps(result) if args.json else " ".join(f"{k}={v}" for k, v in result.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
