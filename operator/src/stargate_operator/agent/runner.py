@@ -67,6 +67,13 @@ BackendFactory = Callable[[str, dict[str, Any]], GPUBackend]
 _PENDING: set[asyncio.Task[None]] = set()  # fire-and-forget applies, held until done
 
 
+async def _stopped(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def node_power_watts(reading: NodeReading, spec: dict[str, Any]) -> float:
     """The node's power: its GPUs' draw plus the rest of the node (the source's figure, else the
     GPUNode's spec.basePowerWatts)."""
@@ -354,9 +361,7 @@ class NodeAgent:
             await self._run()
         finally:
             if sampler is not None:
-                sampler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sampler
+                await _stopped(sampler)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -614,9 +619,7 @@ class Fleet:
                 if ref == watched:
                     continue
                 if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                    await _stopped(task)
                     task = None
                 self._replace_racks([])  # another rack: nothing known of it yet
                 watched = ref
@@ -626,9 +629,7 @@ class Fleet:
                         f"metadata.name={ref}"), name=f"racks {ref}")
         finally:
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _stopped(task)
 
     async def _follow(self) -> None:
         nodes = self._informer(GPU_NODES, self._sync_list, self._on_event, self.synced, self.field_selector)
@@ -710,9 +711,7 @@ class Fleet:
                     log.warning("%s: the operator's Lease is not readable: %s", self.namespace, e)
                 await asyncio.sleep(every)  # read it again (no renewal is seen meanwhile)
         finally:
-            judge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await judge
+            await _stopped(judge)
 
     async def run(self) -> None:
         """Until cancelled. Closes every backend on the way out."""

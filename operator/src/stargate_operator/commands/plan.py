@@ -107,8 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PERCENT",
         help="what if the grid asked every site to shed PERCENT %% of its power: plan as if each "
-        "StargateCluster had spec.power.curtailment.percent = PERCENT with no end, replacing any "
-        "curtailment in the manifests (the JSON output shows the spec that was planned).",
+        f"{kinds.STARGATE_CLUSTER.kind} had spec.power.curtailment.percent = PERCENT with no end, "
+        "replacing any curtailment in the manifests (the JSON output shows the spec that was planned).",
     )
 
 
@@ -265,8 +265,8 @@ def print_table(items: list[dict[str, Any]], plan: Plan, now: datetime, out: Tex
         spec = site["spec"]
         power = st["power"]
         p.line()
-        p.line(f"StargateCluster {ns}/{name}: {spec['site']['region']}, {spec['site']['kind']}, "
-               f"{spec['site']['cooling']} cooling, "
+        p.line(f"{kinds.STARGATE_CLUSTER.kind} {ns}/{name}: {spec['site']['region']}, "
+               f"{spec['site']['kind']}, {spec['site']['cooling']} cooling, "
                f"design PUE {spec['site'].get('designPUE', kinds.DEFAULT_DESIGN_PUE)}")
         p.line(f"  Ready {_ready(st)}; PowerOvercommitted {_cond(st, 'PowerOvercommitted')[0]}")
         p.line(f"  {st['racks']} racks, {st['nodes']} nodes, GPUs {st['gpus']['healthy']} healthy of "

@@ -389,11 +389,13 @@ class Engine:
         finally:
             metrics.RECONCILE_SECONDS.labels(kind=label).observe(time.perf_counter() - started)
 
-    def _status_writes(self, plan: Plan, only: frozenset[str]) -> Iterator[Write]:
-        """The status patches of the kinds `only`, diffed when a writer takes them."""
+    def _status_writes(self, plan: Plan, only: frozenset[str] | None = None,
+                       skip: frozenset[str] = frozenset()) -> Iterator[Write]:
+        """The status patches of the kinds `only` (None: every kind) but the kinds `skip`, diffed
+        when a writer takes them."""
         store = self.store
         for key, desired in plan.statuses.items():
-            if key[0] not in only:
+            if (only is not None and key[0] not in only) or (skip and key[0] in skip):
                 continue
             held = store.get(key)
             if held is None:
@@ -416,15 +418,7 @@ class Engine:
             key = key_of(body)
             if store.get(key) is None:
                 yield "create", key, body
-        for key, desired in plan.statuses.items():
-            if skip and key[0] in skip:
-                continue
-            held = store.get(key)
-            if held is None:
-                continue
-            patch = merge_patch(held.get("status"), desired)
-            if patch:
-                yield _PATCH_STATUS, key, patch
+        yield from self._status_writes(plan, skip=skip)
         for ref in plan.deletes:
             held = store.get(ref.key)
             if ref.kind in self.resources and (held is None or held["metadata"].get("deletionTimestamp")):

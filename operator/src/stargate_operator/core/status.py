@@ -28,6 +28,7 @@ from stargate_operator.core.conditions import (
 from stargate_operator.core.domains import DOMAIN_PROBLEMS, POWER_PATH_INVALID
 from stargate_operator.core.objects import ClaimIn, ClusterIn, DomainIn, NodeIn, PoolIn, RackIn
 from stargate_operator.core.types import ObjectKey, PlanEvent
+from stargate_operator.kinds import GPU_NODE, MEMORY_CLAIM, MEMORY_POOL, POWER_DOMAIN, RACK, STARGATE_CLUSTER
 
 Status = dict[str, Any]
 Events = list[PlanEvent]
@@ -110,7 +111,7 @@ def _base(generation: int | None, conditions: list[Mapping[str, Any]]) -> Status
 
 def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
     events = ctx.events
-    key = ("StargateCluster", c.namespace, c.name)
+    key = (STARGATE_CLUSTER.kind, c.namespace, c.name)
     over = c.floor_w > c.budget_w
     curtail = ""
     if c.curtailment_active:
@@ -167,7 +168,7 @@ def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
 
 def rack_status(r: RackIn, ctx: StatusContext) -> Status:
     events = ctx.events
-    key = ("Rack", r.namespace, r.name)
+    key = (RACK.kind, r.namespace, r.name)
     if not r.powered:
         ready: CondSpec = (
             "Ready",
@@ -352,12 +353,13 @@ def node_status(n: NodeIn, ctx: StatusContext) -> Status:
         ctx.conditions
     )
     if not n.powered:
-        _warn_reference(events, ("GPUNode", n.namespace, n.name), ready, old)
+        _warn_reference(events, (GPU_NODE.kind, n.namespace, n.name), ready, old)
     if stale[1] == TRUE:
         if turned(old, "TelemetryStale", TRUE):
-            events.append(PlanEvent(("GPUNode", n.namespace, n.name), "Warning", "TelemetryStale", stale[3]))
+            events.append(PlanEvent((GPU_NODE.kind, n.namespace, n.name), "Warning", "TelemetryStale",
+                                    stale[3]))
     elif old and recovered(old, "TelemetryStale"):
-        events.append(PlanEvent(("GPUNode", n.namespace, n.name), "Normal", "TelemetryFresh", stale[3]))
+        events.append(PlanEvent((GPU_NODE.kind, n.namespace, n.name), "Normal", "TelemetryFresh", stale[3]))
     status: Status = {
         "conditions": conds,
         "powerLimitWatts": n.limit_w,
@@ -375,7 +377,7 @@ def node_status(n: NodeIn, ctx: StatusContext) -> Status:
 
 def pool_status(p: PoolIn, ctx: StatusContext) -> Status:
     events = ctx.events
-    key = ("MemoryPool", p.namespace, p.name)
+    key = (MEMORY_POOL.kind, p.namespace, p.name)
     if p.problem is not None:
         ready: CondSpec = ("Ready", FALSE, p.problem[0], p.problem[1])
         exhausted: CondSpec = ("Exhausted", UNKNOWN, p.problem[0], "the pool holds no memory")
@@ -407,7 +409,7 @@ def pool_status(p: PoolIn, ctx: StatusContext) -> Status:
 
 def claim_status(c: ClaimIn, ctx: StatusContext) -> Status:
     events = ctx.events
-    key = ("MemoryClaim", c.namespace, c.name)
+    key = (MEMORY_CLAIM.kind, c.namespace, c.name)
     pool = c.pool_ref
     old = c.old
     if c.bound:
@@ -457,7 +459,7 @@ def claim_status(c: ClaimIn, ctx: StatusContext) -> Status:
 def domain_status(d: DomainIn, ctx: StatusContext) -> Status:
     """A PowerDomain's figures beneath it and its conditions (DESIGN section 10)."""
     events = ctx.events
-    key = ("PowerDomain", d.namespace, d.name)
+    key = (POWER_DOMAIN.kind, d.namespace, d.name)
     usable = d.usable_w
     if d.problem is not None:
         reason, message = d.problem

@@ -418,7 +418,7 @@ def _declare_all(f: Families, per_node: bool) -> None:
     rk = (*r, "condition")
     f.declare("stargate_rack_info", "One series per rack, with its location labels; value 1.",
               (*r, "hall", "row", "position"))
-    f.declare("stargate_rack_priority", "Rack priority (spec), 0 to 1000.", r)
+    f.declare("stargate_rack_priority", f"{_RACK} priority (spec), 0 to 1000.", r)
     f.declare("stargate_rack_nodes", "GPU nodes in the rack.", r)
     f.declare("stargate_rack_nodes_maintenance", "GPU nodes of the rack in maintenance.", r)
     f.declare("stargate_rack_nodes_telemetry_stale", "GPU nodes of the rack whose telemetry is stale.", r)
@@ -433,7 +433,7 @@ def _declare_all(f: Families, per_node: bool) -> None:
     f.declare("stargate_rack_power_floor_watts", "Sum of the rack's node floors.", r)
     f.declare("stargate_rack_power_demand_watts", "Sum of the rack's node demands, capped at the rating.", r)
     f.declare("stargate_rack_power_measured_watts", "Sum of measured node power in the rack.", r)
-    f.declare("stargate_rack_condition", "Rack condition: 1 True, 0 False or Unknown.", rk)
+    f.declare("stargate_rack_condition", f"{_RACK} condition: 1 True, 0 False or Unknown.", rk)
     f.declare("stargate_rack_power_limited_info",
               "1 for a rack held below its demand, labelled with what limits it (status.power.limitedBy: "
               "the site or a PowerDomain).", (*r, "limited_by"))
