@@ -31,7 +31,8 @@ On a fresh local control plane (real kube-apiserver + etcd):
    both, and two operators (one site each, at once), each against a tight loop writing the
    same statuses at the same time (shard_ratio: two shards' ratio over one operator's).
 
-Every timed phase starts with the API server and etcd at rest. Convergence is read from the
+Every timed phase starts with the API server and etcd at rest, and a phase that starts a new
+operator before its change waits for its first recomputation. Convergence is read from the
 operator's own counter of status writes (polled over one keep-alive connection, so that the
 measurement does not load the machine), then every status is checked against the core's result.
 The CPU seconds of the API server, etcd, the operator and the benchmark itself are reported per
