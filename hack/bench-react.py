@@ -8,7 +8,11 @@ new operator that is given the 20 % curtailment once it has finished its first r
 the API server is at rest; `react_s` is the time from the spec change until every rack's
 `status.powerLimits` equals the core's (a watch on the racks). No ratio: nothing is compared.
 
-    .venv/bin/python hack/bench-react.py --nodes 100000 [--tree] [--json]
+It also prints where the time went: the first write after the change, the writes made by each
+second, and the CPU seconds of the API server, etcd and the operator over the reaction; with
+`--profile DIR`, the API server's pprof and a py-spy profile of the operator over it.
+
+    .venv/bin/python hack/bench-react.py --nodes 100000 [--tree] [--json] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from stargate_operator.localcp.controlplane import LocalControlPlane
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"nodes": args.nodes, "tree": args.tree}
     logdir = Path(tempfile.mkdtemp(prefix="sg-bench-react-"))
-    with LocalControlPlane() as cp:
+    profiler = bench.Profiler(Path(args.profile)) if args.profile else None
+    with LocalControlPlane(extra_apiserver_args=["--profiling=true"] if profiler else ()) as cp:
         cp.apply_crds()
         client = KubeClient.from_kubeconfig(str(cp.kubeconfig), max_connections=bench.CONCURRENCY)
         servers = cp.server_pids()
@@ -70,15 +75,33 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["operator_ready_s"] = round(time.perf_counter() - started, 3)
             bench.quiesce(pids)
             watcher = bench.RackWatcher(cp.kubeconfig, site.namespace, racks).start()
+            if profiler:
+                seconds = max(3, args.nodes // 5000)
+                profiler.apiserver(cp, "react", seconds)
+                profiler.operator(op.proc.pid, "react", seconds)
             before = op.writes()
+            cpu = bench.Cpu(servers["kube-apiserver"], servers["etcd"], op.proc.pid)
             t = time.perf_counter()
             await client.request(
                 "PATCH", f"{GROUP_PATH}/namespaces/{site.namespace}/stargateclusters/"
                 f"{cluster['metadata']['name']}", verb="patch",
                 body={"spec": {"power": {"curtailment": {"percent": 20, "reason": "bench"}}}},
                 content_type="application/merge-patch+json")
+            progress, first = [], None
+            while not watcher.finished.wait(0.2) and time.perf_counter() - t < 900:
+                w = op.writes() - before
+                if first is None and w > 0:
+                    first = time.perf_counter() - t
+                if time.perf_counter() - t >= len(progress) + 1:
+                    progress.append(int(w))
             result["react_s"] = round(watcher.result() - t, 3)
             result["writes_by_then"] = int(op.writes() - before)
+            result["first_write_s"] = round(first, 3) if first is not None else None
+            result["writes_by_s"] = progress
+            result["react_cpu_s"] = cpu.used("operator")
+            result["react_cores"] = bench.cores(result["react_cpu_s"], result["react_s"])
+            if profiler:
+                profiler.finish()
             bench.log(f"curtail: every rack's powerLimits ({result['racks_changed']} racks changed) "
                       f"after {result['react_s']:.2f}s")
             op.stop()
@@ -93,6 +116,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=7, help="seed of the generated site")
     p.add_argument("--tree", action="store_true", help="under issue 14's 6-level power tree")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--profile", metavar="DIR", help="also profile the reaction: the API server's "
+                   "pprof (from its /debug/pprof) and the operator's py-spy, summarised in DIR/summary.txt")
     args = p.parse_args()
     result = asyncio.run(run(args))
     print(json.dumps(result) if args.json else " ".join(f"{k}={v}" for k, v in result.items()))

@@ -62,6 +62,19 @@ def test_in_fail_safe_an_agent_enforces_no_more_than_its_safe_limit() -> None:
     assert agent.assigned_limit() == (480, "rack")
 
 
+def test_a_node_its_rack_lists_without_a_safe_limit_is_safe_at_its_racks_limit() -> None:
+    # safeLimits lists only the safe limits below powerLimits: absent there, the rack's limit is
+    # safe, even when the GPUNode's status (written after the rack) still holds an older figure.
+    agent = NodeAgent(cast(Any, None), "site-a", "n0", cast(Any, None))
+    agent.obj = {"status": {"powerLimitWatts": 687, "safeLimitWatts": 500}}
+    agent.rack_limit, agent.rack_safe = 560, None
+    agent.set_failsafe(True)
+    assert agent.safe_limit() == 560
+    assert agent.assigned_limit() == (560, "rack")
+    agent.rack_limit = None  # its rack does not list it: its GPUNode's figures
+    assert agent.assigned_limit() == (500, "gpunode")
+
+
 def test_a_fleet_hands_each_agent_its_racks_safe_limit() -> None:
     fleet = Fleet(cast(Any, None), "site-a", lambda n, o: cast(Any, None))
     agent = NodeAgent(cast(Any, None), "site-a", "n0", cast(Any, None))

@@ -104,6 +104,9 @@ def test_low_measured_draw_lets_the_site_allocate_above_its_budget() -> None:
     plain = run(three([200, 200, 200]))
     assert limits(plain) == [333, 333, 333] == safe(plain)
     assert "capping" not in st(plain, "StargateCluster", "site")["power"]
+    # a rack lists only the safe limits below its limits: none without oversubscription
+    assert st(plain, "Rack", "r0")["powerLimits"] == {"n0": 333}
+    assert st(plain, "Rack", "r0")["safeLimits"] == {}
     plan = run(three([200, 200, 200], site_over=over()))
     assert limits(plan) == [416, 416, 416]  # 950 W over three rooms of 400, on top of the floors
     assert safe(plan) == [333, 333, 333]  # the same tree with no oversubscription

@@ -214,10 +214,13 @@ class NodeAgent:
         return limit if safe is None or safe >= limit[0] else (safe, limit[1])
 
     def safe_limit(self) -> int | None:
-        """The limit that holds even if every GPU draws it (section 13): its rack's safeLimits entry,
-        else its GPUNode's status.safeLimitWatts."""
+        """The limit that holds even if every GPU draws it (section 13): its rack's safeLimits entry;
+        its rack's limit when its rack lists it in powerLimits and not in safeLimits (safe at that
+        limit: the rack lists only the safe limits below it); else its GPUNode's safeLimitWatts."""
         if self.rack_safe is not None:
             return self.rack_safe
+        if self.rack_limit is not None:
+            return self.rack_limit
         safe = (self.obj.get("status") or {}).get("safeLimitWatts")
         return safe if type(safe) is int and safe >= 0 else None
 

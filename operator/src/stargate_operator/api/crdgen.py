@@ -89,6 +89,7 @@ _ORDER = [
     "maxItems",
     "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
     "required",
     "x-kubernetes-validations",
     "properties",

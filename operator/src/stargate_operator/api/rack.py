@@ -86,16 +86,23 @@ class RackStatus(StatusBase):
         description=(
             "GPUNode name to its per-GPU power limit in watts: the same figure as that GPUNode's "
             "status.powerLimitWatts, written before the GPUNodes' statuses when limits change, so that "
-            "node agents (which watch their rack) get a new limit with one write per rack."
+            "node agents (which watch their rack) get a new limit with one write per rack. Replaced as a "
+            "whole (x-kubernetes-map-type atomic)."
         ),
+        # Atomic: the API server tracks the map as one field, not one per node, which makes each
+        # rack write cheaper for it (measured: 6.2 to 4.9 ms of its CPU per write; README).
+        json_schema_extra={"x-kubernetes-map-type": "atomic"},
     )
     safe_limits: dict[str, PerGPULimit] | None = Field(
         default=None,
         description=(
             "GPUNode name to its safeLimitWatts (DESIGN section 13: its limit with no oversubscription "
             "anywhere), beside powerLimits, so that the limit an agent falls back to when the operator's "
-            "Lease lapses travels with the limit it replaces."
+            "Lease lapses travels with the limit it replaces. Only the nodes whose safe limit is below "
+            "their powerLimits entry: a node listed in powerLimits and absent here is safe at that limit "
+            "(with no oversubscription the map is empty). Replaced as a whole."
         ),
+        json_schema_extra={"x-kubernetes-map-type": "atomic"},
     )
 
 

@@ -238,11 +238,13 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
 
 def rack_limits(r: RackIn) -> tuple[dict[str, int], dict[str, int]]:
     """Rack.status.powerLimits and safeLimits once its nodes are allocated, from one sort of them:
-    each node's per-GPU limit (the same figure as its powerLimitWatts) and its safeLimitWatts
-    (section 13) by name, sorted so that the input's order never shows."""
+    each node's per-GPU limit (the same figure as its powerLimitWatts) and the safeLimitWatts
+    (section 13) that are below it, by name, sorted so that the input's order never shows."""
     nodes = sorted(r.nodes, key=_name)
+    # safeLimits lists only the nodes that oversubscription lifts above their safe limit: the rest
+    # are safe at their powerLimits entry, and a site without oversubscription sends none of them.
     return ({n.name: n.limit_w for n in nodes},
-            {n.name: n.safe_limit_w if n.powered else n.limit_w for n in nodes})
+            {n.name: n.safe_limit_w for n in nodes if n.powered and n.safe_limit_w < n.limit_w})
 
 
 def _name(n: NodeIn) -> str:
