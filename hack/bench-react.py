@@ -9,7 +9,8 @@ the API server is at rest; `react_s` is the time from the spec change until ever
 `status.powerLimits` equals the core's (a watch on the racks). No ratio: nothing is compared.
 
 It also prints where the time went: the first write after the change, the writes made by each
-second, and the CPU seconds of the API server, etcd and the operator over the reaction; with
+second, the CPU seconds of the API server, etcd and the operator over the reaction, and the API
+server's CPU, allocation and garbage collections per write (its /metrics); with
 `--profile DIR`, the API server's pprof and a py-spy profile of the operator over it.
 
     .venv/bin/python hack/bench-react.py --nodes 100000 [--tree] [--json] [--profile DIR]
@@ -32,6 +33,14 @@ import bench  # hack/bench.py: its site, operator process, rack watcher and wait
 from stargate_operator.controller.store import key_of
 from stargate_operator.kube import GROUP_PATH, KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
+
+
+def go_figures(cp: LocalControlPlane) -> dict[str, float]:
+    """The API server's own allocation and garbage-collection counters (its /metrics)."""
+    with cp.connect(timeout=30) as c:
+        text = c.send("GET", "/metrics", accept="text/plain").text
+    names = ("go_memstats_alloc_bytes_total", "go_gc_duration_seconds_count", "go_memstats_heap_inuse_bytes")
+    return {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln.split(" ", 1)[0] in names}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -79,6 +88,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 seconds = max(3, args.nodes // 5000)
                 profiler.apiserver(cp, "react", seconds)
                 profiler.operator(op.proc.pid, "react", seconds)
+            go0 = go_figures(cp)
             before = op.writes()
             cpu = bench.Cpu(servers["kube-apiserver"], servers["etcd"], op.proc.pid)
             t = time.perf_counter()
@@ -100,6 +110,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["writes_by_s"] = progress
             result["react_cpu_s"] = cpu.used("operator")
             result["react_cores"] = bench.cores(result["react_cpu_s"], result["react_s"])
+            go1 = go_figures(cp)
+            writes = max(1, result["writes_by_then"])
+            # What each write costs the API server: its CPU (all of it, the watches' events included)
+            # and what it allocates, which decides how often it collects a heap of every object.
+            result["apiserver_ms_per_write"] = round(1000 * result["react_cpu_s"]["apiserver"] / writes, 2)
+            result["apiserver_kb_per_write"] = round(
+                (go1["go_memstats_alloc_bytes_total"] - go0["go_memstats_alloc_bytes_total"]) / 1000 / writes)
+            gc = "go_gc_duration_seconds_count"
+            result["apiserver_gc_cycles"] = int(go1[gc] - go0[gc])
+            result["apiserver_heap_mb"] = round(go1["go_memstats_heap_inuse_bytes"] / 1e6)
             if profiler:
                 profiler.finish()
             bench.log(f"curtail: every rack's powerLimits ({result['racks_changed']} racks changed) "

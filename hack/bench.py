@@ -215,7 +215,8 @@ class OperatorProcess:
 
     def writes(self) -> float:
         try:  # one page per poll
-            return self.metric('stargate_api_writes_total{kind="', but='stargate_api_writes_total{kind="Event"')
+            total = 'stargate_api_writes_total{kind="'
+            return self.metric(total, but=total + 'Event"')
         except httpx.HTTPError:
             return -1.0
 
