@@ -44,13 +44,6 @@ Key = tuple[str, str, str]
 SHAPES = ("granular-full", "atomic-full", "atomic-sparse")
 
 
-def go_figures(cp: LocalControlPlane) -> dict[str, float]:
-    with cp.connect(timeout=30) as c:
-        text = c.send("GET", "/metrics", accept="text/plain").text
-    names = ("go_memstats_alloc_bytes_total", "go_gc_duration_seconds_count")
-    return {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln.split(" ", 1)[0] in names}
-
-
 def set_map_type(cp: LocalControlPlane, map_type: str) -> None:
     """Both limit maps of the Rack CRD to `map_type`, then a pause for the API server to serve it."""
     crd = f"{kinds.RACK.plural}.{kinds.GROUP}"
@@ -84,21 +77,18 @@ async def one_round(cp: LocalControlPlane, client: KubeClient, servers: dict[str
         step = 1 + (turn + i // len(racks)) % 2  # alternate, so that every write changes the map
         patches.append((key, {"powerLimits": {n: v - step for n, v in limits[key].items()}}))
     bench.quiesce([servers["kube-apiserver"], servers["etcd"]])
-    go0 = go_figures(cp)
+    go0 = bench.go_figures(cp)
     cpu = bench.Cpu(servers["kube-apiserver"], servers["etcd"])
     t = time.perf_counter()
     await bench.bounded([status_patch(client, k, p) for k, p in patches])
     seconds = time.perf_counter() - t
-    go1 = go_figures(cp)
+    go1 = bench.go_figures(cp)
     used = cpu.used("client")
     return {
         "writes_per_s": round(writes / seconds),
-        "apiserver_ms": round(1000 * used["apiserver"] / writes, 2),
-        "apiserver_kb": round((go1["go_memstats_alloc_bytes_total"] - go0["go_memstats_alloc_bytes_total"])
-                              / 1000 / writes),
-        "apiserver_gcs": int(go1["go_gc_duration_seconds_count"] - go0["go_gc_duration_seconds_count"]),
-        "etcd_ms": round(1000 * used["etcd"] / writes, 2),
-        "client_ms": round(1000 * used["client"] / writes, 2),
+        **bench.apiserver_per_write(go0, go1, used["apiserver"], writes),
+        "etcd_ms_per_write": round(1000 * used["etcd"] / writes, 2),
+        "client_ms_per_write": round(1000 * used["client"] / writes, 2),
     }
 
 
@@ -137,11 +127,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nodes", type=int, default=2000, help="GPU nodes in the site (default 2000)")
+    bench.site_arguments(p, 2000)
     p.add_argument("--writes", type=int, default=3000, help="rack writes per round (default 3000)")
     p.add_argument("--rounds", type=int, default=2, help="rounds per shape (default 2)")
-    p.add_argument("--seed", type=int, default=7, help="seed of the generated site")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = p.parse_args()
     result = asyncio.run(run(args))
     if args.json:
@@ -151,9 +139,9 @@ def main() -> int:
     for shape in SHAPES:
         for n, r in enumerate(result[shape], 1):
             print(f"{shape:14} round {n}: " + " ".join(f"{k}={v}" for k, v in r.items()))
-        ms = statistics.median(r["apiserver_ms"] for r in result[shape])
-        kb = statistics.median(r["apiserver_kb"] for r in result[shape])
-        print(f"{shape:14} median: apiserver_ms={ms} apiserver_kb={kb}")
+        ms = statistics.median(r["apiserver_ms_per_write"] for r in result[shape])
+        kb = statistics.median(r["apiserver_kb_per_write"] for r in result[shape])
+        print(f"{shape:14} median: apiserver_ms_per_write={ms} apiserver_kb_per_write={kb}")
     return 0
 
 

@@ -35,14 +35,6 @@ from stargate_operator.kube import GROUP_PATH, KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 
-def go_figures(cp: LocalControlPlane) -> dict[str, float]:
-    """The API server's own allocation and garbage-collection counters (its /metrics)."""
-    with cp.connect(timeout=30) as c:
-        text = c.send("GET", "/metrics", accept="text/plain").text
-    names = ("go_memstats_alloc_bytes_total", "go_gc_duration_seconds_count", "go_memstats_heap_inuse_bytes")
-    return {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln.split(" ", 1)[0] in names}
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"nodes": args.nodes, "tree": args.tree}
     logdir = Path(tempfile.mkdtemp(prefix="sg-bench-react-"))
@@ -88,7 +80,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 seconds = max(3, args.nodes // 5000)
                 profiler.apiserver(cp, "react", seconds)
                 profiler.operator(op.proc.pid, "react", seconds)
-            go0 = go_figures(cp)
+            go0 = bench.go_figures(cp)
             before = op.writes()
             cpu = bench.Cpu(servers["kube-apiserver"], servers["etcd"], op.proc.pid)
             t = time.perf_counter()
@@ -97,7 +89,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{cluster['metadata']['name']}", verb="patch",
                 body={"spec": {"power": {"curtailment": {"percent": 20, "reason": "bench"}}}},
                 content_type="application/merge-patch+json")
-            progress, first = [], None
+            progress: list[int] = []
+            first: float | None = None
             while not watcher.finished.wait(0.2) and time.perf_counter() - t < 900:
                 w = op.writes() - before
                 if first is None and w > 0:
@@ -110,16 +103,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["writes_by_s"] = progress
             result["react_cpu_s"] = cpu.used("operator")
             result["react_cores"] = bench.cores(result["react_cpu_s"], result["react_s"])
-            go1 = go_figures(cp)
-            writes = max(1, result["writes_by_then"])
-            # What each write costs the API server: its CPU (all of it, the watches' events included)
-            # and what it allocates, which decides how often it collects a heap of every object.
-            result["apiserver_ms_per_write"] = round(1000 * result["react_cpu_s"]["apiserver"] / writes, 2)
-            result["apiserver_kb_per_write"] = round(
-                (go1["go_memstats_alloc_bytes_total"] - go0["go_memstats_alloc_bytes_total"]) / 1000 / writes)
-            gc = "go_gc_duration_seconds_count"
-            result["apiserver_gc_cycles"] = int(go1[gc] - go0[gc])
-            result["apiserver_heap_mb"] = round(go1["go_memstats_heap_inuse_bytes"] / 1e6)
+            cost = bench.apiserver_per_write(go0, bench.go_figures(cp), result["react_cpu_s"]["apiserver"],
+                                             result["writes_by_then"])
+            result.update(cost)
             if profiler:
                 profiler.finish()
             bench.log(f"curtail: every rack's powerLimits ({result['racks_changed']} racks changed) "
@@ -132,10 +118,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nodes", type=int, default=100_000, help="GPU nodes in the site (default 100000)")
-    p.add_argument("--seed", type=int, default=7, help="seed of the generated site")
+    bench.site_arguments(p, 100_000)
     p.add_argument("--tree", action="store_true", help="under issue 14's 6-level power tree")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--profile", metavar="DIR", help="also profile the reaction: the API server's "
                    "pprof (from its /debug/pprof) and the operator's py-spy, summarised in DIR/summary.txt")
     args = p.parse_args()

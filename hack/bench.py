@@ -55,7 +55,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,8 +183,7 @@ class Site:
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, namespaces: list[str], logdir: Path, tag: str,
-                 extra: Sequence[str] = ()) -> None:
+    def __init__(self, kubeconfig: Path, namespaces: list[str], logdir: Path, tag: str) -> None:
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.log_path = logdir / f"operator-{tag}.log"
@@ -195,7 +194,6 @@ class OperatorProcess:
                "--log-level", os.environ.get("BENCH_OPERATOR_LOG_LEVEL", "WARNING")]
         for ns in namespaces:
             cmd += ["--namespace", ns]
-        cmd += extra
         self.started = time.perf_counter()
         self.first_write_at = 0.0
         self.proc = subprocess.Popen(cmd, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
@@ -364,6 +362,36 @@ class Cpu:
 def cores(cpu: dict[str, float], seconds: float) -> float:
     """Average cores busy over a phase: how close it came to using the whole machine."""
     return round(sum(cpu.values()) / seconds, 2) if seconds > 0 else 0.0
+
+
+def go_figures(cp: LocalControlPlane) -> dict[str, float]:
+    """The API server's own allocation, garbage-collection and heap counters (its /metrics)."""
+    with cp.connect(timeout=30) as c:
+        text = c.send("GET", "/metrics", accept="text/plain").text
+    names = ("go_memstats_alloc_bytes_total", "go_gc_duration_seconds_count", "go_memstats_heap_inuse_bytes")
+    return {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln.split(" ", 1)[0] in names}
+
+
+def apiserver_per_write(before: Mapping[str, float], after: Mapping[str, float], apiserver_cpu_s: float,
+                        writes: int) -> dict[str, float]:
+    """What each write cost the API server between two go_figures: its CPU (all of it, the watches'
+    events included) and what it allocated, which decides how often it collects a heap of every
+    object; and its collections and heap."""
+    writes = max(1, writes)
+    gc, alloc = "go_gc_duration_seconds_count", "go_memstats_alloc_bytes_total"
+    return {
+        "apiserver_ms_per_write": round(1000 * apiserver_cpu_s / writes, 2),
+        "apiserver_kb_per_write": round((after[alloc] - before[alloc]) / 1000 / writes),
+        "apiserver_gc_cycles": int(after[gc] - before[gc]),
+        "apiserver_heap_mb": round(after["go_memstats_heap_inuse_bytes"] / 1e6),
+    }
+
+
+def site_arguments(p: argparse.ArgumentParser, nodes: int) -> None:
+    """The options every benchmark of a generated site shares."""
+    p.add_argument("--nodes", type=int, default=nodes, help=f"GPU nodes in the site (default {nodes})")
+    p.add_argument("--seed", type=int, default=7, help="seed of the generated site")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
 class Profiler:
@@ -901,9 +929,7 @@ async def _shard_phases(sites: list[Site], counts: list[int],
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nodes", type=int, default=1000, help="GPU nodes in the site (default 1000)")
-    p.add_argument("--seed", type=int, default=7, help="seed of the generated site")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    site_arguments(p, 1000)
     p.add_argument("--profile", metavar="DIR",
                    help="also profile the baseline, the cold start, the curtailment's first seconds and "
                    "the agents' reaction: the API server's CPU profile (pprof, from its /debug/pprof), "

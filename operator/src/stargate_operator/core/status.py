@@ -174,7 +174,7 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
             "Ready",
             FALSE,
             "ClusterNotFound",
-            f"StargateCluster {r.cluster_ref} not found in namespace {r.namespace}",
+            f"{STARGATE_CLUSTER.kind} {r.cluster_ref} not found in namespace {r.namespace}",
         )
         capped: CondSpec = ("PowerCapped", UNKNOWN, "ClusterNotFound", "no budget without a cluster")
         over: CondSpec = ("OverBudget", UNKNOWN, "ClusterNotFound", "no budget without a cluster")
@@ -315,8 +315,8 @@ def node_status(n: NodeIn, ctx: StatusContext) -> Status:
             "Ready",
             FALSE,
             "ClusterNotFound",
-            f"Rack {n.rack_ref} names StargateCluster {n.rack_cluster_ref}, not found in namespace "
-            f"{n.namespace}",
+            f"{RACK.kind} {n.rack_ref} names {STARGATE_CLUSTER.kind} {n.rack_cluster_ref}, "
+            f"not found in namespace {n.namespace}",
         )
         capped = ("PowerCapped", UNKNOWN, "ClusterNotFound", "no budget without a cluster")
     else:
@@ -415,13 +415,14 @@ def claim_status(c: ClaimIn, ctx: StatusContext) -> Status:
     pool = c.pool_ref
     old = c.old
     if c.bound:
-        ready: CondSpec = ("Ready", TRUE, "Bound", f"{c.size} bytes bound in MemoryPool {pool}")
+        ready: CondSpec = ("Ready", TRUE, "Bound", f"{c.size} bytes bound in {MEMORY_POOL.kind} {pool}")
     elif not c.pool_found:
         ready = (
-            "Ready", FALSE, "PoolNotFound", f"MemoryPool {c.pool_ref} not found in namespace {c.namespace}"
+            "Ready", FALSE, "PoolNotFound",
+            f"{MEMORY_POOL.kind} {c.pool_ref} not found in namespace {c.namespace}",
         )
     elif c.pool_problem is not None:
-        ready = ("Ready", FALSE, "PoolNotReady", f"MemoryPool {pool}: {c.pool_problem[1]}")
+        ready = ("Ready", FALSE, "PoolNotReady", f"{MEMORY_POOL.kind} {pool}: {c.pool_problem[1]}")
     elif c.evicted or (old.get("Ready", {}).get("reason") == "Evicted"):
         # Evicted stays the reason while the claim waits, so a recomputation that changes nothing
         # writes nothing; it goes when the claim is bound again.
@@ -429,21 +430,21 @@ def claim_status(c: ClaimIn, ctx: StatusContext) -> Status:
             "Ready",
             FALSE,
             "Evicted",
-            f"evicted from MemoryPool {pool} when its capacity shrank; waiting for room",
+            f"evicted from {MEMORY_POOL.kind} {pool} when its capacity shrank; waiting for room",
         )
     else:
         ready = (
             "Ready",
             FALSE,
             "InsufficientCapacity",
-            f"waiting for {c.size} bytes in MemoryPool {pool}",
+            f"waiting for {c.size} bytes in {MEMORY_POOL.kind} {pool}",
         )
     conds = build_conditions(
         old, (ready,), CLAIM_CONDITIONS, ctx.now, c.generation, ctx.conditions
     )
     _warn_reference(events, key, ready, old)
     if c.was_bound and not c.bound and c.pool_found:
-        why = ready[3] if ready[2] != "Evicted" else f"evicted from MemoryPool {c.pool_ref}"
+        why = ready[3] if ready[2] != "Evicted" else f"evicted from {MEMORY_POOL.kind} {c.pool_ref}"
         events.append(PlanEvent(key, "Warning", "Evicted", why))
     elif c.bound and not c.was_bound:
         events.append(PlanEvent(key, "Normal", "Bound", ready[3]))

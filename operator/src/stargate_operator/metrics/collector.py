@@ -436,7 +436,7 @@ def _declare_all(f: Families, per_node: bool) -> None:
     f.declare("stargate_rack_condition", f"{_RACK} condition: 1 True, 0 False or Unknown.", rk)
     f.declare("stargate_rack_power_limited_info",
               "1 for a rack held below its demand, labelled with what limits it (status.power.limitedBy: "
-              "the site or a PowerDomain).", (*r, "limited_by"))
+              f"the site or a {_DOMAIN}).", (*r, "limited_by"))
     # Power domain
     d = DOMAIN_LABELS
     f.declare("stargate_domain_info",
