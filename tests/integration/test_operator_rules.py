@@ -315,6 +315,23 @@ def test_maintenance(api: Api, operator: OperatorProcess, namespace: str) -> Non
 
 # -- references -------------------------------------------------------------------------------
 
+def test_a_site_being_deleted_fails_nothing(api: Api, operator: OperatorProcess, namespace: str) -> None:
+    # A namespace being deleted refuses every create in it, Events included, and its objects go in
+    # any order: here its cluster before its rack, whose ClusterNotFound Event is then refused.
+    ns = namespace
+    api.create_all(ns, [cluster(it=100_000), rack("r1")])
+    expect(api, ns, "Rack", "r1", {}, {"Ready": ("True", "PowerAllocated")})
+    failed = operator.log_text().count("failed")
+    # No namespace controller runs here: the namespace stays Terminating and keeps its objects.
+    api.request("DELETE", f"/api/v1/namespaces/{ns}")
+    api.delete("StargateCluster", ns, "site")
+    expect(api, ns, "Rack", "r1", {}, {"Ready": ("False", "ClusterNotFound")})
+    said = f"namespace {ns} is being deleted: its Events are not posted"
+    wait_for(lambda: said in operator.log_text(), WAIT, what="the operator's note of the refused Event")
+    assert operator.log_text().count("failed") == failed, operator.log_tail()
+    assert not events_for(api, ns, "Rack", "r1", "ClusterNotFound")
+
+
 def test_missing_references_and_recovery(api: Api, operator: OperatorProcess, namespace: str) -> None:
     ns = namespace
     api.create_all(ns, [

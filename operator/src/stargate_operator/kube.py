@@ -49,12 +49,24 @@ _FIRST_RV = re.compile(rb'"resourceVersion":"(\d+)"')
 MAX_RETRY_AFTER_SECONDS = 30.0
 MAX_THROTTLE_RETRIES = 5
 
+# The cause the namespace lifecycle admission gives a create in a namespace being deleted.
+NAMESPACE_TERMINATING = "NamespaceTerminating"
+
 
 class ApiError(RuntimeError):
     def __init__(self, status: int, message: str, body: Any = None) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.body = body
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """A create refused because its namespace is being deleted (403 with the cause
+        NamespaceTerminating): whatever it was for goes away with the namespace."""
+        if self.status != 403 or not isinstance(self.body, dict):
+            return False
+        causes = (self.body.get("details") or {}).get("causes") or []
+        return any(isinstance(c, dict) and c.get("reason") == NAMESPACE_TERMINATING for c in causes)
 
 
 class TransportError(ApiError):

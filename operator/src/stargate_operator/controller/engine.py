@@ -162,6 +162,7 @@ class Engine:
         # resourceVersions of our own writes whose watch echo has not come yet: the informers
         # skip decoding those events (the store has the object from the write's response).
         self._own_versions: set[bytes] = set()
+        self._terminating: set[str] = set()  # namespaces whose refused creates were logged
         self._patch_counters = {kind: metrics.API_WRITES.labels(kind=kind, verb=_PATCH_STATUS)
                                 for kind in self.resources}
 
@@ -343,6 +344,7 @@ class Engine:
         try:
             objects = self._objects(unit)
             if not objects:
+                self._terminating.discard(namespace)
                 self._caches.pop(unit, None)
                 self._counts.pop(unit, None)
                 self._timers.pop(unit, None)
@@ -452,10 +454,22 @@ class Engine:
             # recomputes from it.
             logger.info("%s of %s %s/%s: changed under us; recomputing", what, kind, namespace, name)
             return False
+        if isinstance(e, ApiError) and e.namespace_terminating:
+            # Only creates are refused, and what they were for goes with the namespace.
+            self._namespace_terminating(namespace, f"{what} of {kind} {name} skipped")
+            return False
         logger.warning("%s of %s %s/%s failed: %s", what, kind, namespace, name, e)
         self.stats.write_errors += 1
         self.stats.last_error = str(e)
         return False
+
+    def _namespace_terminating(self, namespace: str, what: str) -> None:
+        """Said once per namespace: deleting a site refuses a create for each of its objects."""
+        if namespace in self._terminating:
+            logger.debug("namespace %s is being deleted: %s", namespace, what)
+            return
+        self._terminating.add(namespace)
+        logger.info("namespace %s is being deleted: %s (and the like, until it is gone)", namespace, what)
 
     def _remember(self, obj: Any, kind: str) -> None:
         """A write's response into the store, and its version as one whose echo to skip."""
@@ -557,7 +571,10 @@ class Engine:
                     message=event.message,
                 )
             except Exception as e:  # Events are best effort: never block status on them
-                logger.warning("posting event %s on %s failed: %s", event.reason, event.key, e)
+                if isinstance(e, ApiError) and e.namespace_terminating:
+                    self._namespace_terminating(event.key[1], "its Events are not posted")
+                else:
+                    logger.warning("posting event %s on %s failed: %s", event.reason, event.key, e)
                 return
         metrics.API_WRITES.labels(kind="Event", verb="create_event").inc()
         self.stats.events_posted += 1
