@@ -126,8 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench.site_arguments(p, 2000)
+    p = bench.parser(__doc__, 2000)
     p.add_argument("--writes", type=int, default=3000, help="rack writes per round (default 3000)")
     p.add_argument("--rounds", type=int, default=2, help="rounds per shape (default 2)")
     args = p.parse_args()

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench  # hack/bench.py: its site, operator process, rack watcher and waits
 from stargate_operator.controller.store import key_of
-from stargate_operator.kube import GROUP_PATH, KubeClient
+from stargate_operator.kube import KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 
@@ -60,14 +60,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             op.stop()
 
             objects = await site.objects()
-            cluster = next(o for o in objects if o["kind"] == "StargateCluster")
-            curtailed = [{**o, "spec": {**o["spec"], "power": {
-                **o["spec"]["power"], "curtailment": {"percent": 20, "reason": "bench"}}}}
-                if o is cluster else o for o in objects]
+            cluster, curtailed = bench.curtailed(objects)
             after = site.expected(curtailed)
             racks = bench.rack_limits(after)
             now = {key_of(o)[2]: (o.get("status") or {}).get("powerLimits") for o in objects
-                   if o["kind"] == "Rack"}
+                   if o["kind"] == bench.RACK}
             result["racks_changed"] = sum(1 for r, want in racks.items() if now.get(r) != want)
             op = bench.OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "curtail")
             bench.wait_healthy(op)
@@ -84,11 +81,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             before = op.writes()
             cpu = bench.Cpu(servers["kube-apiserver"], servers["etcd"], op.proc.pid)
             t = time.perf_counter()
-            await client.request(
-                "PATCH", f"{GROUP_PATH}/namespaces/{site.namespace}/stargateclusters/"
-                f"{cluster['metadata']['name']}", verb="patch",
-                body={"spec": {"power": {"curtailment": {"percent": 20, "reason": "bench"}}}},
-                content_type="application/merge-patch+json")
+            await bench.set_curtailment(client, site.namespace, cluster["metadata"]["name"],
+                                        bench.CURTAILMENT)
             progress: list[int] = []
             first: float | None = None
             while not watcher.finished.wait(0.2) and time.perf_counter() - t < 900:
@@ -117,8 +111,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench.site_arguments(p, 100_000)
+    p = bench.parser(__doc__, 100_000)
     p.add_argument("--tree", action="store_true", help="under issue 14's 6-level power tree")
     p.add_argument("--profile", metavar="DIR", help="also profile the reaction: the API server's "
                    "pprof (from its /debug/pprof) and the operator's py-spy, summarised in DIR/summary.txt")

@@ -104,6 +104,27 @@ def key(obj: dict[str, Any]) -> tuple[str, str, str]:
     return (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
 
 
+CLUSTER, RACK, NODE = kinds.STARGATE_CLUSTER.kind, kinds.RACK.kind, kinds.GPU_NODE.kind
+CURTAILMENT = {"percent": 20, "reason": "bench"}  # what every curtailment phase asks of the site
+
+
+def curtailed(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The site's StargateCluster, and the site's objects as they are once CURTAILMENT is in its
+    spec (what the core is given to compute the expected statuses)."""
+    cluster = next(o for o in objects if o["kind"] == CLUSTER)
+    return cluster, [{**o, "spec": {**o["spec"], "power": {**o["spec"]["power"], "curtailment": CURTAILMENT}}}
+                     if o is cluster else o for o in objects]
+
+
+async def set_curtailment(client: KubeClient, namespace: str, name: str,
+                          curtailment: Mapping[str, Any] | None) -> None:
+    """The timed change: the StargateCluster's spec.power.curtailment, in one merge patch (None
+    removes it)."""
+    await client.request(
+        "PATCH", f"{GROUP_PATH}/namespaces/{namespace}/{kinds.STARGATE_CLUSTER.plural}/{name}", verb="patch",
+        body={"spec": {"power": {"curtailment": curtailment}}}, content_type="application/merge-patch+json")
+
+
 async def bounded(jobs: Iterable[Callable[[], Awaitable[Any]]], limit: int = CONCURRENCY) -> None:
     sem = asyncio.Semaphore(limit)
 
@@ -387,11 +408,14 @@ def apiserver_per_write(before: Mapping[str, float], after: Mapping[str, float],
     }
 
 
-def site_arguments(p: argparse.ArgumentParser, nodes: int) -> None:
-    """The options every benchmark of a generated site shares."""
+def parser(doc: str | None, nodes: int) -> argparse.ArgumentParser:
+    """A benchmark's command line (its module docstring as help), with the options that every
+    benchmark of a generated site shares."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=nodes, help=f"GPU nodes in the site (default {nodes})")
     p.add_argument("--seed", type=int, default=7, help="seed of the generated site")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    return p
 
 
 class Profiler:
@@ -534,7 +558,7 @@ class RackWatcher:
 
 
 def rack_limits(expected: Mapping[tuple[str, str, str], dict[str, Any]]) -> dict[str, dict[str, int]]:
-    return {k[2]: v["powerLimits"] for k, v in expected.items() if k[0] == "Rack"}
+    return {k[2]: v["powerLimits"] for k, v in expected.items() if k[0] == RACK}
 
 
 class AgentProcess:
@@ -597,13 +621,10 @@ async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, lo
                        nodes: int) -> None:
     """Phase 5: the enforcement path end to end, with one simulated agent per node."""
     ns = site.namespace
-    cluster_path = f"{GROUP_PATH}/namespaces/{ns}/stargateclusters/"
+    cluster_path = f"{GROUP_PATH}/namespaces/{ns}/{kinds.STARGATE_CLUSTER.plural}/"
     objects = await site.objects()
-    cluster = next(o for o in objects if o["kind"] == "StargateCluster")
-    name = cluster["metadata"]["name"]
-    await client.request("PATCH", cluster_path + name, verb="patch",
-                         body={"spec": {"power": {"curtailment": None}}},
-                         content_type="application/merge-patch+json")
+    name = curtailed(objects)[0]["metadata"]["name"]
+    await set_curtailment(client, ns, name, None)
     agent = AgentProcess(cp.kubeconfig, ns, logdir)
     op = OperatorProcess(cp.kubeconfig, [ns], logdir, "agents")
     try:
@@ -622,13 +643,11 @@ async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, lo
         # (an hour here: about 3 a second at 10,000 nodes), and each moves a rack's measured power.
         log(f"agents: {site.nodes} simulated agents started and confirmed in {time.perf_counter() - t:.1f}s")
         objects = await site.objects()
-        curtailed = [{**o, "spec": {**o["spec"], "power": {**o["spec"]["power"], "curtailment": {
-            "percent": 20, "reason": "bench"}}}} if o["kind"] == "StargateCluster" else o for o in objects]
-        after = site.expected(curtailed)
+        after = site.expected(curtailed(objects)[1])
         now_limits = {o["metadata"]["name"]: (o.get("status") or {}).get("powerLimitWatts")
-                      for o in objects if o["kind"] == "GPUNode"}
+                      for o in objects if o["kind"] == NODE}
         changed = sum(1 for k, v in after.items()
-                      if k[0] == "GPUNode" and v["powerLimitWatts"] != now_limits.get(k[2]))
+                      if k[0] == NODE and v["powerLimitWatts"] != now_limits.get(k[2]))
         rest()
         before = agent.changes()
         watcher = RackWatcher(cp.kubeconfig, ns, rack_limits(after)).start()
@@ -637,9 +656,7 @@ async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, lo
             profiler.operator(agent.proc.pid, "agents", seconds, who="agent")
             profiler.operator(op.proc.pid, "agents", seconds)
         t = time.perf_counter()
-        await client.request("PATCH", cluster_path + name, verb="patch",
-                             body={"spec": {"power": {"curtailment": {"percent": 20, "reason": "bench"}}}},
-                             content_type="application/merge-patch+json")
+        await set_curtailment(client, ns, name, CURTAILMENT)
 
         progress: list[tuple[float, int]] = []  # (seconds since the change, limits applied)
 
@@ -666,12 +683,12 @@ async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, lo
         log(f"agents: {changed} new limits applied {result['agents_react_s']:.2f}s after the spec change "
             f"({result['agents_from_rack']} from racks), racks correct after "
             f"{result['agents_phase_react_s']:.2f}s")
-        budget = after["StargateCluster", ns, name]["power"]["budgetWatts"]
+        budget = after[CLUSTER, ns, name]["power"]["budgetWatts"]
         confirmed_at = wait_until(lambda: confirmed(budget) == site.nodes, 1800, "every node confirmed again")
         result["confirm_s"] = round(confirmed_at - t, 3)
         # Correct as well as fast: every node's report is the limit the core assigned.
         items, _ = await client.list(kinds.GPU_NODE.plural, ns, page_size=5000)
-        want = {k[2]: v["powerLimitWatts"] for k, v in after.items() if k[0] == "GPUNode"}
+        want = {k[2]: v["powerLimitWatts"] for k, v in after.items() if k[0] == NODE}
         bad = [o["metadata"]["name"] for o in items
                if ((o.get("status") or {}).get("telemetry") or {}).get("enforcedLimitWatts")
                != want[o["metadata"]["name"]]]
@@ -763,13 +780,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
             # 3. Curtailment: baseline of the same patches, reverted, then the operator.
             objects = await site.objects()
-            cluster = next(o for o in objects if o["kind"] == "StargateCluster")
-            curtailed = [
-                {**o, "spec": {**o["spec"], "power": {**o["spec"]["power"],
-                                                       "curtailment": {"percent": 20, "reason": "bench"}}}}
-                if o is cluster else o for o in objects
-            ]
-            after = site.expected(curtailed)
+            cluster, curtailed_objects = curtailed(objects)
+            after = site.expected(curtailed_objects)
             current = {key(o): o.get("status") for o in objects}
             curt_patches = {k: p for k, v in after.items() if (p := merge_patch(current.get(k), v))}
             revert = {k: p for k, v in after.items() if (p := merge_patch(v, {
@@ -789,17 +801,13 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 profiler.operator(op.proc.pid, "curtail", seconds)
             before = op.writes()
             t = time.perf_counter()
-            cluster_path = f"{GROUP_PATH}/namespaces/{site.namespace}/stargateclusters/"
-            await client.request(
-                "PATCH", cluster_path + cluster["metadata"]["name"], verb="patch",
-                body={"spec": {"power": {"curtailment": {"percent": 20, "reason": "bench"}}}},
-                content_type="application/merge-patch+json")
+            await set_curtailment(client, site.namespace, cluster["metadata"]["name"], CURTAILMENT)
             done_at, w = op.wait_writes(before + len(curt_patches))
             curt_s = done_at - t  # from the spec change
             result["react_s"] = round(watcher.result() - t, 3)
             if profiler:
                 profiler.finish()
-            bad = await site.wrong(after, only_kind="GPUNode") + await site.wrong(after, only_kind="Rack")
+            bad = await site.wrong(after, only_kind=NODE) + await site.wrong(after, only_kind=RACK)
             if bad:
                 raise SystemExit(f"curtailment left {len(bad)} wrong statuses, e.g. {bad[:3]}")
             result["curtail_s"] = round(curt_s, 3)
@@ -820,7 +828,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
             # 4. One rack changes.
             objects = await site.objects()
-            rack = next(o for o in objects if o["kind"] == "Rack")
+            rack = next(o for o in objects if o["kind"] == RACK)
             new_prio = 1000 if rack["spec"].get("priority", 500) != 1000 else 0
             changed_objs = [{**o, "spec": {**o["spec"], "priority": new_prio}} if o is rack else o
                             for o in objects]
@@ -828,12 +836,12 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             current = {key(o): o.get("status") for o in objects}
             rack_changes = sum(1 for k, v in after_rack.items() if merge_patch(current.get(k), v))
             rest()
+            name = rack["metadata"]["name"]
+            rack_path = f"{GROUP_PATH}/namespaces/{site.namespace}/{kinds.RACK.plural}/{name}"
             before = op.writes()
             t = time.perf_counter()
-            await client.request(
-                "PATCH", f"{GROUP_PATH}/namespaces/{site.namespace}/racks/{rack['metadata']['name']}",
-                verb="patch", body={"spec": {"priority": new_prio}},
-                content_type="application/merge-patch+json")
+            await client.request("PATCH", rack_path, verb="patch", body={"spec": {"priority": new_prio}},
+                                 content_type="application/merge-patch+json")
             done_at, w = op.wait_writes(before + rack_changes, settle=0.5)
             rack_s = done_at - t
             result["rack_s"] = round(rack_s, 3)
@@ -928,8 +936,7 @@ async def _shard_phases(sites: list[Site], counts: list[int],
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    site_arguments(p, 1000)
+    p = parser(__doc__, 1000)
     p.add_argument("--profile", metavar="DIR",
                    help="also profile the baseline, the cold start, the curtailment's first seconds and "
                    "the agents' reaction: the API server's CPU profile (pprof, from its /debug/pprof), "

@@ -269,8 +269,8 @@ def print_table(items: list[dict[str, Any]], plan: Plan, now: datetime, out: Tex
                f"{spec['site']['kind']}, {spec['site']['cooling']} cooling, "
                f"design PUE {spec['site'].get('designPUE', kinds.DEFAULT_DESIGN_PUE)}")
         p.line(f"  Ready {_ready(st)}; PowerOvercommitted {_cond(st, 'PowerOvercommitted')[0]}")
-        p.line(f"  {st['racks']} racks, {st['nodes']} nodes, GPUs {st['gpus']['healthy']} healthy of "
-               f"{st['gpus']['total']}; HBM {_bytes(st['memory']['hbmBytes'])}, host DRAM "
+        p.line(f"  {st[kinds.RACK.plural]} racks, {st['nodes']} nodes, GPUs {st['gpus']['healthy']} "
+               f"healthy of {st['gpus']['total']}; HBM {_bytes(st['memory']['hbmBytes'])}, host DRAM "
                f"{_bytes(st['memory']['hostBytes'])}")
         curtail = spec["power"].get("curtailment")
         if curtail:
@@ -410,7 +410,7 @@ def _print_tree(site_domains: list[dict[str, Any]], p: _Printer) -> None:
             label, dtype(d), str(d["spec"].get("role") or ""), _watts(st.get("usableWatts")),
             _watts(st.get("allocatedWatts")),
             Text(_watts(headroom), style="red" if isinstance(headroom, int) and headroom < 0 else ""),
-            str(st.get("racks", "-")), _domain_flags(st),
+            str(st.get(kinds.RACK.plural, "-")), _domain_flags(st),
         ])
     p.table(["DOMAIN", "TYPE", "ROLE", "USABLE", "ALLOCATED", "HEADROOM", "RACKS", "FLAGS"], rows,
             numeric=("USABLE", "ALLOCATED", "HEADROOM", "RACKS"), wrap=("FLAGS",))

@@ -344,7 +344,8 @@ class Engine:
         try:
             objects = self._objects(unit)
             if not objects:
-                self._terminating.discard(namespace)
+                if not self.store.objects(namespace):  # gone, not only empty for this controller
+                    self._terminating.discard(namespace)
                 self._caches.pop(unit, None)
                 self._counts.pop(unit, None)
                 self._timers.pop(unit, None)

@@ -145,7 +145,7 @@ def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
     )
     _alarm(events, key, c.old, oc, "PowerOvercommitted", "PowerOvercommitResolved")
     status = _base(c.generation, conds)
-    status["racks"] = len(c.racks)
+    status[RACK.plural] = len(c.racks)  # a count of racks is named as their kind lists them
     status["nodes"] = c.node_count
     status["gpus"] = {"total": c.gpus_total, "healthy": c.gpus_healthy}
     status["memory"] = {"hbmBytes": c.hbm_bytes, "hostBytes": c.host_bytes}
@@ -307,7 +307,7 @@ def node_status(n: NodeIn, ctx: StatusContext) -> Status:
     stale = _stale_condition(n, ctx.stale_after)
     if not n.rack_found:
         ready: CondSpec = (
-            "Ready", FALSE, "RackNotFound", f"Rack {n.rack_ref} not found in namespace {n.namespace}"
+            "Ready", FALSE, "RackNotFound", f"{RACK.kind} {n.rack_ref} not found in namespace {n.namespace}"
         )
         capped: CondSpec = ("PowerCapped", UNKNOWN, "RackNotFound", "no budget without a rack")
     elif not n.powered:
@@ -516,7 +516,7 @@ def domain_status(d: DomainIn, ctx: StatusContext) -> Status:
     status = _base(d.generation, conds)
     status["ratingWatts"] = d.rating_w
     status["usableWatts"] = usable
-    status["racks"] = d.racks
+    status[RACK.plural] = d.racks
     status["floorWatts"] = d.floor_w
     status["demandWatts"] = d.demand_w
     status["allocatedWatts"] = d.allocated_w

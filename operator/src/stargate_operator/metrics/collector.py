@@ -641,7 +641,7 @@ class StargateCollector(Collector):
         cc = counts.get((_CLUSTER, ns, name), _NONE)
         f.add("stargate_cluster_info", (*labels, _str(spec, "site", "region"), _str(spec, "site", "kind"),
                                         _str(spec, "site", "cooling")), 1.0)
-        f.add("stargate_cluster_racks", labels, _num(status, "racks"))
+        f.add("stargate_cluster_racks", labels, _num(status, RACK.plural))
         f.add("stargate_cluster_nodes", labels, _num(status, "nodes"))
         _add_nodes_and_gpus(f, _CLUSTER_NODE_COUNTS, "stargate_cluster_gpus", labels, cc, status)
         f.add("stargate_cluster_racks_power_capped", labels, cc.get(RACKS_POWER_CAPPED, 0))
@@ -690,7 +690,7 @@ class StargateCollector(Collector):
         f.add("stargate_domain_info", (*labels, "/".join(names)), 1.0)
         for field, name, _ in _DOMAIN_WATTS:
             f.add(name, labels, _num(status, field))
-        f.add("stargate_domain_racks", labels, _num(status, "racks"))
+        f.add("stargate_domain_racks", labels, _num(status, RACK.plural))
         conds = _conditions(status)
         for ctype, name, _ in _DOMAIN_CONDITIONS:
             cstatus = conds.get(ctype)
