@@ -120,10 +120,10 @@ class OperatorProcess:
             raise AssertionError(f"{e}\nlog:\n{self.log_tail()}") from None
 
     def active(self) -> bool:
-        """Acting (not a standby), from the log: with --peering, the last of the peering lines
-        ('is now active' / 'standing by'); without, once the cache is synced."""
+        """Acting (not a standby), from the log: with --leader-election, the last of the election's
+        lines ('is now active' / 'standing by'); without, once the cache is synced."""
         text = self.log_text()
-        if "--peering" not in self.args:
+        if "--leader-election" not in self.args:
             return "cache synced" in text
         return text.rfind("is now active") > text.rfind("standing by")
 

@@ -34,7 +34,6 @@ from stargate_operator.localcp.controlplane import LocalControlPlane
 pytestmark = pytest.mark.integration
 
 KINDS = tuple(k.kind for k in kinds.KINDS)
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture
@@ -237,28 +236,30 @@ def test_apiserver_restart(api: Api, control_plane: LocalControlPlane, namespace
 
 # -- active/standby ----------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def peering_crds(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(FIXTURES / "kopf-peering-crds.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev",
-            "crd/clusterkopfpeerings.kopf.dev", "--timeout=30s")
+LEASE, RENEW, RETRY = 6, 4, 1  # --leader-lease-duration, --leader-renew-deadline, --leader-retry-period
+ELECTION = ("--leader-election", "sg-test", "--leader-lease-duration", str(LEASE),
+            "--leader-renew-deadline", str(RENEW), "--leader-retry-period", str(RETRY))
 
 
-LIFETIME = 6
-PEERING_INTERVAL = 3  # controller/peering.py: how often a replica refreshes its record and looks
+def _lease(api: Api, ns: str) -> dict[str, Any]:
+    spec: dict[str, Any] = api.request(
+        "GET", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/sg-test").get("spec") or {}
+    return spec
 
 
 def test_active_standby_takeover(api: Api, control_plane: LocalControlPlane, namespace: str,
-                                 operators: list[OperatorProcess], tmp_path: Path,
-                                 peering_crds: None) -> None:
+                                 operators: list[OperatorProcess], tmp_path: Path) -> None:
     ns = namespace
-    common = ("-n", ns, "--peering", "sg-test", "--peering-lifetime", str(LIFETIME))
-    first = start(operators, control_plane, tmp_path, *common, "--priority", "100")
-    second = start(operators, control_plane, tmp_path, *common, "--priority", "50")
-    wait_for(lambda: first.active(), 10, what="the higher priority to act")
-    # Give the standby a few peering rounds to be sure it stays put.
-    time.sleep(PEERING_INTERVAL + 0.5)
+    common = ("-n", ns, *ELECTION)
+    first = start(operators, control_plane, tmp_path, *common)
+    wait_for(lambda: first.active(), 10, what="the first replica to take the Lease")
+    second = start(operators, control_plane, tmp_path, *common)
+    # Give the standby a few tries to be sure it stays put.
+    time.sleep(3 * RETRY + 0.5)
     assert not second.active()
+    lease = _lease(api, ns)
+    assert lease["holderIdentity"] and lease["leaseDurationSeconds"] == LEASE
+    assert lease["acquireTime"] and lease["renewTime"] and lease["leaseTransitions"] == 0
 
     api.create_all(ns, [cluster(it=10_000), rack("r"), node("n1", "r"), node("n2", "r")])
     wait_for(lambda: api.status("GPUNode", ns, "n2").get("allocatedWatts") == 3000, 10)
@@ -271,42 +272,58 @@ def test_active_standby_takeover(api: Api, control_plane: LocalControlPlane, nam
     # B = 5000: rack 5000, 1100 per node, limit 375; only the standby can make it so.
     api.patch("StargateCluster", ns, "site", {"spec": {"power": {"itCapacityWatts": 5000}}})
     wait_for(lambda: api.status("GPUNode", ns, "n2").get("powerLimitWatts") == 375,
-             LIFETIME + 2 * PEERING_INTERVAL + 3, what="the standby to take over")
+             LEASE + 4 * RETRY + 3, what="the standby to take over")
     took = time.monotonic() - killed
-    print(f"standby took over {took:.1f}s after the active replica was killed")
-    assert took <= LIFETIME + PEERING_INTERVAL + 2
+    print(f"standby took over {took:.1f}s after the active replica was killed (lease {LEASE}s)")
+    # The killed holder's record expires LEASE s after the standby last saw it change; the standby
+    # looks every RETRY x (1 to 2.2) s.
+    assert took <= LEASE + 2.2 * RETRY + 2
     assert second.active()
+    assert _lease(api, ns)["leaseTransitions"] == 1
     # Site, rack and both nodes change (n2 was seen; the others' writes may still be landing).
     wait_for(lambda: second.writes() >= 4, 5, what="the new active replica's writes")
 
-    # The dead replica's record is cleaned from the peering object (as kopf does): only the live one.
-    def records() -> dict[str, Any]:
-        out: dict[str, Any] = api.request(
-            "GET", f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings/sg-test").get("status") or {}
-        return out
-
-    wait_for(lambda: len(records()) == 1, 2 * PEERING_INTERVAL + 2, what="the dead record to go")
-    assert [r["priority"] for r in records().values()] == [50]
-
-    # A clean stop hands over at once: start the higher priority again, then SIGTERM it.
-    third = start(operators, control_plane, tmp_path, *common, "--priority", "100")
-    wait_for(lambda: third.active() and not second.active(),
-             2 * PEERING_INTERVAL + 3, what="the returning higher priority to take over")
-    # Never both at once: the newcomer acted only after the other had stood by.
-    assert _logged_at(second, "standing by") <= _logged_at(third, "is now active")
-    assert third.stop() == 0
+    # A clean stop hands over at once: a third replica stands by, then the leader gets SIGTERM and
+    # releases the Lease (no holder, one second), as client-go's ReleaseOnCancel.
+    third = start(operators, control_plane, tmp_path, *common)
+    time.sleep(2 * RETRY + 0.5)
+    assert not third.active() and second.active()
+    assert second.stop() == 0
     stopped = time.monotonic()
-    wait_for(lambda: second.active(), PEERING_INTERVAL + 2,
-             what="the standby to act after a clean handover")
+    wait_for(lambda: third.active(), 2.2 * RETRY + 2, what="the standby to act after a clean handover")
     print(f"clean handover in {time.monotonic() - stopped:.1f}s")
-    assert len(records()) == 1  # the stopped replica removed its own record
+    assert "released the Lease" in second.log_text()
+    assert _lease(api, ns)["leaseTransitions"] == 2
 
 
-def _logged_at(op: OperatorProcess, text: str) -> datetime:
-    """When the operator last logged a line containing ``text`` (its log's local timestamps)."""
-    lines = [ln for ln in op.log_text().splitlines() if text in ln]
-    assert lines, f"no {text!r} in the log:\n{op.log_tail()}"
-    return datetime.strptime(lines[-1][:23], "%Y-%m-%d %H:%M:%S,%f")
+def test_two_candidates_never_both_win_a_round(api: Api, control_plane: LocalControlPlane,
+                                                namespace: str) -> None:
+    """The Lease is written with the resourceVersion that was read: of candidates that race for a
+    free Lease (first absent, then released by the last winner), exactly one wins each round."""
+    from stargate_operator.controller.leader import ElectionConfig, LeaderElector
+
+    ns = namespace
+
+    async def race() -> list[list[bool]]:
+        client = KubeClient.from_kubeconfig(str(control_plane.kubeconfig))
+        try:
+            electors = [LeaderElector(client, ElectionConfig("sg-race", ns, f"candidate-{i}", 3, 2, 1),
+                                      asyncio.Event()) for i in range(8)]
+            rounds = []
+            for _ in range(3):
+                wins = await asyncio.gather(*(e.try_acquire_or_renew() for e in electors))
+                rounds.append(list(wins))
+                winner = electors[wins.index(True)] if any(wins) else None
+                assert winner is not None
+                assert await winner.release()
+            return rounds
+        finally:
+            await client.aclose()
+
+    rounds = asyncio.run(race())
+    assert [r.count(True) for r in rounds] == [1, 1, 1], rounds
+    spec = api.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/sg-race")["spec"]
+    assert spec["holderIdentity"] == "" and spec["leaseDurationSeconds"] == 1
 
 
 # -- faults in the middle of a curtailment's writes (DESIGN section 12) --------------------------

@@ -372,7 +372,7 @@ async def test_a_failed_write_is_retried_and_counted(clocks: Clocks, engines: li
     assert engine.next_due() is None
 
 
-# -- the peering gate ----------------------------------------------------------------------------
+# -- the leader-election gate ---------------------------------------------------------------------
 
 async def test_an_inactive_engine_writes_nothing_and_writes_once_activated(
         clocks: Clocks, engines: list[Engine]) -> None:

@@ -1,5 +1,5 @@
-"""The engine's pure pieces: the status merge patch and the store's echo handling (peering's rule
-is in test_peering.py)."""
+"""The engine's pure pieces: the status merge patch and the store's echo handling (leader
+election's rules are in test_leader.py)."""
 
 from __future__ import annotations
 

@@ -5,11 +5,11 @@ namespaces, in a Role per watched namespace otherwise.
 {{- define "stargate-operator.namespacedRules" -}}
 # The engine lists and watches every stargate.dev kind (its informers).
 - apiGroups: ["stargate.dev"]
-  resources: ["stargateclusters", "racks", "powerdomains", "gpunodes", "memorypools", "memoryclaims", "gridevents"]
+  resources: {{ include "stargate-operator.kindResources" . }}
   verbs: ["list", "watch"]
 # It writes status only, with merge patches on the status subresource: never a spec.
 - apiGroups: ["stargate.dev"]
-  resources: ["stargateclusters/status", "racks/status", "powerdomains/status", "gpunodes/status", "memorypools/status", "memoryclaims/status", "gridevents/status"]
+  resources: {{ include "stargate-operator.statusResources" . }}
   verbs: ["patch"]
 # Events about bad references and evictions (core/v1 events).
 - apiGroups: [""]

@@ -4,7 +4,9 @@ Everything else reads the API's names from here: the models (`api/`) build their
 it, the controller watches what it lists, the core, metrics, agent, demo, `plan` and the tests take
 their plurals and defaults from it. Free of pydantic, so that `run` and the agent import it cheaply.
 
-Adding a kind: a `KindSpec` here (and in `KINDS`), its model in `api/`, its rules in `core/`.
+Adding a kind: a `KindSpec` here (and in `KINDS`), its model in `api/` (imported in
+`api/__init__.py`), its parser and rules in `core/` (one entry in core/site.py's tables), then
+`hack/gen-crds.py` writes its CRD, the chart's RBAC resource lists and Chart.yaml's CRD list.
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ class KindSpec:
     singular: str
     short_names: tuple[str, ...]
     scope: Scope = "Namespaced"
-    # Defaults of spec fields by their path under spec ("site.designPUE"); the models and the core
-    # both read them here.
+    # Defaults of spec fields by their path under spec ("site.designPUE"): every default the
+    # kind's CRD schema states, no more, no less (the CRD generator refuses a schema that differs,
+    # so that a default is never written only in a model).
     defaults: Mapping[str, object] = field(default_factory=dict)
+    # One line for catalogues (the chart's CRD list).
+    description: str = ""
 
     @property
     def api_version(self) -> str:
@@ -58,6 +63,9 @@ DEFAULT_RESERVE_PERCENT = 5
 DEFAULT_RACK_PRIORITY = 500
 DEFAULT_SHARE_PERCENT = 100
 DEFAULT_CLAIM_PRIORITY = 0
+DEFAULT_BASE_POWER_WATTS = 0
+DEFAULT_HOST_MEMORY_BYTES = 0
+DEFAULT_CURTAILMENT_REASON = ""
 DomainType = Literal["Electrical", "Cooling"]
 DEFAULT_DOMAIN_TYPE: DomainType = "Electrical"
 DEFAULT_DERATE_PERCENT = 80  # NEC's continuous-load rule: a breaker carries 80 % of its rating
@@ -83,7 +91,9 @@ STARGATE_CLUSTER = KindSpec(
     plural="stargateclusters",
     singular="stargatecluster",
     short_names=("sgc",),
+    description="An AI data-centre site",
     defaults={"site.designPUE": DEFAULT_DESIGN_PUE, "power.reservePercent": DEFAULT_RESERVE_PERCENT,
+              "power.curtailment.reason": DEFAULT_CURTAILMENT_REASON,
               **{f"power.oversubscription.{k}": v for k, v in _OVERSUBSCRIPTION_DEFAULTS.items()}},
 )
 RACK = KindSpec(
@@ -91,6 +101,7 @@ RACK = KindSpec(
     plural="racks",
     singular="rack",
     short_names=("rk",),
+    description="A rack with a power feed and a priority",
     defaults={"priority": DEFAULT_RACK_PRIORITY},
 )
 POWER_DOMAIN = KindSpec(
@@ -98,6 +109,7 @@ POWER_DOMAIN = KindSpec(
     plural="powerdomains",
     singular="powerdomain",
     short_names=("pdom",),
+    description="A power or cooling domain: a feed, breaker or cooling loop",
     defaults={
         "type": DEFAULT_DOMAIN_TYPE,
         "deratePercent": DEFAULT_DERATE_PERCENT,
@@ -111,13 +123,16 @@ GPU_NODE = KindSpec(
     plural="gpunodes",
     singular="gpunode",
     short_names=("gpun",),
-    defaults={"maintenance": False},
+    description="A GPU server and its per-GPU power limit",
+    defaults={"maintenance": False, "basePowerWatts": DEFAULT_BASE_POWER_WATTS,
+              "hostMemoryBytes": DEFAULT_HOST_MEMORY_BYTES},
 )
 MEMORY_POOL = KindSpec(
     kind="MemoryPool",
     plural="memorypools",
     singular="memorypool",
     short_names=("mpool",),
+    description="A pool of HBM, DRAM or CXL memory",
     defaults={"sharePercent": DEFAULT_SHARE_PERCENT},
 )
 MEMORY_CLAIM = KindSpec(
@@ -125,6 +140,7 @@ MEMORY_CLAIM = KindSpec(
     plural="memoryclaims",
     singular="memoryclaim",
     short_names=("mclaim",),
+    description="Bytes claimed from a memory pool",
     defaults={"priority": DEFAULT_CLAIM_PRIORITY},
 )
 GRID_EVENT = KindSpec(
@@ -132,6 +148,7 @@ GRID_EVENT = KindSpec(
     plural="gridevents",
     singular="gridevent",
     short_names=("gev",),
+    description="A utility grid event: a curtailment or an outage window",
 )
 
 # Every kind of the group, in the order a site is applied and listed (a parent before its children).

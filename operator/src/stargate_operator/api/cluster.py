@@ -47,7 +47,8 @@ class Curtailment(Model):
         ge=0, le=100, description="Share of the site's usable power to shed while it applies (0 to 100)."
     )
     reason: str = Field(
-        default="", max_length=1024, description="Why the grid asked for it, for people (e.g. the event ID)."
+        default=kinds.DEFAULT_CURTAILMENT_REASON, max_length=1024,
+        description="Why the grid asked for it, for people (e.g. the event ID)."
     )
     until: Timestamp | None = Field(
         default=None,

@@ -202,12 +202,16 @@ class KindInfo(BaseModel):
     plural: str
     singular: str
     short_names: list[str]
+    scope: str
     printer_columns: list[dict[str, Any]]
+    # The registry's spec defaults by path; the CRD generator checks the schema's against them.
+    defaults: dict[str, Any]
 
     @classmethod
     def of(cls, spec: KindSpec, printer_columns: list[dict[str, Any]]) -> KindInfo:
         return cls(kind=spec.kind, plural=spec.plural, singular=spec.singular,
-                   short_names=list(spec.short_names), printer_columns=printer_columns)
+                   short_names=list(spec.short_names), scope=spec.scope,
+                   printer_columns=printer_columns, defaults=dict(spec.defaults))
 
 
 class Resource(Model):

@@ -121,15 +121,41 @@ def openapi_schema(model: type[Resource]) -> dict[str, Any]:
     return _ordered(schema)
 
 
+def spec_defaults(schema: dict[str, Any]) -> dict[str, Any]:
+    """Every default of a CRD schema's spec, by its path under spec ("site.designPUE")."""
+    out: dict[str, Any] = {}
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        if "default" in node and path:
+            out[path] = node["default"]
+        for name, sub in node.get("properties", {}).items():
+            walk(sub, f"{path}.{name}" if path else name)
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
+
+    walk(schema["properties"]["spec"], "")
+    return out
+
+
 def crd(model: type[Resource]) -> dict[str, Any]:
     info = model.kind_info
+    schema = openapi_schema(model)
+    found = spec_defaults(schema)
+    if found != info.defaults:
+        # The registry (kinds.py) is where the core reads a default: one written only in a
+        # model, or changed there alone, would make the API server and the core disagree.
+        wrong = sorted(k for k in found.keys() | info.defaults.keys() if found.get(k) != info.defaults.get(k))
+        raise ValueError(
+            f"{info.kind}: the model's spec defaults differ from its KindSpec.defaults in "
+            f"stargate_operator/kinds.py at {', '.join(wrong)} (model: "
+            f"{ {k: found.get(k) for k in wrong} }, registry: { {k: info.defaults.get(k) for k in wrong} })")
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{info.plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": info.scope,
             "names": {
                 "kind": info.kind,
                 "listKind": f"{info.kind}List",
@@ -145,7 +171,7 @@ def crd(model: type[Resource]) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": info.printer_columns,
-                    "schema": {"openAPIV3Schema": openapi_schema(model)},
+                    "schema": {"openAPIV3Schema": schema},
                 }
             ],
         },

@@ -79,13 +79,14 @@ class GPUNodeSpec(Model):
     )
     gpu: GPUSpec = Field(description="The node's GPUs.")
     base_power_watts: int = Field(
-        default=0,
+        default=kinds.DEFAULT_BASE_POWER_WATTS,
         ge=0,
         le=MAX_NODE_BASE_WATTS,
         description="Power of everything on the node but the GPUs (CPUs, NICs, fans), in watts.",
     )
     host_memory_bytes: int = Field(
-        default=0, ge=0, le=MAX_HOST_MEMORY_BYTES, description="Host DRAM of the node, in bytes."
+        default=kinds.DEFAULT_HOST_MEMORY_BYTES, ge=0, le=MAX_HOST_MEMORY_BYTES,
+        description="Host DRAM of the node, in bytes.",
     )
     maintenance: bool = Field(
         default=False, description="In maintenance: no healthy GPUs, demand equals floor."

@@ -29,6 +29,7 @@ from stargate_operator import kinds
 from stargate_operator.api.load import LoadedObject, ManifestError, load_manifests
 from stargate_operator.core import CoreSettings, Plan, plan_namespace
 from stargate_operator.core.domains import DOMAIN_PROBLEMS
+from stargate_operator.core.status import RACKS_FIELD
 from stargate_operator.core.wire import format_time
 from stargate_operator.units import bytes_, carbon, watts
 
@@ -269,7 +270,7 @@ def print_table(items: list[dict[str, Any]], plan: Plan, now: datetime, out: Tex
                f"{spec['site']['kind']}, {spec['site']['cooling']} cooling, "
                f"design PUE {spec['site'].get('designPUE', kinds.DEFAULT_DESIGN_PUE)}")
         p.line(f"  Ready {_ready(st)}; PowerOvercommitted {_cond(st, 'PowerOvercommitted')[0]}")
-        p.line(f"  {st[kinds.RACK.plural]} racks, {st['nodes']} nodes, GPUs {st['gpus']['healthy']} "
+        p.line(f"  {st[RACKS_FIELD]} racks, {st['nodes']} nodes, GPUs {st['gpus']['healthy']} "
                f"healthy of {st['gpus']['total']}; HBM {_bytes(st['memory']['hbmBytes'])}, host DRAM "
                f"{_bytes(st['memory']['hostBytes'])}")
         curtail = spec["power"].get("curtailment")

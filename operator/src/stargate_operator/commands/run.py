@@ -5,7 +5,7 @@ variable. Examples:
 
   stargate-operator run                                  # all namespaces, metrics on :8080
   stargate-operator run -n abilene -n stargate-norway    # shard: only these sites
-  stargate-operator run --peering stargate --priority 100   # active/standby pair
+  stargate-operator run --leader-election stargate       # active/standby replicas (a Lease)
   stargate-operator run --discover-nodes                 # GPUNodes from GFD-labelled Nodes
 """
 
@@ -18,6 +18,11 @@ from stargate_operator.commands.options import env as _env
 from stargate_operator.commands.options import env_bool as _env_bool
 from stargate_operator.commands.options import env_num as _num
 from stargate_operator.controller.engine import EngineSettings
+from stargate_operator.controller.leader import (
+    DEFAULT_LEASE_DURATION,
+    DEFAULT_RENEW_DEADLINE,
+    DEFAULT_RETRY_PERIOD,
+)
 from stargate_operator.kinds import (
     DEFAULT_LEASE_DURATION_SECONDS,
     DEFAULT_STALE_AFTER_SECONDS,
@@ -59,17 +64,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write-concurrency", type=int,
                         default=_num("STARGATE_WRITE_CONCURRENCY", 32),
                         help="status writes in flight at once (env STARGATE_WRITE_CONCURRENCY; default 32)")
-    parser.add_argument("--peering", default=_env("STARGATE_PEERING"), metavar="NAME",
-                        help="kopf peering object to coordinate an active/standby pair through; "
-                        "without it the operator runs standalone (env STARGATE_PEERING)")
-    parser.add_argument("--priority", type=int,
-                        default=int(p) if (p := _env("STARGATE_PRIORITY")) else None,
-                        help="peering priority; the highest live one acts (env STARGATE_PRIORITY; "
-                        "default: random, so identical replicas rank apart)")
-    parser.add_argument("--peering-lifetime", type=int,
-                        default=_num("STARGATE_PEERING_LIFETIME", 15), metavar="SECONDS",
-                        help="a peer silent this long is dead and a standby takes over "
-                        "(env STARGATE_PEERING_LIFETIME; default 15)")
+    parser.add_argument("--leader-election", default=_env("STARGATE_LEADER_ELECTION"), metavar="NAME",
+                        help="take part in leader election on the coordination.k8s.io/v1 Lease NAME (one "
+                        "per shard: replicas that watch the same namespaces share it); only the holder "
+                        "acts, the others stand by; without it the operator runs alone "
+                        "(env STARGATE_LEADER_ELECTION)")
+    parser.add_argument("--leader-election-namespace",
+                        default=_env("STARGATE_LEADER_ELECTION_NAMESPACE") or _env("POD_NAMESPACE"),
+                        metavar="NAMESPACE",
+                        help="namespace of the election's Lease (env STARGATE_LEADER_ELECTION_NAMESPACE, "
+                        "else POD_NAMESPACE, else the first -n namespace, else default)")
+    parser.add_argument("--leader-lease-duration", type=float, metavar="SECONDS",
+                        default=_num("STARGATE_LEADER_LEASE_DURATION", DEFAULT_LEASE_DURATION),
+                        help="a leader not heard from this long is replaced "
+                        f"(env STARGATE_LEADER_LEASE_DURATION; default {DEFAULT_LEASE_DURATION:g})")
+    parser.add_argument("--leader-renew-deadline", type=float, metavar="SECONDS",
+                        default=_num("STARGATE_LEADER_RENEW_DEADLINE", DEFAULT_RENEW_DEADLINE),
+                        help="a leader that has not renewed for this long stands by; below the lease "
+                        f"duration (env STARGATE_LEADER_RENEW_DEADLINE; default {DEFAULT_RENEW_DEADLINE:g})")
+    parser.add_argument("--leader-retry-period", type=float, metavar="SECONDS",
+                        default=_num("STARGATE_LEADER_RETRY_PERIOD", DEFAULT_RETRY_PERIOD),
+                        help="how often the leader renews and a standby tries to take the Lease "
+                        f"(env STARGATE_LEADER_RETRY_PERIOD; default {DEFAULT_RETRY_PERIOD:g})")
     parser.add_argument("--telemetry", choices=["none", "prometheus"],
                         default=_env("STARGATE_TELEMETRY", "none"),
                         help="extra telemetry source: 'prometheus' reads DCGM exporter series "
@@ -124,6 +140,21 @@ def main(args: argparse.Namespace) -> int:
         discovery = DiscoverySettings(site_label=args.discovery_site_label,
                                       rack_label=args.discovery_rack_label)
     namespaces = tuple(args.namespaces or args.env_namespaces)
+    election = None
+    if args.leader_election:
+        from stargate_operator.controller.leader import ElectionConfig, default_identity
+
+        try:
+            election = ElectionConfig(
+                name=args.leader_election,
+                namespace=args.leader_election_namespace or (namespaces[0] if namespaces else "default"),
+                identity=default_identity(),
+                lease_duration=args.leader_lease_duration,
+                renew_deadline=args.leader_renew_deadline,
+                retry_period=args.leader_retry_period,
+            )
+        except ValueError as e:
+            raise SystemExit(f"stargate-operator run: --leader-election: {e}") from None
     settings = RunSettings(
         engine=EngineSettings(
             namespaces=namespaces,
@@ -136,9 +167,7 @@ def main(args: argparse.Namespace) -> int:
         metrics_addr=args.metrics_addr,
         health_port=args.health_port,
         per_node_metrics=args.per_node_metrics,
-        peering=args.peering,
-        priority=args.priority,
-        peering_lifetime=args.peering_lifetime,
+        election=election,
         telemetry=args.telemetry,
         prometheus_url=args.prometheus_url,
         prometheus_node_label=args.prometheus_node_label,

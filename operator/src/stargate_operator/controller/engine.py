@@ -82,7 +82,7 @@ def _watched(controllers: Sequence[Controller[Any, Any]]) -> dict[str, ApiResour
 def connections_needed(settings: EngineSettings,
                        controllers: Sequence[Controller[Any, Any]] | None = None) -> int:
     """API connections the engine can hold at once: every writer, Event poster and watch (one per
-    resource and namespace; one for a cluster-scoped resource), plus a few for peering and
+    resource and namespace; one for a cluster-scoped resource), plus a few for leader election and
     telemetry. With fewer, writers queue for the pool, aiohttp does not hand a freed connection to
     the longest waiter, and a writer starved past the connect timeout fails (seen at 100,000
     nodes: 5 watches took 5 of 32 connections from 32 writers)."""
@@ -145,7 +145,7 @@ class Engine:
         self.store = Store()
         self.stats = EngineStats()
         self.synced = False
-        # The peering gate: while cleared, the engine keeps its cache warm but writes nothing.
+        # The leader-election gate: while cleared, the engine keeps its cache warm but writes nothing.
         self.active = asyncio.Event()
         self._gate_was_open = True  # False once seen closed: opening it recomputes everything
         self._dirty: dict[Unit, tuple[float, float]] = {}  # unit -> (first change, last change)
@@ -290,7 +290,7 @@ class Engine:
 
     async def run_due(self) -> float | None:
         """One step of the scheduler: recompute (and write) every unit whose time has come, by
-        `monotonic()`; returns next_due(). While the peering gate is closed nothing is computed;
+        `monotonic()`; returns next_due(). While the leader-election gate is closed nothing is computed;
         the first step after it opens recomputes every unit (the other replica wrote meanwhile)."""
         if not self.active.is_set():
             self._gate_was_open = False

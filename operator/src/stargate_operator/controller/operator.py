@@ -1,4 +1,4 @@
-"""Wiring on kopf: lifecycle, signals, liveness probes; the engine and peering run as tasks.
+"""Wiring on kopf: lifecycle, signals, liveness probes; the engine and leader election run as tasks.
 
 kopf serves what it is good at here: the process lifecycle (startup and cleanup activities,
 SIGTERM/SIGINT handling and graceful shutdown), logging, and the liveness endpoint with probes.
@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +20,8 @@ import kopf
 from stargate_operator import kinds, metrics
 from stargate_operator.controller.discovery import discovery_controller
 from stargate_operator.controller.engine import Engine, EngineSettings, connections_needed
+from stargate_operator.controller.leader import ElectionConfig, LeaderElector
 from stargate_operator.controller.lease import LeaseKeeper, site_namespaces
-from stargate_operator.controller.peering import Peering
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.core.discovery import DiscoverySettings
 from stargate_operator.kube import KubeClient
@@ -38,9 +37,7 @@ class RunSettings:
     metrics_addr: str = "0.0.0.0"
     health_port: int = 8081
     per_node_metrics: bool = False
-    peering: str | None = None  # kopf peering object name; None: standalone
-    priority: int | None = None  # None: random, so identical replicas rank apart
-    peering_lifetime: int = 15
+    election: ElectionConfig | None = None  # leader election on a Lease; None: standalone
     telemetry: str = "none"  # none | prometheus
     prometheus_url: str | None = None
     prometheus_node_label: str = "Hostname"
@@ -84,12 +81,10 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
         memo["client"] = client
         memo["engine"] = engine
         tasks: list[asyncio.Task[None]] = []
-        if cfg.peering:
-            priority = cfg.priority if cfg.priority is not None else random.randint(1, 10**9)
-            peering = Peering(client, cfg.peering, cfg.engine.namespaces, priority, engine.active,
-                              lifetime=cfg.peering_lifetime)
-            memo["peering"] = peering
-            tasks.append(asyncio.create_task(peering.run(), name="peering"))
+        if cfg.election is not None:
+            elector = LeaderElector(client, cfg.election, engine.active)
+            memo["elector"] = elector
+            tasks.append(asyncio.create_task(elector.run(), name="leader-election"))
         else:
             engine.active.set()
         if cfg.telemetry == "prometheus":
@@ -147,7 +142,7 @@ def run(settings: RunSettings) -> int:
     registry = build_registry(settings)
     kopf.run(
         registry=registry,
-        standalone=True,  # peering is ours (controller/peering.py), over kopf's objects
+        standalone=True,  # no kopf peering: leader election is ours (controller/leader.py), on a Lease
         clusterwide=not settings.engine.namespaces,
         namespaces=list(settings.engine.namespaces),
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",

@@ -13,7 +13,7 @@ A registration names
   node agents with one write per rack, DESIGN section 12).
 
 Several controllers may share one engine (one cache, one watch per resource, one set of writers,
-one peering gate): `Engine(client, settings, controllers=(power_controller(...), other))`.
+one leader-election gate): `Engine(client, settings, controllers=(power_controller(...), other))`.
 """
 
 from __future__ import annotations

@@ -21,9 +21,13 @@ from stargate_operator.core.capping import (
 from stargate_operator.core.conditions import OldConditions, index_conditions
 from stargate_operator.core.wire import int_or, int_or_none, mapping, parse_epoch
 from stargate_operator.kinds import (
+    DEFAULT_BASE_POWER_WATTS,
+    DEFAULT_CLAIM_PRIORITY,
+    DEFAULT_CURTAILMENT_REASON,
     DEFAULT_DERATE_PERCENT,
     DEFAULT_DESIGN_PUE,
     DEFAULT_DOMAIN_TYPE,
+    DEFAULT_HOST_MEMORY_BYTES,
     DEFAULT_PHASES,
     DEFAULT_POWER_FACTOR,
     DEFAULT_RACK_PRIORITY,
@@ -295,7 +299,7 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterIn:
         it_capacity_w=int_or(power.get("itCapacityWatts"), 0),
         reserve_percent=int_or(power.get("reservePercent"), DEFAULT_RESERVE_PERCENT),
         curtailment_percent=int_or(curtail.get("percent"), 0),
-        curtailment_reason=str(curtail.get("reason") or ""),
+        curtailment_reason=str(curtail.get("reason") or DEFAULT_CURTAILMENT_REASON),
         curtailment_until=parse_epoch(curtail.get("until")),
         design_pue=(
             float(pue) if isinstance(pue, int | float) and not isinstance(pue, bool) else DEFAULT_DESIGN_PUE
@@ -386,8 +390,8 @@ def parse_node(obj: Mapping[str, Any]) -> NodeIn:
     min_w = gpu.get("minPowerWatts", 0)
     max_w = gpu.get("maxPowerWatts", 0)
     req = gpu.get("requestedPowerWatts")
-    base = spec.get("basePowerWatts", 0)
-    host = spec.get("hostMemoryBytes", 0)
+    base = spec.get("basePowerWatts", DEFAULT_BASE_POWER_WATTS)
+    host = spec.get("hostMemoryBytes", DEFAULT_HOST_MEMORY_BYTES)
     tel = status.get("telemetry")
     return NodeIn(
         str(meta.get("name", "")),
@@ -431,7 +435,7 @@ def parse_claim(obj: Mapping[str, Any]) -> ClaimIn:
         name, ns, gen, status, old,
         pool_ref=str(spec.get("poolRef", "")),
         size=max(int_or(spec.get("sizeBytes"), 0), 0),
-        priority=int_or(spec.get("priority"), 0),
+        priority=int_or(spec.get("priority"), DEFAULT_CLAIM_PRIORITY),
         created=NO_TIME if created is None else created,
         was_bound=status.get("phase") == "Bound",
         bound_at=status.get("boundAt"),

@@ -8,11 +8,12 @@ Objects with the same kind and name in one namespace are a caller error; the las
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+from stargate_operator import kinds
 from stargate_operator.core.allocation import add_node, allocate_rack, allocate_site, roll_up_site
 from stargate_operator.core.cache import PlanCache, RackKey, RackMemo
 from stargate_operator.core.capacity import assess_node
@@ -51,6 +52,16 @@ from stargate_operator.core.wire import EpochMemo, as_utc, format_time, from_epo
 INFINITY = float("inf")
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+
+
+_Parsed = TypeVar("_Parsed", bound=_Named)
+
+
 @dataclass(slots=True)
 class _Namespace:
     clusters: dict[str, ClusterIn] = field(default_factory=dict)
@@ -60,6 +71,43 @@ class _Namespace:
     claims: dict[str, ClaimIn] = field(default_factory=dict)
     domains: dict[str, DomainIn] = field(default_factory=dict)
     events: dict[str, EventIn] = field(default_factory=dict)  # GridEvents
+
+
+_NODE = kinds.GPU_NODE.kind
+_RACK = kinds.RACK.kind
+_CLUSTER = kinds.STARGATE_CLUSTER.kind
+_DOMAIN = kinds.POWER_DOMAIN.kind
+_POOL = kinds.MEMORY_POOL.kind
+_CLAIM = kinds.MEMORY_CLAIM.kind
+_EVENT = kinds.GRID_EVENT.kind
+
+
+_Take = Callable[[Mapping[str, Any], dict[str, "_Namespace"]], None]
+
+
+def _taker(parse: Callable[[Mapping[str, Any]], _Parsed],
+           held: Callable[[_Namespace], dict[str, _Parsed]]) -> _Take:
+    def take(obj: Mapping[str, Any], spaces: dict[str, _Namespace]) -> None:
+        parsed = parse(obj)
+        held(_space(spaces, parsed.namespace))[parsed.name] = parsed
+    return take
+
+
+# How each kind's objects are read into a namespace, keyed by the registry's kind names. GPUNodes
+# are not here: the loop in _plan takes them itself (the node cache, the bulk of every site).
+_TAKE: dict[str, _Take] = {
+    _CLUSTER: _taker(parse_cluster, lambda s: s.clusters),
+    _RACK: _taker(parse_rack, lambda s: s.racks),
+    _DOMAIN: _taker(parse_domain, lambda s: s.domains),
+    _POOL: _taker(parse_pool, lambda s: s.pools),
+    _CLAIM: _taker(parse_claim, lambda s: s.claims),
+    _EVENT: _taker(parse_event, lambda s: s.events),
+}
+# Every kind of the registry is read here: a kind added to kinds.py
+# without a line above fails at import rather than silently getting no status.
+_UNREAD = {k.kind for k in kinds.KINDS} - _TAKE.keys() - {_NODE}
+if _UNREAD:
+    raise ImportError(f"core/site.py reads no objects of kinds {sorted(_UNREAD)} registered in kinds.py")
 
 
 def plan_namespace(
@@ -111,7 +159,7 @@ def _plan(
     last_nodes: dict[str, NodeIn] = {}
     for obj in objects:
         kind = obj.get("kind")
-        if kind == "GPUNode":
+        if kind == _NODE:  # most objects: parsed with the cache, and one namespace's dict held
             node, change = _take_node(obj, now_e, stale_after, memo, cached, kept)
             if change < next_change:
                 next_change = change
@@ -119,24 +167,10 @@ def _plan(
                 last_ns = node.namespace
                 last_nodes = _space(spaces, last_ns).nodes
             last_nodes[node.name] = node
-        elif kind == "Rack":
-            rack = parse_rack(obj)
-            _space(spaces, rack.namespace).racks[rack.name] = rack
-        elif kind == "StargateCluster":
-            cluster = parse_cluster(obj)
-            _space(spaces, cluster.namespace).clusters[cluster.name] = cluster
-        elif kind == "MemoryPool":
-            pool = parse_pool(obj)
-            _space(spaces, pool.namespace).pools[pool.name] = pool
-        elif kind == "MemoryClaim":
-            claim = parse_claim(obj)
-            _space(spaces, claim.namespace).claims[claim.name] = claim
-        elif kind == "PowerDomain":
-            domain = parse_domain(obj)
-            _space(spaces, domain.namespace).domains[domain.name] = domain
-        elif kind == "GridEvent":
-            event = parse_event(obj)
-            _space(spaces, event.namespace).events[event.name] = event
+            continue
+        taker = _TAKE.get(kind)  # type: ignore[arg-type]  # a missing kind finds nothing
+        if taker is not None:
+            taker(obj, spaces)
     plan = Plan()
     ctx = StatusContext(format_time(when), stale_after, plan.events, plan.counts, caching=cache is not None)
     previous = cache.racks if cache is not None else None
@@ -295,7 +329,7 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
             rack.facility_it_w = memo.facility_it_w
             statuses.update(memo.statuses)
             memos[rack.namespace, rack.name] = memo
-            ctx.counts["Rack", rack.namespace, rack.name] = counts = memo.counts
+            ctx.counts[_RACK, rack.namespace, rack.name] = counts = memo.counts
             rack.power_limits = memo.power_limits
             rack.safe_limits = memo.safe_limits
         else:
@@ -304,30 +338,30 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
             mine: dict[ObjectKey, dict[str, Any]] | None = {} if ctx.caching else None
             for node in rack.nodes:
                 status = _node_status(node, ctx)
-                statuses["GPUNode", node.namespace, node.name] = status
+                statuses[_NODE, node.namespace, node.name] = status
                 if mine is not None:
                     if node.out_status is status:
-                        mine["GPUNode", node.namespace, node.name] = status
+                        mine[_NODE, node.namespace, node.name] = status
                     else:
                         mine = None  # a condition changed: now played a part; build it again
-            counts = ctx.counts["Rack", rack.namespace, rack.name] = rack_counts(rack)
+            counts = ctx.counts[_RACK, rack.namespace, rack.name] = rack_counts(rack)
             rack.power_limits, rack.safe_limits = rack_limits(rack)
             if mine is not None:
                 memos[rack.namespace, rack.name] = RackMemo.of(rack, mine, counts)
         rack.limits_confirmed = counts[NODES_LIMIT_CONFIRMED]
-        statuses["Rack", rack.namespace, rack.name] = rack_status(rack, ctx)
+        statuses[_RACK, rack.namespace, rack.name] = rack_status(rack, ctx)
     for node in orphans:
-        statuses["GPUNode", node.namespace, node.name] = _node_status(node, ctx)
+        statuses[_NODE, node.namespace, node.name] = _node_status(node, ctx)
     for cluster in clusters.values():
         roll_up_site(cluster)
-        counts = ctx.counts["StargateCluster", cluster.namespace, cluster.name] = cluster_counts(
+        counts = ctx.counts[_CLUSTER, cluster.namespace, cluster.name] = cluster_counts(
             cluster, ctx.counts)
         cluster.limits_confirmed = counts[NODES_LIMIT_CONFIRMED]
-        statuses["StargateCluster", cluster.namespace, cluster.name] = cluster_status(cluster, ctx)
+        statuses[_CLUSTER, cluster.namespace, cluster.name] = cluster_status(cluster, ctx)
     for domain in domains.values():
-        statuses["PowerDomain", domain.namespace, domain.name] = domain_status(domain, ctx)
+        statuses[_DOMAIN, domain.namespace, domain.name] = domain_status(domain, ctx)
     for event in events.values():
-        statuses["GridEvent", event.namespace, event.name] = event_status(event, ctx, now)
+        statuses[_EVENT, event.namespace, event.name] = event_status(event, ctx, now)
 
     pools = space.pools
     for pool in pools.values():
@@ -341,9 +375,9 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
         bind_claims(pool)
         for claim in pool.claims:
             claim.pool_problem = pool.problem
-        statuses["MemoryPool", pool.namespace, pool.name] = pool_status(pool, ctx)
+        statuses[_POOL, pool.namespace, pool.name] = pool_status(pool, ctx)
     for claim in space.claims.values():
-        statuses["MemoryClaim", claim.namespace, claim.name] = claim_status(claim, ctx)
+        statuses[_CLAIM, claim.namespace, claim.name] = claim_status(claim, ctx)
     return next_change
 
 

@@ -73,6 +73,7 @@ from stargate_operator.core.counts import (
     counts_from_objects,
 )
 from stargate_operator.core.objects import in_maintenance
+from stargate_operator.core.status import RACKS_FIELD
 from stargate_operator.core.types import ObjectKey
 from stargate_operator.core.wire import mapping, parse_epoch
 from stargate_operator.kinds import (
@@ -358,7 +359,7 @@ def _declare_all(f: Families, per_node: bool) -> None:
     c, r, p, n = CLUSTER_LABELS, RACK_LABELS, POOL_LABELS, NODE_LABELS
     ck = (*c, "condition")
     f.declare("stargate_active", "1 when this operator replica acts and exports the sites' series, "
-              "0 on a standby (peering).", ())
+              "0 on a standby (leader election).", ())
     # Objects
     f.declare("stargate_objects", "Stargate objects by kind and Ready state (true, false, unknown).",
               ("namespace", "kind", "ready"))
@@ -505,7 +506,7 @@ class StargateCollector(Collector):
 
     def _active(self) -> bool:
         """Whether this replica acts. A source with an `active` event (the engine's: cleared on a
-        standby under peering) exports its objects only while it is set, so that a standby, whose
+        standby under leader election) exports its objects only while it is set, so that a standby, whose
         cache is just as full, does not double every site's series on the dashboards."""
         active = getattr(self._source, "active", None)
         is_set = getattr(active, "is_set", None)
@@ -641,7 +642,7 @@ class StargateCollector(Collector):
         cc = counts.get((_CLUSTER, ns, name), _NONE)
         f.add("stargate_cluster_info", (*labels, _str(spec, "site", "region"), _str(spec, "site", "kind"),
                                         _str(spec, "site", "cooling")), 1.0)
-        f.add("stargate_cluster_racks", labels, _num(status, RACK.plural))
+        f.add("stargate_cluster_racks", labels, _num(status, RACKS_FIELD))
         f.add("stargate_cluster_nodes", labels, _num(status, "nodes"))
         _add_nodes_and_gpus(f, _CLUSTER_NODE_COUNTS, "stargate_cluster_gpus", labels, cc, status)
         f.add("stargate_cluster_racks_power_capped", labels, cc.get(RACKS_POWER_CAPPED, 0))
@@ -690,7 +691,7 @@ class StargateCollector(Collector):
         f.add("stargate_domain_info", (*labels, "/".join(names)), 1.0)
         for field, name, _ in _DOMAIN_WATTS:
             f.add(name, labels, _num(status, field))
-        f.add("stargate_domain_racks", labels, _num(status, RACK.plural))
+        f.add("stargate_domain_racks", labels, _num(status, RACKS_FIELD))
         conds = _conditions(status)
         for ctype, name, _ in _DOMAIN_CONDITIONS:
             cstatus = conds.get(ctype)
