@@ -16,8 +16,8 @@ Three tiers, in this order:
   that run (every request of that ServiceAccount, with the authorizer's decision) must show no
   denied request and a use of every (apiGroup, resource, verb) the chart grants, so the chart grants
   nothing beyond what the run used;
-* peering: the two Deployments of ``replicaCount=2`` run side by side, the first is active, the
-  standby takes over when it is killed.
+* leader election: the two Deployments of ``replicaCount=2`` run side by side, one holds the Lease
+  and acts, the standby takes over when it is killed.
 
 Why the audit log and not the operator's own request counter (kube.KubeClient.requests): the
 operator runs on kopf, whose own requests (CRD and namespace scanning) go through kopf's client,
@@ -75,11 +75,11 @@ FEATURES: dict[str, dict[str, Any]] = {
     },
     "prometheusRule": {"prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}},
     "dashboards": {"dashboards": {"enabled": True, "annotations": {"grafana_folder": "Stargate"}}},
-    "peering": {"peering": {"enabled": True}, "replicaCount": 2},
+    "leaderElection": {"leaderElection": {"enabled": True}, "replicaCount": 2},
     "watchNamespaces": {"watchNamespaces": ["site-a", "site-b"]},
-    "watchNamespaces+peering": {
+    "watchNamespaces+leaderElection": {
         "watchNamespaces": ["site-a", "site-b"],
-        "peering": {"enabled": True},
+        "leaderElection": {"enabled": True},
         "replicaCount": 2,
     },
     "crds.keep=false": {"crds": {"keep": False}},
@@ -104,7 +104,7 @@ FEATURES: dict[str, dict[str, Any]] = {
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
         "dashboards": {"enabled": True},
-        "peering": {"enabled": True},
+        "leaderElection": {"enabled": True, "leaseDurationSeconds": 20, "renewDeadlineSeconds": 12},
         "replicaCount": 2,
         "image": {"digest": "sha256:" + "a" * 64},
         "imagePullSecrets": [{"name": "regcred"}],
@@ -372,38 +372,42 @@ def test_template_dashboards(helm: Helm) -> None:
     assert not by_kind(helm.render(), "ConfigMap")
 
 
-def test_template_peering_cluster_wide(helm: Helm) -> None:
-    docs = helm.render(FEATURES["peering"])
+def test_template_leader_election(helm: Helm) -> None:
+    docs = helm.render(FEATURES["leaderElection"])
     deps = by_kind(docs, "Deployment")
     assert [d["metadata"]["name"] for d in deps] == ["sg-stargate-operator", "sg-stargate-operator-standby-1"]
     args = [d["spec"]["template"]["spec"]["containers"][0]["args"] for d in deps]
-    assert all("--peering=sg-stargate-operator" in a for a in args)
-    # Distinct priorities: kopf freezes peers of equal priority; the first replica is the active one.
-    assert [next(x for x in a if x.startswith("--priority=")) for a in args] == [
-        "--priority=100",
-        "--priority=99",
-    ]
+    # Identical replicas: whichever holds the Lease acts (client-go's defaults).
+    assert args[0] == args[1]
+    assert {"--leader-election=sg-stargate-operator-leader", "--leader-election-namespace=stargate-system",
+            "--leader-lease-duration=15", "--leader-renew-deadline=10",
+            "--leader-retry-period=2"} <= set(args[0])
     selectors = [d["spec"]["selector"]["matchLabels"] for d in deps]
     assert selectors[0] != selectors[1]
-    # No peering object: the operator creates it (a CR cannot be installed with its CRD in one release).
-    assert not by_kind(docs, "ClusterKopfPeering") and not by_kind(docs, "KopfPeering")
-    crds = {d["metadata"]["name"] for d in by_kind(docs, "CustomResourceDefinition")}
-    assert {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"} <= crds
-    assert {("kopf.dev", "clusterkopfpeerings", v) for v in ("create", "patch")} <= grants(docs)
-    assert not any(g == "kopf.dev" and r == "kopfpeerings" for g, r, _ in grants(docs))
-    no_crds = helm.render({**FEATURES["peering"], "peering": {"enabled": True, "installCRDs": False}})
-    assert not any(
-        d["metadata"]["name"].endswith("kopf.dev") for d in by_kind(no_crds, "CustomResourceDefinition")
-    )
+    # The Lease is the operator's to create; its Role is in the release namespace, named to the Lease.
+    assert not by_kind(docs, "Lease")
+    roles = [r for r in by_kind(docs, "Role") if r["metadata"]["namespace"] == "stargate-system"]
+    assert [r["metadata"]["name"] for r in roles] == ["sg-stargate-operator-leader-election"]
+    assert roles[0]["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": ["sg-stargate-operator-leader"], "verbs": ["get", "update"]},
+    ]
+    crds = by_kind(docs, "CustomResourceDefinition")
+    assert not any(d["metadata"]["name"].endswith("kopf.dev") for d in crds)
+    named = helm.render({**FEATURES["leaderElection"],
+                         "leaderElection": {"enabled": True, "leaseName": "shard-a"}})
+    assert all("--leader-election=shard-a" in d["spec"]["template"]["spec"]["containers"][0]["args"]
+               for d in by_kind(named, "Deployment"))
     bad = helm.template({"replicaCount": 2}, check=False)
-    assert bad.returncode != 0 and "replicaCount=2 needs peering.enabled=true" in bad.stderr
+    assert bad.returncode != 0 and "replicaCount=2 needs leaderElection.enabled=true" in bad.stderr
 
 
 def test_template_watch_namespaces(helm: Helm) -> None:
-    docs = helm.render(FEATURES["watchNamespaces+peering"])
-    roles = by_kind(docs, "Role")
+    docs = helm.render(FEATURES["watchNamespaces+leaderElection"])
+    roles = [r for r in by_kind(docs, "Role") if r["metadata"]["namespace"] != "stargate-system"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["site-a", "site-b"]
-    bindings = by_kind(docs, "RoleBinding")
+    bindings = [b for b in by_kind(docs, "RoleBinding") if b["metadata"]["namespace"] != "stargate-system"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["site-a", "site-b"]
     for b in bindings:
         assert b["subjects"] == [
@@ -413,10 +417,8 @@ def test_template_watch_namespaces(helm: Helm) -> None:
     # No namespaced resource is granted cluster-wide: only cluster-scoped ones are in the ClusterRole.
     cluster_roles = by_kind(docs, "ClusterRole")
     cluster_grants = grants(cluster_roles)
-    assert not any(g in ("stargate.dev", "kopf.dev") or r == "events" for g, r, _ in cluster_grants), (
-        cluster_grants
-    )
-    assert {("kopf.dev", "kopfpeerings", v) for v in ("create", "patch")} <= grants(roles)
+    assert not any(g in ("stargate.dev", "coordination.k8s.io") or r == "events"
+                   for g, r, _ in cluster_grants), cluster_grants
     for dep in by_kind(docs, "Deployment"):
         args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
         assert "--namespace=site-a" in args and "--namespace=site-b" in args
@@ -542,8 +544,6 @@ def test_template_crds_keep_and_enabled(helm: Helm) -> None:
     assert len(kept) == len(STARGATE_PLURALS) and set(kept.values()) == {"keep"}
     assert set(policies(FEATURES["crds.keep=false"]).values()) == {None}
     assert policies(FEATURES["crds.enabled=false"]) == {}
-    with_peering = policies(FEATURES["peering"])
-    assert with_peering["kopfpeerings.kopf.dev"] == "keep"
 
 
 def test_chart_crds_are_the_generated_crds(helm: Helm) -> None:
@@ -586,7 +586,21 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"serviceMonitor": {"interval": 30}}, "at '/serviceMonitor/interval': got number, want string"),
     ({"crds": {"keep": "yes"}}, "at '/crds/keep': got string, want boolean"),
     ({"image": {"digest": "latest"}}, "at '/image/digest': 'latest' does not match pattern"),
-    ({"replicaCount": 2}, "replicaCount=2 needs peering.enabled=true"),
+    ({"replicaCount": 2}, "replicaCount=2 needs leaderElection.enabled=true"),
+    (
+        {"leaderElection": {"leaseDurationSeconds": 10}},
+        "leaderElection.leaseDurationSeconds (10) must be greater than "
+        "leaderElection.renewDeadlineSeconds (10)",
+    ),
+    (
+        {"leaderElection": {"retryPeriodSeconds": 9}},
+        "leaderElection.renewDeadlineSeconds (10) must be greater than 1.2 x "
+        "leaderElection.retryPeriodSeconds (9)",
+    ),
+    (
+        {"leaderElection": {"lifetimeSeconds": 15}},
+        "at '/leaderElection': additional properties 'lifetimeSeconds'",
+    ),
     ({"operator": {"telemetry": "prometheus"}}, "operator.telemetry=prometheus needs operator.prometheusUrl"),
     ({"health": {"port": 8080}}, "metrics.port and health.port are both 8080"),
     ({"serviceAccount": {"create": False}}, "serviceAccount.create=false needs serviceAccount.name"),
@@ -727,9 +741,9 @@ class Cluster:
 def cluster(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A private control plane with an audit log, the monitoring CRDs, and three releases of the chart:
 
-    * ``sg`` in stargate-system: the default values (all namespaces, no peering), owns the CRDs;
-    * ``sg-peer`` in stargate-peer: all namespaces, peering (owns kopf's peering CRDs), no CRDs;
-    * ``sg-shard`` in stargate-shard: only namespace rec-shard, peering, no CRDs of either kind.
+    * ``sg`` in stargate-system: the default values (all namespaces, no leader election), owns the CRDs;
+    * ``sg-peer`` in stargate-peer: all namespaces, leader election, no CRDs;
+    * ``sg-shard`` in stargate-shard: only namespace rec-shard, leader election, no CRDs.
     """
     workdir = tmp_path_factory.mktemp("helm-cp")
     policy = workdir / "audit-policy.yaml"
@@ -767,7 +781,8 @@ def cluster(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
         ports = {"metrics": {"port": free_port()}, "health": {"port": free_port()}}
         c.install("sg", "stargate-system", {**ports})
         c.install(
-            "sg-peer", "stargate-peer", {**ports, "crds": {"enabled": False}, "peering": {"enabled": True}}
+            "sg-peer", "stargate-peer",
+            {**ports, "crds": {"enabled": False}, "leaderElection": {"enabled": True}},
         )
         c.install(
             "sg-shard",
@@ -776,7 +791,7 @@ def cluster(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
                 **ports,
                 "crds": {"enabled": False},
                 "watchNamespaces": ["rec-shard"],
-                "peering": {"enabled": True, "installCRDs": False},
+                "leaderElection": {"enabled": True},
             },
         )
         kubectl(
@@ -784,8 +799,6 @@ def cluster(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
             "--for=condition=Established",
             "--timeout=60s",
             *[f"crd/{p}.stargate.dev" for p in STARGATE_PLURALS],
-            "crd/kopfpeerings.kopf.dev",
-            "crd/clusterkopfpeerings.kopf.dev",
         )
         yield c
 
@@ -832,7 +845,6 @@ def test_helm_install_and_upgrade_every_feature(cluster: Cluster) -> None:
     values = {
         **FEATURES["everything"],
         "crds": {"enabled": False},
-        "peering": {"enabled": True, "installCRDs": False},
     }
     cluster.install("sg-all", ns, values)
     cluster.kubectl("get", "servicemonitor,prometheusrule", "sg-all-stargate-operator", "-n", ns)
@@ -1093,7 +1105,7 @@ def record_run(cluster: Cluster, release: str, site_namespace: str) -> RecordedR
         _wait(f"the fail-safe Lease in {site_namespace}", leased, 30, proc, log)
     finally:
         _stop_operator(proc)
-    time.sleep(0.5)  # the last audit lines (the peering farewell) reach the file
+    time.sleep(0.5)  # the last audit lines (the Lease's release) reach the file
 
     used: set[tuple[str, str, str]] = set()
     refused: set[tuple[str, str, str]] = set()
@@ -1116,8 +1128,8 @@ def record_run(cluster: Cluster, release: str, site_namespace: str) -> RecordedR
 
 RUNS = {
     "all-namespaces": ("sg", "rec-all"),
-    "all-namespaces+peering": ("sg-peer", "rec-peer"),
-    "watch-namespaces+peering": ("sg-shard", "rec-shard"),
+    "all-namespaces+leaderElection": ("sg-peer", "rec-peer"),
+    "watch-namespaces+leaderElection": ("sg-shard", "rec-shard"),
 }
 
 
@@ -1154,11 +1166,11 @@ def test_rbac_grants_nothing_the_run_did_not_use(recorded: dict[str, RecordedRun
     assert run.used == run.granted, sorted(run.used ^ run.granted)
 
 
-def test_peering_standby_takes_over(cluster: Cluster, recorded: dict[str, RecordedRun]) -> None:
-    """peering.enabled with replicaCount=2: the two Deployments' arguments make the first replica the
-    active one and the second a standby that writes nothing; when the active one dies (SIGKILL, no
-    farewell) the standby takes over within the peering lifetime and reconciles. Both run with the
-    chart's ServiceAccount token."""
+def test_leader_election_standby_takes_over(cluster: Cluster, recorded: dict[str, RecordedRun]) -> None:
+    """leaderElection.enabled with replicaCount=2: the replica started first takes the Lease, the
+    second stands by and writes nothing; when the active one dies (SIGKILL, no release) the standby
+    takes over once the Lease's duration has passed, and reconciles. Both run with the chart's
+    ServiceAccount token."""
     assert recorded  # after the recorded runs: their audit record stays theirs alone
     ns, site = "stargate-ha", "rec-ha"
     cluster.install(
@@ -1167,7 +1179,8 @@ def test_peering_standby_takes_over(cluster: Cluster, recorded: dict[str, Record
         {
             "crds": {"enabled": False},
             "replicaCount": 2,
-            "peering": {"enabled": True, "installCRDs": False, "lifetimeSeconds": 5},
+            "leaderElection": {"enabled": True, "leaseDurationSeconds": 5, "renewDeadlineSeconds": 3,
+                               "retryPeriodSeconds": 1},
         },
     )
     manifest = cluster.manifest("sg-ha")
@@ -1179,24 +1192,17 @@ def test_peering_standby_takes_over(cluster: Cluster, recorded: dict[str, Record
     ports = [(free_port(), free_port()) for _ in (0, 1)]
     procs: list[subprocess.Popen[str]] = []
     try:
-        for rank in (0, 1):
-            cmd = _operator_command(manifest, rank, ports[rank])
-            procs.append(_start_operator(cmd, kubeconfig, f"sg-ha-operator-{rank}", logs[rank]))
-        for rank in (0, 1):
-            _wait(
-                f"replica {rank} healthy", lambda r=rank: _healthy(ports[r][1]), 60, procs[rank], logs[rank]
-            )
-        _wait("replica 0 active", lambda: "is now active" in logs[0].read_text(), 30, procs[0], logs[0])
+        procs.append(_start_operator(_operator_command(manifest, 0, ports[0]), kubeconfig,
+                                     "sg-ha-operator-0", logs[0]))
+        _wait("replica 0 active", lambda: "is now active" in logs[0].read_text(), 60, procs[0], logs[0])
+        procs.append(_start_operator(_operator_command(manifest, 1, ports[1]), kubeconfig,
+                                     "sg-ha-operator-1", logs[1]))
+        _wait("replica 1 healthy", lambda: _healthy(ports[1][1]), 60, procs[1], logs[1])
         _wait(f"a status on every object in {site}", lambda: _statuses(cluster, site), 90, procs[0], logs[0])
-        time.sleep(4)  # more than one peering interval: the standby has looked and stood by
-        # On a loaded machine the standby may register first and act alone for a round; what
-        # matters is that it stands by once the higher-priority replica is there.
-        states = [ln for ln in logs[1].read_text().splitlines()
-                  if "stargate.peering" in ln and ("is now active" in ln or "standing by" in ln)]
-        assert not states or "standing by" in states[-1], logs[1].read_text()[-3000:]
-        peering = cluster.kubectl.json("get", "clusterkopfpeering", "sg-ha-stargate-operator")
-        priorities = sorted(p["priority"] for p in peering["status"].values())
-        assert priorities == [99, 100], peering["status"]
+        time.sleep(3)  # a few retry periods: the standby has looked and stood by
+        assert "standing by" in logs[1].read_text() and "is now active" not in logs[1].read_text()
+        lease = cluster.kubectl.json("get", "lease", "sg-ha-stargate-operator-leader", "-n", ns)["spec"]
+        assert lease["holderIdentity"] == "sg-ha-operator-0" and lease["leaseDurationSeconds"] == 5
 
         os.killpg(procs[0].pid, signal.SIGKILL)
         procs[0].wait()
@@ -1457,7 +1463,6 @@ def test_helm_uninstall_keeps_crds(cluster: Cluster, recorded: dict[str, Recorde
     for plural in STARGATE_PLURALS:
         crd = cluster.kubectl.json("get", "crd", f"{plural}.stargate.dev")
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    cluster.kubectl("get", "crd", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev")
     assert cluster.kubectl.json("get", "stargateclusters", "-n", "rec-all")["items"], (
         "the site went with the chart"
     )

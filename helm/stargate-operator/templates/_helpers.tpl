@@ -74,10 +74,10 @@ The operator image: repository, then @digest or :tag (the appVersion when the ta
 {{- end }}
 
 {{/*
-The kopf peering object's name.
+The leader election's Lease (in the release namespace).
 */}}
-{{- define "stargate-operator.peeringName" -}}
-{{- default (include "stargate-operator.fullname" .) .Values.peering.name }}
+{{- define "stargate-operator.leaseName" -}}
+{{- default (printf "%s-leader" (include "stargate-operator.fullname" . | trunc 56 | trimSuffix "-")) .Values.leaderElection.leaseName }}
 {{- end }}
 
 {{/*
@@ -91,8 +91,16 @@ True ("true") when the operator watches every namespace (no watchNamespaces), el
 Cross-field checks that JSON schema cannot phrase clearly.
 */}}
 {{- define "stargate-operator.validate" -}}
-{{- if and (gt (int .Values.replicaCount) 1) (not .Values.peering.enabled) }}
-{{- fail (printf "replicaCount=%d needs peering.enabled=true: without kopf peering every replica would reconcile and write status at once (use replicaCount=1, or enable peering for active/standby replicas)" (int .Values.replicaCount)) }}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
+{{- fail (printf "replicaCount=%d needs leaderElection.enabled=true: without leader election every replica would reconcile and write status at once (use replicaCount=1, or enable leader election for active/standby replicas)" (int .Values.replicaCount)) }}
+{{- end }}
+{{- with .Values.leaderElection }}
+{{- if le (int .leaseDurationSeconds) (int .renewDeadlineSeconds) }}
+{{- fail (printf "leaderElection.leaseDurationSeconds (%d) must be greater than leaderElection.renewDeadlineSeconds (%d): a leader must give up before a standby may take over" (int .leaseDurationSeconds) (int .renewDeadlineSeconds)) }}
+{{- end }}
+{{- if le (mul 10 (int .renewDeadlineSeconds)) (mul 12 (int .retryPeriodSeconds)) }}
+{{- fail (printf "leaderElection.renewDeadlineSeconds (%d) must be greater than 1.2 x leaderElection.retryPeriodSeconds (%d)" (int .renewDeadlineSeconds) (int .retryPeriodSeconds)) }}
+{{- end }}
 {{- end }}
 {{- if and (eq .Values.operator.telemetry "prometheus") (not .Values.operator.prometheusUrl) }}
 {{- fail "operator.telemetry=prometheus needs operator.prometheusUrl (the base URL of the Prometheus to query, e.g. http://prometheus-operated.monitoring:9090)" }}

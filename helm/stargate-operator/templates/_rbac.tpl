@@ -20,24 +20,10 @@ namespaces, in a Role per watched namespace otherwise.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["create", "patch"]
-{{- if and .Values.peering.enabled (not (include "stargate-operator.clusterWide" .)) }}
-# Peering (namespaced): keep-alives are merge patches on the KopfPeering, which the operator
-# creates when it is missing (a custom resource cannot be installed with its own CRD in one release).
-- apiGroups: ["kopf.dev"]
-  resources: ["kopfpeerings"]
-  verbs: ["create", "patch"]
-{{- end }}
 {{- end }}
 
 {{/*
 RBAC rules for cluster-scoped resources (always in a ClusterRole). May be empty.
 */}}
 {{- define "stargate-operator.clusterRules" -}}
-{{- if and .Values.peering.enabled (include "stargate-operator.clusterWide" .) }}
-# Peering (cluster-wide): keep-alives are merge patches on the ClusterKopfPeering, which the
-# operator creates when it is missing.
-- apiGroups: ["kopf.dev"]
-  resources: ["clusterkopfpeerings"]
-  verbs: ["create", "patch"]
-{{- end }}
 {{- end }}
