@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from stargate_operator import kinds
 from stargate_operator.api import KINDS
 from stargate_operator.api.crdgen import crd, file_name, render_all
 
@@ -49,7 +51,6 @@ def test_generation_is_deterministic_within_and_across_processes() -> None:
     first = render_all()
     assert first == render_all()
     code = "from stargate_operator.api.crdgen import render_all; import json; print(json.dumps(render_all()))"
-    import json
 
     for seed in ("1", "4242"):
         out = subprocess.run(
@@ -321,3 +322,48 @@ def test_rack_names_its_domains_and_what_limits_it() -> None:
     assert wide["Power-Domain"] == ".spec.powerDomainRef"
     assert wide["Cooling-Domain"] == ".spec.coolingDomainRef"
     assert wide["Limited-By"] == ".status.power.limitedBy"
+
+
+def test_registry_defaults_are_the_schemas_defaults() -> None:
+    """Every default a CRD states is the registry's (kinds.py), where the core reads it."""
+    from stargate_operator.api.crdgen import openapi_schema, spec_defaults
+
+    for model in KINDS:
+        assert spec_defaults(openapi_schema(model)) == dict(kinds.BY_KIND[model.kind_info.kind].defaults)
+
+
+def test_a_default_written_only_in_a_model_is_refused() -> None:
+    from stargate_operator.api import Rack
+
+    class Drifted(Rack):  # not a direct Resource subclass: not registered as a kind
+        kind_info = Rack.kind_info.model_copy(update={"defaults": {"priority": 7}})
+
+    with pytest.raises(ValueError, match=r"Rack: the model's spec defaults differ .* at priority"):
+        crd(Drifted)
+
+
+def test_api_models_follow_the_registry() -> None:
+    assert [m.kind_info.kind for m in KINDS] == [k.kind for k in kinds.KINDS]
+    assert [m.kind_info.scope for m in KINDS] == [k.scope for k in kinds.KINDS]
+
+
+def _gen_crds() -> Any:
+    spec = importlib.util.spec_from_file_location("gen_crds", ROOT / "hack" / "gen-crds.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_charts_kind_lists_are_the_registrys() -> None:
+    """Chart.yaml's CRD list and the RBAC resource lists are generated, committed and current."""
+    gen = _gen_crds()
+    for path in (gen.CHART_YAML, gen.KINDS_TEMPLATE):
+        assert path.read_text() == gen.generated()[path], f"{path} is stale: run hack/gen-crds.py"
+    chart = yaml.safe_load(gen.CHART_YAML.read_text())
+    listed = yaml.safe_load(chart["annotations"]["artifacthub.io/crds"])
+    assert [e["kind"] for e in listed] == [k.kind for k in kinds.KINDS]
+    assert all(e["version"] == kinds.VERSION and e["description"] for e in listed)
+    text = gen.KINDS_TEMPLATE.read_text()
+    assert json.dumps([k.plural for k in kinds.KINDS]) in text
+    assert json.dumps([f"{k.plural}/status" for k in kinds.KINDS]) in text
