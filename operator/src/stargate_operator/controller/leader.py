@@ -246,11 +246,14 @@ class LeaderElector:
                     if left > 0 and await self._attempt(left):
                         last_renewed = self.clock()
                         continue
+                    holder = self.observed.holder if self.observed is not None else ""
+                    if holder not in ("", self.identity):
+                        break  # another candidate holds it now: stop acting at once
                     if self.clock() - last_renewed >= cfg.renew_deadline:
                         break
                 self.gate.clear()
-                logger.warning("leader election %s: no renewal within %gs; %s standing by", cfg.name,
-                               cfg.renew_deadline, self.identity)
+                logger.warning("leader election %s: lost the Lease (not renewed within %gs, or taken); "
+                               "%s standing by", cfg.name, cfg.renew_deadline, self.identity)
         finally:
             was_leader = self.gate.is_set()
             self.gate.clear()
