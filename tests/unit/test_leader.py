@@ -40,8 +40,8 @@ def test_a_take_sets_acquire_time_and_counts_a_transition_a_renewal_keeps_them()
     assert renewed == LeaderRecord("a", 15, T0, T1, 0)
     taken = claimed(renewed, "b", 15, T1)
     assert taken == LeaderRecord("b", 15, T1, T1, 1)
-    # Taking a released Lease is not a transition from a holder: client-go counts it the same way.
-    assert claimed(released(taken, T1), "a", 15, T1).transitions == 1
+    # Taking a released Lease is a transition too (client-go counts every take of an existing one).
+    assert claimed(released(taken, T1), "a", 15, T1).transitions == 2
 
 
 def test_release_is_client_gos() -> None:

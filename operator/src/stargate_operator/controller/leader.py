@@ -123,10 +123,11 @@ def held_by_another(record: LeaderRecord, me: str, observed_at: float, now: floa
 
 def claimed(record: LeaderRecord | None, me: str, duration_s: int, now: str) -> LeaderRecord:
     """The record that takes or renews the Lease for `me` at wall time `now` (MicroTime). Pure:
-    a new holder sets acquireTime and counts a transition; a renewal keeps both."""
+    taking an existing Lease (held, expired or released) sets acquireTime and counts a transition,
+    as client-go does; creating it counts none; a renewal keeps both."""
     if record is not None and record.holder == me:
         return replace(record, lease_duration_s=duration_s, renew_time=now)
-    transitions = 0 if record is None else record.transitions + (1 if record.holder else 0)
+    transitions = 0 if record is None else record.transitions + 1
     return LeaderRecord(me, duration_s, now, now, transitions)
 
 
