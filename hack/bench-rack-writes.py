@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench  # hack/bench.py: its site, writers and CPU counters
 from stargate_operator import kinds
-from stargate_operator.kube import KubeClient
+from stargate_operator.client import ApiResource, KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 Key = tuple[str, str, str]
@@ -55,7 +55,7 @@ def set_map_type(cp: LocalControlPlane, map_type: str) -> None:
 
 
 def status_patch(client: KubeClient, key: Key, patch: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
-    return lambda: client.patch_status(kinds.RACK.plural, key[1], key[2], patch)
+    return lambda: client.patch_status(ApiResource.of(kinds.RACK), key[1], key[2], patch)
 
 
 async def set_safe_limits(client: KubeClient, limits: dict[Key, dict[str, int]], full: bool) -> None:

@@ -30,8 +30,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench  # hack/bench.py: its site, operator process, rack watcher and waits
+from stargate_operator.client import KubeClient
 from stargate_operator.controller.store import key_of
-from stargate_operator.kube import KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 

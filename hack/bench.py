@@ -64,14 +64,17 @@ from typing import Any
 import httpx
 
 from stargate_operator import kinds
+from stargate_operator.client import ApiResource, KubeClient
 from stargate_operator.core import CoreSettings, plan_namespace
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.fixtures.synth import synthetic_site
-from stargate_operator.kube import GROUP_PATH, KubeClient
+from stargate_operator.kinds import GROUP_PATH
 from stargate_operator.localcp.controlplane import LocalControlPlane
+from stargate_operator.process import gc_paused
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 32  # the operator's default --write-concurrency
+RACKS = ApiResource.of(kinds.RACK)
 STALE_AFTER = 10**6  # no telemetry in the bench site; keep time out of the results
 TIME_FIELDS = ("lastTransitionTime", "boundAt")
 
@@ -162,13 +165,14 @@ class Site:
 
     async def objects(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        for plural in (k.plural for k in kinds.KINDS):
-            items, _ = await self.client.list(plural, self.namespace)
+        for spec in kinds.KINDS:
+            items, _ = await self.client.list(ApiResource.of(spec), self.namespace)
             out += items
         return out
 
     def expected(self, objects: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
-        plan = plan_namespace(objects, datetime.now(UTC), CoreSettings(stale_after_seconds=STALE_AFTER))
+        with gc_paused():
+            plan = plan_namespace(objects, datetime.now(UTC), CoreSettings(stale_after_seconds=STALE_AFTER))
         return dict(plan.statuses)
 
     async def write(self, patches: Mapping[tuple[str, str, str], dict[str, Any] | None]) -> float:
@@ -180,7 +184,7 @@ class Site:
                 path = f"{GROUP_PATH}/namespaces/{ns}/{kinds.plural_of(kind)}/{name}/status"
                 return lambda: self.client.request("PATCH", path, verb="patch", body={"status": None},
                                                    content_type="application/merge-patch+json")
-            return lambda: self.client.patch_status(kinds.plural_of(kind), ns, name, p)
+            return lambda: self.client.patch_status(ApiResource.of(kinds.BY_KIND[kind]), ns, name, p)
 
         t0 = time.perf_counter()
         await bounded(job(k, p) for k, p in patches.items())
@@ -517,13 +521,13 @@ class RackWatcher:
     async def _run(self) -> None:
         client = KubeClient.from_kubeconfig(str(self.kubeconfig), max_connections=2)
         try:
-            items, rv = await client.list(kinds.RACK.plural, self.namespace, page_size=5000)
+            items, rv = await client.list(RACKS, self.namespace, page_size=5000)
             wrong = {o["metadata"]["name"] for o in items
                      if (o.get("status") or {}).get("powerLimits") != self.want.get(o["metadata"]["name"])}
             wrong &= set(self.want)
             self.watching.set()
             while wrong:
-                async for event in client.watch(kinds.RACK.plural, self.namespace, rv, timeout_seconds=600):
+                async for event in client.watch(RACKS, self.namespace, rv, timeout_seconds=600):
                     obj = event["object"]
                     rv = str(obj.get("metadata", {}).get("resourceVersion") or rv)
                     if event["type"] == "BOOKMARK":
@@ -687,7 +691,7 @@ async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, lo
         confirmed_at = wait_until(lambda: confirmed(budget) == site.nodes, 1800, "every node confirmed again")
         result["confirm_s"] = round(confirmed_at - t, 3)
         # Correct as well as fast: every node's report is the limit the core assigned.
-        items, _ = await client.list(kinds.GPU_NODE.plural, ns, page_size=5000)
+        items, _ = await client.list(ApiResource.of(kinds.GPU_NODE), ns, page_size=5000)
         want = {k[2]: v["powerLimitWatts"] for k, v in after.items() if k[0] == NODE}
         bad = [o["metadata"]["name"] for o in items
                if ((o.get("status") or {}).get("telemetry") or {}).get("enforcedLimitWatts")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from core_objects import NOW, NS, cluster, feed_back, node, rack, run, ts
+from helpers.core_objects import NOW, NS, cluster, feed_back, node, rack, run, ts
 from hypothesis import given
 from test_core_properties import PROPS, _versioned, sites
 

@@ -8,7 +8,7 @@ import random
 from datetime import timedelta
 from typing import Any
 
-from core_objects import NOW, NS, _obj, cluster, cond, feed_back, node, rack, run, st, ts
+from helpers.core_objects import NOW, NS, _obj, cluster, cond, feed_back, node, rack, run, st, ts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 

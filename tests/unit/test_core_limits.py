@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, st, ts
+from helpers.core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, st, ts
 from hypothesis import given
 from test_core_properties import PROPS, _versioned, sites
 

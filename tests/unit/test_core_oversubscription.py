@@ -8,7 +8,7 @@ import copy
 from datetime import timedelta
 from typing import Any
 
-from core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, st, ts
+from helpers.core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, st, ts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 from test_core_domains import dense_sites, domain, expected_constraints, fed, tree_sites

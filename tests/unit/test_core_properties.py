@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from core_objects import NOW, NS, claim, cluster, feed_back, node, pool, rack, run, ts
+from helpers.core_objects import NOW, NS, claim, cluster, feed_back, node, pool, rack, run, ts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

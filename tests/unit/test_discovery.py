@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from core_objects import GB, NOW, cluster, cond, rack, run, st, ts
+from helpers.core_objects import GB, NOW, cluster, cond, rack, run, st, ts
 
 from stargate_operator.api import GPUNode
 from stargate_operator.core import discovery as d

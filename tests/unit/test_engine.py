@@ -3,7 +3,7 @@ patches, applies, creates, deletes; failures on demand) and clocks the test move
 
 The test drives the scheduler one step at a time (`Engine.run_due`) after moving the injected
 monotonic and wall clocks, so coalescing, max_delay, retries and timers are checked without a
-single real wait. Watch events go through the engine's real informers (controller/informer.py).
+single real wait. Watch events go through the engine's real informers (client/informer.py).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from stargate_operator import kinds
+from stargate_operator.client import ApiError, ApiResource
 from stargate_operator.controller.engine import Engine, EngineSettings, _holds, connections_needed
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.core import plan_namespace
 from stargate_operator.core.statusdiff import apply_merge_patch, merge_patch
 from stargate_operator.core.types import CoreSettings, ObjectRef, Plan
 from stargate_operator.fixtures.synth import SYNTH_NOW, synthetic_site
-from stargate_operator.kube import GROUP_PATH, ApiError, ApiResource
 
 Key = tuple[str, str, str]
 CONFIGMAPS = ApiResource("", "v1", "configmaps", "ConfigMap")
@@ -105,19 +105,17 @@ class FakeApi:
         self._emit("MODIFIED", o)
 
     # -- what KubeClient offers --
-    async def list(self, plural: str, namespace: str | None = None, page_size: int = 500,
-                   group_path: str = GROUP_PATH, field_selector: str | None = None
-                   ) -> tuple[list[dict[str, Any]], str]:
-        kind = self.kind_of[plural]
+    async def list(self, resource: ApiResource, namespace: str | None = None, *, page_size: int = 500,
+                   field_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        kind = self.kind_of[resource.plural]
         items = [copy.deepcopy(o) for (k, ns, _), o in self.objects.items()
                  if k == kind and namespace in (None, ns)]
         return items, str(next(self._rv))
 
-    async def watch(self, plural: str, namespace: str | None, resource_version: str,
-                    timeout_seconds: int = 300, group_path: str = GROUP_PATH,
-                    field_selector: str | None = None, is_known: Callable[[bytes], bool] | None = None,
-                    ) -> AsyncIterator[dict[str, Any]]:
-        q = self._queue(plural)
+    async def watch(self, resource: ApiResource, namespace: str | None, resource_version: str, *,
+                    timeout_seconds: int = 300, field_selector: str | None = None,
+                    is_known: Callable[[bytes], bool] | None = None) -> AsyncIterator[dict[str, Any]]:
+        q = self._queue(resource.plural)
         while True:
             event = await q.get()
             try:
@@ -130,11 +128,11 @@ class FakeApi:
             finally:
                 q.task_done()  # the informer asks for the next event once it handled this one
 
-    async def patch_status(self, plural: str, namespace: str | None, name: str, patch: Mapping[str, Any],
-                           resource_version: str | None = None, group_path: str = GROUP_PATH) -> Any:
+    async def patch_status(self, resource: ApiResource, namespace: str | None, name: str,
+                           patch: Mapping[str, Any], *, resource_version: str | None = None) -> Any:
         self.calls.append(("patch_status", name, dict(patch)))
         self._maybe_fail("patch_status", name)
-        key = (self.kind_of[plural], namespace or "", name)
+        key = (resource.kind, namespace or "", name)
         if key not in self.objects:
             raise ApiError(404, "not found")
         o = self.objects[key]
@@ -145,7 +143,7 @@ class FakeApi:
         return copy.deepcopy(o)
 
     async def apply(self, resource: ApiResource, namespace: str | None, name: str, body: Mapping[str, Any],
-                    field_manager: str, force: bool = True) -> Any:
+                    *, field_manager: str, force: bool) -> Any:
         self.calls.append(("apply", name, field_manager, copy.deepcopy(dict(body))))
         self._maybe_fail("apply", name)
         key = (resource.kind, namespace or "", name)
@@ -593,13 +591,13 @@ class SlowApi(FakeApi):
         super().__init__(*a)
         self.log: list[tuple[str, str]] = []
 
-    async def patch_status(self, plural: str, namespace: str | None, name: str, patch: Mapping[str, Any],
-                           resource_version: str | None = None, group_path: str = GROUP_PATH) -> Any:
-        kind = self.kind_of[plural]
+    async def patch_status(self, resource: ApiResource, namespace: str | None, name: str,
+                           patch: Mapping[str, Any], *, resource_version: str | None = None) -> Any:
+        kind = resource.kind
         self.log.append(("start", kind))
         for _ in range(3):
             await asyncio.sleep(0)
-        out = await super().patch_status(plural, namespace, name, patch, resource_version, group_path)
+        out = await super().patch_status(resource, namespace, name, patch, resource_version=resource_version)
         self.log.append(("done", kind))
         return out
 

@@ -17,26 +17,28 @@ from aiohttp import web
 
 from helpers.site import cluster
 from stargate_operator import kinds
-from stargate_operator.controller.informer import run_informer
-from stargate_operator.kube import (
-    GROUP_PATH,
-    MAX_RETRY_AFTER_SECONDS,
+from stargate_operator.client import (
+    CONFIGMAPS,
+    NODES,
     ApiError,
     ApiResource,
     Connection,
     KubeClient,
-    retry_after_seconds,
+    run_informer,
 )
+from stargate_operator.client.asyncclient import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 pytestmark = pytest.mark.integration
+
+CLUSTERS = ApiResource.of(kinds.STARGATE_CLUSTER)
 
 
 async def _create(client: KubeClient, namespace: str, name: str) -> dict[str, Any]:
     body = cluster(name)
     body["metadata"]["namespace"] = namespace
     obj: dict[str, Any] = await client.request(
-        "POST", f"{GROUP_PATH}/namespaces/{namespace}/stargateclusters", verb="create", body=body)
+        "POST", CLUSTERS.path(namespace), verb="create", body=body)
     return obj
 
 
@@ -45,7 +47,7 @@ async def test_known_versions_come_as_bookmarks_and_others_decoded(
     client = KubeClient.from_kubeconfig(str(control_plane.kubeconfig))
     try:
         first = await _create(client, namespace, "a")
-        _, list_rv = await client.list("stargateclusters", namespace)
+        _, list_rv = await client.list(CLUSTERS, namespace)
         asked: list[bytes] = []
         own: set[bytes] = set()
 
@@ -54,7 +56,7 @@ async def test_known_versions_come_as_bookmarks_and_others_decoded(
             return rv in own
 
         # Our write (its version is "known") and someone else's (not known).
-        ours = await client.patch_status("stargateclusters", namespace, "a",
+        ours = await client.patch_status(CLUSTERS, namespace, "a",
                                          {"observedGeneration": 1})
         own.add(ours["metadata"]["resourceVersion"].encode())
         theirs = await _create(client, namespace, "b")
@@ -62,7 +64,7 @@ async def test_known_versions_come_as_bookmarks_and_others_decoded(
         events: list[dict[str, Any]] = []
 
         async def collect() -> None:
-            async for ev in client.watch("stargateclusters", namespace, list_rv, timeout_seconds=30,
+            async for ev in client.watch(CLUSTERS, namespace, list_rv, timeout_seconds=30,
                                          is_known=is_known):
                 events.append(ev)
                 if ev["type"] == "ADDED":
@@ -89,8 +91,6 @@ async def test_known_versions_come_as_bookmarks_and_others_decoded(
 
 # -- apply, create, delete for any resource ------------------------------------------------------
 
-CONFIGMAPS = ApiResource("", "v1", "configmaps", "ConfigMap")
-NODES = ApiResource("", "v1", "nodes", "Node", namespaced=False)
 RACKS = ApiResource.of(kinds.RACK)
 
 
@@ -111,15 +111,17 @@ async def test_create_apply_delete_in_the_core_group_and_ours(
         # Server-side apply: the manager's whole intent; a field it no longer applies is removed.
         body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c2", "namespace": namespace},
                 "data": {"x": "1", "y": "2"}}
-        first = await client.apply(CONFIGMAPS, namespace, "c2", body, "stargate-test")
+        first = await client.apply(CONFIGMAPS, namespace, "c2", body, field_manager="stargate-test",
+                                   force=True)
         assert first["data"] == {"x": "1", "y": "2"} and "stargate-test" in _managers(first)
-        again = await client.apply(CONFIGMAPS, namespace, "c2", {**body, "data": {"x": "3"}}, "stargate-test")
+        again = await client.apply(CONFIGMAPS, namespace, "c2", {**body, "data": {"x": "3"}},
+                                   field_manager="stargate-test", force=True)
         assert again["data"] == {"x": "3"}
         # A stargate kind, by the registry's resource.
         rack = {"apiVersion": kinds.API_VERSION, "kind": "Rack",
                 "metadata": {"name": "r1", "namespace": namespace},
                 "spec": {"clusterRef": "site", "maxPowerWatts": 1000}}
-        applied = await client.apply(RACKS, namespace, "r1", rack, "stargate-test")
+        applied = await client.apply(RACKS, namespace, "r1", rack, field_manager="stargate-test", force=True)
         assert applied["spec"]["priority"] == kinds.DEFAULT_RACK_PRIORITY  # the CRD's default
         gone = await client.delete(CONFIGMAPS, namespace, "c1")
         assert gone is not None
@@ -147,12 +149,12 @@ async def test_apply_without_force_conflicts_with_another_manager(
     try:
         body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": namespace},
                 "data": {"owner": "a"}}
-        await client.apply(CONFIGMAPS, namespace, "c", body, "manager-a")
+        await client.apply(CONFIGMAPS, namespace, "c", body, field_manager="manager-a", force=True)
         taken = {**body, "data": {"owner": "b"}}
         with pytest.raises(ApiError) as conflict:
-            await client.apply(CONFIGMAPS, namespace, "c", taken, "manager-b", force=False)
+            await client.apply(CONFIGMAPS, namespace, "c", taken, field_manager="manager-b", force=False)
         assert conflict.value.status == 409 and "manager-a" in str(conflict.value)
-        forced = await client.apply(CONFIGMAPS, namespace, "c", taken, "manager-b")
+        forced = await client.apply(CONFIGMAPS, namespace, "c", taken, field_manager="manager-b", force=True)
         assert forced["data"] == {"owner": "b"}
     finally:
         await client.aclose()
@@ -165,9 +167,9 @@ async def test_a_cluster_scoped_core_resource(control_plane: LocalControlPlane, 
         node = {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": name, "labels": {"nvidia.com/gpu.count": "8"}}}
         # A namespace given for a cluster-scoped resource is not put in its path.
-        out = await client.apply(NODES, namespace, name, node, "stargate-test")
+        out = await client.apply(NODES, namespace, name, node, field_manager="stargate-test", force=True)
         assert out["metadata"]["labels"]["nvidia.com/gpu.count"] == "8" and "namespace" not in out["metadata"]
-        items, _ = await client.list(NODES.plural, None, group_path=NODES.group_path,
+        items, _ = await client.list(NODES, None,
                                      field_selector=f"metadata.name={name}")
         assert [i["metadata"]["name"] for i in items] == [name] and items[0]["kind"] == "Node"
     finally:
@@ -268,12 +270,13 @@ def _client(url: str, waits: list[float], retries: int = 5) -> KubeClient:
 async def test_every_verb_waits_out_429_with_retry_after_capped(throttling: tuple[Throttling, str]) -> None:
     server, url = throttling
     calls: list[tuple[str, Callable[[KubeClient], Awaitable[Any]]]] = [
-        ("get", lambda c: c.get("racks", "ns", "r")),
-        ("list", lambda c: c.list("racks", "ns")),
+        ("get", lambda c: c.get(RACKS, "ns", "r")),
+        ("list", lambda c: c.list(RACKS, "ns")),
         ("create", lambda c: c.create(RACKS, "ns", {"metadata": {"name": "r"}})),
-        ("apply", lambda c: c.apply(RACKS, "ns", "r", {"metadata": {"name": "r"}}, "m")),
+        ("apply", lambda c: c.apply(RACKS, "ns", "r", {"metadata": {"name": "r"}}, field_manager="m",
+                                 force=True)),
         ("patch", lambda c: c.patch(RACKS, "ns", "r", {"spec": {}})),
-        ("patch_status", lambda c: c.patch_status("racks", "ns", "r", {"x": 1})),
+        ("patch_status", lambda c: c.patch_status(RACKS, "ns", "r", {"x": 1})),
         ("delete", lambda c: c.delete(RACKS, "ns", "r")),
         ("create_event", lambda c: c.create_event(namespace="ns", involved={}, type_="Normal", reason="R",
                                                   message="m")),
@@ -294,7 +297,7 @@ async def test_every_verb_waits_out_429_with_retry_after_capped(throttling: tupl
     waits = []
     client = _client(url, waits)
     try:
-        events = [ev async for ev in client.watch("racks", "ns", "5")]
+        events = [ev async for ev in client.watch(RACKS, "ns", "5")]
     finally:
         await client.aclose()
     assert waits == [1.0, MAX_RETRY_AFTER_SECONDS] and [e["type"] for e in events] == ["ADDED"]
@@ -308,7 +311,7 @@ async def test_429_retries_are_bounded(throttling: tuple[Throttling, str]) -> No
     client = _client(url, waits, retries=3)
     try:
         with pytest.raises(ApiError) as refused:
-            await client.get("racks", "ns", "r")
+            await client.get(RACKS, "ns", "r")
     finally:
         await client.aclose()
     assert refused.value.status == 429 and "slow down" in str(refused.value)
