@@ -6,7 +6,6 @@ import random
 from datetime import timedelta
 
 from helpers.core_objects import NOW, NOW_S, claim, cluster, cond, feed_back, node, pool, rack, run, st, ts
-
 from stargate_operator.fixtures.synth import SYNTH_NOW, synthetic_site
 
 
