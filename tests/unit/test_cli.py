@@ -41,3 +41,13 @@ def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     for name, (_, help_text) in COMMANDS.items():
         assert name in out and help_text.split()[0] in out
+
+
+def test_demo_help_documents_every_option() -> None:
+    proc = subprocess.run([sys.executable, "-m", "stargate_operator.cli", "demo", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    for option in ("--curtail", "--curtail-site", "--curtail-after", "--duration", "--once", "--timeout",
+                   "--no-agents", "--agent-interval", "--stale-after", "--seed", "--metrics-port",
+                   "--kubeconfig-out", "--state-dir", "--samples", "--refresh", "--color"):
+        assert option in proc.stdout, option
