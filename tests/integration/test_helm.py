@@ -225,6 +225,23 @@ def test_lint_clean(helm: Helm) -> None:
         assert "[WARNING]" not in out and "[ERROR]" not in out, out
 
 
+def test_template_and_lint_need_no_kube_version(helm: Helm, tmp_path: Path) -> None:
+    """Offline, helm assumes the Kubernetes version of the client-go it is built with (as a release
+    of helm does), not v1.20.0: the chart's kubeVersion admits it without `--kube-version`."""
+    probe = tmp_path / "probe"
+    (probe / "templates").mkdir(parents=True)
+    (probe / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (probe / "templates" / "version.yaml").write_text(
+        "# {{ .Capabilities.KubeVersion.Major }}.{{ .Capabilities.KubeVersion.Minor }}\n")
+    assumed = helm("template", "probe", str(probe)).stdout.split("# ")[-1].strip()
+    major, minor = (int(x) for x in assumed.split("."))
+    assert (major, minor) >= (1, 30), f"helm assumes Kubernetes {assumed} offline"
+    rendered = helm("template", "sg", str(CHART), "--namespace", "stargate-system").stdout
+    assert "kind: Deployment" in rendered
+    out = helm("lint", "--strict", str(CHART)).stdout
+    assert "0 chart(s) failed" in out and "[ERROR]" not in out, out
+
+
 @pytest.mark.parametrize("feature", sorted(FEATURES))
 def test_lint_every_feature(helm: Helm, feature: str) -> None:
     values = helm.values_file(FEATURES[feature])
