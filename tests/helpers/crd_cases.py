@@ -307,3 +307,15 @@ CASES: list[tuple[str, str, str, Any, str, str]] = [
      "should match"),
     ("gev-unknown-field", "GridEvent", "spec.priority", 900, "spec.priority", "unknown field"),
 ]
+# oversubscription: the uncap line below the cap line, defaults included
+CASES += [
+    ("sgc-uncap-at-cap", "StargateCluster", "spec.power.oversubscription",
+     {"percent": 20, "capAtPercent": 90, "uncapAtPercent": 90}, "spec.power.oversubscription.uncapAtPercent",
+     "must be below capAtPercent"),
+    ("pdom-cap-below-default-uncap", "PowerDomain", "spec.oversubscription", {"capAtPercent": 80},
+     "spec.oversubscription.uncapAtPercent", "must be below capAtPercent"),
+    ("pdom-oversubscription-101", "PowerDomain", "spec.oversubscription", {"percent": 101},
+     "spec.oversubscription.percent", "less than or equal to 100"),
+    ("sgc-hold-negative", "StargateCluster", "spec.power.oversubscription", {"holdSeconds": -1},
+     "spec.power.oversubscription.holdSeconds", "greater than or equal to 0"),
+]

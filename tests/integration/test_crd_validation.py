@@ -20,29 +20,6 @@ from stargate_operator.api.load import ManifestError, validate_document
 pytestmark = pytest.mark.integration
 
 
-
-
-
-
-
-
-
-
-
-# oversubscription (DESIGN section 13): the uncap line below the cap line, defaults included
-CASES += [
-    ("sgc-uncap-at-cap", "StargateCluster", "spec.power.oversubscription",
-     {"percent": 20, "capAtPercent": 90, "uncapAtPercent": 90}, "spec.power.oversubscription.uncapAtPercent",
-     "must be below capAtPercent"),
-    ("pdom-cap-below-default-uncap", "PowerDomain", "spec.oversubscription", {"capAtPercent": 80},
-     "spec.oversubscription.uncapAtPercent", "must be below capAtPercent"),
-    ("pdom-oversubscription-101", "PowerDomain", "spec.oversubscription", {"percent": 101},
-     "spec.oversubscription.percent", "less than or equal to 100"),
-    ("sgc-hold-negative", "StargateCluster", "spec.power.oversubscription", {"holdSeconds": -1},
-     "spec.power.oversubscription.holdSeconds", "greater than or equal to 0"),
-]
-
-
 @pytest.fixture(scope="module")
 def refusals_namespace(kubectl: Kubectl) -> Iterator[str]:
     """One namespace for all the refusals: nothing is ever created in it (each case checks that)."""
