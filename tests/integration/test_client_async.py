@@ -119,7 +119,7 @@ async def test_create_apply_delete_in_the_core_group_and_ours(
         gone = await client.delete(CONFIGMAPS, namespace, "c1")
         assert gone is not None
         with pytest.raises(ApiError) as missing:
-            await client.get("configmaps", namespace, "c1", group_path="/api/v1")
+            await client.get(CONFIGMAPS, namespace, "c1")
         assert missing.value.status == 404
         with pytest.raises(ApiError) as again_gone:
             await client.delete(CONFIGMAPS, namespace, "c1")
