@@ -5,7 +5,7 @@
   hack/bench-kopf.py --nodes 1000 --json   # one size, one JSON line
 
 On a fresh local control plane (real kube-apiserver + etcd), one namespace per contender holds the
-same synthetic site (hack/bench.py's), created before anything is timed. Then, in this process:
+same synthetic site (benchlib's, as hack/bench.py's), created before anything is timed. Then, in this process:
 
 1. kopf, written the idiomatic way: per kind, an `@kopf.index` that keeps every object's body
    by namespace and an `@kopf.on.event` that, after each event, counts what the indices hold. Once
@@ -30,7 +30,6 @@ import contextlib
 import json
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -40,49 +39,21 @@ from typing import Any
 
 import kopf
 
+from benchlib import CONCURRENCY, STALE_AFTER, Site, log
 from stargate_operator import kinds
+from stargate_operator.client import ApiResource, KubeClient
 from stargate_operator.controller.engine import Engine, EngineSettings
 from stargate_operator.core import CoreSettings, plan_namespace
-from stargate_operator.fixtures.synth import synthetic_site
-from stargate_operator.kube import ApiResource, KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
+from stargate_operator.process import gc_paused
 
 KOPF_VERSION = version("kopf")
-STALE_AFTER = 10**6  # no telemetry ages during the benchmark: time stays out of the result
-CONCURRENCY = 32
 SITE = kinds.STARGATE_CLUSTER
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-async def create_site(client: KubeClient, namespace: str, nodes: int, seed: int) -> int:
-    objs = synthetic_site(nodes, seed, namespace, now=datetime.now(UTC))
-    await client.request("POST", "/api/v1/namespaces", verb="create",
-                         body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    sem = asyncio.Semaphore(CONCURRENCY)
-
-    async def post(o: Mapping[str, Any]) -> None:
-        body = {"apiVersion": o["apiVersion"], "kind": o["kind"], "spec": o["spec"],
-                "metadata": {"name": o["metadata"]["name"], "namespace": namespace}}
-        async with sem:
-            await client.create(ApiResource.of(kinds.BY_KIND[o["kind"]]), namespace, body)
-
-    await asyncio.gather(*(post(o) for o in objs))
-    return len(objs)
-
-
-async def list_site(client: KubeClient, namespace: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for spec in kinds.KINDS:
-        items, _ = await client.list(spec.plural, namespace, page_size=5000)
-        out += [{**o, "kind": spec.kind} for o in items]
-    return out
-
-
 def expected_site_status(objects: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
-    plan = plan_namespace(objects, datetime.now(UTC), CoreSettings(STALE_AFTER))
+    with gc_paused():  # as the engine plans
+        plan = plan_namespace(objects, datetime.now(UTC), CoreSettings(STALE_AFTER))
     site = next(o for o in objects if o["kind"] == SITE.kind)
     return plan.statuses[SITE.kind, namespace, site["metadata"]["name"]]
 
@@ -133,7 +104,8 @@ def kopf_registry(namespace: str, total: int, kubeconfig: str, marks: dict[str, 
         async with writing:
             if not client_box:
                 client_box.append(KubeClient.from_kubeconfig(kubeconfig))
-            await client_box[0].patch_status(SITE.plural, namespace, site["metadata"]["name"], status)
+            name = site["metadata"]["name"]
+            await client_box[0].patch_status(ApiResource.of(SITE), namespace, name, status)
         marks["status"] = time.perf_counter()
         done.set()
 
@@ -215,18 +187,20 @@ async def measure(cp: LocalControlPlane, nodes: int, seed: int, timeout: float) 
     ns_kopf, ns_engine = f"kopf-{nodes}", f"engine-{nodes}"
     try:
         t0 = time.perf_counter()
-        total = await create_site(client, ns_kopf, nodes, seed)
-        await create_site(client, ns_engine, nodes, seed)
+        sites = [Site(client, ns, nodes, seed) for ns in (ns_kopf, ns_engine)]
+        for site in sites:
+            await site.create()
+        objects = [await site.objects() for site in sites]
+        total = len(objects[0])
         log(f"{nodes} nodes: created 2 x {total} objects in {time.perf_counter() - t0:.1f}s")
-        objects = await list_site(client, ns_kopf)
-        want_kopf = expected_site_status(objects, ns_kopf)
-        want_engine = expected_site_status(await list_site(client, ns_engine), ns_engine)
+        want_kopf = expected_site_status(objects[0], ns_kopf)
+        want_engine = expected_site_status(objects[1], ns_engine)
 
         kopf_t = await asyncio.to_thread(run_kopf, ns_kopf, total, kubeconfig, timeout)
         engine_t = await run_engine(kubeconfig, ns_engine, timeout)
 
         async def written(ns: str) -> dict[str, Any] | None:
-            items, _ = await client.list(SITE.plural, ns)
+            items, _ = await client.list(ApiResource.of(SITE), ns)
             got: dict[str, Any] | None = items[0].get("status")
             return got
 

@@ -42,8 +42,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stargate_operator import kinds
-from stargate_operator.controller.lease import LEASES, micro_time
-from stargate_operator.kube import ApiError, KubeClient
+from stargate_operator.client import LEASES, ApiError, KubeClient
+from stargate_operator.controller.lease import micro_time
 
 logger = logging.getLogger("stargate.leader")
 
@@ -179,7 +179,7 @@ class LeaderElector:
         duration_s = max(round(cfg.lease_duration), 1)
         now = micro_time(self.wall())
         try:
-            obj = await self.client.request("GET", self._path, verb="get")
+            obj = await self.client.get(LEASES, cfg.namespace, cfg.name)
         except ApiError as e:
             if e.status != 404:
                 raise
