@@ -124,7 +124,8 @@ def test_the_nodes_binaries_are_cached_beside_kube_apiserver(
     got = binaries.ensure_node()
     assert built == [["kube-controller-manager", "kube-scheduler"]]
     assert got.kubelet == kubelet
-    assert got.kube_scheduler == tmp_path / "bin" / f"kube-scheduler-{KUBERNETES_VERSION}-b{rev}" / "kube-scheduler"
+    scheduler = tmp_path / "bin" / f"kube-scheduler-{KUBERNETES_VERSION}-b{rev}" / "kube-scheduler"
+    assert got.kube_scheduler == scheduler
     assert binaries.ensure_node() == got and len(built) == 1  # the second call builds nothing
 
 
