@@ -113,12 +113,18 @@ def release(real_node: RealNode) -> Iterator[RealNode]:
     rn.helm("install", RELEASE, str(_chart()), "--namespace", NAMESPACE, "-f", str(values_file),
             "--wait", "--timeout=5m")
     rollout(rn)
-    print(f"\n[e2e] helm install and rollouts: {time.monotonic() - started:.1f}s")
+    # For the record (docs/development/real-node.md quotes them): set-up steps and memory.
+    print(f"\n[e2e] node set-up: {', '.join(f'{k} {v:.1f}s' for k, v in rn.node.timings.items())}; "
+          f"helm install and rollouts: {time.monotonic() - started:.1f}s")
     site = [cluster(), rack("r1")]
     for o in site:
         o["metadata"]["namespace"] = SITE
     rn.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": site}))
     yield rn
+    memory = rn.node.memory_bytes()
+    print(f"\n[e2e] node memory (RSS, MiB): "
+          f"{', '.join(f'{k} {v / 2**20:.0f}' for k, v in memory.items())}; "
+          f"total {sum(memory.values()) / 2**20:.0f}")
 
 
 def _chart() -> Path:
