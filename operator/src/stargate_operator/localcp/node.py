@@ -492,9 +492,9 @@ class LocalNode:
         return token
 
     def memory_bytes(self) -> dict[str, int]:
-        """Resident memory of the node's processes (containerd with its shims, the kubelet, the
-        controller manager, the scheduler, the DNS), by name."""
-        out: dict[str, int] = {}
+        """Resident memory of the cluster's processes (etcd, kube-apiserver, containerd with its
+        shims, the kubelet, the controller manager, the scheduler, the DNS; not the pods'), by name."""
+        out: dict[str, int] = {name: _rss(pid) for name, pid in self.cp.server_pids().items()}
         for p in self._procs:
             if p.proc is not None and p.proc.poll() is None:
                 out[p.name] = _rss(p.proc.pid)
