@@ -618,3 +618,51 @@ def kubelet_config(
         "shutdownGracePeriod": "0s",
     }
     return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from stargate_operator.localcp.binaries import BinaryError
+
+    p = argparse.ArgumentParser(
+        description="A single-node Kubernetes on this machine (root): the local control plane in node "
+        "mode, containerd, a kubelet, kube-controller-manager, kube-scheduler and the cluster DNS, with "
+        "the operator image built from operator/Dockerfile. Runs until Ctrl-C, then undoes everything.")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label of the Node (repeat), e.g. nvidia.com/gpu.present=true")
+    p.add_argument("--taint", action="append", default=[], metavar="KEY[=VALUE]:EFFECT",
+                   help="a taint the Node registers with (repeat), e.g. example.com/x:NoSchedule")
+    p.add_argument("--image-tag", default="dev", help="tag of the operator image (default: dev)")
+    args = p.parse_args(argv)
+    labels = dict(kv.split("=", 1) for kv in args.label)
+    taints = []
+    for t in args.taint:
+        kv, _, effect = t.rpartition(":")
+        key, _, value = kv.partition("=")
+        taints.append({"key": key, "value": value, "effect": effect} if value else
+                      {"key": key, "effect": effect})
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        with LocalControlPlane(node_address=node_address(), verbose=True) as cp, \
+                LocalNode(cp, labels=labels, taints=taints, image_tag=args.image_tag, verbose=True) as n:
+            print(f"KUBECONFIG={cp.kubeconfig}\nimage: {n.operator_image} (pullPolicy Never)\n"
+                  "Ctrl-C stops the node and the control plane.", flush=True)
+            while not stop:
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    except (NodeUnavailable, NodeError, BinaryError, images_mod.ImageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
