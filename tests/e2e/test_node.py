@@ -238,14 +238,14 @@ def test_a_grid_events_limit_reaches_the_agent_through_the_official_client(relea
 def test_a_real_prometheus_scrapes_the_operator_through_its_service(release: RealNode) -> None:
     workdir = release.workdir / "prometheus"
     prom = PrometheusServer(workdir, {}, rule_files=())
-    # As a ServiceMonitor would: the Service's endpoints, found through the API server.
+    # As a ServiceMonitor would: the Service's endpoint slices, found through the API server.
     prom.config["scrape_configs"] = [{
         "job_name": "stargate-operator",
-        "kubernetes_sd_configs": [{"role": "endpoints", "kubeconfig_file": str(release.cp.kubeconfig),
+        "kubernetes_sd_configs": [{"role": "endpointslice", "kubeconfig_file": str(release.cp.kubeconfig),
                                    "namespaces": {"names": [NAMESPACE]}}],
         "relabel_configs": [
             {"source_labels": ["__meta_kubernetes_service_name"], "regex": SERVICE, "action": "keep"},
-            {"source_labels": ["__meta_kubernetes_endpoint_port_name"], "regex": "metrics",
+            {"source_labels": ["__meta_kubernetes_endpointslice_port_name"], "regex": "metrics",
              "action": "keep"},
         ],
     }]
