@@ -235,23 +235,29 @@ def test_a_grid_events_limit_reaches_the_agent_through_the_official_client(relea
     assert _agent_metric(release, "stargate_agent_power_limit_changes_total") > changes_before
 
 
+def _service_endpoints(rn: RealNode, service: str, port_name: str) -> list[str]:
+    """address:port of the Service's ready endpoints, from its EndpointSlices (as kube-proxy and
+    Prometheus' Kubernetes discovery read them)."""
+    out = rn.kubectl("get", "endpointslices", "-n", NAMESPACE, "-l", f"kubernetes.io/service-name={service}",
+                     "-o", "json").stdout
+    targets = []
+    for eps in json.loads(out)["items"]:
+        ports = [p["port"] for p in eps.get("ports") or [] if p.get("name") == port_name]
+        for ep in eps.get("endpoints") or []:
+            if (ep.get("conditions") or {}).get("ready"):
+                targets += [f"{addr}:{port}" for addr in ep["addresses"] for port in ports]
+    return targets
+
+
 def test_a_real_prometheus_scrapes_the_operator_through_its_service(release: RealNode) -> None:
-    workdir = release.workdir / "prometheus"
-    prom = PrometheusServer(workdir, {}, rule_files=())
-    # As a ServiceMonitor would: the Service's endpoint slices, found through the API server.
-    prom.config["scrape_configs"] = [{
-        "job_name": "stargate-operator",
-        "kubernetes_sd_configs": [{"role": "endpointslice", "kubeconfig_file": str(release.cp.kubeconfig),
-                                   "namespaces": {"names": [NAMESPACE]}}],
-        "relabel_configs": [
-            {"source_labels": ["__meta_kubernetes_service_name"], "regex": SERVICE, "action": "keep"},
-            {"source_labels": ["__meta_kubernetes_endpointslice_port_name"], "regex": "metrics",
-             "action": "keep"},
-        ],
-    }]
-    with prom:
-        got = prom.wait_for('up{job="stargate-operator"} == 1', timeout=WAIT)
-        assert got
+    # Debian's Prometheus is built without Kubernetes discovery, so the test does its part: the
+    # Service's endpoint slices name what to scrape, as a ServiceMonitor's would.
+    targets = wait_for(lambda: _service_endpoints(release, SERVICE, "metrics"), "the Service's endpoints")
+    (operator,) = pods(release, "operator")
+    assert targets == [f"{operator['status']['podIP']}:8080"], targets
+    with PrometheusServer(release.workdir / "prometheus", {"stargate-operator": targets},
+                          rule_files=()) as prom:
+        assert prom.wait_for('up{job="stargate-operator"} == 1', timeout=WAIT)
         # The operator's own series, not only the scrape's `up`.
         assert prom.wait_for('count({job="stargate-operator", __name__=~"stargate_.+"}) > 0', timeout=WAIT)
 
