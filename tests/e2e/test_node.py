@@ -208,7 +208,7 @@ def test_a_grid_events_limit_reaches_the_agent_through_the_official_client(relea
     api.create_namespaced_custom_object(group, version, SITE, kinds.GRID_EVENT.plural, {
         "apiVersion": kinds.API_VERSION, "kind": kinds.GRID_EVENT.kind,
         "metadata": {"name": "evening-peak"},
-        "spec": {"clusterRef": "site", "start": now_plus(1), "limitWatts": 5_000,
+        "spec": {"clusterRef": "site", "start": now_plus(1), "limitWatts": 8_000,
                  "source": "e2e:utility/event-1"},
     })
 
@@ -219,19 +219,20 @@ def test_a_grid_events_limit_reaches_the_agent_through_the_official_client(relea
         return event_status if event_status.get("phase") == "Active" else None
 
     status = wait_for(active, "the grid event Active")
-    assert status["targetWatts"] == 5_000, status
+    assert status["targetWatts"] == 8_000, status
 
     def applied() -> dict[str, Any] | None:
         g = get(release, kinds.GPU_NODE, SITE, node) or {}
         s = g.get("status") or {}
         limit = s.get("powerLimitWatts")
         if limit is not None and limit < first_limit and (s.get("telemetry") or {}).get(
-                "enforcedLimitWatts") == limit:
+                "enforcedLimitWatts") == limit and condition(s, "PowerLimitApplied").get("status") == "True":
             return s
         return None
 
+    # A DGX H100: floor 6,200 W, demand 10,200 W; 8,000 W for the site leaves each GPU 425 W.
     s = wait_for(applied, "the agent enforcing the grid event's lower limit")
-    assert condition(s, "PowerLimitApplied").get("status") == "True", s
+    assert s["powerLimitWatts"] == 425, s
     assert _agent_metric(release, "stargate_agent_power_limit_changes_total") > changes_before
 
 
@@ -268,12 +269,12 @@ def test_the_operator_killed_comes_back_and_converges(release: RealNode) -> None
                     "--force", "--wait=false")
     # Meanwhile the site changes: the new operator must pick that up.
     release.kubectl("patch", "gridevent", "evening-peak", "-n", SITE, "--type=merge",
-                    "-p", json.dumps({"spec": {"limitWatts": 6_000}}))
+                    "-p", json.dumps({"spec": {"limitWatts": 9_000}}))
     wait_for(lambda: [p for p in pods(release, "operator")
                       if p["metadata"]["name"] != old["metadata"]["name"] and ready(p)],
              "a new operator pod Ready")
     wait_for(lambda: ((get(release, kinds.GRID_EVENT, SITE, "evening-peak") or {}).get("status") or {})
-             .get("targetWatts") == 6_000, "the edited grid event's new target")
+             .get("targetWatts") == 9_000, "the edited grid event's new target")
 
 
 def test_helm_upgrade_rolls_both_pods(release: RealNode) -> None:
