@@ -116,3 +116,11 @@ def test_the_image_builds_on_the_local_base_with_the_hosts_network() -> None:
     args = images.dockerfile_build_args("stargate.local/python:3.11-bookworm-r1", "x/op:e2e")
     assert args[args.index("--build-arg") + 1] == "PYTHON_IMAGE=stargate.local/python:3.11-bookworm-r1"
     assert "--network=host" in args and args[args.index("-t") + 1] == "x/op:e2e"
+
+
+def test_a_machine_that_cannot_host_the_node_is_told_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(node.shutil, "which", lambda exe: None if exe == "containerd" else f"/usr/bin/{exe}")
+    missing = node.missing_for_node()
+    assert any(m.startswith("root") for m in missing), missing
+    assert any("containerd (Debian package containerd" in m for m in missing), missing
