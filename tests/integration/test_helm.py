@@ -96,7 +96,7 @@ FEATURES: dict[str, dict[str, Any]] = {
         "discovery": {"enabled": True},
     },
     "agent+discovery+simulate": {
-        "agent": {"enabled": True, "simulate": True, "metricsPort": 9400},
+        "agent": {"enabled": True, "simulate": True, "metricsPort": 9400, "sites": ["site-a"]},
         "discovery": {"enabled": True},
     },
     "agent+discovery+watchNamespaces": {
