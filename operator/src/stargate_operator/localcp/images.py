@@ -225,6 +225,8 @@ def build_images(run_dir: Path, tag: str, out_dir: Path) -> dict[str, Path]:
             path = out_dir / (ref.replace("/", "_").replace(":", "_") + ".tar")
             d.docker("save", "-o", str(path), ref, timeout=600)
             out[ref] = path
+        # The image a rebuild replaced under the same tag: its layers stay cached, the old image goes.
+        d.docker("image", "prune", "--force", check=False)
     return out
 
 

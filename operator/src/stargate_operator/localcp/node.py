@@ -145,6 +145,7 @@ class LocalNode:
         self._forward_before: str | None = None
         self._rules_set = False
         self.images: dict[str, Path] = {}
+        self._kubeconfigs: dict[str, Path] = {}
         #: Seconds of the last start, by step, for the record.
         self.timings: dict[str, float] = {}
         self._started = False
@@ -271,7 +272,6 @@ class LocalNode:
             "kube-controller-manager": ("system:kube-controller-manager", ["system:masters"]),
             "kube-scheduler": ("system:kube-scheduler", []),
         }
-        self._kubeconfigs: dict[str, Path] = {}
         for name, (user, groups) in identities.items():
             cert, key = certs / f"{name}.crt", certs / f"{name}.key"
             pki_mod.issue_client(pki, cert, key, user, groups)
