@@ -87,13 +87,16 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
 
 # --------------------------------------------------------------------------- the real node (e2e)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test E2E=0` (STARGATE_E2E=0): the tests marked `node` are deselected, visibly."""
+    """The tests marked `node` run last, so that the session's node (about 850 MiB and a kubelet's
+    housekeeping) is up only while they run; `make test E2E=0` (STARGATE_E2E=0) deselects them,
+    visibly."""
     from helpers.node import OPT_OUT_VARIABLE, opted_out
 
-    if not opted_out():
-        return
     kept = [i for i in items if i.get_closest_marker("node") is None]
     dropped = [i for i in items if i.get_closest_marker("node") is not None]
+    if not opted_out():
+        items[:] = kept + dropped
+        return
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
