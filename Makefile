@@ -30,9 +30,10 @@ node-tools: setup  ## the real node's parts: Debian packages, kubelet, controlle
 crds: setup  ## regenerate the CRD YAML from the models
 	$(PY) hack/gen-crds.py
 
-lint: setup  ## ruff and mypy (strict) on the package
+lint: setup  ## ruff, mypy (strict) and the import layers (lint-imports) of the package
 	$(VENV)/bin/ruff check operator/src tests hack
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: tools lint  ## everything: lint, unit, integration (real API server, Helm, Prometheus), e2e on a real node (E2E=0: without)
 	STARGATE_E2E=$(E2E) $(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -40,8 +41,11 @@ test: tools lint  ## everything: lint, unit, integration (real API server, Helm,
 test-e2e: tools  ## the chart on a real node only (kubelet, containerd, images built here)
 	$(VENV)/bin/pytest -m node tests/e2e $(PYTEST_ARGS)
 
-test-unit: setup  ## unit tests only (no control plane)
+test-unit: setup  ## unit tests only (no control plane, no binaries from `make tools`)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: tools  ## integration tests only (real API server, Helm, Prometheus)
+	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
 demo: setup  ## the main job (builds kube-apiserver and etcd on first use): control plane, operator, site, live summary
 	$(VENV)/bin/stargate-operator demo
