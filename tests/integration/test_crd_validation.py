@@ -254,7 +254,7 @@ CASES: list[tuple[str, str, str, Any, str, str]] = [
         "spec.site.design_pue",
         "unknown field",
     ),
-    # power domains (DESIGN section 10) and the racks' references to them
+    # power domains and the racks' references to them
     ("pdom-rating-zero", "PowerDomain", "spec.ratingWatts", 0, "spec.ratingWatts",
      "greater than or equal to 1"),
     ("pdom-rating-negative", "PowerDomain", "spec.ratingWatts", -450_000, "spec.ratingWatts",
@@ -291,7 +291,7 @@ CASES: list[tuple[str, str, str, Any, str, str]] = [
      "should match"),
     ("rack-cooling-ref-too-long", "Rack", "spec.coolingDomainRef", "c" * 254, "spec.coolingDomainRef",
      "Too long"),
-    # GridEvent (DESIGN section 11)
+    # GridEvent
     ("gev-no-target", "GridEvent", "spec.limitWatts", DELETE, "spec.reducePercent", "neither is set"),
     ("gev-both-targets", "GridEvent", "spec.reducePercent", 20, "spec.limitWatts", "both are"),
     ("gev-percent-zero", "GridEvent", "spec", _grid(reducePercent=0), "spec.reducePercent",
@@ -316,7 +316,7 @@ CASES: list[tuple[str, str, str, Any, str, str]] = [
      "should match"),
     ("gev-unknown-field", "GridEvent", "spec.priority", 900, "spec.priority", "unknown field"),
 ]
-# oversubscription (DESIGN section 13): the uncap line below the cap line, defaults included
+# oversubscription: the uncap line below the cap line, defaults included
 CASES += [
     ("sgc-uncap-at-cap", "StargateCluster", "spec.power.oversubscription",
      {"percent": 20, "capAtPercent": 90, "uncapAtPercent": 90}, "spec.power.oversubscription.uncapAtPercent",

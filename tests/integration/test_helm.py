@@ -352,8 +352,7 @@ def test_template_prometheus_rule(helm: Helm) -> None:
 
 def test_template_dashboards(helm: Helm) -> None:
     files = sorted((CHART / "dashboards").glob("*.json"))
-    # DESIGN.md section 5: site overview, power, memory pools, operator health; section 10 (issue
-    # 14): the power tree.
+    # Site overview, power, memory pools, operator health, and the power tree.
     assert sorted(f.stem for f in files) == ["memory-pools", "operator-health", "power", "power-tree",
                                              "site-overview"]
     docs = helm.render(FEATURES["dashboards"])
@@ -1242,8 +1241,8 @@ def test_shard_releases_reach_only_their_namespaces(cluster: Cluster) -> None:
 
 # ------------------------------------------------------------------------ the agent and discovery
 AGENT_RELEASE, AGENT_NS, AGENT_SITE, AGENT_NODE = "sg-agent", "stargate-agent", "rec-agent", "gpu-rec-1"
-# Granted for what the agent is about to read and does not read yet: none now (its rack's limits,
-# DESIGN section 12, and the site's Lease, section 13, are read). A rule granted ahead of its use goes
+# Granted for what the agent is about to read and does not read yet: none now (its rack's limits
+# and the site's fail-safe Lease are read). A rule granted ahead of its use goes
 # here until the agent uses it; the proof below then covers it too.
 AGENT_PENDING: set[tuple[str, str, str]] = set()
 

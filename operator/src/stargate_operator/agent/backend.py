@@ -71,7 +71,7 @@ class NodeReading:
     @property
     def enforced_limit_watts(self) -> int | None:
         """`telemetry.enforcedLimitWatts`: the lowest enforced limit of the node's GPUs, in whole watts
-        (rounded: NVML speaks milliwatts), if any GPU said (DESIGN section 12)."""
+        (rounded: NVML speaks milliwatts), if any GPU said."""
         enforced = [g.enforced_limit_watts for g in self.gpus if g.enforced_limit_watts is not None]
         return round(min(enforced)) if enforced else None
 

@@ -97,7 +97,7 @@ class RackStatus(StatusBase):
     safe_limits: dict[str, PerGPULimit] | None = Field(
         default=None,
         description=(
-            "GPUNode name to its safeLimitWatts (DESIGN section 13: its limit with no oversubscription "
+            "GPUNode name to its safeLimitWatts (its limit with no oversubscription "
             "anywhere), beside powerLimits, so that the limit an agent falls back to when the operator's "
             "Lease lapses travels with the limit it replaces. Only the nodes whose safe limit is below "
             "their powerLimits entry: a node listed in powerLimits and absent here is safe at that limit "

@@ -15,7 +15,7 @@ hbmUsedBytes, observedAt), and nothing else. With --watch (the default) a new li
 about a second. Simulated faults: --fail-gpus N, or at runtime
   kubectl annotate gpunode NAME stargate.dev/simulate-failed-gpus=2 --overwrite
 
-An agent takes its limit from its rack's status.powerLimits (DESIGN section 12: one watch on the
+An agent takes its limit from its rack's status.powerLimits (one watch on the
 racks of the namespace with --all, on its own rack by name otherwise), else from its GPUNode's
 status.powerLimitWatts, and reports the limit the GPUs enforce as telemetry.enforcedLimitWatts.
 With --metrics-port it serves what it did (limits applied, by where they came from) for

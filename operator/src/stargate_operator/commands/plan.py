@@ -417,7 +417,7 @@ def _print_tree(site_domains: list[dict[str, Any]], p: _Printer) -> None:
 
 
 def _invalid(status: Mapping[str, Any]) -> str | None:
-    """Why the domain is invalid (DESIGN section 10), or None: an overcommitted one is not Ready but
+    """Why the domain is invalid, or None: an overcommitted one is not Ready but
     valid."""
     state, reason = _cond(status, "Ready")
     return reason if state == "False" and reason in DOMAIN_PROBLEMS else None

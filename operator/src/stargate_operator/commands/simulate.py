@@ -1,4 +1,4 @@
-"""Trace-driven simulation of power oversubscription (DESIGN section 13); no cluster needed.
+"""Trace-driven simulation of power oversubscription; no cluster needed.
 
 A site (from -f manifests, or generated with --nodes under a default tree) runs second by second on
 per-node GPU power traces of documented shapes (synchronous training, diurnal inference with
