@@ -80,10 +80,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o",
         "--output",
-        choices=("table", "json"),
+        choices=("table", "json", "dot"),
         default="table",
         help="table: a per-site summary for people (default); json: a Kubernetes List of every "
-        "input stargate object with its computed status, as kubectl get -o json would show it.",
+        "input stargate object with its computed status, as kubectl get -o json would show it; "
+        "dot: each site's power and cooling tree with its budgets, as a Graphviz graph (dot -Tsvg).",
     )
     parser.add_argument(
         "--now",
@@ -129,6 +130,10 @@ def main(args: argparse.Namespace) -> int:
         json.dump({"apiVersion": "v1", "kind": "List", "items": items}, sys.stdout, indent=2,
                   default=_json_default)
         sys.stdout.write("\n")
+    elif args.output == "dot":
+        from stargate_operator.commands.plandot import render_dot
+
+        sys.stdout.write(render_dot(items))
     else:
         print_table(items, plan, now, sys.stdout)
     return 0
