@@ -44,7 +44,7 @@ docs: setup  ## the docs site under build/site (strict: a broken link or a page 
 docs-serve: setup  ## serve the docs on http://127.0.0.1:8000 while editing them
 	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 
-bench: tools  ## benchmarks (see README, Performance)
+bench: tools  ## benchmarks (see docs/performance.md)
 	$(PY) hack/bench.py --nodes 1000
 
 clean:  ## remove the virtual environment (the binary cache under ~/.cache stays)

@@ -77,7 +77,8 @@ class NodeReading:
 
     def power_range_telemetry(self) -> dict[str, int]:
         """`telemetry.minPowerWatts`, `maxPowerWatts` and `defaultPowerWatts` where known: what node
-        discovery takes over the product table (gpu-operator issue 2780 asks for this figure)."""
+        discovery takes over the product table (an open request to NVIDIA's gpu-operator asks for this
+        figure)."""
         out: dict[str, int] = {}
         rng = self.power_range_watts
         if rng is not None:

@@ -90,8 +90,8 @@ class RackStatus(StatusBase):
             "whole (x-kubernetes-map-type atomic)."
         ),
         # Atomic: the API server tracks the map as one field, not one per node, which makes each
-        # rack write cheaper for it (measured: about 30 % less of its CPU per write; README
-        # Performance).
+        # rack write cheaper for it (measured: about 30 % less of its CPU per write;
+        # hack/bench-rack-writes.py, docs/performance.md).
         json_schema_extra={"x-kubernetes-map-type": "atomic"},
     )
     safe_limits: dict[str, PerGPULimit] | None = Field(
