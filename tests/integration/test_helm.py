@@ -350,6 +350,25 @@ def test_template_prometheus_rule(helm: Helm) -> None:
     assert not by_kind(helm.render(), "PrometheusRule")
 
 
+def test_template_prometheus_rule_runbook_urls(helm: Helm) -> None:
+    """Every alert links to its runbook; prometheusRule.runbookBaseURL moves the links to where a
+    site publishes the docs, and nothing else in the rules changes."""
+    base = "https://docs.example.com/stargate/"
+    plain = one(helm.render(FEATURES["prometheusRule"]), "PrometheusRule")
+    moved = one(helm.render({"prometheusRule": {"enabled": True, "runbookBaseURL": base}}), "PrometheusRule")
+    plain_rules = [r for g in plain["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    moved_rules = [r for g in moved["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    for a, b in zip(plain_rules, moved_rules, strict=True):
+        anchor = a["alert"].lower()
+        assert a["annotations"]["runbook_url"] == f"http://127.0.0.1:8000/operations/runbooks.html#{anchor}"
+        assert b["annotations"]["runbook_url"] == f"{base}operations/runbooks.html#{anchor}"
+        assert {**b, "annotations": {**b["annotations"], "runbook_url": ""}} == {
+            **a, "annotations": {**a["annotations"], "runbook_url": ""}}
+    bad = helm("template", "sg", str(CHART), "--set", "prometheusRule.runbookBaseURL=docs.example.com",
+               check=False)
+    assert bad.returncode != 0 and "runbookBaseURL" in bad.stderr
+
+
 def test_template_dashboards(helm: Helm) -> None:
     files = sorted((CHART / "dashboards").glob("*.json"))
     # Site overview, power, memory pools, operator health, and the power tree.
