@@ -26,7 +26,7 @@ PLURAL = {k.kind: k.plural for k in kinds.KINDS}
 
 @pytest.fixture(scope="module")
 def applied(kubectl: Kubectl) -> Iterator[str]:
-    """The samples applied as the docs say (docs/getting-started.md); the output of that apply. Removed afterwards."""
+    """The samples applied as docs/getting-started.md says; the output of that apply. Removed afterwards."""
     for ns in NAMESPACES:  # leftovers of an earlier test would hide a problem
         purge_namespace(kubectl, ns)
     r = kubectl(

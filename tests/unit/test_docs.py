@@ -168,9 +168,9 @@ OUTSIDE = [
 
 def _shipped_text() -> list[Path]:
     files = [ROOT / "README.md", ROOT / "CHANGELOG.md", *DOCS.rglob("*.md"),
-             *(ROOT / "crds").glob("*.yaml"), *(ROOT / "helm").rglob("*.yaml"), *(ROOT / "helm").rglob("*.tpl"),
-             ROOT / "helm" / "stargate-operator" / "README.md", *PKG.rglob("*.py"), *(ROOT / "hack").glob("*"),
-             *(ROOT / "tests").rglob("*.py")]
+             *(ROOT / "crds").glob("*.yaml"), *(ROOT / "helm").rglob("*.yaml"),
+             *(ROOT / "helm").rglob("*.tpl"), ROOT / "helm" / "stargate-operator" / "README.md",
+             *PKG.rglob("*.py"), *(ROOT / "hack").glob("*"), *(ROOT / "tests").rglob("*.py")]
     return [f for f in files if f.is_file() and f.resolve() != Path(__file__).resolve()]
 
 
