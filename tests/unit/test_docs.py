@@ -182,3 +182,55 @@ def test_nothing_points_outside_the_repository_or_at_a_tracker(pattern: re.Patte
             if pattern.search(line):
                 hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()[:120]}")
     assert not hits, "\n".join(hits)
+
+
+# ------------------------------------------------------------------ the worked examples
+
+
+def _plan_json(*args: str) -> dict[str, dict[str, object]]:
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert cli_main(["plan", *args, "-o", "json", "--now", "2026-12-07T12:00:00Z"]) == 0
+    import json
+
+    return {f"{i['kind']}/{i['metadata']['name']}": i for i in json.loads(buf.getvalue())["items"]}
+
+
+def test_allocation_page_worked_example_is_what_the_core_computes() -> None:
+    """docs/concepts/allocation.md derives these figures by hand from docs/examples/allocation.yaml."""
+    example = str(DOCS / "examples" / "allocation.yaml")
+    items = _plan_json("-f", example)
+    budgets = {n: items[f"Rack/{n}"]["status"]["power"]["budgetWatts"]  # type: ignore[index]
+               for n in ("rack-a", "rack-b", "rack-c")}
+    assert budgets == {"rack-a": 20000, "rack-b": 18200, "rack-c": 6800}
+    node = items["GPUNode/b-node-1"]["status"]
+    assert node["powerLimitWatts"] == 887 and node["allocatedWatts"] == 4548  # type: ignore[index]
+    site = items["StargateCluster/example"]["status"]["power"]  # type: ignore[index]
+    assert site["budgetWatts"] == 45000 and site["floorWatts"] == 18000
+    curtailed = _plan_json("-f", example, "--curtail", "40")
+    assert curtailed["Rack/rack-a"]["status"]["power"]["budgetWatts"] == 16200  # type: ignore[index]
+    over = _plan_json("-f", example, "--curtail", "70")["StargateCluster/example"]["status"]
+    assert over["power"]["budgetWatts"] == 13500  # type: ignore[index]
+    assert "4500" in next(c["message"] for c in over["conditions"]  # type: ignore[index]
+                          if c["type"] == "PowerOvercommitted")
+
+
+def test_memory_page_worked_example_is_what_the_core_computes(tmp_path: Path) -> None:
+    """docs/concepts/memory.md: binding, then eviction when node-4 goes into maintenance."""
+    import json
+
+    first = _plan_json("-f", str(DOCS / "examples" / "memory.yaml"))
+    phases = {n: first[f"MemoryClaim/{n}"]["status"]["phase"]  # type: ignore[index]
+              for n in ("train-a", "infer-b", "batch-c", "batch-d")}
+    assert phases == {"train-a": "Bound", "infer-b": "Bound", "batch-c": "Pending", "batch-d": "Bound"}
+    items = list(first.values())
+    for item in items:
+        if item["metadata"]["name"] == "node-4":  # type: ignore[index]
+            item["spec"]["maintenance"] = True  # type: ignore[index]
+    path = tmp_path / "after.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    second = _plan_json("-f", str(path))
+    claim = second["MemoryClaim/batch-d"]["status"]
+    assert claim["phase"] == "Pending"  # type: ignore[index]
+    assert next(c["reason"] for c in claim["conditions"] if c["type"] == "Ready") == "Evicted"  # type: ignore[index]
+    assert second["MemoryClaim/train-a"]["status"]["phase"] == "Bound"  # type: ignore[index]
