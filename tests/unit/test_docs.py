@@ -234,3 +234,43 @@ def test_memory_page_worked_example_is_what_the_core_computes(tmp_path: Path) ->
     assert claim["phase"] == "Pending"  # type: ignore[index]
     assert next(c["reason"] for c in claim["conditions"] if c["type"] == "Ready") == "Evicted"  # type: ignore[index]
     assert second["MemoryClaim/train-a"]["status"]["phase"] == "Bound"  # type: ignore[index]
+
+
+def test_oversubscription_page_worked_example_is_what_the_core_computes(tmp_path: Path) -> None:
+    """docs/concepts/oversubscription.md: the four steps of its table, each planned on the statuses
+    of the step before with the agents' new reports, as the operator would."""
+    import json
+
+    base = [d for d in yaml.safe_load_all((DOCS / "examples" / "oversubscription.yaml").read_text()) if d]
+
+    def step(items: list[dict[str, object]], peak: int, now: str) -> dict[str, dict[str, object]]:
+        for item in items:
+            if item["kind"] == kinds.GPU_NODE.kind:
+                item.setdefault("status", {})["telemetry"] = {  # type: ignore[union-attr]
+                    "powerWatts": peak - 200, "peakPowerWatts": peak, "healthyGPUs": 4, "observedAt": now}
+        path = tmp_path / "site.json"
+        path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+        buf = io.StringIO()
+        with redirect_stdout(buf):
+            assert cli_main(["plan", "-f", str(path), "-o", "json", "--now", now]) == 0
+        return {i["metadata"]["name"]: i for i in json.loads(buf.getvalue())["items"]}
+
+    def figures(objs: dict[str, dict[str, object]]) -> tuple[object, ...]:
+        pdu = objs["pdu-1"]["status"]
+        capping = next(c for c in pdu["conditions"] if c["type"] == "Capping")  # type: ignore[index]
+        return (pdu["capping"]["drawWatts"], capping["status"], capping["reason"],  # type: ignore[index]
+                pdu["capping"]["allocatableWatts"],  # type: ignore[index]
+                objs["rack-a"]["status"]["power"]["budgetWatts"],  # type: ignore[index]
+                objs["rack-b"]["status"]["power"]["budgetWatts"],  # type: ignore[index]
+                objs["b-node-1"]["status"]["powerLimitWatts"])  # type: ignore[index]
+
+    s1 = step(base, 4000, "2026-12-07T12:00:00Z")
+    assert figures(s1) == (80000, "False", "DrawBelowCapAt", 125000, 60000, 60000, 1250)
+    assert s1["rack-b"]["status"]["safeLimits"]["b-node-1"] == 750  # type: ignore[index]
+    assert not s1["rack-a"]["status"].get("safeLimits")  # type: ignore[union-attr]
+    s2 = step(list(s1.values()), 4800, "2026-12-07T12:01:00Z")
+    assert figures(s2) == (96000, "True", "DrawAboveCapAt", 100000, 60000, 40000, 750)
+    s3 = step(list(s2.values()), 4200, "2026-12-07T12:02:00Z")
+    assert figures(s3) == (84000, "True", "HoldingBelowUncapAt", 100000, 60000, 40000, 750)
+    s4 = step(list(s3.values()), 4200, "2026-12-07T12:03:01Z")
+    assert figures(s4) == (84000, "False", "DrawBelowCapAt", 125000, 60000, 60000, 1250)
