@@ -326,7 +326,7 @@ def test_two_candidates_never_both_win_a_round(api: Api, control_plane: LocalCon
     assert spec["holderIdentity"] == "" and spec["leaseDurationSeconds"] == 1
 
 
-# -- faults in the middle of a curtailment's writes (DESIGN section 12) --------------------------
+# -- faults in the middle of a curtailment's writes --------------------------
 
 RACKS, PER_RACK = 60, 4
 NODES = RACKS * PER_RACK
