@@ -23,6 +23,7 @@ from stargate_operator.api.common import (
     limits_confirmed_field,
 )
 from stargate_operator.api.oversubscription import CappingStatus, Oversubscription
+from stargate_operator.api.ramp import DOWN, UP, ramp_field
 
 
 class Site(Model):
@@ -73,6 +74,8 @@ class SitePower(Model):
         description="Allocate above the site budget on measured draw, with reactive capping (DESIGN "
         "section 13); none when unset.",
     )
+    ramp_down_watts_per_second: int | None = ramp_field(*DOWN)
+    ramp_up_watts_per_second: int | None = ramp_field(*UP)
 
 
 class Carbon(Model):
