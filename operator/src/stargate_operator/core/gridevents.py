@@ -238,6 +238,9 @@ def link_events(events: Iterable[EventIn], clusters: Mapping[str, ClusterIn],
             e.target_w = baseline * (100 - percent) // 100
         descent = e.start
         if rates.any:
+            over = target.over
+            if over is not None and baseline is None:  # descend from what is allocated, the raised capacity
+                normal = over.allocatable(normal, False)
             e.ramp = Ramp(normal, e.target_w, e.start, e.end, e.created,
                           None if e.emergency else rates.down, rates.up)
             ramped.setdefault(id(cluster), (cluster, []))[1].append((e, target))

@@ -112,7 +112,8 @@ class Ramp:
         down = self.down_used
         if down is None:
             return self.target
-        level = self.normal - down * (t - self.descent_start())
+        # Measured back from the instant the target is reached, so that it holds exactly there.
+        level = self.target + down * (self.reached_at() - t)
         return level if level > self.target else self.target
 
     def rise_ends(self) -> float | None:
