@@ -101,7 +101,8 @@ def test_a_sites_rate_bounds_two_feeds_ramping_together(a: Ramp, b: Ramp, site_r
     total = [compose(1_000_000, [a], t) + compose(1_000_000, [b], t) for t in times]
     for i in range(len(times) - 5):
         move = abs(total[i + 5] - total[i])
-        stepped = any(r.up is None and r.end is not None and times[i] <= r.end <= times[i + 5] for r in (a, b))
+        stepped = any(r.up is None and r.end is not None and times[i] <= r.end <= times[i + 5]
+                      for r in (a, b))
         if not stepped:
             assert move <= site_rate * 5 + 2, (times[i], move)
 

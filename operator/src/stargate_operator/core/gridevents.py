@@ -234,12 +234,11 @@ def link_events(events: Iterable[EventIn], clusters: Mapping[str, ClusterIn],
             target = d
             rates = domain_rates(d, cluster)
         if baseline is not None and percent is not None:  # a share of the baseline, not of capacity
-            normal = min(normal, baseline)
-            e.target_w = baseline * (100 - percent) // 100
+            e.target_w = min(baseline * (100 - percent) // 100, normal)
         descent = e.start
         if rates.any:
             over = target.over
-            if over is not None and baseline is None:  # descend from what is allocated, the raised capacity
+            if over is not None:  # descend from what may be allocated: the raised capacity
                 normal = over.allocatable(normal, False)
             e.ramp = Ramp(normal, e.target_w, e.start, e.end, e.created,
                           None if e.emergency else rates.down, rates.up)
