@@ -152,6 +152,7 @@ class Engine:
         self._timers: dict[Unit, float] = {}  # unit -> monotonic time to recompute it at
         self._wake = asyncio.Event()
         self._telemetry: dict[str, dict[str, Any]] = {}  # node name -> telemetry overlay
+        self._meters: dict[tuple[str, str], int] = {}  # (namespace, PowerDomain) -> metered watts
         # One per unit: a cache drops what did not come back in its last call.
         self._caches: dict[Unit, Any] = {}
         # The planner's counts of the last plan of each unit (Plan.counts), for metrics.
@@ -205,6 +206,32 @@ class Engine:
         self._telemetry = dict(readings)
         for ns in self.store.namespaces():
             self.mark_dirty(ns, kinds.GPU_NODE.kind)
+
+    @property
+    def has_meters(self) -> bool:
+        return bool(self._meters)
+
+    def meter_queries(self) -> dict[tuple[str, str], str]:
+        """Every PowerDomain's spec.meter.query, by (namespace, name)."""
+        out: dict[tuple[str, str], str] = {}
+        for obj in self.store:
+            if obj.get("kind") == kinds.POWER_DOMAIN.kind:
+                query = ((obj.get("spec") or {}).get("meter") or {}).get("query")
+                if isinstance(query, str) and query:
+                    meta = obj["metadata"]
+                    out[meta.get("namespace") or "", meta["name"]] = query
+        return out
+
+    def set_meters(self, readings: dict[tuple[str, str], int]) -> None:
+        """Metered domains' power (from their spec.meter.query); replaces the last. A domain whose
+        query failed is absent: its measured power is the sum of its nodes until it answers again."""
+        if readings == self._meters:
+            return
+        changed = {ns for ns, _ in readings.keys() ^ self._meters.keys()}
+        changed |= {ns for key, w in readings.items() if self._meters.get(key) != w for ns in (key[0],)}
+        self._meters = dict(readings)
+        for ns in changed:
+            self.mark_dirty(ns, kinds.POWER_DOMAIN.kind)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -316,11 +343,16 @@ class Engine:
         only = self._only[slot]
         if only is not None:
             objects = [o for o in objects if o.get("kind") in only]
-        if not self._telemetry:
+        if not self._telemetry and not self._meters:
             return objects
         out = []
         for obj in objects:
-            if obj.get("kind") == kinds.GPU_NODE.kind:
+            if self._meters and obj.get("kind") == kinds.POWER_DOMAIN.kind:
+                meta = obj["metadata"]
+                watts = self._meters.get((meta.get("namespace") or "", meta["name"]))
+                if watts is not None:  # laid over status.meter, where the core reads it
+                    obj = {**obj, "status": {**(obj.get("status") or {}), "meter": {"watts": watts}}}
+            elif obj.get("kind") == kinds.GPU_NODE.kind:
                 node = (obj.get("spec") or {}).get("nodeName") or obj["metadata"]["name"]
                 reading = self._telemetry.get(node)
                 if reading is not None:

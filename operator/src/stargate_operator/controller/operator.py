@@ -99,7 +99,13 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
                 raise kopf.PermanentError("--telemetry prometheus needs --prometheus-url")
             source = PrometheusTelemetry(cfg.prometheus_url, interval=cfg.telemetry_interval,
                                          node_label=cfg.prometheus_node_label)
-            tasks.append(asyncio.create_task(source.run(engine.set_telemetry), name="telemetry"))
+            async def on_update(readings: dict[str, dict[str, Any]], source: Any = source) -> None:
+                engine.set_telemetry(readings)
+                queries = engine.meter_queries()  # metered PowerDomains: the same poll, same period
+                if queries or engine.has_meters:
+                    engine.set_meters(await source.read_meters(queries))
+
+            tasks.append(asyncio.create_task(source.run(on_update), name="telemetry"))
         tasks.append(asyncio.create_task(engine.run(), name="engine"))
         if cfg.lease_duration > 0:
             keeper = LeaseKeeper(client, site_namespaces(engine.store.namespaces, engine.store.objects),
