@@ -175,11 +175,26 @@ def test_an_emergency_skips_the_down_ramp() -> None:
     assert [at(objs, start + d * S)[0] for d in (-1, 0)] == [100_000, 60_000]
 
 
-def test_the_curtailment_of_a_site_with_rates_is_not_ramped_without_its_start() -> None:
-    """The site's own curtailment has no start in its spec: it applies at once, as before."""
-    c = site(rampDownWattsPerSecond=500)
-    c[0]["spec"]["power"]["curtailment"] = {"percent": 20, "reason": "grid"}
-    assert budget(run(c, now=NOW)) == 80_000
+def test_the_curtailment_ramps_down_from_when_it_was_seen_and_up_when_removed() -> None:
+    """A curtailment has no start of its own: it descends from when the operator first saw it (kept
+    in status), and rises from when it was removed."""
+    objs = site(rampDownWattsPerSecond=500, rampUpWattsPerSecond=1000)
+    objs[0]["spec"]["power"]["curtailment"] = {"percent": 20, "reason": "grid"}
+    seen = []
+    for d in (0, 20, 40, 60):
+        total, plan = at(objs, NOW + d * S)
+        seen.append(total)
+        objs[0]["status"] = st(plan, "StargateCluster", "site")
+    assert seen == [100_000, 90_000, 80_000, 80_000]
+    assert objs[0]["status"]["power"]["curtailment"]["since"] == "2026-01-01T12:00:00Z"
+    del objs[0]["spec"]["power"]["curtailment"]
+    seen = []
+    for d in (100, 110, 120, 130):
+        total, plan = at(objs, NOW + d * S)
+        seen.append(total)
+        objs[0]["status"] = st(plan, "StargateCluster", "site")
+    assert seen == [80_000, 90_000, 100_000, 100_000]
+    assert "curtailment" not in objs[0]["status"]["power"]
 
 
 def test_a_baseline_basis_sheds_a_share_of_what_was_drawn_and_settles_it() -> None:

@@ -62,6 +62,10 @@ class ClusterIn:
     capping_next: float | None = None  # when a running hold of the site or a domain of it ends
     rates: Rates = NO_RAMP  # spec.power.ramp*WattsPerSecond
     ramp_cap_w: int | None = None  # the ramps' envelope on the budget now (ramps.py), when one bounds it
+    # status.power.curtailment: (percent, since, liftedAt), the curtailment's ramp times
+    curtail_held: tuple[int, float, float | None] | None = None
+    curtail_out: dict[str, Any] | None = None  # status.power.curtailment as this plan writes it
+    ramp_next: float | None = None  # when the curtailment's ramp next changes by time alone
     # computed
     racks: list[RackIn] = field(default_factory=list)
     domains: list[DomainIn] = field(default_factory=list)  # its valid power and cooling domains
@@ -315,7 +319,16 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterIn:
         over=parse_oversubscription(power.get("oversubscription")),
         capping_was=parse_capping(mapping(status.get("power")).get("capping")),
         rates=parse_rates(power),
+        curtail_held=_curtailment_held(mapping(status.get("power")).get("curtailment")),
     )
+
+
+def _curtailment_held(value: object) -> tuple[int, float, float | None] | None:
+    held = mapping(value)
+    percent, since = int_or_none(held.get("percent")), parse_epoch(held.get("since"))
+    if percent is None or since is None:
+        return None
+    return percent, since, parse_epoch(held.get("liftedAt"))
 
 
 def parse_rack(obj: Mapping[str, Any]) -> RackIn:

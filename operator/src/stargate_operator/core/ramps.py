@@ -31,6 +31,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from stargate_operator.core.power import site_budget
+from stargate_operator.core.wire import format_time, from_epoch
+
+if TYPE_CHECKING:
+    from stargate_operator.core.objects import ClusterIn
 
 INFINITY = float("inf")
 # During a ramp the plan changes continuously; the engine plans again at this interval (seconds).
@@ -217,3 +224,55 @@ def share_site_rate(ramps: Sequence[Ramp], site: Rates) -> None:
 
 def _overlap(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool:
     return a is not None and b is not None and a[0] < b[1] and b[0] < a[1]
+
+
+def ramp_curtailment(cluster: ClusterIn, now: float) -> int:
+    """A site's `spec.power.curtailment` under its ramp rates: one more envelope on the site. It has
+    no start of its own, so its times live in status (`power.curtailment`): `since`, when the
+    operator first saw it, and `liftedAt`, when it was removed or its `until` passed. A changed
+    percent continues from where the envelope is now. Sets the site's ramp cap, what status says,
+    and when the envelope next changes; returns the budget without the curtailment."""
+    normal = site_budget(cluster.it_capacity_w, cluster.reserve_percent, 0)
+    down, up = cluster.rates.down, cluster.rates.up
+    held = cluster.curtail_held
+    percent = cluster.curtailment_percent
+    since: float | None = None
+    lifted: float | None = None
+    if cluster.curtailment_active:
+        target = site_budget(cluster.it_capacity_w, cluster.reserve_percent, percent)
+        if held is not None and held[0] == percent and held[2] is None:
+            since = held[1]
+        else:
+            since = now
+            if held is not None and down is not None:  # continue from the envelope's level now
+                level = _curtailment_ramp(cluster, held, normal, down, up).capacity(now)
+                if level is not None:
+                    since = now - (normal - level) / down
+    elif held is not None:
+        percent, since, lifted = held
+        if lifted is None:
+            until = cluster.curtailment_until
+            lifted = until if until is not None and until <= now and until >= since else now
+        target = site_budget(cluster.it_capacity_w, cluster.reserve_percent, percent)
+    if since is None:
+        return normal
+    ramp = Ramp(normal, target, since, lifted, since, down, up)
+    cap = ramp.capacity(now)
+    if cap is None and lifted is not None:
+        cluster.curtail_out = None  # risen back: the record goes
+        return normal
+    if cap is not None and (cluster.ramp_cap_w is None or cap < cluster.ramp_cap_w):
+        cluster.ramp_cap_w = cap
+    out: dict[str, object] = {"percent": percent, "since": format_time(from_epoch(since), millis=True)}
+    if lifted is not None:
+        out["liftedAt"] = format_time(from_epoch(lifted), millis=True)
+    cluster.curtail_out = out
+    change = ramp.changes(now)
+    cluster.ramp_next = None if change == INFINITY else change
+    return normal
+
+
+def _curtailment_ramp(cluster: ClusterIn, held: tuple[int, float, float | None], normal: int,
+                      down: float | None, up: float | None) -> Ramp:
+    target = site_budget(cluster.it_capacity_w, cluster.reserve_percent, held[0])
+    return Ramp(normal, target, held[1], held[2], held[1], down, up)
