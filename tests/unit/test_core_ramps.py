@@ -240,3 +240,29 @@ def test_capping_during_a_descent_caps_against_the_unramped_power_at_once() -> N
     high, plan = at(objs(667), when)  # 100 kW drawn
     assert st(plan, "StargateCluster", "site")["power"]["capping"]["active"] is True
     assert high == 100_000
+
+
+def test_leaving_capping_rises_at_the_up_rate() -> None:
+    """Capping cuts at once; when it ends the allocatable capacity rises from the real 100 kW to the
+    raised 120 kW at 1,000 W/s, not in one step."""
+    def objs(draw_each: int, when: datetime, held: dict[str, Any] | None) -> list[dict[str, Any]]:
+        c = cluster(it=100_000)
+        c["spec"]["power"].update(rampUpWattsPerSecond=1_000,
+                                  oversubscription={"percent": 20, "holdSeconds": 0})
+        if held is not None:
+            c["status"] = held
+        nodes = [node(f"n{i}", "r1", count=1, min_w=100, max_w=1000,
+                      telemetry={"powerWatts": draw_each, "healthyGPUs": 1, "observedAt": ts(when)})
+                 for i in range(150)]
+        return [c, rack("r1", max_w=200_000), *nodes]
+
+    total, plan = at(objs(800, NOW, None), NOW)  # 120 kW drawn: capping
+    assert total == 100_000
+    held = st(plan, "StargateCluster", "site")
+    seen = []
+    for d in (5, 15, 25, 35):
+        when = NOW + d * S
+        total, plan = at(objs(300, when, held), when)  # 45 kW drawn: capping ends at +5 s
+        held = st(plan, "StargateCluster", "site")
+        seen.append(total)
+    assert seen == [100_000, 110_000, 120_000, 120_000]

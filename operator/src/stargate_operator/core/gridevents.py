@@ -50,7 +50,7 @@ from stargate_operator.core.domains import (
 from stargate_operator.core.objects import ClusterIn, DomainIn, name_or_none, object_header
 from stargate_operator.core.power import site_budget
 from stargate_operator.core.ramps import INFINITY as NEVER
-from stargate_operator.core.ramps import Ramp, Rates, share_site_rate
+from stargate_operator.core.ramps import Ramp, domain_rates, share_site_rate
 from stargate_operator.core.settlement import (
     Ledger,
     Window,
@@ -274,14 +274,6 @@ def link_events(events: Iterable[EventIn], clusters: Mapping[str, ClusterIn],
         if cluster.grid_events:
             cluster.grid_note = f"; GridEvent {', '.join(cluster.grid_events)} in effect"
     return upcoming
-
-
-def domain_rates(d: DomainIn, cluster: ClusterIn) -> Rates:
-    """A domain's rates, no faster than any domain above it or its site's."""
-    rates = d.rates
-    for above in d.chain:
-        rates = rates.within(above.rates)
-    return rates.within(cluster.rates)
 
 
 def _apply_ramps(cluster: ClusterIn, held: list[tuple[EventIn, DomainIn | ClusterIn]], now: float) -> float:

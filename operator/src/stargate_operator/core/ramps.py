@@ -37,7 +37,7 @@ from stargate_operator.core.power import site_budget
 from stargate_operator.core.wire import format_time, from_epoch
 
 if TYPE_CHECKING:
-    from stargate_operator.core.objects import ClusterIn
+    from stargate_operator.core.objects import ClusterIn, DomainIn
 
 INFINITY = float("inf")
 # During a ramp the plan changes continuously; the engine plans again at this interval (seconds).
@@ -276,3 +276,11 @@ def _curtailment_ramp(cluster: ClusterIn, held: tuple[int, float, float | None],
                       down: float | None, up: float | None) -> Ramp:
     target = site_budget(cluster.it_capacity_w, cluster.reserve_percent, held[0])
     return Ramp(normal, target, held[1], held[2], held[1], down, up)
+
+
+def domain_rates(d: DomainIn, cluster: ClusterIn) -> Rates:
+    """A domain's rates, no faster than any domain above it or its site's."""
+    rates = d.rates
+    for above in d.chain:
+        rates = rates.within(above.rates)
+    return rates.within(cluster.rates)
