@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """docs/images/ramp.png: one grid event through its ramp, computed by the operator's own core.
 
-A 100 kW site (100 nodes of one 1 kW GPU asking for 850 W, floors 100 W) ramps at 500 W/s down and 250 W/s up; a
-GridEvent limits it to 60 kW from 12:10:00 to 12:12:00, known ten minutes ahead. Every second the
-core plans the site (as `plan --now` would); the measured power follows the limits after the agents'
-enforcement lag (3 s) and the workload's own swing (between 67 and 83 % of TDP).
+A 100 kW site (100 nodes of one 1 kW GPU asking for 850 W, floors 100 W) ramps at 500 W/s down
+and 250 W/s up; a GridEvent limits it to 60 kW from 12:10:00 to 12:12:00, known ten minutes
+ahead. Every second the core plans the site (as `plan --now` would); the measured power follows
+the limits after the agents' enforcement lag (3 s) and the workload's own swing (between 67 and
+83 % of TDP).
 
   .venv/bin/python hack/gen-ramp-figure.py [docs/images/ramp.png]
 """
@@ -20,10 +21,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from stargate_operator.core import CoreSettings, plan_namespace  # noqa: E402
-from stargate_operator.kinds import API_VERSION  # noqa: E402
+from stargate_operator.core import CoreSettings, plan_namespace
+from stargate_operator.kinds import API_VERSION
 
 T0 = datetime(2026, 1, 1, 12, 8, 0, tzinfo=UTC)
 START = datetime(2026, 1, 1, 12, 10, 0, tzinfo=UTC)

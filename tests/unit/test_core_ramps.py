@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
-from core_objects import NOW, cluster, cond, node, rack, run, st, ts
+from core_objects import NOW, cluster, cond, feed_back, node, rack, run, st, ts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 from test_core_gridevents import budget, gev, reasons
@@ -266,3 +266,28 @@ def test_leaving_capping_rises_at_the_up_rate() -> None:
         held = st(plan, "StargateCluster", "site")
         seen.append(total)
     assert seen == [100_000, 110_000, 120_000, 120_000]
+
+
+def test_settlement_is_exported_per_event() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from stargate_operator import metrics
+
+    start = NOW + timedelta(minutes=15)
+    objs = [*site(), gev("b", start=start, end=start + timedelta(minutes=10), percent=20, created=NOW)]
+    def draw(when: datetime) -> None:
+        for n in objs[2:-1]:
+            n["status"] = {"telemetry": {"powerWatts": 500, "healthyGPUs": 1, "observedAt": ts(when)}}
+
+    draw(start - 5 * 60 * S)
+    plan = run(objs, now=start - 5 * 60 * S)
+    objs[-1]["status"] = st(plan, "GridEvent", "b")
+    draw(start + 60 * S)
+    planned = feed_back(objs, run(objs, now=start + 60 * S))
+    text = metrics.make_registry(metrics.StaticSource(planned)).render_text().decode()
+    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name.startswith("stargate_grid_event_")}
+    assert samples["stargate_grid_event_baseline_watts"] == 50_000
+    assert samples["stargate_grid_event_ramp_started_timestamp_seconds"] == start.timestamp()
+    # a share of capacity (80 kW) asks nothing of a site drawing 50 kW: nothing is shed
+    assert samples["stargate_grid_event_shed_watts"] == 0

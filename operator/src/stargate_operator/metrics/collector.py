@@ -50,7 +50,7 @@ Derived figures, defined here once:
   `..._start_timestamp_seconds` / `..._end_timestamp_seconds` its schedule (the end absent when
   open-ended); `stargate_grid_event_info{source=...}` names who asked. Settlement, whenever the
   status carries it (a completed event's too): `..._baseline_watts`, `..._shed_watts`,
-  `..._shed_watt_hours`, `..._facility_shed_watt_hours` and the instants `..._ramp_started_`,
+  `..._shed_joules`, `..._facility_shed_joules` and the instants `..._ramp_started_`,
   `..._target_reached_` and `..._measured_met_timestamp_seconds`.
 """
 
@@ -222,8 +222,6 @@ _GRID_EVENT_SETTLEMENT = (
      "Mean measured power beneath the constraint over the 10 minutes before the descent (IT watts)."),
     ("shedWatts", "stargate_grid_event_shed_watts",
      "Baseline minus measured power beneath the constraint while active, as it ended once completed."),
-    ("shedWattHours", "stargate_grid_event_shed_watt_hours",
-     "Energy shed against the baseline over the active time (IT); frozen when the event completes."),
 )
 _GRID_EVENT_TIMES = (
     ("rampStartedAt", "stargate_grid_event_ramp_started_timestamp_seconds",
@@ -483,8 +481,11 @@ def _declare_all(f: Families, per_node: bool) -> None:
               "the target), 0 while it is in effect and not met.", e)
     for _, name, help_text in (*_GRID_EVENT_SETTLEMENT, *_GRID_EVENT_TIMES):
         f.declare(name, help_text, e)
-    f.declare("stargate_grid_event_facility_shed_watt_hours",
-              "shedWattHours at the site's design PUE: the energy the facility meter saw shed.", e)
+    f.declare("stargate_grid_event_shed_joules",
+              "Energy shed against the baseline over the active time (IT; status.shedWattHours x 3600); "
+              "frozen when the event completes.", e)
+    f.declare("stargate_grid_event_facility_shed_joules",
+              "The energy shed at the site's design PUE: what the facility meter saw shed.", e)
     f.declare("stargate_grid_event_start_timestamp_seconds",
               "Unix time from which the grid event applies.", e)
     f.declare("stargate_grid_event_end_timestamp_seconds",
@@ -744,9 +745,11 @@ class StargateCollector(Collector):
         for field, name, _ in _GRID_EVENT_TIMES:
             if _get(status, field):
                 f.add(name, labels, _timestamp(_get(status, field)))
-        facility = _get(_get(status, "facility"), "shedWattHours")
-        if isinstance(facility, int | float) and not isinstance(facility, bool):
-            f.add("stargate_grid_event_facility_shed_watt_hours", labels, float(facility))
+        for hours, name in ((_get(status, "shedWattHours"), "stargate_grid_event_shed_joules"),
+                            (_get(_get(status, "facility"), "shedWattHours"),
+                             "stargate_grid_event_facility_shed_joules")):
+            if isinstance(hours, int | float) and not isinstance(hours, bool):
+                f.add(name, labels, float(hours) * 3600)  # base units: joules
         if not active:
             return
         for field, name, _ in _GRID_EVENT_WATTS:
