@@ -291,3 +291,23 @@ def test_settlement_is_exported_per_event() -> None:
     assert samples["stargate_grid_event_ramp_started_timestamp_seconds"] == start.timestamp()
     # a share of capacity (80 kW) asks nothing of a site drawing 50 kW: nothing is shed
     assert samples["stargate_grid_event_shed_watts"] == 0
+
+
+def test_the_energy_shed_is_summed_from_status_across_plans_and_frozen_when_completed() -> None:
+    """The ledger lives in status: every plan starts from the status the last one wrote (as a
+    restarted operator does). Baseline 50 kW; 40 kW for the 60 s of the event: 10 kW x 60 s shed."""
+    start = NOW + timedelta(minutes=15)
+    end = start + 60 * S
+    objs = [*site(), gev("dr", start=start, end=end, limit=40_000, created=NOW)]
+    hours = []
+    for d, watts in ((-300, 500), (0, 400), (30, 400), (60, 400), (160, 700)):
+        when = start + d * S
+        for n in objs[2:-1]:
+            n["status"] = {"telemetry": {"powerWatts": watts, "healthyGPUs": 1, "observedAt": ts(when)}}
+        plan = run(objs, now=when)
+        objs[-1]["status"] = status = st(plan, "GridEvent", "dr")
+        hours.append(status.get("shedWattHours"))
+    assert status["baselineWatts"] == 50_000
+    assert hours == [None, 0.0, 83.333, 166.667, 166.667]  # frozen once completed
+    assert status["facility"]["shedWattHours"] == 166.667  # the test site's design PUE is 1.0
+    assert "ledger" not in status
