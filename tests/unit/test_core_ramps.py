@@ -311,3 +311,20 @@ def test_the_energy_shed_is_summed_from_status_across_plans_and_frozen_when_comp
     assert hours == [None, 0.0, 83.333, 166.667, 166.667]  # frozen once completed
     assert status["facility"]["shedWattHours"] == 166.667  # the test site's design PUE is 1.0
     assert "ledger" not in status
+
+
+def test_a_hall_brought_online_rises_from_its_floors() -> None:
+    """A new PowerDomain (a hall) with racks beneath: at 1,000 W/s up, the allocation beneath rises
+    from the floors (10 kW) instead of handing out its demand (100 kW) at once."""
+    from test_core_domains import domain
+
+    objs = site(rampUpWattsPerSecond=1_000)
+    objs.insert(1, domain("hall", rating=200_000))
+    objs[2]["spec"]["powerDomainRef"] = "hall"
+    seen = []
+    for d in (0, 30, 60, 100):
+        total, plan = at(objs, NOW + d * S)
+        seen.append(total)
+        objs[1]["status"] = st(plan, "PowerDomain", "hall")
+    assert seen == [10_000, 40_000, 70_000, 100_000]
+    assert plan.next_change_at is None or plan.next_change_at > NOW + 100 * S

@@ -215,6 +215,11 @@ def allocate_tree(cluster: ClusterIn, oversubscribed: bool = True) -> int:
     for d in cluster.domains:
         if d.constraint is not None:
             constraints.append(d.constraint)
+    for d in cluster.domains:
+        rise, mine = d.online_rise_w, d.constraint
+        if rise is not None and mine is not None and mine.floors + rise < mine.capacity:
+            # brought online: from the floors beneath, at its up rate (ramps.bring_online)
+            mine.capacity, mine.capacity_word = mine.floors + int(rise), "ramped"
     for c in constraints:
         if c.floors > c.capacity:
             c.overcommitted = c.closed = True

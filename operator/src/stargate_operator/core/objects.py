@@ -149,6 +149,7 @@ class DomainIn:
     meter_query: str | None = None  # spec.meter.query
     meter_w: int | None = None  # its reading, laid over status.meter by the engine; None: none fresh
     ramp_cap_w: int | None = None  # the ramps' envelope on usableWatts now, when one bounds it
+    online_rise_w: float | None = None  # brought online lately: how far above its floors it may be now
     # computed (domains.py)
     resolved: bool = False
     problem: tuple[str, str] | None = None  # (reason, message) when invalid

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from stargate_operator.core.power import site_budget
-from stargate_operator.core.wire import format_time, from_epoch
+from stargate_operator.core.wire import format_time, from_epoch, parse_epoch
 
 if TYPE_CHECKING:
     from stargate_operator.core.objects import ClusterIn, DomainIn
@@ -268,7 +268,8 @@ def ramp_curtailment(cluster: ClusterIn, now: float) -> int:
         out["liftedAt"] = format_time(from_epoch(lifted), millis=True)
     cluster.curtail_out = out
     change = ramp.changes(now)
-    cluster.ramp_next = None if change == INFINITY else change
+    if change != INFINITY and (cluster.ramp_next is None or change < cluster.ramp_next):
+        cluster.ramp_next = change
     return normal
 
 
@@ -284,3 +285,25 @@ def domain_rates(d: DomainIn, cluster: ClusterIn) -> Rates:
     for above in d.chain:
         rates = rates.within(above.rates)
     return rates.within(cluster.rates)
+
+
+def bring_online(cluster: ClusterIn, now: float) -> float | None:
+    """A domain brought online (valid since its Ready turned True, or new) rises from its racks'
+    floors at its up rate rather than handing out its whole capacity at once: `online_rise_w` is how
+    far above the floors beneath it the allocation may be now. The instant is the Ready condition's
+    lastTransitionTime, which the status keeps; a domain becoming valid in this plan starts now.
+    Returns when the next step is due while one rises."""
+    upcoming: float | None = None
+    for d in cluster.domains:
+        up = domain_rates(d, cluster).up
+        if up is None or d.problem is not None:
+            continue
+        ready = d.old.get("Ready") or {}
+        since = parse_epoch(ready.get("lastTransitionTime")) if ready.get("status") == "True" else None
+        if since is None or since > now:
+            since = now
+        rise = up * (now - since)
+        if rise < d.usable_w:  # beyond its usable power the rise bounds nothing
+            d.online_rise_w = rise
+            upcoming = now + RAMP_TICK_SECONDS
+    return upcoming
