@@ -236,7 +236,9 @@ def test_a_ramped_event_is_followed_through_its_descent_and_its_rise(api: Api, o
         if "allocatedWatts" in power:
             samples.append((time.time(), power["allocatedWatts"]))
         time.sleep(0.2)
-    before = [w for t, w in samples if t < start.timestamp() - 8]
+    # the feed is new: brought online, it rose from its floors at 1,000 W/s too, done within 4 s
+    assert samples[0][1] < 12_000, samples
+    before = [w for t, w in samples if start.timestamp() - 12 <= t < start.timestamp() - 8]
     assert before and set(before) == {12_000}, samples
     descent = {w for t, w in samples if start.timestamp() - 6 <= t < start.timestamp()}
     assert len(descent - {12_000, 6_000}) >= 3, samples  # it went down in steps, not at once
