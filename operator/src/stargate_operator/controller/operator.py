@@ -19,13 +19,13 @@ from typing import Any
 import kopf
 
 from stargate_operator import kinds, metrics
+from stargate_operator.client import KubeClient
 from stargate_operator.controller.discovery import discovery_controller
 from stargate_operator.controller.engine import Engine, EngineSettings, connections_needed
 from stargate_operator.controller.lease import LeaseKeeper, site_namespaces
 from stargate_operator.controller.peering import Peering
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.core.discovery import DiscoverySettings
-from stargate_operator.kube import KubeClient
 
 logger = logging.getLogger("stargate.operator")
 
@@ -93,17 +93,24 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
         else:
             engine.active.set()
         if cfg.telemetry == "prometheus":
+            from stargate_operator.telemetry.meters import MeterOverlay, meter_queries
+            from stargate_operator.telemetry.overlay import TelemetryOverlay
             from stargate_operator.telemetry.prometheus import PrometheusTelemetry
 
             if not cfg.prometheus_url:
                 raise kopf.PermanentError("--telemetry prometheus needs --prometheus-url")
             source = PrometheusTelemetry(cfg.prometheus_url, interval=cfg.telemetry_interval,
                                          node_label=cfg.prometheus_node_label)
+            overlay = TelemetryOverlay(on_change=lambda: engine.refresh(kinds.GPU_NODE.kind))
+            engine.add_hook(overlay)
+            meters = MeterOverlay(on_change=lambda: engine.refresh(kinds.POWER_DOMAIN.kind))
+            engine.add_hook(meters)
+
             async def on_update(readings: dict[str, dict[str, Any]], source: Any = source) -> None:
-                engine.set_telemetry(readings)
-                queries = engine.meter_queries()  # metered PowerDomains: the same poll, same period
-                if queries or engine.has_meters:
-                    engine.set_meters(await source.read_meters(queries))
+                overlay.update(readings)
+                queries = meter_queries(engine.store)  # metered PowerDomains: the same poll, same period
+                if queries or meters.readings:
+                    meters.update(await source.read_meters(queries))
 
             tasks.append(asyncio.create_task(source.run(on_update), name="telemetry"))
         tasks.append(asyncio.create_task(engine.run(), name="engine"))
