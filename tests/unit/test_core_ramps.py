@@ -9,11 +9,12 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
-from core_objects import NOW, cluster, cond, feed_back, node, rack, run, st, ts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
-from test_core_gridevents import budget, gev, reasons
 
+from helpers.core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, st, ts
+from helpers.gridevents import gev
+from stargate_operator.core import Plan
 from stargate_operator.core.ramps import Ramp, Rates, compose, share_site_rate
 
 PROPS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -113,6 +114,14 @@ def test_no_rates_no_ramp_the_event_steps_at_start_and_end() -> None:
 
 
 # ---- the planner ------------------------------------------------------------------------------
+
+def budget(plan: Plan, name: str = "site") -> int:
+    return int(st(plan, "StargateCluster", name)["power"]["budgetWatts"])
+
+
+def reasons(plan: Plan, name: str) -> list[str]:
+    return [e.reason for e in plan.events if e.key == ("GridEvent", NS, name)]
+
 
 def site(**power: Any) -> list[dict[str, Any]]:
     """A 100 kW site with no reserve, one rack of 100 nodes demanding 1 kW each (floor 100 W)."""
@@ -316,7 +325,7 @@ def test_the_energy_shed_is_summed_from_status_across_plans_and_frozen_when_comp
 def test_a_hall_brought_online_rises_from_its_floors() -> None:
     """A new PowerDomain (a hall) with racks beneath: at 1,000 W/s up, the allocation beneath rises
     from the floors (10 kW) instead of handing out its demand (100 kW) at once."""
-    from test_core_domains import domain
+    from helpers.domains import domain
 
     objs = site(rampUpWattsPerSecond=1_000)
     objs.insert(1, domain("hall", rating=200_000))
