@@ -188,11 +188,14 @@ async def test_a_metered_domains_query_is_its_measured_power(exporter: FakeDcgmE
     queries = {("site-ns", "pdu-a"): 'sum(DCGM_FI_DEV_POWER_USAGE{Hostname="node-a"})',
                ("site-ns", "broken"): "sum(",  # a syntax error: Prometheus refuses it
                ("site-ns", "empty"): 'sum(no_such_meter{pdu="x"})'}
+    want = {("site-ns", "pdu-a"): round(sum(600.0 + i for i in range(8)))}  # 4828 W
+    deadline = time.monotonic() + 30  # until Prometheus has scraped what the exporter shows now
     try:
-        got = await t.read_meters(queries)
+        while (got := await t.read_meters(queries)) != want and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
     finally:
         await t.aclose()
-    assert got == {("site-ns", "pdu-a"): round(sum(600.0 + i for i in range(8)))}  # 4828 W
+    assert got == want
     meta = {"namespace": "site-ns", "generation": 1}
     objs = [
         {"kind": "StargateCluster", "metadata": {"name": "site", **meta},
