@@ -101,7 +101,13 @@ def test_now_decides_curtailment_and_staleness(tmp_path: Path, capsys: pytest.Ca
     items = {i["kind"]: i for i in json.loads(out)["items"]}
     power = items["StargateCluster"]["status"]["power"]
     assert (power["budgetWatts"], power["allocatedWatts"]) == (10000, 6600)  # curtailment over
-    assert items["GPUNode"]["status"]["healthyGPUs"] == 0  # telemetry 2 h old
+    # Its only node's telemetry is 2 h old: every report of the input is late, which reads as the
+    # source failing, not the GPUs: health held at the last reading, and the site says so.
+    assert items["GPUNode"]["status"]["healthyGPUs"] == 7
+    telemetry = {c["type"]: c for c in items["StargateCluster"]["status"]["conditions"]}["TelemetryAvailable"]
+    assert (telemetry["status"], telemetry["reason"]) == ("False", "AgentReportsLate")
+    code, out, _ = _plan(["-f", str(path), "--now", "2026-01-01T14:00:00Z"], capsys)
+    assert "TelemetryAvailable False (AgentReportsLate): 1 of 1 nodes' reports" in out
     code, out, _ = _plan(["-f", str(path), "-o", "json", "--now", "2026-01-01T14:00:00Z",
                           "--stale-after", "86400"], capsys)
     assert {i["kind"]: i for i in json.loads(out)["items"]}["GPUNode"]["status"]["healthyGPUs"] == 7

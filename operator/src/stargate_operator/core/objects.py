@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stargate_operator.core.capping import (
     CappingState,
@@ -30,6 +30,9 @@ from stargate_operator.kinds import (
     DEFAULT_RESERVE_PERCENT,
     DEFAULT_SHARE_PERCENT,
 )
+
+if TYPE_CHECKING:
+    from stargate_operator.core.outage import Verdict
 
 # Sorts after every real creation time: an object without one (a manifest fed to `plan`) is
 # taken to be the newest, which is what it is next to objects that already carry a status.
@@ -79,6 +82,7 @@ class ClusterIn:
     hbm_bytes: int = 0
     host_bytes: int = 0
     limits_confirmed: int = 0  # nodes whose agent reports their limit enforced (counts.py)
+    telemetry: Verdict | None = None  # of its namespace's telemetry source (outage.py)
 
 
 @dataclass(slots=True, eq=False)

@@ -20,6 +20,7 @@ from stargate_operator.core.counts import NODES_LIMIT_CONFIRMED, cluster_counts,
 from stargate_operator.core.domains import link_domains, link_rack
 from stargate_operator.core.gridevents import EventIn, event_status, link_events, parse_event
 from stargate_operator.core.memory import bind_claims, derived_capacity
+from stargate_operator.core.outage import SOURCE_KIND, SourceState, Verdict, freeze, judge_site, parse_source
 from stargate_operator.core.objects import (
     ClaimIn,
     ClusterIn,
@@ -60,6 +61,7 @@ class _Namespace:
     claims: dict[str, ClaimIn] = field(default_factory=dict)
     domains: dict[str, DomainIn] = field(default_factory=dict)
     events: dict[str, EventIn] = field(default_factory=dict)  # GridEvents
+    telemetry: Verdict | None = None  # outage.py: whether its telemetry source is available
 
 
 def plan_namespace(
@@ -109,6 +111,7 @@ def _plan(
     kept: dict[str, NodeIn] = {}
     last_ns: str | None = None
     last_nodes: dict[str, NodeIn] = {}
+    source: SourceState | None = None
     for obj in objects:
         kind = obj.get("kind")
         if kind == "GPUNode":
@@ -137,6 +140,15 @@ def _plan(
         elif kind == "GridEvent":
             event = parse_event(obj)
             _space(spaces, event.namespace).events[event.name] = event
+        elif kind == SOURCE_KIND:
+            source = parse_source(obj)
+    for space in spaces.values():
+        space.telemetry = verdict = judge_site(space.nodes.values(), source, stale_after)
+        if not verdict.available:
+            for node in freeze(space.nodes.values()):
+                # Judged on a held reading: never reused as it is once the outage ends.
+                node.hit = False
+                node.valid_until = node.assessed_at
     plan = Plan()
     ctx = StatusContext(format_time(when), stale_after, plan.events, plan.counts, caching=cache is not None)
     previous = cache.racks if cache is not None else None
@@ -279,6 +291,7 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
             next_change = change
 
     for cluster in clusters.values():
+        cluster.telemetry = space.telemetry
         allocate_site(cluster, now)
         until = cluster.curtailment_until
         if cluster.curtailment_active and until is not None and until < next_change:

@@ -27,6 +27,8 @@ from stargate_operator.core.conditions import (
 )
 from stargate_operator.core.domains import DOMAIN_PROBLEMS, POWER_PATH_INVALID
 from stargate_operator.core.objects import ClaimIn, ClusterIn, DomainIn, NodeIn, PoolIn, RackIn
+from stargate_operator.core.outage import CONDITION as TELEMETRY_CONDITION
+from stargate_operator.core.outage import telemetry_events
 from stargate_operator.core.types import ObjectKey, PlanEvent
 from stargate_operator.kinds import GPU_NODE, MEMORY_CLAIM, MEMORY_POOL, POWER_DOMAIN, RACK, STARGATE_CLUSTER
 
@@ -46,7 +48,7 @@ class StatusContext:
     caching: bool = False  # a PlanCache is in use: keep what the next recomputation can reuse
     conditions: ConditionMemo = field(default_factory=dict)
 
-CLUSTER_CONDITIONS = frozenset({"Ready", "PowerOvercommitted", "Capping"})
+CLUSTER_CONDITIONS = frozenset({"Ready", "PowerOvercommitted", "Capping", TELEMETRY_CONDITION})
 RACK_CONDITIONS = frozenset({"Ready", "PowerCapped", "OverBudget"})
 NODE_CONDITIONS = frozenset({"Ready", "PowerCapped", "TelemetryStale", "PowerLimitApplied"})
 POOL_CONDITIONS = frozenset({"Ready", "Exhausted"})
@@ -139,10 +141,11 @@ def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
             f"{c.demand_w} W demanded{curtail}",
         )
     capping, capping_status = _capping(c, c.budget_w, "budget", key, ctx)
-    conds = build_conditions(
-        c.old, (ready, oc) if capping is None else (ready, oc, capping), CLUSTER_CONDITIONS, ctx.now,
-        c.generation, ctx.conditions
-    )
+    specs = (ready, oc) if capping is None else (ready, oc, capping)
+    if c.telemetry is not None:
+        specs = (*specs, c.telemetry.condition)
+        telemetry_events(key, c.old, c.telemetry, events)
+    conds = build_conditions(c.old, specs, CLUSTER_CONDITIONS, ctx.now, c.generation, ctx.conditions)
     _alarm(events, key, c.old, oc, "PowerOvercommitted", "PowerOvercommitResolved")
     status = _base(c.generation, conds)
     status[RACK.plural] = len(c.racks)  # a count of racks is named as their kind lists them
