@@ -38,6 +38,7 @@ from stargate_operator.controller.informer import run_informer
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.controller.store import Key, Store, key_of
 from stargate_operator.core.power import with_base_power
+from stargate_operator.core.outage import SourceState, source_record
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.core.types import ObjectRef, Plan, PlanEvent
 from stargate_operator.kinds import API_VERSION
@@ -152,6 +153,10 @@ class Engine:
         self._timers: dict[Unit, float] = {}  # unit -> monotonic time to recompute it at
         self._wake = asyncio.Event()
         self._telemetry: dict[str, dict[str, Any]] = {}  # node name -> telemetry overlay
+        self._source: dict[str, Any] | None = None  # the overlay's source state (core/outage.py)
+        # The slot whose planner judges telemetry (the core's: it watches the sites).
+        self._power_slot = next((i for i, c in enumerate(self.controllers)
+                                 if kinds.STARGATE_CLUSTER.kind in c.kinds), -1)
         # One per unit: a cache drops what did not come back in its last call.
         self._caches: dict[Unit, Any] = {}
         # The planner's counts of the last plan of each unit (Plan.counts), for metrics.
@@ -203,6 +208,13 @@ class Engine:
     def set_telemetry(self, readings: dict[str, dict[str, Any]]) -> None:
         """Telemetry from an external source (Prometheus/DCGM), by node name; replaces the last."""
         self._telemetry = dict(readings)
+        for ns in self.store.namespaces():
+            self.mark_dirty(ns, kinds.GPU_NODE.kind)
+
+    def set_source(self, state: SourceState) -> None:
+        """How the external telemetry source fares: while unavailable, the core holds every site's
+        health at the last readings instead of ageing them to stale."""
+        self._source = source_record(state)
         for ns in self.store.namespaces():
             self.mark_dirty(ns, kinds.GPU_NODE.kind)
 
@@ -316,6 +328,8 @@ class Engine:
         only = self._only[slot]
         if only is not None:
             objects = [o for o in objects if o.get("kind") in only]
+        if self._source is not None and objects and slot == self._power_slot:
+            objects = [*objects, self._source]
         if not self._telemetry:
             return objects
         out = []

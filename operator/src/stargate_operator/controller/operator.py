@@ -99,7 +99,8 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
                 raise kopf.PermanentError("--telemetry prometheus needs --prometheus-url")
             source = PrometheusTelemetry(cfg.prometheus_url, interval=cfg.telemetry_interval,
                                          node_label=cfg.prometheus_node_label)
-            tasks.append(asyncio.create_task(source.run(engine.set_telemetry), name="telemetry"))
+            tasks.append(asyncio.create_task(source.run(engine.set_telemetry, engine.set_source),
+                                             name="telemetry"))
         tasks.append(asyncio.create_task(engine.run(), name="engine"))
         if cfg.lease_duration > 0:
             keeper = LeaseKeeper(client, site_namespaces(engine.store.namespaces, engine.store.objects),
