@@ -84,6 +84,9 @@ def _feed(**electrical: Any) -> dict[str, Any]:
 CASES: list[tuple[str, str, str, Any, str, str]] = [
     # counts and percentages out of range
     ("gpu-count-zero", "GPUNode", "spec.gpu.count", 0, "spec.gpu.count", "greater than or equal to 1"),
+    # shadow mode: Enforce or Observe, nothing else
+    ("enforcement-unknown", "StargateCluster", "spec.power.enforcement", "Sometimes",
+     "spec.power.enforcement", "supported values"),
     ("gpu-count-17", "GPUNode", "spec.gpu.count", 17, "spec.gpu.count", "less than or equal to 16"),
     (
         "reserve-60pct",
@@ -398,6 +401,7 @@ def test_the_server_applies_the_design_defaults(kubectl: Kubectl, namespace: str
     )
     s = kubectl.json("get", "sgc", "subject", "-n", namespace)["spec"]
     assert s["site"]["designPUE"] == 1.3 and s["power"]["reservePercent"] == 5
+    assert s["power"]["enforcement"] == "Enforce"
     assert kubectl.json("get", "rk", "subject", "-n", namespace)["spec"]["priority"] == 500
     assert kubectl.json("get", "mclaim", "subject", "-n", namespace)["spec"]["priority"] == 0
     n = kubectl.json("get", "gpun", "subject", "-n", namespace)["spec"]

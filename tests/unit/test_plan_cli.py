@@ -444,3 +444,23 @@ def test_json_has_every_power_domain_with_its_status(capsys: pytest.CaptureFixtu
     assert pdu["path"] == ["utility-13kv", "swbd-b1", "pdu-b1-a"]
     loop = domains["stargate-north-sea", "seawater-loop"]["status"]
     assert (loop["usableWatts"], loop["allocatedWatts"], loop["headroomWatts"]) == (232000, 232000, 0)
+
+
+def test_plan_refuses_an_unknown_enforcement_naming_the_field(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, "site.yaml", SITE.replace("    reservePercent: 0\n",
+                                                      "    reservePercent: 0\n    enforcement: Sometimes\n"))
+    code, _, err = _plan(["-f", str(path)], capsys)
+    assert code != 0
+    assert "spec.power.enforcement" in err and "Observe" in err, err
+
+
+def test_plan_shows_what_observe_would_cap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, "site.yaml", SITE.replace("    reservePercent: 0\n",
+                                                      "    reservePercent: 0\n    enforcement: Observe\n"))
+    code, out, _ = _plan(["-f", str(path), "-o", "json", "--now", "2026-01-01T12:00:00Z"], capsys)
+    assert code == 0
+    items = {i["kind"]: i for i in json.loads(out)["items"]}
+    # 4000 W measured against 1000 + 8 x 500 W allocated: nothing above its limit
+    assert items["StargateCluster"]["status"]["power"]["observe"] == {"nodesOverLimit": 0, "wattsOverLimit": 0}
+    assert items["GPUNode"]["status"]["powerEnforcement"] == "Observe"

@@ -78,12 +78,19 @@ _OVERSUBSCRIPTION_DEFAULTS = {
     "holdSeconds": DEFAULT_HOLD_SECONDS,
 }
 
+# Shadow mode (spec.power.enforcement): Enforce applies the limits; Observe computes and reports
+# them, and the agents apply none (how a site adopts capping).
+ENFORCE = "Enforce"
+OBSERVE = "Observe"
+DEFAULT_ENFORCEMENT = ENFORCE
+
 STARGATE_CLUSTER = KindSpec(
     kind="StargateCluster",
     plural="stargateclusters",
     singular="stargatecluster",
     short_names=("sgc",),
     defaults={"site.designPUE": DEFAULT_DESIGN_PUE, "power.reservePercent": DEFAULT_RESERVE_PERCENT,
+              "power.enforcement": DEFAULT_ENFORCEMENT,
               **{f"power.oversubscription.{k}": v for k, v in _OVERSUBSCRIPTION_DEFAULTS.items()}},
 )
 RACK = KindSpec(

@@ -130,7 +130,13 @@ def _wake_key(obj: dict[str, Any], rack_limit: int | None) -> tuple[Any, ...]:
         rack_limit if rack_limit is not None else (obj.get("status") or {}).get("powerLimitWatts"),
         meta.get("generation"),
         (meta.get("annotations") or {}).get(FAILED_GPUS_ANNOTATION),
+        observing(obj),
     )
+
+
+def observing(obj: dict[str, Any]) -> bool:
+    """Its site is in shadow mode (the operator marks its GPUNode's status): report, apply nothing."""
+    return (obj.get("status") or {}).get("powerEnforcement") == kinds.OBSERVE
 
 
 def rack_ref(obj: dict[str, Any]) -> str:
@@ -169,6 +175,8 @@ class NodeAgent:
     writes_gate: asyncio.Semaphore | None = None  # the fleet's: its writes in flight at once
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     _apply_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Shadow mode: the limit it would apply (fail-safe included) and does not; None when enforcing.
+    shadow_limit: int | None = None
     gone: bool = False
     writes: int = 0
     last_outcome: LimitOutcome | None = None
@@ -273,6 +281,12 @@ class NodeAgent:
         if assigned is None:
             return None  # the operator has not decided yet: leave the devices as they are
         limit, source = assigned
+        if observing(self.obj):
+            # Shadow mode: what it would apply is reported (telemetry.shadowLimitWatts and the
+            # fleet's metrics); the GPUs keep the limit they have.
+            self.shadow_limit = limit
+            return None
+        self.shadow_limit = None
         outcome: LimitOutcome = await self._call(self.backend.apply_power_limit, limit)
         self.last_outcome = outcome
         if outcome.changed and self.stats is not None:
@@ -313,6 +327,10 @@ class NodeAgent:
                 if self.sample_interval is not None:
                     peak = max(self._peak_w, node_power_watts(reading, spec))
                 patch = telemetry_patch(reading, spec, peak)
+                if self.shadow_limit is not None:
+                    patch["telemetry"]["shadowLimitWatts"] = self.shadow_limit
+                elif self.last_telemetry and self.last_telemetry.get("shadowLimitWatts") is not None:
+                    patch["telemetry"]["shadowLimitWatts"] = None  # enforcing again: no shadow left
                 await self.client.patch_status(PLURAL, self.namespace, self.name, patch)
         except ApiError as e:
             if e.status == 404:

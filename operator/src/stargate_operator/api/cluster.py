@@ -73,6 +73,13 @@ class SitePower(Model):
         description="Allocate above the site budget on measured draw, with reactive capping (DESIGN "
         "section 13); none when unset.",
     )
+    enforcement: Literal["Enforce", "Observe"] = Field(
+        default=kinds.DEFAULT_ENFORCEMENT,
+        description="Enforce: the node agents apply the limits. Observe (shadow mode): the limits are "
+        "computed and reported as usual, each agent reports the limit it would apply "
+        "(telemetry.shadowLimitWatts) and applies none, and status.power.observe counts the nodes "
+        "that draw more than their limit would allow, and by how much.",
+    )
 
 
 class Carbon(Model):
@@ -101,6 +108,17 @@ class MemoryTotals(Model):
     host_bytes: int = Field(default=0, ge=0, description="Host DRAM of nodes not in maintenance, in bytes.")
 
 
+class ObserveStatus(Model):
+    nodes_over_limit: int = Field(
+        default=0, ge=0,
+        description="Nodes whose measured power is above what their limits would allow them to draw.",
+    )
+    watts_over_limit: int = Field(
+        default=0, ge=0,
+        description="By how much, summed over those nodes, in watts: what enforcing would cap.",
+    )
+
+
 class ClusterPowerStatus(Model):
     budget_watts: int = Field(
         default=0, ge=0, description="Usable site budget after reserve and curtailment, in watts."
@@ -117,6 +135,11 @@ class ClusterPowerStatus(Model):
         default=0, ge=0, description="Measured (or allocated where nothing is measured) times designPUE."
     )
     limits_confirmed: int = limits_confirmed_field("site")
+    observe: ObserveStatus | None = Field(
+        default=None,
+        description="Shadow mode (spec.power.enforcement Observe): what the limits would cap; absent "
+        "while they are enforced.",
+    )
 
 
 class StargateClusterStatus(StatusBase):

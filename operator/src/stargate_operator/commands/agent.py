@@ -187,7 +187,8 @@ def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
       (`rack`), from their GPUNode's status (`gpunode`: the rack has not listed it), or from
       nowhere yet (`none`: the operator has not decided);
     - `stargate_agent_power_limit_changes_total{source}`: limits set on the devices (a device whose
-      limit already was the one asked for is not counted), by where the limit came from."""
+      limit already was the one asked for is not counted), by where the limit came from;
+    - `stargate_agent_shadow_limit_watts{node}`: in shadow mode, the limit each agent would apply."""
     from collections.abc import Iterator
 
     from prometheus_client import CollectorRegistry, start_http_server
@@ -219,6 +220,14 @@ def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
             for source, n in fleet.stats.limit_changes.items():
                 changes.add_metric([source], n)
             yield changes
+            shadow = GaugeMetricFamily(
+                "stargate_agent_shadow_limit_watts",
+                "Shadow mode (the site's spec.power.enforcement Observe): the per-GPU limit each "
+                "node's agent would apply, and does not, in watts.", labels=["node"])
+            for agent in agents:
+                if agent.shadow_limit is not None:
+                    shadow.add_metric([agent.name], agent.shadow_limit)
+            yield shadow
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector())

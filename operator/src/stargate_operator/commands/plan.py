@@ -277,6 +277,10 @@ def print_table(items: list[dict[str, Any]], plan: Plan, now: datetime, out: Tex
         p.line(f"  {st[kinds.RACK.plural]} racks, {st['nodes']} nodes, GPUs {st['gpus']['healthy']} "
                f"healthy of {st['gpus']['total']}; HBM {_bytes(st['memory']['hbmBytes'])}, host DRAM "
                f"{_bytes(st['memory']['hostBytes'])}")
+        observe = power.get("observe")
+        if observe is not None:
+            p.line(f"  shadow mode (enforcement Observe): no limit applied; {observe['nodesOverLimit']} nodes draw "
+                   f"{_watts(observe['wattsOverLimit'])} above what their limits would allow")
         curtail = spec["power"].get("curtailment")
         if curtail:
             until = curtail.get("until")

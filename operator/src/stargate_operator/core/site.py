@@ -36,6 +36,7 @@ from stargate_operator.core.objects import (
     parse_rack,
 )
 from stargate_operator.core.power import node_floor_demand
+from stargate_operator.core.shadow import shadow
 from stargate_operator.core.status import (
     StatusContext,
     claim_status,
@@ -193,7 +194,7 @@ def _take_node(
                 and node.assessed_with == stale_after
                 and _same_telemetry(node.telemetry, obj)
             ):
-                node.rack_found = node.powered = False
+                node.rack_found = node.powered = node.observe = False
                 node.rack_cluster_ref = ""
                 node.allocated_w = node.limit_w = node.safe_limit_w = 0
                 kept[uid] = node
@@ -292,6 +293,9 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
 
     for cluster in clusters.values():
         cluster.telemetry = space.telemetry
+        if cluster.observe:
+            for rack in cluster.racks:
+                rack.observe = True
         allocate_site(cluster, now)
         until = cluster.curtailment_until
         if cluster.curtailment_active and until is not None and until < next_change:
@@ -303,7 +307,7 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
     for rack in racks.values():
         memo = reused.get(rack.name)
         if (memo is not None and memo.budget_w == rack.budget_w and memo.powered == rack.powered
-                and memo.safe_budget_w == rack.safe_budget_w):
+                and memo.safe_budget_w == rack.safe_budget_w and memo.observe == rack.observe):
             # Same nodes, same budget: the same allocation and the same statuses as last time.
             rack.facility_it_w = memo.facility_it_w
             statuses.update(memo.statuses)
@@ -311,9 +315,12 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
             ctx.counts["Rack", rack.namespace, rack.name] = counts = memo.counts
             rack.power_limits = memo.power_limits
             rack.safe_limits = memo.safe_limits
+            rack.over_nodes, rack.over_w = memo.over
         else:
             if rack.powered:
                 allocate_rack(rack)
+            if rack.observe:
+                shadow(rack)
             mine: dict[ObjectKey, dict[str, Any]] | None = {} if ctx.caching else None
             for node in rack.nodes:
                 status = _node_status(node, ctx)
@@ -333,6 +340,9 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
         statuses["GPUNode", node.namespace, node.name] = _node_status(node, ctx)
     for cluster in clusters.values():
         roll_up_site(cluster)
+        if cluster.observe:
+            cluster.over_nodes = sum(r.over_nodes for r in cluster.racks)
+            cluster.over_w = sum(r.over_w for r in cluster.racks)
         counts = ctx.counts["StargateCluster", cluster.namespace, cluster.name] = cluster_counts(
             cluster, ctx.counts)
         cluster.limits_confirmed = counts[NODES_LIMIT_CONFIRMED]
@@ -366,7 +376,7 @@ def _node_status(node: NodeIn, ctx: StatusContext) -> dict[str, Any]:
     if not ctx.caching:
         return node_status(node, ctx)
     key = (node.allocated_w, node.limit_w, node.safe_limit_w, node.healthy, node.stale_reason, node.powered,
-           node.rack_found, node.rack_cluster_ref, ctx.stale_after, node.enforced_w)
+           node.rack_found, node.rack_cluster_ref, ctx.stale_after, node.enforced_w, node.observe)
     if node.out_key == key and node.out_status is not None:
         return node.out_status
     status = node_status(node, ctx)

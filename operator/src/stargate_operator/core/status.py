@@ -30,7 +30,15 @@ from stargate_operator.core.objects import ClaimIn, ClusterIn, DomainIn, NodeIn,
 from stargate_operator.core.outage import CONDITION as TELEMETRY_CONDITION
 from stargate_operator.core.outage import telemetry_events
 from stargate_operator.core.types import ObjectKey, PlanEvent
-from stargate_operator.kinds import GPU_NODE, MEMORY_CLAIM, MEMORY_POOL, POWER_DOMAIN, RACK, STARGATE_CLUSTER
+from stargate_operator.kinds import (
+    GPU_NODE,
+    MEMORY_CLAIM,
+    MEMORY_POOL,
+    OBSERVE,
+    POWER_DOMAIN,
+    RACK,
+    STARGATE_CLUSTER,
+)
 
 Status = dict[str, Any]
 Events = list[PlanEvent]
@@ -163,6 +171,8 @@ def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
     }
     if capping_status is not None:
         status["power"]["capping"] = capping_status
+    if c.observe:
+        status["power"]["observe"] = {"nodesOverLimit": c.over_nodes, "wattsOverLimit": c.over_w}
     if c.grid_intensity is not None:
         # facility kW times g/kWh = g/h; rounded so float noise never makes a write.
         status["carbonGramsPerHour"] = round(c.facility_w * c.grid_intensity / 1000, 3)
@@ -293,6 +303,9 @@ def _limit_condition(n: NodeIn) -> CondSpec:
         return ("PowerLimitApplied", UNKNOWN, "RackNotFound", "no limit is assigned without a rack")
     if not n.powered:
         return ("PowerLimitApplied", UNKNOWN, "ClusterNotFound", "no limit is assigned without a cluster")
+    if n.observe:
+        return ("PowerLimitApplied", UNKNOWN, "Observing",
+                "shadow mode: the node agent applies no limit and reports the one it would apply")
     if n.enforced_w is None:
         if n.stale:
             return ("PowerLimitApplied", UNKNOWN, "TelemetryStale",
@@ -375,6 +388,8 @@ def node_status(n: NodeIn, ctx: StatusContext) -> Status:
         # section 13: the limit that holds with no oversubscription; the agent's fail-safe
         "safeLimitWatts": n.safe_limit_w if n.powered else n.limit_w,
     }
+    if n.observe:
+        status["powerEnforcement"] = OBSERVE
     if n.generation is not None:
         status["observedGeneration"] = n.generation
     return status
