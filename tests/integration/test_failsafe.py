@@ -1,6 +1,7 @@
 """The fail-safe (DESIGN section 13) on the real API server: the operator renews a Lease in the site's
 namespace; stop it and every agent falls back to min(limit, safeLimitWatts) within failsafe-after
-plus one interval of the last renewal; start it again and they return to their limits.
+plus the spread and one interval of the last renewal, each at its own offset in the spread; start
+it again and they return to their limits.
 
 The site is oversubscribed 25 % and its nodes idle (a backend reading 100 W a GPU), so nothing caps:
 each node's limit (687 W a GPU, from 125 % of the budget) is above its safe limit (500 W, the same
@@ -22,6 +23,7 @@ from helpers.operator_process import OperatorProcess
 from stargate_operator import kinds
 from stargate_operator.agent.backend import GPUReading, LimitOutcome, NodeReading
 from stargate_operator.agent.runner import Fleet
+from stargate_operator.agent.spread import failsafe_offset
 from stargate_operator.kinds import FAILSAFE_LEASE_NAME
 from stargate_operator.kube import KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.integration
 GiB = 2**30
 FAILSAFE_AFTER = 4.0
 INTERVAL = 1.0
+SPREAD = 2.0  # agents enter and leave the fail-safe spread over this (agent/spread.py)
 LIMIT, SAFE = 687, 500  # (18000 * 1.25 - 3 * 3600) / 3 / 8 + 200, and (18000 - 10800) / 3 / 8 + 200
 
 
@@ -114,7 +117,7 @@ async def test_agents_fall_back_to_safe_limits_while_the_operator_is_gone(
         return backends[name]
 
     fleet = Fleet(client, namespace, factory, interval=INTERVAL, failsafe_after=FAILSAFE_AFTER,
-                  sample_interval=0.5)
+                  sample_interval=0.5, failsafe_spread=SPREAD)
     task = asyncio.create_task(fleet.run())
     try:
         def limits() -> dict[str, int | None]:
@@ -144,8 +147,11 @@ async def test_agents_fall_back_to_safe_limits_while_the_operator_is_gone(
         assert fleet.failsafe
         for name, b in backends.items():
             fell_at = next(t for t, w in reversed(b.changes) if w == SAFE)
-            # not before the lapse, and within failsafe-after plus one interval of the last renewal
-            assert FAILSAFE_AFTER <= fell_at - last <= FAILSAFE_AFTER + INTERVAL, (name, fell_at - last)
+            # not before the lapse, and within failsafe-after, the spread and one interval of the
+            # last renewal; each at its own offset in the spread
+            offset = failsafe_offset(name, SPREAD)
+            assert FAILSAFE_AFTER + offset <= fell_at - last <= FAILSAFE_AFTER + SPREAD + INTERVAL, (
+                name, fell_at - last)
 
         # The operator returns: the first renewal the agents see lifts the fail-safe.
         op.start()
@@ -154,8 +160,8 @@ async def test_agents_fall_back_to_safe_limits_while_the_operator_is_gone(
         assert not fleet.failsafe
         for b in backends.values():
             returned = b.changes[-1][0]
-            # within a renewal period and an interval of the renewal seen last
-            assert b.changes[-1][1] == LIMIT and returned - back <= 3 + INTERVAL
+            # within a renewal period, the spread and an interval of the renewal seen last
+            assert b.changes[-1][1] == LIMIT and returned - back <= 3 + SPREAD + INTERVAL
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -44,6 +44,7 @@ from stargate_operator.agent.backend import GPUBackend, LimitOutcome, NodeReadin
 from stargate_operator.agent.simulate import SimulatedBackend
 from stargate_operator.controller.informer import run_informer
 from stargate_operator.core.wire import parse_epoch
+from stargate_operator.agent.spread import DEFAULT_FAILSAFE_SPREAD_SECONDS, follows
 from stargate_operator.kinds import FAILED_GPUS_ANNOTATION
 from stargate_operator.kube import ApiError, ApiResource, KubeClient, TransportError, WatchExpired
 
@@ -448,8 +449,11 @@ class Fleet:
                  names: list[str] | None = None, interval: float = 10.0, watch: bool = True,
                  events: bool = True, seed: int | None = None,
                  failsafe_after: float | None = kinds.DEFAULT_FAILSAFE_AFTER_SECONDS,
-                 sample_interval: float | None = 1.0) -> None:
+                 sample_interval: float | None = 1.0,
+                 failsafe_spread: float = DEFAULT_FAILSAFE_SPREAD_SECONDS) -> None:
         self.failsafe_after = failsafe_after
+        self.failsafe_spread = max(0.0, failsafe_spread)
+        self._failsafe_changed_at: float | None = None  # when the site-wide verdict last turned
         self.sample_interval = sample_interval
         self.failsafe = False  # the operator's Lease has not been renewed for failsafe_after
         self.lease_renewals = 0  # renewals seen
@@ -513,7 +517,7 @@ class Fleet:
                               phase=self._phase(name) if self.names is None or len(self.names) > 1 else 0.0,
                               events=self.events, stats=self.stats, writes_gate=self.writes_gate,
                               sample_interval=self.sample_interval,
-                              failsafe=self.failsafe)
+                              failsafe=self.failsafe and self._followed(name))
             agent.obj = obj
             agent.rack_limit = self._rack_limit(name, obj)
             agent.rack_safe = self.rack_safe.get(rack_ref(obj), {}).get(name)
@@ -680,20 +684,34 @@ class Fleet:
         self._lease_seen_at = now - age
 
     def judge_failsafe(self, now: float, after: float, started: float) -> bool:
-        """Fail-safe when no renewal has been seen for `after` seconds (since start, before any)."""
+        """Fail-safe when no renewal has been seen for `after` seconds (since start, before any).
+        Each agent follows a change of that verdict at its own offset within the spread (spread.py):
+        an agent that had not entered yet when the Lease came back never enters."""
         seen = self._lease_seen_at if self._lease_seen_at is not None else started
         on = now - seen > after
         if on != self.failsafe:
             self.failsafe = on
+            # Dated from the lapse itself (or the renewal seen), not from this judgement.
+            self._failsafe_changed_at = seen + after if on else now
             if on:
                 log.warning("%s: the operator's Lease %s has not been renewed for %g s: fail-safe, "
-                            "every agent enforces min(limit, safeLimitWatts)", self.namespace,
-                            kinds.FAILSAFE_LEASE_NAME, after)
+                            "every agent enforces min(limit, safeLimitWatts) within %g s", self.namespace,
+                            kinds.FAILSAFE_LEASE_NAME, after, self.failsafe_spread)
             else:
-                log.info("%s: the operator's Lease is renewed again: fail-safe over", self.namespace)
+                log.info("%s: the operator's Lease is renewed again: fail-safe over within %g s",
+                         self.namespace, self.failsafe_spread)
+        changed = self._failsafe_changed_at
+        if changed is not None:
+            since = now - changed
             for agent in self.agents.values():
-                agent.set_failsafe(on)
+                if agent.failsafe != on and follows(agent.name, self.failsafe_spread, since):
+                    agent.set_failsafe(on)
         return on
+
+    def _followed(self, name: str) -> bool:
+        """A new agent's part of a change under way: whether its offset has passed."""
+        changed = self._failsafe_changed_at
+        return changed is None or follows(name, self.failsafe_spread, asyncio.get_running_loop().time() - changed)
 
     async def _follow_lease(self, after: float) -> None:
         """Follow the site's Lease (a GET, then a watch of it by name from there, which also shows it
@@ -701,7 +719,8 @@ class Fleet:
         often enough that a lapse is seen within a fraction of `after` and of the interval."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        every = max(min(after / 8.0, self.interval / 4.0, 1.0), 0.1)
+        # Often enough that the spread is followed in steps of at most a twentieth of it.
+        every = max(min(after / 8.0, self.interval / 4.0, 1.0, self.failsafe_spread / 20 or 1.0), 0.05)
 
         async def judge_forever() -> None:
             while True:

@@ -83,6 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "for this long, enforce min(limit, status.safeLimitWatts) until it is again; 0: never "
              f"[env STARGATE_AGENT_FAILSAFE_AFTER; default {DEFAULT_FAILSAFE_AFTER_SECONDS:g}]")
     parser.add_argument(
+        "--failsafe-spread", type=_non_negative_float,
+        default=float(_env("STARGATE_AGENT_FAILSAFE_SPREAD", str(DEFAULT_FAILSAFE_SPREAD_SECONDS)) or 0),
+        metavar="SECONDS",
+        help="the agents of a site enter the fail-safe, and leave it, spread over this many seconds "
+             "by a hash of the node name, so the site's power moves without a step; 0: all at once "
+             f"[env STARGATE_AGENT_FAILSAFE_SPREAD; default {DEFAULT_FAILSAFE_SPREAD_SECONDS:g}]")
+    parser.add_argument(
         "--simulate", action="store_true", default=_env_bool("STARGATE_AGENT_SIMULATE"),
         help="no GPUs: simulate them from the GPUNode's spec (draw follows the limit, with noise) "
              "[env STARGATE_AGENT_SIMULATE=1]")
@@ -157,7 +164,8 @@ async def _main(args: argparse.Namespace) -> int:
         return 1
     fleet = Fleet(client, args.namespace, factory, names=None if args.all_nodes else args.node,
                   interval=args.interval, watch=args.watch, events=args.events, seed=args.seed,
-                  failsafe_after=args.failsafe_after or None, sample_interval=args.sample_interval or None)
+                  failsafe_after=args.failsafe_after or None, sample_interval=args.sample_interval or None,
+                  failsafe_spread=args.failsafe_spread)
     if args.metrics_port and not args.once:
         serve_metrics(fleet, args.metrics_port, args.metrics_addr)
     try:
