@@ -44,8 +44,9 @@ def main() -> int:
     parser.add_argument("--spread", type=float, default=DEFAULT_FAILSAFE_SPREAD_SECONDS,
                         help="the agents' --failsafe-spread, seconds")
     parser.add_argument("--feed", type=float, default=0.85,
-                        help="the site's IT capacity as a share of what the synthetic site's demand needs "
-                             "(below 1: limits beneath the GPUs' maximum, where oversubscription raises them)")
+                        help="the site's IT capacity as a share of what the synthetic site's demand "
+                             "needs (below 1: limits beneath the GPUs' maximum, where oversubscription "
+                             "raises them)")
     parser.add_argument("--seed", type=int, default=1, help="the synthetic site's seed")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of text")
     args = parser.parse_args()

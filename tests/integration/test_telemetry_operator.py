@@ -170,8 +170,9 @@ def test_prometheus_stopped_is_an_outage_not_a_gpu_loss(control_plane: LocalCont
             # 8 GPUs of 1000 bytes of HBM: an HBM pool of 8000 bytes, a claim of 6000 bound in it
             site(api, ns, [node("gpu-1", "rack-a"), node("gpu-2", "rack-a"),
                            pool("hbm", tier="HBM", share=100), claim("job", "hbm", 6000)])
-            with operator(control_plane, tmp_path, "-n", ns, "--stale-after", "6", "--telemetry-interval", "1",
-                          "--telemetry", "prometheus", "--prometheus-url", prom.url) as op:
+            with operator(control_plane, tmp_path, "-n", ns, "--stale-after", "6",
+                          "--telemetry-interval", "1", "--telemetry", "prometheus",
+                          "--prometheus-url", prom.url) as op:
                 def available() -> dict[str, Any]:
                     return condition(api.status("StargateCluster", ns, "site"), "TelemetryAvailable")
 
@@ -207,7 +208,8 @@ def test_prometheus_stopped_is_an_outage_not_a_gpu_loss(control_plane: LocalCont
                 assert "Evicted" not in reasons, reasons
 
                 prom.start()
-                wait_for(lambda: available().get("status") == "True", 60, 0.5, "TelemetryAvailable True again")
+                wait_for(lambda: available().get("status") == "True", 60, 0.5,
+                         "TelemetryAvailable True again")
                 assert _telemetry_available(op, ns) == 1.0
                 assert "TelemetryAvailable" in [e.get("reason") for e in api.events(ns)]
                 assert api.status("StargateCluster", ns, "site")["gpus"]["healthy"] == 8

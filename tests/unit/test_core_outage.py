@@ -93,7 +93,8 @@ def test_a_node_is_stale_only_while_others_still_report(ages: list[int]) -> None
              for i, a in enumerate(ages)]
     plan = run([cluster(), rack("r"), *nodes])
     late = sum(a >= 120 for a in ages)
-    stale = [i for i in range(len(ages)) if cond(st(plan, "GPUNode", f"n{i}"), "TelemetryStale")["status"] == "True"]
+    stale = [i for i in range(len(ages))
+             if cond(st(plan, "GPUNode", f"n{i}"), "TelemetryStale")["status"] == "True"]
     if late * 2 > len(ages):  # most late at once: an outage, no node stale, every GPU held healthy
         assert stale == []
         assert st(plan, "StargateCluster", "site")["gpus"]["healthy"] == len(ages)

@@ -462,5 +462,6 @@ def test_plan_shows_what_observe_would_cap(tmp_path: Path, capsys: pytest.Captur
     assert code == 0
     items = {i["kind"]: i for i in json.loads(out)["items"]}
     # 4000 W measured against 1000 + 8 x 500 W allocated: nothing above its limit
-    assert items["StargateCluster"]["status"]["power"]["observe"] == {"nodesOverLimit": 0, "wattsOverLimit": 0}
+    observe = items["StargateCluster"]["status"]["power"]["observe"]
+    assert observe == {"nodesOverLimit": 0, "wattsOverLimit": 0}
     assert items["GPUNode"]["status"]["powerEnforcement"] == "Observe"

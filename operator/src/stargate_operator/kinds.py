@@ -80,9 +80,10 @@ _OVERSUBSCRIPTION_DEFAULTS = {
 
 # Shadow mode (spec.power.enforcement): Enforce applies the limits; Observe computes and reports
 # them, and the agents apply none (how a site adopts capping).
-ENFORCE = "Enforce"
-OBSERVE = "Observe"
-DEFAULT_ENFORCEMENT = ENFORCE
+Enforcement = Literal["Enforce", "Observe"]
+ENFORCE: Enforcement = "Enforce"
+OBSERVE: Enforcement = "Observe"
+DEFAULT_ENFORCEMENT: Enforcement = ENFORCE
 
 STARGATE_CLUSTER = KindSpec(
     kind="StargateCluster",

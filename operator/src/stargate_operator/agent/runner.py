@@ -42,9 +42,9 @@ import httpx
 from stargate_operator import kinds
 from stargate_operator.agent.backend import GPUBackend, LimitOutcome, NodeReading, rfc3339
 from stargate_operator.agent.simulate import SimulatedBackend
+from stargate_operator.agent.spread import DEFAULT_FAILSAFE_SPREAD_SECONDS, follows
 from stargate_operator.controller.informer import run_informer
 from stargate_operator.core.wire import parse_epoch
-from stargate_operator.agent.spread import DEFAULT_FAILSAFE_SPREAD_SECONDS, follows
 from stargate_operator.kinds import FAILED_GPUS_ANNOTATION
 from stargate_operator.kube import ApiError, ApiResource, KubeClient, TransportError, WatchExpired
 
@@ -711,7 +711,9 @@ class Fleet:
     def _followed(self, name: str) -> bool:
         """A new agent's part of a change under way: whether its offset has passed."""
         changed = self._failsafe_changed_at
-        return changed is None or follows(name, self.failsafe_spread, asyncio.get_running_loop().time() - changed)
+        if changed is None:
+            return True
+        return follows(name, self.failsafe_spread, asyncio.get_running_loop().time() - changed)
 
     async def _follow_lease(self, after: float) -> None:
         """Follow the site's Lease (a GET, then a watch of it by name from there, which also shows it

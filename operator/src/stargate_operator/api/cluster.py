@@ -73,7 +73,7 @@ class SitePower(Model):
         description="Allocate above the site budget on measured draw, with reactive capping (DESIGN "
         "section 13); none when unset.",
     )
-    enforcement: Literal["Enforce", "Observe"] = Field(
+    enforcement: kinds.Enforcement = Field(
         default=kinds.DEFAULT_ENFORCEMENT,
         description="Enforce: the node agents apply the limits. Observe (shadow mode): the limits are "
         "computed and reported as usual, each agent reports the limit it would apply "

@@ -34,6 +34,7 @@ import signal
 import sys
 
 from stargate_operator.agent.runner import Fleet, nvml_factory, simulated_factory
+from stargate_operator.agent.spread import DEFAULT_FAILSAFE_SPREAD_SECONDS
 from stargate_operator.commands.options import env as _env
 from stargate_operator.commands.options import env_bool as _env_bool
 from stargate_operator.commands.options import env_int as _env_int

@@ -26,10 +26,10 @@ from rich.table import Table
 from rich.text import Text
 
 from stargate_operator import kinds
-from stargate_operator.core.outage import CONDITION as TELEMETRY_CONDITION
 from stargate_operator.api.load import LoadedObject, ManifestError, load_manifests
 from stargate_operator.core import CoreSettings, Plan, plan_namespace
 from stargate_operator.core.domains import DOMAIN_PROBLEMS
+from stargate_operator.core.outage import CONDITION as TELEMETRY_CONDITION
 from stargate_operator.core.wire import format_time
 from stargate_operator.units import bytes_, carbon, watts
 
@@ -279,8 +279,8 @@ def print_table(items: list[dict[str, Any]], plan: Plan, now: datetime, out: Tex
                f"{_bytes(st['memory']['hostBytes'])}")
         observe = power.get("observe")
         if observe is not None:
-            p.line(f"  shadow mode (enforcement Observe): no limit applied; {observe['nodesOverLimit']} nodes draw "
-                   f"{_watts(observe['wattsOverLimit'])} above what their limits would allow")
+            p.line(f"  shadow mode (enforcement Observe): no limit applied; {observe['nodesOverLimit']} "
+                   f"nodes draw {_watts(observe['wattsOverLimit'])} above what their limits would allow")
         curtail = spec["power"].get("curtailment")
         if curtail:
             until = curtail.get("until")

@@ -37,8 +37,8 @@ from stargate_operator import kinds, metrics
 from stargate_operator.controller.informer import run_informer
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.controller.store import Key, Store, key_of
-from stargate_operator.core.power import with_base_power
 from stargate_operator.core.outage import SourceState, source_record
+from stargate_operator.core.power import with_base_power
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.core.types import ObjectRef, Plan, PlanEvent
 from stargate_operator.kinds import API_VERSION

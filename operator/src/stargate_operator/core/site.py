@@ -20,7 +20,6 @@ from stargate_operator.core.counts import NODES_LIMIT_CONFIRMED, cluster_counts,
 from stargate_operator.core.domains import link_domains, link_rack
 from stargate_operator.core.gridevents import EventIn, event_status, link_events, parse_event
 from stargate_operator.core.memory import bind_claims, derived_capacity
-from stargate_operator.core.outage import SOURCE_KIND, SourceState, Verdict, freeze, judge_site, parse_source
 from stargate_operator.core.objects import (
     ClaimIn,
     ClusterIn,
@@ -35,6 +34,7 @@ from stargate_operator.core.objects import (
     parse_pool,
     parse_rack,
 )
+from stargate_operator.core.outage import SOURCE_KIND, SourceState, Verdict, freeze, judge_site, parse_source
 from stargate_operator.core.power import node_floor_demand
 from stargate_operator.core.shadow import shadow
 from stargate_operator.core.status import (
