@@ -4,9 +4,10 @@
 The rule, per Node with GPUs (GPU Feature Discovery's count label) in a site (the site label):
 - not Ready (its Ready condition False or Unknown): tainted;
 - Ready: untainted once its GPUNode (same name, in the site's namespace) carries a report of its
-  agent dated after the Ready condition's lastTransitionTime (from the next whole second) whose enforced limit is at or
-  below the assigned one (`telemetry.enforcedLimitWatts <= status.powerLimitWatts`; in shadow mode
-  any report, since nothing is enforced); tainted until then, a newly discovered Node included.
+  agent dated after the Ready condition's lastTransitionTime (from the next whole second) whose
+  enforced limit is at or below the assigned one (`telemetry.enforcedLimitWatts <=
+  status.powerLimitWatts`; in shadow mode any report, since nothing is enforced); tainted until
+  then, a newly discovered Node included.
 So a reboot (NotReady, then Ready with the GPUs back at their default limit) taints the Node until
 the agent has set the limit again and said so. Nodes can register with the taint already
 (the kubelet's `--register-with-taints`), so no pod lands in the moment before the first plan.
