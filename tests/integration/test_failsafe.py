@@ -10,6 +10,7 @@ tree with no oversubscription), and the two are told apart at the GPUs."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -162,6 +163,45 @@ async def test_agents_fall_back_to_safe_limits_while_the_operator_is_gone(
             returned = b.changes[-1][0]
             # within a renewal period, the spread and an interval of the renewal seen last
             assert b.changes[-1][1] == LIMIT and returned - back <= 3 + SPREAD + INTERVAL
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        op.stop()
+
+
+async def test_a_hung_operator_is_a_gone_one_to_the_agents(
+        kubectl: Kubectl, namespace: str, control_plane: LocalControlPlane, client: KubeClient,
+        tmp_path: Path) -> None:
+    """SIGSTOP: the process lives, holds its connections and renews nothing. The agents judge the
+    Lease by what they see move, so they fall back as for a dead operator; SIGCONT lifts it."""
+    kubectl.apply(site(namespace), namespace=namespace)
+    op = OperatorProcess(control_plane, tmp_path, "-n", namespace, "--lease-duration", "3").start()
+    backends: dict[str, IdleGPUs] = {}
+
+    def factory(name: str, obj: dict[str, Any]) -> IdleGPUs:
+        backends[name] = IdleGPUs()
+        return backends[name]
+
+    fleet = Fleet(client, namespace, factory, interval=INTERVAL, failsafe_after=FAILSAFE_AFTER,
+                  sample_interval=0.5, failsafe_spread=SPREAD)
+    task = asyncio.create_task(fleet.run())
+    try:
+        def limits() -> dict[str, int | None]:
+            return {n: b.limit for n, b in sorted(backends.items())}
+
+        await until(lambda: limits() == {f"n{i}": LIMIT for i in range(3)}, 30, "every agent at its limit")
+        assert op.proc is not None
+        op.proc.send_signal(signal.SIGSTOP)
+        try:
+            hung_at = time.time()
+            await until(lambda: limits() == {f"n{i}": SAFE for i in range(3)}, FAILSAFE_AFTER + 20,
+                        "every agent at its safe limit while the operator hangs")
+            assert op.alive and time.time() - hung_at <= FAILSAFE_AFTER + SPREAD + 3 + INTERVAL + 2
+        finally:
+            op.proc.send_signal(signal.SIGCONT)
+        await until(lambda: limits() == {f"n{i}": LIMIT for i in range(3)}, 30, "every agent back")
+        assert not fleet.failsafe
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
