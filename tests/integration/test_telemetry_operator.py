@@ -214,3 +214,48 @@ def test_prometheus_stopped_is_an_outage_not_a_gpu_loss(control_plane: LocalCont
                 assert "TelemetryAvailable" in [e.get("reason") for e in api.events(ns)]
                 assert api.status("StargateCluster", ns, "site")["gpus"]["healthy"] == 8
             assert "Traceback" not in op.log_text(), op.log_tail(80)
+
+
+async def test_shadow_mode_reports_limits_and_applies_none(control_plane: LocalControlPlane, api: Api,
+                                                           namespace: str, tmp_path: Path) -> None:
+    """A site in Observe: the agents report the limit they would apply and the GPUs keep their
+    default; set to Enforce, the same limit is applied and the shadow goes."""
+    ns = namespace
+    site(api, ns, [node("n1", "rack-a"), node("n2", "rack-a")], it=4_000)  # 4 kW: 250 W a GPU
+    api.patch("StargateCluster", ns, "site", {"spec": {"power": {"enforcement": "Observe"}}})
+    with operator(control_plane, tmp_path, "-n", ns, "--stale-after", "30") as op:
+        client = KubeClient.from_kubeconfig(str(control_plane.kubeconfig))
+        fleet = Fleet(client, ns, simulated_factory(seed=5), interval=0.5)
+        task = asyncio.create_task(fleet.run())
+        try:
+            def shadows() -> dict[str, Any]:
+                return {n: (api.status("GPUNode", ns, n).get("telemetry") or {}).get("shadowLimitWatts")
+                        for n in ("n1", "n2")}
+
+            await asyncio.to_thread(wait_for, lambda: shadows() == {"n1": 250, "n2": 250}, WAIT, 0.3,
+                                    "the agents report the limit they would apply")
+            for a in fleet.agents.values():
+                assert isinstance(a.backend, SimulatedBackend)
+                assert a.backend.limit_watts == 500  # the device default: nothing applied
+            st = api.status("GPUNode", ns, "n1")
+            assert st["powerEnforcement"] == "Observe" and st["powerLimitWatts"] == 250
+            assert condition(st, "PowerLimitApplied")["reason"] == "Observing"
+            observe = await asyncio.to_thread(
+                wait_for, lambda: api.status("StargateCluster", ns, "site")["power"].get("observe"),
+                WAIT, 0.3)
+            # the simulated GPUs draw 60 to 100 % of their 500 W: above what 250 W would allow
+            assert observe["nodesOverLimit"] == 2 and observe["wattsOverLimit"] > 0, observe
+
+            api.patch("StargateCluster", ns, "site", {"spec": {"power": {"enforcement": "Enforce"}}})
+            await asyncio.to_thread(wait_for, lambda: all(
+                isinstance(a.backend, SimulatedBackend) and a.backend.limit_watts == 250
+                for a in fleet.agents.values()), WAIT, 0.2, "the limits applied once enforced")
+            await asyncio.to_thread(wait_for, lambda: shadows() == {"n1": None, "n2": None}, WAIT, 0.3,
+                                    "no shadow left")
+            assert "observe" not in api.status("StargateCluster", ns, "site")["power"]
+            assert op.alive
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await client.aclose()

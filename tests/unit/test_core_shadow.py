@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 from core_objects import NOW, cluster, cond, feed_back, node, rack, run, st, ts
+from prometheus_client import generate_latest
 
+from stargate_operator import metrics
 from stargate_operator.agent.runner import NodeAgent
 from stargate_operator.agent.simulate import SimulatedBackend
 from stargate_operator.core import PlanCache
@@ -63,3 +65,13 @@ async def test_an_observing_agent_reports_its_limit_and_applies_none() -> None:
     agent.obj = {**agent.obj, "status": {"powerLimitWatts": 300}}  # enforcing again
     outcome = await agent.apply_limit()
     assert outcome is not None and backend.limit_watts == 300 and agent.shadow_limit is None
+
+
+def test_the_site_metrics_show_what_would_be_capped() -> None:
+    objs = _site("Observe")
+    plan = run(objs)
+    with_status = [{**o, "status": {**(o.get("status") or {}), **plan.statuses[
+        (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])]}} for o in objs]
+    text = generate_latest(metrics.make_registry(metrics.StaticSource(with_status))).decode()
+    assert 'stargate_cluster_observe_over_limit_watts{cluster="site",namespace="site-ns"} 150.0' in text
+    assert 'stargate_cluster_observe_nodes_over_limit{cluster="site",namespace="site-ns"} 1.0' in text
