@@ -706,6 +706,8 @@ class Fleet:
             for agent in self.agents.values():
                 if agent.failsafe != on and follows(agent.name, self.failsafe_spread, since):
                     agent.set_failsafe(on)
+            if since >= self.failsafe_spread:
+                self._failsafe_changed_at = None  # every agent has followed: nothing to walk
         return on
 
     def _followed(self, name: str) -> bool:
