@@ -21,68 +21,65 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench  # hack/bench.py: its site, operator process, rack watcher and waits
+import benchlib  # its site, operator process, rack watcher and waits
+from stargate_operator.client import KubeClient
 from stargate_operator.controller.store import key_of
-from stargate_operator.kube import KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"nodes": args.nodes, "tree": args.tree}
     logdir = Path(tempfile.mkdtemp(prefix="sg-bench-react-"))
-    profiler = bench.Profiler(Path(args.profile)) if args.profile else None
+    profiler = benchlib.Profiler(Path(args.profile)) if args.profile else None
     with LocalControlPlane(extra_apiserver_args=["--profiling=true"] if profiler else ()) as cp:
         cp.apply_crds()
-        client = KubeClient.from_kubeconfig(str(cp.kubeconfig), max_connections=bench.CONCURRENCY)
+        client = KubeClient.from_kubeconfig(str(cp.kubeconfig), max_connections=benchlib.CONCURRENCY)
         servers = cp.server_pids()
         pids = [servers["kube-apiserver"], servers["etcd"]]
         try:
-            site = bench.Site(client, "stargate-bench", args.nodes, args.seed, tree=args.tree)
+            site = benchlib.Site(client, "stargate-bench", args.nodes, args.seed, tree=args.tree)
             t0 = time.perf_counter()
             await site.create()
             objects = await site.objects()
-            bench.log(f"created {len(objects)} objects in {time.perf_counter() - t0:.1f}s")
+            benchlib.log(f"created {len(objects)} objects in {time.perf_counter() - t0:.1f}s")
             expected = site.expected(objects)
             changed = sum(1 for v in expected.values() if v)
-            op = bench.OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "cold")
-            bench.wait_healthy(op)
+            op = benchlib.OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "cold")
+            benchlib.wait_healthy(op)
             done_at, _ = op.wait_writes(changed, timeout=3600)
             result["cold_s"] = round(done_at - op.started, 3)
-            bench.log(f"cold start: {changed} writes in {result['cold_s']:.1f}s")
+            benchlib.log(f"cold start: {changed} writes in {result['cold_s']:.1f}s")
             op.stop()
 
             objects = await site.objects()
-            cluster, curtailed = bench.curtailed(objects)
+            cluster, curtailed = benchlib.curtailed(objects)
             after = site.expected(curtailed)
-            racks = bench.rack_limits(after)
+            racks = benchlib.rack_limits(after)
             now = {key_of(o)[2]: (o.get("status") or {}).get("powerLimits") for o in objects
-                   if o["kind"] == bench.RACK}
+                   if o["kind"] == benchlib.RACK}
             result["racks_changed"] = sum(1 for r, want in racks.items() if now.get(r) != want)
-            op = bench.OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "curtail")
-            bench.wait_healthy(op)
+            op = benchlib.OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "curtail")
+            benchlib.wait_healthy(op)
             started = time.perf_counter()
-            bench.wait_reconciled(op)
+            benchlib.wait_reconciled(op)
             result["operator_ready_s"] = round(time.perf_counter() - started, 3)
-            bench.quiesce(pids)
-            watcher = bench.RackWatcher(cp.kubeconfig, site.namespace, racks).start()
+            benchlib.quiesce(pids)
+            watcher = benchlib.RackWatcher(cp.kubeconfig, site.namespace, racks).start()
             if profiler:
                 seconds = max(3, args.nodes // 5000)
                 profiler.apiserver(cp, "react", seconds)
                 profiler.operator(op.proc.pid, "react", seconds)
-            go0 = bench.go_figures(cp)
+            go0 = benchlib.go_figures(cp)
             before = op.writes()
-            cpu = bench.Cpu(servers["kube-apiserver"], servers["etcd"], op.proc.pid)
+            cpu = benchlib.Cpu(servers["kube-apiserver"], servers["etcd"], op.proc.pid)
             t = time.perf_counter()
-            await bench.set_curtailment(client, site.namespace, cluster["metadata"]["name"],
-                                        bench.CURTAILMENT)
+            await benchlib.set_curtailment(client, site.namespace, cluster["metadata"]["name"],
+                                        benchlib.CURTAILMENT)
             progress: list[int] = []
             first: float | None = None
             while not watcher.finished.wait(0.2) and time.perf_counter() - t < 900:
@@ -96,13 +93,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["first_write_s"] = round(first, 3) if first is not None else None
             result["writes_by_s"] = progress
             result["react_cpu_s"] = cpu.used("operator")
-            result["react_cores"] = bench.cores(result["react_cpu_s"], result["react_s"])
-            cost = bench.apiserver_per_write(go0, bench.go_figures(cp), result["react_cpu_s"]["apiserver"],
-                                             result["writes_by_then"])
+            result["react_cores"] = benchlib.cores(result["react_cpu_s"], result["react_s"])
+            cost = benchlib.apiserver_per_write(go0, benchlib.go_figures(cp),
+                                                result["react_cpu_s"]["apiserver"], result["writes_by_then"])
             result.update(cost)
             if profiler:
                 profiler.finish()
-            bench.log(f"curtail: every rack's powerLimits ({result['racks_changed']} racks changed) "
+            benchlib.log(f"curtail: every rack's powerLimits ({result['racks_changed']} racks changed) "
                       f"after {result['react_s']:.2f}s")
             op.stop()
         finally:
@@ -111,7 +108,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    p = bench.parser(__doc__, 100_000)
+    p = benchlib.parser(__doc__, 100_000)
     p.add_argument("--tree", action="store_true", help="under issue 14's 6-level power tree")
     p.add_argument("--profile", metavar="DIR", help="also profile the reaction: the API server's "
                    "pprof (from its /debug/pprof) and the operator's py-spy, summarised in DIR/summary.txt")

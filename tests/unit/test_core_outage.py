@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from core_objects import NOW, cluster, cond, feed_back, node, rack, run, st, ts
 from hypothesis import given
 from hypothesis import strategies as hs
-from test_core_properties import PROPS, sites
 
+from helpers.core_objects import NOW, cluster, cond, feed_back, node, rack, run, st, ts
+from helpers.properties import PROPS, sites
 from stargate_operator.core import PlanCache
 from stargate_operator.core.outage import LATE_SHARE, SourceState, judge, source_record
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from core_objects import NOW, cluster, cond, feed_back, node, rack, run, st, ts
 from prometheus_client import generate_latest
 
+from helpers.core_objects import NOW, cluster, cond, feed_back, node, rack, run, st, ts
 from stargate_operator import metrics
 from stargate_operator.agent.runner import NodeAgent
 from stargate_operator.agent.simulate import SimulatedBackend

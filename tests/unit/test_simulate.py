@@ -17,6 +17,7 @@ from stargate_operator import cli
 from stargate_operator.controller import slot
 from stargate_operator.controller.engine import Engine, EngineSettings
 from stargate_operator.core import plan_namespace
+from stargate_operator.sim import run as sim_run
 from stargate_operator.sim import site as sim_site
 from stargate_operator.sim.breaker import Breakers, TripCurve
 from stargate_operator.sim.run import SimSettings, simulate
@@ -49,8 +50,8 @@ def test_every_control_step_runs_the_planner_the_engine_runs(monkeypatch: pytest
         calls.append(now)
         return plan_namespace(objects, now, settings, cache)
 
-    # Replace the function where the power controller takes it from: the simulator must pick it up.
-    monkeypatch.setattr(slot, "plan_namespace", spy)
+    # Replace the function the simulator calls: every control step must go through it.
+    monkeypatch.setattr(sim_run, "plan_namespace", spy)
     template = sim_site.generated(36)
     result = simulate(template, 40, sim_site.MEASURED, SHORT, bank())
     assert len(calls) == result.plans == SHORT.duration_s // SHORT.control_interval_s  # t = 0, 5, ... 115
@@ -70,7 +71,7 @@ def test_the_capping_state_travels_in_status_between_control_steps(monkeypatch: 
         seen.append((site.get("status") or {}).get("power", {}).get("capping"))
         return plan_namespace(objects, now, settings, cache)
 
-    monkeypatch.setattr(slot, "plan_namespace", spy)
+    monkeypatch.setattr(sim_run, "plan_namespace", spy)
     simulate(sim_site.generated(36), 44, sim_site.MEASURED, SHORT, bank())
     assert seen[0] is None  # the first plan starts from no status
     assert all(s is not None and "active" in s for s in seen[1:])  # then each sees the last one's
@@ -189,7 +190,7 @@ def test_a_new_limit_reaches_the_gpus_after_the_enforcement_lag(monkeypatch: pyt
                     plan.statuses[key] = {**status, "powerLimitWatts": 400}
         return plan
 
-    monkeypatch.setattr(slot, "plan_namespace", curtailing)
+    monkeypatch.setattr(sim_run, "plan_namespace", curtailing)
     r = simulate(sim_site.generated(36), 36, sim_site.STATIC, s, bank(s), keep_series=True)
     assert r.series is not None
     capped = np.flatnonzero(r.series.capped_w > 0)

@@ -35,6 +35,7 @@ import sys
 
 from stargate_operator.agent.runner import Fleet, nvml_factory, simulated_factory
 from stargate_operator.agent.spread import DEFAULT_FAILSAFE_SPREAD_SECONDS
+from stargate_operator.client import ApiError, KubeClient
 from stargate_operator.commands.options import env as _env
 from stargate_operator.commands.options import env_bool as _env_bool
 from stargate_operator.commands.options import env_int as _env_int
@@ -46,7 +47,6 @@ from stargate_operator.kinds import (
     FAILED_GPUS_ANNOTATION,
     FAILSAFE_LEASE_NAME,
 )
-from stargate_operator.kube import ApiError, KubeClient
 
 log = logging.getLogger("stargate_operator.agent")
 

@@ -31,6 +31,7 @@ from stargate_operator.core import CoreSettings, Plan, plan_namespace
 from stargate_operator.core.domains import DOMAIN_PROBLEMS
 from stargate_operator.core.outage import CONDITION as TELEMETRY_CONDITION
 from stargate_operator.core.wire import format_time
+from stargate_operator.process import gc_paused
 from stargate_operator.units import bytes_, carbon, watts
 
 EXIT_INVALID = 2
@@ -124,7 +125,8 @@ def main(args: argparse.Namespace) -> int:
     bodies = [obj.body for obj in loaded]
     if args.curtail is not None:
         bodies = [_curtailed(body, args.curtail) for body in bodies]
-    plan = plan_namespace(bodies, now, CoreSettings(stale_after_seconds=args.stale_after))
+    with gc_paused():
+        plan = plan_namespace(bodies, now, CoreSettings(stale_after_seconds=args.stale_after))
     items = with_status(bodies, plan)
     if args.output == "json":
         json.dump({"apiVersion": "v1", "kind": "List", "items": items}, sys.stdout, indent=2,
