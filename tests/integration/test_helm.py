@@ -1320,6 +1320,9 @@ def agent_run(cluster: Cluster, agent_release: list[dict[str, Any]]) -> AgentRun
             return [e for e in items if e["reason"] == "PowerLimitNotApplied"]
 
         events = _wait("the agent's PowerLimitNotApplied Event", posted, 30, proc, log)
+        # Its rack's watch starts after the rack's list, and its limit is applied (and the Event
+        # posted) before that on a busy machine: give the watch a moment to be made.
+        time.sleep(2)
     finally:
         _stop_operator(proc)
     time.sleep(0.5)  # the last audit lines reach the file
