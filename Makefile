@@ -1,9 +1,10 @@
 # Every target is idempotent: run it on a fresh machine or on one that has everything.
 VENV   ?= .venv
+export NO_MKDOCS_2_WARNING := 1
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup tools lint test test-unit test-integration demo crds bench clean
+.PHONY: help setup tools lint test test-unit test-integration demo crds docs docs-serve bench clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -27,7 +28,8 @@ lint: setup  ## ruff, mypy (strict) and the import layers (lint-imports) of the 
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-test: tools lint  ## everything: lint, unit, integration (real API server, Helm, Prometheus)
+test: tools lint  ## everything: lint, the docs site (strict), unit, integration (real API server, Helm, Prometheus)
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-unit: setup  ## unit tests only (no control plane, no binaries from `make tools`)
@@ -39,7 +41,14 @@ test-integration: tools  ## integration tests only (real API server, Helm, Prome
 demo: setup  ## the main job (builds kube-apiserver and etcd on first use): control plane, operator, site, live summary
 	$(VENV)/bin/stargate-operator demo
 
-bench: tools  ## benchmarks (see README, Performance)
+docs: setup  ## the docs site under build/site (strict: a broken link or a page missing from the nav fails)
+	$(PY) hack/gen-docs.py
+	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+
+docs-serve: setup  ## serve the docs on http://127.0.0.1:8000 while editing them
+	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+
+bench: tools  ## benchmarks (see docs/performance.md)
 	$(PY) hack/bench.py --nodes 1000
 
 clean:  ## remove the virtual environment (the binary cache under ~/.cache stays)

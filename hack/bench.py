@@ -17,8 +17,8 @@ On a fresh local control plane (real kube-apiserver + etcd):
    writes, and the operator's run lies between the two.
 3. curtail: a 20 % curtailment of the site; time from the spec change until every GPU node's
    powerLimitWatts is correct, against the same patches in a tight loop (before and after); in
-   the same phase `react_s`, until every rack's status.powerLimits is correct (DESIGN section 12:
-   the operator writes the racks first, the limits' fast path), read from a watch on the racks.
+   the same phase `react_s`, until every rack's status.powerLimits is correct (the operator
+   writes the racks first: the limits' fast path), read from a watch on the racks.
 4. rack: one rack's priority changes; time until its nodes are correct.
 5. agents: one `agent --simulate --all` process for the whole site (interval an hour, so that
    only the reports that follow a limit change write), the curtailment lifted and everything
@@ -525,7 +525,7 @@ async def _shard_phases(sites: list[Site], counts: list[int],
     out["shard_two_sites_one_operator_ratio"] = round(both_one_op / base_both, 3)
     out["shard_two_sites_two_operators_s"] = round(two_s, 3)
     out["shard_two_sites_two_operators_ratio"] = round(two_s / base_both, 3)
-    # The figure the issue asks about: two shards' ratio over one operator's on one site.
+    # The figure that matters for sharding: two shards' ratio over one operator's on one site.
     out["shard_ratio"] = round(out["shard_two_sites_two_operators_ratio"] / out["shard_one_site_ratio"], 3)
     log(f"shards: one site {one_s:.2f}s (baseline {base_one:.2f}s); two sites, one operator "
         f"{both_one_op:.2f}s, two operators {two_s:.2f}s (baseline {base_both:.2f}s)")
@@ -541,7 +541,7 @@ def main() -> int:
                    "DIR/summary.txt")
     p.add_argument("--tree", action="store_true",
                    help="put the site under a 6-level power tree (utility, 2 substations, 8 switchboards, "
-                   "40 floor PDUs, 400 RPPs, 100 CDUs: issue 14's benchmark tree)")
+                   "40 floor PDUs, 400 RPPs, 100 CDUs: the benchmark tree of fixtures/synth.py)")
     p.add_argument("--no-agents", action="store_true",
                    help="skip phase 5 (one simulated agent per node; minutes at 10,000 nodes)")
     p.add_argument("--shards", action="store_true",

@@ -1,4 +1,4 @@
-"""Shared fixtures. Integration tests run against a real kube-apiserver and etcd (DESIGN.md section 7).
+"""Shared fixtures. Integration tests run against a real kube-apiserver and etcd.
 
 Fixtures (use them by name; mark the test module ``pytestmark = pytest.mark.integration``):
 

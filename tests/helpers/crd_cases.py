@@ -248,7 +248,7 @@ CASES: list[tuple[str, str, str, Any, str, str]] = [
         "spec.site.design_pue",
         "unknown field",
     ),
-    # power domains (DESIGN section 10) and the racks' references to them
+    # power domains and the racks' references to them
     ("pdom-rating-zero", "PowerDomain", "spec.ratingWatts", 0, "spec.ratingWatts",
      "greater than or equal to 1"),
     ("pdom-rating-negative", "PowerDomain", "spec.ratingWatts", -450_000, "spec.ratingWatts",
@@ -285,7 +285,7 @@ CASES: list[tuple[str, str, str, Any, str, str]] = [
      "should match"),
     ("rack-cooling-ref-too-long", "Rack", "spec.coolingDomainRef", "c" * 254, "spec.coolingDomainRef",
      "Too long"),
-    # GridEvent (DESIGN section 11)
+    # GridEvent
     ("gev-no-target", "GridEvent", "spec.limitWatts", DELETE, "spec.reducePercent", "neither is set"),
     ("gev-both-targets", "GridEvent", "spec.reducePercent", 20, "spec.limitWatts", "both are"),
     ("gev-percent-zero", "GridEvent", "spec", grid_spec(reducePercent=0), "spec.reducePercent",

@@ -111,10 +111,10 @@ async def test_agent_writes_only_telemetry_and_follows_the_limit(
         after = await eventually(lambda: (o := get(kubectl, ns, "n1"))["status"].get("telemetry") and o)
         t = after["status"]["telemetry"]
         Telemetry.model_validate(t)
-        # The reading, and the power range the GPUs accept (issue 18: what discovery reads).
+        # The reading, and the power range the GPUs accept (what discovery reads).
         assert set(t) == {"powerWatts", "healthyGPUs", "hbmUsedBytes", "observedAt",
                           "minPowerWatts", "maxPowerWatts", "defaultPowerWatts", "enforcedLimitWatts",
-                          "peakPowerWatts"}  # the highest of its 1 Hz samples (section 13)
+                          "peakPowerWatts"}  # the highest of its 1 Hz samples
         # Only its field: the rest of status, the spec, labels and generation are untouched.
         assert {k: v for k, v in after["status"].items() if k != "telemetry"} == before["status"]
         assert after["spec"] == before["spec"]
@@ -348,7 +348,7 @@ def set_rack_limits(kubectl: Kubectl, ns: str, name: str, limits: dict[str, int 
 
 async def test_agent_takes_its_limit_from_its_rack_and_falls_back_to_its_gpunode(
         kubectl: Kubectl, namespace: str, client: KubeClient) -> None:
-    """DESIGN section 12: the operator writes the racks' powerLimits before the GPUNodes' statuses;
+    """The enforcement path: the operator writes the racks' powerLimits before the GPUNodes' statuses;
     the agent watches its own rack (by name) and enforces its entry there, else its GPUNode's
     powerLimitWatts; it reports what the GPUs enforce as telemetry.enforcedLimitWatts."""
     ns = namespace

@@ -1,4 +1,4 @@
-"""Grid events (DESIGN section 11) observed through the API with `stargate-operator run` as a real
+"""Grid events observed through the API with `stargate-operator run` as a real
 process: phases move at `start` and `end` by the engine's timers, a deleted or edited event lifts or
 moves its cap at once, Met follows the measured power with a GridEventNotMet Warning, and an event
 naming a missing cluster or domain is Ready=False and changes nothing else.

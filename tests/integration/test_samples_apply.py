@@ -26,7 +26,7 @@ PLURAL = {k.kind: k.plural for k in kinds.KINDS}
 
 @pytest.fixture(scope="module")
 def applied(kubectl: Kubectl) -> Iterator[str]:
-    """The samples applied as the README says; the output of that apply. Removed afterwards."""
+    """The samples applied as docs/getting-started.md says; the output of that apply. Removed afterwards."""
     for ns in NAMESPACES:  # leftovers of an earlier test would hide a problem
         purge_namespace(kubectl, ns)
     r = kubectl(
@@ -343,7 +343,7 @@ def test_printer_columns_print_the_right_figures(
 
 
 def test_the_grid_event_samples_are_accepted_and_print_their_figures(kubectl: Kubectl, applied: str) -> None:
-    """crds/samples/grid-events/ as the README applies it; stored as the models read it; `kubectl get
+    """crds/samples/grid-events/ as the docs apply it; stored as the models read it; `kubectl get
     gev` prints the figures put into status (the operator's, as the core would write them)."""
     folder = SAMPLES / "grid-events"
     r = kubectl("apply", "--server-side", "--validate=strict", "--field-manager=grid-operator", "-f",

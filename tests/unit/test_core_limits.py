@@ -1,4 +1,4 @@
-"""The enforcement path in the core (DESIGN section 12): Rack.status.powerLimits, the GPUNode
+"""The enforcement path in the core: Rack.status.powerLimits, the GPUNode
 condition PowerLimitApplied, and the confirmed counts of racks and sites."""
 
 from __future__ import annotations

@@ -445,7 +445,7 @@ class SlowApi(FakeApi):
 
 async def test_racks_limits_are_written_and_answered_before_any_node(
         clocks: Clocks, engines: list[Engine]) -> None:
-    """DESIGN section 12: a new limit reaches the agents through their rack's powerLimits, so every
+    """The enforcement path: a new limit reaches the agents through their rack's powerLimits, so every
     rack write of a plan is answered before the first GPUNode write starts (a barrier, not only an
     order), in a cold start and in a curtailment alike."""
     site = synthetic_site(60, 5, "site-a", now=SYNTH_NOW)

@@ -1,6 +1,6 @@
-"""`stargate-operator simulate` (DESIGN section 13): the operator's own core at every control step,
+"""`stargate-operator simulate`: the operator's own core at every control step,
 deterministic for a seed, the trip curve's standard points, the traces' documented shapes, the
-search, the JSON the issue asks for and the report page. Small sites and short runs: seconds."""
+search, the JSON summary and the report page. Small sites and short runs: seconds."""
 
 from __future__ import annotations
 

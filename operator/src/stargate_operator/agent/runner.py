@@ -5,7 +5,7 @@ annotation, when watching) an agent
 1. applies its limit to every GPU (clamped to what the device allows; what could not be applied is
    logged and reported once per distinct outcome as a Warning Event `PowerLimitNotApplied` on the
    GPUNode: the telemetry schema has no field for it). Its limit is the one its rack's
-   `status.powerLimits` gives it (DESIGN section 12: the operator writes the racks first, one write
+   `status.powerLimits` gives it (the operator writes the racks first, one write
    per rack, so a curtailment reaches every agent within seconds), else its GPUNode's
    `status.powerLimitWatts` (a rack not seen yet, not listing the node, or not readable);
 2. reads its GPUs, the power limit they enforce included;
@@ -90,7 +90,8 @@ def node_power_watts(reading: NodeReading, spec: dict[str, Any]) -> float:
 def telemetry_patch(reading: NodeReading, spec: dict[str, Any], peak_watts: float | None = None
                     ) -> dict[str, Any]:
     """The status patch an agent writes: `{"telemetry": {...}}` and nothing else. `peak_watts`: the
-    highest node power sampled since the last report (DESIGN section 13's peakPowerWatts)."""
+    highest node power sampled since the last report (telemetry.peakPowerWatts, which reactive
+    capping judges)."""
     power = max(0, round(node_power_watts(reading, spec)))
     peak = {} if peak_watts is None else {"peakPowerWatts": max(power, round(peak_watts))}
     return {
@@ -112,7 +113,7 @@ def _enforced(reading: NodeReading) -> dict[str, int]:
 
 
 def rack_safe_limits(rack: dict[str, Any]) -> dict[str, int]:
-    """A rack's `status.safeLimits` (GPUNode name -> safe per-GPU limit, section 13), defensively."""
+    """A rack's `status.safeLimits` (GPUNode name -> safe per-GPU limit), defensively."""
     limits = (rack.get("status") or {}).get("safeLimits")
     if not isinstance(limits, dict):
         return {}
@@ -165,10 +166,10 @@ class NodeAgent:
     interval: float = 10.0
     phase: float = 0.0  # seconds into the interval at which this agent writes
     events: bool = True
-    # Seconds between two power samples between reports (section 13: NVML at 1 Hz or faster); the
+    # Seconds between two power samples between reports (NVML at 1 Hz or faster); the
     # highest since the last report is its peakPowerWatts. None: no sampling, no peak reported.
     sample_interval: float | None = 1.0
-    # The fail-safe (section 13): set by its fleet while the operator's Lease is not being renewed;
+    # The fail-safe: set by its fleet while the operator's Lease is not being renewed;
     # the agent then enforces min(limit, safeLimitWatts).
     failsafe: bool = False
     rack_safe: int | None = None  # its entry in its rack's status.safeLimits, when known
@@ -226,7 +227,7 @@ class NodeAgent:
         return limit if safe is None or safe >= limit[0] else (safe, limit[1])
 
     def safe_limit(self) -> int | None:
-        """The limit that holds even if every GPU draws it (section 13): its rack's safeLimits entry;
+        """The limit that holds even if every GPU draws it: its rack's safeLimits entry;
         its rack's limit when its rack lists it in powerLimits and not in safeLimits (safe at that
         limit: the rack lists only the safe limits below it); else its GPUNode's safeLimitWatts."""
         if self.rack_safe is not None:

@@ -70,8 +70,8 @@ class SitePower(Model):
     )
     oversubscription: Oversubscription | None = Field(
         default=None,
-        description="Allocate above the site budget on measured draw, with reactive capping (DESIGN "
-        "section 13); none when unset.",
+        description="Allocate above the site budget on measured draw, capping reactively once the draw "
+        "nears the budget; none when unset.",
     )
     enforcement: kinds.Enforcement = Field(
         default=kinds.DEFAULT_ENFORCEMENT,

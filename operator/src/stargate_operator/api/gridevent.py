@@ -1,4 +1,4 @@
-"""GridEvent: what a utility or aggregator asks of a site, on a schedule (DESIGN section 11).
+"""GridEvent: what a utility or aggregator asks of a site, on a schedule.
 
 An OpenADR 3 event or a demand-response dispatch as one object: the site (`clusterRef`), the
 Electrical PowerDomain it targets (one utility feed; the whole site when unset), when it applies

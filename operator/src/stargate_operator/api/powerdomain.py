@@ -1,4 +1,4 @@
-"""PowerDomain: one node of a site's power or cooling tree (DESIGN section 10).
+"""PowerDomain: one node of a site's power or cooling tree.
 
 A utility feed, substation, switchboard, UPS, floor PDU, RPP, busway, or a cooling loop / CDU. Its
 rating is given either in watts or, for an electrical feed, by voltage, amperage, phases and power
@@ -112,7 +112,8 @@ class PowerDomainSpec(Model):
     )
     oversubscription: Oversubscription | None = Field(
         default=None,
-        description="Allocate above usableWatts on measured draw, with reactive capping (DESIGN section 13); "
+        description="Allocate above usableWatts on measured draw, capping reactively once the draw nears "
+        "usableWatts; "
         "none when unset.",
     )
 

@@ -90,14 +90,14 @@ class RackStatus(StatusBase):
             "whole (x-kubernetes-map-type atomic)."
         ),
         # Atomic: the API server tracks the map as one field, not one per node, which makes each
-        # rack write cheaper for it (measured: about 30 % less of its CPU per write; README
-        # Performance).
+        # rack write cheaper for it (measured: about 30 % less of its CPU per write;
+        # hack/bench-rack-writes.py, docs/performance.md).
         json_schema_extra={"x-kubernetes-map-type": "atomic"},
     )
     safe_limits: dict[str, PerGPULimit] | None = Field(
         default=None,
         description=(
-            "GPUNode name to its safeLimitWatts (DESIGN section 13: its limit with no oversubscription "
+            "GPUNode name to its safeLimitWatts (its limit with no oversubscription "
             "anywhere), beside powerLimits, so that the limit an agent falls back to when the operator's "
             "Lease lapses travels with the limit it replaces. Only the nodes whose safe limit is below "
             "their powerLimits entry: a node listed in powerLimits and absent here is safe at that limit "

@@ -15,7 +15,7 @@ hbmUsedBytes, observedAt), and nothing else. With --watch (the default) a new li
 about a second. Simulated faults: --fail-gpus N, or at runtime
   kubectl annotate gpunode NAME stargate.dev/simulate-failed-gpus=2 --overwrite
 
-An agent takes its limit from its rack's status.powerLimits (DESIGN section 12: one watch on the
+An agent takes its limit from its rack's status.powerLimits (one watch on the
 racks of the namespace with --all, on its own rack by name otherwise), else from its GPUNode's
 status.powerLimitWatts, and reports the limit the GPUs enforce as telemetry.enforcedLimitWatts.
 With --metrics-port it serves what it did (limits applied, by where they came from) for
@@ -32,6 +32,7 @@ import contextlib
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from stargate_operator.agent.runner import Fleet, nvml_factory, simulated_factory
 from stargate_operator.agent.spread import DEFAULT_FAILSAFE_SPREAD_SECONDS
@@ -47,6 +48,9 @@ from stargate_operator.kinds import (
     FAILED_GPUS_ANNOTATION,
     FAILSAFE_LEASE_NAME,
 )
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
 
 log = logging.getLogger("stargate_operator.agent")
 
@@ -189,8 +193,8 @@ async def _main(args: argparse.Namespace) -> int:
         await client.aclose()
 
 
-def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
-    """The fleet's figures on /metrics, from a thread of prometheus_client's own server:
+def fleet_collector(fleet: Fleet | None) -> Collector:
+    """The fleet's figures (none: the families alone, empty, for the docs' reference):
     - `stargate_agent_nodes`: GPUNodes served;
     - `stargate_agent_nodes_limit_source{source}`: agents taking their limit from their rack
       (`rack`), from their GPUNode's status (`gpunode`: the rack has not listed it), or from
@@ -200,7 +204,6 @@ def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
     - `stargate_agent_shadow_limit_watts{node}`: in shadow mode, the limit each agent would apply."""
     from collections.abc import Iterator
 
-    from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.registry import Collector
 
@@ -208,7 +211,7 @@ def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
 
     class FleetCollector(Collector):
         def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-            agents = list(fleet.agents.values())
+            agents = list(fleet.agents.values()) if fleet is not None else []
             nodes = GaugeMetricFamily("stargate_agent_nodes", "GPUNodes this agent process serves.")
             nodes.add_metric([], len(agents))
             yield nodes
@@ -226,7 +229,9 @@ def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
             changes = CounterMetricFamily(
                 "stargate_agent_power_limit_changes",
                 "Power limits set on the devices, by where the limit came from.", labels=["source"])
-            for source, n in fleet.stats.limit_changes.items():
+            limit_changes = (fleet.stats.limit_changes if fleet is not None
+                             else {FROM_RACK: 0, FROM_GPUNODE: 0})
+            for source, n in limit_changes.items():
                 changes.add_metric([source], n)
             yield changes
             shadow = GaugeMetricFamily(
@@ -238,7 +243,18 @@ def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
                     shadow.add_metric([agent.name], agent.shadow_limit)
             yield shadow
 
+        def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+            return self.collect()
+
+    return FleetCollector()
+
+
+def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
+    """The fleet's figures (`fleet_collector`) on /metrics, from a thread of prometheus_client's
+    own server."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector())
+    registry.register(fleet_collector(fleet))
     start_http_server(port, addr, registry=registry)
     log.info("agent metrics on %s:%d", addr, port)

@@ -1,4 +1,4 @@
-"""Trace-driven simulation of power oversubscription (DESIGN section 13); no cluster needed.
+"""Trace-driven simulation of power oversubscription; no cluster needed.
 
 A site (from -f manifests, or generated with --nodes under a default tree) runs second by second on
 per-node GPU power traces of documented shapes (synchronous training, diurnal inference with
@@ -92,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s).")
     parser.add_argument("--trip-tau", type=positive_float, default=None, metavar="SECONDS",
                         help="breakers' thermal time constant (default: 4.58, the fastest IEC 60898-1 "
-                             "allows; see the README).")
+                             "allows; see docs/concepts/simulate.md).")
     parser.add_argument("--json", action="store_true",
                         help="print the result as JSON: {policies: {static: {...}, measured: {...}}, gain}.")
     parser.add_argument("--report", metavar="DIR", default=None,

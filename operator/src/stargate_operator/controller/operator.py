@@ -48,7 +48,7 @@ class RunSettings:
     # Node discovery (`--discover-nodes`): its label keys; None: off. Its namespaces are the
     # engine's (a shard discovers only its own sites).
     discovery: DiscoverySettings | None = None
-    # The fail-safe Lease of each site namespace (DESIGN section 13), renewed while active; its
+    # The fail-safe Lease of each site namespace, renewed while active; its
     # duration in seconds (renewed every third of it). 0: no Lease (agents then fall back to safe
     # limits after their --failsafe-after).
     lease_duration: int = kinds.DEFAULT_LEASE_DURATION_SECONDS

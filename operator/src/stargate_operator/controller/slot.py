@@ -10,7 +10,7 @@ A registration names
 - `field_manager`: whose name its server-side applies carry;
 - `write_first`: kinds whose status patches go out, all of them, before any other write of the
   same plan (the power controller's racks: their `powerLimits` are how a new limit reaches the
-  node agents with one write per rack, DESIGN section 12).
+  node agents with one write per rack).
 
 Several controllers may share one engine (one cache, one watch per resource, one set of writers,
 one peering gate): `Engine(client, settings, controllers=(power_controller(...), other))`.

@@ -35,8 +35,8 @@ def misconfigured(rack: RackIn) -> bool:
 
 
 def allocate_site(cluster: ClusterIn, now: float) -> None:
-    """Site budget (lowered by the active grid events on the site, section 11), and rack budgets by
-    priority over the site and its domains (section 10)."""
+    """Site budget (lowered by the active grid events on the site), and rack budgets by
+    priority over the site and its domains."""
     cluster.curtailment_active = curtailment_in_effect(
         cluster.curtailment_percent, cluster.curtailment_until, now
     )
@@ -49,8 +49,8 @@ def allocate_site(cluster: ClusterIn, now: float) -> None:
     cap = cluster.grid_cap_w
     cluster.budget_w = budget if cap is None or cap >= budget else cap
     # Between racks: floors first, then progressive filling by priority over the site and its
-    # power domains (domains.py); with no domains, section 4's max-min fair levels exactly. With
-    # oversubscription (section 13), the same filling with raised capacities and reactive capping.
+    # power domains (domains.py); with no domains, the flat max-min fair levels between racks exactly. With
+    # oversubscription, the same filling with raised capacities and reactive capping.
     if has_oversubscription(cluster):
         cluster.floor_w = allocate_oversubscribed(cluster, now, allocate_rack)
     else:
@@ -81,7 +81,7 @@ def allocate_rack(rack: RackIn) -> None:
 
 
 def _safe_limits(rack: RackIn, rooms: list[int]) -> None:
-    """Each node's limit under the safe budget (no oversubscription anywhere, section 13), at most
+    """Each node's limit under the safe budget (no oversubscription anywhere), at most
     its limit: the same rule as above, with the rack's safe budget."""
     safe = rack.safe_budget_w
     if safe < 0 or safe == rack.budget_w:

@@ -1,4 +1,4 @@
-"""Power domains (DESIGN section 10): the site's power and cooling trees, their validity, and the
+"""Power domains: the site's power and cooling trees, their validity, and the
 allocation between racks by priority-ordered progressive filling over every constraint.
 
 A *constraint* is the site (capacity: its budget B) or a valid domain (capacity: usableWatts), with
@@ -7,7 +7,7 @@ is overcommitted and *closed*. Then, by priority level, highest first, the racks
 together; a constraint whose residual runs out at level L closes and its racks stop at L; a rack
 whose room is filled stops there. A closed constraint passes nothing more, to any level.
 
-With no domains the site is the only constraint and this is section 4's rule exactly (a test
+With no domains the site is the only constraint and this is the flat rule between racks exactly (a test
 compares the two on random sites). Pure: plain records in, figures written into them.
 
 Cost: linear in racks x constraints above each, plus a sort of each level's racks; each
@@ -170,7 +170,7 @@ def domain_label(d: DomainIn) -> str:
 def _capacity(real: int, over: Oversubscription | None, capping: bool, word: str,
               oversubscribed: bool) -> tuple[int, str]:
     """A constraint's capacity for the filling: raised by its oversubscription unless it is capping
-    (section 13), or the real one."""
+   , or the real one."""
     if over is None or not oversubscribed:
         return real, word
     raised = over.allocatable(real, capping)
@@ -229,7 +229,8 @@ def allocate_tree(cluster: ClusterIn, oversubscribed: bool = True) -> int:
 
 
 def progressive_fill(racks: list[RackIn], constraints: Iterable[Constraint]) -> None:
-    """Section 10's filling: racks already hold their floors (budget_w) and their constraints."""
+    """The progressive filling over the tree: racks already hold their floors (budget_w) and their
+    constraints."""
     levels: dict[int, list[RackIn]] = {}
     for r in racks:
         room = r.demand_w - r.floor_w
@@ -324,7 +325,7 @@ def _freeze(r: RackIn, share: int, dirty: dict[int, Constraint]) -> None:
 
 
 def _walk(c: Constraint) -> float:
-    """Section 4's level over the constraint's unfrozen racks of this level: the highest integer L
+    """The max-min level over the constraint's unfrozen racks of this level: the highest integer L
     with sum(min(room, L)) <= residual, or infinity when every room fits. Resumes where it
     stopped: freezing racks beneath only ever raises the level."""
     racks = c.level_racks

@@ -1,7 +1,7 @@
-"""Grid events (DESIGN section 11): scheduled demand response, on the site or on one feed.
+"""Grid events: scheduled demand response, on the site or on one feed.
 
 A GridEvent is *active* while `start <= now < end` (no end: until it is deleted). While active it
-lowers the capacity of its constraint (section 10): on the site, the budget of section 4's formula
+lowers the capacity of its constraint: on the site, the budget of the site's formula
 with `reducePercent` as the curtailment, or at most `limitWatts`; on an Electrical PowerDomain, its
 usableWatts to `floor(usable * (100 - reducePercent) / 100)`, or to `min(usable, limitWatts)`. The
 capacity an event sets is its *target*. Several active events on one constraint: the lowest
@@ -148,7 +148,7 @@ def next_change(start: float, end: float | None, now: float) -> float:
 
 
 def domain_target(usable_w: int, reduce_percent: int | None, limit_w: int | None) -> int:
-    """What an event sets a domain's usableWatts to (section 11)."""
+    """What an event sets a domain's usableWatts to."""
     if reduce_percent is not None:
         return usable_w * (100 - reduce_percent) // 100
     assert limit_w is not None
@@ -157,7 +157,7 @@ def domain_target(usable_w: int, reduce_percent: int | None, limit_w: int | None
 
 def site_target(it_capacity_w: int, reserve_percent: int, reduce_percent: int | None,
                 limit_w: int | None) -> int:
-    """What an event sets a site's budget to: section 4's formula with reducePercent as the
+    """What an event sets a site's budget to: the site's budget formula with reducePercent as the
     curtailment, or the budget without curtailment capped at limitWatts."""
     if reduce_percent is not None:
         return site_budget(it_capacity_w, reserve_percent, reduce_percent)

@@ -170,7 +170,7 @@ class DomainIn:
 
 @dataclass(slots=True, eq=False)
 class Constraint:
-    """The site or a valid domain as the progressive filling sees it (DESIGN section 10)."""
+    """The site or a valid domain as the progressive filling sees it."""
 
     name: str
     label: str  # "StargateCluster abilene", "FloorPDU pdu-3": how messages name it
@@ -183,7 +183,7 @@ class Constraint:
     closed: bool = False
     closed_at: int = -1  # 0: overcommitted; then the order in which constraints closed
     overcommitted: bool = False
-    # one priority level's working state: its racks sorted by room, the walk of section 4's level
+    # one priority level's working state: its racks sorted by room, the walk of the max-min level
     level_racks: list[RackIn] = field(default_factory=list)
     walked: int = 0  # racks of level_racks already filled (or frozen) by the walk
     left: int = 0  # residual minus what the walk filled and what was frozen

@@ -1,4 +1,4 @@
-"""Oversubscription on measured draw (DESIGN section 13): the allocation of a site whose budget or
+"""Oversubscription on measured draw: the allocation of a site whose budget or
 domains set `oversubscription`, the safe limits, and reactive capping.
 
 One site, in four steps, all over the same progressive filling (domains.allocate_tree):
@@ -14,7 +14,7 @@ One site, in four steps, all over the same progressive filling (domains.allocate
 4. the capping rule (capping.py) on that draw; where a constraint starts or ends capping, the
    allocation runs again with the new states, so the limits written already obey them.
 A site where nothing sets oversubscription never comes here (allocation.allocate_site), so its
-plan is exactly what it was before section 13; one where every percent is 0 skips steps 1 and 4's
+plan is exactly what it is without oversubscription; one where every percent is 0 skips steps 1 and 4's
 second allocation, whose results would be the same.
 """
 

@@ -241,9 +241,9 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
     }
     if r.limited_by is not None and capped[1] == TRUE:
         status["power"]["limitedBy"] = r.limited_by.name
-    # The fast path of the limits (DESIGN section 12): one write per rack reaches its nodes' agents.
+    # The fast path of the limits: one write per rack reaches its nodes' agents.
     status["powerLimits"] = r.power_limits
-    # ... and beside them each node's safe limit (section 13): what its agent falls back to when the
+    # ... and beside them each node's safe limit: what its agent falls back to when the
     # operator's Lease lapses, current with the limits it goes with.
     status["safeLimits"] = r.safe_limits
     return status
@@ -252,7 +252,7 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
 def rack_limits(r: RackIn) -> tuple[dict[str, int], dict[str, int]]:
     """Rack.status.powerLimits and safeLimits once its nodes are allocated, from one sort of them:
     each node's per-GPU limit (the same figure as its powerLimitWatts) and the safeLimitWatts
-    (section 13) that are below it, by name, sorted so that the input's order never shows."""
+    that are below it, by name, sorted so that the input's order never shows."""
     nodes = sorted(r.nodes, key=_name)
     # safeLimits lists only the nodes that oversubscription lifts above their safe limit: the rest
     # are safe at their powerLimits entry, and a site without oversubscription sends none of them.
@@ -385,7 +385,7 @@ def node_status(n: NodeIn, ctx: StatusContext) -> Status:
         "floorWatts": n.floor_w,
         "demandWatts": n.demand_w,
         "healthyGPUs": n.healthy,
-        # section 13: the limit that holds with no oversubscription; the agent's fail-safe
+        # the limit that holds with no oversubscription; the agent's fail-safe
         "safeLimitWatts": n.safe_limit_w if n.powered else n.limit_w,
     }
     if n.observe:
@@ -478,7 +478,7 @@ def claim_status(c: ClaimIn, ctx: StatusContext) -> Status:
 
 
 def domain_status(d: DomainIn, ctx: StatusContext) -> Status:
-    """A PowerDomain's figures beneath it and its conditions (DESIGN section 10)."""
+    """A PowerDomain's figures beneath it and its conditions."""
     events = ctx.events
     key = (POWER_DOMAIN.kind, d.namespace, d.name)
     usable = d.usable_w
@@ -548,7 +548,7 @@ def domain_status(d: DomainIn, ctx: StatusContext) -> Status:
 
 def _capping(rec: ClusterIn | DomainIn, capacity: int, word: str, key: ObjectKey,
              ctx: StatusContext) -> tuple[CondSpec | None, Status | None]:
-    """The Capping condition and status.capping of a constraint with oversubscription (section 13),
+    """The Capping condition and status.capping of a constraint with oversubscription,
     and the Events of its transitions; (None, None) without oversubscription. Messages carry only
     figures of the status itself (the state's instants and lines), so a steady state writes nothing."""
     over, state, event = rec.over, rec.capping, rec.capping_event

@@ -35,13 +35,13 @@ Derived figures, defined here once:
   True, 0 when False or Unknown; absent when the status does not carry the condition yet. A
   PowerDomain's conditions have one gauge each instead (`stargate_domain_ready`, `..._overcommitted`,
   `..._constrained`, `..._over_limit`), read the same way.
-* PowerDomain figures are the status's as the core wrote them (DESIGN section 10), headroom
+* PowerDomain figures are the status's as the core wrote them, headroom
   included (`stargate_domain_headroom_watts` = status.headroomWatts = usable - allocated, negative
   while overcommitted); `stargate_domain_info` carries the domain's `path` ("/"-joined, top first).
 * `stargate_rack_power_limited_info{limited_by=...}` = 1 for a rack whose status.power.limitedBy
   names the constraint (the site or a PowerDomain) that holds its budget below its demand; absent
   for a rack that is not limited.
-* GridEvents (DESIGN section 11), labelled `namespace`, `cluster`, `event` (its name) and `domain`
+* GridEvents, labelled `namespace`, `cluster`, `event` (its name) and `domain`
   (the targeted PowerDomain; empty for the whole site): `stargate_grid_event_active` is 1 while
   the event is in effect (status.phase Active and Ready True: it lowers its constraint now), else
   0; `stargate_grid_event_{target,allocated,measured}_watts` are the status's figures while it is
@@ -234,7 +234,7 @@ _DOMAIN_CONDITIONS = (
     ("Constrained", "stargate_domain_constrained", "the demand beneath exceeds usable: it limits its racks"),
     ("OverLimit", "stargate_domain_over_limit", "the measured power beneath exceeds usable"),
     ("Capping", "stargate_domain_capping",
-     "the domain is capping: it allocates within usable on measured draw (section 13)"),
+     "the domain is capping: it allocates within usable on measured draw"),
 )
 # The node counts a rack and a site both export, stargate_{rack,cluster}_nodes_<suffix>: (suffix,
 # Counts key). The metric names are spelt out once here, not per scrape.
@@ -321,7 +321,7 @@ class Families:
 
 
 def _declare_capping(f: Families, level: str, labels: Sequence[str]) -> None:
-    """Section 13's figures of a site or domain with oversubscription, from status.capping."""
+    """The oversubscription figures of a site or domain with oversubscription, from status.capping."""
     what = "site budget" if level == "cluster" else "domain"
     f.declare(f"stargate_{level}_capping_starts_total",
               f"Times capping of the {what} has started (status.capping.starts, kept across restarts).",

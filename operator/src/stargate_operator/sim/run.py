@@ -7,8 +7,9 @@ power and the peak over the report window, the control interval) and the operato
 site, exactly as the operator's engine does: the core's planner (`plan_namespace`, what the
 engine's power controller runs), with a PlanCache, every status fed back into the objects so that the capping
 state travels in status. A limit the plan sets is enforced `enforcement_lag_s` later (the
-enforcement path's reaction: DESIGN section 12). Every second the load of each domain (its racks'
-nodes, base power included) is checked against its usable power and its breaker (breaker.py).
+enforcement path's reaction: operator, rack status, agent, NVML). Every second the load of each
+domain (its racks' nodes, base power included) is checked against its usable power and its breaker
+(breaker.py).
 
 What a run reports: the breakers that tripped, the seconds each constraint spent above its usable
 power (the site above its budget), and the share of the GPUs' wanted energy that their limits took
