@@ -38,6 +38,9 @@ SOURCE_KIND = "TelemetrySource"
 AGENTS = "Agent"  # the source when node agents write their reports to the API server
 # More than this share of the reporting nodes late at once is an outage, not that many dead nodes.
 LATE_SHARE = 0.5
+# The reasons, by source: each names its source (a source of another name gets the generic one).
+UNAVAILABLE = {"Prometheus": "PrometheusUnavailable"}
+REPORTS_LATE = {"Prometheus": "PrometheusReportsLate", AGENTS: "AgentReportsLate"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +86,12 @@ def judge(source: SourceState | None, reporting: int, late: int, last_late: str 
     if source is not None and not source.available:
         since = f" since {source.since}" if source.since else ""
         error = f" ({source.error})" if source.error else ""
-        return Verdict(False, f"{name}Unavailable", f"{name} unavailable{since}{error}: {held}")
+        return Verdict(False, UNAVAILABLE.get(name, "SourceUnavailable"),
+                       f"{name} unavailable{since}{error}: {held}")
     if reporting > 0 and late > reporting * LATE_SHARE:
         whose = "the node agents" if source is None else name
         since = f" since {last_late}" if last_late else ""
-        return Verdict(False, f"{name}ReportsLate",
+        return Verdict(False, REPORTS_LATE.get(name, "SourceReportsLate"),
                        f"{late} of {reporting} nodes' reports from {whose} are older than "
                        f"{stale_after:g} s{since}: {held}")
     if reporting == 0:
