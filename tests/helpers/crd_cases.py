@@ -309,6 +309,19 @@ CASES: list[tuple[str, str, str, Any, str, str]] = [
     ("gev-domain-ref-bad-name", "GridEvent", "spec.powerDomainRef", "feed_A", "spec.powerDomainRef",
      "should match"),
     ("gev-unknown-field", "GridEvent", "spec.priority", 900, "spec.priority", "unknown field"),
+    # ramps and settlement
+    ("sgc-ramp-down-zero", "StargateCluster", "spec.power.rampDownWattsPerSecond", 0,
+     "spec.power.rampDownWattsPerSecond", "greater than or equal to 1|greater than 0"),
+    ("pdom-ramp-up-negative", "PowerDomain", "spec.rampUpWattsPerSecond", -5, "spec.rampUpWattsPerSecond",
+     "greater than or equal to 1|greater than 0"),
+    ("pdom-meter-empty-query", "PowerDomain", "spec.meter", {"query": ""}, "spec.meter.query",
+     "at least 1|should have at least 1"),
+    ("gev-basis-with-limit", "GridEvent", "spec.basis", "Baseline", "spec.basis",
+     "basis applies to reducePercent only"),
+    ("gev-basis-unknown", "GridEvent", "spec", grid_spec(reducePercent=20, basis="Forecast"), "spec.basis",
+     "Unsupported value|Input should be"),
+    ("gev-urgency-unknown", "GridEvent", "spec.urgency", "Critical", "spec.urgency",
+     "Unsupported value|Input should be"),
 ]
 # oversubscription: the uncap line below the cap line, defaults included
 CASES += [

@@ -94,6 +94,10 @@ FEATURES: dict[str, dict[str, Any]] = {
         "agent": {"enabled": True, "sites": ["site-a", "site-b"]},
         "discovery": {"enabled": True},
     },
+    "agent+discovery+simulate": {
+        "agent": {"enabled": True, "simulate": True, "metricsPort": 9400, "sites": ["site-a"]},
+        "discovery": {"enabled": True},
+    },
     "agent+discovery+watchNamespaces": {
         "watchNamespaces": ["site-a", "site-b"],
         "agent": {"enabled": True, "runtimeClassName": "", "priorityClassName": "system-node-critical"},

@@ -93,6 +93,7 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
         else:
             engine.active.set()
         if cfg.telemetry == "prometheus":
+            from stargate_operator.telemetry.meters import MeterOverlay, meter_queries
             from stargate_operator.telemetry.overlay import TelemetryOverlay
             from stargate_operator.telemetry.prometheus import PrometheusTelemetry
 
@@ -102,8 +103,16 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
                                          node_label=cfg.prometheus_node_label)
             overlay = TelemetryOverlay(on_change=lambda: engine.refresh(kinds.GPU_NODE.kind))
             engine.add_hook(overlay)
-            tasks.append(asyncio.create_task(source.run(overlay.update, overlay.set_source),
-                                             name="telemetry"))
+            meters = MeterOverlay(on_change=lambda: engine.refresh(kinds.POWER_DOMAIN.kind))
+            engine.add_hook(meters)
+
+            async def on_update(readings: dict[str, dict[str, Any]], source: Any = source) -> None:
+                overlay.update(readings)
+                queries = meter_queries(engine.store)  # metered PowerDomains: the same poll, same period
+                if queries or meters.readings:
+                    meters.update(await source.read_meters(queries))
+
+            tasks.append(asyncio.create_task(source.run(on_update, overlay.set_source), name="telemetry"))
         tasks.append(asyncio.create_task(engine.run(), name="engine"))
         if cfg.lease_duration > 0:
             keeper = LeaseKeeper(client, site_namespaces(engine.store.namespaces, engine.store.objects),

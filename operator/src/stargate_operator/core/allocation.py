@@ -12,6 +12,7 @@ from stargate_operator.core.domains import allocate_tree
 from stargate_operator.core.objects import ClusterIn, NodeIn, RackIn
 from stargate_operator.core.oversubscription import allocate_oversubscribed, has_oversubscription
 from stargate_operator.core.power import curtailment_in_effect, max_min_shares, site_budget
+from stargate_operator.core.ramps import bring_online, ramp_curtailment
 
 
 def add_node(rack: RackIn, n: NodeIn) -> None:
@@ -40,11 +41,19 @@ def allocate_site(cluster: ClusterIn, now: float) -> None:
     cluster.curtailment_active = curtailment_in_effect(
         cluster.curtailment_percent, cluster.curtailment_until, now
     )
-    budget = site_budget(
-        cluster.it_capacity_w,
-        cluster.reserve_percent,
-        cluster.curtailment_percent if cluster.curtailment_active else 0,
-    )
+    rising_rates = cluster.rates.up is not None or any(d.rates.up is not None for d in cluster.domains)
+    if cluster.domains and rising_rates:
+        rising = bring_online(cluster, now)
+        if rising is not None and (cluster.ramp_next is None or rising < cluster.ramp_next):
+            cluster.ramp_next = rising
+    if cluster.rates.any and (cluster.curtailment_active or cluster.curtail_held is not None):
+        budget = ramp_curtailment(cluster, now)  # the budget without it: its envelope bounds the site
+    else:
+        budget = site_budget(
+            cluster.it_capacity_w,
+            cluster.reserve_percent,
+            cluster.curtailment_percent if cluster.curtailment_active else 0,
+        )
     # The site's curtailment is one more grid event on the site: the lowest capacity wins.
     cap = cluster.grid_cap_w
     cluster.budget_w = budget if cap is None or cap >= budget else cap

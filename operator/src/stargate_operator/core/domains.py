@@ -177,15 +177,25 @@ def _capacity(real: int, over: Oversubscription | None, capping: bool, word: str
     return raised, word if raised == real else "allocatable"
 
 
+def _ramped(capacity: int, word: str, ramp_cap: int | None) -> tuple[int, str]:
+    """The capacity under a ramp's envelope (ramps.py), when one bounds it now. Capping and the
+    other protections act on the capacity without it, at once; the envelope only slows moves."""
+    if ramp_cap is None or ramp_cap >= capacity:
+        return capacity, word
+    return ramp_cap, "ramped"
+
+
 def allocate_tree(cluster: ClusterIn, oversubscribed: bool = True) -> int:
     """Rack budgets of one site over the site and its valid domains; returns the racks' floors.
 
     Sets every rack's budget_w and limited_by, every valid domain's figures beneath it. With
     `oversubscribed` false, every constraint counts at its real capacity (the safe allocation)."""
     capacity, word = _capacity(cluster.budget_w, cluster.over, cluster.capping_now, "budget", oversubscribed)
+    capacity, word = _ramped(capacity, word, cluster.ramp_cap_w)
     site = Constraint(cluster.name, f"StargateCluster {cluster.name}", word, capacity, 0)
     for d in cluster.domains:
         capacity, word = _capacity(d.usable_w, d.over, d.capping_now, "usable", oversubscribed)
+        capacity, word = _ramped(capacity, word, d.ramp_cap_w)
         d.constraint = Constraint(d.name, domain_label(d), word, capacity, len(d.chain) + 1)
     racks = cluster.racks
     floors = 0
@@ -205,6 +215,11 @@ def allocate_tree(cluster: ClusterIn, oversubscribed: bool = True) -> int:
     for d in cluster.domains:
         if d.constraint is not None:
             constraints.append(d.constraint)
+    for d in cluster.domains:
+        rise, mine = d.online_rise_w, d.constraint
+        if rise is not None and mine is not None and mine.floors + rise < mine.capacity:
+            # brought online: from the floors beneath, at its up rate (ramps.bring_online)
+            mine.capacity, mine.capacity_word = mine.floors + int(rise), "ramped"
     for c in constraints:
         if c.floors > c.capacity:
             c.overcommitted = c.closed = True
@@ -221,6 +236,8 @@ def allocate_tree(cluster: ClusterIn, oversubscribed: bool = True) -> int:
             demand += r.demand_w
             allocated += r.budget_w
             measured += r.measured_w
+        if d.meter_query is not None and d.meter_w is not None:
+            measured = d.meter_w  # a meter reads the domain itself (its losses and unmanaged loads too)
         d.demand_w, d.allocated_w, d.measured_w = demand, allocated, measured
     for c in constraints:  # racks and constraints point at each other: no cycles left behind
         c.racks = []

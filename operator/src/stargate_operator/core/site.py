@@ -282,6 +282,9 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
         until = cluster.curtailment_until
         if cluster.curtailment_active and until is not None and until < next_change:
             next_change = until
+        ramp_next = cluster.ramp_next  # the curtailment's ramp (ramps.py)
+        if ramp_next is not None and ramp_next < next_change:
+            next_change = ramp_next
         hold_ends = cluster.capping_next  # a capping hold that ends by time alone
         if hold_ends is not None and hold_ends < next_change:
             next_change = hold_ends

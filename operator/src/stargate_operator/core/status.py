@@ -173,6 +173,10 @@ def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
         status["power"]["capping"] = capping_status
     if c.observe:
         status["power"]["observe"] = {"nodesOverLimit": c.over_nodes, "wattsOverLimit": c.over_w}
+    if c.ramp_cap_w is not None and c.ramp_cap_w < c.budget_w:
+        status["power"]["rampWatts"] = c.ramp_cap_w
+    if c.curtail_out is not None:
+        status["power"]["curtailment"] = c.curtail_out
     if c.grid_intensity is not None:
         # facility kW times g/kWh = g/h; rounded so float noise never makes a write.
         status["carbonGramsPerHour"] = round(c.facility_w * c.grid_intensity / 1000, 3)

@@ -48,7 +48,10 @@ Derived figures, defined here once:
   in effect (absent otherwise, so a graph shows each event over its window only);
   `stargate_grid_event_met` is its condition Met (1 True, 0 False or Unknown) while in effect;
   `..._start_timestamp_seconds` / `..._end_timestamp_seconds` its schedule (the end absent when
-  open-ended); `stargate_grid_event_info{source=...}` names who asked.
+  open-ended); `stargate_grid_event_info{source=...}` names who asked. Settlement, whenever the
+  status carries it (a completed event's too): `..._baseline_watts`, `..._shed_watts`,
+  `..._shed_joules`, `..._facility_shed_joules` and the instants `..._ramp_started_`,
+  `..._target_reached_` and `..._measured_met_timestamp_seconds`.
 """
 
 from __future__ import annotations
@@ -211,6 +214,22 @@ _GRID_EVENT_WATTS = (
      "Sum of the rack budgets beneath the grid event's constraint."),
     ("measuredWatts", "stargate_grid_event_measured_watts",
      "Measured power beneath the grid event's constraint (nodes with fresh telemetry)."),
+)
+# A GridEvent's settlement figures, whenever its status carries them (completed events too: the
+# record a utility settles on): (status field, metric, help).
+_GRID_EVENT_SETTLEMENT = (
+    ("baselineWatts", "stargate_grid_event_baseline_watts",
+     "Mean measured power beneath the constraint over the 10 minutes before the descent (IT watts)."),
+    ("shedWatts", "stargate_grid_event_shed_watts",
+     "Baseline minus measured power beneath the constraint while active, as it ended once completed."),
+)
+_GRID_EVENT_TIMES = (
+    ("rampStartedAt", "stargate_grid_event_ramp_started_timestamp_seconds",
+     "Unix time at which the capacity began to descend toward the target."),
+    ("targetReachedAt", "stargate_grid_event_target_reached_timestamp_seconds",
+     "Unix time at which the capacity reached the target."),
+    ("measuredMetAt", "stargate_grid_event_measured_met_timestamp_seconds",
+     "Unix time at which measured power beneath was first within the target while active."),
 )
 # A PowerDomain's status figures: (status field, metric, help), each read as the core wrote it.
 _DOMAIN_WATTS = (
@@ -466,6 +485,13 @@ def _declare_all(f: Families, per_node: bool) -> None:
     f.declare("stargate_grid_event_met",
               "1 while the grid event is in effect and Met is True (allocation and measured power within "
               "the target), 0 while it is in effect and not met.", e)
+    for _, name, help_text in (*_GRID_EVENT_SETTLEMENT, *_GRID_EVENT_TIMES):
+        f.declare(name, help_text, e)
+    f.declare("stargate_grid_event_shed_joules",
+              "Energy shed against the baseline over the active time (IT; status.shedWattHours x 3600); "
+              "frozen when the event completes.", e)
+    f.declare("stargate_grid_event_facility_shed_joules",
+              "The energy shed at the site's design PUE: what the facility meter saw shed.", e)
     f.declare("stargate_grid_event_start_timestamp_seconds",
               "Unix time from which the grid event applies.", e)
     f.declare("stargate_grid_event_end_timestamp_seconds",
@@ -722,6 +748,18 @@ class StargateCollector(Collector):
         f.add("stargate_grid_event_active", labels, 1.0 if active else 0.0)
         f.add("stargate_grid_event_start_timestamp_seconds", labels, _timestamp(_get(spec, "start")))
         f.add("stargate_grid_event_end_timestamp_seconds", labels, _timestamp(_get(spec, "end")))
+        for field, name, _ in _GRID_EVENT_SETTLEMENT:
+            value = _get(status, field)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                f.add(name, labels, float(value))
+        for field, name, _ in _GRID_EVENT_TIMES:
+            if _get(status, field):
+                f.add(name, labels, _timestamp(_get(status, field)))
+        for hours, name in ((_get(status, "shedWattHours"), "stargate_grid_event_shed_joules"),
+                            (_get(_get(status, "facility"), "shedWattHours"),
+                             "stargate_grid_event_facility_shed_joules")):
+            if isinstance(hours, int | float) and not isinstance(hours, bool):
+                f.add(name, labels, float(hours) * 3600)  # base units: joules
         if not active:
             return
         for field, name, _ in _GRID_EVENT_WATTS:
