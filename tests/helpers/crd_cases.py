@@ -75,6 +75,9 @@ def feed_spec(**electrical: Any) -> dict[str, Any]:
 CASES: list[tuple[str, str, str, Any, str, str]] = [
     # counts and percentages out of range
     ("gpu-count-zero", "GPUNode", "spec.gpu.count", 0, "spec.gpu.count", "greater than or equal to 1"),
+    # shadow mode: Enforce or Observe, nothing else
+    ("enforcement-unknown", "StargateCluster", "spec.power.enforcement", "Sometimes",
+     "spec.power.enforcement", "supported values"),
     ("gpu-count-17", "GPUNode", "spec.gpu.count", 17, "spec.gpu.count", "less than or equal to 16"),
     (
         "reserve-60pct",

@@ -86,6 +86,7 @@ def test_the_server_applies_the_design_defaults(kubectl: Kubectl, namespace: str
     )
     s = kubectl.json("get", "sgc", "subject", "-n", namespace)["spec"]
     assert s["site"]["designPUE"] == 1.3 and s["power"]["reservePercent"] == 5
+    assert s["power"]["enforcement"] == "Enforce"
     assert kubectl.json("get", "rk", "subject", "-n", namespace)["spec"]["priority"] == 500
     assert kubectl.json("get", "mclaim", "subject", "-n", namespace)["spec"]["priority"] == 0
     n = kubectl.json("get", "gpun", "subject", "-n", namespace)["spec"]

@@ -1,6 +1,7 @@
 """The fail-safe on the real API server: the operator renews a Lease in the site's
 namespace; stop it and every agent falls back to min(limit, safeLimitWatts) within failsafe-after
-plus one interval of the last renewal; start it again and they return to their limits.
+plus the spread and one interval of the last renewal, each at its own offset in the spread; start
+it again and they return to their limits.
 
 The site is oversubscribed 25 % and its nodes idle (a backend reading 100 W a GPU), so nothing caps:
 each node's limit (687 W a GPU, from 125 % of the budget) is above its safe limit (500 W, the same
@@ -9,6 +10,7 @@ tree with no oversubscription), and the two are told apart at the GPUs."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -22,6 +24,7 @@ from helpers.operator_process import OperatorProcess
 from stargate_operator import kinds
 from stargate_operator.agent.backend import GPUReading, LimitOutcome, NodeReading
 from stargate_operator.agent.runner import Fleet
+from stargate_operator.agent.spread import failsafe_offset
 from stargate_operator.client import KubeClient
 from stargate_operator.kinds import FAILSAFE_LEASE_NAME
 from stargate_operator.localcp.controlplane import LocalControlPlane
@@ -31,6 +34,7 @@ pytestmark = pytest.mark.integration
 GiB = 2**30
 FAILSAFE_AFTER = 4.0
 INTERVAL = 1.0
+SPREAD = 2.0  # agents enter and leave the fail-safe spread over this (agent/spread.py)
 LIMIT, SAFE = 687, 500  # (18000 * 1.25 - 3 * 3600) / 3 / 8 + 200, and (18000 - 10800) / 3 / 8 + 200
 
 
@@ -114,7 +118,7 @@ async def test_agents_fall_back_to_safe_limits_while_the_operator_is_gone(
         return backends[name]
 
     fleet = Fleet(client, namespace, factory, interval=INTERVAL, failsafe_after=FAILSAFE_AFTER,
-                  sample_interval=0.5)
+                  sample_interval=0.5, failsafe_spread=SPREAD)
     task = asyncio.create_task(fleet.run())
     try:
         def limits() -> dict[str, int | None]:
@@ -144,8 +148,11 @@ async def test_agents_fall_back_to_safe_limits_while_the_operator_is_gone(
         assert fleet.failsafe
         for name, b in backends.items():
             fell_at = next(t for t, w in reversed(b.changes) if w == SAFE)
-            # not before the lapse, and within failsafe-after plus one interval of the last renewal
-            assert FAILSAFE_AFTER <= fell_at - last <= FAILSAFE_AFTER + INTERVAL, (name, fell_at - last)
+            # not before the lapse, and within failsafe-after, the spread and one interval of the
+            # last renewal; each at its own offset in the spread
+            offset = failsafe_offset(name, SPREAD)
+            assert FAILSAFE_AFTER + offset <= fell_at - last <= FAILSAFE_AFTER + SPREAD + INTERVAL, (
+                name, fell_at - last)
 
         # The operator returns: the first renewal the agents see lifts the fail-safe.
         op.start()
@@ -154,8 +161,47 @@ async def test_agents_fall_back_to_safe_limits_while_the_operator_is_gone(
         assert not fleet.failsafe
         for b in backends.values():
             returned = b.changes[-1][0]
-            # within a renewal period and an interval of the renewal seen last
-            assert b.changes[-1][1] == LIMIT and returned - back <= 3 + INTERVAL
+            # within a renewal period, the spread and an interval of the renewal seen last
+            assert b.changes[-1][1] == LIMIT and returned - back <= 3 + SPREAD + INTERVAL
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        op.stop()
+
+
+async def test_a_hung_operator_is_a_gone_one_to_the_agents(
+        kubectl: Kubectl, namespace: str, control_plane: LocalControlPlane, client: KubeClient,
+        tmp_path: Path) -> None:
+    """SIGSTOP: the process lives, holds its connections and renews nothing. The agents judge the
+    Lease by what they see move, so they fall back as for a dead operator; SIGCONT lifts it."""
+    kubectl.apply(site(namespace), namespace=namespace)
+    op = OperatorProcess(control_plane, tmp_path, "-n", namespace, "--lease-duration", "3").start()
+    backends: dict[str, IdleGPUs] = {}
+
+    def factory(name: str, obj: dict[str, Any]) -> IdleGPUs:
+        backends[name] = IdleGPUs()
+        return backends[name]
+
+    fleet = Fleet(client, namespace, factory, interval=INTERVAL, failsafe_after=FAILSAFE_AFTER,
+                  sample_interval=0.5, failsafe_spread=SPREAD)
+    task = asyncio.create_task(fleet.run())
+    try:
+        def limits() -> dict[str, int | None]:
+            return {n: b.limit for n, b in sorted(backends.items())}
+
+        await until(lambda: limits() == {f"n{i}": LIMIT for i in range(3)}, 30, "every agent at its limit")
+        assert op.proc is not None
+        op.proc.send_signal(signal.SIGSTOP)
+        try:
+            hung_at = time.time()
+            await until(lambda: limits() == {f"n{i}": SAFE for i in range(3)}, FAILSAFE_AFTER + 20,
+                        "every agent at its safe limit while the operator hangs")
+            assert op.alive and time.time() - hung_at <= FAILSAFE_AFTER + SPREAD + 3 + INTERVAL + 2
+        finally:
+            op.proc.send_signal(signal.SIGCONT)
+        await until(lambda: limits() == {f"n{i}": LIMIT for i in range(3)}, 30, "every agent back")
+        assert not fleet.failsafe
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

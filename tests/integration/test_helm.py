@@ -512,7 +512,8 @@ def test_template_agent(helm: Helm) -> None:
         (c,) = pod["containers"]
         assert c["command"] == ["stargate-operator", "agent"]
         assert c["args"] == [
-            "--node=$(NODE_NAME)", f"--namespace={site}", "--interval=10", "--log-level=INFO"
+            "--node=$(NODE_NAME)", f"--namespace={site}", "--interval=10", "--failsafe-spread=10",
+            "--log-level=INFO"
         ]
         env = {e["name"]: e for e in c["env"]}
         assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
@@ -569,6 +570,15 @@ def test_template_discovery(helm: Helm) -> None:
     assert operator[""] == {("", "nodes", "list"), ("", "nodes", "watch")}  # Nodes are cluster-scoped
     for ns in ("site-a", "site-b"):
         assert writes <= operator[ns] and not operator[ns] & {("", "nodes", "list"), ("", "nodes", "watch")}
+    # The power-unmanaged taint: the flag, and patch on Nodes, only with discovery.taintUnconfirmed.
+    tainting = helm.render({**FEATURES["agent+discovery"],
+                            "discovery": {"enabled": True, "taintUnconfirmed": True}})
+    args = one(tainting, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-1] == "--taint-unconfirmed"
+    assert ("", "nodes", "patch") in _role_grants(tainting, "sg-stargate-operator")[""]
+    assert not any(r == "nodes" and v == "patch" for _, r, v in grants(docs))
+    off = helm.render({"discovery": {"taintUnconfirmed": True}})  # without discovery: nothing
+    assert not any(r == "nodes" for _, r, _ in grants(off))
 
 
 def test_template_crds_keep_and_enabled(helm: Helm) -> None:
@@ -1348,6 +1358,9 @@ def agent_run(cluster: Cluster, agent_release: list[dict[str, Any]]) -> AgentRun
             return [e for e in items if e["reason"] == "PowerLimitNotApplied"]
 
         events = _wait("the agent's PowerLimitNotApplied Event", posted, 30, proc, log)
+        # Its rack's watch starts after the rack's list, and its limit is applied (and the Event
+        # posted) before that on a busy machine: give the watch a moment to be made.
+        time.sleep(2)
     finally:
         _stop_operator(proc)
     time.sleep(0.5)  # the last audit lines reach the file

@@ -75,6 +75,8 @@ PROBES = {
     "StargatePowerLimitsNotApplied": "stargate_cluster_nodes_limit_unconfirmed",
     "StargateDomainCappingOften": "increase(stargate_domain_capping_starts_total[1h])",
     "StargateSiteCappingOften": "increase(stargate_cluster_capping_starts_total[1h])",
+    # every site's telemetry available: the troubled site's silent rack is a third of its nodes
+    "StargateTelemetryUnavailable": 'stargate_cluster_condition{condition="TelemetryAvailable"}',
 }
 
 

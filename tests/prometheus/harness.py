@@ -88,6 +88,9 @@ class PrometheusServer:
         self.stop()
 
     def start(self) -> None:
+        """Start it (again, after stop(): the same port and storage)."""
+        if self.client.is_closed:
+            self.client = httpx.Client(base_url=self.url, timeout=10.0)
         exe = binary("prometheus")
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.workdir / "prometheus.yml"

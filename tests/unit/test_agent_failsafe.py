@@ -20,7 +20,9 @@ def lease(renewed: datetime, holder: str = "op-1") -> dict[str, Any]:
 
 
 async def test_an_agent_judges_renewals_by_what_it_sees_move() -> None:
-    fleet = Fleet(cast(Any, None), "site-a", lambda n, o: cast(Any, None), failsafe_after=30)
+    # no spread: the verdict alone (the spread is tested below)
+    fleet = Fleet(cast(Any, None), "site-a", lambda n, o: cast(Any, None), failsafe_after=30,
+                  failsafe_spread=0)
     agent = NodeAgent(cast(Any, None), "site-a", "n0", cast(Any, None))
     fleet.agents["n0"] = agent
     start = 1000.0
@@ -115,3 +117,66 @@ async def test_the_peak_is_the_highest_sample_of_the_report_window() -> None:
     for _ in range(3):
         await agent.sample_once()
     assert agent._peak_w == 1700
+
+
+def _entries(names: list[str], spread: float, step: float, until: float, lapse_at: float,
+             renew_at: float | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """Judge a fleet of `names` every `step` seconds (as its loop does) through a Lease lapse at
+    `lapse_at` (and a renewal seen at `renew_at`): when each agent entered and left the fail-safe."""
+    fleet = Fleet(cast(Any, None), "site-a", lambda n, o: cast(Any, None), failsafe_after=30,
+                  failsafe_spread=spread)
+    for n in names:
+        fleet.agents[n] = NodeAgent(cast(Any, None), "site-a", n, cast(Any, None))
+    fleet.lease_seen(lease(NOW), lapse_at - 30, NOW)
+    entered: dict[str, float] = {}
+    left: dict[str, float] = {}
+    t = lapse_at - 1
+    while t < until:
+        if renew_at is not None and t >= renew_at and fleet._lease_mark is not None \
+                and fleet._lease_mark[0] == micro_time(NOW):
+            fleet.lease_seen(lease(NOW + timedelta(seconds=60)), t, NOW + timedelta(seconds=60))
+        fleet.judge_failsafe(t, 30, 0.0)
+        for n, a in fleet.agents.items():
+            if a.failsafe and n not in entered:
+                entered[n] = t
+            if not a.failsafe and n in entered and n not in left:
+                left[n] = t
+        t = round(t + step, 6)
+    return entered, left
+
+
+def _most_in_one_second(times: list[float]) -> int:
+    times = sorted(times)
+    most = j = 0
+    for i, t in enumerate(times):
+        while times[j] <= t - 1.0:
+            j += 1
+        most = max(most, i - j + 1)
+    return most
+
+
+def test_agents_enter_and_leave_the_fail_safe_spread_over_the_spread() -> None:
+    names = [f"gpu-{r:03d}-{n:02d}" for r in range(250) for n in range(8)]  # a 2,000-node site
+    spread = 10.0
+    entered, left = _entries(names, spread, 0.5, 1080.0, 1000.0, renew_at=1040.0)
+    assert set(entered) == set(names) and set(left) == set(names)
+    # within the spread (and the judging step) of the lapse, and of the renewal
+    assert min(entered.values()) >= 1000.0 and max(entered.values()) <= 1000.0 + spread + 0.5
+    assert min(left.values()) >= 1040.0 and max(left.values()) <= 1040.0 + spread + 0.5
+    # The configured share is 1/spread of the site a second (10 %): hashed offsets are even over
+    # many nodes, within a few standard deviations of a binomial draw (200 +- 13 here).
+    share = 1.0 / spread
+    bound = len(names) * share * 1.25
+    assert _most_in_one_second(list(entered.values())) <= bound
+    assert _most_in_one_second(list(left.values())) <= bound
+    # without the spread: the whole site in one instant
+    at_once, _ = _entries(names, 0.0, 0.5, 1010.0, 1000.0)
+    assert _most_in_one_second(list(at_once.values())) == len(names)
+
+
+def test_an_agent_that_had_not_entered_when_the_lease_came_back_never_enters() -> None:
+    names = [f"n{i}" for i in range(400)]
+    entered, left = _entries(names, 10.0, 0.25, 1030.0, 1000.0, renew_at=1003.0)
+    assert 0 < len(entered) < len(names)  # about 30 % had entered within 3 s of a 10 s spread
+    assert set(left) == set(entered)
+    assert all(left[n] <= 1003.0 + 10.0 + 0.25 for n in left)

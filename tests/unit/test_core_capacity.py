@@ -9,8 +9,11 @@ from helpers.core_objects import GB, NOW, cluster, cond, node, rack, run, st, ts
 
 def _health(telemetry: dict[str, object] | None, *, count: int = 4, maintenance: bool = False,
             stale: float = 120.0) -> dict[str, object]:
-    plan = run([cluster(), rack("r"), node("n", "r", count=count, telemetry=telemetry,
-                                           maintenance=maintenance)], stale=stale)
+    """Node n's status beside a node whose reports still arrive: a node is stale only then (its
+    own reports stopping while others arrive; every report late at once is an outage: outage.py)."""
+    peer = node("peer", "r", telemetry={"observedAt": ts(NOW)})
+    plan = run([cluster(), rack("r"), peer, node("n", "r", count=count, telemetry=telemetry,
+                                                 maintenance=maintenance)], stale=stale)
     return st(plan, "GPUNode", "n")
 
 
@@ -71,10 +74,16 @@ def test_next_change_is_when_the_freshest_telemetry_goes_stale() -> None:
                 node("b", "r", telemetry={"observedAt": ts(NOW - timedelta(seconds=10))}),
                 node("c", "r", telemetry={"observedAt": ts(NOW - timedelta(seconds=500))})])
     assert plan.next_change_at == seen + timedelta(seconds=120)
-    after = run([cluster(), rack("r"), node("a", "r", telemetry={"observedAt": ts(seen)})],
-                now=seen + timedelta(seconds=120))
+    later = seen + timedelta(seconds=120)
+    fresh = node("b", "r", telemetry={"observedAt": ts(later)})
+    after = run([cluster(), rack("r"), node("a", "r", telemetry={"observedAt": ts(seen)}), fresh], now=later)
     assert st(after, "GPUNode", "a")["healthyGPUs"] == 0
-    assert after.next_change_at is None
+    assert after.next_change_at == later + timedelta(seconds=120)  # when b goes stale
+    # Alone, a's silence is every report late at once: an outage, its last reading held.
+    alone = run([cluster(), rack("r"), node("a", "r", telemetry={"observedAt": ts(seen)})], now=later)
+    assert st(alone, "GPUNode", "a")["healthyGPUs"] == 1  # its one GPU, healthy when last seen
+    assert cond(st(alone, "StargateCluster", "site"), "TelemetryAvailable")["reason"] == "AgentReportsLate"
+    assert alone.next_change_at is None
 
 
 def test_rollups_node_to_rack_to_site() -> None:

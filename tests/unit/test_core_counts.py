@@ -37,7 +37,8 @@ def troubled_site(until: str | None = None) -> list[dict[str, Any]]:
         node("a2", "a", telemetry=STALE),
         node("a3", "a", telemetry=FRESH),
         rack("b", priority=0),
-        node("b1", "b"),
+        # b1 reports too: two late reports of four are dead agents, not an outage (outage.py)
+        node("b1", "b", telemetry={"observedAt": FRESH["observedAt"]}),
         rack("c", cluster_ref="gone"),
         node("c1", "c", maintenance=True, telemetry=STALE),
         node("orphan", "missing", maintenance=True),

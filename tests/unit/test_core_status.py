@@ -12,7 +12,7 @@ from stargate_operator.fixtures.synth import SYNTH_NOW, synthetic_site
 def test_conditions_follow_the_kubernetes_convention() -> None:
     status = st(run([cluster(gen=7), rack("r"), node("n", "r")]), "StargateCluster", "site")
     assert status["observedGeneration"] == 7
-    assert [c["type"] for c in status["conditions"]] == ["Ready", "PowerOvercommitted"]
+    assert [c["type"] for c in status["conditions"]] == ["Ready", "PowerOvercommitted", "TelemetryAvailable"]
     for c in status["conditions"]:
         assert set(c) == {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}
         assert c["status"] in ("True", "False", "Unknown")

@@ -28,6 +28,7 @@ def cluster() -> dict[str, Any]:
             "power": {
                 "itCapacityWatts": 260_000,
                 "reservePercent": 5,
+                "enforcement": "Observe",
                 "curtailment": {"percent": 20, "reason": "DR event", "until": "2026-04-12T21:00:00Z"},
             },
             "carbon": {"gridIntensityGramsPerKWh": 30.5},
@@ -200,6 +201,7 @@ def test_defaults() -> None:
         "x",
     )
     assert c["spec"]["site"]["designPUE"] == 1.3
+    assert c["spec"]["power"]["enforcement"] == "Enforce"
     assert c["spec"]["power"]["reservePercent"] == 5
     assert "curtailment" not in c["spec"]["power"]
     r = validate_document(with_value(rack(), "spec.priority", DELETE), "x")

@@ -101,7 +101,13 @@ def test_now_decides_curtailment_and_staleness(tmp_path: Path, capsys: pytest.Ca
     items = {i["kind"]: i for i in json.loads(out)["items"]}
     power = items["StargateCluster"]["status"]["power"]
     assert (power["budgetWatts"], power["allocatedWatts"]) == (10000, 6600)  # curtailment over
-    assert items["GPUNode"]["status"]["healthyGPUs"] == 0  # telemetry 2 h old
+    # Its only node's telemetry is 2 h old: every report of the input is late, which reads as the
+    # source failing, not the GPUs: health held at the last reading, and the site says so.
+    assert items["GPUNode"]["status"]["healthyGPUs"] == 7
+    telemetry = {c["type"]: c for c in items["StargateCluster"]["status"]["conditions"]}["TelemetryAvailable"]
+    assert (telemetry["status"], telemetry["reason"]) == ("False", "AgentReportsLate")
+    code, out, _ = _plan(["-f", str(path), "--now", "2026-01-01T14:00:00Z"], capsys)
+    assert "TelemetryAvailable False (AgentReportsLate): 1 of 1 nodes' reports" in out
     code, out, _ = _plan(["-f", str(path), "-o", "json", "--now", "2026-01-01T14:00:00Z",
                           "--stale-after", "86400"], capsys)
     assert {i["kind"]: i for i in json.loads(out)["items"]}["GPUNode"]["status"]["healthyGPUs"] == 7
@@ -438,3 +444,24 @@ def test_json_has_every_power_domain_with_its_status(capsys: pytest.CaptureFixtu
     assert pdu["path"] == ["utility-13kv", "swbd-b1", "pdu-b1-a"]
     loop = domains["stargate-north-sea", "seawater-loop"]["status"]
     assert (loop["usableWatts"], loop["allocatedWatts"], loop["headroomWatts"]) == (232000, 232000, 0)
+
+
+def test_plan_refuses_an_unknown_enforcement_naming_the_field(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, "site.yaml", SITE.replace("    reservePercent: 0\n",
+                                                      "    reservePercent: 0\n    enforcement: Sometimes\n"))
+    code, _, err = _plan(["-f", str(path)], capsys)
+    assert code != 0
+    assert "spec.power.enforcement" in err and "Observe" in err, err
+
+
+def test_plan_shows_what_observe_would_cap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, "site.yaml", SITE.replace("    reservePercent: 0\n",
+                                                      "    reservePercent: 0\n    enforcement: Observe\n"))
+    code, out, _ = _plan(["-f", str(path), "-o", "json", "--now", "2026-01-01T12:00:00Z"], capsys)
+    assert code == 0
+    items = {i["kind"]: i for i in json.loads(out)["items"]}
+    # 4000 W measured against 1000 + 8 x 500 W allocated: nothing above its limit
+    observe = items["StargateCluster"]["status"]["power"]["observe"]
+    assert observe == {"nodesOverLimit": 0, "wattsOverLimit": 0}
+    assert items["GPUNode"]["status"]["powerEnforcement"] == "Observe"

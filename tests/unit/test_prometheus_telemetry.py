@@ -5,6 +5,7 @@ tests/integration/test_dcgm_telemetry.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from typing import Any
@@ -150,6 +151,46 @@ def test_the_overlay_lays_readings_over_gpunodes_with_their_base_power() -> None
     assert "status" not in node and seen[1] is rack
 
 
+async def test_the_source_state_reaches_the_planner_of_every_site() -> None:
+    """A failed poll tells the overlay (and so the core) that Prometheus is unavailable, with since
+    when and the error; the next good poll that it is back. Units without a site get no record."""
+    from stargate_operator.core.outage import SOURCE_KIND, SourceState
+    from stargate_operator.telemetry.overlay import TelemetryOverlay
+
+    overlay = TelemetryOverlay()
+    site = {"kind": "StargateCluster", "metadata": {"name": "s"}}
+    assert overlay([site]) == [site]
+    states: list[SourceState] = []
+
+    def on_state(state: SourceState) -> None:
+        states.append(state)
+        overlay.set_source(state)
+
+    answers = iter([httpx.Response(500, json={"status": "error", "error": "boom"})] * 3)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        try:
+            return next(answers)
+        except StopIteration:
+            return httpx.Response(200, json={"status": "success",
+                                             "data": {"resultType": "vector", "result": []}})
+
+    source = PrometheusTelemetry("http://prom", interval=0.01, transport=httpx.MockTransport(handler))
+    task = asyncio.create_task(source.run(overlay.update, on_state))
+    try:
+        for _ in range(500):
+            if len(states) >= 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert [s.available for s in states[:2]] == [False, True]
+    assert "boom" in states[0].error and states[0].since
+    (record,) = [o for o in overlay([site]) if o.get("kind") == SOURCE_KIND]
+    assert record["available"] is True
+    assert overlay([{"kind": "Rack"}]) == [{"kind": "Rack"}]  # no site: no record
 def test_the_meter_overlay_lays_a_domains_reading_over_it_and_a_steady_meter_plans_nothing() -> None:
     from stargate_operator.telemetry.meters import MeterOverlay, meter_queries
 

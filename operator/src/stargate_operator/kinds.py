@@ -86,6 +86,13 @@ _OVERSUBSCRIPTION_DEFAULTS = {
     "holdSeconds": DEFAULT_HOLD_SECONDS,
 }
 
+# Shadow mode (spec.power.enforcement): Enforce applies the limits; Observe computes and reports
+# them, and the agents apply none (how a site adopts capping).
+Enforcement = Literal["Enforce", "Observe"]
+ENFORCE: Enforcement = "Enforce"
+OBSERVE: Enforcement = "Observe"
+DEFAULT_ENFORCEMENT: Enforcement = ENFORCE
+
 STARGATE_CLUSTER = KindSpec(
     kind="StargateCluster",
     plural="stargateclusters",
@@ -94,6 +101,7 @@ STARGATE_CLUSTER = KindSpec(
     description="An AI data-centre site",
     defaults={"site.designPUE": DEFAULT_DESIGN_PUE, "power.reservePercent": DEFAULT_RESERVE_PERCENT,
               "power.curtailment.reason": DEFAULT_CURTAILMENT_REASON,
+              "power.enforcement": DEFAULT_ENFORCEMENT,
               **{f"power.oversubscription.{k}": v for k, v in _OVERSUBSCRIPTION_DEFAULTS.items()}},
 )
 RACK = KindSpec(

@@ -40,6 +40,7 @@ from typing import Any
 from stargate_operator import kinds
 from stargate_operator.agent.backend import GPUBackend, LimitOutcome, NodeReading, rfc3339
 from stargate_operator.agent.simulate import SimulatedBackend
+from stargate_operator.agent.spread import DEFAULT_FAILSAFE_SPREAD_SECONDS, follows
 from stargate_operator.client import (
     LEASES,
     ApiError,
@@ -134,7 +135,13 @@ def _wake_key(obj: dict[str, Any], rack_limit: int | None) -> tuple[Any, ...]:
         rack_limit if rack_limit is not None else (obj.get("status") or {}).get("powerLimitWatts"),
         meta.get("generation"),
         (meta.get("annotations") or {}).get(FAILED_GPUS_ANNOTATION),
+        observing(obj),
     )
+
+
+def observing(obj: dict[str, Any]) -> bool:
+    """Its site is in shadow mode (the operator marks its GPUNode's status): report, apply nothing."""
+    return (obj.get("status") or {}).get("powerEnforcement") == kinds.OBSERVE
 
 
 def rack_ref(obj: dict[str, Any]) -> str:
@@ -173,6 +180,8 @@ class NodeAgent:
     writes_gate: asyncio.Semaphore | None = None  # the fleet's: its writes in flight at once
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     _apply_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Shadow mode: the limit it would apply (fail-safe included) and does not; None when enforcing.
+    shadow_limit: int | None = None
     gone: bool = False
     writes: int = 0
     last_outcome: LimitOutcome | None = None
@@ -277,6 +286,12 @@ class NodeAgent:
         if assigned is None:
             return None  # the operator has not decided yet: leave the devices as they are
         limit, source = assigned
+        if observing(self.obj):
+            # Shadow mode: what it would apply is reported (telemetry.shadowLimitWatts and the
+            # fleet's metrics); the GPUs keep the limit they have.
+            self.shadow_limit = limit
+            return None
+        self.shadow_limit = None
         outcome: LimitOutcome = await self._call(self.backend.apply_power_limit, limit)
         self.last_outcome = outcome
         if outcome.changed and self.stats is not None:
@@ -317,6 +332,10 @@ class NodeAgent:
                 if self.sample_interval is not None:
                     peak = max(self._peak_w, node_power_watts(reading, spec))
                 patch = telemetry_patch(reading, spec, peak)
+                if self.shadow_limit is not None:
+                    patch["telemetry"]["shadowLimitWatts"] = self.shadow_limit
+                elif self.last_telemetry and self.last_telemetry.get("shadowLimitWatts") is not None:
+                    patch["telemetry"]["shadowLimitWatts"] = None  # enforcing again: no shadow left
                 await self.client.patch_status(GPU_NODES, self.namespace, self.name, patch)
         except ApiError as e:
             if e.status == 404:
@@ -434,8 +453,11 @@ class Fleet:
                  names: list[str] | None = None, interval: float = 10.0, watch: bool = True,
                  events: bool = True, seed: int | None = None,
                  failsafe_after: float | None = kinds.DEFAULT_FAILSAFE_AFTER_SECONDS,
-                 sample_interval: float | None = 1.0) -> None:
+                 sample_interval: float | None = 1.0,
+                 failsafe_spread: float = DEFAULT_FAILSAFE_SPREAD_SECONDS) -> None:
         self.failsafe_after = failsafe_after
+        self.failsafe_spread = max(0.0, failsafe_spread)
+        self._failsafe_changed_at: float | None = None  # when the site-wide verdict last turned
         self.sample_interval = sample_interval
         self.failsafe = False  # the operator's Lease has not been renewed for failsafe_after
         self.lease_renewals = 0  # renewals seen
@@ -499,7 +521,7 @@ class Fleet:
                               phase=self._phase(name) if self.names is None or len(self.names) > 1 else 0.0,
                               events=self.events, stats=self.stats, writes_gate=self.writes_gate,
                               sample_interval=self.sample_interval,
-                              failsafe=self.failsafe)
+                              failsafe=self.failsafe and self._followed(name))
             agent.obj = obj
             agent.rack_limit = self._rack_limit(name, obj)
             agent.rack_safe = self.rack_safe.get(rack_ref(obj), {}).get(name)
@@ -666,20 +688,38 @@ class Fleet:
         self._lease_seen_at = now - age
 
     def judge_failsafe(self, now: float, after: float, started: float) -> bool:
-        """Fail-safe when no renewal has been seen for `after` seconds (since start, before any)."""
+        """Fail-safe when no renewal has been seen for `after` seconds (since start, before any).
+        Each agent follows a change of that verdict at its own offset within the spread (spread.py):
+        an agent that had not entered yet when the Lease came back never enters."""
         seen = self._lease_seen_at if self._lease_seen_at is not None else started
         on = now - seen > after
         if on != self.failsafe:
             self.failsafe = on
+            # Dated from the lapse itself (or the renewal seen), not from this judgement.
+            self._failsafe_changed_at = seen + after if on else now
             if on:
                 log.warning("%s: the operator's Lease %s has not been renewed for %g s: fail-safe, "
-                            "every agent enforces min(limit, safeLimitWatts)", self.namespace,
-                            kinds.FAILSAFE_LEASE_NAME, after)
+                            "every agent enforces min(limit, safeLimitWatts) within %g s", self.namespace,
+                            kinds.FAILSAFE_LEASE_NAME, after, self.failsafe_spread)
             else:
-                log.info("%s: the operator's Lease is renewed again: fail-safe over", self.namespace)
+                log.info("%s: the operator's Lease is renewed again: fail-safe over within %g s",
+                         self.namespace, self.failsafe_spread)
+        changed = self._failsafe_changed_at
+        if changed is not None:
+            since = now - changed
             for agent in self.agents.values():
-                agent.set_failsafe(on)
+                if agent.failsafe != on and follows(agent.name, self.failsafe_spread, since):
+                    agent.set_failsafe(on)
+            if since >= self.failsafe_spread:
+                self._failsafe_changed_at = None  # every agent has followed: nothing to walk
         return on
+
+    def _followed(self, name: str) -> bool:
+        """A new agent's part of a change under way: whether its offset has passed."""
+        changed = self._failsafe_changed_at
+        if changed is None:
+            return True
+        return follows(name, self.failsafe_spread, asyncio.get_running_loop().time() - changed)
 
     async def _follow_lease(self, after: float) -> None:
         """Follow the site's Lease (a GET, then a watch of it by name from there, which also shows it
@@ -687,7 +727,8 @@ class Fleet:
         often enough that a lapse is seen within a fraction of `after` and of the interval."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        every = max(min(after / 8.0, self.interval / 4.0, 1.0), 0.1)
+        # Often enough that the spread is followed in steps of at most a twentieth of it.
+        every = max(min(after / 8.0, self.interval / 4.0, 1.0, self.failsafe_spread / 20 or 1.0), 0.05)
 
         async def judge_forever() -> None:
             while True:

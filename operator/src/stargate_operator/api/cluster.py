@@ -75,6 +75,13 @@ class SitePower(Model):
         description="Allocate above the site budget on measured draw, capping reactively once the draw "
         "nears the budget; none when unset.",
     )
+    enforcement: kinds.Enforcement = Field(
+        default=kinds.DEFAULT_ENFORCEMENT,
+        description="Enforce: the node agents apply the limits. Observe (shadow mode): the limits are "
+        "computed and reported as usual, each agent reports the limit it would apply "
+        "(telemetry.shadowLimitWatts) and applies none, and status.power.observe counts the nodes "
+        "that draw more than their limit would allow, and by how much.",
+    )
     ramp_down_watts_per_second: int | None = ramp_field(*DOWN)
     ramp_up_watts_per_second: int | None = ramp_field(*UP)
 
@@ -103,6 +110,17 @@ class GPUCount(Model):
 class MemoryTotals(Model):
     hbm_bytes: int = Field(default=0, ge=0, description="HBM of healthy GPUs, in bytes.")
     host_bytes: int = Field(default=0, ge=0, description="Host DRAM of nodes not in maintenance, in bytes.")
+
+
+class ObserveStatus(Model):
+    nodes_over_limit: int = Field(
+        default=0, ge=0,
+        description="Nodes whose measured power is above what their limits would allow them to draw.",
+    )
+    watts_over_limit: int = Field(
+        default=0, ge=0,
+        description="By how much, summed over those nodes, in watts: what enforcing would cap.",
+    )
 
 
 class CurtailmentRamp(Model):
@@ -137,6 +155,11 @@ class ClusterPowerStatus(Model):
     curtailment: CurtailmentRamp | None = Field(
         default=None, description="The curtailment's ramp times, while a ramp rate is set.")
     limits_confirmed: int = limits_confirmed_field("site")
+    observe: ObserveStatus | None = Field(
+        default=None,
+        description="Shadow mode (spec.power.enforcement Observe): what the limits would cap; absent "
+        "while they are enforced.",
+    )
 
 
 class StargateClusterStatus(StatusBase):

@@ -165,6 +165,17 @@ class Telemetry(Model):
     )
 
 
+    shadow_limit_watts: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_GPU_WATTS,
+        description=(
+            "In shadow mode (its site's spec.power.enforcement Observe): the per-GPU limit the agent "
+            "would apply, fail-safe included, in watts; it applies none."
+        ),
+    )
+
+
 class GPUNodeStatus(StatusBase):
     power_limit_watts: int | None = Field(
         default=None, ge=0, description="Per-GPU power limit the node agent must enforce, in watts."
@@ -189,6 +200,13 @@ class GPUNodeStatus(StatusBase):
         description=(
             "GPUs counted healthy: 0 in maintenance or with stale telemetry, telemetry.healthyGPUs "
             "(at most count) when fresh, all of them when there is no telemetry."
+        ),
+    )
+    power_enforcement: Literal["Enforce", "Observe"] | None = Field(
+        default=None,
+        description=(
+            "Observe while its site is in shadow mode: its agent reports the limit it would apply "
+            "and applies none. Absent while limits are enforced."
         ),
     )
     safe_limit_watts: int | None = Field(

@@ -35,6 +35,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from stargate_operator.agent.runner import Fleet, nvml_factory, simulated_factory
+from stargate_operator.agent.spread import DEFAULT_FAILSAFE_SPREAD_SECONDS
 from stargate_operator.client import ApiError, KubeClient
 from stargate_operator.commands.options import env as _env
 from stargate_operator.commands.options import env_bool as _env_bool
@@ -86,6 +87,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"when the operator's Lease ({FAILSAFE_LEASE_NAME} in the namespace) has not been renewed "
              "for this long, enforce min(limit, status.safeLimitWatts) until it is again; 0: never "
              f"[env STARGATE_AGENT_FAILSAFE_AFTER; default {DEFAULT_FAILSAFE_AFTER_SECONDS:g}]")
+    parser.add_argument(
+        "--failsafe-spread", type=_non_negative_float,
+        default=float(_env("STARGATE_AGENT_FAILSAFE_SPREAD", str(DEFAULT_FAILSAFE_SPREAD_SECONDS)) or 0),
+        metavar="SECONDS",
+        help="the agents of a site enter the fail-safe, and leave it, spread over this many seconds "
+             "by a hash of the node name, so the site's power moves without a step; 0: all at once "
+             f"[env STARGATE_AGENT_FAILSAFE_SPREAD; default {DEFAULT_FAILSAFE_SPREAD_SECONDS:g}]")
     parser.add_argument(
         "--simulate", action="store_true", default=_env_bool("STARGATE_AGENT_SIMULATE"),
         help="no GPUs: simulate them from the GPUNode's spec (draw follows the limit, with noise) "
@@ -161,7 +169,8 @@ async def _main(args: argparse.Namespace) -> int:
         return 1
     fleet = Fleet(client, args.namespace, factory, names=None if args.all_nodes else args.node,
                   interval=args.interval, watch=args.watch, events=args.events, seed=args.seed,
-                  failsafe_after=args.failsafe_after or None, sample_interval=args.sample_interval or None)
+                  failsafe_after=args.failsafe_after or None, sample_interval=args.sample_interval or None,
+                  failsafe_spread=args.failsafe_spread)
     if args.metrics_port and not args.once:
         serve_metrics(fleet, args.metrics_port, args.metrics_addr)
     try:
@@ -191,7 +200,8 @@ def fleet_collector(fleet: Fleet | None) -> Collector:
       (`rack`), from their GPUNode's status (`gpunode`: the rack has not listed it), or from
       nowhere yet (`none`: the operator has not decided);
     - `stargate_agent_power_limit_changes_total{source}`: limits set on the devices (a device whose
-      limit already was the one asked for is not counted), by where the limit came from."""
+      limit already was the one asked for is not counted), by where the limit came from;
+    - `stargate_agent_shadow_limit_watts{node}`: in shadow mode, the limit each agent would apply."""
     from collections.abc import Iterator
 
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -224,6 +234,14 @@ def fleet_collector(fleet: Fleet | None) -> Collector:
             for source, n in limit_changes.items():
                 changes.add_metric([source], n)
             yield changes
+            shadow = GaugeMetricFamily(
+                "stargate_agent_shadow_limit_watts",
+                "Shadow mode (the site's spec.power.enforcement Observe): the per-GPU limit each "
+                "node's agent would apply, and does not, in watts.", labels=["node"])
+            for agent in agents:
+                if agent.shadow_limit is not None:
+                    shadow.add_metric([agent.name], agent.shadow_limit)
+            yield shadow
 
         def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
             return self.collect()

@@ -29,6 +29,7 @@ from stargate_operator import kinds
 from stargate_operator.api.load import LoadedObject, ManifestError, load_manifests
 from stargate_operator.core import CoreSettings, Plan, plan_namespace
 from stargate_operator.core.domains import DOMAIN_PROBLEMS
+from stargate_operator.core.outage import CONDITION as TELEMETRY_CONDITION
 from stargate_operator.core.status import RACKS_FIELD
 from stargate_operator.core.wire import format_time
 from stargate_operator.process import gc_paused
@@ -277,9 +278,17 @@ def print_table(items: list[dict[str, Any]], plan: Plan, now: datetime, out: Tex
                f"{spec['site']['kind']}, {spec['site']['cooling']} cooling, "
                f"design PUE {spec['site'].get('designPUE', kinds.DEFAULT_DESIGN_PUE)}")
         p.line(f"  Ready {_ready(st)}; PowerOvercommitted {_cond(st, 'PowerOvercommitted')[0]}")
+        telemetry = next((c for c in st.get("conditions", []) if c.get("type") == TELEMETRY_CONDITION), None)
+        if telemetry is not None and telemetry.get("status") == "False":
+            # Every report late reads as the source failing, not the GPUs: say which one it is.
+            p.line(f"  {TELEMETRY_CONDITION} False ({telemetry.get('reason')}): {telemetry.get('message')}")
         p.line(f"  {st[RACKS_FIELD]} racks, {st['nodes']} nodes, GPUs {st['gpus']['healthy']} "
                f"healthy of {st['gpus']['total']}; HBM {_bytes(st['memory']['hbmBytes'])}, host DRAM "
                f"{_bytes(st['memory']['hostBytes'])}")
+        observe = power.get("observe")
+        if observe is not None:
+            p.line(f"  shadow mode (enforcement Observe): no limit applied; {observe['nodesOverLimit']} "
+                   f"nodes draw {_watts(observe['wattsOverLimit'])} above what their limits would allow")
         curtail = spec["power"].get("curtailment")
         if curtail:
             until = curtail.get("until")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from stargate_operator.commands.options import env as _env
 from stargate_operator.commands.options import env_bool as _env_bool
@@ -110,6 +111,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=_env("STARGATE_DISCOVERY_RACK_LABEL", DISCOVERY_RACK_LABEL), metavar="KEY",
                         help="Node label naming its Rack (env STARGATE_DISCOVERY_RACK_LABEL; "
                         f"default {DISCOVERY_RACK_LABEL})")
+    parser.add_argument("--taint-unconfirmed", action="store_true",
+                        default=_env_bool("STARGATE_TAINT_UNCONFIRMED"),
+                        help="with --discover-nodes: taint GPU Nodes stargate.dev/power-unmanaged:NoSchedule "
+                        "until their node agent confirms its power limit after the Node became Ready "
+                        "(needs the agents; env STARGATE_TAINT_UNCONFIRMED=true)")
     parser.add_argument("--lease-duration", type=int,
                         default=_num("STARGATE_LEASE_DURATION", DEFAULT_LEASE_DURATION_SECONDS),
                         metavar="SECONDS",
@@ -138,7 +144,12 @@ def main(args: argparse.Namespace) -> int:
         from stargate_operator.core.discovery import DiscoverySettings
 
         discovery = DiscoverySettings(site_label=args.discovery_site_label,
-                                      rack_label=args.discovery_rack_label)
+                                      rack_label=args.discovery_rack_label,
+                                      taint_unconfirmed=args.taint_unconfirmed)
+    elif args.taint_unconfirmed:
+        print("stargate-operator run: --taint-unconfirmed needs --discover-nodes (the Nodes it taints "
+              "are the ones discovery watches)", file=sys.stderr)
+        return 2
     namespaces = tuple(args.namespaces or args.env_namespaces)
     election = None
     if args.leader_election:

@@ -42,6 +42,7 @@ from stargate_operator.core.discovery import (
     nvml_range,
     plan_discovery,
 )
+from stargate_operator.core.taint import taint_patches
 from stargate_operator.core.types import ObjectRef, Plan
 
 logger = logging.getLogger("stargate.discovery")
@@ -160,7 +161,10 @@ def plan_discovery_unit(objects: list[dict[str, Any]], now: datetime, settings: 
         logger.info("Node %s is no longer skipped", name)
     for reason, count in discovery.skipped_by_reason().items():
         metrics.DISCOVERY_SKIPPED_NODES.labels(reason=reason).set(count)
-    return to_plan(discovery, objects)
+    plan = to_plan(discovery, objects)
+    if settings.taint_unconfirmed:
+        plan.patches = taint_patches(objects, settings.site_label)
+    return plan
 
 
 def discovery_controller(settings: DiscoverySettings,

@@ -418,6 +418,9 @@ class Engine:
             key = key_of(body)
             if store.get(key) is None:
                 yield "create", key, body
+        for key, patch in plan.patches:
+            if store.get(key) is not None:
+                yield "patch", key, patch
         yield from self._status_writes(plan, skip=skip)
         for ref in plan.deletes:
             held = store.get(ref.key)
@@ -530,6 +533,8 @@ class Engine:
                                                   field_manager=controller.field_manager, force=True)
                 elif verb == "create":
                     obj = await self.client.create(res, namespace or None, payload)
+                elif verb == "patch":
+                    obj = await self.client.patch(res, namespace or None, name, payload)
                 else:
                     ref: ObjectRef = payload
                     obj = None

@@ -107,7 +107,7 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
                 if queries or meters.readings:
                     meters.update(await source.read_meters(queries))
 
-            tasks.append(asyncio.create_task(source.run(on_update), name="telemetry"))
+            tasks.append(asyncio.create_task(source.run(on_update, overlay.set_source), name="telemetry"))
         tasks.append(asyncio.create_task(engine.run(), name="engine"))
         if cfg.lease_duration > 0:
             keeper = LeaseKeeper(client, site_namespaces(engine.store.namespaces, engine.store.objects),

@@ -43,6 +43,8 @@ class RackMemo:
     counts: dict[str, int]  # its Plan.counts, which those statuses decide
     power_limits: dict[str, int]  # its status.powerLimits, which they decide too
     safe_limits: dict[str, int]  # its status.safeLimits, likewise
+    observe: bool  # its site's shadow mode, which its nodes' statuses show
+    over: tuple[int, int]  # in shadow mode: its nodes above their allocation, and by how much
 
     @classmethod
     def of(
@@ -62,6 +64,8 @@ class RackMemo:
             counts=counts,
             power_limits=rack.power_limits,
             safe_limits=rack.safe_limits,
+            observe=rack.observe,
+            over=(rack.over_nodes, rack.over_w),
         )
 
     def restore_sums(self, rack: RackIn) -> None:

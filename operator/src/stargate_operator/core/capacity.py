@@ -52,6 +52,15 @@ def assess_node(node: NodeIn, now: float, stale_after: float, memo: EpochMemo) -
         return observed - stale_after
     node.stale = False
     node.stale_reason = "Fresh"
+    read_telemetry(node)
+    return observed + stale_after
+
+
+def read_telemetry(node: NodeIn) -> None:
+    """Healthy GPUs, measured power and the enforced limit from the node's reading, taken as
+    current (a fresh one, or one held through a source outage: outage.py)."""
+    tel = node.telemetry
+    count = node.count if node.count > 0 else 0
     if not node.maintenance and node.node_ready:
         reported = tel.get("healthyGPUs")
         if type(reported) is not int:
@@ -66,4 +75,3 @@ def assess_node(node: NodeIn, now: float, stale_after: float, memo: EpochMemo) -
         if type(enforced) is not int:
             enforced = int_or_none(enforced)
         node.enforced_w = enforced if enforced is not None and enforced >= 0 else None
-    return observed + stale_after

@@ -104,6 +104,8 @@ class DiscoverySettings:
     # GPUNodes of its own sites: a Node placed in another namespace is another release's business
     # (neither applied nor reported as skipped), and GPUNodes outside are never deleted.
     namespaces: frozenset[str] | None = None
+    # Taint GPU Nodes whose agent has not confirmed their limit since they became Ready (taint.py).
+    taint_unconfirmed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stargate_operator.core.capping import (
     CappingState,
@@ -34,7 +34,11 @@ from stargate_operator.kinds import (
     DEFAULT_RACK_PRIORITY,
     DEFAULT_RESERVE_PERCENT,
     DEFAULT_SHARE_PERCENT,
+    OBSERVE,
 )
+
+if TYPE_CHECKING:
+    from stargate_operator.core.outage import Verdict
 
 # Sorts after every real creation time: an object without one (a manifest fed to `plan`) is
 # taken to be the newest, which is what it is next to objects that already carry a status.
@@ -90,6 +94,10 @@ class ClusterIn:
     hbm_bytes: int = 0
     host_bytes: int = 0
     limits_confirmed: int = 0  # nodes whose agent reports their limit enforced (counts.py)
+    telemetry: Verdict | None = None  # of its namespace's telemetry source (outage.py)
+    observe: bool = False  # spec.power.enforcement Observe: shadow mode, the agents apply no limit
+    over_nodes: int = 0  # in shadow mode: nodes measured above their allocation ...
+    over_w: int = 0  # ... and by how much in all
 
 
 @dataclass(slots=True, eq=False)
@@ -122,6 +130,9 @@ class RackIn:
     limits_confirmed: int = 0  # nodes whose agent reports their limit enforced (counts.py)
     power_limits: dict[str, int] = field(default_factory=dict)  # node name -> per-GPU limit
     safe_limits: dict[str, int] = field(default_factory=dict)  # node name -> its safeLimitWatts
+    observe: bool = False  # its site is in shadow mode
+    over_nodes: int = 0  # in shadow mode: its nodes measured above their allocation ...
+    over_w: int = 0  # ... and by how much in all
     # power domains (domains.py): the valid domains above it, its site first among its constraints
     chain: list[DomainIn] = field(default_factory=list)
     path_problem: str = ""  # why its power path is invalid (then it gets its floor only)
@@ -224,6 +235,7 @@ class NodeIn:
     stale: bool = False
     stale_reason: str = ""  # NoTelemetry, Fresh, ClockSkew, Stale, MissingTimestamp, InvalidTimestamp
     enforced_w: int | None = None  # telemetry.enforcedLimitWatts: what the agent says the GPUs enforce
+    observe: bool = False  # its site is in shadow mode: its agent applies no limit
     allocated_w: int = 0
     limit_w: int = 0
     safe_limit_w: int = 0  # its limit with no oversubscription anywhere (at most limit_w)
@@ -323,6 +335,7 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterIn:
         ),
         over=parse_oversubscription(power.get("oversubscription")),
         capping_was=parse_capping(mapping(status.get("power")).get("capping")),
+        observe=power.get("enforcement") == OBSERVE,
         rates=parse_rates(power),
         curtail_held=_curtailment_held(mapping(status.get("power")).get("curtailment")),
     )

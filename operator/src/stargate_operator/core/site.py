@@ -34,7 +34,9 @@ from stargate_operator.core.objects import (
     parse_pool,
     parse_rack,
 )
+from stargate_operator.core.outage import SOURCE_KIND, SourceState, Verdict, freeze, judge_site, parse_source
 from stargate_operator.core.power import node_floor_demand
+from stargate_operator.core.shadow import shadow
 from stargate_operator.core.status import (
     StatusContext,
     claim_status,
@@ -70,6 +72,7 @@ class _Namespace:
     claims: dict[str, ClaimIn] = field(default_factory=dict)
     domains: dict[str, DomainIn] = field(default_factory=dict)
     events: dict[str, EventIn] = field(default_factory=dict)  # GridEvents
+    telemetry: Verdict | None = None  # outage.py: whether its telemetry source is available
 
 
 _NODE = kinds.GPU_NODE.kind
@@ -139,6 +142,7 @@ def plan_namespace(
     kept: dict[str, NodeIn] = {}
     last_ns: str | None = None
     last_nodes: dict[str, NodeIn] = {}
+    source: SourceState | None = None
     for obj in objects:
         kind = obj.get("kind")
         if kind == _NODE:  # most objects: parsed with the cache, and one namespace's dict held
@@ -150,9 +154,19 @@ def plan_namespace(
                 last_nodes = _space(spaces, last_ns).nodes
             last_nodes[node.name] = node
             continue
+        if kind == SOURCE_KIND:  # not a kind of the API: the telemetry source's state (outage.py)
+            source = parse_source(obj)
+            continue
         taker = _TAKE.get(kind)  # type: ignore[arg-type]  # a missing kind finds nothing
         if taker is not None:
             taker(obj, spaces)
+    for space in spaces.values():
+        space.telemetry = verdict = judge_site(space.nodes.values(), source, stale_after)
+        if not verdict.available:
+            for node in freeze(space.nodes.values()):
+                # Judged on a held reading: never reused as it is once the outage ends.
+                node.hit = False
+                node.valid_until = node.assessed_at
     plan = Plan()
     ctx = StatusContext(format_time(when), stale_after, plan.events, plan.counts, caching=cache is not None)
     previous = cache.racks if cache is not None else None
@@ -197,7 +211,7 @@ def _take_node(
                 and node.assessed_with == stale_after
                 and _same_telemetry(node.telemetry, obj)
             ):
-                node.rack_found = node.powered = False
+                node.rack_found = node.powered = node.observe = False
                 node.rack_cluster_ref = ""
                 node.allocated_w = node.limit_w = node.safe_limit_w = 0
                 kept[uid] = node
@@ -295,6 +309,10 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
             next_change = change
 
     for cluster in clusters.values():
+        cluster.telemetry = space.telemetry
+        if cluster.observe:
+            for rack in cluster.racks:
+                rack.observe = True
         allocate_site(cluster, now)
         until = cluster.curtailment_until
         if cluster.curtailment_active and until is not None and until < next_change:
@@ -309,7 +327,7 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
     for rack in racks.values():
         memo = reused.get(rack.name)
         if (memo is not None and memo.budget_w == rack.budget_w and memo.powered == rack.powered
-                and memo.safe_budget_w == rack.safe_budget_w):
+                and memo.safe_budget_w == rack.safe_budget_w and memo.observe == rack.observe):
             # Same nodes, same budget: the same allocation and the same statuses as last time.
             rack.facility_it_w = memo.facility_it_w
             statuses.update(memo.statuses)
@@ -317,9 +335,12 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
             ctx.counts[_RACK, rack.namespace, rack.name] = counts = memo.counts
             rack.power_limits = memo.power_limits
             rack.safe_limits = memo.safe_limits
+            rack.over_nodes, rack.over_w = memo.over
         else:
             if rack.powered:
                 allocate_rack(rack)
+            if rack.observe:
+                shadow(rack)
             mine: dict[ObjectKey, dict[str, Any]] | None = {} if ctx.caching else None
             for node in rack.nodes:
                 status = _node_status(node, ctx)
@@ -339,6 +360,9 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
         statuses[_NODE, node.namespace, node.name] = _node_status(node, ctx)
     for cluster in clusters.values():
         roll_up_site(cluster)
+        if cluster.observe:
+            cluster.over_nodes = sum(r.over_nodes for r in cluster.racks)
+            cluster.over_w = sum(r.over_w for r in cluster.racks)
         counts = ctx.counts[_CLUSTER, cluster.namespace, cluster.name] = cluster_counts(
             cluster, ctx.counts)
         cluster.limits_confirmed = counts[NODES_LIMIT_CONFIRMED]
@@ -372,7 +396,7 @@ def _node_status(node: NodeIn, ctx: StatusContext) -> dict[str, Any]:
     if not ctx.caching:
         return node_status(node, ctx)
     key = (node.allocated_w, node.limit_w, node.safe_limit_w, node.healthy, node.stale_reason, node.powered,
-           node.rack_found, node.rack_cluster_ref, ctx.stale_after, node.enforced_w)
+           node.rack_found, node.rack_cluster_ref, ctx.stale_after, node.enforced_w, node.observe)
     if node.out_key == key and node.out_status is not None:
         return node.out_status
     status = node_status(node, ctx)

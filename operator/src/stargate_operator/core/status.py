@@ -27,8 +27,18 @@ from stargate_operator.core.conditions import (
 )
 from stargate_operator.core.domains import DOMAIN_PROBLEMS, POWER_PATH_INVALID
 from stargate_operator.core.objects import ClaimIn, ClusterIn, DomainIn, NodeIn, PoolIn, RackIn
+from stargate_operator.core.outage import CONDITION as TELEMETRY_CONDITION
+from stargate_operator.core.outage import telemetry_events
 from stargate_operator.core.types import ObjectKey, PlanEvent
-from stargate_operator.kinds import GPU_NODE, MEMORY_CLAIM, MEMORY_POOL, POWER_DOMAIN, RACK, STARGATE_CLUSTER
+from stargate_operator.kinds import (
+    GPU_NODE,
+    MEMORY_CLAIM,
+    MEMORY_POOL,
+    OBSERVE,
+    POWER_DOMAIN,
+    RACK,
+    STARGATE_CLUSTER,
+)
 
 # status.racks of a StargateCluster and of a PowerDomain: how many racks it holds. A field of the
 # API, named here once (the metrics and `plan` read it), not derived from the Rack kind's plural.
@@ -50,7 +60,7 @@ class StatusContext:
     caching: bool = False  # a PlanCache is in use: keep what the next recomputation can reuse
     conditions: ConditionMemo = field(default_factory=dict)
 
-CLUSTER_CONDITIONS = frozenset({"Ready", "PowerOvercommitted", "Capping"})
+CLUSTER_CONDITIONS = frozenset({"Ready", "PowerOvercommitted", "Capping", TELEMETRY_CONDITION})
 RACK_CONDITIONS = frozenset({"Ready", "PowerCapped", "OverBudget"})
 NODE_CONDITIONS = frozenset({"Ready", "PowerCapped", "TelemetryStale", "PowerLimitApplied"})
 POOL_CONDITIONS = frozenset({"Ready", "Exhausted"})
@@ -143,10 +153,11 @@ def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
             f"{c.demand_w} W demanded{curtail}",
         )
     capping, capping_status = _capping(c, c.budget_w, "budget", key, ctx)
-    conds = build_conditions(
-        c.old, (ready, oc) if capping is None else (ready, oc, capping), CLUSTER_CONDITIONS, ctx.now,
-        c.generation, ctx.conditions
-    )
+    specs = (ready, oc) if capping is None else (ready, oc, capping)
+    if c.telemetry is not None:
+        specs = (*specs, c.telemetry.condition)
+        telemetry_events(key, c.old, c.telemetry, events)
+    conds = build_conditions(c.old, specs, CLUSTER_CONDITIONS, ctx.now, c.generation, ctx.conditions)
     _alarm(events, key, c.old, oc, "PowerOvercommitted", "PowerOvercommitResolved")
     status = _base(c.generation, conds)
     status[RACKS_FIELD] = len(c.racks)
@@ -164,6 +175,8 @@ def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
     }
     if capping_status is not None:
         status["power"]["capping"] = capping_status
+    if c.observe:
+        status["power"]["observe"] = {"nodesOverLimit": c.over_nodes, "wattsOverLimit": c.over_w}
     if c.ramp_cap_w is not None and c.ramp_cap_w < c.budget_w:
         status["power"]["rampWatts"] = c.ramp_cap_w
     if c.curtail_out is not None:
@@ -298,6 +311,9 @@ def _limit_condition(n: NodeIn) -> CondSpec:
         return ("PowerLimitApplied", UNKNOWN, "RackNotFound", "no limit is assigned without a rack")
     if not n.powered:
         return ("PowerLimitApplied", UNKNOWN, "ClusterNotFound", "no limit is assigned without a cluster")
+    if n.observe:
+        return ("PowerLimitApplied", UNKNOWN, "Observing",
+                "shadow mode: the node agent applies no limit and reports the one it would apply")
     if n.enforced_w is None:
         if n.stale:
             return ("PowerLimitApplied", UNKNOWN, "TelemetryStale",
@@ -380,6 +396,8 @@ def node_status(n: NodeIn, ctx: StatusContext) -> Status:
         # the limit that holds with no oversubscription; the agent's fail-safe
         "safeLimitWatts": n.safe_limit_w if n.powered else n.limit_w,
     }
+    if n.observe:
+        status["powerEnforcement"] = OBSERVE
     if n.generation is not None:
         status["observedGeneration"] = n.generation
     return status

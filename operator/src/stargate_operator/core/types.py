@@ -65,6 +65,9 @@ class Plan:
     # Objects to create (POST) when absent; wire form as for applies.
     creates: list[dict[str, Any]] = field(default_factory=list)
     deletes: list[ObjectRef] = field(default_factory=list)
+    # JSON merge patches of existing objects (a Node's taints), by key, with the resourceVersion
+    # they were built from; listed only where the object differs from what they make it.
+    patches: list[tuple[ObjectKey, dict[str, Any]]] = field(default_factory=list)
     # Earliest future time at which the result changes by time alone (telemetry going stale,
     # a curtailment's `until` passing); None when nothing is pending.
     next_change_at: datetime | None = None

@@ -434,6 +434,12 @@ def _declare_all(f: Families, per_node: bool) -> None:
               "1 while the site budget is capping (allocating within the real budget on measured draw), "
               "0 while it allocates above it; absent without oversubscription.", c)
     _declare_capping(f, "cluster", c)
+    f.declare("stargate_cluster_observe_nodes_over_limit",
+              "Shadow mode (spec.power.enforcement Observe): nodes measured above what their limits "
+              "would allow; absent while limits are enforced.", c)
+    f.declare("stargate_cluster_observe_over_limit_watts",
+              "Shadow mode: by how much those nodes draw above their limits, in watts (what enforcing "
+              "would cap); absent while limits are enforced.", c)
     # Rack
     rk = (*r, "condition")
     f.declare("stargate_rack_info", "One series per rack, with its location labels; value 1.",
@@ -703,6 +709,10 @@ class StargateCollector(Collector):
         if type(capping) is dict:
             f.add("stargate_cluster_capping", labels, 1.0 if capping.get("active") is True else 0.0)
         _add_capping(f, "cluster", labels, capping)
+        observe = _get(status, "power", "observe")
+        if type(observe) is dict:
+            f.add("stargate_cluster_observe_nodes_over_limit", labels, _num(observe, "nodesOverLimit"))
+            f.add("stargate_cluster_observe_over_limit_watts", labels, _num(observe, "wattsOverLimit"))
 
 
     def _domain(self, domain: Mapping[str, Any]) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from stargate_operator import kinds
+from stargate_operator.core.outage import SourceState, source_record
 from stargate_operator.core.power import with_base_power
 
 __all__ = ["TelemetryOverlay"]
@@ -23,13 +24,24 @@ class TelemetryOverlay:
 
     def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
         self._readings: dict[str, dict[str, Any]] = {}
+        self._source: dict[str, Any] | None = None  # how the source fares (core/outage.py)
         self.on_change = on_change
+
+    def set_source(self, state: SourceState) -> None:
+        """How the source fares: while it is unavailable the core holds every site's health at the
+        last readings instead of ageing them to stale (core/outage.py). Told to the planner as a
+        record among the objects of every unit that holds a site."""
+        self._source = source_record(state)
+        self.on_change()
 
     def update(self, readings: Mapping[str, dict[str, Any]]) -> None:
         self._readings = dict(readings)
         self.on_change()
 
     def __call__(self, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        source = self._source
+        if source is not None and any(o.get("kind") == kinds.STARGATE_CLUSTER.kind for o in objects):
+            objects = [*objects, source]
         if not self._readings:
             return objects
         out = []

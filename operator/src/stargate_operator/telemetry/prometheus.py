@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from stargate_operator.core.outage import SourceState
 from stargate_operator.core.wire import format_time, from_epoch
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ MIB = 1024 * 1024
 APPLICATION_XIDS = (13, 31, 43, 45, 68, 109)
 
 TelemetryByNode = dict[str, dict[str, Any]]
+SOURCE_NAME = "Prometheus"  # as the sites' TelemetryAvailable reasons name it
+
+
+def _now() -> str:
+    return format_time(datetime.now(UTC))
 K = TypeVar("K")
 
 
@@ -178,9 +184,13 @@ class PrometheusTelemetry:
         self.polls += 1
         return {node: dict(t) for node, t in self.last.items()}
 
-    async def run(self, on_update: Callable[[TelemetryByNode], Awaitable[None] | None]) -> None:
-        """Poll forever; `on_update` gets every successful poll's result. Errors (Prometheus down,
-        timeouts, bad answers) are logged and retried with exponential backoff, never raised."""
+    async def run(self, on_update: Callable[[TelemetryByNode], Awaitable[None] | None],
+                  on_state: Callable[[SourceState], None] | None = None) -> None:
+        """Poll forever; `on_update` gets every successful poll's result, `on_state` the source's
+        state whenever it turns (unavailable at the first failed poll, available again at the
+        next good one: the core then holds health at the last readings, core/outage.py). Errors
+        (Prometheus down, timeouts, bad answers) are logged and retried with exponential backoff,
+        never raised."""
         first_backoff = backoff = min(1.0, self.interval)
         try:
             while True:
@@ -191,6 +201,8 @@ class PrometheusTelemetry:
                 except (httpx.HTTPError, PrometheusError, KeyError, ValueError, TypeError) as e:
                     self.failures += 1
                     self.last_error = str(e) or type(e).__name__
+                    if self.failures == 1 and on_state is not None:
+                        on_state(SourceState(SOURCE_NAME, False, _now(), self.last_error[:200]))
                     log.warning("Prometheus telemetry from %s failed (%s, %d in a row); retrying in %.1f s",
                                 self.url, self.last_error, self.failures, backoff)
                     self.retry_in = backoff
@@ -199,6 +211,8 @@ class PrometheusTelemetry:
                     continue
                 if self.failures:
                     log.info("Prometheus telemetry from %s back after %d failures", self.url, self.failures)
+                if (self.failures or self.polls == 1) and on_state is not None:
+                    on_state(SourceState(SOURCE_NAME, True, _now()))
                 self.failures = 0
                 self.last_error = None
                 self.retry_in = None
