@@ -9,6 +9,9 @@ kubelet-issued token writing its node's telemetry and refused for another node's
 event created through the official `kubernetes` client reaching the agent's (simulated) GPUs; a real
 Prometheus scraping the operator through its Service's endpoints; the operator pod killed and the
 operator converging again; `helm upgrade` rolling both pods; `helm uninstall` leaving nothing.
+Then the power-unmanaged taint: the Node registered with it, the chart installed again with
+`discovery.taintUnconfirmed`, a pod without the toleration Pending until the agent confirms its
+limit, then running.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from helpers.site import cluster, now_plus, rack
 from prometheus.harness import PrometheusServer
 from stargate_operator import kinds
 from stargate_operator.core import discovery as d
+from stargate_operator.core.taint import TAINT_KEY
 
 pytestmark = pytest.mark.node
 
@@ -308,3 +312,78 @@ def test_helm_uninstall_leaves_nothing_behind(release: RealNode) -> None:
         if out:
             left[kinds_] = out
     assert not left, f"left behind by helm uninstall: {left}"
+
+
+# The power-unmanaged taint, after the release above is gone: the Node registered with the taint (as
+# `--register-with-taints` does; docs/operations/failure-modes.md), a workload pod without the
+# toleration created first, then the chart installed with discovery.taintUnconfirmed.
+WORKLOAD = "workload"
+
+
+def _node_tainted(rn: RealNode) -> bool:
+    node = json.loads(rn.kubectl("get", "node", rn.node.name, "-o", "json").stdout)
+    return any(t.get("key") == TAINT_KEY and t.get("effect") == "NoSchedule"
+               for t in node["spec"].get("taints") or [])
+
+
+def _workload(rn: RealNode) -> dict[str, Any]:
+    pod: dict[str, Any] = json.loads(rn.kubectl("get", "pod", WORKLOAD, "-n", SITE, "-o", "json").stdout)
+    return pod
+
+
+def _confirming_report(rn: RealNode) -> dict[str, Any] | None:
+    s = ((get(rn, kinds.GPU_NODE, SITE, rn.node.name) or {}).get("status") or {})
+    enforced = (s.get("telemetry") or {}).get("enforcedLimitWatts")
+    limit = s.get("powerLimitWatts")
+    return s if enforced is not None and limit is not None and enforced <= limit else None
+
+
+def test_a_pod_waits_on_the_power_unmanaged_taint_until_the_agent_confirms_its_limit(
+        real_node: RealNode) -> None:
+    rn = real_node
+    node = rn.node.name
+    # The uninstalled release left the GPUNode with its agent's last report: a node whose agent
+    # has not reported since is what a new Node looks like.
+    rn.kubectl("patch", "gpunode", node, "-n", SITE, "--subresource=status", "--type=merge",
+               "-p", json.dumps({"status": {"telemetry": None}}))
+    rn.kubectl("taint", "node", node, f"{TAINT_KEY}=:NoSchedule", "--overwrite")
+    rn.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": WORKLOAD, "namespace": SITE},
+        "spec": {"containers": [{
+            "name": "w", "image": rn.node.operator_image, "imagePullPolicy": "Never",
+            "command": ["python", "-c", "import time; time.sleep(3600)"]}],
+            "terminationGracePeriodSeconds": 0}}))
+    refused = wait_for(lambda: (c := condition(_workload(rn).get("status") or {}, "PodScheduled")).get(
+        "reason") == "Unschedulable" and c, "the workload pod refused by the scheduler")
+    # The scheduler names no taint; the Node has ours only.
+    assert "untolerated taint" in refused.get("message", ""), refused
+    node_taints = json.loads(rn.kubectl("get", "node", node, "-o", "json").stdout)["spec"]["taints"]
+    assert [t["key"] for t in node_taints] == [TAINT_KEY], node_taints
+    # The operator on the tainted node too (on a real cluster it runs on other nodes).
+    vals = values(rn.node.image_tag)
+    vals["discovery"]["taintUnconfirmed"] = True
+    vals["tolerations"] = [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
+    values_file = rn.workdir / "values-taint.yaml"
+    values_file.write_text(json.dumps(vals))
+    rn.helm("install", RELEASE, str(_chart()), "--namespace", NAMESPACE, "-f", str(values_file),
+            "--wait", "--timeout=5m")
+    try:
+        rollout(rn)  # the agent among them: it tolerates the taint it lifts
+        # Until the agent's report confirms the limit, the taint holds and the pod is not scheduled.
+        # (Read in that order: a taint gone or a pod placed before a report that is still to come
+        # would be the rule broken.)
+        deadline = time.monotonic() + WAIT
+        while True:
+            tainted, placed = _node_tainted(rn), _workload(rn)["spec"].get("nodeName")
+            if _confirming_report(rn):
+                break
+            assert tainted, "the taint was lifted before the agent confirmed the limit"
+            assert not placed, "the pod was scheduled before the limit held"
+            assert time.monotonic() < deadline, "no report of the agent confirming its limit"
+            time.sleep(0.2)
+        wait_for(lambda: not _node_tainted(rn), "the taint lifted after the agent's confirmation")
+        wait_for(lambda: (_workload(rn).get("status") or {}).get("phase") == "Running",
+                 "the workload pod running")
+    finally:
+        rn.kubectl("delete", "pod", WORKLOAD, "-n", SITE, "--wait=false", check=False)
+        rn.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout=3m", check=False)

@@ -207,3 +207,87 @@ async def test_a_hung_operator_is_a_gone_one_to_the_agents(
         with pytest.raises(asyncio.CancelledError):
             await task
         op.stop()
+
+
+async def test_a_failover_between_replicas_never_trips_the_agents_failsafe(
+        kubectl: Kubectl, namespace: str, control_plane: LocalControlPlane, client: KubeClient,
+        tmp_path: Path) -> None:
+    """Two replicas on the leader-election Lease and the agents at the shipped durations (leader
+    Lease 15 s, renew deadline 10 s, retry 2 s; fail-safe Lease 15 s, renewed every 5 s; fail-safe
+    after 30 s): the active replica killed (SIGKILL), the standby takes over within the leader
+    Lease plus a retry and renews the fail-safe Lease before any agent trips; then the new active
+    replica stopped (SIGTERM), it releases the leader Lease and a third takes over at its next try.
+    No agent enters the fail-safe at any moment, and every GPU keeps its limit."""
+    kubectl.apply(site(namespace), namespace=namespace)
+    election = ("-n", namespace, "--leader-election", "sg-failover")
+    replicas: list[OperatorProcess] = []
+
+    def replica() -> OperatorProcess:
+        op = OperatorProcess(control_plane, tmp_path, *election).start()
+        replicas.append(op)
+        return op
+
+    backends: dict[str, IdleGPUs] = {}
+
+    def factory(name: str, obj: dict[str, Any]) -> IdleGPUs:
+        backends[name] = IdleGPUs()
+        return backends[name]
+
+    fleet = Fleet(client, namespace, factory, interval=INTERVAL, sample_interval=0.5)
+    assert fleet.failsafe_after == kinds.DEFAULT_FAILSAFE_AFTER_SECONDS == 30
+    tripped: list[float] = []
+
+    async def watch_verdict() -> None:
+        while True:  # the site's verdict, sampled well inside the agents' own judging period
+            if fleet.failsafe:
+                tripped.append(time.time())
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(fleet.run())
+    watcher = asyncio.create_task(watch_verdict())
+
+    def limits() -> dict[str, int | None]:
+        return {n: b.limit for n, b in sorted(backends.items())}
+
+    async def renewed_after(at: float, what: str) -> None:
+        # The agents see the renewal within their judging period (at most a second).
+        await until(lambda: renewed_at(kubectl, namespace) > at, 40, what)
+        await asyncio.sleep(1.5)
+
+    try:
+        first = replica()
+        await until(first.active, 30, "the first replica active")
+        second = replica()
+        await until(lambda: limits() == {f"n{i}": LIMIT for i in range(3)}, 30, "every agent at its limit")
+        assert not second.active()
+        settled = {n: len(b.changes) for n, b in backends.items()}
+
+        first.kill()
+        killed = time.time()
+        await until(second.active, 40, "the standby to take over after SIGKILL")
+        await renewed_after(killed, "the fail-safe Lease renewed by the new active replica")
+        print(f"\nSIGKILL: fail-safe Lease renewed {renewed_at(kubectl, namespace) - killed:.1f}s "
+              f"after the kill (agents trip at {fleet.failsafe_after:.0f}s)")
+        assert not tripped, f"an agent entered the fail-safe {tripped[0] - killed:.1f}s after the kill"
+
+        third = replica()
+        await asyncio.sleep(3 * 2.0)  # a few of the standby's tries: it stays put
+        assert second.active() and not third.active()
+        assert second.stop() == 0
+        stopped = time.time()
+        await until(third.active, 40, "the standby to take over after SIGTERM")
+        await renewed_after(stopped, "the fail-safe Lease renewed after the clean handover")
+        print(f"SIGTERM: fail-safe Lease renewed {renewed_at(kubectl, namespace) - stopped:.1f}s "
+              "after the stop")
+        assert not tripped, f"an agent entered the fail-safe {tripped[0] - stopped:.1f}s after the stop"
+        # Nobody touched a GPU across both failovers.
+        changed = {n: b.changes[settled[n]:] for n, b in backends.items() if b.changes[settled[n]:]}
+        assert not changed, changed
+    finally:
+        for t in (watcher, task):
+            t.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await t
+        for op in replicas:
+            if op.alive:
+                op.kill()
