@@ -535,6 +535,10 @@ def power() -> db.Dashboard:
     unconfirmed = "stargate_cluster_nodes_limit_unconfirmed"
     not_confirmed = f"{r('stargate_rack_nodes')} - {r('stargate_rack_nodes_limit_confirmed')} > 0"
 
+    # Shadow mode: what the observing sites' agents would cap (status.power.observe).
+    observe_nodes = "stargate_cluster_observe_nodes_over_limit"
+    observe_watts = "stargate_cluster_observe_over_limit_watts"
+
     def of_not_confirmed(metric: str) -> str:
         return f"{r(metric)} and on (namespace, cluster, rack) ({not_confirmed})"
     return dashboard(
@@ -651,6 +655,24 @@ def power() -> db.Dashboard:
                 Column(of_not_confirmed("stargate_rack_nodes_telemetry_stale"), "Stale telemetry"),
                 Column(of_not_confirmed("stargate_rack_nodes_maintenance"), "Maintenance"),
                 sort_by="Not applied", descending=True,
+            ),
+            row("Shadow mode (sites with spec.power.enforcement Observe)"),
+            stat_panel("Nodes enforcing would cap",
+                       "Nodes of observing sites measured above the limit their agent would apply (and "
+                       "does not: shadow mode). 0 when none is, or no selected site observes.",
+                       f"sum({s(observe_nodes)}) or vector(0)", steps=WARN_FROM_1, width=4, height=8),
+            stat_panel("Watts enforcing would cap",
+                       "How far those nodes draw above their limits, summed: the power enforcing the "
+                       "limits would take away now. 0 when nothing would be capped.",
+                       f"sum({s(observe_watts)}) or vector(0)", unit="watt", width=4, height=8),
+            timeseries_panel(
+                "What enforcing would cap",
+                "The selected observing sites' nodes (spec.power.enforcement Observe, "
+                "status.power.observe.wattsOverLimit): by how many watts they drew above their limits, "
+                "over time: what switching them to Enforce would have capped. Flat at 0 when no "
+                "selected site observes.",
+                Series(f"sum({s(observe_watts)}) or vector(0)", "over their limits"),
+                unit="watt", width=16, height=8,
             ),
             row("Nodes (needs operator.perNodeMetrics=true)"),
             table_panel(

@@ -48,6 +48,7 @@ from stargate_operator.fixtures.synth import synthetic_site
 
 JOB = "stargate-operator"
 TROUBLED = "stargate-troubled"
+OBSERVING = "stargate-shadow"
 GB = 10**9
 
 # The troubled site is built so that every alert but two has something to fire on; those two
@@ -216,10 +217,27 @@ def troubled_tree(objs: list[dict[str, Any]], now: datetime) -> list[dict[str, A
     ]
 
 
+def observing_site(now: datetime) -> list[dict[str, Any]]:
+    """A site in shadow mode (spec.power.enforcement Observe), curtailed by a fifth (above its floors), its
+    nodes busy: each draws above the limit its agent would apply, which the shadow panels show."""
+    objs = synthetic_site(18, 11, OBSERVING, now=now, cluster="shadow")
+    site = next(o for o in objs if o["kind"] == "StargateCluster")
+    site["spec"]["power"]["enforcement"] = kinds.OBSERVE
+    site["spec"]["power"]["curtailment"] = {
+        "percent": 20, "reason": "trial", "until": format_time(now + timedelta(hours=2))}
+    for node in (o for o in objs if o["kind"] == "GPUNode"):
+        spec = node["spec"]
+        busy = int((spec["basePowerWatts"] + spec["gpu"]["count"] * spec["gpu"]["maxPowerWatts"]) * 0.85)
+        node["status"] = {"telemetry": {"powerWatts": busy, "healthyGPUs": spec["gpu"]["count"],
+                                        "observedAt": format_time(now - timedelta(seconds=5))}}
+    return objs
+
+
 def build_site() -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     samples = [o.body for o in load_manifests([ROOT / "crds" / "samples"])]
-    return _with_status(samples, now) + _with_status(troubled_site(now), now)
+    return (_with_status(samples, now) + _with_status(troubled_site(now), now)
+            + _with_status(observing_site(now), now))
 
 
 class FakeEngine:
@@ -313,6 +331,19 @@ def test_site_figures_match_the_core(prom: PrometheusServer) -> None:
     # headroom is budget - allocated, negative while overcommitted
     head = prom.query(f'stargate_cluster_power_headroom_watts{{namespace="{TROUBLED}"}} < 0')
     assert head
+
+
+def test_shadow_figures_match_the_core(prom: PrometheusServer) -> None:
+    # What enforcing would cap: only the observing site has the series, and its figures are the
+    # core's status.power.observe.
+    status = next(o for o in build_site() if o["kind"] == "StargateCluster"
+                  and o["metadata"]["namespace"] == OBSERVING)["status"]["power"]["observe"]
+    assert status["nodesOverLimit"] == 18 and status["wattsOverLimit"] > 0, status
+    nodes = prom.query("stargate_cluster_observe_nodes_over_limit")
+    watts = prom.query("stargate_cluster_observe_over_limit_watts")
+    assert [(s["metric"]["namespace"], s["value"]) for s in nodes] == [(OBSERVING, 18)]
+    assert [s["metric"]["namespace"] for s in watts] == [OBSERVING]
+    assert watts[0]["value"] == pytest.approx(status["wattsOverLimit"], rel=0.05)
 
 
 def test_domain_figures_match_the_core(prom: PrometheusServer) -> None:
