@@ -264,7 +264,8 @@ async def test_a_failover_between_replicas_never_trips_the_agents_failsafe(
 
         first.kill()
         killed = time.time()
-        await until(second.active, 40, "the standby to take over after SIGKILL")
+        await until(lambda: tripped or second.active(), 60, "the standby to take over after SIGKILL")
+        assert not tripped, f"an agent entered the fail-safe {tripped[0] - killed:.1f}s after the kill"
         await renewed_after(killed, "the fail-safe Lease renewed by the new active replica")
         print(f"\nSIGKILL: fail-safe Lease renewed {renewed_at(kubectl, namespace) - killed:.1f}s "
               f"after the kill (agents trip at {fleet.failsafe_after:.0f}s)")
@@ -275,7 +276,8 @@ async def test_a_failover_between_replicas_never_trips_the_agents_failsafe(
         assert second.active() and not third.active()
         assert second.stop() == 0
         stopped = time.time()
-        await until(third.active, 40, "the standby to take over after SIGTERM")
+        await until(lambda: tripped or third.active(), 60, "the standby to take over after SIGTERM")
+        assert not tripped, f"an agent entered the fail-safe {tripped[0] - stopped:.1f}s after the stop"
         await renewed_after(stopped, "the fail-safe Lease renewed after the clean handover")
         print(f"SIGTERM: fail-safe Lease renewed {renewed_at(kubectl, namespace) - stopped:.1f}s "
               "after the stop")

@@ -49,6 +49,7 @@ import yaml
 
 from helpers.kube import Kubectl
 from stargate_operator import kinds
+from stargate_operator.core.taint import TAINT_KEY
 from stargate_operator.localcp.binaries import BinaryError, ensure_control_plane, ensure_helm, ensure_kubectl
 from stargate_operator.localcp.controlplane import LocalControlPlane
 from stargate_operator.localcp.versions import KUBERNETES_VERSION
@@ -505,6 +506,8 @@ def test_template_agent(helm: Helm) -> None:
         assert pod["serviceAccountName"] == "sg-stargate-operator-agent" != operator_sa
         assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true", "stargate.dev/site": site}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+        # The agent lifts the power-unmanaged taint: it runs on a Node that carries it.
+        assert {"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
         assert pod["runtimeClassName"] == "nvidia"
         assert pod["automountServiceAccountToken"] is True
         assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
