@@ -10,8 +10,8 @@ event created through the official `kubernetes` client reaching the agent's (sim
 Prometheus scraping the operator through its Service's endpoints; the operator pod killed and the
 operator converging again; `helm upgrade` rolling both pods; `helm uninstall` leaving nothing.
 Then the power-unmanaged taint: the Node registered with it, the chart installed again with
-`discovery.taintUnconfirmed`, a pod without the toleration Pending until the agent confirms its
-limit, then running.
+`discovery.taintUnconfirmed` but no agent (the taint holds, a pod without the toleration stays
+Pending), then the agent added: the pod Pending until the agent confirms its limit, then running.
 """
 
 from __future__ import annotations
@@ -316,7 +316,8 @@ def test_helm_uninstall_leaves_nothing_behind(release: RealNode) -> None:
 
 # The power-unmanaged taint, after the release above is gone: the Node registered with the taint (as
 # `--register-with-taints` does; docs/operations/failure-modes.md), a workload pod without the
-# toleration created first, then the chart installed with discovery.taintUnconfirmed.
+# toleration created first, then the chart installed with discovery.taintUnconfirmed, the agent
+# added only once the operator has planned the Node.
 WORKLOAD = "workload"
 
 
@@ -359,16 +360,32 @@ def test_a_pod_waits_on_the_power_unmanaged_taint_until_the_agent_confirms_its_l
     assert "untolerated taint" in refused.get("message", ""), refused
     node_taints = json.loads(rn.kubectl("get", "node", node, "-o", "json").stdout)["spec"]["taints"]
     assert [t["key"] for t in node_taints] == [TAINT_KEY], node_taints
-    # The operator on the tainted node too (on a real cluster it runs on other nodes).
+    # First the operator alone (no agent yet: nothing can confirm), on the tainted node too (on a
+    # real cluster it runs on other nodes).
     vals = values(rn.node.image_tag)
     vals["discovery"]["taintUnconfirmed"] = True
     vals["tolerations"] = [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
+    vals["agent"]["enabled"] = False
     values_file = rn.workdir / "values-taint.yaml"
     values_file.write_text(json.dumps(vals))
     rn.helm("install", RELEASE, str(_chart()), "--namespace", NAMESPACE, "-f", str(values_file),
             "--wait", "--timeout=5m")
     try:
-        rollout(rn)  # the agent among them: it tolerates the taint it lifts
+        rn.kubectl("rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "-n", NAMESPACE,
+                   f"--timeout={int(WAIT)}s", timeout=WAIT + 10)
+        wait_for(lambda: "cache synced" in rn.kubectl("logs", f"deployment/{OPERATOR_DEPLOYMENT}", "-n",
+                                                      NAMESPACE, check=False).stdout,
+                 "the operator's cache synced (its first plans follow)")
+        # The operator plans the Node and keeps it tainted: nothing confirmed its limit.
+        for _ in range(10):
+            assert _node_tainted(rn), "the taint was lifted with no agent to confirm the limit"
+            assert not _workload(rn)["spec"].get("nodeName"), "the pod was scheduled before the limit held"
+            time.sleep(0.5)
+        # Then the agent: it tolerates the taint it lifts.
+        vals["agent"]["enabled"] = True
+        values_file.write_text(json.dumps(vals))
+        rn.helm("upgrade", RELEASE, str(_chart()), "--namespace", NAMESPACE, "-f", str(values_file),
+                "--wait", "--timeout=5m")
         # Until the agent's report confirms the limit, the taint holds and the pod is not scheduled.
         # (Read in that order: a taint gone or a pod placed before a report that is still to come
         # would be the rule broken.)
@@ -381,6 +398,7 @@ def test_a_pod_waits_on_the_power_unmanaged_taint_until_the_agent_confirms_its_l
             assert not placed, "the pod was scheduled before the limit held"
             assert time.monotonic() < deadline, "no report of the agent confirming its limit"
             time.sleep(0.2)
+        rollout(rn)
         wait_for(lambda: not _node_tainted(rn), "the taint lifted after the agent's confirmation")
         wait_for(lambda: (_workload(rn).get("status") or {}).get("phase") == "Running",
                  "the workload pod running")
