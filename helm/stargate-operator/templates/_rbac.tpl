@@ -5,11 +5,16 @@ namespaces, in a Role per watched namespace otherwise.
 {{- define "stargate-operator.namespacedRules" -}}
 # The engine lists and watches every stargate.dev kind (its informers).
 - apiGroups: ["stargate.dev"]
-  resources: ["stargateclusters", "racks", "powerdomains", "gpunodes", "memorypools", "memoryclaims", "gridevents"]
+  resources: ["stargateclusters", "racks", "powerdomains", "gpunodes", "memorypools", "memoryclaims", "gridevents", "powerlimitslices"]
   verbs: ["list", "watch"]
+# The limits travel in PowerLimitSlices, which only the operator writes: server-side apply (a patch
+# that creates an absent slice) and deletes of slices left empty.
+- apiGroups: ["stargate.dev"]
+  resources: ["powerlimitslices"]
+  verbs: ["patch", "delete"]
 # It writes status only, with merge patches on the status subresource: never a spec.
 - apiGroups: ["stargate.dev"]
-  resources: ["stargateclusters/status", "racks/status", "powerdomains/status", "gpunodes/status", "memorypools/status", "memoryclaims/status", "gridevents/status"]
+  resources: ["stargateclusters/status", "racks/status", "powerdomains/status", "gpunodes/status", "memorypools/status", "memoryclaims/status", "gridevents/status", "powerlimitslices/status"]
   verbs: ["patch"]
 # Events about bad references and evictions (core/v1 events).
 - apiGroups: [""]

@@ -6,10 +6,12 @@ from stargate_operator.api.gpunode import GPUNode
 from stargate_operator.api.gridevent import GridEvent
 from stargate_operator.api.memory import MemoryClaim, MemoryPool
 from stargate_operator.api.powerdomain import PowerDomain
+from stargate_operator.api.powerlimitslice import PowerLimitSlice
 from stargate_operator.api.rack import Rack
 
 KINDS: tuple[type[Resource], ...] = (
     StargateCluster, Rack, PowerDomain, GPUNode, MemoryPool, MemoryClaim, GridEvent,
+    PowerLimitSlice,
 )
 BY_KIND: dict[str, type[Resource]] = {k.kind_info.kind: k for k in KINDS}
 
@@ -25,6 +27,7 @@ __all__ = [
     "MemoryClaim",
     "MemoryPool",
     "PowerDomain",
+    "PowerLimitSlice",
     "Rack",
     "Resource",
     "StargateCluster",
