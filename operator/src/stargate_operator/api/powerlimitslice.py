@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, JsonValue
 
 from stargate_operator import kinds
 from stargate_operator.api.common import (
@@ -24,7 +24,7 @@ from stargate_operator.api.common import (
 )
 
 PerGPULimit = Annotated[int, Field(ge=0, le=MAX_GPU_WATTS, description="Per-GPU power limit, in watts.")]
-_ATOMIC = {"x-kubernetes-map-type": "atomic"}
+_ATOMIC: dict[str, JsonValue] = {"x-kubernetes-map-type": "atomic"}
 
 
 class SliceRamp(Model):
