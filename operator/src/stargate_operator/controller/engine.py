@@ -29,7 +29,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ from stargate_operator.controller.informer import run_informer
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.controller.store import Key, Store, key_of
 from stargate_operator.core.power import with_base_power
+from stargate_operator.core.sliceplan import SliceSettings
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.core.types import ObjectRef, Plan, PlanEvent
 from stargate_operator.kinds import API_VERSION
@@ -61,6 +62,7 @@ _PATCH_STATUS = "patch_status"
 class EngineSettings:
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     stale_after_seconds: float = kinds.DEFAULT_STALE_AFTER_SECONDS
+    slices: SliceSettings = field(default_factory=SliceSettings)
     coalesce_delay: float = 0.1  # quiet time after the last event before recomputing
     max_delay: float = 1.0  # a namespace under a steady stream of events still recomputes this often
     write_concurrency: int = 32
@@ -86,7 +88,7 @@ def connections_needed(settings: EngineSettings,
     telemetry. With fewer, writers queue for the pool, aiohttp does not hand a freed connection to
     the longest waiter, and a writer starved past the connect timeout fails (seen at 100,000
     nodes: 5 watches took 5 of 32 connections from 32 writers)."""
-    resources = _watched(controllers or (power_controller(settings.stale_after_seconds),))
+    resources = _watched(controllers or (power_controller(settings.stale_after_seconds, settings.slices),))
     per_ns = max(1, len(settings.namespaces))
     watches = sum(per_ns if r.namespaced else 1 for r in resources.values())
     return settings.write_concurrency + settings.event_concurrency + watches + 4
@@ -131,7 +133,7 @@ class Engine:
         self.clock = clock
         self.monotonic = monotonic
         self.controllers: tuple[Controller[Any, Any], ...] = tuple(
-            controllers or (power_controller(settings.stale_after_seconds),))
+            controllers or (power_controller(settings.stale_after_seconds, settings.slices),))
         self.resources = _watched(self.controllers)
         # Which slots an event of a kind concerns, and how each groups its objects.
         self._slots_by_kind: dict[str, tuple[int, ...]] = {
@@ -361,8 +363,8 @@ class Engine:
             failed = 0
             if first:
                 # A barrier, not only an order: when a later write (a GPUNode's limit) lands, the
-                # one it follows (its rack's powerLimits) has landed already, or failed.
-                failed = await self._write_all(self._status_writes(plan, frozenset(first)), controller)
+                # one it follows (its PowerLimitSlice) has landed already, or failed.
+                failed = await self._write_all(self._first_writes(plan, frozenset(first)), controller)
             failed += await self._write_all(self._writes(plan, frozenset(first)), controller)
             if plan.events:
                 await asyncio.gather(*(self._post(ev) for ev in plan.events))
@@ -407,12 +409,25 @@ class Engine:
             if patch:
                 yield _PATCH_STATUS, key, patch
 
-    def _writes(self, plan: Plan, skip: frozenset[str] = frozenset()) -> Iterator[Write]:
-        """What must change, decided when a writer is free to send it, against the freshest copy:
-        applies not already in effect, creates of absent objects, status patches (but those of
-        the kinds `skip`, written before), deletes of present objects."""
+    def _first_writes(self, plan: Plan, first: frozenset[str]) -> Iterator[Write]:
+        """The applies (not already in effect) of the kinds `first`; their statuses go with the rest,
+        once a slice created by its apply is held."""
         store = self.store
         for body in plan.applies:
+            if body.get("kind") in first:
+                key = key_of(body)
+                held = store.get(key)
+                if held is None or not _holds(held, body):
+                    yield "apply", key, body
+
+    def _writes(self, plan: Plan, skip: frozenset[str] = frozenset()) -> Iterator[Write]:
+        """What must change, decided when a writer is free to send it, against the freshest copy:
+        applies not already in effect (but those of the kinds `skip`, written before), creates of
+        absent objects, status patches, deletes of present objects."""
+        store = self.store
+        for body in plan.applies:
+            if skip and body.get("kind") in skip:
+                continue
             key = key_of(body)
             held = store.get(key)
             if held is None or not _holds(held, body):
@@ -421,7 +436,7 @@ class Engine:
             key = key_of(body)
             if store.get(key) is None:
                 yield "create", key, body
-        yield from self._status_writes(plan, skip=skip)
+        yield from self._status_writes(plan)
         for ref in plan.deletes:
             held = store.get(ref.key)
             if ref.kind in self.resources and (held is None or held["metadata"].get("deletionTimestamp")):
