@@ -232,7 +232,8 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         plan.events.append(PlanEvent(
             key, "Warning", "RaisedUnconfirmed",
             f"raised limits after {settings.slices.raise_after_seconds:g} s although nodes lowered "
-            f"beneath {', '.join(staged.forced)} have not confirmed their lower limits (their agents may be down or late)"))
+            f"beneath {', '.join(staged.forced)} have not confirmed their lower limits (their agents "
+            "may be down or late)"))
     if staged.next_at is not None:
         at = from_epoch(staged.next_at)
         if plan.next_change_at is None or at < plan.next_change_at:
