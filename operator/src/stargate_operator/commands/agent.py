@@ -15,9 +15,11 @@ hbmUsedBytes, observedAt), and nothing else. With --watch (the default) a new li
 about a second. Simulated faults: --fail-gpus N, or at runtime
   kubectl annotate gpunode NAME stargate.dev/simulate-failed-gpus=2 --overwrite
 
-An agent takes its limit from its rack's status.powerLimits (DESIGN section 12: one watch on the
-racks of the namespace with --all, on its own rack by name otherwise), else from its GPUNode's
-status.powerLimitWatts, and reports the limit the GPUs enforce as telemetry.enforcedLimitWatts.
+An agent takes its limit from its PowerLimitSlice (one watch on the slices of the namespace with
+--all, on its own slice by name otherwise: the one its GPUNode's status.powerLimitSlice names;
+a slice's ramp is followed step by step), else from its rack's status.powerLimits (an older
+operator's), else from its GPUNode's status.powerLimitWatts, and reports the limit the GPUs
+enforce as telemetry.enforcedLimitWatts.
 With --metrics-port it serves what it did (limits applied, by where they came from) for
 Prometheus.
 
@@ -183,9 +185,9 @@ async def _main(args: argparse.Namespace) -> int:
 def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
     """The fleet's figures on /metrics, from a thread of prometheus_client's own server:
     - `stargate_agent_nodes`: GPUNodes served;
-    - `stargate_agent_nodes_limit_source{source}`: agents taking their limit from their rack
-      (`rack`), from their GPUNode's status (`gpunode`: the rack has not listed it), or from
-      nowhere yet (`none`: the operator has not decided);
+    - `stargate_agent_nodes_limit_source{source}`: agents taking their limit from their
+      PowerLimitSlice (`slice`), their rack (`rack`: an older operator), their GPUNode's status
+      (`gpunode`: neither lists it), or from nowhere yet (`none`: the operator has not decided);
     - `stargate_agent_power_limit_changes_total{source}`: limits set on the devices (a device whose
       limit already was the one asked for is not counted), by where the limit came from."""
     from collections.abc import Iterator
@@ -194,7 +196,7 @@ def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.registry import Collector
 
-    from stargate_operator.agent.runner import FROM_GPUNODE, FROM_RACK
+    from stargate_operator.agent.runner import FROM_GPUNODE, FROM_RACK, FROM_SLICE
 
     class FleetCollector(Collector):
         def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -202,14 +204,15 @@ def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
             nodes = GaugeMetricFamily("stargate_agent_nodes", "GPUNodes this agent process serves.")
             nodes.add_metric([], len(agents))
             yield nodes
-            sources = {FROM_RACK: 0, FROM_GPUNODE: 0, "none": 0}
+            sources = {FROM_SLICE: 0, FROM_RACK: 0, FROM_GPUNODE: 0, "none": 0}
             for agent in agents:
                 assigned = agent.assigned_limit()
                 sources[assigned[1] if assigned is not None else "none"] += 1
             by_source = GaugeMetricFamily(
                 "stargate_agent_nodes_limit_source",
-                "Agents by where their limit comes from: their rack's status.powerLimits, their "
-                "GPUNode's status.powerLimitWatts, or none yet.", labels=["source"])
+                "Agents by where their limit comes from: their PowerLimitSlice, their rack's "
+                "status.powerLimits, their GPUNode's status.powerLimitWatts, or none yet.",
+                labels=["source"])
             for source, n in sources.items():
                 by_source.add_metric([source], n)
             yield by_source
