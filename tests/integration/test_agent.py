@@ -382,14 +382,14 @@ async def test_agent_follows_its_slice_by_name(kubectl: Kubectl, namespace: str,
                          == 300, timeout=10)
         # one write of its slice reaches it; another slice's entry for it means nothing
         kubectl.apply(slice_manifest("limits-0", {"n1": 280, "other": 500}, revision=2), namespace=ns)
-        kubectl.apply(slice_manifest("limits-1", {"n1": 150}, revision=2), namespace=ns)
+        kubectl.apply(slice_manifest("limits-1", {"n1": 210}, revision=2), namespace=ns)
         await eventually(lambda: backend.limit_watts == 280, timeout=5)
         await asyncio.sleep(1.0)
         assert backend.limit_watts == 280 and agent.safe_limit() == 280
         assert set(fleet.slices) == {"limits-0"}
         # its GPUNode names another slice: that one, through a watch of it by name
         set_status(kubectl, ns, "n1", {"powerLimitSlice": "limits-1"})
-        await eventually(lambda: backend.limit_watts == 150, timeout=10)
+        await eventually(lambda: backend.limit_watts == 210, timeout=10)
         assert set(fleet.slices) == {"limits-1"}
     finally:
         await stop(task)
