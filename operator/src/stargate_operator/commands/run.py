@@ -181,6 +181,7 @@ def main(args: argparse.Namespace) -> int:
             stale_after_seconds=args.stale_after,
             slices=SliceSettings(slice_size=args.slice_size, raise_after_seconds=args.raise_after,
                                  confirm_grace_seconds=args.confirm_grace),
+            measured_refresh_seconds=args.measured_refresh,
             coalesce_delay=args.coalesce,
             write_concurrency=args.write_concurrency,
         ),

@@ -35,6 +35,7 @@ from typing import Any
 
 from stargate_operator import kinds, metrics
 from stargate_operator.controller.informer import run_informer
+from stargate_operator.controller.refresh import MeasuredRefresh
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.controller.store import Key, Store, key_of
 from stargate_operator.core.power import with_base_power
@@ -63,6 +64,8 @@ class EngineSettings:
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     stale_after_seconds: float = kinds.DEFAULT_STALE_AFTER_SECONDS
     slices: SliceSettings = field(default_factory=SliceSettings)
+    # A status patch of measured figures alone is written at most this often per object (0: always).
+    measured_refresh_seconds: float = 0.0
     coalesce_delay: float = 0.1  # quiet time after the last event before recomputing
     max_delay: float = 1.0  # a namespace under a steady stream of events still recomputes this often
     write_concurrency: int = 32
@@ -167,6 +170,7 @@ class Engine:
         self._terminating: set[str] = set()  # namespaces whose refused creates were logged
         self._patch_counters = {kind: metrics.API_WRITES.labels(kind=kind, verb=_PATCH_STATUS)
                                 for kind in self.resources}
+        self._refresh = MeasuredRefresh(settings.measured_refresh_seconds)
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -372,6 +376,12 @@ class Engine:
             if plan.next_change_at is not None:
                 wait = max(0.0, (plan.next_change_at - self.clock()).total_seconds())
                 at = self.monotonic() + wait + TIMER_MARGIN_SECONDS
+            held_back = self._refresh.take_due()
+            if held_back is not None:
+                # Measured figures held back: written when their refresh is due, if nothing else
+                # brings a recomputation first.
+                due = held_back + TIMER_MARGIN_SECONDS
+                at = due if at is None else min(at, due)
             if failed:
                 self._retry(unit, at)
             elif at is not None:
@@ -406,7 +416,7 @@ class Engine:
             if held is None:
                 continue
             patch = merge_patch(held.get("status"), desired)
-            if patch:
+            if patch and self._refresh.allow(key, patch, self.monotonic()):
                 yield _PATCH_STATUS, key, patch
 
     def _first_writes(self, plan: Plan, first: frozenset[str]) -> Iterator[Write]:
