@@ -152,3 +152,28 @@ def test_every_node_is_in_one_slice_with_its_limit_and_its_rack(objs: list[dict[
                 cond(plan.statuses["GPUNode", key[1], n], "PowerLimitApplied")["status"] == "True"
                 for n in members)
             assert status["power"]["limitsConfirmed"] == confirmed
+
+
+def test_power_limit_applied_false_only_after_the_grace_period() -> None:
+    """Confirmation by exception: right after a change a node that has not applied its new limit
+    keeps the condition it had; once the grace period is over without a confirmation, False."""
+    objs = site(node("n", "r", count=4, telemetry=report(500)), it=2000)
+    cache = CampusCache()
+    first = plan_campus(objs, NOW, CampusSettings(), cache)
+    assert cond(st(first, "GPUNode", "n"), "PowerLimitApplied")["status"] == "True"
+    written = feed_back(objs, first)
+    slice_ = next(b for b in first.applies if b["kind"] == "PowerLimitSlice")
+    written.append({**slice_, "metadata": {**slice_["metadata"], "uid": "u"}})
+    curtailed = [cluster(it=1200), *written[1:]]
+    second = plan_campus(curtailed, NOW + timedelta(seconds=1), CampusSettings(), cache)
+    assert slice_limits(second) == {"n": 300}
+    c = cond(st(second, "GPUNode", "n"), "PowerLimitApplied")
+    assert c["status"] == "True"  # still inside the grace period: not an exception yet
+    assert second.next_change_at == NOW + timedelta(seconds=61)
+    held = next(b for b in second.applies if b["kind"] == "PowerLimitSlice")
+    now_held = [*curtailed[:-1], {**held, "metadata": {**held["metadata"], "uid": "u"}}]
+    within = plan_campus(now_held, NOW + timedelta(seconds=30), CampusSettings(), cache)
+    assert cond(st(within, "GPUNode", "n"), "PowerLimitApplied")["status"] == "True"
+    later = plan_campus(now_held, NOW + timedelta(seconds=61), CampusSettings(), cache)
+    c = cond(st(later, "GPUNode", "n"), "PowerLimitApplied")
+    assert (c["status"], c["reason"]) == ("False", "NotEnforced")

@@ -57,6 +57,8 @@ class _SpaceState:
     waiting_since: float | None = None
     # Node -> (the highest limit assigned to it lately, until when that counts).
     recent: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # Node -> when its slice's entry last changed (within the grace period).
+    changed_at: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -185,6 +187,13 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             recent[node] = (top, now + grace)
     for node in [n for n, (_, until) in recent.items() if until <= now or n not in target]:
         del recent[node]
+    changed = state.changed_at
+    for node, limit in staged.limits.items():
+        if held.get(node) != limit:
+            changed[node] = now
+    for node in [n for n, at in changed.items() if at + grace <= now or n not in target]:
+        del changed[node]
+    grace_ends = _within_grace(ns, nodes, statuses, changed, grace)
 
     by_slice: dict[str, list[str]] = {}
     for node in sorted(target):
@@ -234,7 +243,37 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             f"raised limits after {settings.slices.raise_after_seconds:g} s although nodes lowered "
             f"beneath {', '.join(staged.forced)} have not confirmed their lower limits (their agents "
             "may be down or late)"))
-    if staged.next_at is not None:
-        at = from_epoch(staged.next_at)
-        if plan.next_change_at is None or at < plan.next_change_at:
-            plan.next_change_at = at
+    for moment in (staged.next_at, grace_ends):
+        if moment is not None:
+            at = from_epoch(moment)
+            if plan.next_change_at is None or at < plan.next_change_at:
+                plan.next_change_at = at
+
+
+_APPLIED = "PowerLimitApplied"
+
+
+def _within_grace(ns: str, nodes: Mapping[str, Mapping[str, Any]], statuses: dict[ObjectKey, dict[str, Any]],
+                  changed: Mapping[str, float], grace: float) -> float | None:
+    """PowerLimitApplied=False only for a node still unconfirmed after the grace period: inside it, a
+    node whose new limit is not confirmed yet keeps the condition it had. Returns when the first
+    grace period ends (the node's status is then written as the core says)."""
+    first: float | None = None
+    for node, at in changed.items():
+        key = (NODE, ns, node)
+        st = statuses.get(key)
+        if st is None:
+            continue
+        conds = st.get("conditions") or []
+        i = next((i for i, c in enumerate(conds) if c.get("type") == _APPLIED), None)
+        if i is None or conds[i].get("status") != "False":
+            continue
+        old = next((c for c in ((nodes[node].get("status") or {}).get("conditions") or [])
+                    if c.get("type") == _APPLIED), None)
+        if old is None or old.get("status") == "False":
+            continue  # nothing better to keep
+        # A copy: the core may hand the same status back from its cache on a later call.
+        statuses[key] = {**st, "conditions": [*conds[:i], old, *conds[i + 1:]]}
+        end = at + grace
+        first = end if first is None or end < first else first
+    return first
