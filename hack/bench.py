@@ -17,14 +17,15 @@ On a fresh local control plane (real kube-apiserver + etcd):
    writes, and the operator's run lies between the two.
 3. curtail: a 20 % curtailment of the site; time from the spec change until every GPU node's
    powerLimitWatts is correct, against the same patches in a tight loop (before and after); in
-   the same phase `react_s`, until every rack's status.powerLimits is correct (DESIGN section 12:
-   the operator writes the racks first, the limits' fast path), read from a watch on the racks.
+   the same phase `react_s`, until every changed node's entry in the PowerLimitSlices shows its
+   lowering (min(old, new): the operator writes the slices first, the limits' fast path), read
+   from a watch on the slices.
 4. rack: one rack's priority changes; time until its nodes are correct.
 5. agents: one `agent --simulate --all` process for the whole site (interval an hour, so that
    only the reports that follow a limit change write), the curtailment lifted and everything
    settled (the agents' reports confirmed by the operator), then the 20 % curtailment again:
    `agents_react_s` until every agent has set its new limit on its (simulated) GPUs, read from
-   the agent's own counter (`--metrics-port`), `agents_phase_react_s` the racks' figure with the
+   the agent's own counter (`--metrics-port`), `agents_phase_react_s` the slices' figure with the
    agents running, and `confirm_s` until the operator counts every node confirmed
    (PowerLimitApplied, from the agents' reports of telemetry.enforcedLimitWatts).
 5. with --shards: two sites of half the nodes each; one operator on one site, one operator on
@@ -64,7 +65,8 @@ from typing import Any
 import httpx
 
 from stargate_operator import kinds
-from stargate_operator.core import CoreSettings, plan_namespace
+from stargate_operator.core import CoreSettings
+from stargate_operator.core.sliceplan import CampusSettings, plan_campus
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.fixtures.synth import synthetic_site
 from stargate_operator.kube import GROUP_PATH, KubeClient
@@ -168,7 +170,8 @@ class Site:
         return out
 
     def expected(self, objects: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
-        plan = plan_namespace(objects, datetime.now(UTC), CoreSettings(stale_after_seconds=STALE_AFTER))
+        plan = plan_campus(objects, datetime.now(UTC),
+                           CampusSettings(core=CoreSettings(stale_after_seconds=STALE_AFTER)))
         return dict(plan.statuses)
 
     async def write(self, patches: Mapping[tuple[str, str, str], dict[str, Any] | None]) -> float:
@@ -561,6 +564,91 @@ def rack_limits(expected: Mapping[tuple[str, str, str], dict[str, Any]]) -> dict
     return {k[2]: v["powerLimits"] for k, v in expected.items() if k[0] == RACK}
 
 
+def lowering(objects: list[dict[str, Any]], expected: Mapping[tuple[str, str, str], dict[str, Any]]
+             ) -> dict[str, int]:
+    """Node -> the entry its slice must show once a change's lowering is written: min(old, new) for
+    every node whose limit changes (lower before raise), from the GPUNodes' limits now."""
+    now = {o["metadata"]["name"]: (o.get("status") or {}).get("powerLimitWatts")
+           for o in objects if o["kind"] == NODE}
+    out: dict[str, int] = {}
+    for k, v in expected.items():
+        if k[0] != NODE:
+            continue
+        new, old = v.get("powerLimitWatts"), now.get(k[2])
+        if isinstance(new, int) and new != old:
+            out[k[2]] = new if not isinstance(old, int) else min(old, new)
+    return out
+
+
+class SliceWatcher:
+    """When every node's entry in the PowerLimitSlices first equals `want` (node -> watts): a watch on
+    the slices from the current resourceVersion, in a thread of its own (with its own event loop
+    and client), since the benchmark's main thread blocks while it polls the operator."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, want: Mapping[str, int]) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.want = dict(want)
+        self.done_at: float | None = None
+        self.slice_writes = 0  # slice events seen until then
+        self.watching = threading.Event()
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def _note(self, obj: dict[str, Any], wrong: set[str]) -> None:
+        for node, watts in ((obj.get("spec") or {}).get("limits") or {}).items():
+            want = self.want.get(node)
+            if want is None:
+                continue
+            if watts == want:
+                wrong.discard(node)
+            else:
+                wrong.add(node)
+
+    async def _run(self) -> None:
+        plural = kinds.POWER_LIMIT_SLICE.plural
+        client = KubeClient.from_kubeconfig(str(self.kubeconfig), max_connections=2)
+        try:
+            items, rv = await client.list(plural, self.namespace, page_size=5000)
+            wrong = set(self.want)
+            for o in items:
+                self._note(o, wrong)
+            self.watching.set()
+            while wrong:
+                async for event in client.watch(plural, self.namespace, rv, timeout_seconds=600):
+                    obj = event["object"]
+                    rv = str(obj.get("metadata", {}).get("resourceVersion") or rv)
+                    if event["type"] == "BOOKMARK":
+                        continue
+                    self.slice_writes += 1
+                    self._note(obj, wrong)
+                    if not wrong:
+                        self.done_at = time.perf_counter()
+                        break
+            if self.done_at is None:
+                self.done_at = time.perf_counter()
+        except BaseException as e:  # reported by result()
+            self.error = e
+            self.watching.set()
+        finally:
+            self.finished.set()
+            await client.aclose()
+
+    def start(self) -> SliceWatcher:
+        self.thread.start()
+        self.watching.wait(120)
+        return self
+
+    def result(self, timeout: float = 900) -> float:
+        if not self.finished.wait(timeout):
+            raise SystemExit(f"the slices' limits were not all correct within {timeout}s")
+        if self.error is not None:
+            raise SystemExit(f"slice watch failed: {self.error!r}")
+        assert self.done_at is not None
+        return self.done_at
+
+
 class AgentProcess:
     """`stargate-operator agent --simulate --all` for the whole site, with its metrics served."""
 
@@ -594,7 +682,7 @@ class AgentProcess:
     def changes(self) -> dict[str, float]:
         m = self.metrics()
         return {src: m.get(f'stargate_agent_power_limit_changes_total{{source="{src}"}}', -1.0)
-                for src in ("rack", "gpunode")}
+                for src in ("slice", "rack", "gpunode")}
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -650,7 +738,7 @@ async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, lo
                       if k[0] == NODE and v["powerLimitWatts"] != now_limits.get(k[2]))
         rest()
         before = agent.changes()
-        watcher = RackWatcher(cp.kubeconfig, ns, rack_limits(after)).start()
+        watcher = SliceWatcher(cp.kubeconfig, ns, lowering(objects, after)).start()
         if profiler:
             seconds = max(3, nodes // 2000)
             profiler.operator(agent.proc.pid, "agents", seconds, who="agent")
@@ -678,10 +766,11 @@ async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, lo
             profiler.finish()
         got = agent.changes()
         result["agents_changed"] = changed
+        result["agents_from_slice"] = int(got["slice"] - before["slice"])
         result["agents_from_rack"] = int(got["rack"] - before["rack"])
         result["agents_from_gpunode"] = int(got["gpunode"] - before["gpunode"])
         log(f"agents: {changed} new limits applied {result['agents_react_s']:.2f}s after the spec change "
-            f"({result['agents_from_rack']} from racks), racks correct after "
+            f"({result['agents_from_slice']} from slices), slices correct after "
             f"{result['agents_phase_react_s']:.2f}s")
         budget = after[CLUSTER, ns, name]["power"]["budgetWatts"]
         confirmed_at = wait_until(lambda: confirmed(budget) == site.nodes, 1800, "every node confirmed again")
@@ -794,7 +883,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             wait_healthy(op)
             wait_reconciled(op)
             rest()
-            watcher = RackWatcher(cp.kubeconfig, site.namespace, rack_limits(after)).start()
+            watcher = SliceWatcher(cp.kubeconfig, site.namespace, lowering(objects, after)).start()
             if profiler:  # the fast path: the recomputation and the racks' writes
                 seconds = max(3, args.nodes // 2000)
                 profiler.apiserver(cp, "curtail", seconds)
@@ -819,7 +908,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                                                          result, "curtail_baseline")
             result["curtail_ratio"] = round(curt_s / curt_base, 3)
             log(f"curtail: {w - before:.0f} writes in {curt_s:.2f}s (first after "
-                f"{result['curtail_first_write_s']:.2f}s, every rack's powerLimits after "
+                f"{result['curtail_first_write_s']:.2f}s, every slice's lowering after "
                 f"{result['react_s']:.2f}s); baseline again {curt_base2:.2f}s; "
                 f"curtail_ratio {result['curtail_ratio']}")
             op = OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "rack")
