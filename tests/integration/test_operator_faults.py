@@ -188,7 +188,7 @@ def test_namespace_shard_touches_only_its_namespaces(
         op = start(operators, control_plane, tmp_path, "-n", namespace)
         wait_for(lambda: api.status("GPUNode", namespace, "n2").get("allocatedWatts") == 3000, 10)
         time.sleep(1.0)
-        assert op.writes() == 4
+        assert op.writes() == 5  # site, rack, two nodes, the slice that carries their limits
         assert all(not o.get("status") for o in all_objects(api, other)), "wrote outside its shard"
     finally:
         purge_namespace(kubectl, other)
@@ -208,7 +208,7 @@ def test_apiserver_restart(api: Api, control_plane: LocalControlPlane, namespace
              10)
     time.sleep(0.5)
     writes = op.writes()
-    assert writes == 4  # site, rack, two nodes: once each
+    assert writes == 5  # site, rack, two nodes and their PowerLimitSlice: once each
 
     control_plane.restart_apiserver(downtime=2.0, kill=kill)
     restarted = time.monotonic()
