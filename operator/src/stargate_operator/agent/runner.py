@@ -184,6 +184,7 @@ class NodeAgent:
     last_outcome: LimitOutcome | None = None
     last_reported: tuple[int, tuple[str, ...]] | None = None
     last_telemetry: dict[str, Any] | None = None
+    last_reading: NodeReading | None = None  # the last reading reported (the agent's /metrics)
     _last_write: float = -1e9
     _peak_w: float = 0.0  # the highest node power sampled since the last report
     # Seconds until the next try after a telemetry write failed (the API server away): the report
@@ -343,6 +344,7 @@ class NodeAgent:
                 if self.sample_interval is not None:
                     peak = max(self._peak_w, node_power_watts(reading, spec))
                 patch = telemetry_patch(reading, spec, peak)
+                self.last_reading = reading
                 await self.client.patch_status(PLURAL, self.namespace, self.name, patch)
         except ApiError as e:
             if e.status == 404:

@@ -34,8 +34,9 @@ import contextlib
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-from stargate_operator.agent.runner import Fleet, nvml_factory, simulated_factory
+from stargate_operator.agent.runner import Fleet, NodeAgent, node_power_watts, nvml_factory, simulated_factory
 from stargate_operator.commands.options import env as _env
 from stargate_operator.commands.options import env_bool as _env_bool
 from stargate_operator.commands.options import env_int as _env_int
@@ -182,6 +183,47 @@ async def _main(args: argparse.Namespace) -> int:
         await client.aclose()
 
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from prometheus_client.core import GaugeMetricFamily
+
+
+def node_figures(agents: list[NodeAgent], per_node: bool) -> Iterator[GaugeMetricFamily]:
+    """The nodes' power, enforced limit and healthy GPUs as last read (see serve_metrics)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    labels = ["gpunode"] if per_node else []
+    node_power = GaugeMetricFamily("stargate_agent_node_power_watts",
+                                   "Power of the node: its GPUs and the rest of it, as last read.",
+                                   labels=labels)
+    node_limit = GaugeMetricFamily("stargate_agent_node_enforced_limit_watts",
+                                   "Per-GPU power limit the node's GPUs enforce (the lowest of them).",
+                                   labels=labels)
+    node_healthy = GaugeMetricFamily("stargate_agent_node_healthy_gpus", "Healthy GPUs of the node.",
+                                     labels=labels)
+    gpu_power = GaugeMetricFamily("stargate_agent_gpu_power_watts", "Power of one GPU, as last read.",
+                                  labels=[*labels, "gpu"])
+    gpu_limit = GaugeMetricFamily("stargate_agent_gpu_enforced_limit_watts",
+                                  "Power limit one GPU enforces.", labels=[*labels, "gpu"])
+    for agent in agents:
+        reading = agent.last_reading
+        if reading is None:
+            continue
+        who = [agent.name] if per_node else []
+        spec = agent.obj.get("spec") or {}
+        node_power.add_metric(who, node_power_watts(reading, spec))
+        enforced = reading.enforced_limit_watts
+        if enforced is not None and enforced >= 0:
+            node_limit.add_metric(who, enforced)
+        node_healthy.add_metric(who, reading.healthy_gpus)
+        for g in reading.gpus:
+            gpu_power.add_metric([*who, str(g.index)], g.power_watts)
+            if g.enforced_limit_watts is not None:
+                gpu_limit.add_metric([*who, str(g.index)], g.enforced_limit_watts)
+    yield from (node_power, node_limit, node_healthy, gpu_power, gpu_limit)
+
+
 def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
     """The fleet's figures on /metrics, from a thread of prometheus_client's own server:
     - `stargate_agent_nodes`: GPUNodes served;
@@ -189,8 +231,14 @@ def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
       PowerLimitSlice (`slice`), their rack (`rack`: an older operator), their GPUNode's status
       (`gpunode`: neither lists it), or from nowhere yet (`none`: the operator has not decided);
     - `stargate_agent_power_limit_changes_total{source}`: limits set on the devices (a device whose
-      limit already was the one asked for is not counted), by where the limit came from."""
-    from collections.abc import Iterator
+      limit already was the one asked for is not counted), by where the limit came from;
+    - the node's figures as last read: `stargate_agent_node_power_watts` (GPUs and the rest of the
+      node), `stargate_agent_node_enforced_limit_watts` (per GPU, the lowest of its GPUs),
+      `stargate_agent_node_healthy_gpus`, and per GPU (`gpu` label, its index)
+      `stargate_agent_gpu_power_watts` and `stargate_agent_gpu_enforced_limit_watts`. An agent of
+      one node exports no node label: Prometheus gives the series its node from the scrape target
+      (honor_labels false), so an agent cannot speak for another node. A simulated fleet of many
+      nodes in one process adds `gpunode` (its GPUNode's name); it is for tests and demos."""
 
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -222,6 +270,7 @@ def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
             for source, n in fleet.stats.limit_changes.items():
                 changes.add_metric([source], n)
             yield changes
+            yield from node_figures(agents, per_node=fleet.single is None)
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector())
