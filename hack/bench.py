@@ -652,11 +652,11 @@ class SliceWatcher:
 class AgentProcess:
     """`stargate-operator agent --simulate --all` for the whole site, with its metrics served."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, logdir: Path) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str, logdir: Path, interval: float = 3600) -> None:
         self.port = free_port()
         self.log_path = logdir / "agent.log"
         cmd = [sys.executable, "-m", "stargate_operator.cli", "agent", "--simulate", "--all",
-               "-n", namespace, "--interval", "3600", "--seed", "1", "--no-events",
+               "-n", namespace, "--interval", f"{interval:g}", "--seed", "1", "--no-events",
                "--metrics-port", str(self.port), "--metrics-addr", "127.0.0.1",
                "--log-level", os.environ.get("BENCH_AGENT_LOG_LEVEL", "WARNING")]
         helped = subprocess.run([*cmd[:4], "--help"], capture_output=True, text=True, check=False).stdout
