@@ -189,7 +189,8 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         del recent[node]
     changed = state.changed_at
     for node, limit in staged.limits.items():
-        if held.get(node) != limit:
+        was = held.get(node)
+        if was is not None and was != limit:  # a node new to the slices has nothing to confirm yet
             changed[node] = now
     for node in [n for n, at in changed.items() if at + grace <= now or n not in target]:
         del changed[node]
