@@ -22,15 +22,19 @@ tools: setup  ## kube-apiserver, etcd, helm (built once from Go modules, cached)
 crds: setup  ## regenerate the CRD YAML from the models
 	$(PY) hack/gen-crds.py
 
-lint: setup  ## ruff and mypy (strict) on the package
+lint: setup  ## ruff, mypy (strict) and the import layers (lint-imports) of the package
 	$(VENV)/bin/ruff check operator/src tests hack
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: tools lint  ## everything: lint, unit, integration (real API server, Helm, Prometheus)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test-unit: setup  ## unit tests only (no control plane)
+test-unit: setup  ## unit tests only (no control plane, no binaries from `make tools`)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: tools  ## integration tests only (real API server, Helm, Prometheus)
+	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
 demo: setup  ## the main job (builds kube-apiserver and etcd on first use): control plane, operator, site, live summary
 	$(VENV)/bin/stargate-operator demo

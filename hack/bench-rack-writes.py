@@ -27,17 +27,13 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench  # hack/bench.py: its site, writers and CPU counters
+import benchlib  # its site, writers and CPU counters
 from stargate_operator import kinds
-from stargate_operator.kube import KubeClient
+from stargate_operator.client import ApiResource, KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 Key = tuple[str, str, str]
@@ -55,16 +51,16 @@ def set_map_type(cp: LocalControlPlane, map_type: str) -> None:
 
 
 def status_patch(client: KubeClient, key: Key, patch: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
-    return lambda: client.patch_status(kinds.RACK.plural, key[1], key[2], patch)
+    return lambda: client.patch_status(ApiResource.of(kinds.RACK), key[1], key[2], patch)
 
 
 async def set_safe_limits(client: KubeClient, limits: dict[Key, dict[str, int]], full: bool) -> None:
     """Every rack's safeLimits removed, then (full) every node at its limit, as before; else left
     empty, as the core writes them for a site without oversubscription."""
     racks = sorted(limits)
-    await bench.bounded([status_patch(client, k, {"safeLimits": None}) for k in racks])
+    await benchlib.bounded([status_patch(client, k, {"safeLimits": None}) for k in racks])
     if full:
-        await bench.bounded([status_patch(client, k, {"safeLimits": limits[k]}) for k in racks])
+        await benchlib.bounded([status_patch(client, k, {"safeLimits": limits[k]}) for k in racks])
 
 
 async def one_round(cp: LocalControlPlane, client: KubeClient, servers: dict[str, int],
@@ -76,17 +72,17 @@ async def one_round(cp: LocalControlPlane, client: KubeClient, servers: dict[str
         key = racks[i % len(racks)]
         step = 1 + (turn + i // len(racks)) % 2  # alternate, so that every write changes the map
         patches.append((key, {"powerLimits": {n: v - step for n, v in limits[key].items()}}))
-    bench.quiesce([servers["kube-apiserver"], servers["etcd"]])
-    go0 = bench.go_figures(cp)
-    cpu = bench.Cpu(servers["kube-apiserver"], servers["etcd"])
+    benchlib.quiesce([servers["kube-apiserver"], servers["etcd"]])
+    go0 = benchlib.go_figures(cp)
+    cpu = benchlib.Cpu(servers["kube-apiserver"], servers["etcd"])
     t = time.perf_counter()
-    await bench.bounded([status_patch(client, k, p) for k, p in patches])
+    await benchlib.bounded([status_patch(client, k, p) for k, p in patches])
     seconds = time.perf_counter() - t
-    go1 = bench.go_figures(cp)
+    go1 = benchlib.go_figures(cp)
     used = cpu.used("client")
     return {
         "writes_per_s": round(writes / seconds),
-        **bench.apiserver_per_write(go0, go1, used["apiserver"], writes),
+        **benchlib.apiserver_per_write(go0, go1, used["apiserver"], writes),
         "etcd_ms_per_write": round(1000 * used["etcd"] / writes, 2),
         "client_ms_per_write": round(1000 * used["client"] / writes, 2),
     }
@@ -96,20 +92,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"nodes": args.nodes, "writes": args.writes}
     with LocalControlPlane() as cp:
         cp.apply_crds()
-        client = KubeClient.from_kubeconfig(str(cp.kubeconfig), max_connections=bench.CONCURRENCY)
+        client = KubeClient.from_kubeconfig(str(cp.kubeconfig), max_connections=benchlib.CONCURRENCY)
         servers = cp.server_pids()
         try:
-            site = bench.Site(client, "stargate-bench", args.nodes, args.seed)
+            site = benchlib.Site(client, "stargate-bench", args.nodes, args.seed)
             await site.create()
             expected = site.expected(await site.objects())
             t = time.perf_counter()
             await site.write(expected)
-            bench.log(f"site of {len(expected)} objects with its statuses in {time.perf_counter() - t:.0f}s")
+            took = time.perf_counter() - t
+            benchlib.log(f"site of {len(expected)} objects with its statuses in {took:.0f}s")
             limits = {k: v["powerLimits"] for k, v in expected.items() if k[0] == kinds.RACK.kind}
             # Not counted: the API server's heap grows through its first few thousand rack writes,
             # and whichever shape came first would pay for that.
             warm = await one_round(cp, client, servers, limits, args.writes, 1)
-            bench.log(f"warm-up round: {warm}")
+            benchlib.log(f"warm-up round: {warm}")
             # Shapes in turn, round after round: the API server grows slower with every round of
             # writes (its heap), and taking each shape's rounds together would bill that to the last.
             result.update({shape: [] for shape in SHAPES})
@@ -119,14 +116,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     set_map_type(cp, map_type)
                     await set_safe_limits(client, limits, full=safe == "full")
                     result[shape].append(await one_round(cp, client, servers, limits, args.writes, turn + r))
-                    bench.log(f"{shape} round {r + 1}: {result[shape][-1]}")
+                    benchlib.log(f"{shape} round {r + 1}: {result[shape][-1]}")
         finally:
             await client.aclose()
     return result
 
 
 def main() -> int:
-    p = bench.parser(__doc__, 2000)
+    p = benchlib.parser(__doc__, 2000)
     p.add_argument("--writes", type=int, default=3000, help="rack writes per round (default 3000)")
     p.add_argument("--rounds", type=int, default=2, help="rounds per shape (default 2)")
     args = p.parse_args()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""`react_s` alone, for sites too large for the whole of hack/bench.py in one sitting.
+"""`react_s` alone, for sites too large for the whole of hack/benchlib.py in one sitting.
 
-hack/bench.py times every phase against a tight-loop baseline (about 47 minutes at 100,000
+hack/benchlib.py times every phase against a tight-loop baseline (about 47 minutes at 100,000
 nodes); this takes only its curtailment's fast path, with the same parts and the same rules: a
 fresh local control plane, the synthetic site, an operator that writes the cold statuses, then a
 new operator that is given the 20 % curtailment once it has finished its first recomputation and
@@ -23,66 +23,63 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench  # hack/bench.py: its site, operator process, slice watcher and waits
-from stargate_operator.kube import KubeClient
+import benchlib  # its site, operator process, slice watcher and waits
+from stargate_operator.client import KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"nodes": args.nodes, "tree": args.tree}
     logdir = Path(tempfile.mkdtemp(prefix="sg-bench-react-"))
-    profiler = bench.Profiler(Path(args.profile)) if args.profile else None
+    profiler = benchlib.Profiler(Path(args.profile)) if args.profile else None
     with LocalControlPlane(extra_apiserver_args=["--profiling=true"] if profiler else ()) as cp:
         cp.apply_crds()
-        client = KubeClient.from_kubeconfig(str(cp.kubeconfig), max_connections=bench.CONCURRENCY)
+        client = KubeClient.from_kubeconfig(str(cp.kubeconfig), max_connections=benchlib.CONCURRENCY)
         servers = cp.server_pids()
         pids = [servers["kube-apiserver"], servers["etcd"]]
         try:
-            site = bench.Site(client, "stargate-bench", args.nodes, args.seed, tree=args.tree)
+            site = benchlib.Site(client, "stargate-bench", args.nodes, args.seed, tree=args.tree)
             t0 = time.perf_counter()
             await site.create()
             objects = await site.objects()
-            bench.log(f"created {len(objects)} objects in {time.perf_counter() - t0:.1f}s")
+            benchlib.log(f"created {len(objects)} objects in {time.perf_counter() - t0:.1f}s")
             expected = site.expected(objects)
             changed = sum(1 for v in expected.values() if v)
-            op = bench.OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "cold")
-            bench.wait_healthy(op)
+            op = benchlib.OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "cold")
+            benchlib.wait_healthy(op)
             done_at, _ = op.wait_writes(changed, timeout=3600)
             result["cold_s"] = round(done_at - op.started, 3)
-            bench.log(f"cold start: {changed} writes in {result['cold_s']:.1f}s")
+            benchlib.log(f"cold start: {changed} writes in {result['cold_s']:.1f}s")
             op.stop()
 
-            op = bench.OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "curtail")
-            bench.wait_healthy(op)
+            op = benchlib.OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "curtail")
+            benchlib.wait_healthy(op)
             started = time.perf_counter()
-            bench.wait_reconciled(op)
+            benchlib.wait_reconciled(op)
             result["operator_ready_s"] = round(time.perf_counter() - started, 3)
             runs: list[dict[str, Any]] = []
             for i in range(args.runs):
                 objects = await site.objects()
-                cluster, curtailed = bench.curtailed(objects)
-                want = bench.lowering(objects, site.expected(curtailed))
-                bench.quiesce(pids)
+                cluster, curtailed = benchlib.curtailed(objects)
+                want = benchlib.lowering(objects, site.expected(curtailed))
+                benchlib.quiesce(pids)
                 runs.append(await _curtail_once(cp, client, site, op, cluster, want, servers, pids,
                                                 profiler if i == 0 else None, args))
-                bench.log(f"curtailment {i + 1}: every slice's lowering ({len(want)} nodes) after "
+                benchlib.log(f"curtailment {i + 1}: every slice's lowering ({len(want)} nodes) after "
                           f"{runs[-1]['react_s']:.2f}s, {runs[-1]['writes_by_then']} writes")
                 if profiler and i == 0:
                     profiler.finish()
                 # lifted again (untimed): every limit back up, raises written
                 objects = await site.objects()
-                up = bench.SliceWatcher(cp.kubeconfig, site.namespace, _raised(objects, site)).start()
-                await bench.set_curtailment(client, site.namespace, cluster["metadata"]["name"], None)
+                up = benchlib.SliceWatcher(cp.kubeconfig, site.namespace, _raised(objects, site)).start()
+                await benchlib.set_curtailment(client, site.namespace, cluster["metadata"]["name"], None)
                 up.result()
-                bench.wait_reconciled(op)
+                benchlib.wait_reconciled(op)
             reacts = sorted(r["react_s"] for r in runs)
             result["react_runs_s"] = [r["react_s"] for r in runs]
             result["react_s"] = reacts[len(reacts) // 2]
@@ -97,9 +94,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def _raised(objects: list[dict[str, Any]], site: Any) -> dict[str, int]:
     """Node -> its limit once the curtailment is lifted (every raise written)."""
     lifted = [{**o, "spec": {**o["spec"], "power": {**o["spec"]["power"], "curtailment": None}}}
-              if o["kind"] == bench.CLUSTER else o for o in objects]
+              if o["kind"] == benchlib.CLUSTER else o for o in objects]
     return {k[2]: v["powerLimitWatts"] for k, v in site.expected(lifted).items()
-            if k[0] == bench.NODE and isinstance(v.get("powerLimitWatts"), int)}
+            if k[0] == benchlib.NODE and isinstance(v.get("powerLimitWatts"), int)}
 
 
 async def _curtail_once(cp: LocalControlPlane, client: KubeClient, site: Any, op: Any,
@@ -107,16 +104,16 @@ async def _curtail_once(cp: LocalControlPlane, client: KubeClient, site: Any, op
                         pids: list[int], profiler: Any, args: argparse.Namespace) -> dict[str, Any]:
     """One timed curtailment: from the spec change until every slice shows its lowering."""
     result: dict[str, Any] = {"nodes_changed": len(want)}
-    watcher = bench.SliceWatcher(cp.kubeconfig, site.namespace, want).start()
+    watcher = benchlib.SliceWatcher(cp.kubeconfig, site.namespace, want).start()
     if profiler:
         seconds = max(3, args.nodes // 5000)
         profiler.apiserver(cp, "react", seconds)
         profiler.operator(op.proc.pid, "react", seconds)
-    go0 = bench.go_figures(cp)
+    go0 = benchlib.go_figures(cp)
     before = op.writes()
-    cpu = bench.Cpu(servers["kube-apiserver"], servers["etcd"], op.proc.pid)
+    cpu = benchlib.Cpu(servers["kube-apiserver"], servers["etcd"], op.proc.pid)
     t = time.perf_counter()
-    await bench.set_curtailment(client, site.namespace, cluster["metadata"]["name"], bench.CURTAILMENT)
+    await benchlib.set_curtailment(client, site.namespace, cluster["metadata"]["name"], benchlib.CURTAILMENT)
     progress: list[int] = []
     first: float | None = None
     while not watcher.finished.wait(0.05) and time.perf_counter() - t < 900:
@@ -131,16 +128,17 @@ async def _curtail_once(cp: LocalControlPlane, client: KubeClient, site: Any, op
     result["first_write_s"] = round(first, 3) if first is not None else None
     result["writes_by_s"] = progress
     result["react_cpu_s"] = cpu.used("operator")
-    result["react_cores"] = bench.cores(result["react_cpu_s"], result["react_s"])
-    result.update(bench.apiserver_per_write(go0, bench.go_figures(cp), result["react_cpu_s"]["apiserver"],
-                                            max(1, result["writes_by_then"])))
+    result["react_cores"] = benchlib.cores(result["react_cpu_s"], result["react_s"])
+    result.update(benchlib.apiserver_per_write(go0, benchlib.go_figures(cp),
+                                               result["react_cpu_s"]["apiserver"],
+                                               max(1, result["writes_by_then"])))
     # the rest of the change (the GPUNodes' and racks' statuses) before the next one
-    bench.wait_reconciled(op)
+    benchlib.wait_reconciled(op)
     return result
 
 
 def main() -> int:
-    p = bench.parser(__doc__, 100_000)
+    p = benchlib.parser(__doc__, 100_000)
     p.add_argument("--tree", action="store_true", help="under issue 14's 6-level power tree")
     p.add_argument("--profile", metavar="DIR", help="also profile the reaction: the API server's "
                    "pprof (from its /debug/pprof) and the operator's py-spy, summarised in DIR/summary.txt")

@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator" / "src"))
 
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
@@ -29,13 +25,15 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from stargate_operator.core import CoreSettings, plan_namespace
 from stargate_operator.fixtures.synth import synthetic_site
 from stargate_operator.metrics import StaticSource, make_registry
+from stargate_operator.process import gc_paused
 
 
 def core_site(nodes: int, namespace: str = "bench") -> list[Mapping[str, Any]]:
     """The synthetic site (fixtures/synth.py) with the statuses the core computes for it."""
     objects: list[dict[str, Any]] = list(synthetic_site(nodes, 1, namespace))
     now = datetime.now(UTC)
-    plan = plan_namespace(objects, now, CoreSettings())
+    with gc_paused():
+        plan = plan_namespace(objects, now, CoreSettings())
     out: list[Mapping[str, Any]] = []
     for obj in objects:
         meta = obj["metadata"]

@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench  # hack/bench.py: its site, processes and waits
+import benchlib  # its site, operator process and waits
+from bench import AgentProcess  # hack/benchlib.py's agents phase: one process for every node
 from stargate_operator import kinds
-from stargate_operator.kube import KubeClient
+from stargate_operator.client import ApiResource, KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 MUTATING = ("PATCH", "POST", "PUT", "DELETE")
@@ -61,18 +59,18 @@ async def run(nodes: int, seed: int, rest_s: float) -> dict[str, Any]:
     logdir = Path(tempfile.mkdtemp(prefix="sg-bench-steady-"))
     with LocalControlPlane() as cp:
         cp.apply_crds()
-        client = KubeClient.from_kubeconfig(str(cp.kubeconfig), max_connections=bench.CONCURRENCY)
+        client = KubeClient.from_kubeconfig(str(cp.kubeconfig), max_connections=benchlib.CONCURRENCY)
         servers = cp.server_pids()
         try:
-            site = bench.Site(client, "stargate-bench", nodes, seed)
+            site = benchlib.Site(client, "stargate-bench", nodes, seed)
             await site.create()
             ns = site.namespace
-            op = bench.OperatorProcess(cp.kubeconfig, [ns], logdir, "steady")
-            bench.wait_healthy(op)
-            bench.wait_reconciled(op, timeout=1800)
-            agent = bench.AgentProcess(cp.kubeconfig, ns, logdir, interval=10.0)
+            op = benchlib.OperatorProcess(cp.kubeconfig, [ns], logdir, "steady")
+            benchlib.wait_healthy(op)
+            benchlib.wait_reconciled(op, timeout=1800)
+            agent = AgentProcess(cp.kubeconfig, ns, logdir, interval=10.0)
             objects = await site.objects()
-            cluster_name = next(o for o in objects if o["kind"] == bench.CLUSTER)["metadata"]["name"]
+            cluster_name = next(o for o in objects if o["kind"] == benchlib.CLUSTER)["metadata"]["name"]
             cluster_path = f"{kinds.GROUP_PATH}/namespaces/{ns}/{kinds.STARGATE_CLUSTER.plural}/"
 
             def power() -> dict[str, Any]:
@@ -80,12 +78,12 @@ async def run(nodes: int, seed: int, rest_s: float) -> dict[str, Any]:
                     "power") or {}
                 return got
 
-            bench.wait_until(lambda: int(power().get("limitsConfirmed") or 0) == nodes, 1800,
+            wait_until(lambda: int(power().get("limitsConfirmed") or 0) == nodes, 1800,
                              "every agent's report confirmed", every=2.0)
-            bench.log("every node confirmed: the rest period starts")
+            benchlib.log("every node confirmed: the rest period starts")
 
             async def stale() -> int:
-                items, _ = await client.list(kinds.GPU_NODE.plural, ns, page_size=5000)
+                items, _ = await client.list(ApiResource.of(kinds.GPU_NODE), ns, page_size=5000)
                 return sum(1 for o in items for c in (o.get("status") or {}).get("conditions") or []
                            if c.get("type") == "TelemetryStale" and c.get("status") == "True")
 
@@ -93,7 +91,7 @@ async def run(nodes: int, seed: int, rest_s: float) -> dict[str, Any]:
             op_before = op.writes()
             node_writes = f'stargate_api_writes_total{{kind="{kinds.GPU_NODE.kind}",verb="patch_status"}}'
             op_nodes_before = op.metric(node_writes)
-            cpu = bench.Cpu(servers["kube-apiserver"], servers["etcd"], op.proc.pid)
+            cpu = benchlib.Cpu(servers["kube-apiserver"], servers["etcd"], op.proc.pid)
             t0 = time.perf_counter()
             most_stale = 0
             while time.perf_counter() - t0 < rest_s:
@@ -118,9 +116,9 @@ async def run(nodes: int, seed: int, rest_s: float) -> dict[str, Any]:
             result["query_s"] = None
 
             t = time.perf_counter()
-            await bench.set_curtailment(client, ns, cluster_name, bench.CURTAILMENT)
+            await benchlib.set_curtailment(client, ns, cluster_name, benchlib.CURTAILMENT)
             budget_before = power().get("budgetWatts")
-            bench.wait_until(lambda: power().get("budgetWatts") != budget_before
+            wait_until(lambda: power().get("budgetWatts") != budget_before
                              and int(power().get("limitsConfirmed") or 0) == nodes, 900,
                              "every node confirmed after the curtailment", every=0.5)
             result["confirm_s"] = round(time.perf_counter() - t, 2)
@@ -132,7 +130,7 @@ async def run(nodes: int, seed: int, rest_s: float) -> dict[str, Any]:
 
 
 def main() -> int:
-    p = bench.parser(__doc__, 10_000)
+    p = benchlib.parser(__doc__, 10_000)
     p.add_argument("--rest", type=float, default=300.0, help="seconds measured at rest (default 300)")
     args = p.parse_args()
     result = asyncio.run(run(args.nodes, args.seed, args.rest))

@@ -10,13 +10,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from stargate_operator import kinds
+from stargate_operator.client import EVENTS, MERGE_PATCH, ApiError, ApiResource
 from stargate_operator.localcp.controlplane import LocalControlPlane
-from stargate_operator.syncapi import MERGE_PATCH, ApiFailure, resource_path
 
-__all__ = ["GROUP", "PLURALS", "Api", "ApiFailure", "condition", "obj"]
+__all__ = ["GROUP", "PLURALS", "Api", "ApiError", "condition", "obj"]
 
 GROUP = kinds.API_VERSION
 PLURALS = {k.kind: k.plural for k in kinds.KINDS}
+RESOURCES = {k.kind: ApiResource.of(k) for k in kinds.KINDS}
 Objects = list[dict[str, Any]]  # spelled once here: inside Api, ``list`` is the method
 
 
@@ -26,7 +27,7 @@ def obj(kind: str, name: str, spec: Mapping[str, Any], **meta: Any) -> dict[str,
 
 
 class Api:
-    """The package's :class:`~stargate_operator.syncapi.SyncApi` as admin, addressed by kind. One per
+    """The package's :class:`~stargate_operator.client.SyncApi` as admin, addressed by kind. One per
     thread where a test writes from several (each has its own connections)."""
 
     def __init__(self, control_plane: LocalControlPlane, timeout: float = 10.0) -> None:
@@ -42,25 +43,25 @@ class Api:
 
     @staticmethod
     def path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
-        return resource_path(PLURALS[kind], namespace, name, sub)
+        return RESOURCES[kind].path(namespace, name, sub)
 
     # -- objects ------------------------------------------------------------------------------
     def create(self, namespace: str, o: Mapping[str, Any]) -> dict[str, Any]:
         body = {**o, "metadata": {**o["metadata"], "namespace": namespace}}
-        out: dict[str, Any] = self._api.create(PLURALS[o["kind"]], namespace, body)
+        out: dict[str, Any] = self._api.create(RESOURCES[o["kind"]], namespace, body)
         return out
 
     def create_all(self, namespace: str, objs: Iterable[Mapping[str, Any]]) -> Objects:
         return [self.create(namespace, o) for o in objs]
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        out: dict[str, Any] = self._api.get(PLURALS[kind], namespace, name)
+        out: dict[str, Any] = self._api.get(RESOURCES[kind], namespace, name)
         return out
 
     def get_or_none(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self.get(kind, namespace, name)
-        except ApiFailure as e:
+        except ApiError as e:
             if e.status == 404:
                 return None
             raise
@@ -70,24 +71,25 @@ class Api:
         return out
 
     def list(self, kind: str, namespace: str) -> Objects:
-        return self._api.list(PLURALS[kind], namespace)
+        return self._api.list(RESOURCES[kind], namespace)
 
     def patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         """JSON merge patch of the object (spec, metadata)."""
-        out: dict[str, Any] = self._api.patch(PLURALS[kind], namespace, name, patch, content_type=MERGE_PATCH)
+        out: dict[str, Any] = self._api.patch(RESOURCES[kind], namespace, name, patch,
+                                              content_type=MERGE_PATCH)
         return out
 
     def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         """JSON merge patch of the status subresource, as a node agent writes telemetry."""
-        out: dict[str, Any] = self._api.patch(PLURALS[kind], namespace, name, {"status": status},
-                                              sub="status")
+        out: dict[str, Any] = self._api.patch(RESOURCES[kind], namespace, name, {"status": status},
+                                              subresource="status")
         return out
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
-        self._api.delete(PLURALS[kind], namespace, name)
+        self._api.delete(RESOURCES[kind], namespace, name)
 
     def events(self, namespace: str) -> Objects:
-        return self._api.list("events", namespace, group_path="/api/v1")
+        return self._api.list(EVENTS, namespace)
 
 
 def condition(status: Mapping[str, Any], ctype: str) -> dict[str, Any]:

@@ -27,8 +27,8 @@ from stargate_operator.agent.nvml import NvmlBackend
 from stargate_operator.agent.runner import EVENT_REASON_NOT_APPLIED, Fleet, GPUBackend, simulated_factory
 from stargate_operator.agent.simulate import SimulatedBackend
 from stargate_operator.api.gpunode import Telemetry
+from stargate_operator.client import KubeClient
 from stargate_operator.kinds import FAILED_GPUS_ANNOTATION
-from stargate_operator.kube import KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 pytestmark = pytest.mark.integration

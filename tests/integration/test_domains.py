@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_operator_rules import WAIT, expect, expect_event
 
 from helpers.api import Api, obj
+from helpers.expect import WAIT, expect, expect_event
 from helpers.operator_process import OperatorProcess
 from helpers.site import cluster, node, rack
 from stargate_operator.localcp.controlplane import LocalControlPlane

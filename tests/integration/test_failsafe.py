@@ -22,8 +22,8 @@ from helpers.operator_process import OperatorProcess
 from stargate_operator import kinds
 from stargate_operator.agent.backend import GPUReading, LimitOutcome, NodeReading
 from stargate_operator.agent.runner import Fleet
+from stargate_operator.client import KubeClient
 from stargate_operator.kinds import FAILSAFE_LEASE_NAME
-from stargate_operator.kube import KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from test_operator_rules import WAIT, events_for, expect, expect_event
 
 from helpers.api import Api, condition, obj
+from helpers.expect import WAIT, events_for, expect, expect_event
 from helpers.operator_process import OperatorProcess, wait_for
 from helpers.site import cluster, node, rack, rfc3339
 from stargate_operator.core.wire import parse_epoch

@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers.api import Api, ApiFailure, condition, obj
+from helpers.api import Api, ApiError, condition, obj
 from helpers.kube import Kubectl, create_namespace, namespace_name, purge_namespace
 from helpers.operator_process import OperatorProcess, wait_for
 from helpers.site import cluster, now_plus, rack
+from stargate_operator.client import MERGE_PATCH
 from stargate_operator.core import discovery as d
 from stargate_operator.core.products import BY_MODEL
 from stargate_operator.localcp.controlplane import LocalControlPlane
-from stargate_operator.syncapi import MERGE_PATCH
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator_survives")]
 
@@ -106,7 +106,7 @@ class Nodes:
     def delete(self, name: str) -> None:
         try:
             self.api.request("DELETE", f"{NODES_PATH}/{name}")
-        except ApiFailure as e:
+        except ApiError as e:
             if e.status != 404:
                 raise
         if name in self.names:

@@ -26,9 +26,9 @@ from stargate_operator import kinds
 from stargate_operator.agent.backend import LimitOutcome
 from stargate_operator.agent.runner import Fleet
 from stargate_operator.agent.simulate import SimulatedBackend
+from stargate_operator.client import KubeClient
 from stargate_operator.core.sliceplan import CampusSettings, SliceSettings, plan_campus
 from stargate_operator.core.statusdiff import merge_patch
-from stargate_operator.kube import KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 pytestmark = pytest.mark.integration

@@ -26,8 +26,8 @@ from helpers.site import cluster, node, rack
 from prometheus.harness import PrometheusServer
 from stargate_operator.agent.runner import Fleet, simulated_factory
 from stargate_operator.agent.simulate import SimulatedBackend
+from stargate_operator.client import KubeClient
 from stargate_operator.kinds import FAILED_GPUS_ANNOTATION
-from stargate_operator.kube import KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 pytestmark = pytest.mark.integration

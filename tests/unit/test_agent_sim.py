@@ -21,8 +21,8 @@ from stargate_operator.agent.runner import (
 )
 from stargate_operator.agent.simulate import SimulatedBackend
 from stargate_operator.api.gpunode import Telemetry
+from stargate_operator.client import ApiError, ApiResource, KubeClient
 from stargate_operator.kinds import FAILED_GPUS_ANNOTATION
-from stargate_operator.kube import ApiError, KubeClient
 
 GiB = 2**30
 SPEC: dict[str, Any] = {
@@ -107,10 +107,11 @@ class RecordingClient:
         self.events: list[dict[str, Any]] = []
         self.fail_with: ApiError | None = None
 
-    async def patch_status(self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]) -> Any:
+    async def patch_status(self, resource: ApiResource, namespace: str, name: str,
+                           patch: Mapping[str, Any]) -> Any:
         if self.fail_with is not None:
             raise self.fail_with
-        self.patches.append((plural, namespace, name, patch))
+        self.patches.append((resource.plural, namespace, name, patch))
         return {}
 
     async def create_event(self, **kw: Any) -> Any:
@@ -243,7 +244,7 @@ def test_simulator_reports_the_limit_it_applied_as_enforced() -> None:
 
 
 class SimClient(RecordingClient):
-    async def list(self, plural: str, namespace: str | None = None, **kw: Any) -> Any:
+    async def list(self, resource: ApiResource, namespace: str | None = None, **kw: Any) -> Any:
         return [], "1"
 
 

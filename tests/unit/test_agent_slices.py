@@ -6,12 +6,37 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from test_agent_sim import SimClient, _obj
-
 from stargate_operator.agent.runner import FROM_GPUNODE, FROM_RACK, FROM_SLICE, Fleet, simulated_factory
 from stargate_operator.agent.simulate import SimulatedBackend
 from stargate_operator.agent.slices import SliceEntry, slice_entries
-from stargate_operator.kube import KubeClient
+from stargate_operator.client import KubeClient
+
+SPEC: dict[str, Any] = {"rackRef": "r1", "basePowerWatts": 2000,
+                        "gpu": {"model": "H100", "count": 8, "memoryBytes": 80 * 2**30,
+                                "minPowerWatts": 200, "maxPowerWatts": 700}}
+
+
+def _obj(limit: int) -> dict[str, Any]:
+    return {"apiVersion": "stargate.dev/v1alpha1", "kind": "GPUNode",
+            "metadata": {"name": "n1", "namespace": "ns", "uid": "u1", "generation": 1},
+            "spec": SPEC, "status": {"powerLimitWatts": limit}}
+
+
+class SimClient:
+    """What the agents of a fleet write: their telemetry (kept), Events (none here)."""
+
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, Any]] = []
+
+    async def patch_status(self, resource: Any, namespace: str, name: str, patch: Any) -> Any:
+        self.patches.append((name, patch))
+        return {}
+
+    async def create_event(self, **kw: Any) -> Any:
+        return {}
+
+    async def list(self, *a: Any, **kw: Any) -> Any:
+        return [], "1"
 
 
 def test_a_ramp_is_interpolated_linearly_and_rounded_down() -> None:

@@ -59,9 +59,23 @@ def test_kube_apiserver_is_stamped_with_its_real_version() -> None:
     flags = binaries.kubernetes_ldflags("v1.37.2")
     assert "-X k8s.io/component-base/version.gitVersion=v1.37.2" in flags
     assert "-X k8s.io/component-base/version.gitMinor=37" in flags
-    assert "helm.sh/helm/v3/internal/version.version=v3.19.0" in binaries.helm_ldflags("v3.19.0")
     with pytest.raises(ValueError):
         binaries.kubernetes_ldflags("1.37")
+
+
+def test_helm_is_stamped_with_its_release_and_the_kubernetes_version_it_assumes_offline() -> None:
+    gomod = ("module helm.sh/helm/v3\n\ngo 1.24\n\n"
+             "require (\n\tk8s.io/api v0.34.0\n\tk8s.io/client-go v0.34.0\n)\n")
+    assert binaries.client_go_version(gomod) == "v0.34.0"
+    flags = binaries.helm_ldflags("v3.19.0", binaries.client_go_version(gomod)).split(" -X ")
+    assert "helm.sh/helm/v3/internal/version.version=v3.19.0" in flags
+    # What helm's own Makefile sets from its client-go: template and lint assume Kubernetes 1.34.
+    for pkg in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+        assert f"{pkg}.k8sVersionMajor=1" in flags and f"{pkg}.k8sVersionMinor=34" in flags
+    with pytest.raises(ValueError):
+        binaries.helm_ldflags("v3.19.0", "1.34")
+    with pytest.raises(ValueError, match="client-go"):
+        binaries.client_go_version("module x\n")
 
 
 def test_kubernetes_gomod_notices_a_changed_layout() -> None:

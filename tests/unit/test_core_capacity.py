@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from core_objects import GB, NOW, cluster, cond, node, rack, run, st, ts
+from helpers.core_objects import GB, NOW, cluster, cond, node, rack, run, st, ts
 
 
 def _health(telemetry: dict[str, object] | None, *, count: int = 4, maintenance: bool = False,

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from core_objects import NOW, NS, cluster, feed_back, node, rack, run, ts
 from hypothesis import given
-from test_core_properties import PROPS, _versioned, sites
 
+from helpers.core_objects import NOW, NS, cluster, feed_back, node, rack, run, ts
+from helpers.properties import PROPS, sites, with_versions
 from stargate_operator.core import PlanCache
 from stargate_operator.core.counts import (
     CURTAILMENT_PERCENT,
@@ -87,9 +87,9 @@ def test_curtailment_in_effect_is_counted_until_it_ends() -> None:
 
 def test_counts_survive_the_cache_reusing_a_rack() -> None:
     cache = PlanCache()
-    objs = _versioned(troubled_site(), "1")
+    objs = with_versions(troubled_site(), "1")
     first = run(objs, cache=cache)
-    written = _versioned(feed_back(objs, first), "2")
+    written = with_versions(feed_back(objs, first), "2")
     run(written, cache=cache)
     again = run(written, cache=cache)  # every rack reused as it was, node statuses included
     assert again.counts == first.counts
@@ -128,6 +128,6 @@ def test_the_two_readings_agree(objs: list[dict[str, Any]]) -> None:
     assert counts_from_objects(written, NOW.timestamp()) == plan.counts
     # and the cache changes nothing about them
     cache = PlanCache()
-    versioned = _versioned(written, "2")
+    versioned = with_versions(written, "2")
     run(versioned, cache=cache)
     assert run(versioned, cache=cache).counts == run(versioned).counts

@@ -8,33 +8,19 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-from core_objects import NOW, NS, _obj, cluster, cond, feed_back, node, rack, run, st, ts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
-from test_core_domains import domain, fed, tree_sites
 
+from helpers.core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, st, ts
+from helpers.domains import domain, fed, tree_sites
+from helpers.gridevents import H, gev
 from stargate_operator.core import Plan
 from stargate_operator.core.gridevents import domain_target, phase_at, site_target
 from stargate_operator.core.power import site_budget
 
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-H = timedelta(hours=1)
 
 
-def gev(name: str, *, cluster_ref: str = "site", domain_ref: str | None = None,
-        start: datetime = NOW - H, end: datetime | None = None, percent: int | None = None,
-        limit: int | None = None, **kw: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {"clusterRef": cluster_ref, "start": ts(start), "reason": "peak",
-                            "source": "openadr3:vtn-1/event-7"}
-    if domain_ref is not None:
-        spec["powerDomainRef"] = domain_ref
-    if end is not None:
-        spec["end"] = ts(end)
-    if percent is not None:
-        spec["reducePercent"] = percent
-    if limit is not None:
-        spec["limitWatts"] = limit
-    return _obj("GridEvent", name, spec, **kw)
 
 
 def ready(status: dict[str, Any]) -> tuple[str, str]:

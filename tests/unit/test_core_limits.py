@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, slice_limits, st, ts
 from hypothesis import given
-from test_core_properties import PROPS, _versioned, sites
 
+from helpers.core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, slice_limits, st, ts
+from helpers.properties import PROPS, sites, with_versions
 from stargate_operator.core import Plan, PlanCache
 from stargate_operator.core.counts import NODES_LIMIT_CONFIRMED, NODES_LIMIT_UNCONFIRMED, counts_from_objects
 from stargate_operator.core.sliceplan import CampusCache, CampusSettings, plan_campus
@@ -116,11 +116,11 @@ def test_a_new_limit_is_not_applied_until_the_agent_reports_it() -> None:
 def test_a_cached_rack_keeps_its_nodes_in_their_slice() -> None:
     """An unchanged rack is reused from the cache with its nodes' statuses: its slice must be the
     same as computed afresh (the nodes' records are reused without being allocated again)."""
-    objs = _versioned(site(node("a", "r", count=4, telemetry=report(300)), node("b", "r", count=4),
-                           it=2400), "1")
+    objs = with_versions(site(node("a", "r", count=4, telemetry=report(300)), node("b", "r", count=4),
+                              it=2400), "1")
     cache = CampusCache()
     first = campus(objs, cache=cache)
-    written = _versioned(feed_back(objs, first), "2")
+    written = with_versions(feed_back(objs, first), "2")
     for _ in range(2):
         again = campus(written, cache=cache)
         assert again.statuses == campus(written).statuses
@@ -133,8 +133,8 @@ def test_a_cached_rack_keeps_its_nodes_in_their_slice() -> None:
 @given(sites())
 def test_every_node_is_in_one_slice_with_its_limit_and_its_rack(objs: list[dict[str, Any]]) -> None:
     cache = CampusCache()
-    objs = _versioned(objs, "1")
-    for objects in (objs, _versioned(feed_back(objs, campus(objs)), "2")):
+    objs = with_versions(objs, "1")
+    for objects in (objs, with_versions(feed_back(objs, campus(objs)), "2")):
         plan = campus(objects, cache=cache)
         nodes = {(o["metadata"]["name"], o["spec"]["rackRef"]) for o in objects if o["kind"] == "GPUNode"}
         limits = slice_limits(plan)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from core_objects import GB, claim, cluster, cond, feed_back, node, pool, rack, run, st
+from helpers.core_objects import GB, claim, cluster, cond, feed_back, node, pool, rack, run, st
 
 NODES = [cluster(), rack("r1"), node("a", "r1", count=8, mem=80 * GB, host=2000 * GB),
          node("b", "r1", count=8, mem=80 * GB, host=1000 * GB, maintenance=True),

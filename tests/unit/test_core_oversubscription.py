@@ -8,11 +8,11 @@ import copy
 from datetime import timedelta
 from typing import Any
 
-from core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, slice_limits, st, ts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
-from test_core_domains import dense_sites, domain, expected_constraints, fed, tree_sites
 
+from helpers.core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, slice_limits, st, ts
+from helpers.domains import dense_sites, domain, expected_constraints, fed, tree_sites
 from stargate_operator.core import Plan, PlanCache
 from stargate_operator.core.capping import Oversubscription, parse_oversubscription, step
 from stargate_operator.core.sliceplan import CampusSettings, plan_campus
@@ -285,7 +285,7 @@ def test_with_percent_zero_every_allocation_is_todays(objs: list[dict[str, Any]]
             assert s["safeLimitWatts"] == s["powerLimitWatts"]
 
 
-def _specs(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+def specs_of(objs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
 
 
@@ -293,8 +293,8 @@ def _check_real_capacities(objs: list[dict[str, Any]], plan: Plan) -> None:
     """Safe limits hold every real capacity; a capping constraint's budgets stay within it; one that
     is not capping stays within its allocatable capacity."""
     above = expected_constraints(objs)
-    racks = _specs(objs, "Rack")
-    nodes = _specs(objs, "GPUNode")
+    racks = specs_of(objs, "Rack")
+    nodes = specs_of(objs, "GPUNode")
     safe_beneath: dict[str, int] = {}
     budget_beneath: dict[str, int] = {}
     for name in racks:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from core_objects import NOW, cluster, cond, node, rack, run, st, ts
-
+from helpers.core_objects import NOW, cluster, cond, node, rack, run, st, ts
 from stargate_operator.core.power import (
     curtailment_in_effect,
     fair_level,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from core_objects import NOW, NOW_S, claim, cluster, cond, feed_back, node, pool, rack, run, st, ts
-
+from helpers.core_objects import NOW, NOW_S, claim, cluster, cond, feed_back, node, pool, rack, run, st, ts
 from stargate_operator.fixtures.synth import SYNTH_NOW, synthetic_site
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from test_discovery import SITE, as_existing, hand_written, k8s_node
-from test_engine import Clocks, FakeApi, plurals, started
 
+from helpers.discovery import SITE, as_existing, hand_written, k8s_node
+from helpers.engine import Clocks, FakeApi, plurals, started
 from stargate_operator import metrics
 from stargate_operator.controller import discovery as ctl
 from stargate_operator.controller.engine import EngineSettings

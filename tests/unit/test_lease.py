@@ -8,9 +8,9 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from stargate_operator.client import ApiError
 from stargate_operator.controller.lease import LEASES, LeaseKeeper, micro_time, site_namespaces
 from stargate_operator.kinds import FAILSAFE_LEASE_NAME
-from stargate_operator.kube import ApiError
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -20,6 +20,7 @@ import yaml
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers.metrics import Samples, promtool, scrape, value
 from stargate_operator import __version__, kinds, metrics
 from stargate_operator.core import CoreSettings, plan_namespace
 from stargate_operator.fixtures.synth import SYNTH_NOW, synthetic_site
@@ -28,16 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "stargate-operator"
 ALERTS = CHART / "files" / "stargate-alerts.yaml"
 DASHBOARDS = CHART / "dashboards"
-HINT = "install Debian's prometheus package with hack/install-prometheus.sh"
 
 
-def promtool() -> str:
-    import shutil
-
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(f"promtool is not on PATH: {HINT}", pytrace=False)
-    return path
 
 
 def cond(ctype: str, status: str) -> dict[str, str]:
@@ -150,22 +143,10 @@ def small_tree(ns: str = "ns1") -> list[dict[str, Any]]:
     ]
 
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def scrape(objects: Iterable[Mapping[str, Any]], per_node: bool = False) -> Samples:
-    text = generate_latest(metrics.make_registry(metrics.StaticSource(objects), per_node=per_node)).decode()
-    out: Samples = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
 
 
-def value(samples: Samples, name: str, **labels: str) -> float:
-    key = (name, frozenset(labels.items()))
-    assert key in samples, f"no {name}{labels}; have {[k for k in samples if k[0] == name]}"
-    return samples[key]
 
 
 def names(samples: Samples) -> set[str]:

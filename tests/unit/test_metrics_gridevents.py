@@ -7,11 +7,10 @@ import subprocess
 from datetime import timedelta
 from typing import Any
 
-from core_objects import NOW, NS, cluster, feed_back, node, rack, run, ts
-from test_core_domains import domain, fed
-from test_core_gridevents import gev
-from test_metrics import promtool, scrape, value
-
+from helpers.core_objects import NOW, NS, cluster, feed_back, node, rack, run, ts
+from helpers.domains import domain, fed
+from helpers.gridevents import gev
+from helpers.metrics import promtool, scrape, value
 from stargate_operator import metrics
 from stargate_operator.core.wire import parse_epoch
 

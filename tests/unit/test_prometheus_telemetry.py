@@ -129,3 +129,22 @@ async def test_a_hanging_prometheus_times_out() -> None:
             with pytest.raises(asyncio.CancelledError):
                 await task
 
+
+
+def test_the_overlay_lays_readings_over_gpunodes_with_their_base_power() -> None:
+    """The engine's hook for external telemetry: the readings take the place of status.telemetry
+    in what the planner sees (the node's base power added), and nothing held is changed."""
+    from stargate_operator.telemetry.overlay import TelemetryOverlay
+
+    changed: list[int] = []
+    overlay = TelemetryOverlay(on_change=lambda: changed.append(1))
+    node = {"kind": "GPUNode", "metadata": {"name": "n1"},
+            "spec": {"nodeName": "host-1", "basePowerWatts": 500}}
+    rack = {"kind": "Rack", "metadata": {"name": "r"}}
+    objects = [node, rack]
+    assert overlay(objects) is objects  # no readings yet
+    overlay.update({"host-1": {"powerWatts": 1000, "healthyGPUs": 8}})
+    assert changed == [1]
+    seen = overlay(objects)
+    assert seen[0]["status"]["telemetry"] == {"powerWatts": 1500, "healthyGPUs": 8}
+    assert "status" not in node and seen[1] is rack

@@ -19,6 +19,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crds": ("crds", "print the generated CustomResourceDefinitions"),
     "simulate": ("simulate", "trace-driven oversubscription: nodes hosted per policy, no cluster needed"),
 }
+# The extra each command needs beyond the package's own dependencies (which are what `run` and
+# `agent` need), and the third-party modules that come only with an extra.
+EXTRAS = {"plan": "plan", "crds": "plan", "demo": "demo", "simulate": "sim"}
+OPTIONAL_MODULES = frozenset({"pydantic", "pydantic_core", "rich", "cryptography", "numpy", "matplotlib"})
+
+
+def missing_extra(command: str, error: ModuleNotFoundError) -> str | None:
+    """What to install, when `error` is a module of an extra that `command` needs; None otherwise."""
+    top = (error.name or "").split(".")[0]
+    if top not in OPTIONAL_MODULES:
+        return None
+    extra = EXTRAS.get(command, "demo")
+    return (f"stargate-operator {command} needs {top}, which comes with the {extra!r} extra: "
+            f"pip install 'stargate-operator[{extra}]'")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -35,7 +49,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only is not None and name != only:
             sub.add_parser(name, help=help_text)
             continue
-        mod = importlib.import_module(f"stargate_operator.commands.{module}")
+        try:
+            mod = importlib.import_module(f"stargate_operator.commands.{module}")
+        except ModuleNotFoundError as e:
+            hint = missing_extra(name, e)
+            if hint is None:
+                raise
+            if only is not None:
+                raise SystemExit(hint) from None
+            sub.add_parser(name, help=f"{help_text} (needs the {EXTRAS.get(name, 'demo')!r} extra)")
+            continue
         p = sub.add_parser(name, help=help_text, description=mod.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)

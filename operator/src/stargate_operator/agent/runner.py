@@ -18,8 +18,8 @@ annotation, when watching) an agent
 `powerWatts` is the node's power: the GPUs' measured draw plus the rest of the node. NVML sees only the
 GPUs, so the rest is the GPUNode's `spec.basePowerWatts`; the simulator models both.
 
-A `Fleet` keeps the GPUNode objects, the slices and the racks' `powerLimits` in caches fed by the operator's
-list-then-watch loop (controller/informer.py; or by polling with `watch=False`) and runs the agents:
+A `Fleet` keeps the GPUNode objects, the slices and the racks' `powerLimits` in caches fed by the
+operator's list-then-watch loop (client/informer.py; or by polling with `watch=False`) and runs the agents:
 one for a real node (`--node NAME`, watching its GPUNode and its own rack by field selectors), or one
 per GPUNode of a namespace in simulation (`--simulate --all`, one watch of the namespace's GPUNodes
 and one of its racks), which is how the demo runs a hundred nodes in one process. Writes of a
@@ -39,24 +39,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from stargate_operator import kinds
 from stargate_operator.agent.backend import GPUBackend, LimitOutcome, NodeReading, rfc3339
 from stargate_operator.agent.simulate import SimulatedBackend
 from stargate_operator.agent.slices import SliceEntry, slice_entries, slice_name_of
-from stargate_operator.controller.informer import run_informer
+from stargate_operator.client import (
+    LEASES,
+    ApiError,
+    ApiResource,
+    KubeClient,
+    TransportError,
+    WatchExpired,
+    run_informer,
+)
 from stargate_operator.core.wire import parse_epoch
 from stargate_operator.kinds import FAILED_GPUS_ANNOTATION
-from stargate_operator.kube import ApiError, ApiResource, KubeClient, TransportError, WatchExpired
 
 log = logging.getLogger(__name__)
 
 GPU_NODES = ApiResource.of(kinds.GPU_NODE)
-LEASES = ApiResource("coordination.k8s.io", "v1", "leases", "Lease")  # the operator's (section 13)
 RACKS = ApiResource.of(kinds.RACK)
 SLICES = ApiResource.of(kinds.POWER_LIMIT_SLICE)
-PLURAL = GPU_NODES.plural
 # Where an agent's limit came from: its PowerLimitSlice, its rack's powerLimits (an older
 # operator's), or its GPUNode's powerLimitWatts.
 FROM_SLICE, FROM_RACK, FROM_GPUNODE = "slice", "rack", "gpunode"
@@ -318,7 +321,7 @@ class NodeAgent:
                     await self.client.create_event(
                         namespace=self.namespace, involved=self.obj, type_="Warning",
                         reason=EVENT_REASON_NOT_APPLIED, message=msg, component=COMPONENT)
-                except (ApiError, httpx.HTTPError, OSError) as e:  # never fatal
+                except (ApiError, OSError) as e:  # never fatal
                     log.warning("%s/%s: cannot record event: %s", self.namespace, self.name, e)
         elif not outcome.problems and self.last_reported and self.last_reported[1]:
             log.info("%s/%s: power limit %d W per GPU applied", self.namespace, self.name,
@@ -345,7 +348,7 @@ class NodeAgent:
                     peak = max(self._peak_w, node_power_watts(reading, spec))
                 patch = telemetry_patch(reading, spec, peak)
                 self.last_reading = reading
-                await self.client.patch_status(PLURAL, self.namespace, self.name, patch)
+                await self.client.patch_status(GPU_NODES, self.namespace, self.name, patch)
         except ApiError as e:
             if e.status == 404:
                 log.info("%s/%s: GPUNode deleted, agent stops", self.namespace, self.name)
@@ -354,7 +357,7 @@ class NodeAgent:
             log.warning("%s/%s: telemetry not written: %s", self.namespace, self.name, e)
             self._failed_write()
             return True
-        except (httpx.HTTPError, OSError) as e:  # the API server is down or unreachable: retry
+        except OSError as e:  # the backend's or the host's I/O failed: retry
             log.warning("%s/%s: telemetry not written: %s", self.namespace, self.name,
                         str(e) or type(e).__name__)
             self._failed_write()
@@ -717,7 +720,7 @@ class Fleet:
     def _informer(self, resource: ApiResource, on_list: Callable[[list[dict[str, Any]]], None],
                   on_event: Callable[[str, dict[str, Any]], None], synced: asyncio.Event,
                   field_selector: str | None) -> Coroutine[Any, Any, None]:
-        """The operator's list-then-watch (controller/informer.py), or a list every interval
+        """The operator's list-then-watch (client/informer.py), or a list every interval
         without `watch`: the API server down or unreachable only delays it, the agents keep
         running on what they have."""
         return run_informer(
@@ -818,8 +821,7 @@ class Fleet:
             while True:
                 try:
                     try:
-                        lease = await self.client.get(LEASES.plural, self.namespace,
-                                                      kinds.FAILSAFE_LEASE_NAME, group_path=LEASES.group_path)
+                        lease = await self.client.get(LEASES, self.namespace, kinds.FAILSAFE_LEASE_NAME)
                         self.lease_seen(lease, loop.time(), datetime.now(UTC))
                         version = str((lease.get("metadata") or {}).get("resourceVersion") or "0")
                     except ApiError as e:
@@ -827,11 +829,11 @@ class Fleet:
                             raise
                         version = "0"  # absent: the watch shows it when the operator makes it
                     async for event in self.client.watch(
-                            LEASES.plural, self.namespace, version, group_path=LEASES.group_path,
+                            LEASES, self.namespace, version,
                             field_selector=f"metadata.name={kinds.FAILSAFE_LEASE_NAME}"):
                         if event.get("type") in ("ADDED", "MODIFIED"):
                             self.lease_seen(event.get("object"), loop.time(), datetime.now(UTC))
-                except (TransportError, WatchExpired, httpx.HTTPError, OSError) as e:
+                except (TransportError, WatchExpired, OSError) as e:
                     log.debug("%s: the Lease's watch ended: %s", self.namespace, e)
                 except ApiError as e:
                     log.warning("%s: the operator's Lease is not readable: %s", self.namespace, e)
@@ -857,7 +859,7 @@ class Fleet:
     async def run_once(self) -> tuple[int, int]:
         """One pass: list, apply, read, write for every agent. Returns (GPUNodes written, GPUNodes
         wanted: the named ones, or every one listed)."""
-        items, _ = await self.client.list(PLURAL, self.namespace, field_selector=self.field_selector)
+        items, _ = await self.client.list(GPU_NODES, self.namespace, field_selector=self.field_selector)
         one = self.single
         rack_selector = None
         if one is not None:
@@ -865,18 +867,18 @@ class Fleet:
             rack_selector = f"metadata.name={rack_ref(mine[0])}" if mine and rack_ref(mine[0]) else None
         if one is None or rack_selector is not None:
             try:
-                racks, _ = await self.client.list(RACKS.plural, self.namespace, field_selector=rack_selector)
+                racks, _ = await self.client.list(RACKS, self.namespace, field_selector=rack_selector)
                 self.racks = {o["metadata"]["name"]: rack_power_limits(o) for o in racks}
-            except (ApiError, httpx.HTTPError, OSError) as e:  # the GPUNodes' limits then
+            except (ApiError, OSError) as e:  # the GPUNodes' limits then
                 log.warning("%s: racks not readable, limits from the GPUNodes: %s", self.namespace, e)
         mine_slice = slice_name_of(next((o for o in items if o["metadata"]["name"] == one), {}))
         if one is None or mine_slice:
             try:
                 slices, _ = await self.client.list(
-                    SLICES.plural, self.namespace, group_path=SLICES.group_path,
+                    SLICES, self.namespace,
                     field_selector=f"metadata.name={mine_slice}" if one is not None else None)
                 self._sync_slices(slices)
-            except (ApiError, httpx.HTTPError, OSError) as e:  # the racks' or GPUNodes' limits then
+            except (ApiError, OSError) as e:  # the racks' or GPUNodes' limits then
                 log.warning("%s: slices not readable, limits from the racks or GPUNodes: %s",
                             self.namespace, e)
         wrote = 0

@@ -37,6 +37,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from stargate_operator.agent.runner import Fleet, NodeAgent, node_power_watts, nvml_factory, simulated_factory
+from stargate_operator.client import ApiError, KubeClient
 from stargate_operator.commands.options import env as _env
 from stargate_operator.commands.options import env_bool as _env_bool
 from stargate_operator.commands.options import env_int as _env_int
@@ -48,7 +49,6 @@ from stargate_operator.kinds import (
     FAILED_GPUS_ANNOTATION,
     FAILSAFE_LEASE_NAME,
 )
-from stargate_operator.kube import ApiError, KubeClient
 
 log = logging.getLogger("stargate_operator.agent")
 

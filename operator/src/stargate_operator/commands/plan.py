@@ -30,6 +30,7 @@ from stargate_operator.api.load import LoadedObject, ManifestError, load_manifes
 from stargate_operator.core import CoreSettings, Plan, plan_namespace
 from stargate_operator.core.domains import DOMAIN_PROBLEMS
 from stargate_operator.core.wire import format_time
+from stargate_operator.process import gc_paused
 from stargate_operator.units import bytes_, carbon, watts
 
 EXIT_INVALID = 2
@@ -123,7 +124,8 @@ def main(args: argparse.Namespace) -> int:
     bodies = [obj.body for obj in loaded]
     if args.curtail is not None:
         bodies = [_curtailed(body, args.curtail) for body in bodies]
-    plan = plan_namespace(bodies, now, CoreSettings(stale_after_seconds=args.stale_after))
+    with gc_paused():
+        plan = plan_namespace(bodies, now, CoreSettings(stale_after_seconds=args.stale_after))
     items = with_status(bodies, plan)
     if args.output == "json":
         json.dump({"apiVersion": "v1", "kind": "List", "items": items}, sys.stdout, indent=2,

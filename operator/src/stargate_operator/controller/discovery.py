@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from stargate_operator import kinds, metrics
+from stargate_operator.client import NODES, ApiResource
 from stargate_operator.controller.slot import Controller
 from stargate_operator.core.discovery import (
     FIELD_MANAGER,
@@ -42,11 +43,9 @@ from stargate_operator.core.discovery import (
     plan_discovery,
 )
 from stargate_operator.core.types import ObjectRef, Plan
-from stargate_operator.kube import ApiResource
 
 logger = logging.getLogger("stargate.discovery")
 
-NODES = ApiResource("", "v1", "nodes", "Node", namespaced=False)
 GPU_NODES = ApiResource.of(kinds.GPU_NODE)
 RECONCILE_KIND = "discovery"
 

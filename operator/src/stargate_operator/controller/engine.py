@@ -34,20 +34,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stargate_operator import kinds, metrics
-from stargate_operator.controller.informer import run_informer
+from stargate_operator.client import ApiError, ApiResource, KubeClient, run_informer
 from stargate_operator.controller.refresh import MeasuredRefresh
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.controller.store import Key, Store, key_of
-from stargate_operator.core.power import with_base_power
 from stargate_operator.core.sliceplan import SliceSettings
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.core.types import ObjectRef, Plan, PlanEvent
 from stargate_operator.kinds import API_VERSION
-from stargate_operator.kube import ApiError, ApiResource, KubeClient
+from stargate_operator.process import gc_paused
 
 logger = logging.getLogger("stargate.engine")
 
 MAX_PENDING_ECHOES = 200_000
+# What the planner sees of a unit's objects, made from what the store holds (Engine.add_hook).
+ObjectsHook = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 # After next_change_at, so that the wall clock the planner then reads has passed it.
 TIMER_MARGIN_SECONDS = 0.05
 
@@ -156,7 +157,8 @@ class Engine:
         self._dirty: dict[Unit, tuple[float, float]] = {}  # unit -> (first change, last change)
         self._timers: dict[Unit, float] = {}  # unit -> monotonic time to recompute it at
         self._wake = asyncio.Event()
-        self._telemetry: dict[str, dict[str, Any]] = {}  # node name -> telemetry overlay
+        # Hooks over the objects of a unit before its planner sees them (external telemetry).
+        self._hooks: list[ObjectsHook] = []
         # One per unit: a cache drops what did not come back in its last call.
         self._caches: dict[Unit, Any] = {}
         # The planner's counts of the last plan of each unit (Plan.counts), for metrics.
@@ -206,11 +208,16 @@ class Engine:
             return True
         return False
 
-    def set_telemetry(self, readings: dict[str, dict[str, Any]]) -> None:
-        """Telemetry from an external source (Prometheus/DCGM), by node name; replaces the last."""
-        self._telemetry = dict(readings)
+    def add_hook(self, hook: ObjectsHook) -> None:
+        """A function over the objects of one unit of work, applied in order before the planner sees
+        them; it returns the objects to plan (changed copies, never the store's own). Nothing it
+        changes is written back. A hook whose answer changes calls `refresh`."""
+        self._hooks.append(hook)
+
+    def refresh(self, kind: str) -> None:
+        """Plan every unit holding objects of `kind` again (a hook's view of them changed)."""
         for ns in self.store.namespaces():
-            self.mark_dirty(ns, kinds.GPU_NODE.kind)
+            self.mark_dirty(ns, kind)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -322,20 +329,9 @@ class Engine:
         only = self._only[slot]
         if only is not None:
             objects = [o for o in objects if o.get("kind") in only]
-        if not self._telemetry:
-            return objects
-        out = []
-        for obj in objects:
-            if obj.get("kind") == kinds.GPU_NODE.kind:
-                node = (obj.get("spec") or {}).get("nodeName") or obj["metadata"]["name"]
-                reading = self._telemetry.get(node)
-                if reading is not None:
-                    # DCGM measures the GPUs only; node telemetry counts the whole node, as an
-                    # agent reports it, so that it compares with node and rack budgets.
-                    reading = with_base_power(reading, obj.get("spec") or {})
-                    obj = {**obj, "status": {**(obj.get("status") or {}), "telemetry": reading}}
-            out.append(obj)
-        return out
+        for hook in self._hooks:
+            objects = hook(objects)
+        return objects
 
     def _retry(self, unit: Unit, at: float | None = None) -> None:
         retry = self.monotonic() + self.settings.retry_delay
@@ -360,7 +356,8 @@ class Engine:
             cache = self._caches.get(unit)
             if cache is None:
                 cache = self._caches[unit] = controller.new_cache()
-            plan = controller.planner(objects, self.clock(), controller.settings, cache)
+            with gc_paused():
+                plan = controller.planner(objects, self.clock(), controller.settings, cache)
             metrics.ALLOCATION_SECONDS.observe(time.perf_counter() - t0)
             self._counts[unit] = plan.counts
             first = controller.write_first
@@ -527,8 +524,7 @@ class Engine:
             if not self.active.is_set():
                 return False
             try:
-                obj = await self.client.patch_status(res.plural, namespace or None, name, patch, rv,
-                                                     group_path=res.group_path)
+                obj = await self.client.patch_status(res, namespace or None, name, patch, resource_version=rv)
             except ApiError as e:
                 if e.status == 404:
                     self.store.delete(key)  # deleted meanwhile: nothing to write
@@ -556,7 +552,7 @@ class Engine:
             try:
                 if verb == "apply":
                     obj = await self.client.apply(res, namespace or None, name, payload,
-                                                  controller.field_manager)
+                                                  field_manager=controller.field_manager, force=True)
                 elif verb == "create":
                     obj = await self.client.create(res, namespace or None, payload)
                 else:

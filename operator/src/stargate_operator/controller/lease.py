@@ -23,14 +23,10 @@ import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import httpx
-
 from stargate_operator import kinds
-from stargate_operator.kube import ApiError, ApiResource, KubeClient
+from stargate_operator.client import LEASES, ApiError, KubeClient
 
 logger = logging.getLogger("stargate.lease")
-
-LEASES = ApiResource("coordination.k8s.io", "v1", "leases", "Lease")
 
 
 def micro_time(at: datetime) -> str:
@@ -89,7 +85,7 @@ class LeaseKeeper:
                     if e.status != 404:
                         raise
                     await self.client.create(LEASES, ns, body)  # the first renewal makes it
-            except (ApiError, httpx.HTTPError, OSError) as e:  # the next round tries again
+            except (ApiError, OSError) as e:  # the next round tries again
                 logger.warning("%s: fail-safe Lease not renewed: %s", ns, e)
                 continue
             done += 1

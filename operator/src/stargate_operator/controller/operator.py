@@ -19,13 +19,13 @@ from typing import Any
 import kopf
 
 from stargate_operator import kinds, metrics
+from stargate_operator.client import KubeClient
 from stargate_operator.controller.discovery import discovery_controller
 from stargate_operator.controller.engine import Engine, EngineSettings, connections_needed
 from stargate_operator.controller.lease import LeaseKeeper, site_namespaces
 from stargate_operator.controller.peering import Peering
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.core.discovery import DiscoverySettings
-from stargate_operator.kube import KubeClient
 
 logger = logging.getLogger("stargate.operator")
 
@@ -94,13 +94,16 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
         else:
             engine.active.set()
         if cfg.telemetry == "prometheus":
+            from stargate_operator.telemetry.overlay import TelemetryOverlay
             from stargate_operator.telemetry.prometheus import PrometheusTelemetry
 
             if not cfg.prometheus_url:
                 raise kopf.PermanentError("--telemetry prometheus needs --prometheus-url")
             source = PrometheusTelemetry(cfg.prometheus_url, interval=cfg.telemetry_interval,
                                          node_label=cfg.prometheus_node_label)
-            tasks.append(asyncio.create_task(source.run(engine.set_telemetry), name="telemetry"))
+            overlay = TelemetryOverlay(on_change=lambda: engine.refresh(kinds.GPU_NODE.kind))
+            engine.add_hook(overlay)
+            tasks.append(asyncio.create_task(source.run(overlay.update), name="telemetry"))
         tasks.append(asyncio.create_task(engine.run(), name="engine"))
         if cfg.lease_duration > 0:
             keeper = LeaseKeeper(client, site_namespaces(engine.store.namespaces, engine.store.objects),

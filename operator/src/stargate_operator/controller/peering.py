@@ -21,8 +21,8 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from stargate_operator.client import ApiError, ApiResource, KubeClient
 from stargate_operator.controller.peer_record import PeerRecord, own_identity, parse_status
-from stargate_operator.kube import ApiError, ApiResource, KubeClient
 
 logger = logging.getLogger("stargate.peering")
 

@@ -24,9 +24,9 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from stargate_operator import kinds
+from stargate_operator.client import ApiResource
 from stargate_operator.core.sliceplan import CampusCache, CampusSettings, SliceSettings, plan_campus
 from stargate_operator.core.types import CoreSettings, Plan
-from stargate_operator.kube import ApiResource
 
 S = TypeVar("S")
 C = TypeVar("C")

@@ -7,7 +7,6 @@ Objects with the same kind and name in one namespace are a caller error; the las
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -79,26 +78,9 @@ def plan_namespace(
     `cache`: optional, the same PlanCache on every call for the same objects (the engine's): the
     result is the same, computed faster when few objects changed (see cache.py).
 
-    The cyclic garbage collector is paused for the duration of the call (and restored as it
-    was): the core allocates no reference cycles, and on a 100,000-node site the collections its
-    allocations would trigger cost as much as the recomputation and grow faster than linearly.
-    A process that holds a large site's objects does well to `gc.freeze()` them once listed too.
+    The core allocates no reference cycles: a caller planning a large site pauses the cyclic
+    garbage collector around the call (`stargate_operator.process.gc_paused`), as the engine does.
     """
-    if not gc.isenabled():
-        return _plan(objects, now, settings, cache)
-    gc.disable()
-    try:
-        return _plan(objects, now, settings, cache)
-    finally:
-        gc.enable()
-
-
-def _plan(
-    objects: Iterable[Mapping[str, Any]],
-    now: datetime,
-    settings: CoreSettings,
-    cache: PlanCache | None,
-) -> Plan:
     when = as_utc(now)
     now_e = when.timestamp()
     stale_after = settings.stale_after_seconds

@@ -41,6 +41,7 @@ from rich.live import Live
 from rich.text import Text
 
 from stargate_operator import kinds
+from stargate_operator.client import ApiError
 from stargate_operator.core.wire import format_time, from_epoch
 from stargate_operator.demo.assets import (
     AssetError,
@@ -60,7 +61,6 @@ from stargate_operator.localcp.controlplane import (
     LocalControlPlane,
 )
 from stargate_operator.localcp.versions import ETCD_VERSION, KUBERNETES_VERSION
-from stargate_operator.syncapi import ApiFailure
 
 CURTAIL_FIELD_MANAGER = "grid-operator"
 CURTAIL_REASON = "demand-response event from stargate-operator demo --curtail"
@@ -438,7 +438,7 @@ class Demo:
         manifest = grid_event(ns, site, CURTAIL_EVENT, percent, time.time(), CURTAIL_REASON, CURTAIL_SOURCE)
         try:
             self.reader.apply(kinds.GRID_EVENT.plural, ns, CURTAIL_EVENT, manifest, CURTAIL_FIELD_MANAGER)
-        except ApiFailure as e:
+        except ApiError as e:
             raise DemoError(f"the curtailment of {site} was not accepted: {e}") from None
 
     # ------------------------------------------------------------------ the live summary
@@ -501,7 +501,7 @@ class Demo:
                 errors = self.reader.errors
                 api_error = ("the API did not answer (showing the last lists): " + "; ".join(errors)
                              if errors else "")
-            except (ApiFailure, ValueError) as e:
+            except (ApiError, ValueError) as e:
                 api_error = f"the API did not answer: {e or type(e).__name__}"
             frame_due = False
             if snap is not None:

@@ -1,7 +1,7 @@
 """The live summary: one read of the API per refresh, a rich frame, and the changes worth pointing at.
 
 Cheap by construction: five list calls (sites, racks, GPU nodes, pools, claims, all namespaces) over
-one keep-alive HTTPS connection (:class:`~stargate_operator.syncapi.SyncApi`, as the control plane's
+one keep-alive HTTPS connection (:class:`~stargate_operator.client.SyncApi`, as the control plane's
 admin); no kubectl processes, no watches. At the sample's size (about 150 objects) a refresh costs a
 few milliseconds.
 
@@ -29,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stargate_operator import kinds
-from stargate_operator.syncapi import ApiFailure, SyncApi
+from stargate_operator.client import ApiError, ApiResource, SyncApi
 from stargate_operator.units import bytes_, carbon, watts
 
 KINDS = tuple(k.plural for k in kinds.KINDS)
@@ -54,12 +54,14 @@ class ApiReader:
         self.errors: list[str] = []
 
     def list(self, plural: str) -> list[dict[str, Any]]:
-        return self._api.list(plural)
+        return self._api.list(ApiResource.of(kinds.BY_PLURAL[plural]))
 
     def apply(self, plural: str, namespace: str, name: str, body: dict[str, Any], field_manager: str) -> None:
         """Server-side apply of a (partial) object, as ``kubectl apply --server-side`` does it (made
-        again when a busy machine does not answer in time: applying is idempotent)."""
-        self._api.apply(plural, namespace, name, body, field_manager=field_manager, timeout=30.0)
+        again when a busy machine does not answer in time: applying is idempotent). Not forced: the
+        demo's objects are its own."""
+        self._api.apply(ApiResource.of(kinds.BY_PLURAL[plural]), namespace, name, body,
+                        field_manager=field_manager, force=False, timeout=30.0)
 
     def snapshot(self) -> Snapshot:
         """Every kind, listed now where the API answers, else as last listed; raises when a kind was
@@ -68,7 +70,7 @@ class ApiReader:
         for kind in KINDS:
             try:
                 self._last[kind] = self.list(kind)
-            except (ApiFailure, ValueError) as e:
+            except (ApiError, ValueError) as e:
                 if kind not in self._last:
                     raise
                 self.errors.append(f"{kind}: {e or type(e).__name__}")

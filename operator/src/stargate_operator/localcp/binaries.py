@@ -191,15 +191,40 @@ def kubernetes_ldflags(version: str) -> str:
     return " ".join(flags)
 
 
-def helm_ldflags(version: str) -> str:
-    """Link flags that stamp the release into helm (``helm version`` says v3.X.Y, not a dev build)."""
-    return f"-s -w -X helm.sh/helm/v3/internal/version.version={version} " \
-        "-X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+def helm_ldflags(version: str, client_go: str) -> str:
+    """Link flags that stamp the release into helm (``helm version`` says v3.X.Y, not a dev build)
+    and the Kubernetes version it assumes when it asks no cluster (``helm template``, ``helm lint``
+    without ``--kube-version``), as helm's own release build sets them: from the ``k8s.io/client-go``
+    it is built with (v0.34.x: Kubernetes 1.34). Unset, helm assumes v1.20.0, and refuses a chart
+    whose ``kubeVersion`` asks for more (pure, tested)."""
+    m = re.fullmatch(r"v0\.(\d+)\.\d+\S*", client_go)
+    if not m:
+        raise ValueError(f"k8s.io/client-go version must look like v0.X.Y, got {client_go!r}")
+    flags = ["-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={version}",
+             "-X helm.sh/helm/v3/internal/version.gitTreeState=clean"]
+    for pkg in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+        flags += [f"-X {pkg}.k8sVersionMajor=1", f"-X {pkg}.k8sVersionMinor={m.group(1)}"]
+    return " ".join(flags)
+
+
+def client_go_version(gomod: str) -> str:
+    """The ``k8s.io/client-go`` a go.mod requires (pure, tested)."""
+    m = re.search(r"^\s*(?:require\s+)?k8s\.io/client-go\s+(v\S+)", gomod, re.M)
+    if not m:
+        raise ValueError("the go.mod requires no k8s.io/client-go; has the layout changed?")
+    return m.group(1)
+
+
+def _helm_ldflags(work: Path) -> str:
+    return helm_ldflags(HELM_VERSION, client_go_version(_module_gomod("helm.sh/helm/v3", HELM_VERSION, work)))
 
 
 def _build_plain(
-    module: str, version: str, package: str, dest: Path, name: str, ldflags: str = "-s -w"
+    module: str, version: str, package: str, dest: Path, name: str,
+    ldflags: str | Callable[[Path], str] = "-s -w",
 ) -> None:
+    """Build ``package`` of ``module``; ``ldflags`` may be a function of the build folder (once its
+    modules are resolved)."""
     with tempfile.TemporaryDirectory(prefix=f"sg-{name}-build-") as tmp:
         work = Path(tmp)
         _log(f"building {name} {version} from {module} (first time only)")
@@ -208,18 +233,25 @@ def _build_plain(
         )
         (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport _ \"{package}\"\n")
         _build_with_heartbeat(["mod", "tidy", "-e"], work, f"resolving {name} modules")
+        flags = ldflags(work) if callable(ldflags) else ldflags
         _build_with_heartbeat(
-            ["build", "-trimpath", f"-ldflags={ldflags}", "-o", str(dest), package], work, f"compiling {name}"
+            ["build", "-trimpath", f"-ldflags={flags}", "-o", str(dest), package], work, f"compiling {name}"
         )
 
 
 # Bumped whenever the way a binary is built changes (link flags), so that a cache filled by an
 # older build is not reused.
 BUILD_REVISION = "2"
+# Per binary where it moved on alone: helm 3 stamps the Kubernetes version it assumes offline.
+BUILD_REVISIONS = {"helm": "3"}
+
+
+def build_revision(name: str) -> str:
+    return BUILD_REVISIONS.get(name, BUILD_REVISION)
 
 
 def _cached(name: str, version: str) -> Path:
-    return cache_root() / "bin" / f"{name}-{version}-b{BUILD_REVISION}" / name
+    return cache_root() / "bin" / f"{name}-{version}-b{build_revision(name)}" / name
 
 
 def _ensure(name: str, version: str, build: Callable[[Path], None]) -> Path:
@@ -270,8 +302,7 @@ def ensure_helm() -> Path:
         "helm",
         HELM_VERSION,
         lambda dest: _build_plain(
-            "helm.sh/helm/v3", HELM_VERSION, "helm.sh/helm/v3/cmd/helm", dest, "helm",
-            helm_ldflags(HELM_VERSION),
+            "helm.sh/helm/v3", HELM_VERSION, "helm.sh/helm/v3/cmd/helm", dest, "helm", _helm_ldflags,
         ),
     )
 

@@ -52,9 +52,9 @@ from typing import IO, Any, Self
 
 import yaml
 
+from stargate_operator.client import SyncApi, TransportError, tls_context
 from stargate_operator.localcp import pki as pki_mod
 from stargate_operator.localcp.binaries import Binaries, ensure_control_plane, ensure_kubectl
-from stargate_operator.syncapi import NoAnswer, SyncApi, tls_context
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 CLUSTER_NAME = "stargate-local"
@@ -346,7 +346,7 @@ class LocalControlPlane:
         """One REST call as admin, without a kubectl process (milliseconds instead of a fraction of
         a second): returns the HTTP status and the decoded JSON body (None when empty or not JSON).
         ``body`` is sent as JSON; pass ``content_type`` for patches (``application/merge-patch+json``).
-        Raises :class:`~stargate_operator.syncapi.NoAnswer` when the server does not answer."""
+        Raises :class:`~stargate_operator.client.TransportError` when the server does not answer."""
         resp = self._shared_client().send(method, path, body, content_type=content_type, accept=accept,
                                           timeout=timeout)
         try:
@@ -356,7 +356,7 @@ class LocalControlPlane:
 
     def get_json(self, path: str) -> Any:
         """GET a raw API path (``/apis/...``) as admin and decode the JSON; raises
-        :class:`~stargate_operator.syncapi.ApiFailure` on an error status."""
+        :class:`~stargate_operator.client.ApiError` on an error status."""
         return self._shared_client().call("GET", path)
 
     def _shared_client(self) -> SyncApi:
@@ -610,7 +610,7 @@ class LocalControlPlane:
                     if resp.status_code == 200:
                         return
                     last = f"/readyz {resp.status_code}: {resp.text[-500:]}"
-                except NoAnswer as e:
+                except TransportError as e:
                     last = str(e)
                 if time.monotonic() > deadline:
                     raise ControlPlaneError(

@@ -13,10 +13,15 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+try:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+except ModuleNotFoundError as e:  # not a dependency of the operator itself
+    raise ModuleNotFoundError(
+        "the local control plane's certificates need cryptography, which comes with the 'demo' extra: "
+        "pip install 'stargate-operator[demo]'", name=e.name) from e
 
 # Names a client might use for the API server; in-cluster names too, because the chart's pods (in a
 # kind cluster) and service-account tokens refer to them.

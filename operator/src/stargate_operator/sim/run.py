@@ -4,8 +4,8 @@ every control step.
 Each second every GPU draws what its trace asks for, up to the limit its agent enforces; each
 control step (every `control_interval_s`) the agents report (telemetry: the last second's node
 power and the peak over the report window, the control interval) and the operator's core plans the
-site, exactly as the operator's engine does: the planner of the engine's power controller
-(controller/slot.py), with a PlanCache, every status fed back into the objects so that the capping
+site, exactly as the operator's engine does: the core's planner (`plan_namespace`, what the
+engine's power controller runs), with a PlanCache, every status fed back into the objects so that the capping
 state travels in status. A limit the plan sets is enforced `enforcement_lag_s` later (the
 enforcement path's reaction: DESIGN section 12). Every second the load of each domain (its racks'
 nodes, base power included) is checked against its usable power and its breaker (breaker.py).
@@ -26,11 +26,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from stargate_operator.controller.slot import power_controller
+from stargate_operator import kinds
+from stargate_operator.core import CoreSettings, PlanCache, plan_namespace
 from stargate_operator.core.domains import ELECTRICAL
 from stargate_operator.core.objects import parse_cluster, parse_domain
 from stargate_operator.core.power import site_budget
 from stargate_operator.core.wire import format_time
+from stargate_operator.process import gc_paused
 from stargate_operator.sim import (
     DEFAULT_CONTROL_INTERVAL_S,
     DEFAULT_DURATION_S,
@@ -118,8 +120,9 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
     breakers = Breakers(np.array([rating[c] for c in breakers_at], dtype=np.float64), settings.curve)
     usable_arr = np.array(usable, dtype=np.float64)
 
-    controller = power_controller()  # the engine's power controller: its planner is the core
-    cache = controller.new_cache()
+    # The engine's power controller's planner, settings and cache: the core.
+    core_settings = CoreSettings(stale_after_seconds=kinds.DEFAULT_STALE_AFTER_SECONDS)
+    cache = PlanCache()
     keys = [(o["kind"], NAMESPACE, o["metadata"]["name"]) for o in objects]
     node_index = {o["metadata"]["name"]: i for i, o in enumerate(node_objs)}
     lag = max(math.ceil(settings.enforcement_lag_s), 0)
@@ -145,7 +148,8 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
             o["status"] = {**status, "telemetry": {
                 "powerWatts": watts, "peakPowerWatts": max(int(window_peak[i] + 0.5), watts),
                 "healthyGPUs": int(count[i]), "observedAt": stamp}}
-        result = controller.planner(objects, at, controller.settings, cache)
+        with gc_paused():
+            result = plan_namespace(objects, at, core_settings, cache)
         plans += 1
         for o, key in zip(objects, keys, strict=True):
             status = result.statuses.get(key)

@@ -24,7 +24,8 @@ after its threshold rather than forgetting it (a node with no telemetry at all c
 
 Note `powerWatts` here is what DCGM measures: the GPUs. The node agent adds the rest of the node
 (`spec.basePowerWatts`); the core's `core.power.with_base_power()` does the same for a reading from
-here (the engine applies it before planning), so that it compares with node budgets.
+here (overlay.py, the engine's hook, applies it before planning), so that it compares with node
+budgets.
 """
 
 from __future__ import annotations

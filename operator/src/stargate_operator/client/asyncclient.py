@@ -14,28 +14,24 @@ was rejected before it was handled, so retrying even a create is safe.
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
 import os
 import re
 import ssl
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-import yaml
 
-from stargate_operator.core.wire import format_time
-from stargate_operator.kinds import GROUP_PATH, KindSpec
+from stargate_operator.client.connection import Connection, load_connection
+from stargate_operator.client.errors import ApiError, TransportError, WatchExpired
+from stargate_operator.client.resource import ApiResource
 
-__all__ = ["GROUP_PATH", "ApiError", "ApiResource", "KubeClient", "TransportError", "WatchExpired"]
-SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+__all__ = ["KubeClient", "retry_after_seconds"]
 TOKEN_REFRESH_SECONDS = 60.0  # as client-go: a projected token is rotated well before it expires
 
 # The first resourceVersion in a watch event line is the object's own: the API server writes
@@ -48,147 +44,6 @@ _FIRST_RV = re.compile(rb'"resourceVersion":"(\d+)"')
 # not park a writer for minutes.
 MAX_RETRY_AFTER_SECONDS = 30.0
 MAX_THROTTLE_RETRIES = 5
-
-# The cause the namespace lifecycle admission gives a create in a namespace being deleted.
-NAMESPACE_TERMINATING = "NamespaceTerminating"
-
-
-class ApiError(RuntimeError):
-    def __init__(self, status: int, message: str, body: Any = None) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.body = body
-
-    @property
-    def namespace_terminating(self) -> bool:
-        """A create refused because its namespace is being deleted (403 with the cause
-        NamespaceTerminating): whatever it was for goes away with the namespace."""
-        if self.status != 403 or not isinstance(self.body, dict):
-            return False
-        causes = (self.body.get("details") or {}).get("causes") or []
-        return any(isinstance(c, dict) and c.get("reason") == NAMESPACE_TERMINATING for c in causes)
-
-
-class TransportError(ApiError):
-    """No HTTP answer at all: connection refused or reset, TLS failure, timeout (status 0)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(0, message)
-
-
-class WatchExpired(RuntimeError):
-    """The watch's resourceVersion is too old (410 Gone): list again."""
-
-
-@dataclass(frozen=True)
-class Connection:
-    server: str
-    ssl_context: ssl.SSLContext | bool
-    token: str | None = None
-    token_file: str | None = None
-
-
-def _resolve(path: str, base: Path) -> str:
-    """kubeconfig paths are relative to the kubeconfig's folder."""
-    return path if os.path.isabs(path) else str((base / path).resolve())
-
-
-def _load_client_cert(ctx: ssl.SSLContext, user: dict[str, Any], base: Path) -> None:
-    """The client certificate and key, from files or inline base64 (ssl reads only files)."""
-    temps: list[str] = []
-    try:
-        files = []
-        for field in ("client-certificate", "client-key"):
-            if user.get(field):
-                files.append(_resolve(user[field], base))
-            else:
-                with tempfile.NamedTemporaryFile(prefix="sg-kube-", delete=False) as f:
-                    f.write(base64.b64decode(user[field + "-data"]))
-                temps.append(f.name)
-                files.append(f.name)
-        ctx.load_cert_chain(files[0], files[1])
-    finally:
-        # Loaded into the context: the key material must not stay on disk.
-        for name in temps:
-            os.unlink(name)
-
-
-def load_connection(kubeconfig: str | None = None, context: str | None = None) -> Connection:
-    """From KUBECONFIG / the given file, or in-cluster when neither exists and we run in a pod."""
-    path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
-    if path is None and (SA_DIR / "token").exists() and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        host = os.environ["KUBERNETES_SERVICE_HOST"]
-        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
-        return Connection(f"https://{host}:{port}", ctx, token_file=str(SA_DIR / "token"))
-    path = path or os.path.expanduser("~/.kube/config")
-    try:
-        cfg = yaml.safe_load(Path(path).read_text())
-    except OSError as e:
-        raise ApiError(0, f"cannot read kubeconfig {path}: {e}") from None
-    base = Path(path).parent
-    ctx_name = context or cfg.get("current-context")
-    ctx_entry = next((c["context"] for c in cfg.get("contexts", []) if c["name"] == ctx_name), None)
-    if ctx_entry is None:
-        raise ApiError(0, f"kubeconfig {path}: context {ctx_name!r} not found")
-    cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx_entry["cluster"])
-    user: dict[str, Any] = (
-        next((u["user"] for u in cfg.get("users", []) if u["name"] == ctx_entry.get("user")), {}) or {}
-    )
-    server = cluster["server"].rstrip("/")
-    verify: ssl.SSLContext | bool
-    if cluster.get("insecure-skip-tls-verify"):
-        verify = False
-    else:
-        ca_file = cluster.get("certificate-authority")
-        ca_data = cluster.get("certificate-authority-data")
-        verify = ssl.create_default_context(
-            cafile=_resolve(ca_file, base) if ca_file else None,
-            cadata=base64.b64decode(ca_data).decode() if ca_data and not ca_file else None,
-        )
-    has_cert = user.get("client-certificate") or user.get("client-certificate-data")
-    has_key = user.get("client-key") or user.get("client-key-data")
-    if has_cert and has_key:
-        if verify is False:
-            verify = ssl.create_default_context()
-            verify.check_hostname = False
-            verify.verify_mode = ssl.CERT_NONE
-        assert isinstance(verify, ssl.SSLContext)
-        _load_client_cert(verify, user, base)
-    return Connection(server, verify, token=user.get("token"), token_file=user.get("tokenFile"))
-
-
-@dataclass(frozen=True, slots=True)
-class ApiResource:
-    """A resource of the API server, for any group: what the verbs and the informers address.
-
-    `group` "" is the core group (`/api/v1`: Nodes, ConfigMaps); every other group is served under
-    `/apis/<group>/<version>`. Stargate's kinds: `ApiResource.of(kinds.GPU_NODE)`.
-    """
-
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool = True
-
-    @classmethod
-    def of(cls, spec: KindSpec) -> ApiResource:
-        group, _, version = spec.api_version.partition("/")
-        return cls(group, version, spec.plural, spec.kind, spec.namespaced)
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def group_path(self) -> str:
-        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-
-    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
-        # A cluster-scoped resource has no namespace in its path, whatever the caller holds.
-        return resource_path(self.plural, namespace if self.namespaced else None, name, sub,
-                             group_path=self.group_path)
 
 
 def retry_after_seconds(value: str | None, cap: float = MAX_RETRY_AFTER_SECONDS) -> float:
@@ -205,16 +60,6 @@ def retry_after_seconds(value: str | None, cap: float = MAX_RETRY_AFTER_SECONDS)
             except (TypeError, ValueError):
                 wait = 1.0
     return min(max(0.0, wait), cap)
-
-
-def resource_path(plural: str, namespace: str | None, name: str | None = None, sub: str | None = None,
-                  group_path: str = GROUP_PATH) -> str:
-    p = group_path + (f"/namespaces/{namespace}" if namespace else "") + f"/{plural}"
-    if name:
-        p += f"/{name}"
-    if sub:
-        p += f"/{sub}"
-    return p
 
 
 class KubeClient:
@@ -314,16 +159,15 @@ class KubeClient:
             raise ApiError(status, msg, payload)
         return orjson.loads(raw) if raw else None
 
-    async def get(self, plural: str, namespace: str | None, name: str, group_path: str = GROUP_PATH) -> Any:
-        path = resource_path(plural, namespace, name, group_path=group_path)
-        return await self.request("GET", path, verb="get")
+    async def get(self, resource: ApiResource, namespace: str | None, name: str) -> Any:
+        return await self.request("GET", resource.path(namespace, name), verb="get")
 
     async def create(self, resource: ApiResource, namespace: str | None, body: Mapping[str, Any]) -> Any:
         """POST a new object; 409 when one of that name exists."""
         return await self.request("POST", resource.path(namespace), verb="create", body=body)
 
     async def apply(self, resource: ApiResource, namespace: str | None, name: str, body: Mapping[str, Any],
-                    field_manager: str, force: bool = True) -> Any:
+                    *, field_manager: str, force: bool) -> Any:
         """Server-side apply: `body` is the whole intent of `field_manager` (fields it applied before
         and leaves out now are removed); created when absent. With `force` the manager takes over
         fields another manager set (a controller owns what it applies); without, that is a 409."""
@@ -335,7 +179,7 @@ class KubeClient:
                                   body=body, content_type="application/apply-patch+yaml")
 
     async def patch(self, resource: ApiResource, namespace: str | None, name: str, patch: Mapping[str, Any],
-                    subresource: str | None = None) -> Any:
+                    *, subresource: str | None = None) -> Any:
         """JSON merge patch of an object (or of its subresource); null removes a field."""
         return await self.request("PATCH", resource.path(namespace, name, subresource), verb="patch",
                                   body=patch, content_type="application/merge-patch+json")
@@ -352,15 +196,14 @@ class KubeClient:
         body = {"apiVersion": "v1", "kind": "DeleteOptions", **options} if options else None
         return await self.request("DELETE", resource.path(namespace, name), verb="delete", body=body)
 
-    async def list(self, plural: str, namespace: str | None = None, page_size: int = 500,
-                   group_path: str = GROUP_PATH, field_selector: str | None = None
-                   ) -> tuple[list[dict[str, Any]], str]:
+    async def list(self, resource: ApiResource, namespace: str | None = None, *, page_size: int = 500,
+                   field_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
         """Every object (paginated), and the list's resourceVersion to start a watch from.
         `field_selector` e.g. `metadata.name=node-1` (what a node agent watches)."""
         items: list[dict[str, Any]] = []
         selector = {"fieldSelector": field_selector} if field_selector else {}
         params: dict[str, Any] = {"limit": page_size, **selector}
-        path = resource_path(plural, namespace, group_path=group_path)
+        path = resource.path(namespace)
         kind = None
         while True:
             page = await self.request("GET", path, verb="list", params=params)
@@ -375,10 +218,9 @@ class KubeClient:
                 return items, str(page["metadata"]["resourceVersion"])
             params = {"limit": page_size, "continue": cont, **selector}
 
-    async def watch(self, plural: str, namespace: str | None, resource_version: str,
-                    timeout_seconds: int = 300, group_path: str = GROUP_PATH,
-                    field_selector: str | None = None, is_known: Callable[[bytes], bool] | None = None,
-                    ) -> AsyncIterator[dict[str, Any]]:
+    async def watch(self, resource: ApiResource, namespace: str | None, resource_version: str, *,
+                    timeout_seconds: int = 300, field_selector: str | None = None,
+                    is_known: Callable[[bytes], bool] | None = None) -> AsyncIterator[dict[str, Any]]:
         """Watch events (dicts with type and object) from resource_version; BOOKMARKs included.
 
         `is_known(resource_version)`: True for an event the caller already holds, such as the echo
@@ -387,7 +229,7 @@ class KubeClient:
         resumes after it. At ten thousand status writes this spares decoding ten thousand objects
         the writer already has.
         """
-        path = resource_path(plural, namespace, group_path=group_path)
+        path = resource.path(namespace)
         params = {
             "watch": "1",
             "resourceVersion": resource_version,
@@ -412,7 +254,7 @@ class KubeClient:
                 await self._sleep(retry_after_seconds(retry_after, self.max_retry_after))
             async with resp:
                 if resp.status == 410:
-                    raise WatchExpired(plural)
+                    raise WatchExpired(resource.plural)
                 if resp.status >= 400:
                     raise ApiError(resp.status, (await resp.read()).decode(errors="replace"))
                 rest = b""
@@ -433,14 +275,14 @@ class KubeClient:
                         if event.get("type") == "ERROR":
                             status = event.get("object", {})
                             if status.get("code") == 410:
-                                raise WatchExpired(plural)
+                                raise WatchExpired(resource.plural)
                             raise ApiError(int(status.get("code", 500)), str(status.get("message")))
                         yield event
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             raise TransportError(f"watch {path}: {type(e).__name__}: {e}") from e
 
-    async def patch_status(self, plural: str, namespace: str | None, name: str, patch: Mapping[str, Any],
-                           resource_version: str | None = None, group_path: str = GROUP_PATH) -> Any:
+    async def patch_status(self, resource: ApiResource, namespace: str | None, name: str,
+                           patch: Mapping[str, Any], *, resource_version: str | None = None) -> Any:
         """JSON merge patch on the status subresource (null removes a field).
 
         With `resource_version` the write only lands on that version of the object (409 Conflict
@@ -451,7 +293,7 @@ class KubeClient:
             body["metadata"] = {"resourceVersion": resource_version}
         return await self.request(
             "PATCH",
-            resource_path(plural, namespace, name, "status", group_path=group_path),
+            resource.path(namespace, name, "status"),
             verb="patch",
             body=body,
             content_type="application/merge-patch+json",
@@ -459,7 +301,8 @@ class KubeClient:
 
     async def create_event(self, *, namespace: str, involved: Mapping[str, Any], type_: str, reason: str,
                            message: str, component: str = "stargate-operator") -> Any:
-        now = format_time(datetime.now(UTC))
+        # metav1.Time: whole seconds, UTC.
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         meta = involved.get("metadata", {})
         body = {
             "apiVersion": "v1",

@@ -1,4 +1,5 @@
-"""One list-then-watch loop for any resource: the operator's engine and the node agent both run it.
+"""One list-then-watch loop (an informer) for any resource: the operator's engine and the node agent
+both run it.
 
 It lists (in pages), hands the items over, then watches from the list's resourceVersion and hands
 over every event; it lists again when the watch expires, and survives API server restarts and
@@ -18,7 +19,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from stargate_operator.kube import ApiError, ApiResource, KubeClient, WatchExpired
+from stargate_operator.client.asyncclient import KubeClient
+from stargate_operator.client.errors import ApiError, WatchExpired
+from stargate_operator.client.resource import ApiResource
 
 logger = logging.getLogger("stargate.informer")
 
@@ -62,8 +65,8 @@ async def run_informer(
     while True:
         try:
             if rv is None:
-                items, rv = await client.list(resource.plural, namespace, page_size=page_size,
-                                              group_path=resource.group_path, field_selector=field_selector)
+                items, rv = await client.list(resource, namespace, page_size=page_size,
+                                              field_selector=field_selector)
                 on_list(resource.kind, namespace, items)
                 if synced is not None:
                     synced.set()
@@ -76,9 +79,8 @@ async def run_informer(
                 await asyncio.sleep(poll_interval)
                 rv = None
                 continue
-            async for event in client.watch(resource.plural, namespace, rv, timeout_seconds=watch_timeout,
-                                            group_path=resource.group_path, field_selector=field_selector,
-                                            is_known=is_known):
+            async for event in client.watch(resource, namespace, rv, timeout_seconds=watch_timeout,
+                                            field_selector=field_selector, is_known=is_known):
                 obj = event["object"]
                 rv = str(obj.get("metadata", {}).get("resourceVersion") or rv)
                 if event["type"] == "BOOKMARK":

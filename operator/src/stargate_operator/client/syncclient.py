@@ -1,15 +1,14 @@
-"""The one synchronous way of talking HTTP to the API server: the demo, the local control plane, tests.
+"""The synchronous client: the demo, the local control plane, tests; everything that runs a step at a
+time. The operator's hot path is asynchronous (:mod:`stargate_operator.client.asyncclient`).
 
-The operator's hot path is asynchronous (:mod:`stargate_operator.kube`, aiohttp). Everything that
-runs a step at a time (the demo's summary and its curtailment, ``LocalControlPlane.api``, the test
-helpers) uses this instead: one keep-alive httpx client, the TLS identity of a kubeconfig
-(:meth:`SyncApi.from_kubeconfig`, read by the same code as the operator's) or of the local control
-plane's admin, and resource paths built from :mod:`stargate_operator.kinds`.
+One keep-alive httpx client, the TLS identity of a kubeconfig (:meth:`SyncApi.from_kubeconfig`,
+read by the same code as the asynchronous client's) or of the local control plane's admin. The verbs
+take the same `ApiResource`-first arguments as :class:`~stargate_operator.client.KubeClient`'s.
 
-Objects are plain dicts. An answer of 400 or more raises :class:`ApiFailure` (with the status); no
-answer at all (refused, reset, timed out) raises :class:`NoAnswer`, an ``ApiFailure`` with status 0,
-so that callers need not know httpx. One client may be used from several threads (httpx's pool
-locks), each call blocking only its own.
+Objects are plain dicts. An answer of 400 or more raises :class:`ApiError` (with the status); no
+answer at all (refused, reset, timed out) raises :class:`TransportError`, an ``ApiError`` with
+status 0, so that callers need not know httpx. One client may be used from several threads
+(httpx's pool locks), each call blocking only its own.
 """
 
 from __future__ import annotations
@@ -23,8 +22,9 @@ from typing import Any, Self
 
 import httpx
 
-from stargate_operator.kinds import GROUP_PATH
-from stargate_operator.kube import load_connection, resource_path
+from stargate_operator.client.connection import load_connection
+from stargate_operator.client.errors import ApiError, TransportError
+from stargate_operator.client.resource import ApiResource
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -32,33 +32,7 @@ MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 PAGE_SIZE = 500
 
-__all__ = ["APPLY_PATCH", "JSON", "MERGE_PATCH", "ApiFailure", "NoAnswer", "SyncApi", "resource_path",
-           "tls_context"]
-
-
-class ApiFailure(RuntimeError):
-    """The API server answered ``status`` (400 or more); ``text`` is its body (a Status object)."""
-
-    def __init__(self, status: int, text: str) -> None:
-        super().__init__(f"HTTP {status}: {text[:2000]}")
-        self.status = status
-        self.text = text
-
-
-class NoAnswer(ApiFailure):
-    """No HTTP answer: connection refused or reset, TLS failure, timeout."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(0, message)
-
-
-def tls_context(ca_file: Path | str, cert_file: Path | str | None = None,
-                key_file: Path | str | None = None) -> ssl.SSLContext:
-    """Verify the server against ``ca_file``; present a client certificate when one is given."""
-    ctx = ssl.create_default_context(cafile=str(ca_file))
-    if cert_file is not None and key_file is not None:
-        ctx.load_cert_chain(str(cert_file), str(key_file))
-    return ctx
+__all__ = ["APPLY_PATCH", "JSON", "MERGE_PATCH", "SyncApi"]
 
 
 class SyncApi:
@@ -96,7 +70,8 @@ class SyncApi:
     def send(self, method: str, path: str, body: Any = None, *, content_type: str = JSON,
              accept: str = JSON, params: Mapping[str, Any] | None = None,
              timeout: float | None = None) -> httpx.Response:
-        """One request, whatever the status; ``body`` is encoded as JSON. Raises :class:`NoAnswer`."""
+        """One request, whatever the status; ``body`` is encoded as JSON. Raises
+        :class:`TransportError`."""
         headers = {"Accept": accept}
         content = None
         if body is not None:
@@ -111,26 +86,26 @@ class SyncApi:
             return self._http.request(method, path, content=content, headers=headers, params=params,
                                       timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
         except httpx.TransportError as e:
-            raise NoAnswer(f"{method} {path}: {e or type(e).__name__}") from e
+            raise TransportError(f"{method} {path}: {e or type(e).__name__}") from e
 
     def call(self, method: str, path: str, body: Any = None, *, content_type: str = JSON,
              accept: str = JSON, params: Mapping[str, Any] | None = None,
              timeout: float | None = None) -> Any:
-        """One request; the decoded JSON answer (None when empty). Raises :class:`ApiFailure`."""
+        """One request; the decoded JSON answer (None when empty). Raises :class:`ApiError`."""
         resp = self.send(method, path, body, content_type=content_type, accept=accept, params=params,
                          timeout=timeout)
         if resp.status_code >= 400:
-            raise ApiFailure(resp.status_code, resp.text)
+            raise _error(resp)
         return resp.json() if resp.content else None
 
-    # -- resources (plural, namespace or None for a cluster-scoped one, name) --------------------
-    def get(self, plural: str, namespace: str | None, name: str, *, group_path: str = GROUP_PATH) -> Any:
-        return self.call("GET", resource_path(plural, namespace, name, group_path=group_path))
+    # -- resources: the same arguments as KubeClient's verbs --------------------------------------
+    def get(self, resource: ApiResource, namespace: str | None, name: str) -> Any:
+        return self.call("GET", resource.path(namespace, name))
 
-    def list(self, plural: str, namespace: str | None = None, *, group_path: str = GROUP_PATH,
-             label_selector: str | None = None, page_size: int = PAGE_SIZE) -> list[dict[str, Any]]:
+    def list(self, resource: ApiResource, namespace: str | None = None, *, label_selector: str | None = None,
+             page_size: int = PAGE_SIZE) -> list[dict[str, Any]]:
         """Every item, page by page (``limit``/``continue``); namespace None lists all namespaces."""
-        path = resource_path(plural, namespace, group_path=group_path)
+        path = resource.path(namespace)
         params: dict[str, Any] = {"limit": page_size}
         if label_selector:
             params["labelSelector"] = label_selector
@@ -143,33 +118,44 @@ class SyncApi:
                 return items
             params = {**params, "continue": cont}
 
-    def create(self, plural: str, namespace: str | None, body: Mapping[str, Any], *,
-               group_path: str = GROUP_PATH) -> Any:
-        return self.call("POST", resource_path(plural, namespace, group_path=group_path), body)
+    def create(self, resource: ApiResource, namespace: str | None, body: Mapping[str, Any]) -> Any:
+        return self.call("POST", resource.path(namespace), body)
 
-    def patch(self, plural: str, namespace: str | None, name: str, patch: Mapping[str, Any], *,
-              sub: str | None = None, content_type: str = MERGE_PATCH, group_path: str = GROUP_PATH) -> Any:
-        """A JSON merge patch by default; ``sub="status"`` patches the status subresource."""
-        return self.call("PATCH", resource_path(plural, namespace, name, sub, group_path=group_path), patch,
+    def patch(self, resource: ApiResource, namespace: str | None, name: str, patch: Mapping[str, Any], *,
+              subresource: str | None = None, content_type: str = MERGE_PATCH) -> Any:
+        """A JSON merge patch by default; ``subresource="status"`` patches the status subresource."""
+        return self.call("PATCH", resource.path(namespace, name, subresource), patch,
                          content_type=content_type)
 
-    def apply(self, plural: str, namespace: str | None, name: str, body: Mapping[str, Any], *,
-              field_manager: str, force: bool = False, sub: str | None = None,
-              group_path: str = GROUP_PATH, attempts: int = 3, timeout: float | None = None) -> Any:
-        """Server-side apply of a (partial) object, as ``kubectl apply --server-side`` does it.
+    def apply(self, resource: ApiResource, namespace: str | None, name: str, body: Mapping[str, Any], *,
+              field_manager: str, force: bool, subresource: str | None = None, attempts: int = 3,
+              timeout: float | None = None) -> Any:
+        """Server-side apply of a (partial) object, as ``kubectl apply --server-side`` does it; with
+        `force` the manager takes over fields another manager set, without that is a 409.
 
         Applying is idempotent, so a call without an answer (a timeout on a machine loaded far beyond
         its cores) is made again, up to ``attempts`` times in all."""
         params = {"fieldManager": field_manager, **({"force": "true"} if force else {})}
-        path = resource_path(plural, namespace, name, sub, group_path=group_path)
+        path = resource.path(namespace, name, subresource)
         for attempt in range(1, attempts + 1):
             try:
                 return self.call("PATCH", path, body, content_type=APPLY_PATCH, params=params,
                                  timeout=timeout)
-            except NoAnswer:
+            except TransportError:
                 if attempt == attempts:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def delete(self, plural: str, namespace: str | None, name: str, *, group_path: str = GROUP_PATH) -> Any:
-        return self.call("DELETE", resource_path(plural, namespace, name, group_path=group_path))
+    def delete(self, resource: ApiResource, namespace: str | None, name: str) -> Any:
+        return self.call("DELETE", resource.path(namespace, name))
+
+
+def _error(resp: httpx.Response) -> ApiError:
+    """The API server's Status message when the answer is one, the whole text otherwise."""
+    text = resp.text
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = None
+    message = payload.get("message", text) if isinstance(payload, dict) else text[:2000]
+    return ApiError(resp.status_code, str(message), payload, text)
