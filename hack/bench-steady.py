@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import benchlib  # its site, operator process and waits
-from bench import AgentProcess  # hack/benchlib.py's agents phase: one process for every node
+from bench import AgentProcess, wait_until  # hack/bench.py's agents process and its wait
 from stargate_operator import kinds
 from stargate_operator.client import ApiResource, KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane

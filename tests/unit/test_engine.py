@@ -446,11 +446,11 @@ class SlowApi(FakeApi):
         return out
 
     async def apply(self, resource: ApiResource, namespace: str | None, name: str, body: Mapping[str, Any],
-                    field_manager: str, force: bool = True) -> Any:
+                    *, field_manager: str, force: bool) -> Any:
         self.log.append(("apply", resource.kind))
         for _ in range(3):
             await asyncio.sleep(0)
-        out = await super().apply(resource, namespace, name, body, field_manager, force)
+        out = await super().apply(resource, namespace, name, body, field_manager=field_manager, force=force)
         self.log.append(("applied", resource.kind))
         return out
 
