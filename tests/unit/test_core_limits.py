@@ -177,3 +177,16 @@ def test_power_limit_applied_false_only_after_the_grace_period() -> None:
     later = plan_campus(now_held, NOW + timedelta(seconds=61), CampusSettings(), cache)
     c = cond(st(later, "GPUNode", "n"), "PowerLimitApplied")
     assert (c["status"], c["reason"]) == ("False", "NotEnforced")
+
+
+def test_a_slice_left_without_racks_is_emptied_not_deleted() -> None:
+    objs = site(node("a", "r", count=4), it=2400)
+    first = campus(objs)
+    body = next(b for b in first.applies if b["kind"] == "PowerLimitSlice")
+    gone = [*objs[:-1], {**body, "metadata": {**body["metadata"], "uid": "u"}}]  # the node is gone
+    second = campus(gone)
+    (emptied,) = [b for b in second.applies if b["kind"] == "PowerLimitSlice"]
+    assert emptied["spec"] == {"limits": {}, "safeLimits": {}, "revision": 2}
+    assert not second.deletes
+    assert st(second, "PowerLimitSlice", body["metadata"]["name"]) == {"nodes": 0, "confirmed": 0,
+                                                                      "unconfirmed": 0}

@@ -7,7 +7,7 @@
   before raise (staging.py), the constraints above a node being its site and every power and cooling
   domain on its rack's path;
 - writes each slice whole (server-side apply of its spec, a `revision` that grows with every change),
-  deletes the slices left empty, counts confirmed nodes in each slice's status, and names each
+  empties the slices left without racks, counts confirmed nodes in each slice's status, and names each
   node's slice in its GPUNode status (`powerLimitSlice`).
 
 A node is confirmed when its agent's fresh report shows an enforced limit at or below the highest
@@ -28,7 +28,7 @@ from stargate_operator.core.cache import PlanCache
 from stargate_operator.core.site import plan_namespace
 from stargate_operator.core.slices import pack
 from stargate_operator.core.staging import stage
-from stargate_operator.core.types import CoreSettings, ObjectKey, ObjectRef, Plan, PlanEvent
+from stargate_operator.core.types import CoreSettings, ObjectKey, Plan, PlanEvent
 from stargate_operator.core.wire import as_utc, from_epoch, parse_epoch
 
 SLICE = kinds.POWER_LIMIT_SLICE.kind
@@ -235,8 +235,20 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             if st.get("powerLimitSlice") != sname:
                 st["powerLimitSlice"] = sname  # the core builds each node's status afresh or keeps it
     for sname, sobj in slices.items():
-        if sname not in by_slice:
-            plan.deletes.append(ObjectRef(SLICE, ns, sname, sobj["metadata"].get("uid")))
+        if sname in by_slice:
+            continue
+        # Left without racks: emptied, not deleted (the operator needs no delete permission, and
+        # the name is the first one taken again by a new slice).
+        spec = sobj.get("spec") or {}
+        if spec.get("limits") or spec.get("safeLimits") or spec.get("ramp") is not None:
+            revision = spec.get("revision")
+            plan.applies.append({
+                "apiVersion": kinds.API_VERSION, "kind": SLICE,
+                "metadata": {"name": sname, "namespace": ns},
+                "spec": {"limits": {}, "safeLimits": {},
+                         "revision": (revision if type(revision) is int else 0) + 1},
+            })
+        statuses[SLICE, ns, sname] = {"nodes": 0, "confirmed": 0, "unconfirmed": 0}
     if staged.forced and clusters:
         key: ObjectKey = (kinds.STARGATE_CLUSTER.kind, ns, sorted(clusters)[0])
         plan.events.append(PlanEvent(
