@@ -287,6 +287,10 @@ def test_template_default(helm: Helm) -> None:
         "--health-port=8081",
         "--log-level=INFO",
         "--stale-after=120",
+        "--slice-size=500",
+        "--raise-after=30",
+        "--confirm-grace=60",
+        "--measured-refresh=300",
         "--telemetry=none",
     ]
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
@@ -458,6 +462,8 @@ AGENT_GRANTS = {
     ("stargate.dev", "gpunodes", "watch"),
     ("stargate.dev", "racks", "list"),
     ("stargate.dev", "racks", "watch"),
+    ("stargate.dev", "powerlimitslices", "list"),
+    ("stargate.dev", "powerlimitslices", "watch"),
     ("stargate.dev", "gpunodes/status", "patch"),
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "watch"),
@@ -1080,6 +1086,10 @@ def record_run(cluster: Cluster, release: str, site_namespace: str) -> RecordedR
         (refused if decision == "forbid" or ev.get("responseStatus", {}).get("code") == 403 else used).add(
             key
         )
+    if ("stargate.dev", "powerlimitslices", "patch") in used:
+        # A server-side apply that creates a slice is authorized as create too; the audit log
+        # records only the patch.
+        used.add(("stargate.dev", "powerlimitslices", "create"))
     granted = grants([d for d in manifest if d["kind"] in ("ClusterRole", "Role")])
     return RecordedRun(
         release, user, site_namespace, granted, used, refused, statuses, events, log.read_text()
@@ -1284,8 +1294,15 @@ def agent_run(cluster: Cluster, agent_release: list[dict[str, Any]]) -> AgentRun
                  "gpu": {"model": "H100-SXM", "count": 8, "memoryBytes": 80_000_000_000,
                          "minPowerWatts": 200, "maxPowerWatts": 700}},
     })
+    # Its limit in a PowerLimitSlice its status names (900 W: above the range, so an Event follows).
+    kubectl.apply({
+        "apiVersion": kinds.API_VERSION, "kind": kinds.POWER_LIMIT_SLICE.kind,
+        "metadata": {"name": "limits-0", "namespace": AGENT_SITE},
+        "spec": {"limits": {AGENT_NODE: 900}, "revision": 1},
+    })
     kubectl("patch", f"{kinds.GPU_NODE.plural}.{kinds.GROUP}", AGENT_NODE, "-n", AGENT_SITE,
-            "--subresource=status", "--type=merge", "-p", json.dumps({"status": {"powerLimitWatts": 900}}))
+            "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"powerLimitWatts": 900, "powerLimitSlice": "limits-0"}}))
     token = kubectl("create", "token", sa, "-n", AGENT_NS, "--duration=1h", "--bound-object-kind=Pod",
                     "--bound-object-name=agent-0").stdout.strip()
     kubeconfig = cluster.cp.write_token_kubeconfig(cluster.workdir / "agent.kubeconfig", token)

@@ -7,11 +7,12 @@ namespaces, in a Role per watched namespace otherwise.
 - apiGroups: ["stargate.dev"]
   resources: ["stargateclusters", "racks", "powerdomains", "gpunodes", "memorypools", "memoryclaims", "gridevents", "powerlimitslices"]
   verbs: ["list", "watch"]
-# The limits travel in PowerLimitSlices, which only the operator writes: server-side apply (a patch
-# that creates an absent slice; a slice left without racks is emptied, never deleted).
+# The limits travel in PowerLimitSlices, which only the operator writes: server-side apply, a patch
+# that creates an absent slice (so the API server also asks for create; its audit log records the
+# patch). A slice left without racks is emptied, never deleted.
 - apiGroups: ["stargate.dev"]
   resources: ["powerlimitslices"]
-  verbs: ["patch"]
+  verbs: ["create", "patch"]
 # It writes status only, with merge patches on the status subresource: never a spec.
 - apiGroups: ["stargate.dev"]
   resources: ["stargateclusters/status", "racks/status", "powerdomains/status", "gpunodes/status", "memorypools/status", "memoryclaims/status", "gridevents/status", "powerlimitslices/status"]
