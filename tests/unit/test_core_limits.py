@@ -188,5 +188,5 @@ def test_a_slice_left_without_racks_is_emptied_not_deleted() -> None:
     (emptied,) = [b for b in second.applies if b["kind"] == "PowerLimitSlice"]
     assert emptied["spec"] == {"limits": {}, "safeLimits": {}, "revision": 2}
     assert not second.deletes
-    assert st(second, "PowerLimitSlice", body["metadata"]["name"]) == {"nodes": 0, "confirmed": 0,
-                                                                      "unconfirmed": 0}
+    assert st(second, "PowerLimitSlice", body["metadata"]["name"]) == {
+        "observedGeneration": 1, "nodes": 0, "confirmed": 0, "unconfirmed": 0}

@@ -206,8 +206,11 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         spec = (held_slice.get("spec") or {}) if held_slice is not None else {}
         revision = spec.get("revision")
         revision = revision if type(revision) is int else 0
+        generation = (held_slice or {}).get("metadata", {}).get("generation")
+        generation = generation if type(generation) is int else 0
         if held_slice is None or spec.get("limits") != limits or (spec.get("safeLimits") or {}) != safes:
             revision += 1
+            generation += 1  # what the apply of the changed spec makes it
         desired: dict[str, Any] = {"limits": limits, "safeLimits": safes, "revision": revision}
         if spec.get("ramp") is not None:
             desired["ramp"] = spec["ramp"]  # not ours to end
@@ -227,8 +230,8 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
                 confirmed += 1
         # Written once the slice is held (the caller writes statuses of held objects only, after
         # the slices' own writes).
-        status: dict[str, Any] = {"nodes": len(names), "confirmed": confirmed,
-                                  "unconfirmed": len(names) - confirmed}
+        status: dict[str, Any] = {"observedGeneration": generation, "nodes": len(names),
+                                  "confirmed": confirmed, "unconfirmed": len(names) - confirmed}
         statuses[SLICE, ns, sname] = status
         for n in names:
             st = statuses[NODE, ns, n]
@@ -240,7 +243,10 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         # Left without racks: emptied, not deleted (the operator needs no delete permission, and
         # the name is the first one taken again by a new slice).
         spec = sobj.get("spec") or {}
+        generation = sobj["metadata"].get("generation")
+        generation = generation if type(generation) is int else 0
         if spec.get("limits") or spec.get("safeLimits") or spec.get("ramp") is not None:
+            generation += 1
             revision = spec.get("revision")
             plan.applies.append({
                 "apiVersion": kinds.API_VERSION, "kind": SLICE,
@@ -248,7 +254,8 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
                 "spec": {"limits": {}, "safeLimits": {},
                          "revision": (revision if type(revision) is int else 0) + 1},
             })
-        statuses[SLICE, ns, sname] = {"nodes": 0, "confirmed": 0, "unconfirmed": 0}
+        statuses[SLICE, ns, sname] = {"observedGeneration": generation, "nodes": 0, "confirmed": 0,
+                                      "unconfirmed": 0}
     if staged.forced and clusters:
         key: ObjectKey = (kinds.STARGATE_CLUSTER.kind, ns, sorted(clusters)[0])
         plan.events.append(PlanEvent(
