@@ -6,9 +6,9 @@ For each size (18 nodes per rack, fixtures/synth.py) it prints the time per node
 - warm: the engine's steady state, a PlanCache passed on every call, every status already written
   back, and one node changed since the last call (a new resourceVersion);
 and the ratio t(100k)/t(10k) of each (linear growth: about 10; the target is at most 11), all
-measured in this one run (DESIGN section 8). Then the same sites under a power tree six levels deep
+measured in this one run. Then the same sites under a power tree six levels deep
 (utility, 2 substations, 8 switchboards, 40 floor PDUs, 400 RPPs, plus 100 CDUs: fixtures/synth.py
-tree=True, DESIGN section 10), cold: at most 1.0 s of CPU at 100k and linear (ratio <= 11).
+tree=True), cold: at most 1.0 s of CPU at 100k and linear (ratio <= 11).
 Each figure is the best of a few runs, the usual way to keep a shared machine's noise out; times
 are the process's CPU time (one core), so other processes on a busy machine do not count, with
 wall-clock time beside them. The input objects are frozen out of the garbage collector's passes

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What one Rack status write costs the API server, by the shape of the rack's limit maps.
 
-At 100,000 nodes a curtailment is about 4,222 rack writes (DESIGN section 12), and `react_s` is
+At 100,000 nodes a curtailment is about 4,222 rack writes, and `react_s` is
 bounded by what each one costs the API server on the machine's cores. This builds the synthetic
 site on a fresh local control plane, writes its statuses, then sends rack status patches alone (a
 tight loop of hack/bench.py's 32 writers, no operator) for each shape:

@@ -139,7 +139,7 @@ async def _curtail_once(cp: LocalControlPlane, client: KubeClient, site: Any, op
 
 def main() -> int:
     p = benchlib.parser(__doc__, 100_000)
-    p.add_argument("--tree", action="store_true", help="under issue 14's 6-level power tree")
+    p.add_argument("--tree", action="store_true", help="under the 6-level power tree of fixtures/synth.py")
     p.add_argument("--profile", metavar="DIR", help="also profile the reaction: the API server's "
                    "pprof (from its /debug/pprof) and the operator's py-spy, summarised in DIR/summary.txt")
     p.add_argument("--runs", type=int, default=3, help="curtailments timed (the median is react_s)")

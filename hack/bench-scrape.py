@@ -5,7 +5,7 @@ Builds a synthetic site (default 10,000 GPU nodes, 18 per rack: 556 racks, GB200
 computes its statuses with the real core (`fixtures.synth.synthetic_site` and
 `core.plan_namespace`), then times `generate_latest` on the operator's registry with per-node
 series off and on. Prints the times, the series counts and the ratio between the two (ratios are
-what to compare across machines; see DESIGN section 8).
+what to compare across machines, as absolute times depend on the machine).
 
     .venv/bin/python hack/bench-scrape.py [--nodes 10000] [--repeat 5]
 """

@@ -527,7 +527,7 @@ async def _shard_phases(sites: list[Site], counts: list[int],
     out["shard_two_sites_one_operator_ratio"] = round(both_one_op / base_both, 3)
     out["shard_two_sites_two_operators_s"] = round(two_s, 3)
     out["shard_two_sites_two_operators_ratio"] = round(two_s / base_both, 3)
-    # The figure the issue asks about: two shards' ratio over one operator's on one site.
+    # The figure that matters for sharding: two shards' ratio over one operator's on one site.
     out["shard_ratio"] = round(out["shard_two_sites_two_operators_ratio"] / out["shard_one_site_ratio"], 3)
     log(f"shards: one site {one_s:.2f}s (baseline {base_one:.2f}s); two sites, one operator "
         f"{both_one_op:.2f}s, two operators {two_s:.2f}s (baseline {base_both:.2f}s)")
@@ -543,7 +543,7 @@ def main() -> int:
                    "DIR/summary.txt")
     p.add_argument("--tree", action="store_true",
                    help="put the site under a 6-level power tree (utility, 2 substations, 8 switchboards, "
-                   "40 floor PDUs, 400 RPPs, 100 CDUs: issue 14's benchmark tree)")
+                   "40 floor PDUs, 400 RPPs, 100 CDUs: the benchmark tree of fixtures/synth.py)")
     p.add_argument("--no-agents", action="store_true",
                    help="skip phase 5 (one simulated agent per node; minutes at 10,000 nodes)")
     p.add_argument("--shards", action="store_true",

@@ -380,7 +380,7 @@ def parser(doc: str | None, nodes: int) -> argparse.ArgumentParser:
 class Profiler:
     """CPU profiles of the API server (Go's pprof) and of the operator (py-spy), for --profile.
 
-    They say where the time goes when a ratio is off: the figures in the README come from them."""
+    They say where the time goes when a ratio is off: the figures in docs/performance.md come from them."""
 
     def __init__(self, out: Path) -> None:
         self.out = out

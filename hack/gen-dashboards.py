@@ -835,9 +835,9 @@ def operator_health() -> db.Dashboard:
 
 
 def power_tree() -> db.Dashboard:
-    """The site's power and cooling tree (DESIGN section 10): every PowerDomain's usable,
+    """The site's power and cooling tree: every PowerDomain's usable,
     allocated and measured power, its headroom and conditions, and the racks held below their
-    demand with what holds them; and the grid events (section 11) that lower the site or a feed:
+    demand with what holds them; and the grid events that lower the site or a feed:
     on a timeline, with their target against the measured power."""
     d = Scope(("namespace", "cluster", "type", "domain"))
     s = SITE

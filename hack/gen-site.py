@@ -4,7 +4,7 @@
   hack/gen-site.py --nodes 10000 --seed 7 --namespace hall-1 > /tmp/hall-1.yaml
   stargate-operator plan -f /tmp/hall-1.yaml
 
-18 nodes per rack, mixed priorities, GB200/H100/H200 figures of DESIGN section 9, HBM/DRAM/CXL
+18 nodes per rack, mixed priorities, GB200/H100/H200 figures of core/products.py, HBM/DRAM/CXL
 pools and claims (stargate_operator.fixtures.synth). `--no-status` drops the status the generator
 gives some objects (agent telemetry, bound claims), for applying to a cluster as new objects.
 """

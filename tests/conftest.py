@@ -1,4 +1,4 @@
-"""Shared fixtures. Integration tests run against a real kube-apiserver and etcd (DESIGN.md section 7).
+"""Shared fixtures. Integration tests run against a real kube-apiserver and etcd.
 
 Fixtures (use them by name; mark the test module ``pytestmark = pytest.mark.integration``):
 
@@ -27,6 +27,11 @@ Helpers for other tests: ``from helpers.kube import Kubectl, create_namespace, p
 namespace_name, to_yaml``; ``control_plane.api(method, path, body)`` for a REST call without kubectl
 (``tests/`` is on ``sys.path`` because this conftest lives there).
 
+``real_node`` (session)
+    A single-node Kubernetes on this machine (``helpers.node.RealNode``: ``cp``, ``node``,
+    ``kubectl(...)``, ``helm(...)``); ``helpers.node.real_node_cluster`` starts one with other labels
+    or taints. Tests using it are marked ``node``; ``make test E2E=0`` deselects them.
+
 A first run builds kube-apiserver and etcd from their Go modules (minutes, once; cached under
 ``~/.cache/stargate-operator``; progress shown even under capture). ``make tools`` does that ahead of
 time. The servers' logs, certificates and kubeconfig of a session stay under pytest's temporary
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -77,3 +83,44 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
     create_namespace(kubectl, name)
     yield name
     purge_namespace(kubectl, name)
+
+
+# --------------------------------------------------------------------------- the real node (e2e)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests marked `node` run last, so that the session's node (about 850 MiB and a kubelet's
+    housekeeping) is up only while they run; `make test E2E=0` (STARGATE_E2E=0) deselects them,
+    visibly."""
+    from helpers.node import OPT_OUT_VARIABLE, opted_out
+
+    kept = [i for i in items if i.get_closest_marker("node") is None]
+    dropped = [i for i in items if i.get_closest_marker("node") is not None]
+    if not opted_out():
+        items[:] = kept + dropped
+        return
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+        print(f"\n{OPT_OUT_VARIABLE}=0: {len(dropped)} tests on the real node deselected")
+
+
+@pytest.fixture(scope="session")
+def real_node(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A single-node Kubernetes on this machine (helpers.node.RealNode): control plane in node mode,
+    containerd, kubelet, controller manager, scheduler, cluster DNS, the operator image imported.
+    Fails, saying what is missing, on a machine that cannot host it (opt out: `make test E2E=0`)."""
+    from helpers.node import real_node_cluster
+    from stargate_operator.localcp.images import ImageError
+    from stargate_operator.localcp.node import NodeUnavailable
+
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    uncaptured = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+    try:
+        with uncaptured:
+            cm = real_node_cluster(tmp_path_factory.mktemp("real-node"))
+            rn = cm.__enter__()
+    except (NodeUnavailable, BinaryError, ImageError) as e:
+        pytest.fail(f"{e}\n(opt out of the tests on a real node with `make test E2E=0`)", pytrace=False)
+    try:
+        yield rn
+    finally:
+        cm.__exit__(None, None, None)

@@ -79,3 +79,25 @@ def test_build_context_holds_what_the_package_build_needs() -> None:
     assert needed <= allowed, f".dockerignore keeps out {needed - allowed}"
     for path in needed:
         assert (ROOT / path).exists(), path
+
+
+def test_dependencies_come_from_the_lock_file_with_hashes() -> None:
+    """pip checks every dependency against operator/requirements.lock's sha256 (reproducible, and what
+    an air-gapped site mirrors), and the lock pins every dependency of the package and its nvml extra."""
+    runs = " ".join(a for op, a in instructions() if op == "RUN")
+    assert "--require-hashes -r operator/requirements.lock" in runs
+    assert "syntax=" not in DOCKERFILE.read_text().splitlines()[0], "a # syntax= line pulls a frontend"
+    lock = (ROOT / "operator" / "requirements.lock").read_text()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, re.M))
+    blocks = re.split(r"\n(?=[A-Za-z0-9_.-]+==)", lock)
+    assert all("--hash=sha256:" in b for b in blocks if "==" in b.split("\n")[0])
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = [*pyproject["project"]["dependencies"], *pyproject["project"]["optional-dependencies"]["nvml"]]
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    pinned = {norm(n) for n in pins}
+    for requirement in wanted:
+        name = norm(re.match(r"[A-Za-z0-9_.-]+", requirement).group(0))  # type: ignore[union-attr]
+        assert name in pinned, f"{name} is not in operator/requirements.lock: run hack/lock-image-deps.sh"

@@ -1,6 +1,6 @@
 """hack/kind-e2e.sh on a machine with a Docker engine and kind: the image, a kind cluster, the chart,
 the samples, every status written. The one test in the suite that may skip: without Docker there is
-no cluster to run it on (DESIGN.md section 8)."""
+no cluster to run it on."""
 
 from __future__ import annotations
 

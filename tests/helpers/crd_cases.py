@@ -245,7 +245,7 @@ CASES: list[tuple[str, str, str, Any, str, str]] = [
         "spec.site.design_pue",
         "unknown field",
     ),
-    # power domains (DESIGN section 10) and the racks' references to them
+    # power domains and the racks' references to them
     ("pdom-rating-zero", "PowerDomain", "spec.ratingWatts", 0, "spec.ratingWatts",
      "greater than or equal to 1"),
     ("pdom-rating-negative", "PowerDomain", "spec.ratingWatts", -450_000, "spec.ratingWatts",
@@ -282,7 +282,7 @@ CASES: list[tuple[str, str, str, Any, str, str]] = [
      "should match"),
     ("rack-cooling-ref-too-long", "Rack", "spec.coolingDomainRef", "c" * 254, "spec.coolingDomainRef",
      "Too long"),
-    # GridEvent (DESIGN section 11)
+    # GridEvent
     ("gev-no-target", "GridEvent", "spec.limitWatts", DELETE, "spec.reducePercent", "neither is set"),
     ("gev-both-targets", "GridEvent", "spec.reducePercent", 20, "spec.limitWatts", "both are"),
     ("gev-percent-zero", "GridEvent", "spec", grid_spec(reducePercent=0), "spec.reducePercent",
@@ -306,6 +306,19 @@ CASES: list[tuple[str, str, str, Any, str, str]] = [
     ("gev-domain-ref-bad-name", "GridEvent", "spec.powerDomainRef", "feed_A", "spec.powerDomainRef",
      "should match"),
     ("gev-unknown-field", "GridEvent", "spec.priority", 900, "spec.priority", "unknown field"),
+    # ramps and settlement
+    ("sgc-ramp-down-zero", "StargateCluster", "spec.power.rampDownWattsPerSecond", 0,
+     "spec.power.rampDownWattsPerSecond", "greater than or equal to 1|greater than 0"),
+    ("pdom-ramp-up-negative", "PowerDomain", "spec.rampUpWattsPerSecond", -5, "spec.rampUpWattsPerSecond",
+     "greater than or equal to 1|greater than 0"),
+    ("pdom-meter-empty-query", "PowerDomain", "spec.meter", {"query": ""}, "spec.meter.query",
+     "at least 1|should have at least 1"),
+    ("gev-basis-with-limit", "GridEvent", "spec.basis", "Baseline", "spec.basis",
+     "basis applies to reducePercent only"),
+    ("gev-basis-unknown", "GridEvent", "spec", grid_spec(reducePercent=20, basis="Forecast"), "spec.basis",
+     "Unsupported value|Input should be"),
+    ("gev-urgency-unknown", "GridEvent", "spec.urgency", "Critical", "spec.urgency",
+     "Unsupported value|Input should be"),
 ]
 # oversubscription: the uncap line below the cap line, defaults included
 CASES += [

@@ -111,10 +111,10 @@ async def test_agent_writes_only_telemetry_and_follows_the_limit(
         after = await eventually(lambda: (o := get(kubectl, ns, "n1"))["status"].get("telemetry") and o)
         t = after["status"]["telemetry"]
         Telemetry.model_validate(t)
-        # The reading, and the power range the GPUs accept (issue 18: what discovery reads).
+        # The reading, and the power range the GPUs accept (what discovery reads).
         assert set(t) == {"powerWatts", "healthyGPUs", "hbmUsedBytes", "observedAt",
                           "minPowerWatts", "maxPowerWatts", "defaultPowerWatts", "enforcedLimitWatts",
-                          "peakPowerWatts"}  # the highest of its 1 Hz samples (section 13)
+                          "peakPowerWatts"}  # the highest of its 1 Hz samples
         # Only its field: the rest of status, the spec, labels and generation are untouched.
         assert {k: v for k, v in after["status"].items() if k != "telemetry"} == before["status"]
         assert after["spec"] == before["spec"]

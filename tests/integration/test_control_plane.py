@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 
-# The smallest valid object of each kind (DESIGN.md section 3).
+# The smallest valid object of each kind.
 MINIMAL: dict[str, dict[str, Any]] = {
     "StargateCluster": {
         "site": {"region": "eu-north", "kind": "Onshore", "cooling": "DirectLiquid"},

@@ -173,3 +173,39 @@ async def test_prometheus_down_backs_off_and_recovers(exporter: FakeDcgmExporter
         with pytest.raises(asyncio.CancelledError):
             await task
 
+
+
+async def test_a_metered_domains_query_is_its_measured_power(exporter: FakeDcgmExporter,
+                                                             prom: PrometheusServer) -> None:
+    """spec.meter.query read from the real Prometheus (the fake exporter's GPUs stand in for a PDU's
+    meter series), laid over the domain as the engine does: the domain's measuredWatts is the
+    meter's, not the sum of its nodes; a failing or empty query is left out (nodes' sum again)."""
+    from stargate_operator.core import CoreSettings, plan_namespace
+
+    exporter.set_node("node-a", node_a())
+    exporter.set_node("node-b", node_b())
+    t = PrometheusTelemetry(prom.url, interval=1.0)
+    queries = {("site-ns", "pdu-a"): 'sum(DCGM_FI_DEV_POWER_USAGE{Hostname="node-a"})',
+               ("site-ns", "broken"): "sum(",  # a syntax error: Prometheus refuses it
+               ("site-ns", "empty"): 'sum(no_such_meter{pdu="x"})'}
+    want = {("site-ns", "pdu-a"): round(sum(600.0 + i for i in range(8)))}  # 4828 W
+    deadline = time.monotonic() + 30  # until Prometheus has scraped what the exporter shows now
+    try:
+        while (got := await t.read_meters(queries)) != want and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+    finally:
+        await t.aclose()
+    assert got == want
+    meta = {"namespace": "site-ns", "generation": 1}
+    objs = [
+        {"kind": "StargateCluster", "metadata": {"name": "site", **meta},
+         "spec": {"site": {"designPUE": 1.0}, "power": {"itCapacityWatts": 100_000, "reservePercent": 0}}},
+        {"kind": "PowerDomain", "metadata": {"name": "pdu-a", **meta},
+         "spec": {"clusterRef": "site", "ratingWatts": 50_000,
+                  "meter": {"query": queries["site-ns", "pdu-a"]}},
+         "status": {"meter": {"watts": got["site-ns", "pdu-a"]}}},
+        {"kind": "Rack", "metadata": {"name": "r1", **meta},
+         "spec": {"clusterRef": "site", "maxPowerWatts": 40_000, "powerDomainRef": "pdu-a"}},
+    ]
+    plan = plan_namespace(objs, datetime.now(UTC), CoreSettings())
+    assert plan.statuses["PowerDomain", "site-ns", "pdu-a"]["measuredWatts"] == 4828

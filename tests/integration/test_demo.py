@@ -222,7 +222,7 @@ def test_demo_runs_the_sample_site_and_stops_clean_on_ctrl_c(start_demo: Callabl
     out = demo.output()
     assert demo.kubeconfig.exists()
     assert f"export KUBECONFIG={demo.kubeconfig}" in out
-    # Demand response is a GridEvent now (issue 15), not a patch of the site's curtailment.
+    # Demand response is a GridEvent, not a patch of the site's curtailment.
     assert "kubectl get stargate -A" in out and '"kind":"GridEvent"' in out and "kubectl get gev" in out
     procs = _started_processes(demo)
 

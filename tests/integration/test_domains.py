@@ -1,4 +1,4 @@
-"""Power domains (DESIGN section 10) observed through the API with `stargate-operator run` as a real
+"""Power domains observed through the API with `stargate-operator run` as a real
 process: a change to a PowerDomain is reflected in the racks beneath it like any other change, and
 schema-valid nonsense (a missing parent, a loop, a rack naming a cooling domain as its feed) gives
 conditions and Events while the rest of the site plans on.

@@ -1,4 +1,4 @@
-"""The fail-safe (DESIGN section 13) on the real API server: the operator renews a Lease in the site's
+"""The fail-safe on the real API server: the operator renews a Lease in the site's
 namespace; stop it and every agent falls back to min(limit, safeLimitWatts) within failsafe-after
 plus one interval of the last renewal; start it again and they return to their limits.
 

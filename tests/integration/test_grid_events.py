@@ -1,4 +1,4 @@
-"""Grid events (DESIGN section 11) observed through the API with `stargate-operator run` as a real
+"""Grid events observed through the API with `stargate-operator run` as a real
 process: phases move at `start` and `end` by the engine's timers, a deleted or edited event lifts or
 moves its cap at once, Met follows the measured power with a GridEventNotMet Warning, and an event
 naming a missing cluster or domain is Ready=False and changes nothing else.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -215,3 +216,42 @@ def test_an_event_naming_a_missing_cluster_or_domain_changes_nothing_else(
     api.create(ns, feed("no-such-feed", 50_000))
     expect(api, ns, "GridEvent", "lost-feed", {"targetWatts": 0}, {"Ready": ("True", "Active")})
     expect(api, ns, "PowerDomain", "no-such-feed", {"usableWatts": 0})
+
+
+def test_a_ramped_event_is_followed_through_its_descent_and_its_rise(api: Api, operator: OperatorProcess,
+                                                                    namespace: str) -> None:
+    """The site ramps at 1,000 W/s both ways: the allocation (12,000 W) descends so that the target
+    (6,000 W) holds at start, one engine tick at a time, and rises again after end; no move between
+    two reads is larger than a tick's worth; the status and the Events say when the ramp started
+    and when the target was reached."""
+    ns = namespace
+    site = _site()
+    site[0]["spec"]["power"].update(rampDownWattsPerSecond=1_000, rampUpWattsPerSecond=1_000)
+    start = _whole_second(20)  # from the capacity (20,000 W): 14 s of descent, from start - 14 s
+    end = start + timedelta(seconds=4)
+    api.create_all(ns, [*site, gev("ramped", start=start, end=end, limit=6_000)])
+    samples: list[tuple[float, int]] = []
+    while time.time() < end.timestamp() + 9:
+        power = api.status("StargateCluster", ns, "site").get("power") or {}
+        if "allocatedWatts" in power:
+            samples.append((time.time(), power["allocatedWatts"]))
+        time.sleep(0.2)
+    # the feed is new: brought online, it rose from its floors at 1,000 W/s too, done within 4 s
+    assert samples[0][1] < 12_000, samples
+    before = [w for t, w in samples if start.timestamp() - 12 <= t < start.timestamp() - 8]
+    assert before and set(before) == {12_000}, samples
+    descent = {w for t, w in samples if start.timestamp() - 6 <= t < start.timestamp()}
+    assert len(descent - {12_000, 6_000}) >= 3, samples  # it went down in steps, not at once
+    held = [w for t, w in samples if start.timestamp() + 0.5 <= t < end.timestamp()]
+    assert held and set(held) == {6_000}, samples
+    rise = {w for t, w in samples if end.timestamp() <= t < end.timestamp() + 6}
+    assert len(rise - {12_000, 6_000}) >= 3, samples
+    assert samples[-1][1] == 12_000, samples
+    moves = [abs(b[1] - a[1]) for a, b in pairwise(samples)]
+    assert max(moves) <= 2_000, samples  # a tick is 1 s at 1,000 W/s; two ticks may fall between reads
+    status = api.status("GridEvent", ns, "ramped")
+    assert _epoch(status, "rampStartedAt") == start.timestamp() - 14
+    assert _epoch(status, "targetReachedAt") == start.timestamp()
+    assert condition(status, "Met")["reason"] == "WithinTarget"
+    expect_event(api, ns, "GridEvent", "ramped", "GridEventRampStarted", type_="Normal")
+    expect_event(api, ns, "GridEvent", "ramped", "GridEventTargetReached", type_="Normal")

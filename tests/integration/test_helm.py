@@ -94,6 +94,10 @@ FEATURES: dict[str, dict[str, Any]] = {
         "agent": {"enabled": True, "sites": ["site-a", "site-b"]},
         "discovery": {"enabled": True},
     },
+    "agent+discovery+simulate": {
+        "agent": {"enabled": True, "simulate": True, "metricsPort": 9400, "sites": ["site-a"]},
+        "discovery": {"enabled": True},
+    },
     "agent+discovery+watchNamespaces": {
         "watchNamespaces": ["site-a", "site-b"],
         "agent": {"enabled": True, "runtimeClassName": "", "priorityClassName": "system-node-critical"},
@@ -372,10 +376,28 @@ def test_template_prometheus_rule(helm: Helm) -> None:
     assert not by_kind(helm.render(), "PrometheusRule")
 
 
+def test_template_prometheus_rule_runbook_urls(helm: Helm) -> None:
+    """Every alert links to its runbook; prometheusRule.runbookBaseURL moves the links to where a
+    site publishes the docs, and nothing else in the rules changes."""
+    base = "https://docs.example.com/stargate/"
+    plain = one(helm.render(FEATURES["prometheusRule"]), "PrometheusRule")
+    moved = one(helm.render({"prometheusRule": {"enabled": True, "runbookBaseURL": base}}), "PrometheusRule")
+    plain_rules = [r for g in plain["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    moved_rules = [r for g in moved["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    for a, b in zip(plain_rules, moved_rules, strict=True):
+        anchor = a["alert"].lower()
+        assert a["annotations"]["runbook_url"] == f"http://127.0.0.1:8000/operations/runbooks.html#{anchor}"
+        assert b["annotations"]["runbook_url"] == f"{base}operations/runbooks.html#{anchor}"
+        assert {**b, "annotations": {**b["annotations"], "runbook_url": ""}} == {
+            **a, "annotations": {**a["annotations"], "runbook_url": ""}}
+    bad = helm("template", "sg", str(CHART), "--set", "prometheusRule.runbookBaseURL=docs.example.com",
+               check=False)
+    assert bad.returncode != 0 and "runbookBaseURL" in bad.stderr
+
+
 def test_template_dashboards(helm: Helm) -> None:
     files = sorted((CHART / "dashboards").glob("*.json"))
-    # DESIGN.md section 5: site overview, power, memory pools, operator health; section 10 (issue
-    # 14): the power tree.
+    # Site overview, power, memory pools, operator health, and the power tree.
     assert sorted(f.stem for f in files) == ["memory-pools", "operator-health", "power", "power-tree",
                                              "site-overview"]
     docs = helm.render(FEATURES["dashboards"])
@@ -657,6 +679,16 @@ def test_chart_packages_and_renders_the_same(helm: Helm, tmp_path: Path) -> None
     assert from_package == from_dir
 
 
+def test_helm_show_readme_lists_every_value(helm: Helm) -> None:
+    """`helm show readme` prints the chart's README, which hack/gen-docs.py writes with every
+    documented value (tests/unit/test_docs.py checks it is current)."""
+    readme = helm("show", "readme", str(CHART)).stdout
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for key in ("watchNamespaces", "crds.keep", "prometheusRule.runbookBaseURL", "agent.enabled"):
+        head = values
+        for part in key.split("."):
+            head = head[part]  # the key is a real value of the chart
+        assert f"| `{key}` |" in readme, key
 
 
 # ------------------------------------------------------------------------------- control plane
@@ -1203,7 +1235,7 @@ def test_peering_standby_takes_over(cluster: Cluster, recorded: dict[str, Record
 
 
 def test_shard_releases_reach_only_their_namespaces(cluster: Cluster) -> None:
-    """Sharding a campus across releases (README, Performance): a release given watchNamespaces may
+    """Sharding a campus across releases (docs/operations/scale.md): a release given watchNamespaces may
     write status in its namespaces and nowhere else, next to a cluster-wide release of the same chart."""
 
     def can(release: str, verb: str, resource: str, *where: str) -> bool:
@@ -1229,8 +1261,8 @@ def test_shard_releases_reach_only_their_namespaces(cluster: Cluster) -> None:
 
 # ------------------------------------------------------------------------ the agent and discovery
 AGENT_RELEASE, AGENT_NS, AGENT_SITE, AGENT_NODE = "sg-agent", "stargate-agent", "rec-agent", "gpu-rec-1"
-# Granted for what the agent is about to read and does not read yet: none now (its rack's limits,
-# DESIGN section 12, and the site's Lease, section 13, are read). A rule granted ahead of its use goes
+# Granted for what the agent is about to read and does not read yet: none now (its rack's limits
+# and the site's fail-safe Lease are read). A rule granted ahead of its use goes
 # here until the agent uses it; the proof below then covers it too.
 AGENT_PENDING: set[tuple[str, str, str]] = set()
 

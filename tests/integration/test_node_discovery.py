@@ -1,4 +1,4 @@
-"""Node discovery (`run --discover-nodes`, DESIGN section 14) on the real API server.
+"""Node discovery (`run --discover-nodes`) on the real API server.
 
 Node objects are labelled as NVIDIA GPU Feature Discovery labels them (`nvidia.com/gpu.count`,
 `gpu.product`, `gpu.memory` in MiB) plus the two placement labels; their status (capacity, the Ready

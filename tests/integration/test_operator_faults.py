@@ -311,7 +311,7 @@ def _logged_at(op: OperatorProcess, text: str) -> datetime:
     return datetime.strptime(lines[-1][:23], "%Y-%m-%d %H:%M:%S,%f")
 
 
-# -- faults in the middle of a curtailment's writes (DESIGN section 12) --------------------------
+# -- faults in the middle of a curtailment's writes --------------------------
 
 RACKS, PER_RACK = 60, 4
 NODES = RACKS * PER_RACK

@@ -1,4 +1,5 @@
-"""Every rule of DESIGN section 4, observed through the API with `stargate-operator run` as a real process.
+"""Every rule of power allocation and memory binding, observed through the API with
+`stargate-operator run` as a real process.
 
 One operator for the module (watching all namespaces, telemetry stale after 3 s), one fresh namespace
 per test. Every expected figure is computed by hand in the test's comments from the default node of

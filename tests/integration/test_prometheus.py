@@ -37,6 +37,8 @@ from prometheus.harness import (
     dashboard_problems,
     free_port,
     load_alert_rules,
+    runbook_problems,
+    runbook_queries,
 )
 from stargate_operator import kinds, metrics
 from stargate_operator.api.load import load_manifests
@@ -386,6 +388,14 @@ def test_rules_load_and_evaluate_cleanly(prom: PrometheusServer) -> None:
 
 def test_every_alert_expression(prom: PrometheusServer) -> None:
     problems = alert_problems(prom, EXPECT_FIRING, PROBES)
+    assert not problems, "\n".join(problems)
+
+
+def test_every_runbook_query_runs_and_names_real_metrics(prom: PrometheusServer) -> None:
+    """docs/operations/runbooks.md: each PromQL line evaluates on the real Prometheus, and every
+    metric it names has series from the operator's endpoint (or is Prometheus' own `up`)."""
+    assert len(runbook_queries()) >= len(load_alert_rules())  # at least one per alert
+    problems = runbook_problems(prom)
     assert not problems, "\n".join(problems)
 
 

@@ -26,7 +26,7 @@ PLURAL = {k.kind: k.plural for k in kinds.KINDS}
 
 @pytest.fixture(scope="module")
 def applied(kubectl: Kubectl) -> Iterator[str]:
-    """The samples applied as the README says; the output of that apply. Removed afterwards."""
+    """The samples applied as docs/getting-started.md says; the output of that apply. Removed afterwards."""
     for ns in NAMESPACES:  # leftovers of an earlier test would hide a problem
         purge_namespace(kubectl, ns)
     r = kubectl(
@@ -343,7 +343,7 @@ def test_printer_columns_print_the_right_figures(
 
 
 def test_the_grid_event_samples_are_accepted_and_print_their_figures(kubectl: Kubectl, applied: str) -> None:
-    """crds/samples/grid-events/ as the README applies it; stored as the models read it; `kubectl get
+    """crds/samples/grid-events/ as the docs apply it; stored as the models read it; `kubectl get
     gev` prints the figures put into status (the operator's, as the core would write them)."""
     folder = SAMPLES / "grid-events"
     r = kubectl("apply", "--server-side", "--validate=strict", "--field-manager=grid-operator", "-f",
@@ -358,6 +358,8 @@ def test_the_grid_event_samples_are_accepted_and_print_their_figures(kubectl: Ku
     ns, name = "stargate-north-sea", "aggregator-dispatch-0412"
     status = {
         "phase": "Active", "targetWatts": 197600, "allocatedWatts": 197600, "measuredWatts": 190123,
+        "baselineWatts": 247000, "shedWattHours": 1520.5, "rampStartedAt": "2026-04-12T16:58:00Z",
+        "targetReachedAt": "2026-04-12T17:00:00Z",
         "conditions": [_condition("Ready", "True", "Active"), _condition("Met", "True", "WithinTarget")],
     }
     kubectl("patch", "gev", name, "-n", ns, "--subresource=status", "--type=merge", "-p",
@@ -365,12 +367,13 @@ def test_the_grid_event_samples_are_accepted_and_print_their_figures(kubectl: Ku
     (row,) = _table(kubectl("get", "gev", name, "-n", ns).stdout)
     columns = {"CLUSTER": "north-sea", "DOMAIN": "", "START": "2026-04-12T17:00:00Z", "END": "",
                "PHASE": "Active", "TARGET-W": "197600", "MEASURED-W": "190123", "MET": "True",
-               "READY": "True"}
+               "READY": "True", "BASELINE-W": "247000", "SHED-WH": "1520.5"}
     assert {k: row[k] for k in columns} == columns
     assert set(row) == {*columns, "NAME", "AGE"}, "a default column is not checked"
     (row,) = _table(kubectl("get", "gev", name, "-n", ns, "-o", "wide").stdout)
     wide = {"REDUCE-%": "20", "LIMIT-W": "", "ALLOCATED-W": "197600",
-            "SOURCE": "aggregator:nordic-flex/dispatch-2026-0412-1700"}
+            "SOURCE": "aggregator:nordic-flex/dispatch-2026-0412-1700",
+            "RAMP-STARTED": "2026-04-12T16:58:00Z", "TARGET-REACHED": "2026-04-12T17:00:00Z"}
     assert {k: row[k] for k in wide} == wide
     assert set(row) == {*columns, *wide, "NAME", "AGE"}, "a wide column is not checked"
     (row,) = _table(kubectl("get", "gev", "-n", "stargate-abilene", "-o", "wide").stdout)

@@ -366,3 +366,46 @@ def alert_problems(prom: PrometheusServer, expect_firing: Iterable[str],
                                 "which its annotations use")
                 break
     return problems
+
+
+# -------------------------------------------------------------------------------------------------
+# Runbooks
+
+RUNBOOKS = ROOT / "docs" / "operations" / "runbooks.md"
+_METRIC = re.compile(r"\b(stargate_[a-z0-9_]+|up)\b(?!\s*\()")
+
+
+def runbook_queries(path: Path = RUNBOOKS) -> list[tuple[str, str]]:
+    """(runbook section, PromQL) for every line of every ```promql block of the runbooks page."""
+    out: list[tuple[str, str]] = []
+    section, in_block = "", False
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+        elif line.strip() == "```promql":
+            in_block = True
+        elif line.strip() == "```":
+            in_block = False
+        elif in_block and line.strip() and not line.lstrip().startswith("#"):
+            out.append((section, line.strip()))
+    return out
+
+
+def runbook_problems(prom: PrometheusServer) -> list[str]:
+    """Every runbook query must evaluate, and every metric it names must have series: a runbook
+    cannot tell a person to look at a metric the operator does not export."""
+    names = set(prom.api("label/__name__/values"))
+    problems: list[str] = []
+    queries = runbook_queries()
+    if not queries:
+        return [f"{RUNBOOKS} has no ```promql blocks"]
+    for section, expr in queries:
+        try:
+            prom.query(expr)
+        except QueryError as e:
+            problems.append(f"{section}: {expr}: {e}")
+            continue
+        for metric in _METRIC.findall(expr):
+            if metric not in names:
+                problems.append(f"{section}: {expr}: no series named {metric}")
+    return problems

@@ -1,4 +1,4 @@
-"""The agents' half of the fail-safe and the peak (DESIGN section 13) without a cluster: an agent's
+"""The agents' half of the fail-safe and the peak without a cluster: an agent's
 reading of the operator's Lease, its limit in fail-safe, and peakPowerWatts over a report window.
 tests/integration/test_failsafe.py runs the whole of it on the real API server."""
 

@@ -193,7 +193,7 @@ def test_no_power_range_when_the_gpus_disagree_or_say_nothing(monkeypatch: pytes
 
 
 def test_enforced_limit_is_the_lowest_of_the_gpus_in_whole_watts(fake: FakeNvml) -> None:
-    """telemetry.enforcedLimitWatts (DESIGN section 12): nvmlDeviceGetEnforcedPowerLimit, which
+    """telemetry.enforcedLimitWatts: nvmlDeviceGetEnforcedPowerLimit, which
     counts every limiter (another one, a BMC's, may hold a GPU lower than the agent's limit)."""
     b = NvmlBackend()
     b.apply_power_limit(450)

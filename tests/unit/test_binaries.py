@@ -120,6 +120,29 @@ def test_cached_binaries_are_used_without_building(tmp_path: Path, monkeypatch: 
     assert binaries.ensure_control_plane() == binaries.Binaries(api, etcd)
 
 
+def test_the_nodes_binaries_are_cached_beside_kube_apiserver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STARGATE_CACHE_DIR", str(tmp_path))
+    rev = binaries.BUILD_REVISION
+    built: list[list[str]] = []
+
+    def build(commands: list[str], out: Path, note: str) -> None:
+        built.append(commands)
+        for c in commands:
+            _exe(out / c)
+
+    monkeypatch.setattr(binaries, "_build_kubernetes", build)
+    # kubelet cached already: only the other two are built, in one go.
+    kubelet = _exe(tmp_path / "bin" / f"kubelet-{KUBERNETES_VERSION}-b{rev}" / "kubelet")
+    got = binaries.ensure_node()
+    assert built == [["kube-controller-manager", "kube-scheduler"]]
+    assert got.kubelet == kubelet
+    scheduler = tmp_path / "bin" / f"kube-scheduler-{KUBERNETES_VERSION}-b{rev}" / "kube-scheduler"
+    assert got.kube_scheduler == scheduler
+    assert binaries.ensure_node() == got and len(built) == 1  # the second call builds nothing
+
+
 def test_missing_go_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
     real_exists = os.path.exists

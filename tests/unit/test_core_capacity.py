@@ -1,4 +1,4 @@
-"""Capacity rollups and node health (DESIGN sections 3 and 4), including bad telemetry."""
+"""Capacity rollups and node health, including bad telemetry."""
 
 from __future__ import annotations
 

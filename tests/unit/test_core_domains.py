@@ -1,4 +1,4 @@
-"""DESIGN section 10, power domains: ratings, validity, progressive filling over the tree, status;
+"""Power domains: ratings, validity, progressive filling over the tree, status;
 hand-computed cases first, then hypothesis properties for every invariant over random trees."""
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def test_an_overcommitted_domain_passes_floors_only_and_says_by_how_much() -> No
 
 def test_a_closed_domain_passes_nothing_to_lower_priorities_not_even_dust() -> None:
     # x, y, z (900) share the 10 W beyond floors at level 3: 1 W of dust. low (0)
-    # under the same pdu keeps its floor, as at the site in section 4.
+    # under the same pdu keeps its floor, as at the site without domains.
     # Four racks of one 100..500 W GPU: floors 400, so a pdu of 410 leaves 10 W beyond them.
     objs: list[dict[str, Any]] = [cluster(), domain("pdu", rating=410)]
     for name in ("x", "y", "z"):
@@ -318,10 +318,10 @@ def _without_refs(o: dict[str, Any]) -> dict[str, Any]:
     return {**o, "spec": {k: v for k, v in o["spec"].items() if not k.endswith("DomainRef")}}
 
 
-# ---- Part I's between-racks rule, kept as the reference for sites without domains ----------
+# ---- the flat between-racks rule, kept as the reference for sites without domains ----------
 
 def part1_between_racks(budget: int, racks: list[tuple[int, int, int]]) -> list[int]:
-    """Section 4 as Part I built it (core/allocation.py before section 10): (floor, demand,
+    """The flat rule between racks, as core/allocation.py computed it before power trees: (floor, demand,
     priority) per rack -> budgets."""
     out = [f for f, _, _ in racks]
     floors = sum(out)
@@ -349,7 +349,7 @@ def part1_between_racks(budget: int, racks: list[tuple[int, int, int]]) -> list[
 
 
 
-# ---- an independent reading of section 10's validity rules, for the properties -------------
+# ---- an independent reading of the domains' validity rules, for the properties -------------
 
 
 

@@ -1,4 +1,4 @@
-"""DESIGN section 11, grid events: targets on the site and on a feed, the strictest active event per
+"""Grid events: targets on the site and on a feed, the strictest active event per
 constraint, the site's curtailment as one more event, phases by time, Met, Events; hand-computed
 cases first, then hypothesis properties over random trees with random schedules."""
 

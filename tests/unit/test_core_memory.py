@@ -1,4 +1,4 @@
-"""DESIGN section 4, memory binding: capacity per tier, binding order, eviction, rebinding."""
+"""Memory binding: capacity per tier, binding order, eviction, rebinding."""
 
 from __future__ import annotations
 

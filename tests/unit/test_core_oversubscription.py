@@ -1,6 +1,7 @@
-"""DESIGN section 13 in the core: allocation with raised capacities, reactive capping with hysteresis
+"""Oversubscription on measured draw in the core: allocation with raised capacities, reactive
+capping with hysteresis
 (state in status, so a restart keeps it), the Capping condition and its Events, safeLimitWatts;
-hand-computed cases first, then hypothesis properties over the random trees of section 10."""
+hand-computed cases first, then hypothesis properties over random power trees."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DESIGN section 4, power allocation: every rule with hand-computed numbers."""
+"""Power allocation: every rule with hand-computed numbers."""
 
 from __future__ import annotations
 

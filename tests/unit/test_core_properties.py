@@ -1,4 +1,4 @@
-"""Property tests for every invariant of DESIGN section 4, over random sites."""
+"""Property tests for every invariant of power allocation and memory binding, over random sites."""
 
 from __future__ import annotations
 

@@ -248,7 +248,7 @@ def test_every_query_names_metrics_the_operator_exports(name: str) -> None:
 
 
 def test_the_power_dashboard_shows_confirmed_and_unconfirmed_limits() -> None:
-    """Issue 16: per site, the nodes whose agent reports the assigned limit in force and those that
+    """Per site, the nodes whose agent reports the assigned limit in force and those that
     report another; and the racks whose limits are not all confirmed."""
     panels = {p["title"]: p for p in _panels(DASHBOARDS["power.json"])}
     for title, metric in (("Limits confirmed", "stargate_cluster_nodes_limit_confirmed"),
@@ -304,7 +304,7 @@ def test_table_columns_may_have_their_own_unit_and_rows_a_sort_order() -> None:
 
 
 def test_the_power_tree_shows_domains_headroom_and_limited_racks() -> None:
-    """Issue 14: usable, allocated and measured per domain (with a domain variable), the headroom
+    """Usable, allocated and measured per domain (with a domain variable), the headroom
     table, and the racks that are limited and by what."""
     d = DASHBOARDS["power-tree.json"]
     assert [v["name"] for v in d["templating"]["list"]] == ["datasource", "namespace", "cluster", "type",
@@ -344,7 +344,7 @@ def test_a_new_dashboard_is_a_function(tmp_path: Path) -> None:
 
 
 def test_the_power_tree_shows_grid_events_on_a_timeline_and_target_against_measured() -> None:
-    """Issue 15: the events on a timeline (one lane per event, in effect or not) and each event's
+    """The events on a timeline (one lane per event, in effect or not) and each event's
     target against the measured power beneath it."""
     panels = {p["title"]: p for p in _panels(DASHBOARDS["power-tree.json"])}
     timeline = panels["Grid events"]

@@ -1,4 +1,4 @@
-"""The operator's half of the fail-safe (DESIGN section 13): the Lease it renews in every site
+"""The operator's half of the fail-safe: the Lease it renews in every site
 namespace while it is active. The agents' half: tests/unit/test_agent_failsafe.py; the whole of it on the
 real API server: tests/integration/test_failsafe.py."""
 

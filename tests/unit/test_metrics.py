@@ -612,7 +612,7 @@ def test_names_follow_conventions() -> None:
 
 
 def test_scrape_time_grows_linearly_and_stays_small() -> None:
-    """A relative check (no absolute times, DESIGN section 8): 10x the nodes costs at most ~20x."""
+    """A relative check (no absolute times): 10x the nodes costs at most ~20x."""
     small, large = planned_synthetic_site(200), planned_synthetic_site(2000)
 
     def best(objs: list[dict[str, Any]]) -> float:
@@ -693,7 +693,7 @@ def all_exported_names() -> set[str]:
 
 
 def planned_grid_event_site() -> list[dict[str, Any]]:
-    """A synthetic site with a GridEvent in effect on it (section 11), planned by the real core: it
+    """A synthetic site with a GridEvent in effect on it, planned by the real core: it
     exports every grid-event series (tests/unit/test_metrics_gridevents.py checks their values)."""
     objs = synthetic_site(20, 4, "grid", now=SYNTH_NOW)
     site = next(o for o in objs if o["kind"] == "StargateCluster")
@@ -712,7 +712,7 @@ def planned_grid_event_site() -> list[dict[str, Any]]:
 
 
 def planned_oversubscribed_site() -> list[dict[str, Any]]:
-    """A synthetic site under a tree, oversubscribed on the site and every domain (section 13),
+    """A synthetic site under a tree, oversubscribed on the site and every domain,
     planned by the real core: it exports the capping series."""
     objs = synthetic_site(40, 7, "oversub", now=SYNTH_NOW, tree=True)
     for o in objs:
@@ -816,7 +816,7 @@ def test_a_standby_exports_no_object_series() -> None:
 
 
 def test_limit_confirmation_counts_are_the_cores() -> None:
-    """stargate_{cluster,rack}_nodes_limit_{confirmed,unconfirmed} (DESIGN section 12): from the
+    """stargate_{cluster,rack}_nodes_limit_{confirmed,unconfirmed}: from the
     engine's Plan.counts, or read back from the PowerLimitApplied conditions the core wrote."""
     now = datetime.now(UTC)
     spec = {"gpu": {"model": "H100", "count": 4, "memoryBytes": 10, "minPowerWatts": 100,

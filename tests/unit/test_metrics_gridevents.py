@@ -1,4 +1,4 @@
-"""The GridEvent series (DESIGN section 11): read from the statuses the real core writes, at the
+"""The GridEvent series: read from the statuses the real core writes, at the
 instants of a schedule; promtool-clean."""
 
 from __future__ import annotations

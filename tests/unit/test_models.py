@@ -125,7 +125,7 @@ def feed() -> dict[str, Any]:
 
 
 def gev() -> dict[str, Any]:
-    """A grid event: an absolute cap on one utility feed for three hours (DESIGN section 11)."""
+    """A grid event: an absolute cap on one utility feed for three hours."""
     return {
         "apiVersion": API,
         "kind": "GridEvent",
@@ -457,7 +457,7 @@ def test_every_problem_is_reported_at_once() -> None:
     }
 
 
-# ---- PowerDomain (DESIGN section 10) and the Rack's references to it ----
+# ---- PowerDomain and the Rack's references to it ----
 
 def test_power_domain_defaults_and_electrical_feed() -> None:
     d = validate_document({**pdom(), "spec": {"clusterRef": "c", "ratingWatts": 1000}}, "x")

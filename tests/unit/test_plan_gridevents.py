@@ -1,4 +1,4 @@
-"""`plan` with GridEvents (DESIGN section 11): `--now` shows any instant of a schedule, the table lists
+"""`plan` with GridEvents: `--now` shows any instant of a schedule, the table lists
 each site's events, and bad GridEvent manifests exit 2 naming the file, the object and the field."""
 
 from __future__ import annotations

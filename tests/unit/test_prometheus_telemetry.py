@@ -148,3 +148,22 @@ def test_the_overlay_lays_readings_over_gpunodes_with_their_base_power() -> None
     seen = overlay(objects)
     assert seen[0]["status"]["telemetry"] == {"powerWatts": 1500, "healthyGPUs": 8}
     assert "status" not in node and seen[1] is rack
+
+
+def test_the_meter_overlay_lays_a_domains_reading_over_it_and_a_steady_meter_plans_nothing() -> None:
+    from stargate_operator.telemetry.meters import MeterOverlay, meter_queries
+
+    pdu = {"kind": "PowerDomain", "metadata": {"name": "pdu-3", "namespace": "site"},
+           "spec": {"meter": {"query": 'sum(pdu_active_power_watts{pdu="pdu-3"})'}}}
+    plain = {"kind": "PowerDomain", "metadata": {"name": "feed", "namespace": "site"}, "spec": {}}
+    assert meter_queries([pdu, plain]) == {("site", "pdu-3"): 'sum(pdu_active_power_watts{pdu="pdu-3"})'}
+    changed: list[int] = []
+    meters = MeterOverlay(on_change=lambda: changed.append(1))
+    objects = [pdu, plain]
+    assert meters(objects) is objects
+    meters.update({("site", "pdu-3"): 361_000})
+    meters.update({("site", "pdu-3"): 361_000})
+    assert changed == [1]
+    seen = meters(objects)
+    assert seen[0]["status"]["meter"] == {"watts": 361_000}
+    assert "status" not in pdu and seen[1] is plain

@@ -1,6 +1,6 @@
-"""`stargate-operator simulate` (DESIGN section 13): the operator's own core at every control step,
+"""`stargate-operator simulate`: the operator's own core at every control step,
 deterministic for a seed, the trip curve's standard points, the traces' documented shapes, the
-search, the JSON the issue asks for and the report page. Small sites and short runs: seconds."""
+search, the JSON summary and the report page. Small sites and short runs: seconds."""
 
 from __future__ import annotations
 
@@ -255,3 +255,21 @@ def test_a_run_past_the_bound_by_less_than_the_rounding_does_not_host() -> None:
     assert r.hosts(5.0)
     r.stopped_early = True  # a run cut short never hosts
     assert not r.hosts(5.0)
+
+
+def test_steps_split_the_workloads_and_the_operators_and_ramps_bound_the_operators(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`simulate --steps`: a 20 % event of the baseline, 700 s into a 1,000 s run (the baseline's 10
+    minutes before it), without ramps and with 5 kW/s both ways. Without, the operator's 1 s step is
+    the whole cut; with, it is the rate (plus the rounding of per-GPU limits); the workload's steps
+    are nearly the same in both runs (its part is measured under each run's limits)."""
+    out = run_cli(capsys, "--nodes", "36", "--steps", "--ramp-down", "5000", "--ramp-up", "5000",
+                  "--duration", "1000", "--event-start", "700", "--event-duration", "150")["steps"]
+    without, ramped = out["without_ramps"], out["with_ramps"]
+    assert set(without) == set(ramped) == {"site", "feed"}
+    for name in without:
+        w0, w1 = without[name]["1s"]["workload"], ramped[name]["1s"]["workload"]
+        assert w0 > 0 and abs(w0 - w1) <= 0.02 * w0  # measured under other limits: nearly the same
+        assert without[name]["1s"]["operator"] > 4 * 5_000
+        assert 0 < ramped[name]["1s"]["operator"] <= 5_000 * 1.05
+        assert ramped[name]["5s"]["operator"] <= 5 * 5_000 * 1.05

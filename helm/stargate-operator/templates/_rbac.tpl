@@ -21,7 +21,7 @@ namespaces, in a Role per watched namespace otherwise.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-# The fail-safe Lease of each site namespace (DESIGN section 13), renewed by merge patches (made by
+# The fail-safe Lease of each site namespace, renewed by merge patches (made by
 # the first renewal that finds none): node agents fall back to safe limits when it is not renewed.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]

@@ -63,7 +63,7 @@ DEFAULT_DOMAIN_TYPE: DomainType = "Electrical"
 DEFAULT_DERATE_PERCENT = 80  # NEC's continuous-load rule: a breaker carries 80 % of its rating
 DEFAULT_PHASES = 3
 DEFAULT_POWER_FACTOR = 1.0
-# Oversubscription on measured draw (DESIGN section 13), on the site (spec.power.oversubscription)
+# Oversubscription on measured draw, on the site (spec.power.oversubscription)
 # and on a PowerDomain (spec.oversubscription): allocate up to `percent` above the real capacity,
 # cap within it once measured power reaches capAtPercent of it, uncap once it has stayed below
 # uncapAtPercent for holdSeconds.
@@ -152,7 +152,7 @@ BY_PLURAL: dict[str, KindSpec] = {k.plural: k for k in KINDS}
 
 # Operator settings that are not part of any spec but that several modules state.
 DEFAULT_STALE_AFTER_SECONDS = 120.0
-# The fail-safe (DESIGN section 13): the active operator renews a Lease per site namespace; an agent
+# The fail-safe: the active operator renews a Lease per site namespace; an agent
 # that sees no renewal for this long applies min(limit, safeLimitWatts) until it does.
 FAILSAFE_LEASE_NAME = "stargate-operator"
 DEFAULT_LEASE_DURATION_SECONDS = 15

@@ -71,13 +71,14 @@ class NodeReading:
     @property
     def enforced_limit_watts(self) -> int | None:
         """`telemetry.enforcedLimitWatts`: the lowest enforced limit of the node's GPUs, in whole watts
-        (rounded: NVML speaks milliwatts), if any GPU said (DESIGN section 12)."""
+        (rounded: NVML speaks milliwatts), if any GPU said."""
         enforced = [g.enforced_limit_watts for g in self.gpus if g.enforced_limit_watts is not None]
         return round(min(enforced)) if enforced else None
 
     def power_range_telemetry(self) -> dict[str, int]:
         """`telemetry.minPowerWatts`, `maxPowerWatts` and `defaultPowerWatts` where known: what node
-        discovery takes over the product table (gpu-operator issue 2780 asks for this figure)."""
+        discovery takes over the product table (an open request to NVIDIA's gpu-operator asks for this
+        figure)."""
         out: dict[str, int] = {}
         rng = self.power_range_watts
         if rng is not None:

@@ -96,7 +96,8 @@ def node_power_watts(reading: NodeReading, spec: dict[str, Any]) -> float:
 def telemetry_patch(reading: NodeReading, spec: dict[str, Any], peak_watts: float | None = None
                     ) -> dict[str, Any]:
     """The status patch an agent writes: `{"telemetry": {...}}` and nothing else. `peak_watts`: the
-    highest node power sampled since the last report (DESIGN section 13's peakPowerWatts)."""
+    highest node power sampled since the last report (telemetry.peakPowerWatts, which reactive
+    capping judges)."""
     power = max(0, round(node_power_watts(reading, spec)))
     peak = {} if peak_watts is None else {"peakPowerWatts": max(power, round(peak_watts))}
     return {
@@ -118,7 +119,7 @@ def _enforced(reading: NodeReading) -> dict[str, int]:
 
 
 def rack_safe_limits(rack: dict[str, Any]) -> dict[str, int]:
-    """A rack's `status.safeLimits` (GPUNode name -> safe per-GPU limit, section 13), defensively."""
+    """A rack's `status.safeLimits` (GPUNode name -> safe per-GPU limit), defensively."""
     limits = (rack.get("status") or {}).get("safeLimits")
     if not isinstance(limits, dict):
         return {}
@@ -166,10 +167,10 @@ class NodeAgent:
     interval: float = 10.0
     phase: float = 0.0  # seconds into the interval at which this agent writes
     events: bool = True
-    # Seconds between two power samples between reports (section 13: NVML at 1 Hz or faster); the
+    # Seconds between two power samples between reports (NVML at 1 Hz or faster); the
     # highest since the last report is its peakPowerWatts. None: no sampling, no peak reported.
     sample_interval: float | None = 1.0
-    # The fail-safe (section 13): set by its fleet while the operator's Lease is not being renewed;
+    # The fail-safe: set by its fleet while the operator's Lease is not being renewed;
     # the agent then enforces min(limit, safeLimitWatts).
     failsafe: bool = False
     rack_safe: int | None = None  # its entry in its rack's status.safeLimits, when known
@@ -243,7 +244,7 @@ class NodeAgent:
         return limit if safe is None or safe >= limit[0] else (safe, limit[1])
 
     def safe_limit(self) -> int | None:
-        """The limit that holds even if every GPU draws it (section 13): its rack's safeLimits entry;
+        """The limit that holds even if every GPU draws it: its rack's safeLimits entry;
         its rack's limit when its rack lists it in powerLimits and not in safeLimits (safe at that
         limit: the rack lists only the safe limits below it); else its GPUNode's safeLimitWatts.
         Its slice, where it has one, in the same way."""

@@ -23,6 +23,7 @@ from stargate_operator.api.common import (
     limits_confirmed_field,
 )
 from stargate_operator.api.oversubscription import CappingStatus, Oversubscription
+from stargate_operator.api.ramp import DOWN, UP, ramp_field
 
 
 class Site(Model):
@@ -70,9 +71,11 @@ class SitePower(Model):
     )
     oversubscription: Oversubscription | None = Field(
         default=None,
-        description="Allocate above the site budget on measured draw, with reactive capping (DESIGN "
-        "section 13); none when unset.",
+        description="Allocate above the site budget on measured draw, capping reactively once the draw "
+        "nears the budget; none when unset.",
     )
+    ramp_down_watts_per_second: int | None = ramp_field(*DOWN)
+    ramp_up_watts_per_second: int | None = ramp_field(*UP)
 
 
 class Carbon(Model):
@@ -101,6 +104,16 @@ class MemoryTotals(Model):
     host_bytes: int = Field(default=0, ge=0, description="Host DRAM of nodes not in maintenance, in bytes.")
 
 
+class CurtailmentRamp(Model):
+    """When the site's curtailment began and ended, as the operator saw them: its ramp's times (a
+    curtailment has no start of its own). Kept only while a ramp rate is set."""
+
+    percent: int = Field(ge=0, le=100, description="The curtailment these times belong to.")
+    since: Timestamp = Field(description="When the operator first saw it: the descent starts here.")
+    lifted_at: Timestamp | None = Field(
+        default=None, description="When it was removed or its until passed: the rise starts here.")
+
+
 class ClusterPowerStatus(Model):
     budget_watts: int = Field(
         default=0, ge=0, description="Usable site budget after reserve and curtailment, in watts."
@@ -116,6 +129,12 @@ class ClusterPowerStatus(Model):
     facility_watts: int = Field(
         default=0, ge=0, description="Measured (or allocated where nothing is measured) times designPUE."
     )
+    ramp_watts: int | None = Field(
+        default=None, ge=0,
+        description="While a ramp bounds the site (spec.power.ramp*WattsPerSecond): the capacity its "
+        "envelope allows now, below budgetWatts.")
+    curtailment: CurtailmentRamp | None = Field(
+        default=None, description="The curtailment's ramp times, while a ramp rate is set.")
     limits_confirmed: int = limits_confirmed_field("site")
 
 

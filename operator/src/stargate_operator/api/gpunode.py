@@ -125,7 +125,7 @@ class Telemetry(Model):
         ge=0,
         description=(
             "Highest node power sample over the agent's report window, in watts (NVML sampled at 1 Hz or "
-            "faster, base power added as in powerWatts); reactive capping judges it (DESIGN section 13)."
+            "faster, base power added as in powerWatts); reactive capping judges it."
         ),
     )
     observed_at: Timestamp | None = Field(
@@ -151,7 +151,7 @@ class Telemetry(Model):
         le=MAX_GPU_WATTS,
         description="The GPUs' default power limit (the lowest across the node's GPUs), in watts.",
     )
-    # Proof of enforcement (DESIGN section 12): what the GPUs enforce, after the agent applied its limit.
+    # Proof of enforcement: what the GPUs enforce, after the agent applied its limit.
     enforced_limit_watts: int | None = Field(
         default=None,
         ge=0,

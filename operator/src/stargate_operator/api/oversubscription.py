@@ -1,4 +1,4 @@
-"""Oversubscription on measured draw (DESIGN section 13): the spec a site or a PowerDomain sets, and
+"""Oversubscription on measured draw: the spec a site or a PowerDomain sets, and
 the capping state the operator keeps in its status.
 
 Shared by StargateCluster (`spec.power.oversubscription`, `status.power.capping`) and PowerDomain

@@ -1,4 +1,4 @@
-"""PowerDomain: one node of a site's power or cooling tree (DESIGN section 10).
+"""PowerDomain: one node of a site's power or cooling tree.
 
 A utility feed, substation, switchboard, UPS, floor PDU, RPP, busway, or a cooling loop / CDU. Its
 rating is given either in watts or, for an electrical feed, by voltage, amperage, phases and power
@@ -31,6 +31,7 @@ from stargate_operator.api.common import (
     with_cel,
 )
 from stargate_operator.api.oversubscription import CappingStatus, Oversubscription
+from stargate_operator.api.ramp import DOWN, UP, ramp_field
 
 # No real feed reaches these: 1 MV is above the highest transmission voltage (765 kV) and 100 kA
 # above the largest low-voltage bus, so a typo is refused and V x A x sqrt(3) stays far below int64.
@@ -76,6 +77,17 @@ class Electrical(Model):
         return self
 
 
+class Meter(Model):
+    """Where the domain's measured power comes from when a meter reads it."""
+
+    query: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="A PromQL expression whose value is the domain's power in watts, e.g. "
+        'sum(pdu_active_power_watts{pdu="pdu-3"}); one series, or the sum of those it returns.',
+    )
+
+
 class PowerDomainSpec(Model):
     model_config = with_cel(*exactly_one_rules(*_RATING))
 
@@ -112,8 +124,16 @@ class PowerDomainSpec(Model):
     )
     oversubscription: Oversubscription | None = Field(
         default=None,
-        description="Allocate above usableWatts on measured draw, with reactive capping (DESIGN section 13); "
+        description="Allocate above usableWatts on measured draw, capping reactively once the draw nears "
+        "usableWatts; "
         "none when unset.",
+    )
+    ramp_down_watts_per_second: int | None = ramp_field(*DOWN)
+    ramp_up_watts_per_second: int | None = ramp_field(*UP)
+    meter: Meter | None = Field(
+        default=None,
+        description="A meter of this domain's power (a PDU or busway meter scraped by Prometheus); where "
+        "given, its reading is the domain's measuredWatts instead of the sum of its nodes.",
     )
 
     @model_validator(mode="after")

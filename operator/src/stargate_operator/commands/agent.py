@@ -50,6 +50,9 @@ from stargate_operator.kinds import (
     FAILSAFE_LEASE_NAME,
 )
 
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
 log = logging.getLogger("stargate_operator.agent")
 
 
@@ -224,8 +227,8 @@ def node_figures(agents: list[NodeAgent], per_node: bool) -> Iterator[GaugeMetri
     yield from (node_power, node_limit, node_healthy, gpu_power, gpu_limit)
 
 
-def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
-    """The fleet's figures on /metrics, from a thread of prometheus_client's own server:
+def fleet_collector(fleet: Fleet | None) -> Collector:
+    """The fleet's figures (none: the families alone, empty, for the docs' reference):
     - `stargate_agent_nodes`: GPUNodes served;
     - `stargate_agent_nodes_limit_source{source}`: agents taking their limit from their
       PowerLimitSlice (`slice`), their rack (`rack`: an older operator), their GPUNode's status
@@ -240,7 +243,6 @@ def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
       (honor_labels false), so an agent cannot speak for another node. A simulated fleet of many
       nodes in one process adds `gpunode` (its GPUNode's name); it is for tests and demos."""
 
-    from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.registry import Collector
 
@@ -248,7 +250,7 @@ def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
 
     class FleetCollector(Collector):
         def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-            agents = list(fleet.agents.values())
+            agents = list(fleet.agents.values()) if fleet is not None else []
             nodes = GaugeMetricFamily("stargate_agent_nodes", "GPUNodes this agent process serves.")
             nodes.add_metric([], len(agents))
             yield nodes
@@ -267,12 +269,25 @@ def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
             changes = CounterMetricFamily(
                 "stargate_agent_power_limit_changes",
                 "Power limits set on the devices, by where the limit came from.", labels=["source"])
-            for source, n in fleet.stats.limit_changes.items():
+            limit_changes = (fleet.stats.limit_changes if fleet is not None
+                             else {FROM_RACK: 0, FROM_GPUNODE: 0})
+            for source, n in limit_changes.items():
                 changes.add_metric([source], n)
             yield changes
-            yield from node_figures(agents, per_node=fleet.single is None)
+            yield from node_figures(agents, per_node=fleet is None or fleet.single is None)
+
+        def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+            return self.collect()
+
+    return FleetCollector()
+
+
+def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
+    """The fleet's figures (`fleet_collector`) on /metrics, from a thread of prometheus_client's
+    own server."""
+    from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector())
+    registry.register(fleet_collector(fleet))
     start_http_server(port, addr, registry=registry)
     log.info("agent metrics on %s:%d", addr, port)

@@ -81,10 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o",
         "--output",
-        choices=("table", "json"),
+        choices=("table", "json", "dot"),
         default="table",
         help="table: a per-site summary for people (default); json: a Kubernetes List of every "
-        "input stargate object with its computed status, as kubectl get -o json would show it.",
+        "input stargate object with its computed status, as kubectl get -o json would show it; "
+        "dot: each site's power and cooling tree with its budgets, as a Graphviz graph (dot -Tsvg).",
     )
     parser.add_argument(
         "--now",
@@ -131,6 +132,10 @@ def main(args: argparse.Namespace) -> int:
         json.dump({"apiVersion": "v1", "kind": "List", "items": items}, sys.stdout, indent=2,
                   default=_json_default)
         sys.stdout.write("\n")
+    elif args.output == "dot":
+        from stargate_operator.commands.plandot import render_dot
+
+        sys.stdout.write(render_dot(items))
     else:
         print_table(items, plan, now, sys.stdout)
     return 0
@@ -419,7 +424,7 @@ def _print_tree(site_domains: list[dict[str, Any]], p: _Printer) -> None:
 
 
 def _invalid(status: Mapping[str, Any]) -> str | None:
-    """Why the domain is invalid (DESIGN section 10), or None: an overcommitted one is not Ready but
+    """Why the domain is invalid, or None: an overcommitted one is not Ready but
     valid."""
     state, reason = _cond(status, "Ready")
     return reason if state == "False" and reason in DOMAIN_PROBLEMS else None

@@ -1,4 +1,4 @@
-"""Trace-driven simulation of power oversubscription (DESIGN section 13); no cluster needed.
+"""Trace-driven simulation of power oversubscription; no cluster needed.
 
 A site (from -f manifests, or generated with --nodes under a default tree) runs second by second on
 per-node GPU power traces of documented shapes (synchronous training, diurnal inference with
@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from typing import Any
 
 from stargate_operator.commands.options import (
     non_negative_float,
@@ -92,7 +93,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s).")
     parser.add_argument("--trip-tau", type=positive_float, default=None, metavar="SECONDS",
                         help="breakers' thermal time constant (default: 4.58, the fastest IEC 60898-1 "
-                             "allows; see the README).")
+                             "allows; see docs/concepts/simulate.md).")
+    parser.add_argument("--steps", action="store_true",
+                        help="instead of the search: run the site at its nameplate nodes through a grid "
+                             "event and report, per feed, the largest 1 s and 5 s step of power split "
+                             "into the workload's part and the operator's, without ramps and with "
+                             "--ramp-down/--ramp-up.")
+    parser.add_argument("--ramp-down", type=positive_int, default=None, metavar="W_PER_S",
+                        help="--steps: the site's rampDownWattsPerSecond for the run with ramps.")
+    parser.add_argument("--ramp-up", type=positive_int, default=None, metavar="W_PER_S",
+                        help="--steps: the site's rampUpWattsPerSecond for the run with ramps.")
+    parser.add_argument("--event-percent", type=percent, default=20, metavar="PERCENT",
+                        help="--steps: the event's reducePercent, of the baseline (default: %(default)s).")
+    parser.add_argument("--event-start", type=positive_int, default=None, metavar="SECONDS",
+                        help="--steps: when the event starts, seconds into the run (default: half of it).")
+    parser.add_argument("--event-duration", type=positive_int, default=None, metavar="SECONDS",
+                        help="--steps: how long it lasts (default: a quarter of the run).")
     parser.add_argument("--json", action="store_true",
                         help="print the result as JSON: {policies: {static: {...}, measured: {...}}, gain}.")
     parser.add_argument("--report", metavar="DIR", default=None,
@@ -145,6 +161,8 @@ def main(args: argparse.Namespace) -> int:
         enforcement_lag_s=args.enforcement_lag, start_hour=args.start_hour,
         over=sim_site.Oversubscribe(args.percent, args.cap_at, args.uncap_at, args.hold),
         curve=curve, max_capped_percent=args.max_capped_percent)
+    if args.steps:
+        return _steps(args, template, settings, mix)
     if args.report:
         try:
             import matplotlib  # noqa: F401
@@ -163,4 +181,40 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(outcome.text())
+    return 0
+
+
+def _steps(args: argparse.Namespace, template: Any, settings: Any, mix: Any) -> int:
+    """simulate --steps: the largest steps per feed, without ramps and with them."""
+    from stargate_operator.sim.run import simulate
+    from stargate_operator.sim.site import MEASURED
+    from stargate_operator.sim.steps import GridEventRun
+    from stargate_operator.sim.traces import TraceBank
+
+    duration = settings.duration_s
+    start = args.event_start if args.event_start is not None else duration // 2
+    length = args.event_duration if args.event_duration is not None else duration // 4
+    if start + length >= duration:
+        print("stargate-operator simulate: --event-start plus --event-duration must end before --duration",
+              file=sys.stderr)
+        return EXIT_INVALID
+    runs = {"without_ramps": GridEventRun(args.event_percent, start, length)}
+    if args.ramp_down is not None or args.ramp_up is not None:
+        runs["with_ramps"] = GridEventRun(args.event_percent, start, length, args.ramp_down, args.ramp_up)
+    bank = TraceBank(mix, args.seed, settings.start.timestamp(), duration)
+    out: dict[str, Any] = {}
+    for name, event in runs.items():
+        run = simulate(template, template.nameplate_nodes, MEASURED,
+                       replace(settings, event=event, follow_timers=True, stop_early=False), bank)
+        out[name] = run.steps
+    if args.json:
+        json.dump({"steps": out}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    for name, feeds in out.items():
+        for feed, windows in (feeds or {}).items():
+            figures = "  ".join(f"{w}: workload {v['workload'] / 1e3:9.1f} kW "
+                                f"operator {v['operator'] / 1e3:9.1f} kW"
+                                for w, v in windows.items())
+            print(f"{name:13} {feed:24} {figures}")
     return 0

@@ -1,4 +1,4 @@
-"""Node discovery as a controller of the slot (`run --discover-nodes`; DESIGN section 14).
+"""Node discovery as a controller of the slot (`run --discover-nodes`).
 
 It watches Kubernetes Nodes (core/v1, cluster-scoped) and GPUNodes, and its planner is the pure
 core of `core/discovery.py` carried over to the slot's `Plan`: the GPUNodes to server-side apply

@@ -9,7 +9,7 @@ the store does not hold yet: status patches diffed against the cached status, se
 applies not already in effect, creates of absent objects, deletes of present ones, many at a
 time. The statuses of the controller's `write_first` kinds go out first, every one of them
 answered before any other write starts (the power controller's racks: a new limit reaches every
-node agent with one write per rack, DESIGN section 12). A write's response goes straight into
+node agent with one write per rack). A write's response goes straight into
 the store, so the watch echo of our own write finds nothing left to do.
 
 Why per namespace and not per object: a change to one rack's priority moves the power of every

@@ -1,4 +1,4 @@
-"""The fail-safe's heartbeat (DESIGN section 13): a Lease per site namespace, renewed by the active
+"""The fail-safe's heartbeat: a Lease per site namespace, renewed by the active
 operator.
 
 Node agents watch it: an agent that has not seen it renewed for `--failsafe-after` seconds (30 by

@@ -48,7 +48,7 @@ class RunSettings:
     # Node discovery (`--discover-nodes`): its label keys; None: off. Its namespaces are the
     # engine's (a shard discovers only its own sites).
     discovery: DiscoverySettings | None = None
-    # The fail-safe Lease of each site namespace (DESIGN section 13), renewed while active; its
+    # The fail-safe Lease of each site namespace, renewed while active; its
     # duration in seconds (renewed every third of it). 0: no Lease (agents then fall back to safe
     # limits after their --failsafe-after).
     lease_duration: int = kinds.DEFAULT_LEASE_DURATION_SECONDS
@@ -94,6 +94,7 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
         else:
             engine.active.set()
         if cfg.telemetry == "prometheus":
+            from stargate_operator.telemetry.meters import MeterOverlay, meter_queries
             from stargate_operator.telemetry.overlay import TelemetryOverlay
             from stargate_operator.telemetry.prometheus import PrometheusTelemetry
 
@@ -103,7 +104,16 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
                                          node_label=cfg.prometheus_node_label)
             overlay = TelemetryOverlay(on_change=lambda: engine.refresh(kinds.GPU_NODE.kind))
             engine.add_hook(overlay)
-            tasks.append(asyncio.create_task(source.run(overlay.update), name="telemetry"))
+            meters = MeterOverlay(on_change=lambda: engine.refresh(kinds.POWER_DOMAIN.kind))
+            engine.add_hook(meters)
+
+            async def on_update(readings: dict[str, dict[str, Any]], source: Any = source) -> None:
+                overlay.update(readings)
+                queries = meter_queries(engine.store)  # metered PowerDomains: the same poll, same period
+                if queries or meters.readings:
+                    meters.update(await source.read_meters(queries))
+
+            tasks.append(asyncio.create_task(source.run(on_update), name="telemetry"))
         tasks.append(asyncio.create_task(engine.run(), name="engine"))
         if cfg.lease_duration > 0:
             keeper = LeaseKeeper(client, site_namespaces(engine.store.namespaces, engine.store.objects),

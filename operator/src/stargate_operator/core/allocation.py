@@ -12,6 +12,7 @@ from stargate_operator.core.domains import allocate_tree
 from stargate_operator.core.objects import ClusterIn, NodeIn, RackIn
 from stargate_operator.core.oversubscription import allocate_oversubscribed, has_oversubscription
 from stargate_operator.core.power import curtailment_in_effect, max_min_shares, site_budget
+from stargate_operator.core.ramps import bring_online, ramp_curtailment
 
 
 def add_node(rack: RackIn, n: NodeIn) -> None:
@@ -35,22 +36,30 @@ def misconfigured(rack: RackIn) -> bool:
 
 
 def allocate_site(cluster: ClusterIn, now: float) -> None:
-    """Site budget (lowered by the active grid events on the site, section 11), and rack budgets by
-    priority over the site and its domains (section 10)."""
+    """Site budget (lowered by the active grid events on the site), and rack budgets by
+    priority over the site and its domains."""
     cluster.curtailment_active = curtailment_in_effect(
         cluster.curtailment_percent, cluster.curtailment_until, now
     )
-    budget = site_budget(
-        cluster.it_capacity_w,
-        cluster.reserve_percent,
-        cluster.curtailment_percent if cluster.curtailment_active else 0,
-    )
+    rising_rates = cluster.rates.up is not None or any(d.rates.up is not None for d in cluster.domains)
+    if cluster.domains and rising_rates:
+        rising = bring_online(cluster, now)
+        if rising is not None and (cluster.ramp_next is None or rising < cluster.ramp_next):
+            cluster.ramp_next = rising
+    if cluster.rates.any and (cluster.curtailment_active or cluster.curtail_held is not None):
+        budget = ramp_curtailment(cluster, now)  # the budget without it: its envelope bounds the site
+    else:
+        budget = site_budget(
+            cluster.it_capacity_w,
+            cluster.reserve_percent,
+            cluster.curtailment_percent if cluster.curtailment_active else 0,
+        )
     # The site's curtailment is one more grid event on the site: the lowest capacity wins.
     cap = cluster.grid_cap_w
     cluster.budget_w = budget if cap is None or cap >= budget else cap
     # Between racks: floors first, then progressive filling by priority over the site and its
-    # power domains (domains.py); with no domains, section 4's max-min fair levels exactly. With
-    # oversubscription (section 13), the same filling with raised capacities and reactive capping.
+    # power domains (domains.py); with no domains, the flat max-min fair levels between racks exactly. With
+    # oversubscription, the same filling with raised capacities and reactive capping.
     if has_oversubscription(cluster):
         cluster.floor_w = allocate_oversubscribed(cluster, now, allocate_rack)
     else:
@@ -81,7 +90,7 @@ def allocate_rack(rack: RackIn) -> None:
 
 
 def _safe_limits(rack: RackIn, rooms: list[int]) -> None:
-    """Each node's limit under the safe budget (no oversubscription anywhere, section 13), at most
+    """Each node's limit under the safe budget (no oversubscription anywhere), at most
     its limit: the same rule as above, with the rack's safe budget."""
     safe = rack.safe_budget_w
     if safe < 0 or safe == rack.budget_w:

@@ -42,7 +42,7 @@ class RackMemo:
     statuses: dict[ObjectKey, dict[str, Any]]  # its nodes' statuses
     counts: dict[str, int]  # its Plan.counts, which those statuses decide
     power_limits: dict[str, int]  # its status.powerLimits, which they decide too
-    safe_limits: dict[str, int]  # its status.safeLimits (section 13), likewise
+    safe_limits: dict[str, int]  # its status.safeLimits, likewise
 
     @classmethod
     def of(

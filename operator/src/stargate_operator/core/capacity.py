@@ -1,6 +1,6 @@
 """Node health from telemetry, and the capacity rollups node -> rack -> site.
 
-Health (DESIGN section 3), with the cases the design leaves open decided here:
+Health, with the cases the design leaves open decided here:
 - maintenance (spec.maintenance, or a cordoned Node: spec.cordoned): 0 healthy GPUs, whatever the
   telemetry says; likewise a Node that is not Ready (spec.nodeReady false, set by discovery);
 - no telemetry at all (absent or empty): every GPU healthy, so sites without agents still plan;

@@ -1,4 +1,4 @@
-"""Reactive capping with hysteresis (DESIGN section 13): the rule for one constraint, on plain figures.
+"""Reactive capping with hysteresis: the rule for one constraint, on plain figures.
 
 A constraint (the site, or a PowerDomain) that sets `oversubscription` is allocated up to `percent`
 above its real capacity C while it is not capping. Its *draw* is the power its racks take as far as

@@ -5,7 +5,7 @@ out: the GPUNodes to server-side apply (field manager `stargate-discovery`), the
 the Nodes skipped with a reason. The shell (`run --discover-nodes`) watches both kinds, calls
 `plan_discovery` and carries the plan out; it must not act on deletes before both informers listed.
 
-What discovery writes, and what it leaves alone (DESIGN section 14):
+What discovery writes, and what it leaves alone:
 - one GPUNode per Node that carries GFD's `nvidia.com/gpu.count` and `nvidia.com/gpu.product` labels
   and the site and rack labels (keys are settings; defaults `stargate.dev/site`, `stargate.dev/rack`):
   named after the Node, in the namespace the site label names, `spec.rackRef` the rack label;

@@ -1,4 +1,4 @@
-"""Power domains (DESIGN section 10): the site's power and cooling trees, their validity, and the
+"""Power domains: the site's power and cooling trees, their validity, and the
 allocation between racks by priority-ordered progressive filling over every constraint.
 
 A *constraint* is the site (capacity: its budget B) or a valid domain (capacity: usableWatts), with
@@ -7,7 +7,7 @@ is overcommitted and *closed*. Then, by priority level, highest first, the racks
 together; a constraint whose residual runs out at level L closes and its racks stop at L; a rack
 whose room is filled stops there. A closed constraint passes nothing more, to any level.
 
-With no domains the site is the only constraint and this is section 4's rule exactly (a test
+With no domains the site is the only constraint and this is the flat rule between racks exactly (a test
 compares the two on random sites). Pure: plain records in, figures written into them.
 
 Cost: linear in racks x constraints above each, plus a sort of each level's racks; each
@@ -170,11 +170,19 @@ def domain_label(d: DomainIn) -> str:
 def _capacity(real: int, over: Oversubscription | None, capping: bool, word: str,
               oversubscribed: bool) -> tuple[int, str]:
     """A constraint's capacity for the filling: raised by its oversubscription unless it is capping
-    (section 13), or the real one."""
+   , or the real one."""
     if over is None or not oversubscribed:
         return real, word
     raised = over.allocatable(real, capping)
     return raised, word if raised == real else "allocatable"
+
+
+def _ramped(capacity: int, word: str, ramp_cap: int | None) -> tuple[int, str]:
+    """The capacity under a ramp's envelope (ramps.py), when one bounds it now. Capping and the
+    other protections act on the capacity without it, at once; the envelope only slows moves."""
+    if ramp_cap is None or ramp_cap >= capacity:
+        return capacity, word
+    return ramp_cap, "ramped"
 
 
 def allocate_tree(cluster: ClusterIn, oversubscribed: bool = True) -> int:
@@ -183,9 +191,11 @@ def allocate_tree(cluster: ClusterIn, oversubscribed: bool = True) -> int:
     Sets every rack's budget_w and limited_by, every valid domain's figures beneath it. With
     `oversubscribed` false, every constraint counts at its real capacity (the safe allocation)."""
     capacity, word = _capacity(cluster.budget_w, cluster.over, cluster.capping_now, "budget", oversubscribed)
+    capacity, word = _ramped(capacity, word, cluster.ramp_cap_w)
     site = Constraint(cluster.name, f"StargateCluster {cluster.name}", word, capacity, 0)
     for d in cluster.domains:
         capacity, word = _capacity(d.usable_w, d.over, d.capping_now, "usable", oversubscribed)
+        capacity, word = _ramped(capacity, word, d.ramp_cap_w)
         d.constraint = Constraint(d.name, domain_label(d), word, capacity, len(d.chain) + 1)
     racks = cluster.racks
     floors = 0
@@ -205,6 +215,11 @@ def allocate_tree(cluster: ClusterIn, oversubscribed: bool = True) -> int:
     for d in cluster.domains:
         if d.constraint is not None:
             constraints.append(d.constraint)
+    for d in cluster.domains:
+        rise, mine = d.online_rise_w, d.constraint
+        if rise is not None and mine is not None and mine.floors + rise < mine.capacity:
+            # brought online: from the floors beneath, at its up rate (ramps.bring_online)
+            mine.capacity, mine.capacity_word = mine.floors + int(rise), "ramped"
     for c in constraints:
         if c.floors > c.capacity:
             c.overcommitted = c.closed = True
@@ -221,6 +236,8 @@ def allocate_tree(cluster: ClusterIn, oversubscribed: bool = True) -> int:
             demand += r.demand_w
             allocated += r.budget_w
             measured += r.measured_w
+        if d.meter_query is not None and d.meter_w is not None:
+            measured = d.meter_w  # a meter reads the domain itself (its losses and unmanaged loads too)
         d.demand_w, d.allocated_w, d.measured_w = demand, allocated, measured
     for c in constraints:  # racks and constraints point at each other: no cycles left behind
         c.racks = []
@@ -229,7 +246,8 @@ def allocate_tree(cluster: ClusterIn, oversubscribed: bool = True) -> int:
 
 
 def progressive_fill(racks: list[RackIn], constraints: Iterable[Constraint]) -> None:
-    """Section 10's filling: racks already hold their floors (budget_w) and their constraints."""
+    """The progressive filling over the tree: racks already hold their floors (budget_w) and their
+    constraints."""
     levels: dict[int, list[RackIn]] = {}
     for r in racks:
         room = r.demand_w - r.floor_w
@@ -324,7 +342,7 @@ def _freeze(r: RackIn, share: int, dirty: dict[int, Constraint]) -> None:
 
 
 def _walk(c: Constraint) -> float:
-    """Section 4's level over the constraint's unfrozen racks of this level: the highest integer L
+    """The max-min level over the constraint's unfrozen racks of this level: the highest integer L
     with sum(min(room, L)) <= residual, or infinity when every room fits. Resumes where it
     stopped: freezing racks beneath only ever raises the level."""
     racks = c.level_racks

@@ -1,7 +1,7 @@
-"""Grid events (DESIGN section 11): scheduled demand response, on the site or on one feed.
+"""Grid events: scheduled demand response, on the site or on one feed.
 
 A GridEvent is *active* while `start <= now < end` (no end: until it is deleted). While active it
-lowers the capacity of its constraint (section 10): on the site, the budget of section 4's formula
+lowers the capacity of its constraint: on the site, the budget of the site's formula
 with `reducePercent` as the curtailment, or at most `limitWatts`; on an Electrical PowerDomain, its
 usableWatts to `floor(usable * (100 - reducePercent) / 100)`, or to `min(usable, limitWatts)`. The
 capacity an event sets is its *target*. Several active events on one constraint: the lowest
@@ -49,6 +49,15 @@ from stargate_operator.core.domains import (
 )
 from stargate_operator.core.objects import ClusterIn, DomainIn, name_or_none, object_header
 from stargate_operator.core.power import site_budget
+from stargate_operator.core.ramps import INFINITY as NEVER
+from stargate_operator.core.ramps import Ramp, domain_rates, share_site_rate
+from stargate_operator.core.settlement import (
+    Ledger,
+    Window,
+    baseline_estimate,
+    parse_ledger,
+    settle,
+)
 from stargate_operator.core.status import StatusContext
 from stargate_operator.core.types import PlanEvent
 from stargate_operator.core.wire import format_time, from_epoch, int_or_none, mapping, parse_epoch
@@ -74,6 +83,7 @@ PROBLEMS = frozenset({CLUSTER_NOT_FOUND, POWER_DOMAIN_NOT_FOUND, POWER_DOMAIN_MI
 WITHIN_TARGET = "WithinTarget"
 FLOORS_ABOVE_TARGET = "FloorsAboveTarget"
 MEASURED_ABOVE_TARGET = "MeasuredAboveTarget"
+RAMP_TOO_SLOW = "RampTooSlow"  # created too late to descend by start: still descending
 NOT_STARTED = "NotStarted"
 NOT_OBSERVED = "NotObserved"  # ended before the operator saw it active
 
@@ -81,6 +91,8 @@ NOT_OBSERVED = "NotObserved"  # ended before the operator saw it active
 STARTED = "GridEventStarted"
 ENDED = "GridEventEnded"
 NOT_MET = "GridEventNotMet"
+RAMP_STARTED = "GridEventRampStarted"
+TARGET_REACHED = "GridEventTargetReached"
 
 EVENT_CONDITIONS = frozenset({"Ready", "Met"})
 
@@ -101,7 +113,14 @@ class EventIn:
     reduce_percent: int | None
     limit_w: int | None
     reason: str
+    created: float | None = None  # metadata.creationTimestamp
+    emergency: bool = False  # spec.urgency: Emergency: no down ramp
+    baseline_basis: bool = False  # spec.basis: Baseline
+    ledger: Ledger | None = None  # status.ledger
     # computed
+    ramp: Ramp | None = None  # with a rate on its constraint: its envelope
+    cap_now: int | None = None  # the envelope now; None where it does not bound
+    shared: bool = False  # another event bounds a constraint of the same site now
     phase: str = SCHEDULED
     problem: tuple[str, str] | None = None
     target_w: int | None = None
@@ -126,6 +145,10 @@ def parse_event(obj: Mapping[str, Any]) -> EventIn:
         reduce_percent=None if percent is None else min(max(percent, 0), 100),
         limit_w=int_or_none(spec.get("limitWatts")),
         reason=str(spec.get("reason") or ""),
+        created=parse_epoch(mapping(obj.get("metadata")).get("creationTimestamp")),
+        emergency=spec.get("urgency") == "Emergency",
+        baseline_basis=spec.get("basis") == "Baseline",
+        ledger=parse_ledger(mapping(obj.get("status"))),
     )
 
 
@@ -148,7 +171,7 @@ def next_change(start: float, end: float | None, now: float) -> float:
 
 
 def domain_target(usable_w: int, reduce_percent: int | None, limit_w: int | None) -> int:
-    """What an event sets a domain's usableWatts to (section 11)."""
+    """What an event sets a domain's usableWatts to."""
     if reduce_percent is not None:
         return usable_w * (100 - reduce_percent) // 100
     assert limit_w is not None
@@ -157,7 +180,7 @@ def domain_target(usable_w: int, reduce_percent: int | None, limit_w: int | None
 
 def site_target(it_capacity_w: int, reserve_percent: int, reduce_percent: int | None,
                 limit_w: int | None) -> int:
-    """What an event sets a site's budget to: section 4's formula with reducePercent as the
+    """What an event sets a site's budget to: the site's budget formula with reducePercent as the
     curtailment, or the budget without curtailment capped at limitWatts."""
     if reduce_percent is not None:
         return site_budget(it_capacity_w, reserve_percent, reduce_percent)
@@ -174,7 +197,9 @@ def link_events(events: Iterable[EventIn], clusters: Mapping[str, ClusterIn],
     result does not depend on the order of the events."""
     upcoming = INFINITY
     caps: dict[int, tuple[DomainIn | ClusterIn, int]] = {}
-    for e in sorted(events, key=_by_name):
+    ramped: dict[int, tuple[ClusterIn, list[tuple[EventIn, DomainIn | ClusterIn]]]] = {}
+    events_seen = sorted(events, key=_by_name)
+    for e in events_seen:
         if e.start is not None:
             e.phase = phase_at(e.start, e.end, now)
             t = next_change(e.start, e.end, now)
@@ -191,33 +216,86 @@ def link_events(events: Iterable[EventIn], clusters: Mapping[str, ClusterIn],
                          "the event changes nothing")
             continue
         e.cluster = cluster
+        percent = e.reduce_percent
+        baseline = baseline_estimate(e.status, e.ledger) if e.baseline_basis and percent is not None else None
         if e.domain_ref is None:
-            e.target_w = site_target(cluster.it_capacity_w, cluster.reserve_percent, e.reduce_percent,
-                                     e.limit_w)
+            normal = site_budget(cluster.it_capacity_w, cluster.reserve_percent, 0)
+            e.target_w = site_target(cluster.it_capacity_w, cluster.reserve_percent, percent, e.limit_w)
             target: DomainIn | ClusterIn = cluster
+            rates = cluster.rates
         else:
             d = domains.get(e.domain_ref)
             e.problem = _domain_problem(e, d)
             if e.problem is not None or d is None:
                 continue
             e.domain = d
-            e.target_w = domain_target(d.usable_w, e.reduce_percent, e.limit_w)
+            normal = d.usable_w
+            e.target_w = domain_target(d.usable_w, percent, e.limit_w)
             target = d
+            rates = domain_rates(d, cluster)
+        if baseline is not None and percent is not None:  # a share of the baseline, not of capacity
+            e.target_w = min(baseline * (100 - percent) // 100, normal)
+        descent = e.start
+        if rates.any:
+            over = target.over
+            if over is not None:  # descend from what may be allocated: the raised capacity
+                normal = over.allocatable(normal, False)
+            e.ramp = Ramp(normal, e.target_w, e.start, e.end, e.created,
+                          None if e.emergency else rates.down, rates.up)
+            ramped.setdefault(id(cluster), (cluster, []))[1].append((e, target))
+            descent = e.ramp.descent_start()
+        if now < descent < upcoming:  # the baseline is fixed when the descent starts
+            upcoming = descent
+        if e.ramp is not None:
+            continue
         if e.phase == ACTIVE:
             held = caps.get(id(target))
             if held is None or e.target_w < held[1]:
                 caps[id(target)] = (target, e.target_w)
             if e.domain is None:
                 cluster.grid_events.append(e.name)
+    for cluster, held_ramps in ramped.values():
+        change = _apply_ramps(cluster, held_ramps, now)
+        if change < upcoming:
+            upcoming = change
     for target, cap in caps.values():
         if isinstance(target, ClusterIn):
             target.grid_cap_w = cap
         elif cap < target.usable_w:
             target.usable_w = cap
+    bounding: dict[int, list[EventIn]] = {}
+    for e in events_seen:  # events that bound their site's power now: baselines leave that time out
+        if e.cluster is not None and (e.cap_now is not None or e.applied):
+            bounding.setdefault(id(e.cluster), []).append(e)
+    for together in bounding.values():
+        for e in together:
+            e.shared = len(together) > 1
     for cluster in clusters.values():
         if cluster.grid_events:
             cluster.grid_note = f"; GridEvent {', '.join(cluster.grid_events)} in effect"
     return upcoming
+
+
+def _apply_ramps(cluster: ClusterIn, held: list[tuple[EventIn, DomainIn | ClusterIn]], now: float) -> float:
+    """The envelopes of one site's ramped events at `now` (ramps.py): each constraint's ramp cap is
+    the minimum of its envelopes. Returns when they next change by time alone."""
+    if cluster.rates.any:
+        share_site_rate([e.ramp for e, _ in held if e.ramp is not None], cluster.rates)
+    upcoming = INFINITY
+    for e, target in held:
+        ramp = e.ramp
+        assert ramp is not None
+        change = ramp.changes(now)
+        if change < upcoming:
+            upcoming = change
+        cap = e.cap_now = ramp.capacity(now)
+        if cap is None:
+            continue
+        if target.ramp_cap_w is None or cap < target.ramp_cap_w:
+            target.ramp_cap_w = cap
+        if e.domain is None and e.phase == ACTIVE:
+            cluster.grid_events.append(e.name)
+    return upcoming if upcoming != NEVER else INFINITY
 
 
 def _by_name(e: EventIn) -> str:
@@ -284,7 +362,12 @@ def event_status(e: EventIn, ctx: StatusContext, now: float) -> dict[str, Any]:
             status["measuredWatts"] = measured
             ready = ("Ready", TRUE, ACTIVE, f"in effect on {label} since {_when(e.start)}{until}: "
                                             f"target {target} W")
-            if floors > target:
+            if e.cap_now is not None and e.cap_now > target:
+                met = ("Met", FALSE, RAMP_TOO_SLOW,
+                       f"created too late to descend to the target by {_when(e.start)} at the ramp's rate: "
+                       f"the capacity of {label} is {e.cap_now} W on its way down to {target} W, reached at "
+                       f"{_when(e.ramp.reached_at() if e.ramp else None)}")
+            elif floors > target:
                 met = ("Met", FALSE, FLOORS_ABOVE_TARGET,
                        f"the rack floors beneath {label} need {floors} W, above the target {target} W: "
                        f"allocated {allocated} W with every rack at its floor; only fewer powered nodes "
@@ -329,7 +412,39 @@ def event_status(e: EventIn, ctx: StatusContext, now: float) -> dict[str, Any]:
         out["phase"] = e.phase
     out.update(status)
     _record(out, e, was_applied, now)
+    if e.problem is None and e.start is not None and e.target_w is not None:
+        _settle(out, e, met, now, key, events)
     return out
+
+
+def _settle(out: dict[str, Any], e: EventIn, met: CondSpec, now: float, key: Any,
+            events: list[PlanEvent]) -> None:
+    """Settlement figures (settlement.py), and the Events of a ramp's start and of its target reached."""
+    assert e.start is not None and e.target_w is not None and e.cluster is not None
+    ramp = e.ramp
+    w = Window(e.start, e.start, e.end, e.start) if ramp is None else \
+        Window(ramp.descent_start(), e.start, e.end, ramp.reached_at())
+    held = e.status
+    if e.phase == COMPLETED:
+        measured = int_or_none(held.get("measuredWatts")) or 0
+        power = measured
+    else:
+        _, allocated, measured = _beneath(e)
+        power = measured if measured > 0 else allocated
+    figures = settle(held, e.ledger, w, now, power, e.shared, e.cluster.design_pue, e.target_w, measured,
+                     met[2] == WITHIN_TARGET, e.phase == ACTIVE, e.created)
+    out.update(figures)
+    if ramp is None or ramp.down_used is None:
+        return
+    label = _label(e)
+    if "rampStartedAt" in figures and not held.get("rampStartedAt"):
+        events.append(PlanEvent(key, "Normal", RAMP_STARTED,
+                                f"{label} descends toward {e.target_w} W at {ramp.down_used:g} W/s from "
+                                f"{figures['rampStartedAt']}"))
+    if "targetReachedAt" in figures and not held.get("targetReachedAt"):
+        events.append(PlanEvent(key, "Normal", TARGET_REACHED,
+                                f"the capacity of {label} reached the target {e.target_w} W at "
+                                f"{figures['targetReachedAt']}"))
 
 
 def _record(out: dict[str, Any], e: EventIn, was_applied: bool, now: float) -> None:

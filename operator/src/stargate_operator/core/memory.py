@@ -1,4 +1,4 @@
-"""Memory pools: capacity per tier, and binding claims to them (DESIGN section 4).
+"""Memory pools: capacity per tier, and binding claims to them.
 
 Bindings live in the claims' status only (`phase: Bound`), so a restarted operator reads them back
 and neither loses nor duplicates one. Each claim is in exactly one pool's list, and each claim is

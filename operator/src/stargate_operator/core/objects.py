@@ -19,6 +19,7 @@ from stargate_operator.core.capping import (
     parse_oversubscription,
 )
 from stargate_operator.core.conditions import OldConditions, index_conditions
+from stargate_operator.core.ramps import NO_RAMP, Rates
 from stargate_operator.core.wire import int_or, int_or_none, mapping, parse_epoch
 from stargate_operator.kinds import (
     DEFAULT_DERATE_PERCENT,
@@ -59,6 +60,12 @@ class ClusterIn:
     draw_w: int = 0
     allocatable_w: int = 0
     capping_next: float | None = None  # when a running hold of the site or a domain of it ends
+    rates: Rates = NO_RAMP  # spec.power.ramp*WattsPerSecond
+    ramp_cap_w: int | None = None  # the ramps' envelope on the budget now (ramps.py), when one bounds it
+    # status.power.curtailment: (percent, since, liftedAt), the curtailment's ramp times
+    curtail_held: tuple[int, float, float | None] | None = None
+    curtail_out: dict[str, Any] | None = None  # status.power.curtailment as this plan writes it
+    ramp_next: float | None = None  # when the curtailment's ramp next changes by time alone
     # computed
     racks: list[RackIn] = field(default_factory=list)
     domains: list[DomainIn] = field(default_factory=list)  # its valid power and cooling domains
@@ -138,6 +145,11 @@ class DomainIn:
     usable_w: int
     over: Oversubscription | None = None  # spec.oversubscription
     capping_was: CappingState | None = None  # status.capping as the last plan left it
+    rates: Rates = NO_RAMP  # spec.ramp*WattsPerSecond
+    meter_query: str | None = None  # spec.meter.query
+    meter_w: int | None = None  # its reading, laid over status.meter by the engine; None: none fresh
+    ramp_cap_w: int | None = None  # the ramps' envelope on usableWatts now, when one bounds it
+    online_rise_w: float | None = None  # brought online lately: how far above its floors it may be now
     # computed (domains.py)
     resolved: bool = False
     problem: tuple[str, str] | None = None  # (reason, message) when invalid
@@ -159,7 +171,7 @@ class DomainIn:
 
 @dataclass(slots=True, eq=False)
 class Constraint:
-    """The site or a valid domain as the progressive filling sees it (DESIGN section 10)."""
+    """The site or a valid domain as the progressive filling sees it."""
 
     name: str
     label: str  # "StargateCluster abilene", "FloorPDU pdu-3": how messages name it
@@ -172,7 +184,7 @@ class Constraint:
     closed: bool = False
     closed_at: int = -1  # 0: overcommitted; then the order in which constraints closed
     overcommitted: bool = False
-    # one priority level's working state: its racks sorted by room, the walk of section 4's level
+    # one priority level's working state: its racks sorted by room, the walk of the max-min level
     level_racks: list[RackIn] = field(default_factory=list)
     walked: int = 0  # racks of level_racks already filled (or frozen) by the walk
     left: int = 0  # residual minus what the walk filled and what was frozen
@@ -307,7 +319,17 @@ def parse_cluster(obj: Mapping[str, Any]) -> ClusterIn:
         ),
         over=parse_oversubscription(power.get("oversubscription")),
         capping_was=parse_capping(mapping(status.get("power")).get("capping")),
+        rates=parse_rates(power),
+        curtail_held=_curtailment_held(mapping(status.get("power")).get("curtailment")),
     )
+
+
+def _curtailment_held(value: object) -> tuple[int, float, float | None] | None:
+    held = mapping(value)
+    percent, since = int_or_none(held.get("percent")), parse_epoch(held.get("since"))
+    if percent is None or since is None:
+        return None
+    return percent, since, parse_epoch(held.get("liftedAt"))
 
 
 def parse_rack(obj: Mapping[str, Any]) -> RackIn:
@@ -344,7 +366,25 @@ def parse_domain(obj: Mapping[str, Any]) -> DomainIn:
         usable_w=rating * derate // 100,
         over=parse_oversubscription(spec.get("oversubscription")),
         capping_was=parse_capping(status.get("capping")),
+        rates=parse_rates(spec),
+        meter_query=_query(spec.get("meter")),
+        meter_w=int_or_none(mapping(status.get("meter")).get("watts")),
     )
+
+
+def parse_rates(spec: Mapping[str, Any]) -> Rates:
+    """rampDownWattsPerSecond and rampUpWattsPerSecond; absent, zero or unreadable: no limit."""
+    return Rates(_rate(spec.get("rampDownWattsPerSecond")), _rate(spec.get("rampUpWattsPerSecond")))
+
+
+def _rate(value: object) -> float | None:
+    rate = int_or_none(value)
+    return float(rate) if rate is not None and rate > 0 else None
+
+
+def _query(meter: object) -> str | None:
+    query = mapping(meter).get("query")
+    return query if isinstance(query, str) and query else None
 
 
 _SQRT3 = Decimal(3).sqrt()

@@ -1,4 +1,4 @@
-"""Oversubscription on measured draw (DESIGN section 13): the allocation of a site whose budget or
+"""Oversubscription on measured draw: the allocation of a site whose budget or
 domains set `oversubscription`, the safe limits, and reactive capping.
 
 One site, in four steps, all over the same progressive filling (domains.allocate_tree):
@@ -14,7 +14,7 @@ One site, in four steps, all over the same progressive filling (domains.allocate
 4. the capping rule (capping.py) on that draw; where a constraint starts or ends capping, the
    allocation runs again with the new states, so the limits written already obey them.
 A site where nothing sets oversubscription never comes here (allocation.allocate_site), so its
-plan is exactly what it was before section 13; one where every percent is 0 skips steps 1 and 4's
+plan is exactly what it is without oversubscription; one where every percent is 0 skips steps 1 and 4's
 second allocation, whose results would be the same.
 """
 
@@ -25,7 +25,8 @@ from collections.abc import Callable
 from stargate_operator.core.capping import ENDED, step
 from stargate_operator.core.domains import allocate_tree
 from stargate_operator.core.objects import ClusterIn, DomainIn, NodeIn, RackIn
-from stargate_operator.core.wire import format_time, from_epoch, int_or_none
+from stargate_operator.core.ramps import RAMP_TICK_SECONDS, domain_rates
+from stargate_operator.core.wire import format_time, from_epoch, int_or_none, parse_epoch
 
 
 def has_oversubscription(cluster: ClusterIn) -> bool:
@@ -50,6 +51,10 @@ def allocate_oversubscribed(cluster: ClusterIn, now: float,
     cluster.capping_now = cluster.capping_was is not None and cluster.capping_was.active
     for d in domains:
         d.capping_now = d.capping_was is not None and d.capping_was.active
+    nexts: list[float] = []
+    _rise_after_capping(cluster, cluster.budget_w, cluster.rates.up, now, nexts)
+    for d in domains:
+        _rise_after_capping(d, d.usable_w, domain_rates(d, cluster).up, now, nexts)
     floors = allocate_tree(cluster)
 
     site_draw = 0
@@ -60,18 +65,42 @@ def allocate_oversubscribed(cluster: ClusterIn, now: float,
             d.draw_w += drawn
     now_s = format_time(from_epoch(now))
     changed = False
-    nexts: list[float] = []
     judged: list[tuple[ClusterIn | DomainIn, int, int]] = [(cluster, cluster.budget_w, site_draw)]
     judged += [(d, d.usable_w, d.draw_w) for d in domains]
     for rec, capacity, draw in judged:
         changed |= _judge(rec, capacity, draw, now_s, now, nexts)
     cluster.capping_next = min(nexts) if nexts else None
     if changed and raising:
+        for rec, capacity, _ in judged:
+            if rec.capping_event == ENDED and (rec.rates.up is not None or cluster.rates.up is not None):
+                _bound(rec, capacity)  # leaving capping: the rise starts from the real capacity
         floors = allocate_tree(cluster)
     for rec, capacity, _ in judged:
         over = rec.over
         rec.allocatable_w = capacity if over is None else over.allocatable(capacity, rec.capping_now)
     return floors
+
+
+def _rise_after_capping(rec: ClusterIn | DomainIn, real: int, up: float | None, now: float,
+                        nexts: list[float]) -> None:
+    """Leaving capping ramps: since capping ended, the allocatable capacity rises from the real one at
+    the up rate (ramps.py), not in one step to the raised one."""
+    was, over = rec.capping_was, rec.over
+    if up is None or over is None or was is None or was.active:
+        return
+    since = parse_epoch(was.since)
+    raised = over.allocatable(real, False)
+    if since is None or since > now or raised <= real:
+        return
+    level = real + int(up * (now - since))
+    if level < raised:
+        _bound(rec, level)
+        nexts.append(now + RAMP_TICK_SECONDS)
+
+
+def _bound(rec: ClusterIn | DomainIn, cap: int) -> None:
+    if rec.ramp_cap_w is None or cap < rec.ramp_cap_w:
+        rec.ramp_cap_w = cap
 
 
 def _judge(rec: ClusterIn | DomainIn, capacity: int, draw: int, now_s: str, now: float,

@@ -1,4 +1,4 @@
-"""Power arithmetic of DESIGN section 4: floors, demands, budgets and max-min fair shares, and the
+"""Power arithmetic: floors, demands, budgets and max-min fair shares, and the
 two rules about what a power figure means (whether a curtailment applies, a GPU-only reading made
 a node's).
 
@@ -68,7 +68,7 @@ def power_limit(allocated_w: int, base_w: int, count: int, min_w: int) -> int:
 
 def curtailment_in_effect(percent: int, until_epoch: float | None, now_epoch: float) -> bool:
     """Whether a site's `spec.power.curtailment` applies now: a positive share, and no `until` or
-    one still ahead (DESIGN section 4: after `until` passes the curtailment no longer applies).
+    one still ahead (after `until` passes the curtailment no longer applies).
     The allocation and the metrics both read this, so a budget and a dashboard never disagree."""
     return percent > 0 and (until_epoch is None or now_epoch < until_epoch)
 

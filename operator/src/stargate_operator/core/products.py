@@ -3,7 +3,7 @@
 Read by the samples generator (hack/gen-samples.py), the synthetic sites of the benchmarks
 (`stargate_operator.fixtures.synth`) and node discovery (GPU Feature Discovery's
 `nvidia.com/gpu.product` label names the model; the agent's NVML reading overrides the power range).
-Every row names its public source (DESIGN section 9). Pure data: no I/O.
+Every row names its public source. Pure data: no I/O.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ PRODUCTS: tuple[GPUProduct, ...] = (
         default_power_w=1200, base_power_w=1800, host_bytes=960 * GB,
         node="GB200 NVL72 compute tray (2 Grace CPUs, 4 Blackwell GPUs)",
         source="NVIDIA GB200 NVL72 datasheet (GTC 2024): 72 GPUs in 18 compute trays, up to 13.5 TB "
-               "HBM3e and 17 TB LPDDR5X a rack, about 120-132 kW a rack; DESIGN section 9",
+               "HBM3e and 17 TB LPDDR5X a rack, about 120-132 kW a rack",
         product_labels=("GB200",),
     ),
     GPUProduct(
@@ -44,7 +44,7 @@ PRODUCTS: tuple[GPUProduct, ...] = (
         default_power_w=1000, base_power_w=4300, host_bytes=2 * TB,
         node="HGX / DGX B200 (8 GPUs)",
         source="NVIDIA DGX B200 datasheet: 8 B200 GPUs, about 14.3 kW at most, 2 TB host memory; "
-               "B200 about 1,000 W and 192 GB HBM3e (DESIGN section 9)",
+               "B200 about 1,000 W and 192 GB HBM3e",
         product_labels=("B200",),
     ),
     GPUProduct(
@@ -52,14 +52,14 @@ PRODUCTS: tuple[GPUProduct, ...] = (
         default_power_w=700, base_power_w=4600, host_bytes=2 * TB,
         node="DGX H100 (8 GPUs)",
         source="NVIDIA H100 SXM datasheet: 700 W, 80 GB HBM3, power limit settable from about 200 W; "
-               "DGX H100 about 10.2 kW at most, 2 TB DDR5 (DESIGN section 9)",
+               "DGX H100 about 10.2 kW at most, 2 TB DDR5",
         product_labels=("H100-SXM", "H100 80GB HBM3", "H100"),
     ),
     GPUProduct(
         model="H200-SXM", gpus_per_node=8, hbm_bytes=141 * GB, min_power_w=200, max_power_w=700,
         default_power_w=700, base_power_w=4600, host_bytes=2 * TB,
         node="DGX H200 (8 GPUs)",
-        source="NVIDIA H200 datasheet: 700 W, 141 GB HBM3e; DGX H200 as DGX H100 (DESIGN section 9)",
+        source="NVIDIA H200 datasheet: 700 W, 141 GB HBM3e; DGX H200 as DGX H100",
         product_labels=("H200",),
     ),
 )

@@ -255,7 +255,7 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
         if rack.power_ref is not None or rack.cooling_ref is not None:
             link_rack(rack, domains)
     events = space.events
-    if events:  # the active ones lower their site's or domain's capacity (section 11)
+    if events:  # the active ones lower their site's or domain's capacity
         change = link_events(events.values(), clusters, domains, now)
         if change < next_change:
             next_change = change
@@ -265,7 +265,10 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
         until = cluster.curtailment_until
         if cluster.curtailment_active and until is not None and until < next_change:
             next_change = until
-        hold_ends = cluster.capping_next  # a capping hold that ends by time alone (section 13)
+        ramp_next = cluster.ramp_next  # the curtailment's ramp (ramps.py)
+        if ramp_next is not None and ramp_next < next_change:
+            next_change = ramp_next
+        hold_ends = cluster.capping_next  # a capping hold that ends by time alone
         if hold_ends is not None and hold_ends < next_change:
             next_change = hold_ends
 

@@ -160,6 +160,10 @@ def cluster_status(c: ClusterIn, ctx: StatusContext) -> Status:
     }
     if capping_status is not None:
         status["power"]["capping"] = capping_status
+    if c.ramp_cap_w is not None and c.ramp_cap_w < c.budget_w:
+        status["power"]["rampWatts"] = c.ramp_cap_w
+    if c.curtail_out is not None:
+        status["power"]["curtailment"] = c.curtail_out
     if c.grid_intensity is not None:
         # facility kW times g/kWh = g/h; rounded so float noise never makes a write.
         status["carbonGramsPerHour"] = round(c.facility_w * c.grid_intensity / 1000, 3)
@@ -234,7 +238,7 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
 def rack_limits(r: RackIn) -> tuple[dict[str, int], dict[str, int]]:
     """Rack.status.powerLimits and safeLimits once its nodes are allocated, from one sort of them:
     each node's per-GPU limit (the same figure as its powerLimitWatts) and the safeLimitWatts
-    (section 13) that are below it, by name, sorted so that the input's order never shows."""
+    that are below it, by name, sorted so that the input's order never shows."""
     nodes = sorted(r.nodes, key=_name)
     # safeLimits lists only the nodes that oversubscription lifts above their safe limit: the rest
     # are safe at their powerLimits entry, and a site without oversubscription sends none of them.
@@ -364,7 +368,7 @@ def node_status(n: NodeIn, ctx: StatusContext) -> Status:
         "floorWatts": n.floor_w,
         "demandWatts": n.demand_w,
         "healthyGPUs": n.healthy,
-        # section 13: the limit that holds with no oversubscription; the agent's fail-safe
+        # the limit that holds with no oversubscription; the agent's fail-safe
         "safeLimitWatts": n.safe_limit_w if n.powered else n.limit_w,
     }
     if n.generation is not None:
@@ -455,7 +459,7 @@ def claim_status(c: ClaimIn, ctx: StatusContext) -> Status:
 
 
 def domain_status(d: DomainIn, ctx: StatusContext) -> Status:
-    """A PowerDomain's figures beneath it and its conditions (DESIGN section 10)."""
+    """A PowerDomain's figures beneath it and its conditions."""
     events = ctx.events
     key = (POWER_DOMAIN.kind, d.namespace, d.name)
     usable = d.usable_w
@@ -525,7 +529,7 @@ def domain_status(d: DomainIn, ctx: StatusContext) -> Status:
 
 def _capping(rec: ClusterIn | DomainIn, capacity: int, word: str, key: ObjectKey,
              ctx: StatusContext) -> tuple[CondSpec | None, Status | None]:
-    """The Capping condition and status.capping of a constraint with oversubscription (section 13),
+    """The Capping condition and status.capping of a constraint with oversubscription,
     and the Events of its transitions; (None, None) without oversubscription. Messages carry only
     figures of the status itself (the state's instants and lines), so a steady state writes nothing."""
     over, state, event = rec.over, rec.capping, rec.capping_event

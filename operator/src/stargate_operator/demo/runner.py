@@ -64,7 +64,7 @@ from stargate_operator.localcp.versions import ETCD_VERSION, KUBERNETES_VERSION
 
 CURTAIL_FIELD_MANAGER = "grid-operator"
 CURTAIL_REASON = "demand-response event from stargate-operator demo --curtail"
-# The GridEvent `--curtail` creates (DESIGN section 11): on the site, from the moment it is applied.
+# The GridEvent `--curtail` creates: on the site, from the moment it is applied.
 CURTAIL_EVENT = "demo-curtail"
 CURTAIL_SOURCE = "stargate-operator demo --curtail"
 _PERIODIC_FRAME_SECONDS = 30.0  # without a terminal: a full summary this often, changes as they happen

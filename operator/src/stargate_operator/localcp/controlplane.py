@@ -57,6 +57,9 @@ from stargate_operator.localcp import pki as pki_mod
 from stargate_operator.localcp.binaries import Binaries, ensure_control_plane, ensure_kubectl
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+SERVICE_CIDR = "10.0.0.0/24"
+#: The ``kubernetes`` Service's cluster IP: the first address of SERVICE_CIDR.
+KUBERNETES_SERVICE_IP = "10.0.0.1"
 CLUSTER_NAME = "stargate-local"
 _STOP_GRACE_SECONDS = 15.0
 _REPO_ROOT = Path(__file__).resolve().parents[4]
@@ -132,6 +135,7 @@ class LocalControlPlane:
         startup_timeout: float = 90.0,
         extra_apiserver_args: Sequence[str] = (),
         verbose: bool = False,
+        node_address: str | None = None,
     ) -> None:
         self._given_workdir = Path(workdir) if workdir is not None else None
         self._binaries = binaries
@@ -139,6 +143,8 @@ class LocalControlPlane:
         self.startup_timeout = startup_timeout
         self._extra_apiserver_args = list(extra_apiserver_args)
         self.verbose = verbose
+        #: Set for a control plane that a real node (:mod:`stargate_operator.localcp.node`) joins.
+        self.node_address = node_address
         self._workdir: Path | None = None
         self._pki: pki_mod.Pki | None = None
         self._etcd: _Server | None = None
@@ -234,7 +240,10 @@ class LocalControlPlane:
             self._workdir = Path(tempfile.mkdtemp(prefix="stargate-cp-"))
         atexit.register(self.stop)
         try:
-            self._pki = pki_mod.generate(self._workdir / "pki")
+            self._pki = pki_mod.generate(
+                self._workdir / "pki",
+                extra_ips=(self.node_address, KUBERNETES_SERVICE_IP) if self.node_address else (),
+            )
             self._start_reaper()
             self._start_servers(binaries)
             self._write_kubeconfig(self.kubeconfig, user={
@@ -465,6 +474,14 @@ class LocalControlPlane:
             start_new_session=True,
         )
 
+    def track_pid(self, pid: int) -> None:
+        """Have this run's watchdog end the process group ``pid`` leads should Python die (a real
+        node's processes, which :mod:`stargate_operator.localcp.node` starts)."""
+        self._tell_reaper(f"+{pid}")
+
+    def untrack_pid(self, pid: int) -> None:
+        self._tell_reaper(f"-{pid}")
+
     def _tell_reaper(self, line: str) -> None:
         if self._reaper is not None and self._reaper.stdin is not None:
             with contextlib.suppress(OSError):
@@ -499,22 +516,16 @@ class LocalControlPlane:
             apiserver = _Server("kube-apiserver", [
                 str(binaries.kube_apiserver),
                 f"--etcd-servers={self.etcd_url}",
-                "--bind-address=127.0.0.1",
-                # Without it the server looks for a non-loopback interface and fails on a machine with none.
-                "--advertise-address=127.0.0.1",
+                *self._mode_args(),
                 f"--secure-port={self.apiserver_port}",
                 f"--tls-cert-file={pki.serving_cert}",
                 f"--tls-private-key-file={pki.serving_key}",
                 f"--client-ca-file={pki.ca_cert}",
-                "--authorization-mode=RBAC",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
-                # The "kubernetes" Service would get 127.0.0.1 as its endpoint, which validation refuses;
-                # nothing here routes to it anyway.
-                "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 # On SIGTERM, end open watches (they then get a clean end of stream and re-watch, as
                 # from a real server going away) instead of holding the shutdown until our SIGKILL:
@@ -536,6 +547,32 @@ class LocalControlPlane:
                 if not in_use or attempt == 2:
                     raise
                 self._say(f"port taken, retrying: {e}")
+
+    def _mode_args(self) -> list[str]:
+        if self.node_address is None:
+            return [
+                "--bind-address=127.0.0.1",
+                # Without it the server looks for a non-loopback interface and fails on a machine
+                # with none.
+                "--advertise-address=127.0.0.1",
+                "--authorization-mode=RBAC",
+                # The "kubernetes" Service would get 127.0.0.1 as its endpoint, which validation
+                # refuses; nothing here routes to it anyway.
+                "--endpoint-reconciler-type=none",
+            ]
+        # A real node's pods reach the server at the node's address (through the "kubernetes"
+        # Service, whose endpoint the reconciler keeps); kubelets are authorized as nodes.
+        pki = self.pki
+        return [
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={self.node_address}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            # The server's own calls to kubelets (logs, exec) as admin.
+            f"--kubelet-client-certificate={pki.admin_cert}",
+            f"--kubelet-client-key={pki.admin_key}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     def _spawn(self, server: _Server) -> None:
         if server._log_file is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +75,13 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
-def generate(directory: Path, valid_days: int = 30) -> Pki:
-    """Write a fresh CA, serving and admin certificates and a service-account key pair."""
+def generate(
+    directory: Path, valid_days: int = 30, *, extra_ips: Sequence[str] = ()
+) -> Pki:
+    """Write a fresh CA, serving and admin certificates and a service-account key pair.
+
+    ``extra_ips``: more addresses the serving certificate covers, for a control plane that pods on a
+    real node reach (the node's address and the ``kubernetes`` Service's cluster IP)."""
     directory.mkdir(parents=True, exist_ok=True)
     # Back-date a little: a clock that differs by a second must not make the certificate "not yet valid".
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
@@ -139,7 +145,7 @@ def generate(directory: Path, valid_days: int = 30) -> Pki:
         ExtendedKeyUsageOID.SERVER_AUTH,
         x509.SubjectAlternativeName(
             [x509.DNSName(n) for n in SERVING_DNS_NAMES]
-            + [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
+            + [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1", *extra_ips)]
         ),
     )
     # kube-apiserver maps a client certificate's CN to the user name and each O to a group.
@@ -169,3 +175,31 @@ def generate(directory: Path, valid_days: int = 30) -> Pki:
         )
     )
     return pki
+
+
+def issue_client(pki: Pki, cert: Path, key: Path, user: str, groups: Sequence[str] = (),
+                 valid_days: int = 30) -> None:
+    """A client certificate for ``user`` in ``groups`` (the O fields), signed by the run's CA: the
+    identities of a real node's kubelet (``system:node:<name>`` in ``system:nodes``, which the Node
+    authorizer and NodeRestriction key on) and of the controller manager and scheduler."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
+    attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+    new_key = _key()
+    built = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs))
+        .issuer_name(ca_cert.subject)
+        .public_key(new_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=valid_days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_cert(cert, built)
+    _write_key(key, new_key)

@@ -35,20 +35,23 @@ Derived figures, defined here once:
   True, 0 when False or Unknown; absent when the status does not carry the condition yet. A
   PowerDomain's conditions have one gauge each instead (`stargate_domain_ready`, `..._overcommitted`,
   `..._constrained`, `..._over_limit`), read the same way.
-* PowerDomain figures are the status's as the core wrote them (DESIGN section 10), headroom
+* PowerDomain figures are the status's as the core wrote them, headroom
   included (`stargate_domain_headroom_watts` = status.headroomWatts = usable - allocated, negative
   while overcommitted); `stargate_domain_info` carries the domain's `path` ("/"-joined, top first).
 * `stargate_rack_power_limited_info{limited_by=...}` = 1 for a rack whose status.power.limitedBy
   names the constraint (the site or a PowerDomain) that holds its budget below its demand; absent
   for a rack that is not limited.
-* GridEvents (DESIGN section 11), labelled `namespace`, `cluster`, `event` (its name) and `domain`
+* GridEvents, labelled `namespace`, `cluster`, `event` (its name) and `domain`
   (the targeted PowerDomain; empty for the whole site): `stargate_grid_event_active` is 1 while
   the event is in effect (status.phase Active and Ready True: it lowers its constraint now), else
   0; `stargate_grid_event_{target,allocated,measured}_watts` are the status's figures while it is
   in effect (absent otherwise, so a graph shows each event over its window only);
   `stargate_grid_event_met` is its condition Met (1 True, 0 False or Unknown) while in effect;
   `..._start_timestamp_seconds` / `..._end_timestamp_seconds` its schedule (the end absent when
-  open-ended); `stargate_grid_event_info{source=...}` names who asked.
+  open-ended); `stargate_grid_event_info{source=...}` names who asked. Settlement, whenever the
+  status carries it (a completed event's too): `..._baseline_watts`, `..._shed_watts`,
+  `..._shed_joules`, `..._facility_shed_joules` and the instants `..._ramp_started_`,
+  `..._target_reached_` and `..._measured_met_timestamp_seconds`.
 """
 
 from __future__ import annotations
@@ -212,6 +215,22 @@ _GRID_EVENT_WATTS = (
     ("measuredWatts", "stargate_grid_event_measured_watts",
      "Measured power beneath the grid event's constraint (nodes with fresh telemetry)."),
 )
+# A GridEvent's settlement figures, whenever its status carries them (completed events too: the
+# record a utility settles on): (status field, metric, help).
+_GRID_EVENT_SETTLEMENT = (
+    ("baselineWatts", "stargate_grid_event_baseline_watts",
+     "Mean measured power beneath the constraint over the 10 minutes before the descent (IT watts)."),
+    ("shedWatts", "stargate_grid_event_shed_watts",
+     "Baseline minus measured power beneath the constraint while active, as it ended once completed."),
+)
+_GRID_EVENT_TIMES = (
+    ("rampStartedAt", "stargate_grid_event_ramp_started_timestamp_seconds",
+     "Unix time at which the capacity began to descend toward the target."),
+    ("targetReachedAt", "stargate_grid_event_target_reached_timestamp_seconds",
+     "Unix time at which the capacity reached the target."),
+    ("measuredMetAt", "stargate_grid_event_measured_met_timestamp_seconds",
+     "Unix time at which measured power beneath was first within the target while active."),
+)
 # A PowerDomain's status figures: (status field, metric, help), each read as the core wrote it.
 _DOMAIN_WATTS = (
     ("ratingWatts", "stargate_domain_rating_watts",
@@ -234,7 +253,7 @@ _DOMAIN_CONDITIONS = (
     ("Constrained", "stargate_domain_constrained", "the demand beneath exceeds usable: it limits its racks"),
     ("OverLimit", "stargate_domain_over_limit", "the measured power beneath exceeds usable"),
     ("Capping", "stargate_domain_capping",
-     "the domain is capping: it allocates within usable on measured draw (section 13)"),
+     "the domain is capping: it allocates within usable on measured draw"),
 )
 # The node counts a rack and a site both export, stargate_{rack,cluster}_nodes_<suffix>: (suffix,
 # Counts key). The metric names are spelt out once here, not per scrape.
@@ -321,7 +340,7 @@ class Families:
 
 
 def _declare_capping(f: Families, level: str, labels: Sequence[str]) -> None:
-    """Section 13's figures of a site or domain with oversubscription, from status.capping."""
+    """The oversubscription figures of a site or domain with oversubscription, from status.capping."""
     what = "site budget" if level == "cluster" else "domain"
     f.declare(f"stargate_{level}_capping_starts_total",
               f"Times capping of the {what} has started (status.capping.starts, kept across restarts).",
@@ -460,6 +479,13 @@ def _declare_all(f: Families, per_node: bool) -> None:
     f.declare("stargate_grid_event_met",
               "1 while the grid event is in effect and Met is True (allocation and measured power within "
               "the target), 0 while it is in effect and not met.", e)
+    for _, name, help_text in (*_GRID_EVENT_SETTLEMENT, *_GRID_EVENT_TIMES):
+        f.declare(name, help_text, e)
+    f.declare("stargate_grid_event_shed_joules",
+              "Energy shed against the baseline over the active time (IT; status.shedWattHours x 3600); "
+              "frozen when the event completes.", e)
+    f.declare("stargate_grid_event_facility_shed_joules",
+              "The energy shed at the site's design PUE: what the facility meter saw shed.", e)
     f.declare("stargate_grid_event_start_timestamp_seconds",
               "Unix time from which the grid event applies.", e)
     f.declare("stargate_grid_event_end_timestamp_seconds",
@@ -712,6 +738,18 @@ class StargateCollector(Collector):
         f.add("stargate_grid_event_active", labels, 1.0 if active else 0.0)
         f.add("stargate_grid_event_start_timestamp_seconds", labels, _timestamp(_get(spec, "start")))
         f.add("stargate_grid_event_end_timestamp_seconds", labels, _timestamp(_get(spec, "end")))
+        for field, name, _ in _GRID_EVENT_SETTLEMENT:
+            value = _get(status, field)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                f.add(name, labels, float(value))
+        for field, name, _ in _GRID_EVENT_TIMES:
+            if _get(status, field):
+                f.add(name, labels, _timestamp(_get(status, field)))
+        for hours, name in ((_get(status, "shedWattHours"), "stargate_grid_event_shed_joules"),
+                            (_get(_get(status, "facility"), "shedWattHours"),
+                             "stargate_grid_event_facility_shed_joules")):
+            if isinstance(hours, int | float) and not isinstance(hours, bool):
+                f.add(name, labels, float(hours) * 3600)  # base units: joules
         if not active:
             return
         for field, name, _ in _GRID_EVENT_WATTS:

@@ -1,5 +1,5 @@
-"""`stargate-operator simulate`: trace-driven oversubscription, as the papers evaluate it (DESIGN
-section 13). Pure: no cluster, no I/O but the report the caller asks for.
+"""`stargate-operator simulate`: trace-driven oversubscription, as the papers evaluate it.
+Pure: no cluster, no I/O but the report the caller asks for.
 
 - traces.py: per-node GPU power traces from documented shapes (training, inference, idle);
 - breaker.py: the trip curve of the breakers (a thermal-magnetic inverse-time curve);
@@ -12,8 +12,8 @@ Needs numpy (the `sim` extra: `pip install 'stargate-operator[sim]'`).
 """
 
 # Defaults, here so that the command line reads them without importing numpy.
-# The enforcement path's reaction time until issue 16 measures it (DESIGN section 12: Dynamo's leaf
-# controller works on a 3 s cycle); `--enforcement-lag` takes the measured figure.
+# The enforcement path's reaction time, as a default (Dynamo's leaf controller works on a 3 s
+# cycle); `--enforcement-lag` takes a figure measured on the site (hack/bench-react.py).
 DEFAULT_ENFORCEMENT_LAG_S = 3.0
 DEFAULT_CONTROL_INTERVAL_S = 5
 DEFAULT_DURATION_S = 1800

@@ -7,8 +7,9 @@ power and the peak over the report window, the control interval) and the operato
 site, exactly as the operator's engine does: the core's planner (`plan_namespace`, what the
 engine's power controller runs), with a PlanCache, every status fed back into the objects so that the capping
 state travels in status. A limit the plan sets is enforced `enforcement_lag_s` later (the
-enforcement path's reaction: DESIGN section 12). Every second the load of each domain (its racks'
-nodes, base power included) is checked against its usable power and its breaker (breaker.py).
+enforcement path's reaction: operator, rack status, agent, NVML). Every second the load of each
+domain (its racks' nodes, base power included) is checked against its usable power and its breaker
+(breaker.py).
 
 What a run reports: the breakers that tripped, the seconds each constraint spent above its usable
 power (the site above its budget), and the share of the GPUs' wanted energy that their limits took
@@ -42,6 +43,7 @@ from stargate_operator.sim import (
 )
 from stargate_operator.sim.breaker import Breakers, TripCurve
 from stargate_operator.sim.site import NAMESPACE, Oversubscribe, Template, build
+from stargate_operator.sim.steps import GridEventRun, StepMeter, feed_rows
 from stargate_operator.sim.traces import TraceBank
 
 DAY = datetime(2026, 6, 1, tzinfo=UTC)
@@ -57,6 +59,8 @@ class SimSettings:
     curve: TripCurve = field(default_factory=TripCurve)
     max_capped_percent: float = DEFAULT_MAX_CAPPED_PERCENT  # a run that loses more is not hosting its nodes
     stop_early: bool = True  # stop at the first trip or once the capped share is past the bound
+    event: GridEventRun | None = None  # a grid event on the site during the run (steps.py)
+    follow_timers: bool = False  # plan also when the plan's next change comes (the engine's timers)
 
     @property
     def start(self) -> datetime:
@@ -86,6 +90,7 @@ class RunResult:
     series: Series | None = None
     capped_share: float = 0.0  # the exact share of wanted GPU energy lost to capping, 0 to 1
     stopped_early: bool = False
+    steps: dict[str, dict[str, dict[str, int]]] | None = None  # with settings.event: steps.py
 
     def hosts(self, max_capped_percent: float) -> bool:
         """No trip, the whole run simulated, at most the bound lost (exactly: never by rounding)."""
@@ -99,6 +104,8 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
              keep_series: bool = False, tick: Callable[[int], None] | None = None) -> RunResult:
     """One run (module docstring). `tick(seconds)` is called as simulated time advances."""
     objects = build(template, nodes, policy, settings.over)
+    if settings.event is not None:
+        objects = settings.event.apply(objects, settings.start)
     places: list[tuple[int, int]] = []
     node_objs: list[dict[str, Any]] = []
     for o in objects:
@@ -138,8 +145,11 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
     loads = np.zeros((len(names), duration), dtype=np.float32) if keep_series else None
     capped_series = np.zeros(duration, dtype=np.float32) if keep_series else None
 
+    next_change: float | None = None
+    meter = StepMeter(matrix, count, feed_rows(objects, names)) if settings.event is not None else None
+
     def plan(t: int) -> npt.NDArray[np.float64]:
-        nonlocal plans
+        nonlocal plans, next_change
         at = settings.start + timedelta(seconds=t)
         stamp = format_time(at)
         for i, o in enumerate(node_objs):
@@ -151,6 +161,8 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
         with gc_paused():
             result = plan_namespace(objects, at, core_settings, cache)
         plans += 1
+        when = result.next_change_at
+        next_change = None if when is None else (when - settings.start).total_seconds()
         for o, key in zip(objects, keys, strict=True):
             status = result.statuses.get(key)
             if status is not None:
@@ -168,7 +180,8 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
     enforced = plan(0)
     seconds = 0
     for t in range(duration):
-        if t > 0 and t % interval == 0:
+        due = settings.follow_timers and next_change is not None and t >= next_change
+        if t > 0 and (t % interval == 0 or due):
             pending.append((t + lag, plan(t)))
             window_peak = np.zeros(len(node_objs))
         while pending and pending[0][0] <= t:
@@ -177,6 +190,8 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
         lost = float(((wanted[:, t] - gpu) * count).sum())
         capped += lost
         power = base + count * gpu
+        if meter is not None:
+            meter.see(wanted[:, t], enforced)
         np.maximum(window_peak, power, out=window_peak)
         load = matrix @ power
         over_s += load > usable_arr
@@ -199,7 +214,8 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
         nodes=nodes, policy=policy, seconds=seconds, trips=trips,
         seconds_over_usable={n: int(s) for n, s in zip(names, over_s, strict=True) if s > 0},
         energy_capped_percent=round(share, 3), plans=plans, series=series,
-        capped_share=share / 100, stopped_early=seconds < duration)
+        capped_share=share / 100, stopped_early=seconds < duration,
+        steps=None if meter is None else meter.report(names))
 
 
 def _constraints(objects: list[dict[str, Any]], nodes: list[dict[str, Any]]

@@ -1,4 +1,4 @@
-"""Per-node GPU power traces, at 1 s resolution, from documented shapes (DESIGN section 13).
+"""Per-node GPU power traces, at 1 s resolution, from documented shapes.
 
 Every figure is a share of the GPU's TDP (spec.gpu.maxPowerWatts). The shapes, and where they come
 from (the parameters are this simulator's assumptions, chosen inside what the sources describe):
