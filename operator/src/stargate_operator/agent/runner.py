@@ -20,10 +20,10 @@ GPUs, so the rest is the GPUNode's `spec.basePowerWatts`; the simulator models b
 
 A `Fleet` keeps the GPUNode objects, the slices and the racks' `powerLimits` in caches fed by the
 operator's list-then-watch loop (client/informer.py; or by polling with `watch=False`) and runs the agents:
-one for a real node (`--node NAME`, watching its GPUNode and its own rack by field selectors), or one
-per GPUNode of a namespace in simulation (`--simulate --all`, one watch of the namespace's GPUNodes
-and one of its racks), which is how the demo runs a hundred nodes in one process. Writes of a
-fleet are spread over the interval so that they do not arrive together.
+one for a real node (`--node NAME`, watching its GPUNode, its slice and its own rack by field
+selectors), or one per GPUNode of a namespace in simulation (`--simulate --all`, one watch each of the
+namespace's GPUNodes, slices and racks), which is how the demo runs a hundred nodes in one process.
+Writes of a fleet are spread over the interval so that they do not arrive together.
 """
 
 from __future__ import annotations
