@@ -1,7 +1,7 @@
 """The benchmarks' shared parts: the synthetic site on a local control plane, the operator and agent
 processes, waits, CPU and API server figures, profilers and the common command line.
 
-Imported by the scripts beside it (hack/bench.py, bench-react.py, bench-rack-writes.py, ...) as
+Imported by the scripts beside it (hack/bench.py, bench-react.py, ...) as
 `import benchlib`: Python puts a script's own folder first on `sys.path`, so `python hack/<script>.py`
 finds it from any working directory, with no path set by hand.
 """
@@ -456,68 +456,6 @@ def summarize_py_spy(path: Path, top: int = 40) -> list[str]:
     out = [f"{total} samples at 200 Hz with the GIL held (about {total / 200:.1f} s of CPU)"]
     out += [f"{v / total * 100:5.1f}%  {k}" for k, v in inclusive.most_common(top)] if total else []
     return out
-
-
-class RackWatcher:
-    """When every rack's status.powerLimits first equals what the core wants: a watch on the racks
-    from the current resourceVersion, in a thread of its own (with its own event loop and client),
-    since the benchmark's main thread blocks while it polls the operator."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, want: Mapping[str, Mapping[str, int]]) -> None:
-        self.kubeconfig = kubeconfig
-        self.namespace = namespace
-        self.want = dict(want)
-        self.done_at: float | None = None
-        self.watching = threading.Event()
-        self.finished = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    async def _run(self) -> None:
-        client = KubeClient.from_kubeconfig(str(self.kubeconfig), max_connections=2)
-        try:
-            items, rv = await client.list(RACKS, self.namespace, page_size=5000)
-            wrong = {o["metadata"]["name"] for o in items
-                     if (o.get("status") or {}).get("powerLimits") != self.want.get(o["metadata"]["name"])}
-            wrong &= set(self.want)
-            self.watching.set()
-            while wrong:
-                async for event in client.watch(RACKS, self.namespace, rv, timeout_seconds=600):
-                    obj = event["object"]
-                    rv = str(obj.get("metadata", {}).get("resourceVersion") or rv)
-                    if event["type"] == "BOOKMARK":
-                        continue
-                    name = obj["metadata"]["name"]
-                    if (obj.get("status") or {}).get("powerLimits") == self.want.get(name):
-                        wrong.discard(name)
-                    elif name in self.want:
-                        wrong.add(name)
-                    if not wrong:
-                        self.done_at = time.perf_counter()
-                        break
-        except BaseException as e:  # reported by result()
-            self.error = e
-            self.watching.set()
-        finally:
-            self.finished.set()
-            await client.aclose()
-
-    def start(self) -> RackWatcher:
-        self.thread.start()
-        self.watching.wait(120)
-        return self
-
-    def result(self, timeout: float = 900) -> float:
-        if not self.finished.wait(timeout):
-            raise SystemExit(f"the racks' powerLimits were not all correct within {timeout}s")
-        if self.error is not None:
-            raise SystemExit(f"rack watch failed: {self.error!r}")
-        assert self.done_at is not None
-        return self.done_at
-
-
-def rack_limits(expected: Mapping[tuple[str, str, str], dict[str, Any]]) -> dict[str, dict[str, int]]:
-    return {k[2]: v["powerLimits"] for k, v in expected.items() if k[0] == RACK}
 
 
 def lowering(objects: list[dict[str, Any]], expected: Mapping[tuple[str, str, str], dict[str, Any]]
