@@ -9,7 +9,7 @@ E2E ?= 1
 
 .PHONY: help setup tools node-tools lint test test-unit test-integration test-e2e demo crds docs docs-serve bench clean
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,7 +28,7 @@ node-tools: setup  ## the real node's parts: Debian packages, kubelet, controlle
 	hack/install-node-deps.sh
 	$(PY) -m stargate_operator.localcp.binaries node
 
-crds: setup  ## regenerate the CRD YAML from the models
+crds: setup  ## regenerate the CRD YAML from the models, and the chart's kind lists from the registry
 	$(PY) hack/gen-crds.py
 
 lint: setup  ## ruff, mypy (strict) and the import layers (lint-imports) of the package
@@ -52,14 +52,14 @@ test-integration: tools  ## integration tests only (real API server, Helm, Prome
 demo: setup  ## the main job (builds kube-apiserver and etcd on first use): control plane, operator, site, live summary
 	$(VENV)/bin/stargate-operator demo
 
-docs: setup  ## the docs site under build/site (strict: a broken link or a page missing from the nav fails)
+docs: setup  ## regenerate the reference pages, build the docs site under build/site (strict: a broken link or a page missing from the nav fails)
 	$(PY) hack/gen-docs.py
 	$(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 docs-serve: setup  ## serve the docs on http://127.0.0.1:8000 while editing them
 	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 
-bench: tools  ## benchmarks (see docs/performance.md)
+bench: tools  ## hack/bench.py at 1,000 nodes (the other benchmarks: hack/README.md, docs/performance.md)
 	$(PY) hack/bench.py --nodes 1000
 
 clean:  ## remove the virtual environment (the binary cache under ~/.cache stays)

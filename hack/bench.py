@@ -17,8 +17,9 @@ On a fresh local control plane (real kube-apiserver + etcd):
    writes, and the operator's run lies between the two.
 3. curtail: a 20 % curtailment of the site; time from the spec change until every GPU node's
    powerLimitWatts is correct, against the same patches in a tight loop (before and after); in
-   the same phase `react_s`, until every rack's status.powerLimits is correct (the operator
-   writes the racks first: the limits' fast path), read from a watch on the racks.
+   the same phase `react_s`, until every changed node's entry in the PowerLimitSlices shows its
+   lowering (min(old, new): the operator writes the slices first, the limits' fast path), read
+   from a watch on the slices.
 4. rack: one rack's priority changes; time until its nodes are correct.
 5. agents: one `agent --simulate --all` process for the whole site (interval an hour, so that
    only the reports that follow a limit change write), the curtailment lifted and everything
@@ -68,16 +69,16 @@ from benchlib import (
     Cpu,
     OperatorProcess,
     Profiler,
-    RackWatcher,
     Site,
+    SliceWatcher,
     cores,
     curtailed,
     free_port,
     key,
     log,
+    lowering,
     parser,
     quiesce,
-    rack_limits,
     set_curtailment,
     wait_all_writes,
     wait_healthy,
@@ -161,11 +162,11 @@ async def baseline_again(site: Site, reset: Mapping[tuple[str, str, str], dict[s
 class AgentProcess:
     """`stargate-operator agent --simulate --all` for the whole site, with its metrics served."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, logdir: Path) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str, logdir: Path, interval: float = 3600) -> None:
         self.port = free_port()
         self.log_path = logdir / "agent.log"
         cmd = [sys.executable, "-m", "stargate_operator.cli", "agent", "--simulate", "--all",
-               "-n", namespace, "--interval", "3600", "--seed", "1", "--no-events",
+               "-n", namespace, "--interval", f"{interval:g}", "--seed", "1", "--no-events",
                "--metrics-port", str(self.port), "--metrics-addr", "127.0.0.1",
                "--log-level", os.environ.get("BENCH_AGENT_LOG_LEVEL", "WARNING")]
         helped = subprocess.run([*cmd[:4], "--help"], capture_output=True, text=True, check=False).stdout
@@ -191,7 +192,7 @@ class AgentProcess:
     def changes(self) -> dict[str, float]:
         m = self.metrics()
         return {src: m.get(f'stargate_agent_power_limit_changes_total{{source="{src}"}}', -1.0)
-                for src in ("rack", "gpunode")}
+                for src in ("slice", "rack", "gpunode")}
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -247,7 +248,7 @@ async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, lo
                       if k[0] == NODE and v["powerLimitWatts"] != now_limits.get(k[2]))
         rest()
         before = agent.changes()
-        watcher = RackWatcher(cp.kubeconfig, ns, rack_limits(after)).start()
+        watcher = SliceWatcher(cp.kubeconfig, ns, lowering(objects, after)).start()
         if profiler:
             seconds = max(3, nodes // 2000)
             profiler.operator(agent.proc.pid, "agents", seconds, who="agent")
@@ -275,10 +276,11 @@ async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, lo
             profiler.finish()
         got = agent.changes()
         result["agents_changed"] = changed
+        result["agents_from_slice"] = int(got["slice"] - before["slice"])
         result["agents_from_rack"] = int(got["rack"] - before["rack"])
         result["agents_from_gpunode"] = int(got["gpunode"] - before["gpunode"])
         log(f"agents: {changed} new limits applied {result['agents_react_s']:.2f}s after the spec change "
-            f"({result['agents_from_rack']} from racks), racks correct after "
+            f"({result['agents_from_slice']} from slices), slices correct after "
             f"{result['agents_phase_react_s']:.2f}s")
         budget = after[CLUSTER, ns, name]["power"]["budgetWatts"]
         confirmed_at = wait_until(lambda: confirmed(budget) == site.nodes, 1800, "every node confirmed again")
@@ -391,7 +393,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             wait_healthy(op)
             wait_reconciled(op)
             rest()
-            watcher = RackWatcher(cp.kubeconfig, site.namespace, rack_limits(after)).start()
+            watcher = SliceWatcher(cp.kubeconfig, site.namespace, lowering(objects, after)).start()
             if profiler:  # the fast path: the recomputation and the racks' writes
                 seconds = max(3, args.nodes // 2000)
                 profiler.apiserver(cp, "curtail", seconds)
@@ -416,7 +418,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                                                          result, "curtail_baseline")
             result["curtail_ratio"] = round(curt_s / curt_base, 3)
             log(f"curtail: {w - before:.0f} writes in {curt_s:.2f}s (first after "
-                f"{result['curtail_first_write_s']:.2f}s, every rack's powerLimits after "
+                f"{result['curtail_first_write_s']:.2f}s, every slice's lowering after "
                 f"{result['react_s']:.2f}s); baseline again {curt_base2:.2f}s; "
                 f"curtail_ratio {result['curtail_ratio']}")
             op = OperatorProcess(cp.kubeconfig, [site.namespace], logdir, "rack")

@@ -1,7 +1,7 @@
 """The benchmarks' shared parts: the synthetic site on a local control plane, the operator and agent
 processes, waits, CPU and API server figures, profilers and the common command line.
 
-Imported by the scripts beside it (hack/bench.py, bench-react.py, bench-rack-writes.py, ...) as
+Imported by the scripts beside it (hack/bench.py, bench-react.py, ...) as
 `import benchlib`: Python puts a script's own folder first on `sys.path`, so `python hack/<script>.py`
 finds it from any working directory, with no path set by hand.
 """
@@ -28,7 +28,8 @@ import httpx
 
 from stargate_operator import kinds
 from stargate_operator.client import ApiResource, KubeClient
-from stargate_operator.core import CoreSettings, plan_namespace
+from stargate_operator.core import CoreSettings
+from stargate_operator.core.sliceplan import CampusSettings, plan_campus
 from stargate_operator.fixtures.synth import synthetic_site
 from stargate_operator.kinds import GROUP_PATH
 from stargate_operator.localcp.controlplane import LocalControlPlane
@@ -141,7 +142,8 @@ class Site:
 
     def expected(self, objects: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
         with gc_paused():
-            plan = plan_namespace(objects, datetime.now(UTC), CoreSettings(stale_after_seconds=STALE_AFTER))
+            plan = plan_campus(objects, datetime.now(UTC),
+                               CampusSettings(core=CoreSettings(stale_after_seconds=STALE_AFTER)))
         return dict(plan.statuses)
 
     async def write(self, patches: Mapping[tuple[str, str, str], dict[str, Any] | None]) -> float:
@@ -456,43 +458,70 @@ def summarize_py_spy(path: Path, top: int = 40) -> list[str]:
     return out
 
 
-class RackWatcher:
-    """When every rack's status.powerLimits first equals what the core wants: a watch on the racks
-    from the current resourceVersion, in a thread of its own (with its own event loop and client),
-    since the benchmark's main thread blocks while it polls the operator."""
+def lowering(objects: list[dict[str, Any]], expected: Mapping[tuple[str, str, str], dict[str, Any]]
+             ) -> dict[str, int]:
+    """Node -> the entry its slice must show once a change's lowering is written: min(old, new) for
+    every node whose limit changes (lower before raise), from the GPUNodes' limits now."""
+    now = {o["metadata"]["name"]: (o.get("status") or {}).get("powerLimitWatts")
+           for o in objects if o["kind"] == NODE}
+    out: dict[str, int] = {}
+    for k, v in expected.items():
+        if k[0] != NODE:
+            continue
+        new, old = v.get("powerLimitWatts"), now.get(k[2])
+        if isinstance(new, int) and new != old:
+            out[k[2]] = new if not isinstance(old, int) else min(old, new)
+    return out
 
-    def __init__(self, kubeconfig: Path, namespace: str, want: Mapping[str, Mapping[str, int]]) -> None:
+
+class SliceWatcher:
+    """When every node's entry in the PowerLimitSlices first equals `want` (node -> watts): a watch on
+    the slices from the current resourceVersion, in a thread of its own (with its own event loop
+    and client), since the benchmark's main thread blocks while it polls the operator."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, want: Mapping[str, int]) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.want = dict(want)
         self.done_at: float | None = None
+        self.slice_writes = 0  # slice events seen until then
         self.watching = threading.Event()
         self.finished = threading.Event()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
+    def _note(self, obj: dict[str, Any], wrong: set[str]) -> None:
+        for node, watts in ((obj.get("spec") or {}).get("limits") or {}).items():
+            want = self.want.get(node)
+            if want is None:
+                continue
+            if watts == want:
+                wrong.discard(node)
+            else:
+                wrong.add(node)
+
     async def _run(self) -> None:
+        slices = ApiResource.of(kinds.POWER_LIMIT_SLICE)
         client = KubeClient.from_kubeconfig(str(self.kubeconfig), max_connections=2)
         try:
-            items, rv = await client.list(RACKS, self.namespace, page_size=5000)
-            wrong = {o["metadata"]["name"] for o in items
-                     if (o.get("status") or {}).get("powerLimits") != self.want.get(o["metadata"]["name"])}
-            wrong &= set(self.want)
+            items, rv = await client.list(slices, self.namespace, page_size=5000)
+            wrong = set(self.want)
+            for o in items:
+                self._note(o, wrong)
             self.watching.set()
             while wrong:
-                async for event in client.watch(RACKS, self.namespace, rv, timeout_seconds=600):
+                async for event in client.watch(slices, self.namespace, rv, timeout_seconds=600):
                     obj = event["object"]
                     rv = str(obj.get("metadata", {}).get("resourceVersion") or rv)
                     if event["type"] == "BOOKMARK":
                         continue
-                    name = obj["metadata"]["name"]
-                    if (obj.get("status") or {}).get("powerLimits") == self.want.get(name):
-                        wrong.discard(name)
-                    elif name in self.want:
-                        wrong.add(name)
+                    self.slice_writes += 1
+                    self._note(obj, wrong)
                     if not wrong:
                         self.done_at = time.perf_counter()
                         break
+            if self.done_at is None:
+                self.done_at = time.perf_counter()
         except BaseException as e:  # reported by result()
             self.error = e
             self.watching.set()
@@ -500,19 +529,15 @@ class RackWatcher:
             self.finished.set()
             await client.aclose()
 
-    def start(self) -> RackWatcher:
+    def start(self) -> SliceWatcher:
         self.thread.start()
         self.watching.wait(120)
         return self
 
     def result(self, timeout: float = 900) -> float:
         if not self.finished.wait(timeout):
-            raise SystemExit(f"the racks' powerLimits were not all correct within {timeout}s")
+            raise SystemExit(f"the slices' limits were not all correct within {timeout}s")
         if self.error is not None:
-            raise SystemExit(f"rack watch failed: {self.error!r}")
+            raise SystemExit(f"slice watch failed: {self.error!r}")
         assert self.done_at is not None
         return self.done_at
-
-
-def rack_limits(expected: Mapping[tuple[str, str, str], dict[str, Any]]) -> dict[str, dict[str, int]]:
-    return {k[2]: v["powerLimits"] for k, v in expected.items() if k[0] == RACK}

@@ -12,8 +12,8 @@ the limits after the agents' enforcement lag (3 s) and the workload's own swing 
 
 from __future__ import annotations
 
+import argparse
 import math
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,10 @@ def site() -> list[dict[str, Any]]:
 
 
 def main() -> int:
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/images/ramp.png")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", nargs="?", type=Path, default=Path("docs/images/ramp.png"),
+                        help="the PNG to write (default docs/images/ramp.png)")
+    out: Path = parser.parse_args().out
     objs = site()
     seconds = list(range(0, 6 * 60))
     envelope, allocated, measured = [], [], []

@@ -94,6 +94,17 @@ def run(objects: list[dict[str, Any]], now: datetime = NOW, stale: float = 120.0
     return plan_namespace(objects, now, CoreSettings(stale_after_seconds=stale), cache)
 
 
+def slice_limits(plan: Plan, field: str = "limits") -> dict[str, int]:
+    """Every node's entry in the PowerLimitSlices the plan writes (`field`: limits or safeLimits)."""
+    out: dict[str, int] = {}
+    for body in plan.applies:
+        if body["kind"] == "PowerLimitSlice":
+            for node, watts in (body["spec"].get(field) or {}).items():
+                assert node not in out, f"{node} in two slices"
+                out[node] = watts
+    return out
+
+
 def st(plan: Plan, kind: str, name: str, ns: str = NS) -> dict[str, Any]:
     return plan.statuses[(kind, ns, name)]
 

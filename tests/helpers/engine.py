@@ -141,6 +141,13 @@ class FakeApi:
         o = copy.deepcopy(dict(body))
         o["metadata"] = {**(held or {}).get("metadata", {"uid": f"uid-{name}"}), **o["metadata"],
                          "resourceVersion": str(next(self._rv))}
+        if held is not None and "status" in held and "status" not in o:
+            o["status"] = held["status"]  # an apply of the spec leaves the status subresource alone
+        # the generation grows with every change of the spec, as the API server counts it
+        generation = int((held or {}).get("metadata", {}).get("generation") or 0)
+        if held is None or held.get("spec") != o.get("spec"):
+            generation += 1
+        o["metadata"]["generation"] = generation
         self.objects[key] = o
         self._emit("MODIFIED" if held else "ADDED", o)
         return copy.deepcopy(o)

@@ -85,6 +85,9 @@ class OperatorProcess:
         env = self.control_plane.env()
         env.update(self.extra_env)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # Tests read measured figures from status within seconds: refreshed at once unless a test
+        # asks for the production default (extra_env).
+        env.setdefault("STARGATE_MEASURED_REFRESH", "0.2")
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             log.write(f"$ {' '.join(cmd)}\n".encode())

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -261,17 +261,19 @@ def test_cli_fleet_of_simulated_nodes_in_one_process(
 
 def test_agent_needs_only_its_rbac(kubectl: Kubectl, namespace: str, control_plane: LocalControlPlane,
                                    tmp_path: Path) -> None:
-    """What a DaemonSet's ServiceAccount needs: get/list/watch gpunodes and racks (the per-rack
-    limits), patch gpunodes/status, create events. Nothing more."""
+    """What a DaemonSet's ServiceAccount needs: get/list/watch gpunodes, powerlimitslices (its
+    limit) and racks (an older operator's limits), patch gpunodes/status, create events. Nothing
+    more."""
     ns = namespace
-    kubectl.apply(gpunode("n1"), namespace=ns)
-    set_status(kubectl, ns, "n1", operator_status(900))  # above the range: an Event must be created
+    kubectl.apply([gpunode("n1"), slice_manifest("limits-0", {"n1": 900})], namespace=ns)
+    # above the range (from its slice): an Event must be created
+    set_status(kubectl, ns, "n1", {**operator_status(450), "powerLimitSlice": "limits-0"})
     kubectl("create", "serviceaccount", "agent", "-n", ns)
     kubectl.apply([
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
          "metadata": {"name": "stargate-agent"},
          "rules": [
-             {"apiGroups": ["stargate.dev"], "resources": ["gpunodes", "racks"],
+             {"apiGroups": ["stargate.dev"], "resources": ["gpunodes", "racks", "powerlimitslices"],
               "verbs": ["get", "list", "watch"]},
              {"apiGroups": ["stargate.dev"], "resources": ["gpunodes/status"], "verbs": ["patch"]},
              {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
@@ -336,6 +338,63 @@ async def test_polling_without_watch(kubectl: Kubectl, namespace: str, client: K
         await stop(task)
 
 
+def slice_manifest(name: str, limits: dict[str, int], safe: dict[str, int] | None = None,
+                   revision: int = 1) -> dict[str, Any]:
+    return {"apiVersion": kinds.API_VERSION, "kind": "PowerLimitSlice", "metadata": {"name": name},
+            "spec": {"limits": limits, "safeLimits": safe or {}, "revision": revision}}
+
+
+OLDER_RACKS = Path(__file__).parent.parent / "fixtures" / "older-operator" / "stargate.dev_racks.yaml"
+RACKS_NOW = Path(__file__).parent.parent.parent / "crds" / "stargate.dev_racks.yaml"
+
+
+@pytest.fixture
+def older_operator(kubectl: Kubectl) -> Iterator[None]:
+    """The Rack CRD of an operator from before PowerLimitSlices (racks carry status.powerLimits),
+    for as long as the test runs; today's CRD again after it."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(OLDER_RACKS))
+    kubectl("wait", "--for=condition=Established", "crd/racks.stargate.dev")
+    try:
+        yield
+    finally:
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(RACKS_NOW))
+
+
+async def test_agent_follows_its_slice_by_name(kubectl: Kubectl, namespace: str, client: KubeClient) -> None:
+    """The agent watches the PowerLimitSlice its GPUNode's status names, and only that one; its
+    entry there wins over its GPUNode's limit; the fail-safe's limit is the slice's safe limit."""
+    ns = namespace
+    kubectl.apply([gpunode("n1"), slice_manifest("limits-0", {"n1": 300, "other": 500}, {"n1": 250}),
+                   slice_manifest("limits-1", {"n1": 200})], namespace=ns)
+    set_status(kubectl, ns, "n1", operator_status(450))
+    fleet = Fleet(client, ns, simulated_factory(seed=1), names=["n1"], interval=30)
+    task = await run_fleet(fleet)
+    try:
+        await asyncio.wait_for(fleet.synced.wait(), 20)
+        agent = fleet.agents["n1"]
+        backend = agent.backend
+        assert isinstance(backend, SimulatedBackend)
+        await eventually(lambda: backend.limit_watts == 450, timeout=5)  # no slice named yet
+        set_status(kubectl, ns, "n1", {"powerLimitSlice": "limits-0"})
+        await eventually(lambda: backend.limit_watts == 300, timeout=5)
+        assert agent.assigned_limit() == (300, "slice") and agent.safe_limit() == 250
+        await eventually(lambda: get(kubectl, ns, "n1")["status"]["telemetry"].get("enforcedLimitWatts")
+                         == 300, timeout=10)
+        # one write of its slice reaches it; another slice's entry for it means nothing
+        kubectl.apply(slice_manifest("limits-0", {"n1": 280, "other": 500}, revision=2), namespace=ns)
+        kubectl.apply(slice_manifest("limits-1", {"n1": 210}, revision=2), namespace=ns)
+        await eventually(lambda: backend.limit_watts == 280, timeout=5)
+        await asyncio.sleep(1.0)
+        assert backend.limit_watts == 280 and agent.safe_limit() == 280
+        assert set(fleet.slices) == {"limits-0"}
+        # its GPUNode names another slice: that one, through a watch of it by name
+        set_status(kubectl, ns, "n1", {"powerLimitSlice": "limits-1"})
+        await eventually(lambda: backend.limit_watts == 210, timeout=10)
+        assert set(fleet.slices) == {"limits-1"}
+    finally:
+        await stop(task)
+
+
 def rack_manifest(name: str = "rack-a") -> dict[str, Any]:
     return {"apiVersion": kinds.API_VERSION, "kind": "Rack", "metadata": {"name": name},
             "spec": {"clusterRef": "site", "maxPowerWatts": 100_000}}
@@ -346,11 +405,12 @@ def set_rack_limits(kubectl: Kubectl, ns: str, name: str, limits: dict[str, int 
             "-p", json.dumps({"status": {"powerLimits": limits}}))
 
 
-async def test_agent_takes_its_limit_from_its_rack_and_falls_back_to_its_gpunode(
-        kubectl: Kubectl, namespace: str, client: KubeClient) -> None:
-    """The enforcement path: the operator writes the racks' powerLimits before the GPUNodes' statuses;
-    the agent watches its own rack (by name) and enforces its entry there, else its GPUNode's
-    powerLimitWatts; it reports what the GPUs enforce as telemetry.enforcedLimitWatts."""
+async def test_a_new_agent_under_an_older_operator_takes_its_limit_from_its_rack(
+        kubectl: Kubectl, namespace: str, client: KubeClient, older_operator: None) -> None:
+    """An operator from before PowerLimitSlices writes the racks' powerLimits before the GPUNodes'
+    statuses; the agent (upgraded first) finds no slice, watches its own rack (by name) and enforces
+    its entry there, else its GPUNode's powerLimitWatts; it reports what the GPUs enforce as
+    telemetry.enforcedLimitWatts."""
     ns = namespace
     kubectl.apply([rack_manifest("rack-a"), rack_manifest("rack-b"), gpunode("n1")], namespace=ns)
     set_status(kubectl, ns, "n1", operator_status(450))
@@ -385,13 +445,14 @@ async def test_agent_takes_its_limit_from_its_rack_and_falls_back_to_its_gpunode
                 json.dumps({"spec": {"rackRef": "rack-b"}}))
         await eventually(lambda: backend.limit_watts == 200, timeout=10)
         assert set(fleet.racks) == {"rack-b"}
-        assert fleet.stats.limit_changes == {"rack": 2, "gpunode": 2}  # 300, 200; 450, 250
+        assert fleet.stats.limit_changes == {"slice": 0, "rack": 2, "gpunode": 2}  # 300, 200; 450, 250
     finally:
         await stop(task)
 
 
 def test_cli_fleet_follows_the_racks_and_serves_its_metrics(
-        kubectl: Kubectl, namespace: str, control_plane: LocalControlPlane, tmp_path: Path) -> None:
+        kubectl: Kubectl, namespace: str, control_plane: LocalControlPlane, tmp_path: Path,
+        older_operator: None) -> None:
     """`agent --simulate --all` (the benchmark's and the demo's way): one watch of the namespace's
     racks for every agent; --metrics-port says where each limit came from."""
     ns = namespace

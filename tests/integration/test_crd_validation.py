@@ -15,6 +15,7 @@ import pytest
 
 from helpers.crd_cases import CASES, DELETE, changed, feed_spec, good
 from helpers.kube import Kubectl, namespace_name, purge_namespace
+from stargate_operator import kinds
 from stargate_operator.api.load import ManifestError, validate_document
 
 pytestmark = pytest.mark.integration
@@ -163,23 +164,33 @@ def test_the_server_applies_the_power_domain_defaults(kubectl: Kubectl, namespac
     assert {"powerdomain.stargate.dev/subject", "powerdomain.stargate.dev/feed"} <= set(listed)
 
 
-def test_a_racks_limit_maps_are_one_field_each_to_the_api_server(kubectl: Kubectl, namespace: str) -> None:
-    """x-kubernetes-map-type atomic: the managedFields name powerLimits and safeLimits, not each
-    node in them (what makes a rack write cheaper for the API server), and a merge patch still
-    changes, adds and removes single entries, as the operator's diffs do."""
-    kubectl.apply(good("Rack"), namespace=namespace)
+def test_a_slices_limit_maps_are_one_field_each_to_the_api_server(kubectl: Kubectl, namespace: str) -> None:
+    """x-kubernetes-map-type atomic: the managedFields name limits and safeLimits, not each node in
+    them (what makes a slice write cheaper for the API server), and a server-side apply replaces
+    each map whole, as the operator writes them; the racks carry no limit maps any more."""
 
-    def patch(status: dict[str, Any]) -> dict[str, Any]:
-        kubectl("patch", "rack", "subject", "-n", namespace, "--subresource=status", "--type=merge",
-                "-p", json.dumps({"status": status}))
-        got: dict[str, Any] = kubectl.json("get", "rack", "subject", "-n", namespace, "--show-managed-fields")
+    def apply(spec: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": kinds.API_VERSION, "kind": "PowerLimitSlice",
+                "metadata": {"name": "limits-0", "namespace": namespace}, "spec": spec}
+        kubectl("apply", "--server-side", "--field-manager=stargate-operator", "-f", "-",
+                input=json.dumps(body))
+        got: dict[str, Any] = kubectl.json("get", "pls", "limits-0", "-n", namespace, "--show-managed-fields")
         return got
 
-    patch({"powerLimits": {"n0": 700, "n1": 650}, "safeLimits": {"n1": 600}})
-    got = patch({"powerLimits": {"n0": 690, "n1": None, "n2": 640}, "safeLimits": {"n1": None}})
-    assert got["status"]["powerLimits"] == {"n0": 690, "n2": 640}
-    assert got["status"]["safeLimits"] == {}
-    status_fields = [e["fieldsV1"]["f:status"] for e in got["metadata"]["managedFields"]
-                     if e.get("subresource") == "status"]
-    assert len(status_fields) == 1, got["metadata"]["managedFields"]
-    assert status_fields[0]["f:powerLimits"] == {} and status_fields[0]["f:safeLimits"] == {}, status_fields
+    apply({"limits": {"n0": 700, "n1": 650}, "safeLimits": {"n1": 600}, "revision": 1})
+    got = apply({"limits": {"n0": 690, "n2": 640}, "safeLimits": {}, "revision": 2})
+    assert got["spec"]["limits"] == {"n0": 690, "n2": 640}
+    assert got["spec"]["safeLimits"] == {} and got["spec"]["revision"] == 2
+    (fields,) = [e["fieldsV1"]["f:spec"] for e in got["metadata"]["managedFields"]
+                 if e["manager"] == "stargate-operator"]
+    assert fields["f:limits"] == {} and fields["f:safeLimits"] == {}, fields
+    # a limit out of range is refused by the schema
+    bad = {"apiVersion": kinds.API_VERSION, "kind": "PowerLimitSlice",
+           "metadata": {"name": "limits-1", "namespace": namespace}, "spec": {"limits": {"n0": 20_000}}}
+    out = kubectl("apply", "-f", "-", input=json.dumps(bad), check=False)
+    assert out.returncode != 0 and "limits" in out.stderr, out.stderr
+    # the racks' status has no limit maps: the API server drops them
+    kubectl.apply(good("Rack"), namespace=namespace)
+    kubectl("patch", "rack", "subject", "-n", namespace, "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"powerLimits": {"n0": 700}}}), check=False)  # refused or dropped
+    assert "powerLimits" not in (kubectl.json("get", "rack", "subject", "-n", namespace).get("status") or {})

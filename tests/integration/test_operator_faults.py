@@ -27,7 +27,7 @@ from stargate_operator.agent.backend import LimitOutcome
 from stargate_operator.agent.runner import Fleet
 from stargate_operator.agent.simulate import SimulatedBackend
 from stargate_operator.client import KubeClient
-from stargate_operator.core import CoreSettings, plan_namespace
+from stargate_operator.core.sliceplan import CampusSettings, SliceSettings, plan_campus
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
@@ -65,7 +65,8 @@ def all_objects(api: Api, ns: str) -> list[dict[str, Any]]:
 def fixed_point_diffs(api: Api, ns: str) -> dict[tuple[str, str, str], dict[str, Any]]:
     """What the core would still change in the stored statuses: {} when every status is correct."""
     objects = all_objects(api, ns)
-    plan = plan_namespace(objects, datetime.now(UTC), CoreSettings())
+    # the operators of this module run with --slice-size PER_RACK (one rack per slice)
+    plan = plan_campus(objects, datetime.now(UTC), CampusSettings(slices=SliceSettings(slice_size=PER_RACK)))
     held = {(o["kind"], ns, o["metadata"]["name"]): o.get("status") for o in objects}
     return {k: p for k, want in plan.statuses.items() if (p := merge_patch(held.get(k), want))}
 
@@ -87,7 +88,8 @@ def test_sigkill_while_binding_loses_and_duplicates_nothing(
     ns = namespace
     api.create_all(ns, [cluster(), pool("cxl", capacity=CAPACITY)])
     # One write at a time, so that the kill lands in the middle of the binding writes.
-    first = start(operators, control_plane, tmp_path, "-n", ns, "--write-concurrency", "1")
+    first = start(operators, control_plane, tmp_path, "-n", ns, "--write-concurrency", "1",
+                  "--slice-size", str(PER_RACK))
     wait_for(lambda: api.status("MemoryPool", ns, "cxl").get("capacityBytes") == CAPACITY, 10)
 
     claims = _claims()
@@ -118,7 +120,7 @@ def test_sigkill_while_binding_loses_and_duplicates_nothing(
     # The kill did land mid-way: not every claim that will fit was bound.
     assert len(before) < N_CLAIMS
 
-    second = start(operators, control_plane, tmp_path, "-n", ns)
+    second = start(operators, control_plane, tmp_path, "-n", ns, "--slice-size", str(PER_RACK))
 
     def converged() -> bool:
         pool_st = api.status("MemoryPool", ns, "cxl")
@@ -185,7 +187,7 @@ def test_namespace_shard_touches_only_its_namespaces(
         op = start(operators, control_plane, tmp_path, "-n", namespace)
         wait_for(lambda: api.status("GPUNode", namespace, "n2").get("allocatedWatts") == 3000, 10)
         time.sleep(1.0)
-        assert op.writes() == 4
+        assert op.writes() == 5  # site, rack, two nodes, the slice that carries their limits
         assert all(not o.get("status") for o in all_objects(api, other)), "wrote outside its shard"
     finally:
         purge_namespace(kubectl, other)
@@ -205,7 +207,7 @@ def test_apiserver_restart(api: Api, control_plane: LocalControlPlane, namespace
              10)
     time.sleep(0.5)
     writes = op.writes()
-    assert writes == 4  # site, rack, two nodes: once each
+    assert writes == 5  # site, rack, two nodes and their PowerLimitSlice: once each
 
     control_plane.restart_apiserver(downtime=2.0, kill=kill)
     restarted = time.monotonic()
@@ -352,7 +354,9 @@ class AgentsThread:
     """One simulated agent per GPUNode of the namespace, in a thread of its own with its own event
     loop and client: the real Fleet, watching the racks and GPUNodes of the real API server."""
 
-    def __init__(self, control_plane: LocalControlPlane, namespace: str) -> None:
+    def __init__(self, control_plane: LocalControlPlane, namespace: str,
+                 fleet_class: type[Fleet] = Fleet) -> None:
+        self.fleet_class = fleet_class
         self.control_plane = control_plane
         self.namespace = namespace
         self.fleet: Fleet | None = None
@@ -365,7 +369,7 @@ class AgentsThread:
     async def _main(self) -> None:
         self._stop = asyncio.Event()
         client = KubeClient.from_kubeconfig(str(self.control_plane.kubeconfig), max_connections=16)
-        self.fleet = Fleet(client, self.namespace, RecordingBackend, interval=600)
+        self.fleet = self.fleet_class(client, self.namespace, RecordingBackend, interval=600)
         task = asyncio.create_task(self.fleet.run())
         self.ready.set()
         await self._stop.wait()
@@ -395,10 +399,11 @@ class AgentsThread:
     def applied(self) -> Counter[int]:
         return Counter(round(b.limit_watts) for b in self.backends().values())
 
-    def from_racks(self, watts: int) -> int:
-        """Agents whose rack's powerLimits give them `watts`."""
+    def from_slices(self, watts: int) -> int:
+        """Agents whose PowerLimitSlice gives them `watts`."""
         assert self.fleet is not None
-        return sum(a.rack_limit == watts for a in list(self.fleet.agents.values()))
+        return sum(a.slice_entry is not None and a.slice_entry.limit == watts
+                   for a in list(self.fleet.agents.values()))
 
     def from_nodes(self, watts: int) -> int:
         """Agents whose GPUNode's powerLimitWatts is `watts`."""
@@ -442,8 +447,12 @@ def _converged_after_curtailment(api: Api, ns: str, agents: AgentsThread) -> Non
         n: h for n, h in histories.items() if h != [CURTAILED]}
     for r in api.list("Rack", ns):
         st = r["status"]
-        assert st["powerLimits"] == {f"{r['metadata']['name']}-n{n}": CURTAILED for n in range(PER_RACK)}
+        assert "powerLimits" not in st
         assert st["power"]["limitsConfirmed"] == PER_RACK
+    slices = api.list("PowerLimitSlice", ns)
+    assert len(slices) == RACKS  # --slice-size PER_RACK: one rack each
+    for s in slices:
+        assert set(s["spec"]["limits"].values()) == {CURTAILED} and len(s["spec"]["limits"]) == PER_RACK
     for n in api.list("GPUNode", ns):
         st = n["status"]
         assert st["telemetry"]["enforcedLimitWatts"] == CURTAILED
@@ -461,18 +470,19 @@ def _curtail(api: Api, ns: str) -> None:
               {"spec": {"power": {"curtailment": {"percent": 50, "reason": "grid emergency"}}}})
 
 
-def _racks_first_so_far(api: Api, ns: str) -> tuple[int, int]:
-    """(racks, nodes) already carrying the curtailed limit; a node never carries it before its
-    rack (the engine's barrier: every rack write is answered before the first node write)."""
-    racks = {r["metadata"]["name"]: (r.get("status") or {}).get("powerLimits") or {}
-             for r in api.list("Rack", ns)}
-    new_racks = sum(set(p.values()) == {CURTAILED} for p in racks.values())
+def _slices_first_so_far(api: Api, ns: str) -> tuple[int, int]:
+    """(slices, nodes) already carrying the curtailed limit; a node never carries it before its
+    slice (the engine's barrier: every slice write is answered before the first node write)."""
+    slices = {s["metadata"]["name"]: (s.get("spec") or {}).get("limits") or {}
+              for s in api.list("PowerLimitSlice", ns)}
+    new_slices = sum(set(p.values()) == {CURTAILED} for p in slices.values())
     new_nodes = 0
     for n in api.list("GPUNode", ns):
-        if (n.get("status") or {}).get("powerLimitWatts") == CURTAILED:
+        st = n.get("status") or {}
+        if st.get("powerLimitWatts") == CURTAILED:
             new_nodes += 1
-            assert racks[n["spec"]["rackRef"]][n["metadata"]["name"]] == CURTAILED
-    return new_racks, new_nodes
+            assert slices[st["powerLimitSlice"]][n["metadata"]["name"]] == CURTAILED
+    return new_slices, new_nodes
 
 
 @pytest.mark.parametrize("during", ["racks", "nodes"])
@@ -485,18 +495,19 @@ def test_sigkill_in_the_middle_of_a_curtailment(
     ns = namespace
     api.create_all(ns, _curtailment_site())
     # One write at a time (about 300 to write), so that the kill lands in the middle of them.
-    first = start(operators, control_plane, tmp_path, "-n", ns, "--write-concurrency", "1")
+    first = start(operators, control_plane, tmp_path, "-n", ns, "--write-concurrency", "1",
+                  "--slice-size", str(PER_RACK))
     _ready_for_curtailment(api, ns, agents)
 
     _curtail(api, ns)
     if during == "racks":
-        wait_for(lambda: agents.from_racks(CURTAILED) >= 10 * PER_RACK, 20, interval=0.002,
+        wait_for(lambda: agents.from_slices(CURTAILED) >= 10 * PER_RACK, 20, interval=0.002,
                  what="the first racks' new limits")
     else:
         wait_for(lambda: agents.from_nodes(CURTAILED) >= 20, 20, interval=0.002,
                  what="the first GPUNodes' new limits")
     first.kill()
-    racks_new, nodes_new = _racks_first_so_far(api, ns)
+    racks_new, nodes_new = _slices_first_so_far(api, ns)
     print(f"killed with {racks_new} of {RACKS} racks and {nodes_new} of {NODES} nodes written")
     if during == "racks":
         assert 10 <= racks_new < RACKS and nodes_new == 0
@@ -505,7 +516,7 @@ def test_sigkill_in_the_middle_of_a_curtailment(
     # The agents follow what was written: those of the racks written have the new limit already.
     wait_for(lambda: agents.applied()[CURTAILED] >= racks_new * PER_RACK, 10, interval=0.05)
 
-    second = start(operators, control_plane, tmp_path, "-n", ns)
+    second = start(operators, control_plane, tmp_path, "-n", ns, "--slice-size", str(PER_RACK))
     _converged_after_curtailment(api, ns, agents)
     assert second.alive
 
@@ -518,15 +529,16 @@ def test_apiserver_restart_in_the_middle_of_a_curtailment(
     rack and node converges and no agent keeps an old limit."""
     ns = namespace
     api.create_all(ns, _curtailment_site())
-    op = start(operators, control_plane, tmp_path, "-n", ns, "--write-concurrency", "1")
+    op = start(operators, control_plane, tmp_path, "-n", ns, "--write-concurrency", "1",
+                  "--slice-size", str(PER_RACK))
     _ready_for_curtailment(api, ns, agents)
 
     _curtail(api, ns)
-    wait_for(lambda: agents.from_racks(CURTAILED) >= 10 * PER_RACK, 20, interval=0.002,
+    wait_for(lambda: agents.from_slices(CURTAILED) >= 10 * PER_RACK, 20, interval=0.002,
              what="the first racks' new limits")
     control_plane.stop_apiserver(kill=True)
     try:
-        seen = agents.from_racks(CURTAILED) // PER_RACK
+        seen = agents.from_slices(CURTAILED) // PER_RACK
         assert seen < RACKS, "the racks were all written before the API server went"
         time.sleep(2.0)
     finally:
@@ -536,3 +548,31 @@ def test_apiserver_restart_in_the_middle_of_a_curtailment(
     _converged_after_curtailment(api, ns, agents)
     assert op.alive
 
+
+
+class OlderFleet(Fleet):
+    """Agents as they were before PowerLimitSlices: their rack's powerLimits, else their GPUNode's
+    status.powerLimitWatts; no slice is read."""
+
+    async def _follow_slices(self) -> None:
+        return
+
+
+def test_older_agents_follow_a_new_operator_through_their_gpunodes(
+        api: Api, control_plane: LocalControlPlane, namespace: str, operators: list[OperatorProcess],
+        tmp_path: Path) -> None:
+    """An operator upgraded before its agents (the wrong order, but it happens): the racks carry no
+    limit maps any more, and the older agents take their limits from their GPUNodes, a curtailment
+    included; every node converges and confirms."""
+    ns = namespace
+    agents = AgentsThread(control_plane, ns, OlderFleet).start()
+    try:
+        api.create_all(ns, _curtailment_site())
+        start(operators, control_plane, tmp_path, "-n", ns, "--slice-size", str(PER_RACK))
+        _ready_for_curtailment(api, ns, agents)
+        _curtail(api, ns)
+        _converged_after_curtailment(api, ns, agents)
+        assert agents.fleet is not None
+        assert {a.assigned_limit() for a in agents.fleet.agents.values()} == {(CURTAILED, "gpunode")}
+    finally:
+        agents.stop()

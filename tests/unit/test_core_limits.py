@@ -1,4 +1,4 @@
-"""The enforcement path in the core: Rack.status.powerLimits, the GPUNode
+"""The enforcement path in the core: the PowerLimitSlices that carry every node's limit, the GPUNode
 condition PowerLimitApplied, and the confirmed counts of racks and sites."""
 
 from __future__ import annotations
@@ -8,10 +8,15 @@ from typing import Any
 
 from hypothesis import given
 
-from helpers.core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, st, ts
+from helpers.core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, slice_limits, st, ts
 from helpers.properties import PROPS, sites, with_versions
-from stargate_operator.core import PlanCache
+from stargate_operator.core import Plan, PlanCache
 from stargate_operator.core.counts import NODES_LIMIT_CONFIRMED, NODES_LIMIT_UNCONFIRMED, counts_from_objects
+from stargate_operator.core.sliceplan import CampusCache, CampusSettings, plan_campus
+
+
+def campus(objects: list[dict[str, Any]], cache: CampusCache | None = None) -> Plan:
+    return plan_campus(objects, NOW, CampusSettings(), cache)
 
 
 def report(enforced: int | None, *, age_s: int = 0) -> dict[str, Any]:
@@ -27,16 +32,20 @@ def site(*nodes: dict[str, Any], it: int = 100_000) -> list[dict[str, Any]]:
     return [cluster(it=it), rack("r"), rack("lost", cluster_ref="gone"), *nodes]
 
 
-def test_rack_power_limits_are_its_nodes_limits_by_name() -> None:
+def test_slices_carry_every_nodes_limit_by_name() -> None:
     # Two nodes of 4 GPUs (100-500 W) share 2,400 W: 1,200 each, 300 W per GPU.
     objs = site(node("b", "r", count=4), node("a", "r", count=4), node("x", "lost", count=4), it=2400)
-    plan = run(objs)
-    limits = st(plan, "Rack", "r")["powerLimits"]
-    assert limits == {"a": 300, "b": 300}
-    assert list(limits) == ["a", "b"]  # sorted by name, whatever the input's order
+    plan = campus(objs)
+    limits = slice_limits(plan)
+    # A rack without a cluster has its nodes listed with the limit their own status carries.
+    assert limits == {"a": 300, "b": 300, "x": st(plan, "GPUNode", "x")["powerLimitWatts"]}
+    (body,) = plan.applies
+    assert list(body["spec"]["limits"]) == ["a", "b", "x"]  # sorted by name, whatever the input's order
+    assert body["spec"]["revision"] == 1 and body["spec"]["safeLimits"] == {}
     assert all(st(plan, "GPUNode", n)["powerLimitWatts"] == w for n, w in limits.items())
-    # A rack without a cluster lists its nodes with the limit their own status carries.
-    assert st(plan, "Rack", "lost")["powerLimits"] == {"x": st(plan, "GPUNode", "x")["powerLimitWatts"]}
+    assert all(st(plan, "GPUNode", n)["powerLimitSlice"] == body["metadata"]["name"] for n in limits)
+    # the racks no longer carry limit maps
+    assert "powerLimits" not in st(plan, "Rack", "r") and "safeLimits" not in st(plan, "Rack", "r")
 
 
 def test_power_limit_applied_before_any_report_and_after() -> None:
@@ -91,7 +100,7 @@ def test_a_new_limit_is_not_applied_until_the_agent_reports_it() -> None:
     # A curtailment: the site has 1,200 W, 300 W per GPU; the agent still reports 500.
     curtailed = feed_back([cluster(it=1200), *objs[1:]], first)
     second = run(curtailed)
-    assert st(second, "Rack", "r")["powerLimits"] == {"n": 300}
+    assert slice_limits(campus(curtailed)) == {"n": 300}
     c = cond(st(second, "GPUNode", "n"), "PowerLimitApplied")
     assert (c["status"], c["reason"]) == ("False", "NotEnforced")
     assert st(second, "Rack", "r")["power"]["limitsConfirmed"] == 0
@@ -104,37 +113,80 @@ def test_a_new_limit_is_not_applied_until_the_agent_reports_it() -> None:
     assert st(third, "StargateCluster", "site")["power"]["limitsConfirmed"] == 1
 
 
-def test_a_cached_rack_keeps_its_power_limits() -> None:
-    """An unchanged rack is reused from the cache with its nodes' statuses: its powerLimits must be
-    the same as computed afresh (the nodes' records are reused without being allocated again)."""
+def test_a_cached_rack_keeps_its_nodes_in_their_slice() -> None:
+    """An unchanged rack is reused from the cache with its nodes' statuses: its slice must be the
+    same as computed afresh (the nodes' records are reused without being allocated again)."""
     objs = with_versions(site(node("a", "r", count=4, telemetry=report(300)), node("b", "r", count=4),
-                           it=2400), "1")
-    cache = PlanCache()
-    first = run(objs, cache=cache)
+                              it=2400), "1")
+    cache = CampusCache()
+    first = campus(objs, cache=cache)
     written = with_versions(feed_back(objs, first), "2")
     for _ in range(2):
-        again = run(written, cache=cache)
-        assert again.statuses == run(written).statuses
-        assert st(again, "Rack", "r")["powerLimits"] == {"a": 300, "b": 300}
+        again = campus(written, cache=cache)
+        assert again.statuses == campus(written).statuses
+        assert slice_limits(again) == {"a": 300, "b": 300}
         assert st(again, "Rack", "r")["power"]["limitsConfirmed"] == 1
+    assert PlanCache  # the core's own cache, inside CampusCache
 
 
 @PROPS
 @given(sites())
-def test_every_rack_lists_exactly_its_nodes_with_their_limits(objs: list[dict[str, Any]]) -> None:
-    cache = PlanCache()
+def test_every_node_is_in_one_slice_with_its_limit_and_its_rack(objs: list[dict[str, Any]]) -> None:
+    cache = CampusCache()
     objs = with_versions(objs, "1")
-    for objects in (objs, with_versions(feed_back(objs, run(objs)), "2")):
-        plan = run(objects, cache=cache)
+    for objects in (objs, with_versions(feed_back(objs, campus(objs)), "2")):
+        plan = campus(objects, cache=cache)
         nodes = {(o["metadata"]["name"], o["spec"]["rackRef"]) for o in objects if o["kind"] == "GPUNode"}
+        limits = slice_limits(plan)
+        assert set(limits) == {n for n, _ in nodes}
+        slice_of = {n: plan.statuses["GPUNode", NS, n]["powerLimitSlice"] for n, _ in nodes}
+        for name, rack_name in nodes:
+            assert limits[name] == plan.statuses["GPUNode", NS, name]["powerLimitWatts"]
+            # racks are never split
+            assert all(slice_of[o] == slice_of[name] for o, r in nodes if r == rack_name)
         for key, status in plan.statuses.items():
             if key[0] != "Rack":
                 continue
             members = {n for n, r in nodes if r == key[2]}
-            assert set(status["powerLimits"]) == members
-            for name, watts in status["powerLimits"].items():
-                assert watts == plan.statuses["GPUNode", key[1], name]["powerLimitWatts"]
             confirmed = sum(
                 cond(plan.statuses["GPUNode", key[1], n], "PowerLimitApplied")["status"] == "True"
                 for n in members)
             assert status["power"]["limitsConfirmed"] == confirmed
+
+
+def test_power_limit_applied_false_only_after_the_grace_period() -> None:
+    """Confirmation by exception: right after a change a node that has not applied its new limit
+    keeps the condition it had; once the grace period is over without a confirmation, False."""
+    objs = site(node("n", "r", count=4, telemetry=report(500)), it=2000)
+    cache = CampusCache()
+    first = plan_campus(objs, NOW, CampusSettings(), cache)
+    assert cond(st(first, "GPUNode", "n"), "PowerLimitApplied")["status"] == "True"
+    written = feed_back(objs, first)
+    slice_ = next(b for b in first.applies if b["kind"] == "PowerLimitSlice")
+    written.append({**slice_, "metadata": {**slice_["metadata"], "uid": "u"}})
+    curtailed = [cluster(it=1200), *written[1:]]
+    second = plan_campus(curtailed, NOW + timedelta(seconds=1), CampusSettings(), cache)
+    assert slice_limits(second) == {"n": 300}
+    c = cond(st(second, "GPUNode", "n"), "PowerLimitApplied")
+    assert c["status"] == "True"  # still inside the grace period: not an exception yet
+    assert second.next_change_at == NOW + timedelta(seconds=61)
+    held = next(b for b in second.applies if b["kind"] == "PowerLimitSlice")
+    now_held = [*curtailed[:-1], {**held, "metadata": {**held["metadata"], "uid": "u"}}]
+    within = plan_campus(now_held, NOW + timedelta(seconds=30), CampusSettings(), cache)
+    assert cond(st(within, "GPUNode", "n"), "PowerLimitApplied")["status"] == "True"
+    later = plan_campus(now_held, NOW + timedelta(seconds=61), CampusSettings(), cache)
+    c = cond(st(later, "GPUNode", "n"), "PowerLimitApplied")
+    assert (c["status"], c["reason"]) == ("False", "NotEnforced")
+
+
+def test_a_slice_left_without_racks_is_emptied_not_deleted() -> None:
+    objs = site(node("a", "r", count=4), it=2400)
+    first = campus(objs)
+    body = next(b for b in first.applies if b["kind"] == "PowerLimitSlice")
+    gone = [*objs[:-1], {**body, "metadata": {**body["metadata"], "uid": "u"}}]  # the node is gone
+    second = campus(gone)
+    (emptied,) = [b for b in second.applies if b["kind"] == "PowerLimitSlice"]
+    assert emptied["spec"] == {"limits": {}, "safeLimits": {}, "revision": 2}
+    assert not second.deletes
+    assert st(second, "PowerLimitSlice", body["metadata"]["name"]) == {
+        "observedGeneration": 1, "nodes": 0, "confirmed": 0, "unconfirmed": 0}

@@ -12,10 +12,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
-from helpers.core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, st, ts
+from helpers.core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, slice_limits, st, ts
 from helpers.domains import dense_sites, domain, expected_constraints, fed, tree_sites
 from stargate_operator.core import Plan, PlanCache
 from stargate_operator.core.capping import Oversubscription, parse_oversubscription, step
+from stargate_operator.core.sliceplan import CampusSettings, plan_campus
 
 PROPS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -105,9 +106,10 @@ def test_low_measured_draw_lets_the_site_allocate_above_its_budget() -> None:
     plain = run(three([200, 200, 200]))
     assert limits(plain) == [333, 333, 333] == safe(plain)
     assert "capping" not in st(plain, "StargateCluster", "site")["power"]
-    # a rack lists only the safe limits below its limits: none without oversubscription
-    assert st(plain, "Rack", "r0")["powerLimits"] == {"n0": 333}
-    assert st(plain, "Rack", "r0")["safeLimits"] == {}
+    # a slice lists only the safe limits below its limits: none without oversubscription
+    objs = three([200, 200, 200])
+    assert slice_limits(plan_campus(objs, NOW, CampusSettings()))["n0"] == 333
+    assert slice_limits(plan_campus(objs, NOW, CampusSettings()), "safeLimits") == {}
     plan = run(three([200, 200, 200], site_over=over()))
     assert limits(plan) == [416, 416, 416]  # 950 W over three rooms of 400, on top of the floors
     assert safe(plan) == [333, 333, 333]  # the same tree with no oversubscription
@@ -119,9 +121,10 @@ def test_low_measured_draw_lets_the_site_allocate_above_its_budget() -> None:
     assert reasons(plan) == []
     # the rack's budget exceeds what the site alone would give it, and says by what
     assert st(plan, "Rack", "r0")["power"]["budgetWatts"] == 416
-    # the safe limits travel with the rack's limits (the agents' fast path)
-    assert st(plan, "Rack", "r0")["powerLimits"] == {"n0": 416}
-    assert st(plan, "Rack", "r0")["safeLimits"] == {"n0": 333}
+    # the safe limits travel with the limits in the slices (the agents' fast path)
+    sliced = plan_campus(three([200, 200, 200], site_over=over()), NOW, CampusSettings())
+    assert slice_limits(sliced)["n0"] == 416
+    assert slice_limits(sliced, "safeLimits")["n0"] == 333
 
 
 def test_draw_at_the_cap_line_caps_within_the_real_budget_at_once_with_an_event() -> None:

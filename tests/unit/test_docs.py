@@ -268,7 +268,7 @@ def test_oversubscription_page_worked_example_is_what_the_core_computes(tmp_path
 
     s1 = step(base, 4000, "2026-12-07T12:00:00Z")
     assert figures(s1) == (80000, "False", "DrawBelowCapAt", 125000, 60000, 60000, 1250)
-    assert s1["rack-b"]["status"]["safeLimits"]["b-node-1"] == 750  # type: ignore[index]
+    assert s1["b-node-1"]["status"]["safeLimitWatts"] == 750  # type: ignore[index]
     assert not s1["rack-a"]["status"].get("safeLimits")  # type: ignore[union-attr]
     s2 = step(list(s1.values()), 4800, "2026-12-07T12:01:00Z")
     assert figures(s2) == (96000, "True", "DrawAboveCapAt", 100000, 60000, 40000, 750)

@@ -20,9 +20,9 @@ from stargate_operator import kinds
 from stargate_operator.client import ApiResource
 from stargate_operator.controller.engine import Engine, EngineSettings, _holds, connections_needed
 from stargate_operator.controller.slot import Controller, power_controller
-from stargate_operator.core import plan_namespace
+from stargate_operator.core.sliceplan import CampusSettings, plan_campus
 from stargate_operator.core.statusdiff import merge_patch
-from stargate_operator.core.types import CoreSettings, ObjectRef, Plan
+from stargate_operator.core.types import ObjectRef, Plan
 from stargate_operator.fixtures.synth import SYNTH_NOW, synthetic_site
 
 CONFIGMAPS = ApiResource("", "v1", "configmaps", "ConfigMap")
@@ -88,13 +88,16 @@ async def test_cold_start_writes_what_the_core_decides_once_and_its_echoes_cause
     engine = await started(api, clocks, [power_controller()])
     engines.append(engine)
     await engine.run_due()
-    plan = plan_namespace(list(api.objects.values()), clocks.wall(), CoreSettings())
+    plan = plan_campus(list(api.objects.values()), clocks.wall(), CampusSettings())
     # Every status the core wants is now on the server, and nothing else was written.
     for key, want in plan.statuses.items():
         assert merge_patch(api.objects[key].get("status"), want) == {}, key
     before = {(o["kind"], "site-a", o["metadata"]["name"]): o.get("status") for o in site}
-    changed = {k for k, want in plan.statuses.items() if merge_patch(before[k], want)}
+    changed = {k for k, want in plan.statuses.items() if merge_patch(before.get(k), want)}
     assert len(api.writes("patch_status")) == len(changed) > 0
+    # the slices that carry the limits, each created by one apply (its status patched after it)
+    slices = {k for k in api.objects if k[0] == kinds.POWER_LIMIT_SLICE.kind}
+    assert slices and len(api.writes("apply")) == len(slices)
     assert engine.stats.reconciles == 1
     # The watch echoes of those writes: skipped (bookmarks); the next recomputation is due only
     # when the core said time alone changes the result (telemetry going stale).
@@ -104,7 +107,7 @@ async def test_cold_start_writes_what_the_core_decides_once_and_its_echoes_cause
     assert engine.next_due() == pytest.approx(clocks.t + timer)
     clocks.advance(timer - 0.1)
     await engine.run_due()
-    assert engine.stats.reconciles == 1 and len(api.writes()) == len(changed)
+    assert engine.stats.reconciles == 1 and len(api.writes()) == len(changed) + len(slices)
     assert engine.counts(), "the core's counts are kept for metrics"
 
 
@@ -442,26 +445,42 @@ class SlowApi(FakeApi):
         self.log.append(("done", kind))
         return out
 
+    async def apply(self, resource: ApiResource, namespace: str | None, name: str, body: Mapping[str, Any],
+                    *, field_manager: str, force: bool) -> Any:
+        self.log.append(("apply", resource.kind))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        out = await super().apply(resource, namespace, name, body, field_manager=field_manager, force=force)
+        self.log.append(("applied", resource.kind))
+        return out
 
-async def test_racks_limits_are_written_and_answered_before_any_node(
+
+async def test_slices_are_written_and_answered_before_any_node(
         clocks: Clocks, engines: list[Engine]) -> None:
-    """The enforcement path: a new limit reaches the agents through their rack's powerLimits, so every
-    rack write of a plan is answered before the first GPUNode write starts (a barrier, not only an
-    order), in a cold start and in a curtailment alike."""
+    """A new limit reaches the agents through their PowerLimitSlice, so every slice write of a plan
+    is answered before the first GPUNode or Rack write starts (a barrier, not only an order), in a
+    cold start and in a curtailment alike."""
     site = synthetic_site(60, 5, "site-a", now=SYNTH_NOW)
     api = SlowApi(site, plurals(*(ApiResource.of(k) for k in kinds.KINDS)))
     engine = await started(api, clocks, [power_controller()])
     engines.append(engine)
 
     def check_order() -> None:
-        racks_done = max(i for i, (what, kind) in enumerate(api.log) if kind == "Rack" and what == "done")
-        first_node = min(i for i, (what, kind) in enumerate(api.log) if kind == "GPUNode")
-        assert racks_done < first_node
-        # Each rack carries its nodes' limits, the figure their own statuses carry.
-        for (kind, ns, _), o in api.objects.items():
-            if kind == "Rack":
-                for node, watts in o["status"]["powerLimits"].items():
-                    assert api.objects["GPUNode", ns, node]["status"]["powerLimitWatts"] == watts
+        slices_done = max(i for i, (what, kind) in enumerate(api.log)
+                          if kind == "PowerLimitSlice" and what == "applied")
+        first_other = min(i for i, (what, kind) in enumerate(api.log) if kind in ("GPUNode", "Rack"))
+        assert slices_done < first_other
+        # Each slice carries its nodes' limits, the figure their own statuses carry (a curtailment
+        # only lowers: nothing waits for a confirmation), and each node names its slice.
+        seen = 0
+        for (kind, ns, name), o in api.objects.items():
+            if kind == "PowerLimitSlice":
+                assert len(o["spec"]["limits"]) <= kinds.DEFAULT_SLICE_SIZE
+                for node, watts in o["spec"]["limits"].items():
+                    status = api.objects["GPUNode", ns, node]["status"]
+                    assert status["powerLimitWatts"] == watts and status["powerLimitSlice"] == name
+                    seen += 1
+        assert seen == sum(1 for k in api.objects if k[0] == "GPUNode")
 
     await engine.run_due()
     check_order()
@@ -473,7 +492,7 @@ async def test_racks_limits_are_written_and_answered_before_any_node(
     await api.settle()
     clocks.advance(1)
     await engine.run_due()
-    assert {kind for _, kind in api.log} >= {"Rack", "GPUNode"}
+    assert {kind for _, kind in api.log} >= {"PowerLimitSlice", "Rack", "GPUNode"}
     check_order()
-    plan = plan_namespace(list(api.objects.values()), clocks.wall(), CoreSettings())
+    plan = plan_campus(list(api.objects.values()), clocks.wall(), CampusSettings())
     assert all(merge_patch(api.objects[k].get("status"), want) == {} for k, want in plan.statuses.items())

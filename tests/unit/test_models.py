@@ -143,8 +143,24 @@ def gev() -> dict[str, Any]:
     }
 
 
+def pls() -> dict[str, Any]:
+    """A slice of the limits of two nodes, one of them ramping down and one above its safe limit."""
+    return {
+        "apiVersion": API,
+        "kind": "PowerLimitSlice",
+        "metadata": {"name": "abilene-0", "namespace": "sg"},
+        "spec": {
+            "limits": {"r1-n0": 600, "r1-n1": 650},
+            "safeLimits": {"r1-n1": 600},
+            "ramp": {"from": {"r1-n0": 700}, "startAt": "2027-08-16T19:00:00Z",
+                     "endAt": "2027-08-16T19:01:00Z"},
+            "revision": 7,
+        },
+    }
+
+
 GOOD = {"StargateCluster": cluster, "Rack": rack, "GPUNode": node, "MemoryPool": pool, "MemoryClaim": claim,
-        "PowerDomain": pdom, "GridEvent": gev}
+        "PowerDomain": pdom, "GridEvent": gev, "PowerLimitSlice": pls}
 
 
 def with_value(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -186,7 +202,7 @@ def test_good_object_of_every_kind_validates_and_round_trips(kind: str) -> None:
 def test_every_kind_is_registered() -> None:
     assert {k.kind_info.kind for k in KINDS} == set(GOOD)
     assert {k.kind_info.short_names[0] for k in KINDS} == {"sgc", "rk", "gpun", "mpool", "mclaim", "pdom",
-                                                            "gev"}
+                                                            "gev", "pls"}
 
 
 def test_defaults() -> None:

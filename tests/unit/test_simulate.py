@@ -17,6 +17,7 @@ from stargate_operator import cli
 from stargate_operator.controller import slot
 from stargate_operator.controller.engine import Engine, EngineSettings
 from stargate_operator.core import plan_namespace
+from stargate_operator.core.sliceplan import plan_campus
 from stargate_operator.sim import run as sim_run
 from stargate_operator.sim import site as sim_site
 from stargate_operator.sim.breaker import Breakers, TripCurve
@@ -40,10 +41,12 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
 # ---- the operator's own core ---------------------------------------------------------------------
 
 def test_every_control_step_runs_the_planner_the_engine_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The engine's planner is the power controller's, and that is the core's plan_namespace itself.
-    assert slot.power_controller().planner is plan_namespace
+    # The engine's planner is the power controller's: the core's plan_namespace, and the
+    # PowerLimitSlices that carry its limits to the agents (plan_campus); the simulator runs the
+    # first and applies the limits itself.
+    assert slot.power_controller().planner is plan_campus
     engine = Engine(cast(Any, None), EngineSettings())
-    assert engine.controllers[0].planner is plan_namespace
+    assert engine.controllers[0].planner is plan_campus
     calls: list[Any] = []
 
     def spy(objects: Any, now: Any, settings: Any, cache: Any = None) -> Any:

@@ -3,12 +3,12 @@
 Every kind of the stargate.dev group (its plural), for RBAC rules.
 */}}
 {{- define "stargate-operator.kindResources" -}}
-["stargateclusters", "racks", "powerdomains", "gpunodes", "memorypools", "memoryclaims", "gridevents"]
+["stargateclusters", "racks", "powerdomains", "gpunodes", "memorypools", "memoryclaims", "gridevents", "powerlimitslices"]
 {{- end }}
 
 {{/*
 The status subresource of every kind, for RBAC rules.
 */}}
 {{- define "stargate-operator.statusResources" -}}
-["stargateclusters/status", "racks/status", "powerdomains/status", "gpunodes/status", "memorypools/status", "memoryclaims/status", "gridevents/status"]
+["stargateclusters/status", "racks/status", "powerdomains/status", "gpunodes/status", "memorypools/status", "memoryclaims/status", "gridevents/status", "powerlimitslices/status"]
 {{- end }}

@@ -7,6 +7,12 @@ namespaces, in a Role per watched namespace otherwise.
 - apiGroups: ["stargate.dev"]
   resources: {{ include "stargate-operator.kindResources" . }}
   verbs: ["list", "watch"]
+# The limits travel in PowerLimitSlices, which only the operator writes: server-side apply, a patch
+# that creates an absent slice (so the API server also asks for create; its audit log records the
+# patch). A slice left without racks is emptied, never deleted.
+- apiGroups: ["stargate.dev"]
+  resources: ["powerlimitslices"]
+  verbs: ["create", "patch"]
 # It writes status only, with merge patches on the status subresource: never a spec.
 - apiGroups: ["stargate.dev"]
   resources: {{ include "stargate-operator.statusResources" . }}

@@ -158,10 +158,21 @@ GRID_EVENT = KindSpec(
     short_names=("gev",),
     description="A utility grid event: a curtailment or an outage window",
 )
+# The per-GPU limits of a group of whole racks, written only by the operator and read by the node
+# agents (one watch each, by name).
+POWER_LIMIT_SLICE = KindSpec(
+    kind="PowerLimitSlice",
+    plural="powerlimitslices",
+    singular="powerlimitslice",
+    short_names=("pls",),
+    description="The per-GPU limits of a group of whole racks, written by the operator for its agents",
+    defaults={"revision": 0},
+)
 
 # Every kind of the group, in the order a site is applied and listed (a parent before its children).
 KINDS: tuple[KindSpec, ...] = (
     STARGATE_CLUSTER, RACK, POWER_DOMAIN, GPU_NODE, MEMORY_POOL, MEMORY_CLAIM, GRID_EVENT,
+    POWER_LIMIT_SLICE,
 )
 BY_KIND: dict[str, KindSpec] = {k.kind: k for k in KINDS}
 BY_PLURAL: dict[str, KindSpec] = {k.plural: k for k in KINDS}
@@ -173,6 +184,21 @@ DEFAULT_STALE_AFTER_SECONDS = 120.0
 FAILSAFE_LEASE_NAME = "stargate-operator"
 DEFAULT_LEASE_DURATION_SECONDS = 15
 DEFAULT_FAILSAFE_AFTER_SECONDS = 30.0
+
+# Limits in slices: at most this many nodes in one PowerLimitSlice (whole racks), by default, and
+# the bounds of the setting (a slice of more than 1,000 entries is a large object for each write).
+DEFAULT_SLICE_SIZE = 500
+MIN_SLICE_SIZE = 1
+MAX_SLICE_SIZE = 1000
+# Lower before raise: raises wait for the lowered nodes beneath a constraint to be confirmed, at most
+# this long (then they go, with an Event).
+DEFAULT_RAISE_AFTER_SECONDS = 30.0
+# A node counts as confirmed when its enforced limit is at or below the highest limit assigned to it
+# within this period; PowerLimitApplied=False only for a node unconfirmed for longer.
+DEFAULT_CONFIRM_GRACE_SECONDS = 60.0
+# A status figure that moves with measurements is written at most this often per object, unless a
+# condition changes with it.
+DEFAULT_MEASURED_REFRESH_SECONDS = 300.0
 
 # Node discovery (`run --discover-nodes`, chart `discovery.enabled`): the Kubernetes Node labels
 # that place a Node's GPUNode, by default. The site label's value is the GPUNode's namespace, the

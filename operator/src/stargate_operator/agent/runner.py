@@ -4,10 +4,11 @@ Every interval (and promptly when the operator changes its limit, the spec or th
 annotation, when watching) an agent
 1. applies its limit to every GPU (clamped to what the device allows; what could not be applied is
    logged and reported once per distinct outcome as a Warning Event `PowerLimitNotApplied` on the
-   GPUNode: the telemetry schema has no field for it). Its limit is the one its rack's
-   `status.powerLimits` gives it (the operator writes the racks first, one write
-   per rack, so a curtailment reaches every agent within seconds), else its GPUNode's
-   `status.powerLimitWatts` (a rack not seen yet, not listing the node, or not readable);
+   GPUNode: the telemetry schema has no field for it). Its limit is its entry in its
+   PowerLimitSlice (the operator writes the slices first, one write per slice of whole racks, so a
+   curtailment reaches every agent within seconds; a slice's ramp is followed step by step), else
+   its rack's `status.powerLimits` (written by operators before the slices), else its GPUNode's
+   `status.powerLimitWatts` (nothing seen yet, or not readable);
 2. reads its GPUs, the power limit they enforce included;
 3. writes `status.telemetry` (`powerWatts`, `healthyGPUs`, `hbmUsedBytes`, `observedAt`,
    `enforcedLimitWatts`, the power range) with a JSON merge patch on the status subresource that names
@@ -17,12 +18,12 @@ annotation, when watching) an agent
 `powerWatts` is the node's power: the GPUs' measured draw plus the rest of the node. NVML sees only the
 GPUs, so the rest is the GPUNode's `spec.basePowerWatts`; the simulator models both.
 
-A `Fleet` keeps the GPUNode objects and the racks' `powerLimits` in caches fed by the operator's
-list-then-watch loop (client/informer.py; or by polling with `watch=False`) and runs the agents:
-one for a real node (`--node NAME`, watching its GPUNode and its own rack by field selectors), or one
-per GPUNode of a namespace in simulation (`--simulate --all`, one watch of the namespace's GPUNodes
-and one of its racks), which is how the demo runs a hundred nodes in one process. Writes of a
-fleet are spread over the interval so that they do not arrive together.
+A `Fleet` keeps the GPUNode objects, the slices and the racks' `powerLimits` in caches fed by the
+operator's list-then-watch loop (client/informer.py; or by polling with `watch=False`) and runs the agents:
+one for a real node (`--node NAME`, watching its GPUNode, its slice and its own rack by field
+selectors), or one per GPUNode of a namespace in simulation (`--simulate --all`, one watch each of the
+namespace's GPUNodes, slices and racks), which is how the demo runs a hundred nodes in one process.
+Writes of a fleet are spread over the interval so that they do not arrive together.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import zlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from typing import Any
 from stargate_operator import kinds
 from stargate_operator.agent.backend import GPUBackend, LimitOutcome, NodeReading, rfc3339
 from stargate_operator.agent.simulate import SimulatedBackend
+from stargate_operator.agent.slices import SliceEntry, slice_entries, slice_name_of
 from stargate_operator.agent.spread import DEFAULT_FAILSAFE_SPREAD_SECONDS, follows
 from stargate_operator.client import (
     LEASES,
@@ -57,8 +60,12 @@ log = logging.getLogger(__name__)
 
 GPU_NODES = ApiResource.of(kinds.GPU_NODE)
 RACKS = ApiResource.of(kinds.RACK)
-# Where an agent's limit came from: its rack's powerLimits, or its GPUNode's powerLimitWatts.
-FROM_RACK, FROM_GPUNODE = "rack", "gpunode"
+SLICES = ApiResource.of(kinds.POWER_LIMIT_SLICE)
+# Where an agent's limit came from: its PowerLimitSlice, its rack's powerLimits (an older
+# operator's), or its GPUNode's powerLimitWatts.
+FROM_SLICE, FROM_RACK, FROM_GPUNODE = "slice", "rack", "gpunode"
+# Seconds between two steps of a slice's ramp at most.
+RAMP_STEP = 1.0
 EVENT_REASON_NOT_APPLIED = "PowerLimitNotApplied"
 COMPONENT = "stargate-agent"
 MIN_WRITE_GAP = 1.0  # seconds: prompt writes after a change, but never more than one a second
@@ -152,7 +159,8 @@ def rack_ref(obj: dict[str, Any]) -> str:
 class FleetStats:
     """What a fleet's agents did, for `agent --metrics-port` (and hack/bench.py)."""
 
-    limit_changes: dict[str, int] = field(default_factory=lambda: {FROM_RACK: 0, FROM_GPUNODE: 0})
+    limit_changes: dict[str, int] = field(
+        default_factory=lambda: {FROM_SLICE: 0, FROM_RACK: 0, FROM_GPUNODE: 0})
 
 
 @dataclass
@@ -176,6 +184,8 @@ class NodeAgent:
     obj: dict[str, Any] = field(default_factory=dict)
     # Its limit in its rack's status.powerLimits (None: not known there; its GPUNode's then).
     rack_limit: int | None = None
+    # Its entry in its PowerLimitSlice (None: not known there; its rack's, else its GPUNode's then).
+    slice_entry: SliceEntry | None = None
     stats: FleetStats | None = None
     writes_gate: asyncio.Semaphore | None = None  # the fleet's: its writes in flight at once
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -187,6 +197,7 @@ class NodeAgent:
     last_outcome: LimitOutcome | None = None
     last_reported: tuple[int, tuple[str, ...]] | None = None
     last_telemetry: dict[str, Any] | None = None
+    last_reading: NodeReading | None = None  # the last reading reported (the agent's /metrics)
     _last_write: float = -1e9
     _peak_w: float = 0.0  # the highest node power sampled since the last report
     # Seconds until the next try after a telemetry write failed (the API server away): the report
@@ -199,11 +210,26 @@ class NodeAgent:
         if not old:
             self.wake.set()
             return
-        was, now = _wake_key(old, self.rack_limit), _wake_key(obj, self.rack_limit)
+        was, now = _wake_key(old, self._listed()), _wake_key(obj, self._listed())
         if was != now:
             self.wake.set()
             if was[0] != now[0]:
                 self._apply_soon()
+
+    def _listed(self) -> int | None:
+        """Its limit where the operator lists it: its slice's entry, else its rack's."""
+        return self.slice_entry.limit if self.slice_entry is not None else self.rack_limit
+
+    def set_slice_entry(self, entry: SliceEntry | None) -> None:
+        """Its entry in its PowerLimitSlice (None: none); wakes it when its limit or ramp changes."""
+        if entry == self.slice_entry:
+            return
+        self.slice_entry = entry
+        self.wake.set()
+        self._apply_soon()
+
+    def ramping(self) -> bool:
+        return self.slice_entry is not None and self.slice_entry.ramping(time.time())
 
     def set_rack_limit(self, limit: int | None) -> None:
         """Its entry in its rack's powerLimits (None: none); wakes it when its limit changes."""
@@ -229,7 +255,10 @@ class NodeAgent:
     def safe_limit(self) -> int | None:
         """The limit that holds even if every GPU draws it: its rack's safeLimits entry;
         its rack's limit when its rack lists it in powerLimits and not in safeLimits (safe at that
-        limit: the rack lists only the safe limits below it); else its GPUNode's safeLimitWatts."""
+        limit: the rack lists only the safe limits below it); else its GPUNode's safeLimitWatts.
+        Its slice, where it has one, in the same way."""
+        if self.slice_entry is not None:
+            return self.slice_entry.safe_limit()
         if self.rack_safe is not None:
             return self.rack_safe
         if self.rack_limit is not None:
@@ -263,6 +292,8 @@ class NodeAgent:
             log.exception("%s/%s: applying the fail-safe limit failed", self.namespace, self.name)
 
     def _assigned_limit(self) -> tuple[int, str] | None:
+        if self.slice_entry is not None:
+            return self.slice_entry.at(time.time()), FROM_SLICE
         if self.rack_limit is not None:
             return self.rack_limit, FROM_RACK
         limit = (self.obj.get("status") or {}).get("powerLimitWatts")
@@ -336,6 +367,7 @@ class NodeAgent:
                     patch["telemetry"]["shadowLimitWatts"] = self.shadow_limit
                 elif self.last_telemetry and self.last_telemetry.get("shadowLimitWatts") is not None:
                     patch["telemetry"]["shadowLimitWatts"] = None  # enforcing again: no shadow left
+                self.last_reading = reading
                 await self.client.patch_status(GPU_NODES, self.namespace, self.name, patch)
         except ApiError as e:
             if e.status == 404:
@@ -412,8 +444,7 @@ class NodeAgent:
                 wait = next_at - now
                 if self._retry_in is not None:
                     wait = min(wait, self._retry_in)
-                async with asyncio.timeout(wait):
-                    await self.wake.wait()
+                await self._wait(wait)
             except TimeoutError:
                 continue  # the interval is up (or a failed write's retry is due)
             # Woken by a change: a new limit goes to the GPUs at once; the report (the next pass:
@@ -427,6 +458,21 @@ class NodeAgent:
             except Exception:
                 log.exception("%s/%s: applying the power limit failed", self.namespace, self.name)
             await asyncio.sleep(max(0.0, self._last_write + MIN_WRITE_GAP - loop.time()))
+
+    async def _wait(self, seconds: float) -> None:
+        """Until woken (returns) or `seconds` have passed (TimeoutError). On a slice's ramp, its
+        limit is applied again every RAMP_STEP meanwhile: the steps need no report each."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while self.ramping() and until - loop.time() > RAMP_STEP:
+            try:
+                async with asyncio.timeout(RAMP_STEP):
+                    await self.wake.wait()
+                return
+            except TimeoutError:
+                await self.apply_limit()
+        async with asyncio.timeout(max(0.0, until - loop.time())):
+            await self.wake.wait()
 
     def close(self) -> None:
         try:
@@ -444,10 +490,11 @@ def simulated_factory(*, seed: int | None = None, failed_gpus: int = 0) -> Backe
 class Fleet:
     """Agents for the GPUNodes of one namespace: the named ones, or every one (`names=None`).
 
-    Two caches, each fed by its own list-then-watch: the GPUNodes (by name when there is one) and
-    the racks' powerLimits (every rack of the namespace for several nodes; for one node, its own
-    rack by name, followed when its rackRef changes). An agent's limit is its rack's entry, else
-    its GPUNode's status.powerLimitWatts."""
+    Three caches, each fed by its own list-then-watch: the GPUNodes (by name when there is one), the
+    PowerLimitSlices (every slice of the namespace for several nodes; for one node, its own slice by
+    name, the one its GPUNode's status names, followed when that changes) and the racks'
+    powerLimits of an older operator (likewise, by the node's rackRef). An agent's limit is its
+    slice's entry, else its rack's, else its GPUNode's status.powerLimitWatts."""
 
     def __init__(self, client: KubeClient, namespace: str, backend_factory: BackendFactory, *,
                  names: list[str] | None = None, interval: float = 10.0, watch: bool = True,
@@ -480,6 +527,10 @@ class Fleet:
         self.stats = FleetStats()
         self.writes_gate = asyncio.Semaphore(FLEET_WRITES)
         self._rack_ref_changed = asyncio.Event()  # one node: the rack to watch is another one
+        self.slices: dict[str, dict[str, SliceEntry]] = {}  # slice name -> node -> its entry
+        self.slice_of: dict[str, str] = {}  # node -> the slice that lists it
+        self.slices_synced = asyncio.Event()  # set after the first list of slices
+        self._slice_ref_changed = asyncio.Event()  # one node: the slice to watch is another one
 
     @property
     def single(self) -> str | None:
@@ -524,14 +575,18 @@ class Fleet:
                               failsafe=self.failsafe and self._followed(name))
             agent.obj = obj
             agent.rack_limit = self._rack_limit(name, obj)
+            agent.slice_entry = self._slice_entry(name)
             agent.rack_safe = self.rack_safe.get(rack_ref(obj), {}).get(name)
             self.agents[name] = agent
             self.tasks[name] = asyncio.create_task(agent.run(), name=f"agent-{name}")
             log.info("%s/%s: agent started", self.namespace, name)
             if self.single is not None:
                 self._rack_ref_changed.set()
+                self._slice_ref_changed.set()
         else:
             moved = rack_ref(agent.obj) != rack_ref(obj)
+            if self.single is not None and slice_name_of(agent.obj) != slice_name_of(obj):
+                self._slice_ref_changed.set()
             agent.update(obj)
             if moved:
                 agent.set_rack_limit(self._rack_limit(name, obj))
@@ -569,6 +624,73 @@ class Fleet:
             self.upsert(obj)
         elif type_ == "DELETED":
             self.delete(obj["metadata"]["name"])
+
+    # -- the PowerLimitSlices -------------------------------------------------------------------
+
+    def _slice_entry(self, node: str) -> SliceEntry | None:
+        held = self.slice_of.get(node)
+        return self.slices.get(held, {}).get(node) if held is not None else None
+
+    def _slice_changed(self, name: str, entries: dict[str, SliceEntry] | None) -> None:
+        """A slice now (None: gone): the agents it lists or listed get their entry (or lose it). A
+        node that moved to another slice keeps the entry of the one that lists it last."""
+        old = self.slices.pop(name, {})
+        if entries is not None:
+            self.slices[name] = entries
+        for node in old.keys() | (entries or {}).keys():
+            if entries is not None and node in entries:
+                self.slice_of[node] = name
+            elif self.slice_of.get(node) == name:
+                del self.slice_of[node]
+            else:
+                continue
+            agent = self.agents.get(node)
+            if agent is not None:
+                agent.set_slice_entry(self._slice_entry(node))
+
+    def _sync_slices(self, items: list[dict[str, Any]]) -> None:
+        for name in list(self.slices):
+            self._slice_changed(name, None)
+        for o in items:
+            self._slice_changed(o["metadata"]["name"], slice_entries(o))
+        self.slices_synced.set()
+
+    def _on_slice_event(self, type_: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if type_ in ("ADDED", "MODIFIED"):
+            self._slice_changed(name, slice_entries(obj))
+        elif type_ == "DELETED":
+            self._slice_changed(name, None)
+
+    async def _follow_slices(self) -> None:
+        one = self.single
+        if one is None:  # several nodes: every slice of the namespace, one watch
+            await self._informer(SLICES, self._sync_slices, self._on_slice_event, self.slices_synced, None)
+            return
+        # One node (a DaemonSet's agent): only the slice its GPUNode names, by name, so that a
+        # curtailment's slice writes are not all sent to every node.
+        task: asyncio.Task[None] | None = None
+        watched: str | None = None
+        try:
+            while True:
+                await self._slice_ref_changed.wait()
+                self._slice_ref_changed.clear()
+                agent = self.agents.get(one)
+                ref = slice_name_of(agent.obj) if agent is not None else ""
+                if ref == watched:
+                    continue
+                if task is not None:
+                    await _stopped(task)
+                    task = None
+                self._sync_slices([])  # another slice: nothing known of it yet
+                watched = ref
+                if ref:
+                    task = asyncio.create_task(self._informer(
+                        SLICES, self._sync_slices, self._on_slice_event, self.slices_synced,
+                        f"metadata.name={ref}"), name=f"slices {ref}")
+        finally:
+            if task is not None:
+                await _stopped(task)
 
     # -- the racks' powerLimits ---------------------------------------------------------------
 
@@ -663,9 +785,10 @@ class Fleet:
     async def _follow(self) -> None:
         nodes = self._informer(GPU_NODES, self._sync_list, self._on_event, self.synced, self.field_selector)
         if self.failsafe_after is None:
-            await asyncio.gather(nodes, self._follow_racks())
+            await asyncio.gather(nodes, self._follow_slices(), self._follow_racks())
         else:
-            await asyncio.gather(nodes, self._follow_racks(), self._follow_lease(self.failsafe_after))
+            await asyncio.gather(nodes, self._follow_slices(), self._follow_racks(),
+                                 self._follow_lease(self.failsafe_after))
 
     def lease_seen(self, lease: Any, now: float, wall: datetime) -> None:
         """What a read of the operator's Lease tells: a renewal when its renewTime (or holder) moved
@@ -790,6 +913,16 @@ class Fleet:
                 self.racks = {o["metadata"]["name"]: rack_power_limits(o) for o in racks}
             except (ApiError, OSError) as e:  # the GPUNodes' limits then
                 log.warning("%s: racks not readable, limits from the GPUNodes: %s", self.namespace, e)
+        mine_slice = slice_name_of(next((o for o in items if o["metadata"]["name"] == one), {}))
+        if one is None or mine_slice:
+            try:
+                slices, _ = await self.client.list(
+                    SLICES, self.namespace,
+                    field_selector=f"metadata.name={mine_slice}" if one is not None else None)
+                self._sync_slices(slices)
+            except (ApiError, OSError) as e:  # the racks' or GPUNodes' limits then
+                log.warning("%s: slices not readable, limits from the racks or GPUNodes: %s",
+                            self.namespace, e)
         wrote = 0
         try:
             for obj in items:
@@ -798,7 +931,8 @@ class Fleet:
                     continue
                 agent = NodeAgent(self.client, self.namespace, name, self.factory(name, obj),
                                   interval=self.interval, events=self.events, obj=obj, stats=self.stats,
-                                  rack_limit=self._rack_limit(name, obj), writes_gate=self.writes_gate)
+                                  rack_limit=self._rack_limit(name, obj), writes_gate=self.writes_gate,
+                                  slice_entry=self._slice_entry(name))
                 self.agents[name] = agent
             await asyncio.gather(*(a.tick() for a in self.agents.values()))
             wrote = sum(a.writes for a in self.agents.values())

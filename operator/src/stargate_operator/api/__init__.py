@@ -11,6 +11,7 @@ from stargate_operator.api.gpunode import GPUNode
 from stargate_operator.api.gridevent import GridEvent
 from stargate_operator.api.memory import MemoryClaim, MemoryPool
 from stargate_operator.api.powerdomain import PowerDomain
+from stargate_operator.api.powerlimitslice import PowerLimitSlice
 from stargate_operator.api.rack import Rack
 
 
@@ -41,6 +42,7 @@ __all__ = [
     "MemoryClaim",
     "MemoryPool",
     "PowerDomain",
+    "PowerLimitSlice",
     "Rack",
     "Resource",
     "StargateCluster",

@@ -217,6 +217,12 @@ class GPUNodeStatus(StatusBase):
             "holds even if every GPU draws its limit. An agent that loses the operator's Lease applies it."
         ),
     )
+    power_limit_slice: str | None = Field(
+        default=None,
+        max_length=253,
+        description="The PowerLimitSlice (same namespace) that carries this node's limit: its agent watches "
+        "it by name.",
+    )
     telemetry: Telemetry | None = Field(
         default=None, description="Written by the node agent, never by the operator."
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -11,7 +11,6 @@ from stargate_operator.api.cluster import GPUCount
 from stargate_operator.api.common import (
     AGE_COLUMN,
     CONFIRMED_COLUMN,
-    MAX_GPU_WATTS,
     MAX_RACK_WATTS,
     READY_COLUMN,
     ClusterRef,
@@ -73,38 +72,10 @@ class RackPowerStatus(Model):
     limits_confirmed: int = limits_confirmed_field("rack")
 
 
-# One per-GPU limit of powerLimits, in watts.
-PerGPULimit = Annotated[int, Field(ge=0, le=MAX_GPU_WATTS, description="Per-GPU power limit, in watts.")]
-
-
 class RackStatus(StatusBase):
     nodes: int = Field(default=0, ge=0, description="GPU nodes in the rack.")
     gpus: GPUCount = Field(default_factory=GPUCount, description="GPU counts.")
     power: RackPowerStatus = Field(default_factory=RackPowerStatus, description="Power figures.")
-    power_limits: dict[str, PerGPULimit] | None = Field(
-        default=None,
-        description=(
-            "GPUNode name to its per-GPU power limit in watts: the same figure as that GPUNode's "
-            "status.powerLimitWatts, written before the GPUNodes' statuses when limits change, so that "
-            "node agents (which watch their rack) get a new limit with one write per rack. Replaced as a "
-            "whole (x-kubernetes-map-type atomic)."
-        ),
-        # Atomic: the API server tracks the map as one field, not one per node, which makes each
-        # rack write cheaper for it (measured: about 30 % less of its CPU per write;
-        # hack/bench-rack-writes.py, docs/performance.md).
-        json_schema_extra={"x-kubernetes-map-type": "atomic"},
-    )
-    safe_limits: dict[str, PerGPULimit] | None = Field(
-        default=None,
-        description=(
-            "GPUNode name to its safeLimitWatts (its limit with no oversubscription "
-            "anywhere), beside powerLimits, so that the limit an agent falls back to when the operator's "
-            "Lease lapses travels with the limit it replaces. Only the nodes whose safe limit is below "
-            "their powerLimits entry: a node listed in powerLimits and absent here is safe at that limit "
-            "(with no oversubscription the map is empty). Replaced as a whole."
-        ),
-        json_schema_extra={"x-kubernetes-map-type": "atomic"},
-    )
 
 
 class Rack(Resource):

@@ -15,9 +15,11 @@ hbmUsedBytes, observedAt), and nothing else. With --watch (the default) a new li
 about a second. Simulated faults: --fail-gpus N, or at runtime
   kubectl annotate gpunode NAME stargate.dev/simulate-failed-gpus=2 --overwrite
 
-An agent takes its limit from its rack's status.powerLimits (one watch on the
-racks of the namespace with --all, on its own rack by name otherwise), else from its GPUNode's
-status.powerLimitWatts, and reports the limit the GPUs enforce as telemetry.enforcedLimitWatts.
+An agent takes its limit from its PowerLimitSlice (one watch on the slices of the namespace with
+--all, on its own slice by name otherwise: the one its GPUNode's status.powerLimitSlice names;
+a slice's ramp is followed step by step), else from its rack's status.powerLimits (an older
+operator's), else from its GPUNode's status.powerLimitWatts, and reports the limit the GPUs
+enforce as telemetry.enforcedLimitWatts.
 With --metrics-port it serves what it did (limits applied, by where they came from) for
 Prometheus.
 
@@ -34,7 +36,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from stargate_operator.agent.runner import Fleet, nvml_factory, simulated_factory
+from stargate_operator.agent.runner import Fleet, NodeAgent, node_power_watts, nvml_factory, simulated_factory
 from stargate_operator.agent.spread import DEFAULT_FAILSAFE_SPREAD_SECONDS
 from stargate_operator.client import ApiError, KubeClient
 from stargate_operator.commands.options import env as _env
@@ -193,21 +195,68 @@ async def _main(args: argparse.Namespace) -> int:
         await client.aclose()
 
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from prometheus_client.core import GaugeMetricFamily
+
+
+def node_figures(agents: list[NodeAgent], per_node: bool) -> Iterator[GaugeMetricFamily]:
+    """The nodes' power, enforced limit and healthy GPUs as last read (see serve_metrics)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    labels = ["gpunode"] if per_node else []
+    node_power = GaugeMetricFamily("stargate_agent_node_power_watts",
+                                   "Power of the node: its GPUs and the rest of it, as last read.",
+                                   labels=labels)
+    node_limit = GaugeMetricFamily("stargate_agent_node_enforced_limit_watts",
+                                   "Per-GPU power limit the node's GPUs enforce (the lowest of them).",
+                                   labels=labels)
+    node_healthy = GaugeMetricFamily("stargate_agent_node_healthy_gpus", "Healthy GPUs of the node.",
+                                     labels=labels)
+    gpu_power = GaugeMetricFamily("stargate_agent_gpu_power_watts", "Power of one GPU, as last read.",
+                                  labels=[*labels, "gpu"])
+    gpu_limit = GaugeMetricFamily("stargate_agent_gpu_enforced_limit_watts",
+                                  "Power limit one GPU enforces.", labels=[*labels, "gpu"])
+    for agent in agents:
+        reading = agent.last_reading
+        if reading is None:
+            continue
+        who = [agent.name] if per_node else []
+        spec = agent.obj.get("spec") or {}
+        node_power.add_metric(who, node_power_watts(reading, spec))
+        enforced = reading.enforced_limit_watts
+        if enforced is not None and enforced >= 0:
+            node_limit.add_metric(who, enforced)
+        node_healthy.add_metric(who, reading.healthy_gpus)
+        for g in reading.gpus:
+            gpu_power.add_metric([*who, str(g.index)], g.power_watts)
+            if g.enforced_limit_watts is not None:
+                gpu_limit.add_metric([*who, str(g.index)], g.enforced_limit_watts)
+    yield from (node_power, node_limit, node_healthy, gpu_power, gpu_limit)
+
+
 def fleet_collector(fleet: Fleet | None) -> Collector:
     """The fleet's figures (none: the families alone, empty, for the docs' reference):
     - `stargate_agent_nodes`: GPUNodes served;
-    - `stargate_agent_nodes_limit_source{source}`: agents taking their limit from their rack
-      (`rack`), from their GPUNode's status (`gpunode`: the rack has not listed it), or from
-      nowhere yet (`none`: the operator has not decided);
+    - `stargate_agent_nodes_limit_source{source}`: agents taking their limit from their
+      PowerLimitSlice (`slice`), their rack (`rack`: an older operator), their GPUNode's status
+      (`gpunode`: neither lists it), or from nowhere yet (`none`: the operator has not decided);
     - `stargate_agent_power_limit_changes_total{source}`: limits set on the devices (a device whose
       limit already was the one asked for is not counted), by where the limit came from;
-    - `stargate_agent_shadow_limit_watts{node}`: in shadow mode, the limit each agent would apply."""
-    from collections.abc import Iterator
+    - `stargate_agent_shadow_limit_watts{node}`: in shadow mode, the limit each agent would apply.
+    - the node's figures as last read: `stargate_agent_node_power_watts` (GPUs and the rest of the
+      node), `stargate_agent_node_enforced_limit_watts` (per GPU, the lowest of its GPUs),
+      `stargate_agent_node_healthy_gpus`, and per GPU (`gpu` label, its index)
+      `stargate_agent_gpu_power_watts` and `stargate_agent_gpu_enforced_limit_watts`. An agent of
+      one node exports no node label: Prometheus gives the series its node from the scrape target
+      (honor_labels false), so an agent cannot speak for another node. A simulated fleet of many
+      nodes in one process adds `gpunode` (its GPUNode's name); it is for tests and demos."""
 
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.registry import Collector
 
-    from stargate_operator.agent.runner import FROM_GPUNODE, FROM_RACK
+    from stargate_operator.agent.runner import FROM_GPUNODE, FROM_RACK, FROM_SLICE
 
     class FleetCollector(Collector):
         def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -215,14 +264,15 @@ def fleet_collector(fleet: Fleet | None) -> Collector:
             nodes = GaugeMetricFamily("stargate_agent_nodes", "GPUNodes this agent process serves.")
             nodes.add_metric([], len(agents))
             yield nodes
-            sources = {FROM_RACK: 0, FROM_GPUNODE: 0, "none": 0}
+            sources = {FROM_SLICE: 0, FROM_RACK: 0, FROM_GPUNODE: 0, "none": 0}
             for agent in agents:
                 assigned = agent.assigned_limit()
                 sources[assigned[1] if assigned is not None else "none"] += 1
             by_source = GaugeMetricFamily(
                 "stargate_agent_nodes_limit_source",
-                "Agents by where their limit comes from: their rack's status.powerLimits, their "
-                "GPUNode's status.powerLimitWatts, or none yet.", labels=["source"])
+                "Agents by where their limit comes from: their PowerLimitSlice, their rack's "
+                "status.powerLimits, their GPUNode's status.powerLimitWatts, or none yet.",
+                labels=["source"])
             for source, n in sources.items():
                 by_source.add_metric([source], n)
             yield by_source
@@ -242,6 +292,7 @@ def fleet_collector(fleet: Fleet | None) -> Collector:
                 if agent.shadow_limit is not None:
                     shadow.add_metric([agent.name], agent.shadow_limit)
             yield shadow
+            yield from node_figures(agents, per_node=fleet is None or fleet.single is None)
 
         def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
             return self.collect()

@@ -24,13 +24,43 @@ from stargate_operator.controller.leader import (
     DEFAULT_RENEW_DEADLINE,
     DEFAULT_RETRY_PERIOD,
 )
+from stargate_operator.core.sliceplan import SliceSettings
 from stargate_operator.kinds import (
+    DEFAULT_CONFIRM_GRACE_SECONDS,
     DEFAULT_LEASE_DURATION_SECONDS,
+    DEFAULT_MEASURED_REFRESH_SECONDS,
+    DEFAULT_RAISE_AFTER_SECONDS,
+    DEFAULT_SLICE_SIZE,
     DEFAULT_STALE_AFTER_SECONDS,
     DISCOVERY_RACK_LABEL,
     DISCOVERY_SITE_LABEL,
     FAILSAFE_LEASE_NAME,
+    MAX_SLICE_SIZE,
+    MIN_SLICE_SIZE,
 )
+
+
+def _slice_size(text: str) -> int:
+    """--slice-size: an integer from MIN_SLICE_SIZE to MAX_SLICE_SIZE (argparse names the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not MIN_SLICE_SIZE <= value <= MAX_SLICE_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"{value} is outside {MIN_SLICE_SIZE}..{MAX_SLICE_SIZE:,} (nodes per PowerLimitSlice)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A duration in seconds, > 0 (argparse names the flag)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number of seconds above 0")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +88,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=_num("STARGATE_STALE_AFTER", DEFAULT_STALE_AFTER_SECONDS),
                         metavar="SECONDS", help="telemetry older than this counts as stale and its GPUs "
                         f"as unhealthy (env STARGATE_STALE_AFTER; default {DEFAULT_STALE_AFTER_SECONDS:g})")
+    parser.add_argument("--slice-size", type=_slice_size,
+                        default=_num("STARGATE_SLICE_SIZE", DEFAULT_SLICE_SIZE), metavar="NODES",
+                        help="at most this many nodes in one PowerLimitSlice (whole racks; a rack with more "
+                        f"has one of its own), {MIN_SLICE_SIZE} to {MAX_SLICE_SIZE:,} "
+                        f"(env STARGATE_SLICE_SIZE; default {DEFAULT_SLICE_SIZE})")
+    parser.add_argument("--raise-after", type=_seconds,
+                        default=_num("STARGATE_RAISE_AFTER", DEFAULT_RAISE_AFTER_SECONDS), metavar="SECONDS",
+                        help="raises beneath a constraint wait for the nodes lowered beneath it to confirm "
+                        "their lower limits, at most this long (then they go, with a RaisedUnconfirmed "
+                        "Event) "
+                        f"(env STARGATE_RAISE_AFTER; default {DEFAULT_RAISE_AFTER_SECONDS:g})")
+    parser.add_argument("--confirm-grace", type=_seconds,
+                        default=_num("STARGATE_CONFIRM_GRACE", DEFAULT_CONFIRM_GRACE_SECONDS),
+                        metavar="SECONDS", help="a node counts as confirmed while its enforced limit is "
+                        "at or below the highest limit assigned to it within this period "
+                        f"(env STARGATE_CONFIRM_GRACE; default {DEFAULT_CONFIRM_GRACE_SECONDS:g})")
+    parser.add_argument("--measured-refresh", type=_seconds,
+                        default=_num("STARGATE_MEASURED_REFRESH", DEFAULT_MEASURED_REFRESH_SECONDS),
+                        metavar="SECONDS", help="status figures that move with measurements are written at "
+                        "most this often per object unless a condition changes with them "
+                        f"(env STARGATE_MEASURED_REFRESH; default {DEFAULT_MEASURED_REFRESH_SECONDS:g})")
     parser.add_argument("--coalesce", type=float, default=_num("STARGATE_COALESCE_SECONDS", 0.1),
                         metavar="SECONDS", help="quiet time after the last change of a site before it is "
                         "recomputed; a busy site is recomputed at least every second "
@@ -170,6 +221,9 @@ def main(args: argparse.Namespace) -> int:
         engine=EngineSettings(
             namespaces=namespaces,
             stale_after_seconds=args.stale_after,
+            slices=SliceSettings(slice_size=args.slice_size, raise_after_seconds=args.raise_after,
+                                 confirm_grace_seconds=args.confirm_grace),
+            measured_refresh_seconds=args.measured_refresh,
             coalesce_delay=args.coalesce,
             write_concurrency=args.write_concurrency,
         ),

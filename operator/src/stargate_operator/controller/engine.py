@@ -29,14 +29,16 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from stargate_operator import kinds, metrics
 from stargate_operator.client import ApiError, ApiResource, KubeClient, run_informer
+from stargate_operator.controller.refresh import MeasuredRefresh
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.controller.store import Key, Store, key_of
+from stargate_operator.core.sliceplan import SliceSettings
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.core.types import ObjectRef, Plan, PlanEvent
 from stargate_operator.kinds import API_VERSION
@@ -62,6 +64,9 @@ _PATCH_STATUS = "patch_status"
 class EngineSettings:
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     stale_after_seconds: float = kinds.DEFAULT_STALE_AFTER_SECONDS
+    slices: SliceSettings = field(default_factory=SliceSettings)
+    # A status patch of measured figures alone is written at most this often per object (0: always).
+    measured_refresh_seconds: float = 0.0
     coalesce_delay: float = 0.1  # quiet time after the last event before recomputing
     max_delay: float = 1.0  # a namespace under a steady stream of events still recomputes this often
     write_concurrency: int = 32
@@ -87,7 +92,7 @@ def connections_needed(settings: EngineSettings,
     telemetry. With fewer, writers queue for the pool, aiohttp does not hand a freed connection to
     the longest waiter, and a writer starved past the connect timeout fails (seen at 100,000
     nodes: 5 watches took 5 of 32 connections from 32 writers)."""
-    resources = _watched(controllers or (power_controller(settings.stale_after_seconds),))
+    resources = _watched(controllers or (power_controller(settings.stale_after_seconds, settings.slices),))
     per_ns = max(1, len(settings.namespaces))
     watches = sum(per_ns if r.namespaced else 1 for r in resources.values())
     return settings.write_concurrency + settings.event_concurrency + watches + 4
@@ -132,7 +137,7 @@ class Engine:
         self.clock = clock
         self.monotonic = monotonic
         self.controllers: tuple[Controller[Any, Any], ...] = tuple(
-            controllers or (power_controller(settings.stale_after_seconds),))
+            controllers or (power_controller(settings.stale_after_seconds, settings.slices),))
         self.resources = _watched(self.controllers)
         # Which slots an event of a kind concerns, and how each groups its objects.
         self._slots_by_kind: dict[str, tuple[int, ...]] = {
@@ -167,6 +172,7 @@ class Engine:
         self._terminating: set[str] = set()  # namespaces whose refused creates were logged
         self._patch_counters = {kind: metrics.API_WRITES.labels(kind=kind, verb=_PATCH_STATUS)
                                 for kind in self.resources}
+        self._refresh = MeasuredRefresh(settings.measured_refresh_seconds)
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -358,8 +364,8 @@ class Engine:
             failed = 0
             if first:
                 # A barrier, not only an order: when a later write (a GPUNode's limit) lands, the
-                # one it follows (its rack's powerLimits) has landed already, or failed.
-                failed = await self._write_all(self._status_writes(plan, frozenset(first)), controller)
+                # one it follows (its PowerLimitSlice) has landed already, or failed.
+                failed = await self._write_all(self._first_writes(plan, frozenset(first)), controller)
             failed += await self._write_all(self._writes(plan, frozenset(first)), controller)
             if plan.events:
                 await asyncio.gather(*(self._post(ev) for ev in plan.events))
@@ -367,6 +373,12 @@ class Engine:
             if plan.next_change_at is not None:
                 wait = max(0.0, (plan.next_change_at - self.clock()).total_seconds())
                 at = self.monotonic() + wait + TIMER_MARGIN_SECONDS
+            held_back = self._refresh.take_due()
+            if held_back is not None:
+                # Measured figures held back: written when their refresh is due, if nothing else
+                # brings a recomputation first.
+                due = held_back + TIMER_MARGIN_SECONDS
+                at = due if at is None else min(at, due)
             if failed:
                 self._retry(unit, at)
             elif at is not None:
@@ -401,15 +413,28 @@ class Engine:
             if held is None:
                 continue
             patch = merge_patch(held.get("status"), desired)
-            if patch:
+            if patch and self._refresh.allow(key, patch, self.monotonic()):
                 yield _PATCH_STATUS, key, patch
+
+    def _first_writes(self, plan: Plan, first: frozenset[str]) -> Iterator[Write]:
+        """The applies (not already in effect) of the kinds `first`; their statuses go with the rest,
+        once a slice created by its apply is held."""
+        store = self.store
+        for body in plan.applies:
+            if body.get("kind") in first:
+                key = key_of(body)
+                held = store.get(key)
+                if held is None or not _holds(held, body):
+                    yield "apply", key, body
 
     def _writes(self, plan: Plan, skip: frozenset[str] = frozenset()) -> Iterator[Write]:
         """What must change, decided when a writer is free to send it, against the freshest copy:
-        applies not already in effect, creates of absent objects, status patches (but those of
-        the kinds `skip`, written before), deletes of present objects."""
+        applies not already in effect (but those of the kinds `skip`, written before), creates of
+        absent objects, status patches, deletes of present objects."""
         store = self.store
         for body in plan.applies:
+            if skip and body.get("kind") in skip:
+                continue
             key = key_of(body)
             held = store.get(key)
             if held is None or not _holds(held, body):
@@ -421,7 +446,7 @@ class Engine:
         for key, patch in plan.patches:
             if store.get(key) is not None:
                 yield "patch", key, patch
-        yield from self._status_writes(plan, skip=skip)
+        yield from self._status_writes(plan)
         for ref in plan.deletes:
             held = store.get(ref.key)
             if ref.kind in self.resources and (held is None or held["metadata"].get("deletionTimestamp")):

@@ -9,9 +9,9 @@ site never leaves it oversubscribed without someone watching the measured draw.
 One `coordination.k8s.io/v1` Lease named `stargate-operator` in every namespace that holds a
 StargateCluster, renewed by a merge patch (created by the first renewal that finds none): `holderIdentity`
 (this process), `leaseDurationSeconds`, `renewTime` (and `acquireTime` when this process began to
-hold it). Renewed every third of the duration, and only while the engine is active (the peering
-gate open) and its cache synced: a standby never renews, so the fail-safe follows the replica that
-actually plans.
+hold it). Renewed every third of the duration, and only while the engine is active (the leader, with leader
+election on) and its cache synced: a standby never renews, so the fail-safe follows the
+replica that actually plans.
 """
 
 from __future__ import annotations

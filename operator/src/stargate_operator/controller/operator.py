@@ -53,7 +53,8 @@ class RunSettings:
 
 def controllers(cfg: RunSettings) -> list[Controller[Any, Any]]:
     """The controllers this process runs, in one engine: a new controller registers here."""
-    out: list[Controller[Any, Any]] = [power_controller(cfg.engine.stale_after_seconds)]
+    out: list[Controller[Any, Any]] = [power_controller(cfg.engine.stale_after_seconds,
+                                                               cfg.engine.slices)]
     if cfg.discovery is not None:
         out.append(discovery_controller(cfg.discovery, cfg.engine.namespaces))
     return out

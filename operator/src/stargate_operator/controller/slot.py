@@ -8,9 +8,9 @@ A registration names
   unit of work (one namespace, or the whole cluster with `per_namespace=False`), the same
   `settings` and one `cache` per unit (made by `new_cache`) on every call;
 - `field_manager`: whose name its server-side applies carry;
-- `write_first`: kinds whose status patches go out, all of them, before any other write of the
-  same plan (the power controller's racks: their `powerLimits` are how a new limit reaches the
-  node agents with one write per rack).
+- `write_first`: kinds whose writes (applies and status patches) go out, all of them, before any
+  other write of the same plan (the power controller's PowerLimitSlices: they are how a new limit
+  reaches the node agents with one write per slice of up to a few hundred nodes).
 
 Several controllers may share one engine (one cache, one watch per resource, one set of writers,
 one leader-election gate): `Engine(client, settings, controllers=(power_controller(...), other))`.
@@ -25,8 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from stargate_operator import kinds
 from stargate_operator.client import ApiResource
-from stargate_operator.core import plan_namespace
-from stargate_operator.core.cache import PlanCache
+from stargate_operator.core.sliceplan import CampusCache, CampusSettings, SliceSettings, plan_campus
 from stargate_operator.core.types import CoreSettings, Plan
 
 S = TypeVar("S")
@@ -48,7 +47,7 @@ class Controller(Generic[S, C]):
     field_manager: str = FIELD_MANAGER
     # The `kind` label of its reconcile metrics: what one unit of its work is.
     reconcile_kind: str = "namespace"
-    # Kinds whose status patches are written (and answered) before the plan's other writes.
+    # Kinds whose applies and status patches are written (and answered) before the plan's other writes.
     write_first: tuple[str, ...] = ()
 
     @property
@@ -62,14 +61,15 @@ def stargate_resources() -> tuple[ApiResource, ...]:
 
 
 def power_controller(stale_after_seconds: float = kinds.DEFAULT_STALE_AFTER_SECONDS,
-                     ) -> Controller[CoreSettings, PlanCache]:
-    """Capacity, power and memory: the core's plan of every namespace (a site)."""
+                     slices: SliceSettings | None = None) -> Controller[CampusSettings, CampusCache]:
+    """Capacity, power and memory: the core's plan of every namespace (a site), its limits in
+    PowerLimitSlices."""
     return Controller(
         name="power",
         resources=stargate_resources(),
-        planner=plan_namespace,
-        settings=CoreSettings(stale_after_seconds),
-        new_cache=PlanCache,
-        # Limits travel per rack: the racks' powerLimits first, then the GPUNodes' statuses.
-        write_first=(kinds.RACK.kind,),
+        planner=plan_campus,
+        settings=CampusSettings(CoreSettings(stale_after_seconds), slices or SliceSettings()),
+        new_cache=CampusCache,
+        # Limits travel in slices: every slice first, then the GPUNodes' and racks' statuses.
+        write_first=(kinds.POWER_LIMIT_SLICE.kind,),
     )

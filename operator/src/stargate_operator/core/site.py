@@ -107,7 +107,9 @@ _TAKE: dict[str, _Take] = {
 }
 # Every kind of the registry is read here: a kind added to kinds.py
 # without a line above fails at import rather than silently getting no status.
-_UNREAD = {k.kind for k in kinds.KINDS} - _TAKE.keys() - {_NODE}
+# PowerLimitSlices are the operator's own output: sliceplan.py reads the held ones around this plan.
+_READ_ELSEWHERE = {_NODE, kinds.POWER_LIMIT_SLICE.kind}
+_UNREAD = {k.kind for k in kinds.KINDS} - _TAKE.keys() - _READ_ELSEWHERE
 if _UNREAD:
     raise ImportError(f"core/site.py reads no objects of kinds {sorted(_UNREAD)} registered in kinds.py")
 

@@ -249,11 +249,6 @@ def rack_status(r: RackIn, ctx: StatusContext) -> Status:
     }
     if r.limited_by is not None and capped[1] == TRUE:
         status["power"]["limitedBy"] = r.limited_by.name
-    # The fast path of the limits: one write per rack reaches its nodes' agents.
-    status["powerLimits"] = r.power_limits
-    # ... and beside them each node's safe limit: what its agent falls back to when the
-    # operator's Lease lapses, current with the limits it goes with.
-    status["safeLimits"] = r.safe_limits
     return status
 
 

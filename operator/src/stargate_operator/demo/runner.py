@@ -371,6 +371,9 @@ class Demo:
             "--metrics-port", str(metrics_port), "--metrics-addr", "127.0.0.1",
             "--health-port", str(_free_port()),
             "--stale-after", str(self.opts.stale_after),
+            # The live summary reads measured figures from status: refreshed often here (the
+            # default, minutes, is for sites whose live figures are in Prometheus and Grafana).
+            "--measured-refresh", "2",
         ]
         with self._no_interrupt():
             self.children.start("operator", args, log=self.opts.state_dir / "logs" / "operator.log",

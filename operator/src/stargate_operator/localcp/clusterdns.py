@@ -91,7 +91,10 @@ class ServiceLookup:
 
 def serve(sock: socket.socket, lookup: ServiceLookup) -> None:
     while True:
-        packet, peer = sock.recvfrom(512)
+        try:
+            packet, peer = sock.recvfrom(512)
+        except OSError:  # the socket was closed: the server is being stopped
+            return
         try:
             _ident, _flags, name, qtype, end = parse_query(packet)
         except (ValueError, IndexError, struct.error):

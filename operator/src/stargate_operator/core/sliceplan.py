@@ -1,0 +1,299 @@
+"""Limits in PowerLimitSlices: the core's plan of a namespace, plus the slices that carry its limits.
+
+`plan_campus` runs `plan_namespace` and then, per namespace:
+- packs the racks into slices (slices.py) in the order of the power tree, the previous assignment
+  read from the slices held;
+- stages the change from the limits the slices hold to the nodes' new `powerLimitWatts`, lower
+  before raise (staging.py), the constraints above a node being its site and every power and cooling
+  domain on its rack's path;
+- writes each slice whole (server-side apply of its spec, a `revision` that grows with every change),
+  empties the slices left without racks, counts confirmed nodes in each slice's status, and names each
+  node's slice in its GPUNode status (`powerLimitSlice`).
+
+A node is confirmed when its agent's fresh report shows an enforced limit at or below the highest
+limit assigned to it within the confirmation grace period (so a node being lowered, or ramping, does
+not read as a failure while it follows). Pure; what must outlive one call (lowerings pending, when
+raises started waiting, recent limits) lives in the `CampusCache` the caller passes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from stargate_operator import kinds
+from stargate_operator.core.cache import PlanCache
+from stargate_operator.core.site import plan_namespace
+from stargate_operator.core.slices import pack
+from stargate_operator.core.staging import stage
+from stargate_operator.core.types import CoreSettings, ObjectKey, Plan, PlanEvent
+from stargate_operator.core.wire import as_utc, from_epoch, parse_epoch
+
+SLICE = kinds.POWER_LIMIT_SLICE.kind
+NODE = kinds.GPU_NODE.kind
+# An enforced limit that no report can be at or below: a stale report proves nothing.
+_UNKNOWN = 1 << 40
+_MAX_DEPTH = 64  # a loop of parentRefs is the core's problem to report; here it only stops the walk
+
+
+@dataclass(frozen=True, slots=True)
+class SliceSettings:
+    slice_size: int = kinds.DEFAULT_SLICE_SIZE
+    raise_after_seconds: float = kinds.DEFAULT_RAISE_AFTER_SECONDS
+    confirm_grace_seconds: float = kinds.DEFAULT_CONFIRM_GRACE_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class CampusSettings:
+    core: CoreSettings = field(default_factory=CoreSettings)
+    slices: SliceSettings = field(default_factory=SliceSettings)
+
+
+@dataclass(slots=True)
+class _SpaceState:
+    pending: dict[str, int] = field(default_factory=dict)
+    waiting_since: float | None = None
+    # Node -> (the highest limit assigned to it lately, until when that counts).
+    recent: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # Node -> when its slice's entry last changed (within the grace period).
+    changed_at: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CampusCache:
+    plan: PlanCache = field(default_factory=PlanCache)
+    spaces: dict[str, _SpaceState] = field(default_factory=dict)
+
+
+def plan_campus(objects: Iterable[Mapping[str, Any]], now: datetime, settings: CampusSettings,
+                cache: CampusCache | None = None) -> Plan:
+    """plan_namespace's plan with the PowerLimitSlices that carry its limits (see the module)."""
+    objects = list(objects)
+    plan = plan_namespace(objects, now, settings.core, cache.plan if cache is not None else None)
+    spaces = cache.spaces if cache is not None else {}
+    by_ns: dict[str, list[Mapping[str, Any]]] = {}
+    for obj in objects:
+        by_ns.setdefault((obj.get("metadata") or {}).get("namespace") or "default", []).append(obj)
+    epoch = as_utc(now).timestamp()
+    for ns, objs in by_ns.items():
+        state = spaces.setdefault(ns, _SpaceState())
+        _plan_space(ns, objs, plan, epoch, settings, state)
+    return plan
+
+
+def _chain(name: str | None, parents: Mapping[str, str | None]) -> tuple[str, ...]:
+    """A domain and every domain above it, top first."""
+    out: list[str] = []
+    at = name
+    while at is not None and at in parents and at not in out and len(out) < _MAX_DEPTH:
+        out.append(at)
+        at = parents[at]
+    return tuple(reversed(out))
+
+
+def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, settings: CampusSettings,
+                state: _SpaceState) -> None:
+    racks: dict[str, Mapping[str, Any]] = {}
+    parents: dict[str, str | None] = {}
+    slices: dict[str, Mapping[str, Any]] = {}
+    nodes: dict[str, Mapping[str, Any]] = {}
+    clusters: list[str] = []
+    for obj in objs:
+        kind = obj.get("kind")
+        name = obj["metadata"]["name"]
+        if kind == NODE:
+            nodes[name] = obj
+        elif kind == kinds.RACK.kind:
+            racks[name] = obj.get("spec") or {}
+        elif kind == kinds.POWER_DOMAIN.kind:
+            parents[name] = (obj.get("spec") or {}).get("parentRef")
+        elif kind == SLICE:
+            slices[name] = obj
+        elif kind == kinds.STARGATE_CLUSTER.kind:
+            clusters.append(name)
+    statuses = plan.statuses
+    target: dict[str, int] = {}
+    safe: dict[str, int] = {}
+    rack_of: dict[str, str] = {}
+    members: dict[str, int] = {}
+    for name, obj in nodes.items():
+        st = statuses.get((NODE, ns, name))
+        limit = st.get("powerLimitWatts") if st else None
+        if type(limit) is not int:
+            continue
+        target[name] = limit
+        sl = st.get("safeLimitWatts") if st else None
+        if type(sl) is int and sl < limit:
+            safe[name] = sl
+        rack = str((obj.get("spec") or {}).get("rackRef") or "")
+        rack_of[name] = rack
+        members[rack] = members.get(rack, 0) + 1
+
+    # The power-tree order: site, then the chain of power domains from the top, then the rack.
+    def order(rack: str) -> tuple[str, tuple[str, ...], str]:
+        spec = racks.get(rack)
+        if spec is None:
+            return ("~", (), rack)  # a rack that does not exist (yet): last
+        return (str(spec.get("clusterRef") or ""), _chain(spec.get("powerDomainRef"), parents), rack)
+
+    ordered = sorted(members, key=order)
+    held: dict[str, int] = {}
+    previous: dict[str, str] = {}
+    for sname, sobj in slices.items():
+        limits = (sobj.get("spec") or {}).get("limits") or {}
+        for node, watts in limits.items():
+            if type(watts) is int:
+                held[node] = watts
+            was_in = rack_of.get(node)
+            if was_in is not None:
+                previous.setdefault(was_in, sname)
+    assignment = pack([(r, members[r]) for r in ordered], previous, settings.slices.slice_size)
+
+    above: dict[str, tuple[str, ...]] = {}
+    by_rack: dict[str, tuple[str, ...]] = {}
+    for rack in members:
+        spec = racks.get(rack) or {}
+        by_rack[rack] = (f"StargateCluster/{spec.get('clusterRef') or ''}",
+                         *(f"PowerDomain/{d}" for d in _chain(spec.get("powerDomainRef"), parents)),
+                         *(f"PowerDomain/{d}" for d in _chain(spec.get("coolingDomainRef"), parents)))
+    gpus: dict[str, int] = {}
+    enforced: dict[str, int] = {}
+    stale_after = settings.core.stale_after_seconds
+    for name in target:
+        above[name] = by_rack[rack_of[name]]
+        obj = nodes[name]
+        count = ((obj.get("spec") or {}).get("gpu") or {}).get("count")
+        gpus[name] = count if type(count) is int and count > 0 else 1
+        tel = (obj.get("status") or {}).get("telemetry")
+        if tel:
+            seen = parse_epoch(tel.get("observedAt"))
+            value = tel.get("enforcedLimitWatts")
+            if seen is None or now - seen >= stale_after:
+                enforced[name] = _UNKNOWN  # a report, but one that proves nothing now
+            elif type(value) is int:
+                enforced[name] = value
+    staged = stage(target, held, enforced, gpus, above, state.pending, state.waiting_since, now,
+                   settings.slices.raise_after_seconds)
+    state.pending, state.waiting_since = staged.pending, staged.waiting_since
+    grace = settings.slices.confirm_grace_seconds
+    recent = state.recent
+    for node, limit in staged.limits.items():
+        was = held.get(node)
+        if was is not None and limit < was:
+            kept = recent.get(node)
+            top = max(was, kept[0]) if kept is not None and kept[1] > now else was
+            recent[node] = (top, now + grace)
+    for node in [n for n, (_, until) in recent.items() if until <= now or n not in target]:
+        del recent[node]
+    changed = state.changed_at
+    for node, limit in staged.limits.items():
+        was = held.get(node)
+        if was is not None and was != limit:  # a node new to the slices has nothing to confirm yet
+            changed[node] = now
+    for node in [n for n, at in changed.items() if at + grace <= now or n not in target]:
+        del changed[node]
+    grace_ends = _within_grace(ns, nodes, statuses, changed, grace)
+
+    by_slice: dict[str, list[str]] = {}
+    for node in sorted(target):
+        by_slice.setdefault(assignment[rack_of[node]], []).append(node)
+    for sname, names in by_slice.items():
+        limits = {n: staged.limits[n] for n in names}
+        safes = {n: safe[n] for n in names if n in safe and safe[n] < limits[n]}
+        held_slice = slices.get(sname)
+        spec = (held_slice.get("spec") or {}) if held_slice is not None else {}
+        revision = spec.get("revision")
+        revision = revision if type(revision) is int else 0
+        generation = (held_slice or {}).get("metadata", {}).get("generation")
+        generation = generation if type(generation) is int else 0
+        if held_slice is None or spec.get("limits") != limits or (spec.get("safeLimits") or {}) != safes:
+            revision += 1
+            generation += 1  # what the apply of the changed spec makes it
+        desired: dict[str, Any] = {"limits": limits, "safeLimits": safes, "revision": revision}
+        if spec.get("ramp") is not None:
+            desired["ramp"] = spec["ramp"]  # not ours to end
+        plan.applies.append({
+            "apiVersion": kinds.API_VERSION, "kind": SLICE,
+            "metadata": {"name": sname, "namespace": ns},
+            "spec": desired,
+        })
+        confirmed = 0
+        for n in names:
+            got = enforced.get(n)
+            if got is None:
+                continue
+            kept = recent.get(n)
+            top = max(limits[n], kept[0]) if kept is not None else limits[n]
+            if got <= top:
+                confirmed += 1
+        # Written once the slice is held (the caller writes statuses of held objects only, after
+        # the slices' own writes).
+        status: dict[str, Any] = {"observedGeneration": generation, "nodes": len(names),
+                                  "confirmed": confirmed, "unconfirmed": len(names) - confirmed}
+        statuses[SLICE, ns, sname] = status
+        for n in names:
+            st = statuses[NODE, ns, n]
+            if st.get("powerLimitSlice") != sname:
+                st["powerLimitSlice"] = sname  # the core builds each node's status afresh or keeps it
+    for sname, sobj in slices.items():
+        if sname in by_slice:
+            continue
+        # Left without racks: emptied, not deleted (the operator needs no delete permission, and
+        # the name is the first one taken again by a new slice).
+        spec = sobj.get("spec") or {}
+        generation = sobj["metadata"].get("generation")
+        generation = generation if type(generation) is int else 0
+        if spec.get("limits") or spec.get("safeLimits") or spec.get("ramp") is not None:
+            generation += 1
+            revision = spec.get("revision")
+            plan.applies.append({
+                "apiVersion": kinds.API_VERSION, "kind": SLICE,
+                "metadata": {"name": sname, "namespace": ns},
+                "spec": {"limits": {}, "safeLimits": {},
+                         "revision": (revision if type(revision) is int else 0) + 1},
+            })
+        statuses[SLICE, ns, sname] = {"observedGeneration": generation, "nodes": 0, "confirmed": 0,
+                                      "unconfirmed": 0}
+    if staged.forced and clusters:
+        key: ObjectKey = (kinds.STARGATE_CLUSTER.kind, ns, sorted(clusters)[0])
+        plan.events.append(PlanEvent(
+            key, "Warning", "RaisedUnconfirmed",
+            f"raised limits after {settings.slices.raise_after_seconds:g} s although nodes lowered "
+            f"beneath {', '.join(staged.forced)} have not confirmed their lower limits (their agents "
+            "may be down or late)"))
+    for moment in (staged.next_at, grace_ends):
+        if moment is not None:
+            at = from_epoch(moment)
+            if plan.next_change_at is None or at < plan.next_change_at:
+                plan.next_change_at = at
+
+
+_APPLIED = "PowerLimitApplied"
+
+
+def _within_grace(ns: str, nodes: Mapping[str, Mapping[str, Any]], statuses: dict[ObjectKey, dict[str, Any]],
+                  changed: Mapping[str, float], grace: float) -> float | None:
+    """PowerLimitApplied=False only for a node still unconfirmed after the grace period: inside it, a
+    node whose new limit is not confirmed yet keeps the condition it had. Returns when the first
+    grace period ends (the node's status is then written as the core says)."""
+    first: float | None = None
+    for node, at in changed.items():
+        key = (NODE, ns, node)
+        st = statuses.get(key)
+        if st is None:
+            continue
+        conds = st.get("conditions") or []
+        i = next((i for i, c in enumerate(conds) if c.get("type") == _APPLIED), None)
+        if i is None or conds[i].get("status") != "False":
+            continue
+        old = next((c for c in ((nodes[node].get("status") or {}).get("conditions") or [])
+                    if c.get("type") == _APPLIED), None)
+        if old is None or old.get("status") == "False":
+            continue  # nothing better to keep
+        # A copy: the core may hand the same status back from its cache on a later call.
+        statuses[key] = {**st, "conditions": [*conds[:i], old, *conds[i + 1:]]}
+        end = at + grace
+        first = end if first is None or end < first else first
+    return first

@@ -1,0 +1,103 @@
+"""The agent's side of the PowerLimitSlices: its entry (with the slice's ramp, interpolated), its
+safe limit, and the order slice, then an older operator's rack map, then its GPUNode."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from stargate_operator.agent.runner import FROM_GPUNODE, FROM_RACK, FROM_SLICE, Fleet, simulated_factory
+from stargate_operator.agent.simulate import SimulatedBackend
+from stargate_operator.agent.slices import SliceEntry, slice_entries
+from stargate_operator.client import KubeClient
+
+SPEC: dict[str, Any] = {"rackRef": "r1", "basePowerWatts": 2000,
+                        "gpu": {"model": "H100", "count": 8, "memoryBytes": 80 * 2**30,
+                                "minPowerWatts": 200, "maxPowerWatts": 700}}
+
+
+def _obj(limit: int) -> dict[str, Any]:
+    return {"apiVersion": "stargate.dev/v1alpha1", "kind": "GPUNode",
+            "metadata": {"name": "n1", "namespace": "ns", "uid": "u1", "generation": 1},
+            "spec": SPEC, "status": {"powerLimitWatts": limit}}
+
+
+class SimClient:
+    """What the agents of a fleet write: their telemetry (kept), Events (none here)."""
+
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, Any]] = []
+
+    async def patch_status(self, resource: Any, namespace: str, name: str, patch: Any) -> Any:
+        self.patches.append((name, patch))
+        return {}
+
+    async def create_event(self, **kw: Any) -> Any:
+        return {}
+
+    async def list(self, *a: Any, **kw: Any) -> Any:
+        return [], "1"
+
+
+def test_a_ramp_is_interpolated_linearly_and_rounded_down() -> None:
+    entries = slice_entries({"spec": {
+        "limits": {"a": 400, "b": 600, "c": 500},
+        "safeLimits": {"b": 450},
+        "ramp": {"from": {"a": 700, "b": 300}, "startAt": "2027-01-01T00:00:00Z",
+                 "endAt": "2027-01-01T00:01:00Z"},
+        "revision": 3}})
+    a, b, c = entries["a"], entries["b"], entries["c"]
+    t0 = a.start_at
+    assert (a.at(t0 - 5), a.at(t0), a.at(t0 + 30), a.at(t0 + 59.9), a.at(t0 + 60), a.at(t0 + 600)) == \
+        (700, 700, 550, 400, 400, 400)
+    assert (b.at(t0 + 20), b.at(t0 + 60)) == (400, 600)
+    assert b.at(t0 + 1) == 305  # 300 + 300 * 1/60
+    assert a.ramping(t0 + 10) and not a.ramping(t0 + 60) and not c.ramping(t0 + 10)
+    assert c.at(t0) == 500  # not in from: its limit holds throughout
+    assert (a.safe_limit(), b.safe_limit()) == (400, 450)
+
+
+def test_a_malformed_slice_gives_what_can_be_read() -> None:
+    entries = slice_entries({"spec": {"limits": {"a": 400, "b": "x", "c": -1},
+                                      "ramp": {"from": {"a": 700}, "startAt": "soon", "endAt": "later"}}})
+    assert entries == {"a": SliceEntry(400, None)}
+    assert slice_entries({}) == {} and slice_entries({"spec": {"limits": []}}) == {}
+
+
+async def test_the_slice_wins_over_the_rack_and_the_gpunode() -> None:
+    client = SimClient()
+    fleet = Fleet(KubeClient.__new__(KubeClient), "ns", simulated_factory(seed=1), interval=60)
+    fleet.client = client  # type: ignore[assignment]
+    try:
+        fleet._replace_racks([])
+        for name in ("n1", "n2"):
+            fleet.upsert({**_obj(400), "metadata": {"name": name, "namespace": "ns", "generation": 1}})
+        n1, n2 = fleet.agents["n1"], fleet.agents["n2"]
+        await asyncio.sleep(0.05)
+        assert n1.assigned_limit() == (400, FROM_GPUNODE)
+        fleet._on_rack_event("MODIFIED", {"metadata": {"name": "r1"},
+                                          "status": {"powerLimits": {"n1": 350, "n2": 350}}})
+        assert n1.assigned_limit() == (350, FROM_RACK)
+        s0: dict[str, Any] = {"metadata": {"name": "limits-0"},
+                              "spec": {"limits": {"n1": 300}, "safeLimits": {"n1": 250}, "revision": 1}}
+        fleet._on_slice_event("ADDED", s0)
+        assert n1.assigned_limit() == (300, FROM_SLICE) and n2.assigned_limit() == (350, FROM_RACK)
+        await asyncio.sleep(0.05)
+        assert isinstance(n1.backend, SimulatedBackend) and n1.backend.limit_watts == 300
+        # the fail-safe reads the slice's safe limits; a node absent there is safe at its limit
+        assert n1.safe_limit() == 250
+        # the node moves to another slice: the one that lists it last wins, the old one's removal
+        # of it changes nothing
+        fleet._on_slice_event("ADDED", {"metadata": {"name": "limits-1"},
+                                        "spec": {"limits": {"n1": 280, "n2": 320}, "revision": 1}})
+        fleet._on_slice_event("MODIFIED", {"metadata": {"name": "limits-0"},
+                                           "spec": {"limits": {}, "revision": 2}})
+        assert n1.assigned_limit() == (280, FROM_SLICE) and n2.assigned_limit() == (320, FROM_SLICE)
+        assert n1.safe_limit() == 280
+        fleet._on_slice_event("DELETED", {"metadata": {"name": "limits-1"}, "spec": {}})
+        assert n1.assigned_limit() == (350, FROM_RACK)  # back to the older operator's map
+        await asyncio.sleep(0.05)
+        assert fleet.stats.limit_changes[FROM_SLICE] >= 1
+    finally:
+        await fleet.stop()
+
