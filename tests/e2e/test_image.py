@@ -1,7 +1,8 @@
 """operator/Dockerfile and /.dockerignore, checked without a Docker engine: what the image must be
 (a pinned slim Python base, a numeric non-root user that matches the chart's runAsUser, the package
 installed from the repository, `stargate-operator run` as the entrypoint) and a build context that
-holds everything the package build needs. tests/e2e/test_node.py builds and runs the image for real, on the real node."""
+holds everything the package build needs. tests/e2e/test_node.py builds and runs the image for
+real, on the real node."""
 
 from __future__ import annotations
 
