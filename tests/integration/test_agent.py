@@ -349,7 +349,7 @@ RACKS_NOW = Path(__file__).parent.parent.parent / "crds" / "stargate.dev_racks.y
 
 
 @pytest.fixture
-def older_operator(kubectl: Kubectl) -> Iterator[None]:
+def older_operator(kubectl: Kubectl, namespace: str) -> Iterator[None]:
     """The Rack CRD of an operator from before PowerLimitSlices (racks carry status.powerLimits),
     for as long as the test runs; today's CRD again after it."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(OLDER_RACKS))
@@ -357,7 +357,12 @@ def older_operator(kubectl: Kubectl) -> Iterator[None]:
     try:
         yield
     finally:
+        # The test's racks go while the CRD they were made under still serves them: a namespace
+        # purge racing the CRD's replacement can miss them, and they then show up in other tests'
+        # cluster-wide listings under a namespace that no longer exists.
+        kubectl("delete", "racks", "--all", "-n", namespace, "--wait=true")
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(RACKS_NOW))
+        kubectl("wait", "--for=condition=Established", "crd/racks.stargate.dev")
 
 
 async def test_agent_follows_its_slice_by_name(kubectl: Kubectl, namespace: str, client: KubeClient) -> None:

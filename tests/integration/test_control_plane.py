@@ -39,6 +39,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "MemoryPool": {"clusterRef": "site", "tier": "DRAM"},
     "MemoryClaim": {"poolRef": "pool", "sizeBytes": 2**30},
     "GridEvent": {"clusterRef": "site", "start": "2026-07-01T17:00:00Z", "reducePercent": 20},
+    "PowerLimitSlice": {"limits": {"node": 500}},
 }
 
 

@@ -8,6 +8,8 @@ helpers/site.py: 4 GPUs of 100..500 W on a 1000 W base, floor F = 1400 W, demand
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -201,42 +203,79 @@ def test_curtailment_applies_and_expires(api: Api, operator: OperatorProcess, na
 
 # -- health -----------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def reporting(api: Api, ns: str, name: str, telemetry: dict[str, int], every: float = 1.0) -> Iterator[None]:
+    """An agent that keeps reporting for `name` while the block runs."""
+    stop = threading.Event()
+
+    def report() -> None:
+        while not stop.is_set():
+            api.patch_status("GPUNode", ns, name, {"telemetry": {**telemetry, "observedAt": now_precise()}})
+            stop.wait(every)
+
+    thread = threading.Thread(target=report, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _operator_status(obj: dict[str, object]) -> dict[str, object]:
+    """A GPUNode's status less what its agent writes."""
+    status = dict(obj.get("status") or {})  # type: ignore[call-overload]
+    status.pop("telemetry", None)
+    return status
+
+
 def test_telemetry_goes_stale_and_comes_back(api: Api, operator: OperatorProcess, namespace: str) -> None:
+    """A node is stale when its own reports stop while another's still arrive; when every report
+    stops at once, the source is what failed, and health holds at the last readings."""
     ns = namespace
     api.create_all(ns, [cluster(it=100_000), rack("r"), node("n1", "r"), node("n2", "r")])
     expect(api, ns, "GPUNode", "n1", {"healthyGPUs": 4}, {"TelemetryStale": ("False", "NoTelemetry")})
-    # An agent reports 3 healthy GPUs and 2500 W (written to the status subresource, as agents do).
-    written = time.monotonic()
-    api.patch_status("GPUNode", ns, "n1", {"telemetry": {"powerWatts": 2500, "healthyGPUs": 3,
-                                                         "hbmUsedBytes": 10, "observedAt": now_precise()}})
-    expect(api, ns, "GPUNode", "n1", {"healthyGPUs": 3, "telemetry": {"powerWatts": 2500}},
-           {"TelemetryStale": ("False", "Fresh"), "Ready": ("True", "PowerAllocated")}, timeout=2)
-    # Rack: 3 + 4 healthy, 2500 W measured; site facility: n1 measured 2500 + n2 allocated 3000.
-    expect(api, ns, "Rack", "r", {"gpus": {"total": 8, "healthy": 7}, "power": {"measuredWatts": 2500}},
-           timeout=2)
-    expect(api, ns, "StargateCluster", "site", {"gpus": {"healthy": 7},
-                                                "power": {"measuredWatts": 2500, "facilityWatts": 5500}},
-           timeout=2)
+    with reporting(api, ns, "n2", {"powerWatts": 3000, "healthyGPUs": 4}):
+        # n1's agent reports 3 healthy GPUs and 2500 W (to the status subresource, as agents do).
+        written = time.monotonic()
+        reading = {"powerWatts": 2500, "healthyGPUs": 3, "hbmUsedBytes": 10, "observedAt": now_precise()}
+        api.patch_status("GPUNode", ns, "n1", {"telemetry": reading})
+        expect(api, ns, "GPUNode", "n1", {"healthyGPUs": 3, "telemetry": {"powerWatts": 2500}},
+               {"TelemetryStale": ("False", "Fresh"), "Ready": ("True", "PowerAllocated")}, timeout=2)
+        # Rack: 3 + 4 healthy, 2500 + 3000 W measured.
+        expect(api, ns, "Rack", "r", {"gpus": {"total": 8, "healthy": 7}, "power": {"measuredWatts": 5500}},
+               timeout=2)
+        expect(api, ns, "StargateCluster", "site", {"gpus": {"healthy": 7},
+                                                    "power": {"measuredWatts": 5500, "facilityWatts": 5500}},
+               timeout=2)
+        n2_status = _operator_status(api.get("GPUNode", ns, "n2"))
+        # No more telemetry from n1, while n2's still arrives: 3 s later n1 is stale, 0 healthy GPUs,
+        # its power no longer counts (its allocation of 3000 W does).
+        expect(api, ns, "GPUNode", "n1", {"healthyGPUs": 0},
+               {"TelemetryStale": ("True", "Stale"), "Ready": ("False", "TelemetryStale")}, timeout=6)
+        assert time.monotonic() - written >= 2.9, "stale before the threshold"
+        expect(api, ns, "Rack", "r", {"gpus": {"healthy": 4}, "power": {"measuredWatts": 3000}}, timeout=2)
+        expect(api, ns, "StargateCluster", "site", {"gpus": {"healthy": 4}, "power": {"facilityWatts": 6000}},
+               timeout=2)
+        expect_event(api, ns, "GPUNode", "n1", "TelemetryStale")
+        # That recomputation (by time alone) left n2's status as it was.
+        assert _operator_status(api.get("GPUNode", ns, "n2")) == n2_status
+        expect(api, ns, "StargateCluster", "site", {}, {"TelemetryAvailable": ("True", "Reporting")},
+               timeout=2)
 
-    n2_version = api.get("GPUNode", ns, "n2")["metadata"]["resourceVersion"]
-    # No more telemetry: 3 s later the node is stale, 0 healthy GPUs, its power no longer counts.
-    expect(api, ns, "GPUNode", "n1", {"healthyGPUs": 0},
-           {"TelemetryStale": ("True", "Stale"), "Ready": ("False", "TelemetryStale")}, timeout=6)
-    assert time.monotonic() - written >= 2.9, "stale before the threshold"
-    expect(api, ns, "Rack", "r", {"gpus": {"healthy": 4}, "power": {"measuredWatts": 0}}, timeout=2)
-    expect(api, ns, "StargateCluster", "site", {"gpus": {"healthy": 4}, "power": {"facilityWatts": 6000}},
-           timeout=2)
-    expect_event(api, ns, "GPUNode", "n1", "TelemetryStale")
-    # That recomputation (by time alone) did not write n2, whose status it did not change.
-    assert api.get("GPUNode", ns, "n2")["metadata"]["resourceVersion"] == n2_version
+        # n1's agent comes back.
+        api.patch_status("GPUNode", ns, "n1", {"telemetry": {"powerWatts": 2000, "healthyGPUs": 4,
+                                                             "observedAt": now_precise()}})
+        expect(api, ns, "GPUNode", "n1", {"healthyGPUs": 4},
+               {"TelemetryStale": ("False", "Fresh"), "Ready": ("True", "PowerAllocated")}, timeout=2)
+        expect(api, ns, "Rack", "r", {"gpus": {"healthy": 8}, "power": {"measuredWatts": 5000}}, timeout=2)
+        expect_event(api, ns, "GPUNode", "n1", "TelemetryFresh", type_="Normal")
 
-    # The agent comes back.
-    api.patch_status("GPUNode", ns, "n1", {"telemetry": {"powerWatts": 2000, "healthyGPUs": 4,
-                                                         "observedAt": now_precise()}})
-    expect(api, ns, "GPUNode", "n1", {"healthyGPUs": 4},
-           {"TelemetryStale": ("False", "Fresh"), "Ready": ("True", "PowerAllocated")}, timeout=2)
-    expect(api, ns, "Rack", "r", {"gpus": {"healthy": 8}, "power": {"measuredWatts": 2000}}, timeout=2)
-    expect_event(api, ns, "GPUNode", "n1", "TelemetryFresh", type_="Normal")
+    # Now every report stops at once: an outage of the source, not a loss of 8 GPUs.
+    expect(api, ns, "StargateCluster", "site", {"gpus": {"healthy": 8}},
+           {"TelemetryAvailable": ("False", "AgentReportsLate")}, timeout=8)
+    expect(api, ns, "Rack", "r", {"gpus": {"healthy": 8}}, timeout=2)
+    expect_event(api, ns, "StargateCluster", "site", "TelemetryUnavailable")
 
 
 def test_maintenance(api: Api, operator: OperatorProcess, namespace: str) -> None:

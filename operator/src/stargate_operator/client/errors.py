@@ -31,6 +31,14 @@ class ApiError(RuntimeError):
         causes = (self.body.get("details") or {}).get("causes") or []
         return any(isinstance(c, dict) and c.get("reason") == NAMESPACE_TERMINATING for c in causes)
 
+    @property
+    def namespace_gone(self) -> bool:
+        """A create refused because its namespace no longer exists (404 whose details name a
+        namespace): the namespace went before the watch said that its objects did."""
+        if self.status != 404 or not isinstance(self.body, dict):
+            return False
+        return (self.body.get("details") or {}).get("kind") == "namespaces"
+
 
 class TransportError(ApiError):
     """No HTTP answer at all: connection refused or reset, TLS failure, timeout (status 0)."""

@@ -480,7 +480,7 @@ class Engine:
             # recomputes from it.
             logger.info("%s of %s %s/%s: changed under us; recomputing", what, kind, namespace, name)
             return False
-        if isinstance(e, ApiError) and e.namespace_terminating:
+        if isinstance(e, ApiError) and (e.namespace_terminating or e.namespace_gone):
             # Only creates are refused, and what they were for goes with the namespace.
             self._namespace_terminating(namespace, f"{what} of {kind} {name} skipped")
             return False
@@ -490,7 +490,8 @@ class Engine:
         return False
 
     def _namespace_terminating(self, namespace: str, what: str) -> None:
-        """Said once per namespace: deleting a site refuses a create for each of its objects."""
+        """Said once per namespace: deleting a site refuses a create for each of its objects (while
+        the namespace terminates, and after it is gone until the watch catches up)."""
         if namespace in self._terminating:
             logger.debug("namespace %s is being deleted: %s", namespace, what)
             return
@@ -598,7 +599,7 @@ class Engine:
                     message=event.message,
                 )
             except Exception as e:  # Events are best effort: never block status on them
-                if isinstance(e, ApiError) and e.namespace_terminating:
+                if isinstance(e, ApiError) and (e.namespace_terminating or e.namespace_gone):
                     self._namespace_terminating(event.key[1], "its Events are not posted")
                 else:
                     logger.warning("posting event %s on %s failed: %s", event.reason, event.key, e)
