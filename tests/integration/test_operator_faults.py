@@ -221,11 +221,14 @@ def test_apiserver_restart(api: Api, control_plane: LocalControlPlane, namespace
     st = api.status("StargateCluster", ns, "site")
     assert (st["power"]["budgetWatts"], st["observedGeneration"]) == (5000, 2)
     assert api.status("Rack", ns, "r")["power"]["budgetWatts"] == 5000
-    # The four objects whose status changed were written, once each, nothing else: reconnecting
-    # (and any re-list) cost no write.
-    wait_for(lambda: op.writes() >= writes + 4, 5)
+    # The five objects whose status changed were written, once each, nothing else: reconnecting
+    # (and any re-list) cost no write. The fifth is the PowerLimitSlice: the new limits are a new
+    # generation of its spec, which its status's observedGeneration records.
+    wait_for(lambda: op.writes() >= writes + 5, 5)
     time.sleep(0.3)
-    assert op.writes() == writes + 4
+    assert op.writes() == writes + 5
+    assert {k: op.writes(k) for k in ("StargateCluster", "Rack", "GPUNode", "PowerLimitSlice")} == {
+        "StargateCluster": 2, "Rack": 2, "GPUNode": 4, "PowerLimitSlice": 2}
     # And it keeps following (the watches are back, not just one re-list).
     api.create(ns, node("n3", "r"))
     wait_for(lambda: api.status("Rack", ns, "r").get("nodes") == 3, 10)
