@@ -12,6 +12,7 @@ from helpers.core_objects import NOW, NS, cluster, cond, feed_back, node, rack, 
 from helpers.properties import PROPS, sites, with_versions
 from stargate_operator.core import Plan, PlanCache
 from stargate_operator.core.counts import NODES_LIMIT_CONFIRMED, NODES_LIMIT_UNCONFIRMED, counts_from_objects
+from stargate_operator.core.outage import SourceState, source_record
 from stargate_operator.core.sliceplan import CampusCache, CampusSettings, plan_campus
 
 
@@ -190,3 +191,15 @@ def test_a_slice_left_without_racks_is_emptied_not_deleted() -> None:
     assert not second.deletes
     assert st(second, "PowerLimitSlice", body["metadata"]["name"]) == {
         "observedGeneration": 1, "nodes": 0, "confirmed": 0, "unconfirmed": 0}
+
+
+def test_a_telemetry_source_record_among_the_objects_is_no_node_or_namespace() -> None:
+    # The telemetry overlay puts its source's state (no metadata: not an API object) among the
+    # objects of every unit with a site; the slices and the core's outage rule read it side by side.
+    objs = site(node("a", "r", count=4), it=2400)
+    down = source_record(SourceState("Prometheus", False, "2026-01-01T12:00:05Z", "connection refused"))
+    plan = campus([*objs, down])
+    limit = st(plan, "GPUNode", "a")["powerLimitWatts"]
+    assert slice_limits(plan) == slice_limits(campus(objs)) == {"a": limit}
+    assert {key[1] for key in plan.statuses} == {NS}
+    assert cond(st(plan, "StargateCluster", "site"), "TelemetryAvailable")["status"] == "False"

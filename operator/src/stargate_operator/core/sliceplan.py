@@ -75,7 +75,10 @@ def plan_campus(objects: Iterable[Mapping[str, Any]], now: datetime, settings: C
     spaces = cache.spaces if cache is not None else {}
     by_ns: dict[str, list[Mapping[str, Any]]] = {}
     for obj in objects:
-        by_ns.setdefault((obj.get("metadata") or {}).get("namespace") or "default", []).append(obj)
+        meta = obj.get("metadata")
+        if meta is None:
+            continue  # a caller's record, not an API object (a telemetry source's state: outage.py)
+        by_ns.setdefault(meta.get("namespace") or "default", []).append(obj)
     epoch = as_utc(now).timestamp()
     for ns, objs in by_ns.items():
         state = spaces.setdefault(ns, _SpaceState())
