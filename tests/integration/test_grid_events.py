@@ -247,8 +247,12 @@ def test_a_ramped_event_is_followed_through_its_descent_and_its_rise(api: Api, o
     rise = {w for t, w in samples if end.timestamp() <= t < end.timestamp() + 6}
     assert len(rise - {12_000, 6_000}) >= 3, samples
     assert samples[-1][1] == 12_000, samples
-    moves = [abs(b[1] - a[1]) for a, b in pairwise(samples)]
-    assert max(moves) <= 2_000, samples  # a tick is 1 s at 1,000 W/s; two ticks may fall between reads
+    # The allocation is the envelope at the instant of the plan behind the read: the engine plans
+    # once a second while a ramp moves, and a plan read may be up to a late tick old. So a move
+    # between two reads is at most the rate times the time between them plus one tick and its lag
+    # (on 2 busy cores a tick is seen up to about a second late); a step to the target is far more.
+    moves = [(abs(b[1] - a[1]), b[0] - a[0]) for a, b in pairwise(samples)]
+    assert all(w <= 1_000 * (dt + 2.5) for w, dt in moves), samples
     status = api.status("GridEvent", ns, "ramped")
     assert _epoch(status, "rampStartedAt") == start.timestamp() - 14
     assert _epoch(status, "targetReachedAt") == start.timestamp()

@@ -688,7 +688,7 @@ def all_exported_names() -> set[str]:
     metrics.API_WRITES.labels(kind="Event", verb="create_event").inc(0)
     metrics.LAST_SUCCESS.labels(namespace="synth").set(1)
     s = scrape(planned_synthetic_site(40) + small_site() + small_tree() + planned_oversubscribed_site()
-               + planned_grid_event_site(), per_node=True)
+               + planned_grid_event_site() + planned_observing_site(), per_node=True)
     return names(s) | {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 
 
@@ -703,6 +703,22 @@ def planned_grid_event_site() -> list[dict[str, Any]]:
                  "metadata": {"name": "dr", "namespace": "grid", "generation": 1},
                  "spec": {"clusterRef": site["metadata"]["name"], "start": start, "end": end,
                           "reducePercent": 20, "source": "test"}})
+    plan = plan_namespace(objs, SYNTH_NOW, CoreSettings())
+    for o in objs:
+        key = (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
+        telemetry = (o.get("status") or {}).get("telemetry")
+        o["status"] = {**plan.statuses[key], **({"telemetry": telemetry} if telemetry else {})}
+    return objs
+
+
+def planned_observing_site() -> list[dict[str, Any]]:
+    """A synthetic site in shadow mode (enforcement Observe), curtailed so that enforcing would
+    cap, planned by the real core: it exports the shadow-mode series."""
+    objs = synthetic_site(20, 4, "observe", now=SYNTH_NOW)
+    for o in objs:
+        if o["kind"] == "StargateCluster":
+            o["spec"]["power"]["enforcement"] = "Observe"
+            o["spec"]["power"]["curtailment"] = {"percent": 50}
     plan = plan_namespace(objs, SYNTH_NOW, CoreSettings())
     for o in objs:
         key = (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
