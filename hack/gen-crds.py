@@ -51,7 +51,8 @@ def kinds_template() -> str:
         '{{- define "stargate-operator.group" -}}\n'
         f"{kinds.GROUP}\n"
         "{{- end }}\n\n"
-        "{{/*\nThe plural of one kind, by its kind name: `include \"stargate-operator.plural\" \"GPUNode\"`.\n*/}}\n"
+        "{{/*\nThe plural of one kind, by its kind name:\n"
+        '`include "stargate-operator.plural" "GPUNode"`.\n*/}}\n'
         '{{- define "stargate-operator.plural" -}}\n'
         f"{{{{- $plurals := dict {by_kind} }}}}\n"
         '{{- if not (hasKey $plurals .) }}{{ fail (printf "no kind %q in the '

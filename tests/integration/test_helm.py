@@ -515,16 +515,18 @@ def test_template_flow_control(helm: Helm) -> None:
     # Judged before service-accounts (9000), after the API server's own schemas (below 1000).
     assert 1000 <= schema["spec"]["matchingPrecedence"] < 9000
     (rule,) = schema["spec"]["rules"]
-    assert rule["subjects"] == [{"kind": "ServiceAccount",
-                                 "serviceAccount": {"name": "sg-stargate-operator", "namespace": "stargate-system"}}]
+    operator_sa = {"name": "sg-stargate-operator", "namespace": "stargate-system"}
+    assert rule["subjects"] == [{"kind": "ServiceAccount", "serviceAccount": operator_sa}]
     assert "nonResourceRules" not in rule
     gpunode_status = f"{kinds.GPU_NODE.plural}/status"
     assert _flow_matches(schema, kinds.GROUP, gpunode_status, "patch", "site-a")
     slices = kinds.POWER_LIMIT_SLICE.plural
+    leases = "coordination.k8s.io"
     not_matched = [
-        (kinds.GROUP, slices, "create"), (kinds.GROUP, slices, "patch"), (kinds.GROUP, f"{slices}/status", "patch"),
-        ("coordination.k8s.io", "leases", "create"), ("coordination.k8s.io", "leases", "update"),
-        ("coordination.k8s.io", "leases", "get"), (kinds.GROUP, kinds.GPU_NODE.plural, "patch"),
+        (kinds.GROUP, slices, "create"), (kinds.GROUP, slices, "patch"),
+        (kinds.GROUP, f"{slices}/status", "patch"),
+        (leases, "leases", "create"), (leases, "leases", "update"), (leases, "leases", "get"),
+        (kinds.GROUP, kinds.GPU_NODE.plural, "patch"),
         (kinds.GROUP, gpunode_status, "update"), (kinds.GROUP, gpunode_status, "get"),
         ("", "events", "create"), (kinds.GROUP, f"{kinds.RACK.plural}/status", "patch"),
     ]

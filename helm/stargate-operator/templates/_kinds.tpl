@@ -21,7 +21,8 @@ stargate.dev
 {{- end }}
 
 {{/*
-The plural of one kind, by its kind name: `include "stargate-operator.plural" "GPUNode"`.
+The plural of one kind, by its kind name:
+`include "stargate-operator.plural" "GPUNode"`.
 */}}
 {{- define "stargate-operator.plural" -}}
 {{- $plurals := dict "StargateCluster" "stargateclusters" "Rack" "racks" "PowerDomain" "powerdomains" "GPUNode" "gpunodes" "MemoryPool" "memorypools" "MemoryClaim" "memoryclaims" "GridEvent" "gridevents" "PowerLimitSlice" "powerlimitslices" }}
