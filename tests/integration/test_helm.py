@@ -110,12 +110,19 @@ FEATURES: dict[str, dict[str, Any]] = {
         "dashboards": {"enabled": True},
         "leaderElection": {"enabled": True, "leaseDurationSeconds": 20, "renewDeadlineSeconds": 12},
         "replicaCount": 2,
+        # 20 + 4.4 x 2 + 12 / 3 = 32.8 s to a failover's renewal: the agents must wait longer.
+        "agent": {"failsafeAfter": 40},
         "image": {"digest": "sha256:" + "a" * 64},
         "imagePullSecrets": [{"name": "regcred"}],
         "podAnnotations": {"example.com/team": "dc-ops"},
         "priorityClassName": "system-cluster-critical",
-        "operator": {"extraArgs": ["--coalesce=0.2"], "extraEnv": [{"name": "TZ", "value": "UTC"}]},
+        "operator": {
+            "failsafeLeaseDurationSeconds": 12,
+            "extraArgs": ["--coalesce=0.2"],
+            "extraEnv": [{"name": "TZ", "value": "UTC"}],
+        },
     },
+    "flowControl.enabled=false": {"flowControl": {"enabled": False}},
 }
 
 
@@ -264,6 +271,8 @@ def test_template_default(helm: Helm) -> None:
             "ClusterRoleBinding",
             "Service",
             "Deployment",
+            "PriorityLevelConfiguration",
+            "FlowSchema",
             *["CustomResourceDefinition"] * len(kinds.KINDS),
         ]
     ), rendered
@@ -296,6 +305,7 @@ def test_template_default(helm: Helm) -> None:
         "--raise-after=30",
         "--confirm-grace=60",
         "--measured-refresh=300",
+        "--lease-duration=15",
         "--telemetry=none",
     ]
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
@@ -448,6 +458,86 @@ def test_template_leader_election(helm: Helm) -> None:
     assert bad.returncode != 0 and "replicaCount=2 needs leaderElection.enabled=true" in bad.stderr
 
 
+def test_template_failover_beats_the_agents_failsafe(helm: Helm) -> None:
+    """A standby's takeover renews the fail-safe Lease before any agent gives up on it: at the
+    defaults the rule holds and the chart renders; values that break it are refused (naming them),
+    unless there is no failover (no leader election) or no fail-safe (agent.failsafeAfter 0)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    le = values["leaderElection"]
+    takeover = (le["leaseDurationSeconds"] + 4.4 * le["retryPeriodSeconds"]
+                + values["operator"]["failsafeLeaseDurationSeconds"] / 3)
+    assert takeover < values["agent"]["failsafeAfter"], takeover
+    docs = helm.render({"leaderElection": {"enabled": True}, "replicaCount": 2,
+                        "agent": {"enabled": True, "sites": ["site-a"]}})
+    operator_args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--lease-duration=15" in operator_args and "--leader-lease-duration=15" in operator_args
+    agent_args = one(docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--failsafe-after=30" in agent_args
+    too_slow = {"leaderElection": {"enabled": True, "retryPeriodSeconds": 3},
+                "operator": {"failsafeLeaseDurationSeconds": 9}}  # 15 + 13.2 + 3 = 31.2 s
+    bad = helm.template(too_slow, check=False)
+    assert bad.returncode != 0
+    assert ("leaderElection.retryPeriodSeconds (3) + operator.failsafeLeaseDurationSeconds (9) / 3 = 31.2 s "
+            "must stay below agent.failsafeAfter (30 s)") in bad.stderr, bad.stderr
+    helm.render({**too_slow, "agent": {"failsafeAfter": 32}})
+    helm.render({**too_slow, "agent": {"failsafeAfter": 0}})
+    helm.render({**too_slow, "leaderElection": {"enabled": False, "retryPeriodSeconds": 3}})
+
+
+def _flow_matches(schema: dict[str, Any], group: str, resource: str, verb: str, namespace: str) -> bool:
+    """Whether one of the FlowSchema's resource rules matches a namespaced request (as the API
+    server's matcher does: exact names, "*" for any)."""
+    def has(items: list[str], item: str) -> bool:
+        return item in items or "*" in items
+
+    return any(
+        has(rule["verbs"], verb) and has(rule["apiGroups"], group) and has(rule["resources"], resource)
+        and has(rule.get("namespaces", []), namespace)
+        for r in schema["spec"]["rules"] for rule in r.get("resourceRules", [])
+    )
+
+
+def test_template_flow_control(helm: Helm) -> None:
+    """The operator's GPUNode status patches get a low priority level of their own; its slice
+    writes, its Leases and everything else stay in the built-in service-accounts schema."""
+    docs = helm.render()
+    plc = one(docs, "PriorityLevelConfiguration")
+    schema = one(docs, "FlowSchema")
+    for doc in (plc, schema):
+        assert doc["apiVersion"] == "flowcontrol.apiserver.k8s.io/v1"
+        assert doc["metadata"]["name"] == "sg-stargate-operator-gpunode-status"
+    limited = plc["spec"]["limited"]
+    assert plc["spec"]["type"] == "Limited"
+    # Fewer seats than workload-low (100), where the operator's other requests go; queued, not refused.
+    assert 0 < limited["nominalConcurrencyShares"] < 100
+    assert limited["limitResponse"]["type"] == "Queue" and limited["limitResponse"]["queuing"]["queues"] > 0
+    assert schema["spec"]["priorityLevelConfiguration"] == {"name": plc["metadata"]["name"]}
+    # Judged before service-accounts (9000), after the API server's own schemas (below 1000).
+    assert 1000 <= schema["spec"]["matchingPrecedence"] < 9000
+    (rule,) = schema["spec"]["rules"]
+    operator_sa = {"name": "sg-stargate-operator", "namespace": "stargate-system"}
+    assert rule["subjects"] == [{"kind": "ServiceAccount", "serviceAccount": operator_sa}]
+    assert "nonResourceRules" not in rule
+    gpunode_status = f"{kinds.GPU_NODE.plural}/status"
+    assert _flow_matches(schema, kinds.GROUP, gpunode_status, "patch", "site-a")
+    slices = kinds.POWER_LIMIT_SLICE.plural
+    leases = "coordination.k8s.io"
+    not_matched = [
+        (kinds.GROUP, slices, "create"), (kinds.GROUP, slices, "patch"),
+        (kinds.GROUP, f"{slices}/status", "patch"),
+        (leases, "leases", "create"), (leases, "leases", "update"), (leases, "leases", "get"),
+        (kinds.GROUP, kinds.GPU_NODE.plural, "patch"),
+        (kinds.GROUP, gpunode_status, "update"), (kinds.GROUP, gpunode_status, "get"),
+        ("", "events", "create"), (kinds.GROUP, f"{kinds.RACK.plural}/status", "patch"),
+    ]
+    assert [m for m in not_matched if _flow_matches(schema, *m, "site-a")] == []
+    # The subject follows the ServiceAccount the operator runs as.
+    named = one(helm.render({"serviceAccount": {"create": False, "name": "power-ops"}}), "FlowSchema")
+    assert named["spec"]["rules"][0]["subjects"][0]["serviceAccount"]["name"] == "power-ops"
+    off = helm.render({"flowControl": {"enabled": False}})
+    assert not by_kind(off, "FlowSchema") and not by_kind(off, "PriorityLevelConfiguration")
+
+
 def test_template_watch_namespaces(helm: Helm) -> None:
     docs = helm.render(FEATURES["watchNamespaces+leaderElection"])
     roles = [r for r in by_kind(docs, "Role") if r["metadata"]["namespace"] != "stargate-system"]
@@ -523,7 +613,8 @@ def test_template_agent(helm: Helm) -> None:
         (c,) = pod["containers"]
         assert c["command"] == ["stargate-operator", "agent"]
         assert c["args"] == [
-            "--node=$(NODE_NAME)", f"--namespace={site}", "--interval=10", "--failsafe-spread=10",
+            "--node=$(NODE_NAME)", f"--namespace={site}", "--interval=10", "--failsafe-after=30",
+            "--failsafe-spread=10",
             "--log-level=INFO"
         ]
         env = {e["name"]: e for e in c["env"]}
@@ -660,6 +751,14 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
         {"leaderElection": {"lifetimeSeconds": 15}},
         "at '/leaderElection': additional properties 'lifetimeSeconds'",
     ),
+    (
+        {"leaderElection": {"enabled": True, "leaseDurationSeconds": 17}},
+        "a failover would trip the agents' fail-safe: leaderElection.leaseDurationSeconds (17) + 4.4 x "
+        "leaderElection.retryPeriodSeconds (2) + operator.failsafeLeaseDurationSeconds (15) / 3 = 30.8 s "
+        "must stay below agent.failsafeAfter (30 s)",
+    ),
+    ({"agent": {"failsafeAfter": -1}}, "at '/agent/failsafeAfter'"),
+    ({"flowControl": {"enabled": "yes"}}, "at '/flowControl/enabled': got string, want boolean"),
     ({"operator": {"telemetry": "prometheus"}}, "operator.telemetry=prometheus needs operator.prometheusUrl"),
     ({"health": {"port": 8080}}, "metrics.port and health.port are both 8080"),
     ({"serviceAccount": {"create": False}}, "serviceAccount.create=false needs serviceAccount.name"),

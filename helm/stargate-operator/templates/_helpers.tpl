@@ -102,6 +102,7 @@ Cross-field checks that JSON schema cannot phrase clearly.
 {{- fail (printf "leaderElection.renewDeadlineSeconds (%d) must be greater than 1.2 x leaderElection.retryPeriodSeconds (%d)" (int .renewDeadlineSeconds) (int .retryPeriodSeconds)) }}
 {{- end }}
 {{- end }}
+{{- include "stargate-operator.validateFailover" . }}
 {{- if and (eq .Values.operator.telemetry "prometheus") (not .Values.operator.prometheusUrl) }}
 {{- fail "operator.telemetry=prometheus needs operator.prometheusUrl (the base URL of the Prometheus to query, e.g. http://prometheus-operated.monitoring:9090)" }}
 {{- end }}
@@ -125,5 +126,27 @@ Name of the Deployment of one replica: the first is the full name, standbys get 
 {{- include "stargate-operator.fullname" $root }}
 {{- else }}
 {{- printf "%s-standby-%d" (include "stargate-operator.fullname" $root | trunc 52 | trimSuffix "-") (int $rank) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A failover must beat the agents' fail-safe. The agents allow agent.failsafeAfter from the last
+renewal of the fail-safe Lease they saw, which is at most a third of its duration before the active
+replica dies; a standby takes over once the election's Lease has not changed for its duration, at
+its next try (every retry period, jittered up to 2.2 x, so 4.4 x it at worst counting the try that
+saw the last renewal), and renews the fail-safe Lease right after. Worst case:
+  leaderElection.leaseDurationSeconds + 4.4 x leaderElection.retryPeriodSeconds
+    + operator.failsafeLeaseDurationSeconds / 3  <  agent.failsafeAfter
+Without leader election there is no failover; with agent.failsafeAfter 0 the agents never fall back.
+*/}}
+{{- define "stargate-operator.validateFailover" -}}
+{{- $le := .Values.leaderElection }}
+{{- $after := float64 .Values.agent.failsafeAfter }}
+{{- if and $le.enabled (gt $after 0.0) }}
+{{- $lease := float64 .Values.operator.failsafeLeaseDurationSeconds }}
+{{- $takeover := addf (float64 $le.leaseDurationSeconds) (mulf 4.4 (float64 $le.retryPeriodSeconds)) (divf $lease 3.0) }}
+{{- if ge $takeover $after }}
+{{- fail (printf "a failover would trip the agents' fail-safe: leaderElection.leaseDurationSeconds (%v) + 4.4 x leaderElection.retryPeriodSeconds (%v) + operator.failsafeLeaseDurationSeconds (%v) / 3 = %.1f s must stay below agent.failsafeAfter (%v s): shorten the first three or raise agent.failsafeAfter" $le.leaseDurationSeconds $le.retryPeriodSeconds .Values.operator.failsafeLeaseDurationSeconds $takeover .Values.agent.failsafeAfter) }}
+{{- end }}
 {{- end }}
 {{- end }}

@@ -12,3 +12,20 @@ The status subresource of every kind, for RBAC rules.
 {{- define "stargate-operator.statusResources" -}}
 ["stargateclusters/status", "racks/status", "powerdomains/status", "gpunodes/status", "memorypools/status", "memoryclaims/status", "gridevents/status", "powerlimitslices/status"]
 {{- end }}
+
+{{/*
+The API group of every kind.
+*/}}
+{{- define "stargate-operator.group" -}}
+stargate.dev
+{{- end }}
+
+{{/*
+The plural of one kind, by its kind name:
+`include "stargate-operator.plural" "GPUNode"`.
+*/}}
+{{- define "stargate-operator.plural" -}}
+{{- $plurals := dict "StargateCluster" "stargateclusters" "Rack" "racks" "PowerDomain" "powerdomains" "GPUNode" "gpunodes" "MemoryPool" "memorypools" "MemoryClaim" "memoryclaims" "GridEvent" "gridevents" "PowerLimitSlice" "powerlimitslices" }}
+{{- if not (hasKey $plurals .) }}{{ fail (printf "no kind %q in the stargate.dev group" .) }}{{ end }}
+{{- get $plurals . }}
+{{- end }}
