@@ -33,6 +33,16 @@ DASHBOARDS = CHART / "dashboards"
 
 
 
+def with_planned_statuses(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The objects with the statuses the real core plans for them (their agents' telemetry kept)."""
+    plan = plan_namespace(objs, SYNTH_NOW, CoreSettings())
+    for o in objs:
+        key = (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
+        telemetry = (o.get("status") or {}).get("telemetry")
+        o["status"] = {**plan.statuses[key], **({"telemetry": telemetry} if telemetry else {})}
+    return objs
+
+
 def cond(ctype: str, status: str) -> dict[str, str]:
     return {"type": ctype, "status": status, "reason": "Test", "message": ""}
 
@@ -542,12 +552,7 @@ def test_served_page_is_gzipped_when_asked() -> None:
 
 def planned_synthetic_site(nodes: int) -> list[dict[str, Any]]:
     objs = synthetic_site(nodes, 5, "synth", now=SYNTH_NOW)
-    plan = plan_namespace(objs, SYNTH_NOW, CoreSettings())
-    for o in objs:
-        key = (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
-        telemetry = (o.get("status") or {}).get("telemetry")
-        o["status"] = {**plan.statuses[key], **({"telemetry": telemetry} if telemetry else {})}
-    return objs
+    return with_planned_statuses(objs)
 
 
 def planned_site_with_tree() -> list[dict[str, Any]]:
@@ -581,12 +586,7 @@ def planned_site_with_tree() -> list[dict[str, Any]]:
     racks[1]["spec"]["powerDomainRef"] = "pdu-b"
     for r in racks:
         r["spec"]["coolingDomainRef"] = "loop"
-    plan = plan_namespace(objs, SYNTH_NOW, CoreSettings())
-    for o in objs:
-        key = (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
-        telemetry = (o.get("status") or {}).get("telemetry")
-        o["status"] = {**plan.statuses[key], **({"telemetry": telemetry} if telemetry else {})}
-    return objs
+    return with_planned_statuses(objs)
 
 
 @pytest.mark.parametrize("per_node", [False, True])
@@ -703,12 +703,7 @@ def planned_grid_event_site() -> list[dict[str, Any]]:
                  "metadata": {"name": "dr", "namespace": "grid", "generation": 1},
                  "spec": {"clusterRef": site["metadata"]["name"], "start": start, "end": end,
                           "reducePercent": 20, "source": "test"}})
-    plan = plan_namespace(objs, SYNTH_NOW, CoreSettings())
-    for o in objs:
-        key = (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
-        telemetry = (o.get("status") or {}).get("telemetry")
-        o["status"] = {**plan.statuses[key], **({"telemetry": telemetry} if telemetry else {})}
-    return objs
+    return with_planned_statuses(objs)
 
 
 def planned_observing_site() -> list[dict[str, Any]]:
@@ -719,12 +714,7 @@ def planned_observing_site() -> list[dict[str, Any]]:
         if o["kind"] == "StargateCluster":
             o["spec"]["power"]["enforcement"] = "Observe"
             o["spec"]["power"]["curtailment"] = {"percent": 50}
-    plan = plan_namespace(objs, SYNTH_NOW, CoreSettings())
-    for o in objs:
-        key = (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
-        telemetry = (o.get("status") or {}).get("telemetry")
-        o["status"] = {**plan.statuses[key], **({"telemetry": telemetry} if telemetry else {})}
-    return objs
+    return with_planned_statuses(objs)
 
 
 def planned_oversubscribed_site() -> list[dict[str, Any]]:
@@ -736,12 +726,7 @@ def planned_oversubscribed_site() -> list[dict[str, Any]]:
             o["spec"]["power"]["oversubscription"] = {"percent": 20}
         elif o["kind"] == "PowerDomain":
             o["spec"]["oversubscription"] = {"percent": 20}
-    plan = plan_namespace(objs, SYNTH_NOW, CoreSettings())
-    for o in objs:
-        key = (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
-        telemetry = (o.get("status") or {}).get("telemetry")
-        o["status"] = {**plan.statuses[key], **({"telemetry": telemetry} if telemetry else {})}
-    return objs
+    return with_planned_statuses(objs)
 
 
 METRIC_NAME = re.compile(r"\b((?:stargate|process|up|scrape)_?[a-z_]*)\b(?!\s*\()")

@@ -177,6 +177,10 @@ KINDS: tuple[KindSpec, ...] = (
 BY_KIND: dict[str, KindSpec] = {k.kind: k for k in KINDS}
 BY_PLURAL: dict[str, KindSpec] = {k.plural: k for k in KINDS}
 
+# status.racks of a StargateCluster and of a PowerDomain: how many racks it holds. A field of the
+# API, named once (the core writes it, the metrics and `plan` read it), not the Rack kind's plural.
+RACKS_FIELD = "racks"
+
 # Operator settings that are not part of any spec but that several modules state.
 DEFAULT_STALE_AFTER_SECONDS = 120.0
 # The fail-safe: the active operator renews a Lease per site namespace; an agent

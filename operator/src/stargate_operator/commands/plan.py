@@ -30,8 +30,8 @@ from stargate_operator.api.load import LoadedObject, ManifestError, load_manifes
 from stargate_operator.core import CoreSettings, Plan, plan_namespace
 from stargate_operator.core.domains import DOMAIN_PROBLEMS
 from stargate_operator.core.outage import CONDITION as TELEMETRY_CONDITION
-from stargate_operator.core.status import RACKS_FIELD
 from stargate_operator.core.wire import format_time
+from stargate_operator.kinds import RACKS_FIELD
 from stargate_operator.process import gc_paused
 from stargate_operator.units import bytes_, carbon, watts
 

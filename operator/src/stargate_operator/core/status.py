@@ -37,12 +37,9 @@ from stargate_operator.kinds import (
     OBSERVE,
     POWER_DOMAIN,
     RACK,
+    RACKS_FIELD,
     STARGATE_CLUSTER,
 )
-
-# status.racks of a StargateCluster and of a PowerDomain: how many racks it holds. A field of the
-# API, named here once (the metrics and `plan` read it), not derived from the Rack kind's plural.
-RACKS_FIELD = "racks"
 
 Status = dict[str, Any]
 Events = list[PlanEvent]

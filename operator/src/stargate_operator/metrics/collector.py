@@ -76,7 +76,6 @@ from stargate_operator.core.counts import (
     counts_from_objects,
 )
 from stargate_operator.core.objects import in_maintenance
-from stargate_operator.core.status import RACKS_FIELD
 from stargate_operator.core.types import ObjectKey
 from stargate_operator.core.wire import mapping, parse_epoch
 from stargate_operator.kinds import (
@@ -91,6 +90,7 @@ from stargate_operator.kinds import (
     MEMORY_POOL,
     POWER_DOMAIN,
     RACK,
+    RACKS_FIELD,
     STARGATE_CLUSTER,
 )
 
