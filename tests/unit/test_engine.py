@@ -157,6 +157,51 @@ async def test_a_steady_stream_still_recomputes_within_max_delay(
     assert recomputed_at - first_change == pytest.approx(SETTINGS.max_delay)
 
 
+class ChangingApi(FakeApi):
+    """Each status write yields to the event loop; the `at`-th one changes rack r0's priority and
+    moves the clocks past the quiet time (a change that comes while a recomputation writes)."""
+
+    def __init__(self, clocks: Clocks, at: int, *a: Any) -> None:
+        super().__init__(*a)
+        self.clocks = clocks
+        self.at = at
+        self.status_writes = 0
+
+    async def patch_status(self, resource: ApiResource, namespace: str | None, name: str,
+                           patch: Mapping[str, Any], *, resource_version: str | None = None) -> Any:
+        self.status_writes += 1
+        if self.status_writes == self.at:
+            self.change("Rack", "site-a", "r0", {"priority": 900})
+            await self.settle()  # the informer has it: the unit is dirty
+            self.clocks.advance(0.2)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return await super().patch_status(resource, namespace, name, patch, resource_version=resource_version)
+
+
+async def test_a_newer_change_supersedes_what_is_left_of_a_recomputations_status_writes(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    """A change that is due while a recomputation still writes statuses stops those writes (a
+    curtailment must not queue behind them); the next recomputation writes what is still wrong,
+    from the new objects, and nothing is lost."""
+    api = ChangingApi(clocks, 10, [rack_obj(f"r{i}") for i in range(100)], plurals(RACKS))
+    planner = CountingPlanner()
+    engine = await started(api, clocks, [rack_controller(planner)])
+    engines.append(engine)
+    await engine.run_due()
+    assert planner.calls == 1
+    first = api.status_writes
+    # Stopped soon after the change: at most the writes in flight then, one per writer.
+    assert 10 <= first <= 10 + SETTINGS.write_concurrency < 100
+    assert engine.stats.superseded == 1
+    await api.settle()
+    await engine.run_due()  # due already: planned again at once, from the changed rack
+    assert planner.calls == 2
+    assert api.status_writes == 100 + 1  # the rest, and r0 again (written before its change)
+    assert all(o["status"]["seen"] == o["spec"]["priority"] for o in api.objects.values())
+    assert api.objects["Rack", "site-a", "r0"]["status"]["seen"] == 900
+
+
 # -- write failures ------------------------------------------------------------------------------
 
 async def test_404_on_a_status_write_drops_the_object_without_retrying(

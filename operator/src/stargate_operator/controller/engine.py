@@ -105,6 +105,8 @@ def _holds(held: Any, desired: Any) -> bool:
     if isinstance(desired, dict):
         if not isinstance(held, dict):
             return False
+        if held == desired and not _has_bool(desired):
+            return True  # the usual case (a slice's limits unchanged), compared in C
         for k, v in desired.items():
             if v is None:
                 if held.get(k) is not None:
@@ -117,11 +119,24 @@ def _holds(held: Any, desired: Any) -> bool:
     return bool(held == desired)
 
 
+def _has_bool(value: Any) -> bool:
+    """Whether a bool lies anywhere in `value` (where == would take 1 for True)."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, dict):
+        return any(isinstance(v, (bool, dict, list)) and _has_bool(v) for v in value.values())
+    if isinstance(value, list):
+        return any(isinstance(v, (bool, dict, list)) and _has_bool(v) for v in value)
+    return False
+
+
 @dataclass
 class EngineStats:
     reconciles: int = 0
     writes: int = 0
     write_errors: int = 0
+    # Recomputations whose remaining writes a newer change made obsolete (written from the new plan).
+    superseded: int = 0
     events_posted: int = 0
     last_reconcile_monotonic: float = 0.0
     last_error: str = ""
@@ -366,7 +381,10 @@ class Engine:
                 # A barrier, not only an order: when a later write (a GPUNode's limit) lands, the
                 # one it follows (its PowerLimitSlice) has landed already, or failed.
                 failed = await self._write_all(self._first_writes(plan, frozenset(first)), controller)
-            failed += await self._write_all(self._writes(plan, frozenset(first)), controller)
+            # The rest (statuses above all) gives way to a newer change once it is due: its plan
+            # writes what is still wrong, so a curtailment never queues behind thousands of status
+            # writes of the recomputation before it.
+            failed += await self._write_all(self._writes(plan, frozenset(first)), controller, unit)
             if plan.events:
                 await asyncio.gather(*(self._post(ev) for ev in plan.events))
             at = None
@@ -453,16 +471,33 @@ class Engine:
                 continue  # gone, or going: the watch says when
             yield "delete", ref.key, ref
 
-    async def _write_all(self, writes: Iterator[Write], controller: Controller[Any, Any]) -> int:
-        """Send every write with `write_concurrency` writers; the number that failed.
+    def _superseded(self, unit: Unit) -> bool:
+        """A newer change to `unit` is due: what is left of the current plan's writes was computed
+        from older objects, and the next plan will write whatever is still wrong."""
+        held = self._dirty.get(unit)
+        return held is not None and self._due_at(*held) <= self.monotonic()
+
+    async def _write_all(self, writes: Iterator[Write], controller: Controller[Any, Any],
+                         unit: Unit | None = None) -> int:
+        """Send every write with `write_concurrency` writers; the number that failed. With a `unit`,
+        the writers stop taking writes once a newer change to it is due (the unit stays dirty, so
+        it is planned again at once).
 
         A fixed set of writers pulling from one iterator, not a task per write: at 100,000 nodes a
         task each cost seconds before the first write and hundreds of MB while they waited."""
         failed = 0
+        stopped = False
 
         async def writer() -> None:
-            nonlocal failed
+            nonlocal failed, stopped
             for verb, key, payload in writes:  # shared: each writer takes the next one
+                if unit is not None and (stopped or self._superseded(unit)):
+                    if not stopped:
+                        stopped = True
+                        self.stats.superseded += 1
+                    if verb == _PATCH_STATUS:
+                        self._refresh.forget(key)  # taken, not sent: not written as far as it knows
+                    return
                 if verb == _PATCH_STATUS:
                     ok = await self._write(key, payload)
                 else:
