@@ -76,7 +76,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     profiler.finish()
                 # lifted again (untimed): every limit back up, raises written
                 objects = await site.objects()
-                up = benchlib.SliceWatcher(cp.kubeconfig, site.namespace, _raised(objects, site)).start()
+                up = benchlib.SliceWatcher(cp.kubeconfig, site.namespace,
+                                           benchlib.raised(site, objects)).start()
                 await benchlib.set_curtailment(client, site.namespace, cluster["metadata"]["name"], None)
                 up.result()
                 benchlib.wait_reconciled(op)
@@ -89,14 +90,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await client.aclose()
     return result
-
-
-def _raised(objects: list[dict[str, Any]], site: Any) -> dict[str, int]:
-    """Node -> its limit once the curtailment is lifted (every raise written)."""
-    lifted = [{**o, "spec": {**o["spec"], "power": {**o["spec"]["power"], "curtailment": None}}}
-              if o["kind"] == benchlib.CLUSTER else o for o in objects]
-    return {k[2]: v["powerLimitWatts"] for k, v in site.expected(lifted).items()
-            if k[0] == benchlib.NODE and isinstance(v.get("powerLimitWatts"), int)}
 
 
 async def _curtail_once(cp: LocalControlPlane, client: KubeClient, site: Any, op: Any,

@@ -474,6 +474,14 @@ def lowering(objects: list[dict[str, Any]], expected: Mapping[tuple[str, str, st
     return out
 
 
+def raised(site: Site, objects: list[dict[str, Any]]) -> dict[str, int]:
+    """Node -> its limit once the curtailment is lifted (every raise written)."""
+    lifted = [{**o, "spec": {**o["spec"], "power": {**o["spec"]["power"], "curtailment": None}}}
+              if o["kind"] == CLUSTER else o for o in objects]
+    return {k[2]: v["powerLimitWatts"] for k, v in site.expected(lifted).items()
+            if k[0] == NODE and isinstance(v.get("powerLimitWatts"), int)}
+
+
 class SliceWatcher:
     """When every node's entry in the PowerLimitSlices first equals `want` (node -> watts): a watch on
     the slices from the current resourceVersion, in a thread of its own (with its own event loop

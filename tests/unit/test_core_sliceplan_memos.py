@@ -33,7 +33,8 @@ class Server:
 
     def put(self, obj: dict[str, Any]) -> None:
         meta = {**obj["metadata"], "resourceVersion": str(next(self._rv))}
-        self.objects[obj["kind"], meta.get("namespace") or "default", meta["name"]] = {**obj, "metadata": meta}
+        key = (obj["kind"], meta.get("namespace") or "default", meta["name"])
+        self.objects[key] = {**obj, "metadata": meta}
 
     def write_back(self, plan: Plan) -> None:
         """The engine's writes: the slices' applies, then every status (telemetry kept)."""
@@ -55,7 +56,8 @@ class Server:
 
 
 def domain(name: str, parent: str | None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"clusterRef": "site", "type": "Electrical", "role": "FloorPDU", "ratingWatts": 9_000}
+    spec: dict[str, Any] = {"clusterRef": "site", "type": "Electrical", "role": "FloorPDU",
+                            "ratingWatts": 9_000}
     if parent is not None:
         spec["parentRef"] = parent
     return _obj("PowerDomain", name, spec)
@@ -91,7 +93,8 @@ def change(server: Server, what: str, arg: int, now: Any) -> Any:
     nodes = sorted(k for k in objs if k[0] == "GPUNode")
     site = objs["StargateCluster", NS, "site"]
     if what == "curtail":
-        power = {**site["spec"]["power"], "curtailment": {"percent": arg % 60, "reason": "grid"} if arg % 3 else None}
+        curtailment = {"percent": arg % 60, "reason": "grid"} if arg % 3 else None
+        power = {**site["spec"]["power"], "curtailment": curtailment}
         server.put({**site, "spec": {**site["spec"], "power": power}})
     elif what in ("report", "overlay") and nodes:
         key = nodes[arg % len(nodes)]
@@ -173,7 +176,8 @@ def test_forgetting_keeps_a_change_under_way() -> None:
 
 
 def _limits(plan: Plan) -> dict[str, int]:
-    return {n: w for b in plan.applies if b["kind"] == "PowerLimitSlice" for n, w in b["spec"]["limits"].items()}
+    return {n: w for b in plan.applies if b["kind"] == "PowerLimitSlice"
+            for n, w in b["spec"]["limits"].items()}
 
 
 def test_a_domain_moved_in_the_tree_moves_the_constraints_above_its_racks() -> None:
