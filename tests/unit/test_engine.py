@@ -158,20 +158,31 @@ async def test_a_steady_stream_still_recomputes_within_max_delay(
 
 
 class ChangingApi(FakeApi):
-    """Each status write yields to the event loop; the `at`-th one changes rack r0's priority and
-    moves the clocks past the quiet time (a change that comes while a recomputation writes)."""
+    """Each status write yields to the event loop; the `at`-th one changes rack r0 (its spec, with a
+    new generation, or with `spec=False` its status alone, as an agent's report does) and moves the
+    clocks past the quiet time (a change that comes while a recomputation writes)."""
 
-    def __init__(self, clocks: Clocks, at: int, *a: Any) -> None:
+    def __init__(self, clocks: Clocks, at: int, *a: Any, spec: bool = True) -> None:
         super().__init__(*a)
         self.clocks = clocks
         self.at = at
+        self.spec = spec
         self.status_writes = 0
 
     async def patch_status(self, resource: ApiResource, namespace: str | None, name: str,
                            patch: Mapping[str, Any], *, resource_version: str | None = None) -> Any:
         self.status_writes += 1
         if self.status_writes == self.at:
-            self.change("Rack", "site-a", "r0", {"priority": 900})
+            key = ("Rack", "site-a", "r0")
+            o = self.objects[key]
+            meta = {**o["metadata"], "resourceVersion": str(next(self._rv))}
+            if self.spec:
+                o = {**o, "spec": {**o["spec"], "priority": 900},
+                     "metadata": {**meta, "generation": meta["generation"] + 1}}
+            else:  # the same spec, and a report in its status
+                o = {**o, "metadata": meta, "status": {**o.get("status", {}), "report": 1}}
+            self.objects[key] = o
+            self._emit("MODIFIED", o)
             await self.settle()  # the informer has it: the unit is dirty
             self.clocks.advance(0.2)
         for _ in range(3):
@@ -200,6 +211,19 @@ async def test_a_newer_change_supersedes_what_is_left_of_a_recomputations_status
     assert api.status_writes == 100 + 1  # the rest, and r0 again (written before its change)
     assert all(o["status"]["seen"] == o["spec"]["priority"] for o in api.objects.values())
     assert api.objects["Rack", "site-a", "r0"]["status"]["seen"] == 900
+
+
+async def test_a_status_change_does_not_supersede_a_recomputations_writes(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    """Agents' reports (and the echoes of our own writes) change statuses all the time: they wait
+    for the recomputation's writes, or no status write would ever finish under a busy fleet."""
+    api = ChangingApi(clocks, 10, [rack_obj(f"r{i}") for i in range(100)], plurals(RACKS), spec=False)
+    planner = CountingPlanner()
+    engine = await started(api, clocks, [rack_controller(planner)])
+    engines.append(engine)
+    await engine.run_due()
+    assert api.status_writes == 100 and engine.stats.superseded == 0
+    assert engine.next_due() is not None  # and it is planned again
 
 
 # -- write failures ------------------------------------------------------------------------------

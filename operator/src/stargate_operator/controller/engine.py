@@ -170,6 +170,10 @@ class Engine:
         self.active = asyncio.Event()
         self._gate_was_open = True  # False once seen closed: opening it recomputes everything
         self._dirty: dict[Unit, tuple[float, float]] = {}  # unit -> (first change, last change)
+        # Units dirtied by a change of what is asked (a spec: a new generation), an object added or
+        # one deleted: their pending status writes give way to it (_superseded). Status changes
+        # (agents' reports, the echoes of our own writes) do not.
+        self._urgent: set[Unit] = set()
         self._timers: dict[Unit, float] = {}  # unit -> monotonic time to recompute it at
         self._wake = asyncio.Event()
         # Hooks over the objects of a unit before its planner sees them (external telemetry).
@@ -191,9 +195,10 @@ class Engine:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def mark_dirty(self, namespace: str, kind: str | None = None, *, but: int | None = None) -> None:
+    def mark_dirty(self, namespace: str, kind: str | None = None, *, but: int | None = None,
+                   urgent: bool = False) -> None:
         """A change in `namespace` (to an object of `kind`; None: of any kind), for every controller
-        watching it (`but` that slot)."""
+        watching it (`but` that slot); `urgent` for a change of what is asked (see _urgent)."""
         now = self.monotonic()
         for slot in self._all_slots if kind is None else self._slots_by_kind.get(kind, ()):
             if slot == but:
@@ -201,6 +206,8 @@ class Engine:
             unit = (slot, namespace if self._per_namespace[slot] else "")
             held = self._dirty.get(unit)
             self._dirty[unit] = (now, now) if held is None else (held[0], now)
+            if urgent:
+                self._urgent.add(unit)
         self._wake.set()
 
     def _on_list(self, kind: str, namespace: str | None, items: list[dict[str, Any]]) -> None:
@@ -209,13 +216,19 @@ class Engine:
 
     def _on_event(self, type_: str, obj: dict[str, Any]) -> None:
         key = key_of(obj)
+        held = self.store.get(key)
         if type_ == "DELETED":
-            if self.store.get(key) is None:
+            if held is None:
                 return  # never held, or the echo of our own delete: nothing changes
             self.store.delete(key)
-        elif not self.store.upsert(obj):
-            return  # an older version than the one our own write already stored
-        self.mark_dirty(key[1], key[0])
+            urgent = True
+        else:
+            if not self.store.upsert(obj):
+                return  # an older version than the one our own write already stored
+            generation = obj["metadata"].get("generation")
+            urgent = held is None or (generation is not None
+                                      and held["metadata"].get("generation") != generation)
+        self.mark_dirty(key[1], key[0], urgent=urgent)
 
     def _is_own_version(self, rv: bytes) -> bool:
         if rv in self._own_versions:
@@ -334,6 +347,7 @@ class Engine:
         for u in due:
             self._dirty.pop(u, None)
             self._timers.pop(u, None)
+            self._urgent.discard(u)
         for slot, part in due:
             await self.reconcile(part, slot)
         return self.next_due()
@@ -472,8 +486,10 @@ class Engine:
             yield "delete", ref.key, ref
 
     def _superseded(self, unit: Unit) -> bool:
-        """A newer change to `unit` is due: what is left of the current plan's writes was computed
-        from older objects, and the next plan will write whatever is still wrong."""
+        """A newer change of what is asked of `unit` is due: what is left of the current plan's writes
+        was computed from older objects, and the next plan will write whatever is still wrong."""
+        if unit not in self._urgent:
+            return False
         held = self._dirty.get(unit)
         return held is not None and self._due_at(*held) <= self.monotonic()
 
