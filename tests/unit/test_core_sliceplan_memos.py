@@ -33,6 +33,9 @@ class Server:
 
     def put(self, obj: dict[str, Any]) -> None:
         meta = {**obj["metadata"], "resourceVersion": str(next(self._rv))}
+        held = self.objects.get((obj["kind"], meta.get("namespace") or "default", meta["name"]))
+        if held is not None and held.get("spec") != obj.get("spec"):
+            meta["generation"] = held["metadata"]["generation"] + 1  # as the API server counts
         key = (obj["kind"], meta.get("namespace") or "default", meta["name"])
         self.objects[key] = {**obj, "metadata": meta}
 
@@ -45,8 +48,7 @@ class Server:
                 meta = {**body["metadata"], "uid": f"uid-{key[2]}", "generation": 1}
                 self.put({**body, "metadata": meta})
             elif held["spec"] != body["spec"]:
-                self.put({**held, "spec": body["spec"],
-                          "metadata": {**held["metadata"], "generation": held["metadata"]["generation"] + 1}})
+                self.put({**held, "spec": body["spec"]})
         for key, status in plan.statuses.items():
             held = self.objects.get(key)
             if held is None:

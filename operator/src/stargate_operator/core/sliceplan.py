@@ -55,9 +55,10 @@ class CampusSettings:
 class _NodeMemo:
     """What the slice pass reads of one GPUNode object, kept while the object is the same."""
 
-    version: Any  # its resourceVersion: the spec read is the same while it is
-    # The telemetry's raw figures it was read from: an engine may lay telemetry over the object
-    # without a new resourceVersion.
+    version: Any  # its spec's version (_spec_version): what was read of the spec holds while it does
+    # The telemetry it was read from, and its raw figures: an engine may lay telemetry over the
+    # object without a new resourceVersion (the same report then is another dict, equal).
+    telemetry: Any
     observed: Any
     enforced: Any
     rack: str
@@ -79,7 +80,7 @@ class _RackMemo:
 
 @dataclass(slots=True)
 class _SliceMemo:
-    """A held slice's limits as read (integers only), kept while its resourceVersion is the same."""
+    """A held slice's limits as read (integers only), kept while its spec's version is the same."""
 
     version: Any
     limits: dict[str, int]
@@ -165,6 +166,18 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _spec_version(meta: Mapping[str, Any]) -> Any:
+    """What identifies an object's spec: its uid and generation (the API server counts every change
+    of a spec, and no status write, so a node's memo outlives the operator's own status writes),
+    else its resourceVersion; None: nothing does (never remembered)."""
+    generation = meta.get("generation")
+    uid = meta.get("uid")
+    if type(generation) is int and uid:
+        return uid, generation
+    version = meta.get("resourceVersion")
+    return None if version is None else ("", version)
+
+
 def _read_node(obj: Mapping[str, Any], version: Any, telemetry: Any) -> _NodeMemo:
     spec = obj.get("spec") or {}
     count = (spec.get("gpu") or {}).get("count")
@@ -174,7 +187,7 @@ def _read_node(obj: Mapping[str, Any], version: Any, telemetry: Any) -> _NodeMem
         seen = parse_epoch(observed)
         got = telemetry.get("enforcedLimitWatts")
         value = got if type(got) is int else None
-    return _NodeMemo(version, observed, got, str(spec.get("rackRef") or ""),
+    return _NodeMemo(version, telemetry, observed, got, str(spec.get("rackRef") or ""),
                      count if type(count) is int and count > 0 else 1, bool(telemetry), seen, value)
 
 
@@ -248,12 +261,13 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             continue
         status = obj.get("status")
         tel = status.get("telemetry") if status else None
-        version = obj["metadata"].get("resourceVersion")
+        version = _spec_version(obj["metadata"])
         memo = node_memos.get(name)
         if (memo is None or version is None or memo.version != version
-                or (memo.reported != bool(tel))
-                or (tel and not (_same(memo.observed, tel.get("observedAt"))
-                                 and _same(memo.enforced, tel.get("enforcedLimitWatts"))))):
+                or (memo.telemetry is not tel and (
+                    memo.reported != bool(tel)
+                    or (tel and not (_same(memo.observed, tel.get("observedAt"))
+                                     and _same(memo.enforced, tel.get("enforcedLimitWatts"))))))):
             memo = _read_node(obj, version, tel)
         kept[name] = memo
         target[name] = limit
@@ -298,7 +312,7 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
     held: dict[str, int] = {}
     previous: dict[str, str] = {}
     for sname, sobj in slices.items():
-        version = sobj["metadata"].get("resourceVersion")
+        version = _spec_version(sobj["metadata"])
         sm = slice_memos.get(sname)
         if sm is None or version is None or sm.version != version:
             sm = _read_slice(sobj, version)
@@ -435,12 +449,23 @@ def _within_grace(ns: str, nodes: Mapping[str, Mapping[str, Any]], statuses: dic
         st = statuses.get(key)
         if st is None:
             continue
-        conds = st.get("conditions") or []
-        i = next((i for i, c in enumerate(conds) if c.get("type") == _APPLIED), None)
-        if i is None or conds[i].get("status") != "False":
+        conds = st.get("conditions") or ()
+        # Plain loops: this runs for every node changed within the grace period (all of a
+        # curtailment's), where a generator per node cost more than the search.
+        i = 0
+        for c in conds:
+            if c.get("type") == _APPLIED:
+                break
+            i += 1
+        else:
             continue
-        old = next((c for c in ((nodes[node].get("status") or {}).get("conditions") or [])
-                    if c.get("type") == _APPLIED), None)
+        if conds[i].get("status") != "False":
+            continue
+        old = None
+        for c in (nodes[node].get("status") or {}).get("conditions") or ():
+            if c.get("type") == _APPLIED:
+                old = c
+                break
         if old is None or old.get("status") == "False":
             continue  # nothing better to keep
         # A copy: the core may hand the same status back from its cache on a later call.
