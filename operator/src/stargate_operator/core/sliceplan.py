@@ -14,6 +14,14 @@ A node is confirmed when its agent's fresh report shows an enforced limit at or 
 limit assigned to it within the confirmation grace period (so a node being lowered, or ramping, does
 not read as a failure while it follows). Pure; what must outlive one call (lowerings pending, when
 raises started waiting, recent limits) lives in the `CampusCache` the caller passes back.
+
+The same cache holds what the pass read last time, so that a recomputation reads again only what
+changed: per node its rack, GPU count and report (kept while the node's spec version, its uid and
+generation, and its report are the same, so the operator's own status writes do not void it), per
+rack its place in the power tree and the constraints above it (kept while its references and the
+domains' parents are), per slice its limits (kept while its spec version is). The result is the
+same with or without them (`CampusCache.forget`; a property test compares the two over random
+sequences of changes).
 """
 
 from __future__ import annotations
