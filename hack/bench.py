@@ -442,16 +442,16 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             bad = await site.wrong(after, only_kind=NODE) + await site.wrong(after, only_kind=RACK)
             if bad:
                 raise SystemExit(f"curtailment left {len(bad)} wrong statuses, e.g. {bad[:3]}")
+            result["curtail_s"] = round(curt_s, 3)
+            result["curtail_first_write_s"] = round(op.first_write_at - t, 3)
+            result["curtail_writes"] = int(w - before)
+            result["curtail_changed"] = len(curt_patches)
             reacts = [result["react_s"]]
             for _ in range(2):  # react_s again, twice: the median of three is the figure
                 reacts.append(await react_again(cp, client, site, op, cluster["metadata"]["name"], rest))
                 log(f"curtailment again: every slice's lowering after {reacts[-1]:.2f}s")
             result["react_runs_s"] = reacts
             result["react_s"] = sorted(reacts)[1]
-            result["curtail_s"] = round(curt_s, 3)
-            result["curtail_first_write_s"] = round(op.first_write_at - t, 3)
-            result["curtail_writes"] = int(w - before)
-            result["curtail_changed"] = len(curt_patches)
             op.stop()
             curt_base, curt_base2 = await baseline_again(site, revert, curt_patches, curt_base, rest,
                                                          result, "curtail_baseline")
