@@ -50,7 +50,7 @@ from stargate_operator.core.domains import (
 from stargate_operator.core.objects import ClusterIn, DomainIn, name_or_none, object_header
 from stargate_operator.core.power import site_budget
 from stargate_operator.core.ramps import INFINITY as NEVER
-from stargate_operator.core.ramps import Ramp, domain_rates, share_site_rate
+from stargate_operator.core.ramps import Ramp, domain_rates, envelope_instant, note_ramp, share_site_rate
 from stargate_operator.core.settlement import (
     Ledger,
     Window,
@@ -216,6 +216,8 @@ def link_events(events: Iterable[EventIn], clusters: Mapping[str, ClusterIn],
                          "the event changes nothing")
             continue
         e.cluster = cluster
+        # A step at start or end is a kink of the site's capacity too: no ramp piece spans it.
+        note_ramp(cluster, (e.start,) if e.end is None else (e.start, e.end), False)
         percent = e.reduce_percent
         baseline = baseline_estimate(e.status, e.ledger) if e.baseline_basis and percent is not None else None
         if e.domain_ref is None:
@@ -288,7 +290,8 @@ def _apply_ramps(cluster: ClusterIn, held: list[tuple[EventIn, DomainIn | Cluste
         change = ramp.changes(now)
         if change < upcoming:
             upcoming = change
-        cap = e.cap_now = ramp.capacity(now)
+        note_ramp(cluster, ramp.marks(), ramp.moving(now))
+        cap = e.cap_now = ramp.capacity(envelope_instant(cluster, now))
         if cap is None:
             continue
         if target.ramp_cap_w is None or cap < target.ramp_cap_w:

@@ -74,6 +74,13 @@ class ClusterIn:
     curtail_held: tuple[int, float, float | None] | None = None
     curtail_out: dict[str, Any] | None = None  # status.power.curtailment as this plan writes it
     ramp_next: float | None = None  # when the curtailment's ramp next changes by time alone
+    # The instant every envelope is read at (None: the planning instant): sliceramp.py plans the
+    # two ends of a ramp's piece with everything else as it is now.
+    envelope_at: float | None = None
+    # Where any envelope of the site (or of a domain beneath it) kinks, and whether one moves now:
+    # the pieces a ramp in the PowerLimitSlices runs along (sliceramp.py).
+    ramp_marks: list[float] = field(default_factory=list)
+    ramp_moving: bool = False
     # computed
     racks: list[RackIn] = field(default_factory=list)
     domains: list[DomainIn] = field(default_factory=list)  # its valid power and cooling domains

@@ -156,6 +156,16 @@ class Ramp:
         ends = self.rise_ends()
         return self.end is not None and ends is not None and self.end <= t < ends
 
+    def marks(self) -> list[float]:
+        """Every instant at which the envelope may kink (its straight pieces run between them)."""
+        out = [self.descent_start(), self.start, self.reached_at()]
+        if self.end is not None:
+            out.append(self.end)
+        ends = self.rise_ends()
+        if ends is not None:
+            out.append(ends)
+        return out
+
     def changes(self, t: float) -> float:
         """The next instant after t at which the envelope changes by time alone (infinity: none)."""
         if self.moving(t):
@@ -168,6 +178,19 @@ class Ramp:
 
 def _up(level: float) -> int:
     return math.ceil(level - 1e-9)  # a float's dust must not add a watt
+
+
+def envelope_instant(cluster: ClusterIn, now: float) -> float:
+    """The instant a site's envelopes are read at: `now`, unless the plan is of a ramp's end."""
+    at = cluster.envelope_at
+    return now if at is None else at
+
+
+def note_ramp(cluster: ClusterIn, marks: Sequence[float], moving: bool) -> None:
+    """An envelope's kinks, and whether it moves now, for the site's ramp pieces."""
+    cluster.ramp_marks.extend(marks)
+    if moving:
+        cluster.ramp_moving = True
 
 
 def compose(normal: int, ramps: Sequence[Ramp], t: float) -> int:
@@ -257,8 +280,9 @@ def ramp_curtailment(cluster: ClusterIn, now: float) -> int:
     if since is None:
         return normal
     ramp = Ramp(normal, target, since, lifted, since, down, up)
-    cap = ramp.capacity(now)
-    if cap is None and lifted is not None:
+    note_ramp(cluster, ramp.marks(), ramp.moving(now))
+    cap = ramp.capacity(envelope_instant(cluster, now))
+    if ramp.capacity(now) is None and lifted is not None:
         cluster.curtail_out = None  # risen back: the record goes
         return normal
     if cap is not None and (cluster.ramp_cap_w is None or cap < cluster.ramp_cap_w):
@@ -302,8 +326,11 @@ def bring_online(cluster: ClusterIn, now: float) -> float | None:
         since = parse_epoch(ready.get("lastTransitionTime")) if ready.get("status") == "True" else None
         if since is None or since > now:
             since = now
-        rise = up * (now - since)
-        if rise < d.usable_w:  # beyond its usable power the rise bounds nothing
+        if up * (now - since) >= d.usable_w:  # beyond its usable power the rise bounds nothing
+            continue
+        note_ramp(cluster, (since, since + d.usable_w / up), True)
+        rise = up * (envelope_instant(cluster, now) - since)
+        if rise < d.usable_w:
             d.online_rise_w = rise
-            upcoming = now + RAMP_TICK_SECONDS
+        upcoming = now + RAMP_TICK_SECONDS
     return upcoming

@@ -26,6 +26,7 @@ from typing import Any
 from stargate_operator import kinds
 from stargate_operator.core.cache import PlanCache
 from stargate_operator.core.site import plan_namespace
+from stargate_operator.core.sliceramp import Held, PieceLimits, held_entries, inward, ramp_starts
 from stargate_operator.core.slices import pack
 from stargate_operator.core.staging import stage
 from stargate_operator.core.types import CoreSettings, ObjectKey, Plan, PlanEvent
@@ -65,6 +66,8 @@ class _SpaceState:
 class CampusCache:
     plan: PlanCache = field(default_factory=PlanCache)
     spaces: dict[str, _SpaceState] = field(default_factory=dict)
+    # The plans of a ramp's two ends (sliceramp.py), each with its own cache.
+    ends: tuple[PlanCache, PlanCache] = field(default_factory=lambda: (PlanCache(), PlanCache()))
 
 
 def plan_campus(objects: Iterable[Mapping[str, Any]], now: datetime, settings: CampusSettings,
@@ -80,10 +83,40 @@ def plan_campus(objects: Iterable[Mapping[str, Any]], now: datetime, settings: C
             continue  # a caller's record, not an API object (a telemetry source's state: outage.py)
         by_ns.setdefault(meta.get("namespace") or "default", []).append(obj)
     epoch = as_utc(now).timestamp()
+    records = [obj for obj in objects if obj.get("metadata") is None]
     for ns, objs in by_ns.items():
         state = spaces.setdefault(ns, _SpaceState())
-        _plan_space(ns, objs, plan, epoch, settings, state)
+        piece = plan.ramp_pieces.get(ns)
+        ends = _piece_limits(ns, [*objs, *records], now, piece, settings, cache) if piece else None
+        _plan_space(ns, objs, plan, epoch, settings, state, ends)
     return plan
+
+
+def _piece_limits(ns: str, objs: list[Mapping[str, Any]], now: datetime, piece: tuple[float, float],
+                  settings: CampusSettings, cache: CampusCache | None) -> PieceLimits | None:
+    """The plans at the two ends of the ramp's piece holding `now`, everything but the envelopes
+    judged now (sliceramp.py)."""
+    instants = inward(*piece)
+    if instants is None:
+        return None
+    found: list[tuple[dict[str, int], dict[str, int]]] = []
+    for i, at in enumerate(instants):
+        epoch = parse_epoch(at)
+        assert epoch is not None
+        end = plan_namespace(objs, now, settings.core, cache.ends[i] if cache is not None else None,
+                             envelope_at=epoch)
+        limits: dict[str, int] = {}
+        safes: dict[str, int] = {}
+        for (kind, space, name), st in end.statuses.items():
+            if kind != NODE or space != ns:
+                continue
+            limit, safe = st.get("powerLimitWatts"), st.get("safeLimitWatts")
+            if type(limit) is int:
+                limits[name] = limit
+                if type(safe) is int:
+                    safes[name] = safe
+        found.append((limits, safes))
+    return PieceLimits(instants[0], instants[1], found[0][0], found[1][0], found[0][1], found[1][1])
 
 
 def _chain(name: str | None, parents: Mapping[str, str | None]) -> tuple[str, ...]:
@@ -97,7 +130,7 @@ def _chain(name: str | None, parents: Mapping[str, str | None]) -> tuple[str, ..
 
 
 def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, settings: CampusSettings,
-                state: _SpaceState) -> None:
+                state: _SpaceState, piece: PieceLimits | None = None) -> None:
     racks: dict[str, Mapping[str, Any]] = {}
     parents: dict[str, str | None] = {}
     slices: dict[str, Mapping[str, Any]] = {}
@@ -126,8 +159,14 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         limit = st.get("powerLimitWatts") if st else None
         if type(limit) is not int:
             continue
+        if piece is not None and name in piece.end and name in piece.start:
+            limit = piece.end[name]  # on a ramp: where its line ends (sliceramp.py)
         target[name] = limit
         sl = st.get("safeLimitWatts") if st else None
+        if piece is not None and name in piece.end_safe:
+            # The end's: a descent's is the lower; on a rise, an agent in the fail-safe enforces
+            # min(line, safe), which the line keeps under the envelope.
+            sl = piece.end_safe[name]
         if type(sl) is int and sl < limit:
             safe[name] = sl
         rack = str((obj.get("spec") or {}).get("rackRef") or "")
@@ -144,7 +183,9 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
     ordered = sorted(members, key=order)
     held: dict[str, int] = {}
     previous: dict[str, str] = {}
+    entries: dict[str, Held] = {}
     for sname, sobj in slices.items():
+        entries.update(held_entries(sobj.get("spec") or {}))
         limits = (sobj.get("spec") or {}).get("limits") or {}
         for node, watts in limits.items():
             if type(watts) is int:
@@ -198,25 +239,28 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
     for node in [n for n, at in changed.items() if at + grace <= now or n not in target]:
         del changed[node]
     grace_ends = _within_grace(ns, nodes, statuses, changed, grace)
+    starts = ramp_starts(piece, entries) if piece is not None else {}
 
     by_slice: dict[str, list[str]] = {}
     for node in sorted(target):
         by_slice.setdefault(assignment[rack_of[node]], []).append(node)
     for sname, names in by_slice.items():
-        limits = {n: staged.limits[n] for n in names}
-        safes = {n: safe[n] for n in names if n in safe and safe[n] < limits[n]}
         held_slice = slices.get(sname)
         spec = (held_slice.get("spec") or {}) if held_slice is not None else {}
+        limits, ramp = _slice_ramp(names, staged.limits, target, starts, entries, piece, spec, now)
+        safes = {n: safe[n] for n in names if n in safe and safe[n] < limits[n]}
         revision = spec.get("revision")
         revision = revision if type(revision) is int else 0
         generation = (held_slice or {}).get("metadata", {}).get("generation")
         generation = generation if type(generation) is int else 0
-        if held_slice is None or spec.get("limits") != limits or (spec.get("safeLimits") or {}) != safes:
+        if (held_slice is None or spec.get("limits") != limits or (spec.get("safeLimits") or {}) != safes
+                or spec.get("ramp") != ramp):
             revision += 1
             generation += 1  # what the apply of the changed spec makes it
-        desired: dict[str, Any] = {"limits": limits, "safeLimits": safes, "revision": revision}
-        if spec.get("ramp") is not None:
-            desired["ramp"] = spec["ramp"]  # not ours to end
+        # A ramp to remove is said so (None), so that the slice held with one is not taken as
+        # already what the plan wants; the apply leaves the field out.
+        desired: dict[str, Any] = {"limits": limits, "safeLimits": safes, "revision": revision,
+                                   "ramp": ramp}
         plan.applies.append({
             "apiVersion": kinds.API_VERSION, "kind": SLICE,
             "metadata": {"name": sname, "namespace": ns},
@@ -271,6 +315,34 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             at = from_epoch(moment)
             if plan.next_change_at is None or at < plan.next_change_at:
                 plan.next_change_at = at
+
+
+def _slice_ramp(names: list[str], staged: Mapping[str, int], target: Mapping[str, int],
+                starts: Mapping[str, int], entries: Mapping[str, Held], piece: PieceLimits | None,
+                spec: Mapping[str, Any], now: float) -> tuple[dict[str, int], dict[str, Any] | None]:
+    """One slice's limits and ramp. On a piece, a node staged to its line's end ramps from its start
+    (sliceramp.py); a node whose raise waits keeps what it enforces now. Off a piece, or with no
+    node of the slice moving, the limits are plain, and a ramp held that has run its course stays
+    while the limits do not change (removing it would be a write that changes nothing)."""
+    limits: dict[str, int] = {}
+    froms: dict[str, int] = {}
+    for n in names:
+        value = staged[n]
+        start = starts.get(n)
+        if piece is not None and start is not None and value == target[n]:
+            if start != value:
+                froms[n] = start
+        elif piece is not None and n in entries and value != target[n]:
+            value = entries[n].at(now)  # a raise that waits: what it enforces now, held
+        limits[n] = value
+    if froms and piece is not None:
+        return limits, {"from": froms, "startAt": piece.start_at, "endAt": piece.end_at}
+    ramp = spec.get("ramp")
+    if isinstance(ramp, dict) and spec.get("limits") == limits:
+        ends = parse_epoch(ramp.get("endAt"))
+        if ends is not None and ends <= now:
+            return limits, dict(ramp)
+    return limits, None
 
 
 _APPLIED = "PowerLimitApplied"

@@ -1,0 +1,162 @@
+"""Ramps carried in PowerLimitSlices: one write per changed slice per straight piece of a ramp.
+
+While an envelope moves (ramps.py), the plan changes every instant. Instead of writing every node's
+new limit again and again, the operator writes each changed slice once per *piece*: the stretch
+between two consecutive kinks of the namespace's envelopes (`Ramp.marks`, a domain brought online,
+the rise after capping, an event's step). The slice's `ramp` carries, per node, `from` (its limit
+in the plan at the piece's start) and `limits` (its limit in the plan at the piece's end), and the
+agents move linearly from one to the other between `startAt` and `endAt` on their own.
+
+Why the sum stays under the envelope. On a piece each envelope is a straight line, and where
+several bound one constraint their minimum is concave (a minimum of lines). The sum over the
+nodes beneath a constraint of their linear interpolations is itself linear: the chord between
+the sums at the two ends. Both ends are plans, so each is at most the envelope there, and a chord
+of a concave function between two points at or below it stays at or below it all the way. Agents
+round down, so the integer limits they enforce are at most the chord.
+
+Why the rate holds. The allocation is monotonic and 1-Lipschitz in a constraint's capacity (max-
+min filling: taking W from the capacity takes at most W from the nodes together, and none gains),
+so between the two ends the watts beneath any constraint move by at most what its envelope moves
+(but the integer fair level's remainder, less than a watt a node), and the chord moves at most at
+the envelope's slope. Each node's rounding down takes less than a watt per GPU off any one
+reading, never a trend.
+
+Deterministic: the piece's ends come from the specs (the envelopes' kinks), never from `now`, and
+instants are written in whole milliseconds, taken inward (the start rounded up, the end down) so
+that the piece written stays inside the straight stretch. A restarted operator plans the same two
+ends and finds the slice already as it would write it: no write, no jump, no ramp started again.
+
+Lower before raise. A node's start is also no higher than what its slice held at the piece's
+start (`held.at(start)`): a node going down follows a line that is at every instant at or below
+what it held, so it is a lowering, written at once; a node going up is a raise, staged as any
+raise (staging.py). A node whose raise waits keeps what it holds.
+
+Protection never waits: capping, the fail-safe, a lowered rating, an invalid domain and cooling
+lower the plans of both ends at once, so the piece written at once is lower (the agents jump down
+to it): a ramp is cut short by protection, never the other way round. Pure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from stargate_operator.core.wire import format_time, from_epoch, parse_epoch
+
+if TYPE_CHECKING:
+    from stargate_operator.core.objects import ClusterIn
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """One node's entry in the slice held now: its limit, and its ramp's start where it ramps."""
+
+    limit: int
+    start_from: int | None = None
+    start_at: float = 0.0
+    end_at: float = 0.0
+
+    def at(self, t: float) -> int:
+        """What its agent enforces at t: the agents' own rule (linear, rounded down)."""
+        return interpolate(self.start_from, self.limit, self.start_at, self.end_at, t)
+
+    def ramping(self, t: float) -> bool:
+        return self.start_from is not None and t < self.end_at
+
+
+def interpolate(start: int | None, end: int, start_at: float, end_at: float, t: float) -> int:
+    """The value at t of a line from `start` at `start_at` to `end` at `end_at`, rounded down;
+    `end` before and after where there is no line."""
+    if start is None or t >= end_at:
+        return end
+    if t <= start_at:
+        return start
+    share = (t - start_at) / (end_at - start_at)
+    return math.floor(start + (end - start) * share)
+
+
+def _ints(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if type(v) is int and v >= 0}
+
+
+def held_entries(spec: Mapping[str, Any]) -> dict[str, Held]:
+    """A slice's spec read as its agents read it (a malformed ramp is no ramp)."""
+    limits = _ints(spec.get("limits"))
+    ramp = spec.get("ramp")
+    starts: dict[str, int] = {}
+    begin = end = 0.0
+    if isinstance(ramp, dict):
+        b, e = parse_epoch(ramp.get("startAt")), parse_epoch(ramp.get("endAt"))
+        if b is not None and e is not None and e > b:
+            starts, begin, end = _ints(ramp.get("from")), b, e
+    return {n: Held(w, starts.get(n), begin, end) if n in starts else Held(w) for n, w in limits.items()}
+
+
+def stamp(ms: int) -> str:
+    """Whole milliseconds since the epoch, as written in a slice's ramp."""
+    text = format_time(from_epoch(ms // 1000))
+    return text if ms % 1000 == 0 else f"{text[:-1]}.{ms % 1000:03d}Z"
+
+
+def inward(start: float, end: float) -> tuple[str, str] | None:
+    """A piece's instants in whole milliseconds, inside it; None when none is left."""
+    a, b = math.ceil(start * 1000 - 1e-6), math.floor(end * 1000 + 1e-6)
+    return (stamp(a), stamp(b)) if b > a else None
+
+
+def ramp_piece(clusters: Iterable[ClusterIn], now: float) -> tuple[float, float] | None:
+    """The straight piece of every envelope of a namespace's sites that holds `now`, while one
+    moves: from the last kink at or before now to the next one after it."""
+    moving = False
+    before, after = -math.inf, math.inf
+    for c in clusters:
+        moving = moving or c.ramp_moving
+        for m in c.ramp_marks:
+            if m <= now:
+                before = m if m > before else before
+            elif m < after:
+                after = m
+    if not moving or before == -math.inf or after == math.inf:
+        return None
+    return before, after
+
+
+@dataclass(frozen=True, slots=True)
+class PieceLimits:
+    """The plans at a piece's two ends: per node its limit and safe limit at each, and the
+    instants as written (`startAt`, `endAt`)."""
+
+    start_at: str
+    end_at: str
+    start: Mapping[str, int]
+    end: Mapping[str, int]
+    start_safe: Mapping[str, int]
+    end_safe: Mapping[str, int]
+
+    @property
+    def begins(self) -> float:
+        value = parse_epoch(self.start_at)
+        assert value is not None
+        return value
+
+    @property
+    def ends(self) -> float:
+        value = parse_epoch(self.end_at)
+        assert value is not None
+        return value
+
+
+def ramp_starts(piece: PieceLimits, held: Mapping[str, Held]) -> dict[str, int]:
+    """Per node, where its line starts: its plan at the piece's start, no higher than what it held
+    there. A node new to the slices starts at its plan."""
+    begins = piece.begins
+    out: dict[str, int] = {}
+    for node, start in piece.start.items():
+        h = held.get(node)
+        was = h.at(begins) if h is not None else None
+        out[node] = start if was is None or start <= was else was
+    return out
