@@ -105,8 +105,8 @@ class Server:
         self.writes: list[tuple[datetime, str, dict[str, Any]]] = []
 
     def plan(self, now: datetime, cache: CampusCache) -> Plan:
-        plan = plan_campus(list(self.objects.values()), now, CampusSettings(slices=SliceSettings(slice_size=50)),
-                           cache)
+        settings = CampusSettings(slices=SliceSettings(slice_size=50))
+        plan = plan_campus(list(self.objects.values()), now, settings, cache)
         for body in plan.applies:
             key = (body["kind"], body["metadata"]["name"])
             spec = {k: v for k, v in body["spec"].items() if v is not None}
@@ -206,8 +206,8 @@ def test_protection_cuts_a_ramp_short_at_once() -> None:
     line = server.enforced((start - 25 * S).timestamp())
     server.objects[("Rack", "r1")]["spec"]["maxPowerWatts"] = 10_000
     server.plan(start - 25 * S, cache)
-    held = [o for o in server.objects.values() if o["kind"] == "PowerLimitSlice"
-            and "n10" in o["spec"]["limits"]][0]
+    held = next(o for o in server.objects.values() if o["kind"] == "PowerLimitSlice"
+            and "n10" in o["spec"]["limits"])
     now_r1 = sum(e.at((start - 25 * S).timestamp()) for e in held_entries(held["spec"]).values())
     assert now_r1 <= 10_000
     assert server.enforced((start - 25 * S).timestamp()) < line
