@@ -221,3 +221,26 @@ def test_without_rates_no_slice_carries_a_ramp() -> None:
     assert len(server.writes) == 4  # created, then the step at start
 
 
+
+
+def test_each_slice_carries_its_nodes_share_of_the_up_rate_for_leaving_the_fail_safe() -> None:
+    """100 one-GPU nodes under a site rising at 1,000 W/s: 10 W/s a GPU; a feed over rack r2 (50
+    GPUs) rising at 100 W/s gives r2's slice 2 W/s. Together no constraint rises faster than its rate."""
+    from stargate_operator.core.sliceramp import failsafe_exit_rates, two_digits_down
+    objs = _site(rampUpWattsPerSecond=1_000)
+    feed = {"apiVersion": "stargate.dev/v1alpha1", "kind": "PowerDomain",
+            "metadata": {"name": "feed", "namespace": NS, "generation": 1},
+            "spec": {"clusterRef": "site", "role": "Utility", "ratingWatts": 1_000_000,
+                     "rampUpWattsPerSecond": 100}}
+    objs[2]["spec"]["powerDomainRef"] = "feed"
+    server = Server([*objs, feed])
+    server.plan(NOW, CampusCache())
+    rates = {o["spec"]["limits"].__iter__().__next__()[:2]: o["spec"]["failsafeExitWattsPerSecond"]
+             for o in server.objects.values() if o["kind"] == "PowerLimitSlice"}
+    assert rates == {"n1": 10.0, "n2": 2.0}
+    assert failsafe_exit_rates({}, {"a": ("x",)}, {"a": 8}) == {}
+    assert [two_digits_down(x) for x in (2.5999, 0.0437, 1000 / 3)] == [2.5, 0.043, 330.0]
+    without = Server(_site())
+    without.plan(NOW, CampusCache())
+    assert all("failsafeExitWattsPerSecond" not in o["spec"] for o in without.objects.values()
+               if o["kind"] == "PowerLimitSlice")

@@ -42,7 +42,7 @@ from typing import Any
 from stargate_operator import kinds
 from stargate_operator.agent.backend import GPUBackend, LimitOutcome, NodeReading, rfc3339
 from stargate_operator.agent.simulate import SimulatedBackend
-from stargate_operator.agent.slices import SliceEntry, slice_entries, slice_name_of
+from stargate_operator.agent.slices import SliceEntry, exit_level, slice_entries, slice_name_of
 from stargate_operator.agent.spread import DEFAULT_FAILSAFE_SPREAD_SECONDS, follows
 from stargate_operator.client import (
     LEASES,
@@ -180,6 +180,8 @@ class NodeAgent:
     # The fail-safe: set by its fleet while the operator's Lease is not being renewed;
     # the agent then enforces min(limit, safeLimitWatts).
     failsafe: bool = False
+    # Leaving the fail-safe at its slice's rate: (the limit it left from, when), until at its limit.
+    exiting: tuple[int, float] | None = None
     rack_safe: int | None = None  # its entry in its rack's status.safeLimits, when known
     obj: dict[str, Any] = field(default_factory=dict)
     # Its limit in its rack's status.powerLimits (None: not known there; its GPUNode's then).
@@ -229,7 +231,14 @@ class NodeAgent:
         self._apply_soon()
 
     def ramping(self) -> bool:
-        return self.slice_entry is not None and self.slice_entry.ramping(time.time())
+        """Its limit moves by time alone: a slice's ramp, or its rise out of the fail-safe."""
+        return self.slice_entry is not None and (self.slice_entry.ramping(time.time())
+                                                 or self.exiting is not None)
+
+    def exit_rate(self) -> float | None:
+        """Per GPU, how fast it rises when it leaves the fail-safe (its slice's share of the up
+        rate); None: it leaves in one step, at its offset in the spread."""
+        return self.slice_entry.exit_rate if self.slice_entry is not None else None
 
     def set_rack_limit(self, limit: int | None) -> None:
         """Its entry in its rack's powerLimits (None: none); wakes it when its limit changes."""
@@ -247,6 +256,13 @@ class NodeAgent:
         """The limit to enforce and where it came from: the rack's, else the GPUNode's status;
         in fail-safe, no more than the GPUNode's safeLimitWatts."""
         limit = self._assigned_limit()
+        if limit is not None and not self.failsafe and self.exiting is not None:
+            rate = self.exit_rate()
+            if rate is not None:
+                level = exit_level(*self.exiting, rate, time.time())
+                if level < limit[0]:
+                    return level, limit[1]
+            self.exiting = None  # back at its limit: the rise is over
         if limit is None or not self.failsafe:
             return limit
         safe = self.safe_limit()
@@ -268,6 +284,11 @@ class NodeAgent:
 
     def set_failsafe(self, on: bool) -> None:
         if on != self.failsafe:
+            if not on and self.exit_rate() is not None:
+                held = self.assigned_limit()  # what the fail-safe enforces now: the rise's start
+                self.exiting = (held[0], time.time()) if held is not None else None
+            elif on:
+                self.exiting = None
             self.failsafe = on
             self.wake.set()
             self._apply_soon()
@@ -831,7 +852,10 @@ class Fleet:
         if changed is not None:
             since = now - changed
             for agent in self.agents.values():
-                if agent.failsafe != on and follows(agent.name, self.failsafe_spread, since):
+                # Leaving at a rate, every agent leaves at once: each takes its share of the
+                # site's up rate, so together they rise at it (no spread needed).
+                rising = not on and agent.exit_rate() is not None
+                if agent.failsafe != on and (rising or follows(agent.name, self.failsafe_spread, since)):
                     agent.set_failsafe(on)
             if since >= self.failsafe_spread:
                 self._failsafe_changed_at = None  # every agent has followed: nothing to walk

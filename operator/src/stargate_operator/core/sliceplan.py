@@ -26,7 +26,14 @@ from typing import Any
 from stargate_operator import kinds
 from stargate_operator.core.cache import PlanCache
 from stargate_operator.core.site import plan_namespace
-from stargate_operator.core.sliceramp import Held, PieceLimits, held_entries, inward, ramp_starts
+from stargate_operator.core.sliceramp import (
+    Held,
+    PieceLimits,
+    failsafe_exit_rates,
+    held_entries,
+    inward,
+    ramp_starts,
+)
 from stargate_operator.core.slices import pack
 from stargate_operator.core.staging import stage
 from stargate_operator.core.types import CoreSettings, ObjectKey, Plan, PlanEvent
@@ -136,6 +143,7 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
     slices: dict[str, Mapping[str, Any]] = {}
     nodes: dict[str, Mapping[str, Any]] = {}
     clusters: list[str] = []
+    up_rates: dict[str, float] = {}  # constraint -> rampUpWattsPerSecond, where set
     for obj in objs:
         kind = obj.get("kind")
         name = obj["metadata"]["name"]
@@ -145,10 +153,12 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             racks[name] = obj.get("spec") or {}
         elif kind == kinds.POWER_DOMAIN.kind:
             parents[name] = (obj.get("spec") or {}).get("parentRef")
+            _up_rate(up_rates, f"PowerDomain/{name}", obj.get("spec"))
         elif kind == SLICE:
             slices[name] = obj
         elif kind == kinds.STARGATE_CLUSTER.kind:
             clusters.append(name)
+            _up_rate(up_rates, f"StargateCluster/{name}", (obj.get("spec") or {}).get("power"))
     statuses = plan.statuses
     target: dict[str, int] = {}
     safe: dict[str, int] = {}
@@ -240,6 +250,7 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         del changed[node]
     grace_ends = _within_grace(ns, nodes, statuses, changed, grace)
     starts = ramp_starts(piece, entries) if piece is not None else {}
+    exits = failsafe_exit_rates(up_rates, above, gpus) if up_rates else {}
 
     by_slice: dict[str, list[str]] = {}
     for node in sorted(target):
@@ -253,14 +264,15 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         revision = revision if type(revision) is int else 0
         generation = (held_slice or {}).get("metadata", {}).get("generation")
         generation = generation if type(generation) is int else 0
+        exit_rate = min((exits[n] for n in names if n in exits), default=None)
         if (held_slice is None or spec.get("limits") != limits or (spec.get("safeLimits") or {}) != safes
-                or spec.get("ramp") != ramp):
+                or spec.get("ramp") != ramp or spec.get("failsafeExitWattsPerSecond") != exit_rate):
             revision += 1
             generation += 1  # what the apply of the changed spec makes it
         # A ramp to remove is said so (None), so that the slice held with one is not taken as
         # already what the plan wants; the apply leaves the field out.
         desired: dict[str, Any] = {"limits": limits, "safeLimits": safes, "revision": revision,
-                                   "ramp": ramp}
+                                   "ramp": ramp, "failsafeExitWattsPerSecond": exit_rate}
         plan.applies.append({
             "apiVersion": kinds.API_VERSION, "kind": SLICE,
             "metadata": {"name": sname, "namespace": ns},
@@ -315,6 +327,12 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             at = from_epoch(moment)
             if plan.next_change_at is None or at < plan.next_change_at:
                 plan.next_change_at = at
+
+
+def _up_rate(out: dict[str, float], constraint: str, spec: Any) -> None:
+    rate = spec.get("rampUpWattsPerSecond") if isinstance(spec, dict) else None
+    if isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0:
+        out[constraint] = float(rate)
 
 
 def _slice_ramp(names: list[str], staged: Mapping[str, int], target: Mapping[str, int],

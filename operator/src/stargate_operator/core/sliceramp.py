@@ -160,3 +160,32 @@ def ramp_starts(piece: PieceLimits, held: Mapping[str, Held]) -> dict[str, int]:
         was = h.at(begins) if h is not None else None
         out[node] = start if was is None or start <= was else was
     return out
+
+
+def failsafe_exit_rates(rates: Mapping[str, float], above: Mapping[str, Iterable[str]],
+                        gpus: Mapping[str, int]) -> dict[str, float]:
+    """Per node, how fast (watts per second, per GPU) its agent rises when it leaves the fail-safe:
+    every agent of a site leaves at once when the operator's Lease is renewed, so each takes its
+    share of the up rate of every constraint above it (`rates`: constraint -> up rate), by GPUs:
+    the GPUs beneath a constraint rising at rate / GPUs each rise at its rate together. The
+    slowest share, rounded down to two significant digits so that a few nodes more or less do not
+    rewrite every slice. A node under no constraint with an up rate has none."""
+    beneath: dict[str, int] = {}
+    for node, constraints in above.items():
+        for c in constraints:
+            if c in rates:
+                beneath[c] = beneath.get(c, 0) + gpus.get(node, 1)
+    out: dict[str, float] = {}
+    for node, constraints in above.items():
+        shares = [rates[c] / beneath[c] for c in constraints if c in rates and beneath[c] > 0]
+        if shares:
+            out[node] = two_digits_down(min(shares))
+    return out
+
+
+def two_digits_down(x: float) -> float:
+    """x rounded down to two significant digits (x > 0), as a number with a short decimal form."""
+    exponent = math.floor(math.log10(x)) - 1
+    digits = math.floor(x / 10.0 ** exponent + 1e-9)
+    value = float(f"{digits}e{exponent}")
+    return value if value <= x else float(f"{digits - 1}e{exponent}")
