@@ -117,6 +117,15 @@ def _holds(held: Any, desired: Any) -> bool:
     return bool(held == desired)
 
 
+def _without_nulls(body: Any) -> Any:
+    """An apply's body without its None fields: a plan says None for a field it wants gone (so that
+    `_holds` does not take an object still carrying it as done), and server-side apply removes a
+    field its manager leaves out, while a schema that is not nullable refuses null."""
+    if isinstance(body, dict):
+        return {k: _without_nulls(v) for k, v in body.items() if v is not None}
+    return body
+
+
 @dataclass
 class EngineStats:
     reconciles: int = 0
@@ -555,7 +564,7 @@ class Engine:
                 return False
             try:
                 if verb == "apply":
-                    obj = await self.client.apply(res, namespace or None, name, payload,
+                    obj = await self.client.apply(res, namespace or None, name, _without_nulls(payload),
                                                   field_manager=controller.field_manager, force=True)
                 elif verb == "create":
                     obj = await self.client.create(res, namespace or None, payload)
