@@ -7,8 +7,9 @@ still applies at once, and the ramp goes from the slice.
 
 The site: 20,000 W, no domains, two racks of two default nodes (4 GPUs of 100..500 W on a 1000 W
 base: demand 3,000 W a node, 12,000 W in all); slices of 2 nodes, so one slice per rack. The event
-limits the site to 6,000 W (1,500 W a node: 125 W a GPU); down and up at 1,000 W/s, so the envelope
-descends from 20,000 W 14 s before start, and rises for 14 s after end."""
+limits the site to 6,000 W (1,500 W a node: 125 W a GPU); down and up at 500 W/s, so the envelope
+descends from 20,000 W 28 s before start and meets the demand 12 s before start: the slices' line
+runs from there to start. After end it rises to the demand in 12 s."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ FULL, TARGET = 500, 125  # per GPU: demand, and 1,500 W a node
 
 def _site(start: datetime, end: datetime) -> list[dict[str, Any]]:
     site = cluster(it=20_000)
-    site["spec"]["power"].update(rampDownWattsPerSecond=1_000, rampUpWattsPerSecond=1_000)
+    site["spec"]["power"].update(rampDownWattsPerSecond=500, rampUpWattsPerSecond=500)
     event = obj("GridEvent", "dr", {"clusterRef": "site", "start": rfc3339(start), "end": rfc3339(end),
                                     "limitWatts": 6_000, "source": "test:vtn/event-1"})
     return [site, rack("a"), rack("b"), *(node(n, n[0]) for n in NODES), event]
@@ -108,7 +109,7 @@ def test_a_ramp_is_one_write_per_slice_per_piece_and_survives_the_operator(
     ns = namespace
     start = (datetime.now(UTC) + timedelta(seconds=40)).replace(microsecond=0)
     end = start + timedelta(seconds=4)
-    descent = start.timestamp() - 14
+    descent = start.timestamp() - 12  # where the envelope meets the demand
     api.create_all(ns, _site(start, end))
     first = OperatorProcess(control_plane, tmp_path, "--slice-size", "2").start()
     second: OperatorProcess | None = None
@@ -131,7 +132,7 @@ def test_a_ramp_is_one_write_per_slice_per_piece_and_survives_the_operator(
         lines = {n: e for s in held.values() for n, e in held_entries(s["spec"]).items()}
 
         # SIGKILL mid-descent: the agents go on down the line on their own.
-        wait_for(lambda: time.time() > descent + 4, 10, 0.05, "the descent to be under way")
+        wait_for(lambda: time.time() > descent + 2, 10, 0.05, "the descent to be under way")
         writes_first = _slice_writes(first) - before
         first.kill()
         killed_at = time.time()
@@ -158,7 +159,7 @@ def test_a_ramp_is_one_write_per_slice_per_piece_and_survives_the_operator(
         assert seen[-1][1] == dict.fromkeys(NODES, TARGET), seen[-1]
 
         # The rise after end: one write per slice again, and nothing more.
-        wait_for(lambda: time.time() > end.timestamp() + 16, 40, 0.2, "the rise to end")
+        wait_for(lambda: time.time() > end.timestamp() + 13, 40, 0.2, "the rise to end")
         wait_for(lambda: agents.enforced() == dict.fromkeys(NODES, FULL), 10, 0.2,
                  "every agent back at its full limit")
         writes = writes_first + _slice_writes(second)

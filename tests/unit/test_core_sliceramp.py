@@ -244,3 +244,21 @@ def test_each_slice_carries_its_nodes_share_of_the_up_rate_for_leaving_the_fail_
     without.plan(NOW, CampusCache())
     assert all("failsafeExitWattsPerSecond" not in o["spec"] for o in without.objects.values()
                if o["kind"] == "PowerLimitSlice")
+
+
+def test_the_line_starts_where_the_envelope_meets_the_demand() -> None:
+    """Demand 80 kW under a 100 kW site: the envelope (down at 1 kW/s to 60 kW at start) binds from
+    start - 20 s, so the slices' line runs from there, not from the descent's start (start - 40 s),
+    and the rise's line ends where the envelope passes the demand again (end + 40 s at 500 W/s)."""
+    start, end = NOW + timedelta(seconds=100), NOW + timedelta(seconds=130)
+    objs = _site(rampDownWattsPerSecond=1_000, rampUpWattsPerSecond=500)
+    for o in objs:
+        if o["kind"] == "GPUNode":
+            o["spec"]["gpu"]["maxPowerWatts"] = 800
+    server = Server([*objs, gev("dr", start=start, end=end, limit=60_000, created=NOW)])
+    seen = _seconds(server, CampusCache(), NOW, 230)
+    assert all(enforced <= cap for _, cap, enforced in seen)
+    ramps = sorted({(w[2]["ramp"]["startAt"], w[2]["ramp"]["endAt"]) for w in server.writes if "ramp" in w[2]})
+    assert ramps == [("2026-01-01T12:01:20Z", "2026-01-01T12:01:40Z"),
+                     ("2026-01-01T12:02:10Z", "2026-01-01T12:02:50Z")]
+    assert len(server.writes) == 2 + 2 + 2

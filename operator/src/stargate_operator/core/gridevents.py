@@ -291,6 +291,11 @@ def _apply_ramps(cluster: ClusterIn, held: list[tuple[EventIn, DomainIn | Cluste
         if change < upcoming:
             upcoming = change
         note_ramp(cluster, ramp.marks(), ramp.moving(now))
+        # Where the envelope meets the demand beneath it the plan kinks too: a ramp in the slices
+        # then starts where the envelope starts to bind, not at the descent's start.
+        racks = cluster.racks if isinstance(target, ClusterIn) else \
+            [r for r in cluster.racks if any(d is target for d in r.chain)]
+        note_ramp(cluster, ramp.crossings(sum(r.demand_w for r in racks)), False)
         cap = e.cap_now = ramp.capacity(envelope_instant(cluster, now))
         if cap is None:
             continue

@@ -166,6 +166,23 @@ class Ramp:
             out.append(ends)
         return out
 
+    def crossings(self, level: int) -> list[float]:
+        """When the envelope passes `level` on its way down and on its way up: where a demand of
+        `level` beneath the constraint starts and stops being bound by it (a kink of the plan)."""
+        if not self.target < level < self.normal:
+            return []
+        out: list[float] = []
+        if self.down_used is not None:
+            t = self.reached_at() - (level - self.target) / self.down_used
+            if t > self.descent_start():
+                out.append(t)
+        ends = self.rise_ends()
+        if self.end is not None and ends is not None and self.up_used is not None:
+            t = self.end + (level - self._level(self.end)) / self.up_used
+            if self.end < t < ends:
+                out.append(t)
+        return out
+
     def changes(self, t: float) -> float:
         """The next instant after t at which the envelope changes by time alone (infinity: none)."""
         if self.moving(t):
@@ -281,6 +298,7 @@ def ramp_curtailment(cluster: ClusterIn, now: float) -> int:
         return normal
     ramp = Ramp(normal, target, since, lifted, since, down, up)
     note_ramp(cluster, ramp.marks(), ramp.moving(now))
+    note_ramp(cluster, ramp.crossings(sum(r.demand_w for r in cluster.racks)), False)
     cap = ramp.capacity(envelope_instant(cluster, now))
     if ramp.capacity(now) is None and lifted is not None:
         cluster.curtail_out = None  # risen back: the record goes
