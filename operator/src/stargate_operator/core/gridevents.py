@@ -216,8 +216,9 @@ def link_events(events: Iterable[EventIn], clusters: Mapping[str, ClusterIn],
                          "the event changes nothing")
             continue
         e.cluster = cluster
-        # A step at start or end is a kink of the site's capacity too: no ramp piece spans it.
-        note_ramp(cluster, (e.start,) if e.end is None else (e.start, e.end), False)
+        if cluster.rates.any or any(d.rates.any for d in cluster.domains):
+            # A step at start or end is a kink of the site's plan too: no ramp piece spans it.
+            note_ramp(cluster, (e.start,) if e.end is None else (e.start, e.end), False)
         percent = e.reduce_percent
         baseline = baseline_estimate(e.status, e.ledger) if e.baseline_basis and percent is not None else None
         if e.domain_ref is None:

@@ -92,9 +92,11 @@ def _rise_after_capping(cluster: ClusterIn, rec: ClusterIn | DomainIn, real: int
     raised = over.allocatable(real, False)
     if since is None or since > now or raised <= real:
         return
-    if real + int(up * (now - since)) >= raised:
+    done = real + int(up * (now - since)) >= raised
+    # Its kinks also once done: the end of its rise is where the next straight piece starts.
+    note_ramp(cluster, (since, since + (raised - real) / up), not done)
+    if done:
         return
-    note_ramp(cluster, (since, since + (raised - real) / up), True)
     level = real + int(up * (envelope_instant(cluster, now) - since))
     if level < raised:
         _bound(rec, level)

@@ -344,9 +344,11 @@ def bring_online(cluster: ClusterIn, now: float) -> float | None:
         since = parse_epoch(ready.get("lastTransitionTime")) if ready.get("status") == "True" else None
         if since is None or since > now:
             since = now
-        if up * (now - since) >= d.usable_w:  # beyond its usable power the rise bounds nothing
+        done = up * (now - since) >= d.usable_w  # beyond its usable power the rise bounds nothing
+        # Its kinks also once done: the end of its rise is where the next straight piece starts.
+        note_ramp(cluster, (since, since + d.usable_w / up), not done)
+        if done:
             continue
-        note_ramp(cluster, (since, since + d.usable_w / up), True)
         rise = up * (envelope_instant(cluster, now) - since)
         if rise < d.usable_w:
             d.online_rise_w = rise

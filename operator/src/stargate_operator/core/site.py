@@ -37,7 +37,7 @@ from stargate_operator.core.objects import (
 from stargate_operator.core.outage import SOURCE_KIND, SourceState, Verdict, freeze, judge_site, parse_source
 from stargate_operator.core.power import node_floor_demand
 from stargate_operator.core.shadow import shadow
-from stargate_operator.core.sliceramp import ramp_piece
+from stargate_operator.core.sliceramp import next_piece, ramp_piece
 from stargate_operator.core.status import (
     StatusContext,
     claim_status,
@@ -184,6 +184,11 @@ def plan_namespace(
         piece = ramp_piece(spaces[ns].clusters.values(), now_e)
         if piece is not None:
             plan.ramp_pieces[ns] = piece
+        look_at, ahead = next_piece(spaces[ns].clusters.values(), now_e)
+        if ahead is not None:
+            plan.ramp_next[ns] = ahead
+        if look_at is not None and look_at < next_change:
+            next_change = look_at
         if change < next_change:
             next_change = change
     if cache is not None:

@@ -93,8 +93,16 @@ def plan_campus(objects: Iterable[Mapping[str, Any]], now: datetime, settings: C
     records = [obj for obj in objects if obj.get("metadata") is None]
     for ns, objs in by_ns.items():
         state = spaces.setdefault(ns, _SpaceState())
-        piece = plan.ramp_pieces.get(ns)
+        piece, ahead = plan.ramp_pieces.get(ns), plan.ramp_next.get(ns)
         ends = _piece_limits(ns, [*objs, *records], now, piece, settings, cache) if piece else None
+        if ahead is not None and (ends is None or not ends.moves()):
+            # Nothing moves until the next kink, a few seconds away: its piece is written now if the
+            # plan holds still until it starts (no step there), so that it is in place in time.
+            later = _piece_limits(ns, [*objs, *records], now, ahead, settings, cache)
+            if later is not None and later.moves() and all(
+                    (plan.statuses.get((NODE, ns, n)) or {}).get("powerLimitWatts") == w
+                    for n, w in later.start.items()):
+                ends = later
         _plan_space(ns, objs, plan, epoch, settings, state, ends)
     return plan
 

@@ -108,6 +108,11 @@ def inward(start: float, end: float) -> tuple[str, str] | None:
     return (stamp(a), stamp(b)) if b > a else None
 
 
+# A piece that starts this soon is written ahead: the agents hold its start until then, so the
+# slice's write, however late within this, never makes them catch up on a line already running.
+LOOKAHEAD_SECONDS = 5.0
+
+
 def ramp_piece(clusters: Iterable[ClusterIn], now: float) -> tuple[float, float] | None:
     """The straight piece of every envelope of a namespace's sites that holds `now`, while one
     moves: from the last kink at or before now to the next one after it."""
@@ -125,6 +130,18 @@ def ramp_piece(clusters: Iterable[ClusterIn], now: float) -> tuple[float, float]
     return before, after
 
 
+def next_piece(clusters: Iterable[ClusterIn], now: float) -> tuple[float | None, tuple[float, float] | None]:
+    """The piece after the next kink, when that kink comes within LOOKAHEAD_SECONDS (written ahead
+    where the plan is flat until then); and else when to look again (the next kink less the
+    lookahead; None: no kink ahead)."""
+    marks = sorted({m for c in clusters for m in c.ramp_marks if m > now})
+    if not marks:
+        return None, None
+    if marks[0] - now > LOOKAHEAD_SECONDS:
+        return marks[0] - LOOKAHEAD_SECONDS, None
+    return None, (marks[0], marks[1]) if len(marks) > 1 else None
+
+
 @dataclass(frozen=True, slots=True)
 class PieceLimits:
     """The plans at a piece's two ends: per node its limit and safe limit at each, and the
@@ -136,6 +153,10 @@ class PieceLimits:
     end: Mapping[str, int]
     start_safe: Mapping[str, int]
     end_safe: Mapping[str, int]
+
+    def moves(self) -> bool:
+        """Some node's plan differs between the two ends."""
+        return any(self.end.get(n) != w for n, w in self.start.items())
 
     @property
     def begins(self) -> float:

@@ -74,3 +74,5 @@ class Plan:
     # Per namespace where an envelope moves now (ramps.py): the straight piece of every envelope
     # there that holds the planning instant, (from, to) in epoch seconds (sliceramp.py).
     ramp_pieces: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Per namespace, the piece after the next kink when it comes within a few seconds (written ahead).
+    ramp_next: dict[str, tuple[float, float]] = field(default_factory=dict)
