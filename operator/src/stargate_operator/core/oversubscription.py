@@ -25,7 +25,7 @@ from collections.abc import Callable
 from stargate_operator.core.capping import ENDED, step
 from stargate_operator.core.domains import allocate_tree
 from stargate_operator.core.objects import ClusterIn, DomainIn, NodeIn, RackIn
-from stargate_operator.core.ramps import RAMP_TICK_SECONDS, domain_rates, envelope_instant, note_ramp
+from stargate_operator.core.ramps import RAMP_TICK_SECONDS, domain_rates, envelope_instant, note_window
 from stargate_operator.core.wire import format_time, from_epoch, int_or_none, parse_epoch
 
 
@@ -92,10 +92,8 @@ def _rise_after_capping(cluster: ClusterIn, rec: ClusterIn | DomainIn, real: int
     raised = over.allocatable(real, False)
     if since is None or since > now or raised <= real:
         return
-    done = real + int(up * (now - since)) >= raised
-    # Its kinks also once done: the end of its rise is where the next straight piece starts.
-    note_ramp(cluster, (since, since + (raised - real) / up), not done)
-    if done:
+    note_window(cluster, since, since + (raised - real) / up)
+    if real + int(up * (now - since)) >= raised:
         return
     level = real + int(up * (envelope_instant(cluster, now) - since))
     if level < raised:

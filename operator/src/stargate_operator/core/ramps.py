@@ -156,14 +156,26 @@ class Ramp:
         ends = self.rise_ends()
         return self.end is not None and ends is not None and self.end <= t < ends
 
-    def marks(self) -> list[float]:
-        """Every instant at which the envelope may kink (its straight pieces run between them)."""
-        out = [self.descent_start(), self.start, self.reached_at()]
+    def windows(self, demand: int) -> list[tuple[float, float]]:
+        """Where the plan beneath it moves by time alone: the descent, from where the envelope
+        meets `demand` (the demand beneath the constraint) to the target; the rise, from `end` to
+        where it passes the demand again."""
+        out: list[tuple[float, float]] = []
+        if self.down_used is not None and self.drop > 0:
+            meets = [t for t in self.crossings(demand) if t <= self.reached_at()]
+            out.append((max([self.descent_start(), *meets]), self.reached_at()))
+        ends = self.rise_ends()
+        if self.end is not None and ends is not None and self.up_used is not None and ends > self.end:
+            passes = [t for t in self.crossings(demand) if t > self.end]
+            out.append((self.end, min([ends, *passes])))
+        return [(a, b) for a, b in out if b > a]
+
+    def kinks(self) -> list[float]:
+        """Where the envelope turns upward (the target reached, `end`) or steps (no rate): no
+        straight piece of a ramp spans those."""
+        out = [self.reached_at()]
         if self.end is not None:
             out.append(self.end)
-        ends = self.rise_ends()
-        if ends is not None:
-            out.append(ends)
         return out
 
     def crossings(self, level: int) -> list[float]:
@@ -203,11 +215,19 @@ def envelope_instant(cluster: ClusterIn, now: float) -> float:
     return now if at is None else at
 
 
-def note_ramp(cluster: ClusterIn, marks: Sequence[float], moving: bool) -> None:
-    """An envelope's kinks, and whether it moves now, for the site's ramp pieces."""
-    cluster.ramp_marks.extend(marks)
-    if moving:
-        cluster.ramp_moving = True
+def note_window(cluster: ClusterIn, start: float, stop: float) -> None:
+    """A stretch where the site's plan may move by time alone (sliceramp.py)."""
+    if stop > start:
+        cluster.ramp_windows.append((start, stop))
+
+
+def note_kinks(cluster: ClusterIn, kinks: Sequence[float]) -> None:
+    """Instants where an envelope turns upward or steps (sliceramp.py)."""
+    cluster.ramp_kinks.extend(kinks)
+
+
+def demand_beneath(cluster: ClusterIn) -> int:
+    return sum(r.demand_w for r in cluster.racks)
 
 
 def compose(normal: int, ramps: Sequence[Ramp], t: float) -> int:
@@ -297,8 +317,9 @@ def ramp_curtailment(cluster: ClusterIn, now: float) -> int:
     if since is None:
         return normal
     ramp = Ramp(normal, target, since, lifted, since, down, up)
-    note_ramp(cluster, ramp.marks(), ramp.moving(now))
-    note_ramp(cluster, ramp.crossings(sum(r.demand_w for r in cluster.racks)), False)
+    for a, b in ramp.windows(demand_beneath(cluster)):
+        note_window(cluster, a, b)
+    note_kinks(cluster, ramp.kinks())
     cap = ramp.capacity(envelope_instant(cluster, now))
     if ramp.capacity(now) is None and lifted is not None:
         cluster.curtail_out = None  # risen back: the record goes
@@ -344,10 +365,8 @@ def bring_online(cluster: ClusterIn, now: float) -> float | None:
         since = parse_epoch(ready.get("lastTransitionTime")) if ready.get("status") == "True" else None
         if since is None or since > now:
             since = now
-        done = up * (now - since) >= d.usable_w  # beyond its usable power the rise bounds nothing
-        # Its kinks also once done: the end of its rise is where the next straight piece starts.
-        note_ramp(cluster, (since, since + d.usable_w / up), not done)
-        if done:
+        note_window(cluster, since, since + d.usable_w / up)
+        if up * (now - since) >= d.usable_w:  # beyond its usable power the rise bounds nothing
             continue
         rise = up * (envelope_instant(cluster, now) - since)
         if rise < d.usable_w:

@@ -114,32 +114,36 @@ LOOKAHEAD_SECONDS = 5.0
 
 
 def ramp_piece(clusters: Iterable[ClusterIn], now: float) -> tuple[float, float] | None:
-    """The straight piece of every envelope of a namespace's sites that holds `now`, while one
-    moves: from the last kink at or before now to the next one after it."""
-    moving = False
-    before, after = -math.inf, math.inf
-    for c in clusters:
-        moving = moving or c.ramp_moving
-        for m in c.ramp_marks:
-            if m <= now:
-                before = m if m > before else before
-            elif m < after:
-                after = m
-    if not moving or before == -math.inf or after == math.inf:
+    """The straight piece holding `now` while the plan may move by time alone (a window holds
+    now): from the last kink or window start at or before now, to the first kink or window start
+    after it, or the end of the windows holding now if sooner. Inside, no envelope turns upward or
+    steps (a window's end, where a rise or descent stops, only bends them downward: concave), so
+    the line between the plans at the two ends stays under every envelope."""
+    windows = [w for c in clusters for w in c.ramp_windows]
+    kinks = [k for c in clusters for k in c.ramp_kinks]
+    holding = [b for a, b in windows if a <= now < b]
+    if not holding:
         return None
-    return before, after
+    begins = max([m for m in (*kinks, *(a for a, _ in windows)) if m <= now], default=-math.inf)
+    ends = min([m for m in (*kinks, *(a for a, _ in windows)) if m > now], default=math.inf)
+    ends = min(ends, max(holding))
+    if begins == -math.inf or ends == math.inf:
+        return None
+    return begins, ends
 
 
 def next_piece(clusters: Iterable[ClusterIn], now: float) -> tuple[float | None, tuple[float, float] | None]:
-    """The piece after the next kink, when that kink comes within LOOKAHEAD_SECONDS (written ahead
-    where the plan is flat until then); and else when to look again (the next kink less the
-    lookahead; None: no kink ahead)."""
-    marks = sorted({m for c in clusters for m in c.ramp_marks if m > now})
-    if not marks:
+    """The piece of the next window, when it starts within LOOKAHEAD_SECONDS (written ahead
+    where the plan holds still until then); and else when to look again (its start less the
+    lookahead; None: no window ahead)."""
+    cs = list(clusters)
+    starts = [a for c in cs for a, _ in c.ramp_windows if a > now]
+    if not starts:
         return None, None
-    if marks[0] - now > LOOKAHEAD_SECONDS:
-        return marks[0] - LOOKAHEAD_SECONDS, None
-    return None, (marks[0], marks[1]) if len(marks) > 1 else None
+    first = min(starts)
+    if first - now > LOOKAHEAD_SECONDS:
+        return first - LOOKAHEAD_SECONDS, None
+    return None, ramp_piece(cs, first)
 
 
 @dataclass(frozen=True, slots=True)
