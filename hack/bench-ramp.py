@@ -39,8 +39,8 @@ def writes_by_kind(op: benchlib.OperatorProcess) -> dict[str, float]:
     for line in text.splitlines():
         if line.startswith("stargate_api_writes_total{"):
             labels = line[line.index("{") + 1:line.index("}")]
-            fields = dict(part.split("=", 1) for part in labels.split(","))
-            out[f"{fields['kind'].strip(chr(34))}/{fields['verb'].strip(chr(34))}"] = float(line.rsplit(" ", 1)[1])
+            fields = {k: v.strip('"') for k, v in (part.split("=", 1) for part in labels.split(","))}
+            out[f"{fields['kind']}/{fields['verb']}"] = float(line.rsplit(" ", 1)[1])
     return out
 
 

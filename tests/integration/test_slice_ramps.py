@@ -165,7 +165,8 @@ def test_a_ramp_is_one_write_per_slice_per_piece_and_survives_the_operator(
         writes = writes_first + _slice_writes(second)
         assert writes == 2 + 2, (writes_first, second.log_tail())
         after = _slices(api, ns)
-        assert {n: s["spec"]["revision"] for n, s in after.items()} == {n: r + 2 for n, r in revisions.items()}
+        assert {n: s["spec"]["revision"] for n, s in after.items()} == \
+            {n: r + 2 for n, r in revisions.items()}
         assert all(parse_epoch(s["spec"]["ramp"]["startAt"]) == end.timestamp() for s in after.values())
 
         # Protection never waits: rack a's rating lowered, its slice written at once without a ramp.

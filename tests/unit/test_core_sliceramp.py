@@ -258,7 +258,8 @@ def test_the_line_starts_where_the_envelope_meets_the_demand() -> None:
     server = Server([*objs, gev("dr", start=start, end=end, limit=60_000, created=NOW)])
     seen = _seconds(server, CampusCache(), NOW, 230)
     assert all(enforced <= cap for _, cap, enforced in seen)
-    ramps = sorted({(w[2]["ramp"]["startAt"], w[2]["ramp"]["endAt"]) for w in server.writes if "ramp" in w[2]})
+    ramps = sorted({(w[2]["ramp"]["startAt"], w[2]["ramp"]["endAt"])
+                    for w in server.writes if "ramp" in w[2]})
     assert ramps == [("2026-01-01T12:01:20Z", "2026-01-01T12:01:40Z"),
                      ("2026-01-01T12:02:10Z", "2026-01-01T12:02:50Z")]
     assert len(server.writes) == 2 + 2 + 2

@@ -237,7 +237,8 @@ class _Enforced:
         self.fixed = np.empty(len(rows))
         for i, e in self.rows:
             self.fixed[i] = e.limit
-        self.moving_until = max((e.end_at for _, e in self.rows if e.start_from is not None), default=-math.inf)
+        self.moving_until = max((e.end_at for _, e in self.rows if e.start_from is not None),
+                                default=-math.inf)
 
     def at(self, epoch: float) -> npt.NDArray[np.float64]:
         if epoch >= self.moving_until:
