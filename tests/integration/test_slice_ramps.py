@@ -28,7 +28,7 @@ import pytest
 from helpers.api import Api, obj
 from helpers.operator_process import OperatorProcess, free_port, wait_for
 from helpers.site import cluster, node, rack, rfc3339
-from stargate_operator.core.sliceramp import held_entries
+from stargate_operator.core.sliceramp import LOOKAHEAD_SECONDS, held_entries
 from stargate_operator.core.wire import parse_epoch
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
@@ -108,7 +108,7 @@ def test_a_ramp_is_one_write_per_slice_per_piece_and_survives_the_operator(
         api: Api, control_plane: LocalControlPlane, namespace: str, tmp_path: Path, agents: Agents) -> None:
     ns = namespace
     start = (datetime.now(UTC) + timedelta(seconds=40)).replace(microsecond=0)
-    end = start + timedelta(seconds=4)
+    end = start + timedelta(seconds=8)  # its rise is written ahead from end - 5 s: after the checks
     descent = start.timestamp() - 12  # where the envelope meets the demand
     api.create_all(ns, _site(start, end))
     first = OperatorProcess(control_plane, tmp_path, "--slice-size", "2").start()
@@ -116,14 +116,16 @@ def test_a_ramp_is_one_write_per_slice_per_piece_and_survives_the_operator(
     try:
         wait_for(lambda: agents.enforced() == dict.fromkeys(NODES, FULL), 30, 0.2,
                  "every agent to enforce its full limit")
-        wait_for(lambda: time.time() > descent - 2, 60, 0.1, "the descent to come near")
+        # the descent's piece is written a few seconds ahead (sliceramp.LOOKAHEAD_SECONDS): before that
+        wait_for(lambda: time.time() > descent - LOOKAHEAD_SECONDS - 2, 60, 0.1, "the descent to come near")
         before = _slice_writes(first)
         revisions = {n: s["spec"]["revision"] for n, s in _slices(api, ns).items()}
         assert len(revisions) == 2 and all("ramp" not in s["spec"] for s in _slices(api, ns).values())
 
-        # The descent: each slice written once, with the whole line.
-        wait_for(lambda: all("ramp" in s["spec"] for s in _slices(api, ns).values()), 5, 0.05,
+        # The descent: each slice written once, with the whole line, before it starts.
+        wait_for(lambda: all("ramp" in s["spec"] for s in _slices(api, ns).values()), 10, 0.05,
                  "the slices to carry the descent")
+        assert time.time() < descent
         held = _slices(api, ns)
         for s in held.values():
             ramp = s["spec"]["ramp"]
