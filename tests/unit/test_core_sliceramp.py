@@ -263,3 +263,31 @@ def test_the_line_starts_where_the_envelope_meets_the_demand() -> None:
     assert ramps == [("2026-01-01T12:01:20Z", "2026-01-01T12:01:40Z"),
                      ("2026-01-01T12:02:10Z", "2026-01-01T12:02:50Z")]
     assert len(server.writes) == 2 + 2 + 2
+
+
+def test_nodes_following_a_long_ramp_stay_confirmed() -> None:
+    """A 200 s descent, longer than the confirmation grace (60 s): agents reporting a point of the
+    line a couple of seconds old are confirmed all along, and no node says PowerLimitApplied=False."""
+    from helpers.core_objects import ts
+    start = NOW + timedelta(seconds=250)
+    server = Server([*_site(rampDownWattsPerSecond=200), gev("dr", start=start, limit=60_000, created=NOW)])
+    cache = CampusCache()
+    for second in range(40, 260, 2):
+        now = NOW + second * S
+        for (kind, name), o in server.objects.items():
+            if kind != "GPUNode":
+                continue
+            line = {n: e for s in server.objects.values() if s["kind"] == "PowerLimitSlice"
+                    for n, e in held_entries(s["spec"]).items()}
+            entry = line.get(name)
+            enforced = entry.at((now - 2 * S).timestamp()) if entry is not None else 1000
+            o["status"] = {**(o.get("status") or {}), "telemetry": {
+                "powerWatts": enforced, "healthyGPUs": 1, "observedAt": ts(now - S),
+                "enforcedLimitWatts": enforced}}
+        plan = server.plan(now, cache)
+        if second >= 120:
+            statuses = [v for k, v in plan.statuses.items() if k[0] == "PowerLimitSlice"]
+            assert all(s["confirmed"] == s["nodes"] for s in statuses), (second, statuses)
+            applied = [next(c for c in v["conditions"] if c["type"] == "PowerLimitApplied")
+                       for k, v in plan.statuses.items() if k[0] == "GPUNode"]
+            assert all(c["status"] == "True" for c in applied), (second, applied[0])

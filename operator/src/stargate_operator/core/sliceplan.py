@@ -247,6 +247,13 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             kept = recent.get(node)
             top = max(was, kept[0]) if kept is not None and kept[1] > now else was
             recent[node] = (top, now + grace)
+    for node, entry in entries.items():
+        # Following a slice's ramp: its agent reports a point of the line, not its end, however
+        # long the line; confirmed against the line's higher end until the grace after it.
+        if entry.ramping(now) and entry.start_from is not None and node in target:
+            kept = recent.get(node)
+            top = max(entry.start_from, entry.limit, kept[0] if kept is not None else 0)
+            recent[node] = (top, entry.end_at + grace)
     for node in [n for n, (_, until) in recent.items() if until <= now or n not in target]:
         del recent[node]
     changed = state.changed_at
@@ -254,6 +261,9 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         was = held.get(node)
         if was is not None and was != limit:  # a node new to the slices has nothing to confirm yet
             changed[node] = now
+    for node, entry in entries.items():
+        if entry.ramping(now) and node in target:
+            changed[node] = max(changed.get(node, now), entry.end_at)  # its grace runs from the end
     for node in [n for n, at in changed.items() if at + grace <= now or n not in target]:
         del changed[node]
     grace_ends = _within_grace(ns, nodes, statuses, changed, grace)
