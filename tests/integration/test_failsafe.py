@@ -293,3 +293,52 @@ async def test_a_failover_between_replicas_never_trips_the_agents_failsafe(
         for op in replicas:
             if op.alive:
                 op.kill()
+
+
+async def test_with_an_up_rate_agents_leave_the_fail_safe_at_it(
+        kubectl: Kubectl, namespace: str, control_plane: LocalControlPlane, client: KubeClient,
+        tmp_path: Path) -> None:
+    """The site rises at 240 W/s over its 24 GPUs: each slice says 10 W/s a GPU. The operator gone,
+    the agents fall to their safe limits (spread as usual); back, they leave together and rise
+    from 500 W to 687 W a GPU at 10 W/s (about 19 s), not in one step."""
+    objs = site(namespace)
+    objs[0]["spec"]["power"]["rampUpWattsPerSecond"] = 240
+    kubectl.apply(objs, namespace=namespace)
+    op = OperatorProcess(control_plane, tmp_path, "-n", namespace, "--lease-duration", "3").start()
+    backends: dict[str, IdleGPUs] = {}
+
+    def factory(name: str, obj: dict[str, Any]) -> IdleGPUs:
+        backends[name] = IdleGPUs()
+        return backends[name]
+
+    fleet = Fleet(client, namespace, factory, interval=INTERVAL, failsafe_after=FAILSAFE_AFTER,
+                  sample_interval=0.5, failsafe_spread=SPREAD)
+    task = asyncio.create_task(fleet.run())
+    try:
+        def limits() -> dict[str, int | None]:
+            return {n: b.limit for n, b in sorted(backends.items())}
+
+        await until(lambda: limits() == {f"n{i}": LIMIT for i in range(3)}, 30, "every agent at its limit")
+        slices = kubectl.json("get", "powerlimitslices", "-n", namespace)["items"]
+        assert [s["spec"].get("failsafeExitWattsPerSecond") for s in slices] == [10]
+        op.stop()
+        await until(lambda: limits() == {f"n{i}": SAFE for i in range(3)}, FAILSAFE_AFTER + 20,
+                    "every agent at its safe limit")
+        op.start()
+        await until(lambda: limits() == {f"n{i}": LIMIT for i in range(3)}, 60, "every agent back")
+        lefts = []
+        for name, b in backends.items():
+            fell = max(i for i, (_, w) in enumerate(b.changes) if w == SAFE)
+            rise = b.changes[fell + 1:]
+            left = b.changes[fell + 1][0] - 1.0  # its first step came within a second of leaving
+            lefts.append(left)
+            assert len({w for _, w in rise}) >= 8, (name, rise)  # in steps, not one
+            assert rise[-1][0] - rise[0][0] >= 15, (name, rise)  # 187 W at 10 W/s: about 19 s
+            for t, w in rise:
+                assert w - SAFE <= 10 * (t - left) + 10, (name, t - left, w)
+        assert max(lefts) - min(lefts) <= 2.0, lefts  # together, not spread
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        op.stop()
