@@ -303,16 +303,16 @@ def ramp_curtailment(cluster: ClusterIn, now: float) -> int:
         if held is not None and held[0] == percent and held[2] is None:
             since = held[1]
         else:
-            since = now
+            since = _as_kept(now)
             if held is not None and down is not None:  # continue from the envelope's level now
                 level = _curtailment_ramp(cluster, held, normal, down, up).capacity(now)
                 if level is not None:
-                    since = now - (normal - level) / down
+                    since = _as_kept(now - (normal - level) / down)
     elif held is not None:
         percent, since, lifted = held
         if lifted is None:
             until = cluster.curtailment_until
-            lifted = until if until is not None and until <= now and until >= since else now
+            lifted = until if until is not None and until <= now and until >= since else _as_kept(now)
         target = site_budget(cluster.it_capacity_w, cluster.reserve_percent, percent)
     if since is None:
         return normal
@@ -334,6 +334,14 @@ def ramp_curtailment(cluster: ClusterIn, now: float) -> int:
     if change != INFINITY and (cluster.ramp_next is None or change < cluster.ramp_next):
         cluster.ramp_next = change
     return normal
+
+
+def _as_kept(t: float) -> float:
+    """An instant as status keeps it (whole milliseconds): the next plan reads it back from there,
+    and must find the same envelope (a ramp in the slices is written once, sliceramp.py)."""
+    kept = parse_epoch(format_time(from_epoch(t), millis=True))
+    assert kept is not None
+    return kept
 
 
 def _curtailment_ramp(cluster: ClusterIn, held: tuple[int, float, float | None], normal: int,
@@ -364,7 +372,7 @@ def bring_online(cluster: ClusterIn, now: float) -> float | None:
         ready = d.old.get("Ready") or {}
         since = parse_epoch(ready.get("lastTransitionTime")) if ready.get("status") == "True" else None
         if since is None or since > now:
-            since = now
+            since = float(math.floor(now))  # as its Ready condition will say: whole seconds
         note_window(cluster, since, since + d.usable_w / up)
         if up * (now - since) >= d.usable_w:  # beyond its usable power the rise bounds nothing
             continue
