@@ -291,3 +291,24 @@ def test_nodes_following_a_long_ramp_stay_confirmed() -> None:
             applied = [next(c for c in v["conditions"] if c["type"] == "PowerLimitApplied")
                        for k, v in plan.statuses.items() if k[0] == "GPUNode"]
             assert all(c["status"] == "True" for c in applied), (second, applied[0])
+
+
+def test_a_curtailment_seen_between_whole_seconds_is_one_write_per_slice_per_piece() -> None:
+    """The curtailment's since and liftedAt are kept in status to the millisecond: the plan after
+    the first reads them back from there and must find the very same piece."""
+    server = Server(_site(rampDownWattsPerSecond=1_000, rampUpWattsPerSecond=1_000))
+    for o in server.objects.values():
+        if o["kind"] == "GPUNode":
+            o["spec"]["gpu"]["maxPowerWatts"] = 900  # demand 90 kW: the line starts at the crossing
+    cache = CampusCache()
+    site = server.objects[("StargateCluster", "site")]
+    for s in range(140):
+        if s == 5:
+            site["spec"]["power"]["curtailment"] = {"percent": 20, "reason": "grid"}
+        if s == 70:
+            del site["spec"]["power"]["curtailment"]
+        server.plan(NOW + timedelta(seconds=s + 0.3456), cache)
+    ramps = [(w[1], w[2]["ramp"]["startAt"]) for w in server.writes if "ramp" in w[2]]
+    down, up = "2026-01-01T12:00:15.345Z", "2026-01-01T12:01:10.345Z"
+    assert sorted(ramps) == [("limits-0", down), ("limits-0", up), ("limits-1", down), ("limits-1", up)]
+    assert len(server.writes) == 2 + 4
