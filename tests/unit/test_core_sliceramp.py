@@ -312,3 +312,17 @@ def test_a_curtailment_seen_between_whole_seconds_is_one_write_per_slice_per_pie
     down, up = "2026-01-01T12:00:15.345Z", "2026-01-01T12:01:10.345Z"
     assert sorted(ramps) == [("limits-0", down), ("limits-0", up), ("limits-1", down), ("limits-1", up)]
     assert len(server.writes) == 2 + 4
+
+
+def test_while_a_piece_moves_node_and_rack_statuses_show_its_end_once() -> None:
+    """Node and rack statuses say where the piece goes, as the slices do: they change once per
+    piece, not every second of it (one status write per node per piece, not per tick)."""
+    start = NOW + timedelta(seconds=100)
+    server = Server([*_site(rampDownWattsPerSecond=1_000), gev("dr", start=start, limit=60_000, created=NOW)])
+    cache = CampusCache()
+    seen: dict[str, set[Any]] = {"node": set(), "rack": set()}
+    for s in range(62, 100):  # the descent, from start - 40 s (its line written ahead)
+        plan = server.plan(NOW + s * S, cache)
+        seen["node"].add(st(plan, "GPUNode", "n10")["powerLimitWatts"])
+        seen["rack"].add(st(plan, "Rack", "r1")["power"]["budgetWatts"])
+    assert seen == {"node": {600}, "rack": {30_000}}

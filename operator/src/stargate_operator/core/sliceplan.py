@@ -103,6 +103,10 @@ def plan_campus(objects: Iterable[Mapping[str, Any]], now: datetime, settings: C
                     (plan.statuses.get((NODE, ns, n)) or {}).get("powerLimitWatts") == w
                     for n, w in later.start.items()):
                 ends = later
+        if ends is not None and ends.moves():
+            # While a piece moves, the statuses of its racks and nodes say where it goes (the
+            # slices' limits), as its slices do: written once per piece, not once a second.
+            plan.statuses.update(ends.statuses)
         _plan_space(ns, objs, plan, epoch, settings, state, ends)
     return plan
 
@@ -115,6 +119,7 @@ def _piece_limits(ns: str, objs: list[Mapping[str, Any]], now: datetime, piece: 
     if instants is None:
         return None
     found: list[tuple[dict[str, int], dict[str, int]]] = []
+    statuses: dict[ObjectKey, dict[str, Any]] = {}
     for i, at in enumerate(instants):
         epoch = parse_epoch(at)
         assert epoch is not None
@@ -123,15 +128,19 @@ def _piece_limits(ns: str, objs: list[Mapping[str, Any]], now: datetime, piece: 
         limits: dict[str, int] = {}
         safes: dict[str, int] = {}
         for (kind, space, name), st in end.statuses.items():
+            if kind == kinds.RACK.kind and space == ns:
+                statuses[kind, space, name] = st
             if kind != NODE or space != ns:
                 continue
+            statuses[kind, space, name] = st  # the end's: kept while the piece moves
             limit, safe = st.get("powerLimitWatts"), st.get("safeLimitWatts")
             if type(limit) is int:
                 limits[name] = limit
                 if type(safe) is int:
                     safes[name] = safe
         found.append((limits, safes))
-    return PieceLimits(instants[0], instants[1], found[0][0], found[1][0], found[0][1], found[1][1])
+    return PieceLimits(instants[0], instants[1], found[0][0], found[1][0], found[0][1], found[1][1],
+                       statuses)
 
 
 def _chain(name: str | None, parents: Mapping[str, str | None]) -> tuple[str, ...]:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stargate_operator.core.wire import format_time, from_epoch, parse_epoch
@@ -157,6 +157,8 @@ class PieceLimits:
     end: Mapping[str, int]
     start_safe: Mapping[str, int]
     end_safe: Mapping[str, int]
+    # The end plan's statuses of the namespace's racks and nodes.
+    statuses: Mapping[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
     def moves(self) -> bool:
         """Some node's plan differs between the two ends."""
