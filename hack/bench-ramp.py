@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """What a 60 s ramp costs in writes: a 20 % curtailment of the synthetic site, descending over 60 s
 (the site's rampDownWattsPerSecond set to a fifth of its budget over 60 s), then lifted, rising over
-60 s. Counts the operator's writes by kind and verb from its /metrics over each ramp, with the
-slices there are, and the operator's CPU seconds over each (it plans the two ends of each straight
-piece of the ramp beside the plan of each second).
+60 s. Counts the operator's writes by kind and verb from its /metrics over each ramp (`writes_in_ramp`:
+its 60 s and 5 s more; `writes`: until its writes stop), with the slices there are, and the
+operator's CPU seconds over each (it plans the two ends of each straight piece of the ramp beside
+the plan of each second).
 
 Same parts as hack/bench-react.py: a fresh local control plane, the synthetic site, an operator
 that writes the cold statuses and then follows the ramps. No agents: the slices' writes are the
@@ -61,8 +62,13 @@ async def _ramp(op: benchlib.OperatorProcess, client: KubeClient, ns: str, name:
     t0 = time.perf_counter()
     await _patch_cluster(client, ns, name, {"curtailment": curtailment})
     await asyncio.sleep(RAMP_SECONDS + 5)  # the ramp and a margin for its last writes
+    in_ramp = writes_by_kind(op)
+    # ... and every write it caused, however long the API server takes (the next ramp must not
+    # start behind this one's status writes)
+    await asyncio.to_thread(op.wait_writes, 0, 3.0, 1800)
     after = writes_by_kind(op)
-    return {"seconds": round(time.perf_counter() - t0, 1), "writes": delta(after, before),
+    return {"seconds": round(time.perf_counter() - t0, 1), "writes_in_ramp": delta(in_ramp, before),
+            "writes": delta(after, before),
             "operator_cpu_s": round(benchlib.cpu_seconds(op.proc.pid) - cpu0, 1)}
 
 
