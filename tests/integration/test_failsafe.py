@@ -241,6 +241,33 @@ async def test_a_hung_operator_is_a_gone_one_to_the_agents(
     assert not site_agents.fleet.failsafe
 
 
+async def test_an_api_server_down_is_an_operator_gone_to_the_agents(
+        control_plane: LocalControlPlane, lone_operator: tuple[OperatorProcess, Agents]) -> None:
+    """kube-apiserver killed: nothing is read or written, and the GPUs keep their limits until the
+    agents, judging on their own clocks, have seen no renewal for FAILSAFE_AFTER; then each falls
+    back at its offset in the spread without any request succeeding. The server back, the operator
+    renews the Lease again and the agents return to their limits."""
+    op, site_agents = lone_operator
+    settled = {n: len(b.changes) for n, b in site_agents.backends.items()}
+    await asyncio.to_thread(control_plane.stop_apiserver, kill=True)
+    try:
+        down = time.time()
+        await asyncio.sleep(FAILSAFE_AFTER / 2)
+        assert site_agents.limits() == every_node(LIMIT) and not site_agents.fleet.failsafe
+        await until(lambda: site_agents.limits() == every_node(SAFE), FAILSAFE_AFTER + SPREAD + 10,
+                    "every agent at its safe limit while the API server is down",
+                    show=site_agents.limits)
+        fell = max(b.changes[-1][0] for b in site_agents.backends.values()) - down
+        assert fell <= FAILSAFE_AFTER + SPREAD + INTERVAL + 1, fell  # the last renewal came before `down`
+    finally:
+        await asyncio.to_thread(control_plane.start_apiserver)
+    await until(lambda: site_agents.limits() == every_node(LIMIT), 40, "every agent back",
+                show=site_agents.limits)
+    assert op.alive and not site_agents.fleet.failsafe
+    moves = {n: [w for _, w in b.changes[settled[n]:]] for n, b in site_agents.backends.items()}
+    assert moves == {n: [SAFE, LIMIT] for n in moves}, moves
+
+
 async def test_a_failover_between_replicas_never_trips_the_agents_failsafe(
         kubectl: Kubectl, namespace: str, control_plane: LocalControlPlane, agents: StartAgents,
         tmp_path: Path) -> None:
@@ -265,10 +292,12 @@ async def test_a_failover_between_replicas_never_trips_the_agents_failsafe(
     tripped = verdicts.tripped
     watcher = asyncio.create_task(verdicts.watch())
 
-    async def renewed_after(at: float, what: str) -> None:
-        # The agents see the renewal within their judging period (at most a second).
-        await until(lambda: renewed_at(kubectl, namespace) > at, 40, what)
+    async def renewed_after(at: float, what: str) -> float:
+        """The first renewal of the fail-safe Lease after `at`, once the agents have seen it (within
+        their judging period, at most a second)."""
+        first = await until(lambda: (r := renewed_at(kubectl, namespace)) > at and r, 40, what)
         await asyncio.sleep(1.5)
+        return float(first)
 
     try:
         first = replica()
@@ -283,23 +312,23 @@ async def test_a_failover_between_replicas_never_trips_the_agents_failsafe(
         await until(lambda: tripped or second.active(), 60, "the standby to take over after SIGKILL")
         took_over = time.time() - killed
         assert not tripped, f"an agent entered the fail-safe {tripped[0] - killed:.1f}s after the kill"
-        await renewed_after(killed, "the fail-safe Lease renewed by the new active replica")
+        renewed = await renewed_after(killed, "the fail-safe Lease renewed by the new active replica")
         print(f"\nSIGKILL: active {took_over:.1f}s and the fail-safe Lease renewed "
-              f"{renewed_at(kubectl, namespace) - killed:.1f}s after the kill (agents trip at "
+              f"{renewed - killed:.1f}s after the kill (agents trip at "
               f"{fleet.failsafe_after:.0f}s after the last renewal they saw)")
         assert not tripped, f"an agent entered the fail-safe {tripped[0] - killed:.1f}s after the kill"
 
         third = replica()
         await asyncio.sleep(3.0)  # a few of the standby's tries: it stays put
         assert second.active() and not third.active()
-        assert second.stop() == 0
         stopped = time.time()
+        assert second.stop() == 0
         await until(lambda: tripped or third.active(), 60, "the standby to take over after SIGTERM")
         took_over = time.time() - stopped
         assert not tripped, f"an agent entered the fail-safe {tripped[0] - stopped:.1f}s after the stop"
-        await renewed_after(stopped, "the fail-safe Lease renewed after the clean handover")
+        renewed = await renewed_after(stopped, "the fail-safe Lease renewed after the clean handover")
         print(f"SIGTERM: active {took_over:.1f}s and the fail-safe Lease renewed "
-              f"{renewed_at(kubectl, namespace) - stopped:.1f}s after the stop")
+              f"{renewed - stopped:.1f}s after the stop")
         assert not tripped, f"an agent entered the fail-safe {tripped[0] - stopped:.1f}s after the stop"
         # Nobody touched a GPU across both failovers.
         changed = {n: b.changes[settled[n]:] for n, b in backends.items() if b.changes[settled[n]:]}
