@@ -203,6 +203,10 @@ async def test_nvml_limits_reach_the_devices_and_what_cannot_is_an_event(
         # Reported once per outcome, not every interval.
         await asyncio.sleep(1.5)
         assert len(events()) == 1
+        # The node's enforced limit is its highest GPU's: the assigned 250 W does not hold on GPU 7,
+        # so the operator must not count it confirmed (PowerLimitApplied, the taint, lower-before-raise).
+        await eventually(lambda: get(kubectl, ns, "gpu-host")["status"]["telemetry"].get("enforcedLimitWatts")
+                         == 300)
 
         # A GPU that falls off the bus.
         fake.gpus[2].lost = True
