@@ -298,6 +298,38 @@ def test_agent_needs_only_its_rbac(kubectl: Kubectl, namespace: str, control_pla
     assert len(evs["items"]) == 1 and "clamped to 700 W" in evs["items"][0]["message"]
 
 
+async def test_gpus_back_at_their_default_limit_are_set_again(
+        kubectl: Kubectl, namespace: str, client: KubeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebooted node's GPUs run at their default limit: the agent, started afresh over a GPUNode
+    whose last report still says the assigned limit was enforced, sets it again at once, trusting
+    the devices, not the report; GPUs reset under a running agent (a driver reload) are set again
+    at its next pass."""
+    ns = namespace
+    fake = FakeNvml([FakeGPU(power_mw=300_000) for _ in range(8)])  # at the default: 700 W
+    fake.install(monkeypatch)
+    kubectl.apply(gpunode("gpu-host"), namespace=ns)
+    before = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    set_status(kubectl, ns, "gpu-host", {**operator_status(400), "telemetry": {
+        "powerWatts": 4400, "healthyGPUs": 8, "observedAt": before, "enforcedLimitWatts": 400}})
+    fleet = Fleet(client, ns, lambda name, obj: NvmlBackend(), names=["gpu-host"], interval=2)
+    task = await run_fleet(fleet)
+
+    def report() -> dict[str, Any] | None:
+        t: dict[str, Any] = get(kubectl, ns, "gpu-host")["status"]["telemetry"]
+        return t if t["observedAt"] > before else None
+
+    try:
+        # Its first report already shows the limit in force: it applied before reporting.
+        first = await eventually(report, timeout=10, every=0.1)
+        assert first["enforcedLimitWatts"] == 400, first
+        assert [g.limit_mw for g in fake.gpus] == [400_000] * 8
+        for g in fake.gpus:
+            g.limit_mw = 700_000  # reset under the agent
+        await eventually(lambda: [g.limit_mw for g in fake.gpus] == [400_000] * 8, timeout=5)
+    finally:
+        await stop(task)
+
+
 async def test_agent_survives_an_api_server_restart(
         kubectl: Kubectl, namespace: str, client: KubeClient, control_plane: LocalControlPlane,
         caplog: pytest.LogCaptureFixture) -> None:
