@@ -12,6 +12,10 @@ tests' kubeconfig is admin's anyway).
 add latency to it); ``start()`` returns it listening on 127.0.0.1, ``delay`` may be changed at any
 time (bytes already held keep the delay they arrived with), ``kubeconfig(dst)`` writes a copy of the
 admin kubeconfig whose server is the proxy, ``stop()`` closes every connection.
+
+``refuse(True)`` is an API server shedding load: it drops every open connection, and answers each
+request 429 Too Many Requests with `Retry-After: 1` (then closes the connection) until
+``refuse(False)``; ``refused`` counts those answers.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ class SlowProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, name="slow-proxy", daemon=True)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.refusing = False
+        self.refused = 0
 
     @classmethod
     def of(cls, control_plane: LocalControlPlane, delay: float = 0.0) -> SlowProxy:
@@ -74,6 +80,15 @@ class SlowProxy:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
 
+    def refuse(self, on: bool) -> None:
+        def turn() -> None:
+            self.refusing = on
+            if on:
+                for t in list(self._tasks):
+                    t.cancel()  # open connections dropped: their clients come back and are refused
+
+        self._loop.call_soon_threadsafe(turn)
+
     def kubeconfig(self, dst: Path) -> Path:
         """A copy of the admin kubeconfig whose every cluster's server is this proxy."""
         config = yaml.safe_load(self.source_kubeconfig.read_text())
@@ -87,6 +102,10 @@ class SlowProxy:
         assert task is not None
         self._tasks.add(task)
         self.connections += 1
+        if self.refusing:
+            await self._refuse(client_r, client_w)
+            self._tasks.discard(task)
+            return
         try:
             server_r, server_w = await asyncio.open_connection(
                 "127.0.0.1", self.upstream_port, ssl=self.upstream_ssl, server_hostname="127.0.0.1")
@@ -106,6 +125,22 @@ class SlowProxy:
             for w in (client_w, server_w):
                 w.close()
             self._tasks.discard(task)
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        body = (b'{"kind":"Status","apiVersion":"v1","status":"Failure","message":"too many requests, '
+                b'please try again later","reason":"TooManyRequests","code":429}')
+        answer = (b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        with contextlib.suppress(OSError, ssl.SSLError, ValueError, asyncio.IncompleteReadError,
+                                 asyncio.LimitOverrunError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            for line in head.split(b"\r\n"):  # read the request's body too: unread, closing resets
+                if line.lower().startswith(b"content-length:"):
+                    await reader.readexactly(int(line.split(b":", 1)[1]))
+            writer.write(answer)
+            await writer.drain()
+            self.refused += 1
+        writer.close()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Bytes from `reader` to `writer`, each chunk `delay` after it arrived."""

@@ -358,74 +358,126 @@ def node_statuses(kubectl: Kubectl, ns: str) -> dict[str, tuple[Any, ...]]:
     return out
 
 
-async def test_a_slow_api_server_keeps_the_limits_and_the_statuses_catch_up(
-        kubectl: Kubectl, namespace: str, control_plane: LocalControlPlane, agents: StartAgents,
-        tmp_path: Path) -> None:
-    """The operator (with leader election, at its shipped durations) and the agents reach the real
-    API server through a proxy that holds every byte 1.5 s each way: every request is answered 3 s
-    late, a watch's events arrive 1.5 s late. The fail-safe Lease is still renewed every 2 s plus a
-    round trip, so no agent trips (8 s) and no GPU limit moves but to the new limit a change of the
-    site brings, late; once the latency goes, every node's status shows that limit applied. Then a
-    slower server (7 s a round trip: 2 s + 7 s between the renewals the agents see, above 8 s) is an
-    operator gone to the agents: they fall back to their safe limits, and come back when it is
-    fast again."""
+@dataclass
+class Proxied:
+    """The operator (with leader election, at its shipped durations, the fail-safe Lease renewed
+    every 2 s) and the agents (fail-safe after SLOW_FAILSAFE_AFTER) reaching the real API server
+    through a SlowProxy, every agent at its limit, the site's verdict watched."""
+
+    proxy: SlowProxy
+    op: OperatorProcess
+    agents: Agents
+    client: KubeClient  # the agents'
+    verdicts: Verdicts
+    settled: dict[str, int]  # each backend's limit changes when it was handed over
+
+    def moves(self) -> dict[str, list[int]]:
+        return {n: [w for _, w in b.changes[self.settled[n]:]] for n, b in self.agents.backends.items()}
+
+
+@pytest.fixture
+async def proxied(agents: StartAgents, namespace: str, control_plane: LocalControlPlane,
+                  tmp_path: Path) -> AsyncIterator[Proxied]:
     proxy = SlowProxy.of(control_plane).start()
-    slow_config = proxy.kubeconfig(tmp_path / "slow-kubeconfig")
-    slow_client = KubeClient.from_kubeconfig(str(slow_config))
+    config = proxy.kubeconfig(tmp_path / "proxied-kubeconfig")
+    client = KubeClient.from_kubeconfig(str(config))
     op = OperatorProcess(control_plane, tmp_path, "-n", namespace, "--lease-duration", str(SLOW_LEASE),
-                         "--leader-election", "sg-slow", kubeconfig=slow_config)
-    verdicts: Verdicts | None = None
+                         "--leader-election", "sg-proxied", kubeconfig=config)
     watcher: asyncio.Task[None] | None = None
     try:
         op.start()
-        site_agents = agents(via=slow_client, failsafe_after=SLOW_FAILSAFE_AFTER, failsafe_spread=SPREAD)
+        site_agents = agents(via=client, failsafe_after=SLOW_FAILSAFE_AFTER, failsafe_spread=SPREAD)
         verdicts = Verdicts(site_agents.fleet)
         watcher = asyncio.create_task(verdicts.watch())
         await until(lambda: site_agents.limits() == every_node(LIMIT), 30, "every agent at its limit")
-        settled = {n: len(b.changes) for n, b in site_agents.backends.items()}
-
-        proxy.delay = 1.5
-        slowed = time.time()
-        await until(lambda: renewed_at(kubectl, namespace) > slowed, 20, "a renewal through the slow proxy")
-        kubectl("patch", "sgc", "site", "-n", namespace, "--type=merge",
-                    "-p", '{"spec":{"power":{"oversubscription":{"percent":10}}}}')
-        changed = time.time()
-        await until(lambda: site_agents.limits() == every_node(NEW_LIMIT), 60,
-                    "the new limit at every agent through the slow API server")
-        arrived = time.time() - changed
-        # Slow for longer than the agents' fail-safe in all.
-        await asyncio.sleep(max(0.0, slowed + 2 * SLOW_FAILSAFE_AFTER - time.time()))
-        assert op.active(), op.log_tail()
-        assert not verdicts.tripped, f"fail-safe {verdicts.tripped[0] - slowed:.1f}s after the slowdown"
-        moves = {n: [w for _, w in b.changes[settled[n]:]] for n, b in site_agents.backends.items()}
-        assert moves == {n: [NEW_LIMIT] for n in moves}, moves  # never the safe limit
-
-        proxy.delay = 0.0
-        fast = time.time()
-        await until(lambda: node_statuses(kubectl, namespace) == dict.fromkeys(every_node(0),
-                                                                            (NEW_LIMIT, NEW_LIMIT, "True")),
-                    30, "every node's status: the new limit assigned, enforced and confirmed",
-                    show=lambda: node_statuses(kubectl, namespace))
-        print(f"\n3 s a request: the new limit reached the agents {arrived:.1f}s after the change; "
-              f"statuses confirmed {time.time() - fast:.1f}s after the latency went; "
-              f"{proxy.connections} connections through the proxy")
-        assert not verdicts.tripped
-
-        # Slower than the agents allow: the renewals they see come further apart than 8 s.
-        proxy.delay = 3.5
-        slower = time.time()
-        await until(lambda: site_agents.limits() == every_node(SAFE), 40,
-                    "every agent at its safe limit while renewals come too late")
-        tripped = verdicts.tripped[0] - slower
-        proxy.delay = 0.0
-        await until(lambda: site_agents.limits() == every_node(NEW_LIMIT), 40, "every agent back")
-        print(f"7 s a request: fail-safe {tripped:.1f}s after the slowdown")
+        yield Proxied(proxy, op, site_agents, client, verdicts,
+                      {n: len(b.changes) for n, b in site_agents.backends.items()})
     finally:
         if watcher is not None:
             watcher.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await watcher
         proxy.delay = 0.0
+        proxy.refuse(False)
         op.stop()
-        await slow_client.aclose()
+        await client.aclose()
         proxy.stop()
+
+
+async def test_a_slow_api_server_keeps_the_limits_and_the_statuses_catch_up(
+        kubectl: Kubectl, namespace: str, proxied: Proxied) -> None:
+    """Every byte held 1.5 s each way: every request is answered 3 s late, a watch's events arrive
+    1.5 s late. The fail-safe Lease is still renewed every 2 s plus a round trip, so no agent trips
+    (8 s) and no GPU limit moves but to the new limit a change of the site brings, late; once the
+    latency goes, every node's status shows that limit applied. Then a slower server (7 s a round
+    trip: the leader's renewal no longer fits its renew deadline, and the renewals the agents see
+    come further apart than 8 s) is an operator gone to the agents: they fall back to their safe
+    limits, and come back when it is fast again."""
+    proxy, site_agents, verdicts = proxied.proxy, proxied.agents, proxied.verdicts
+    proxy.delay = 1.5
+    slowed = time.time()
+    await until(lambda: renewed_at(kubectl, namespace) > slowed, 20, "a renewal through the slow proxy")
+    kubectl("patch", "sgc", "site", "-n", namespace, "--type=merge",
+            "-p", '{"spec":{"power":{"oversubscription":{"percent":10}}}}')
+    changed = time.time()
+    await until(lambda: site_agents.limits() == every_node(NEW_LIMIT), 60,
+                "the new limit at every agent through the slow API server")
+    arrived = time.time() - changed
+    # Slow for longer than the agents' fail-safe in all.
+    await asyncio.sleep(max(0.0, slowed + 2 * SLOW_FAILSAFE_AFTER - time.time()))
+    assert proxied.op.active(), proxied.op.log_tail()
+    assert not verdicts.tripped, f"fail-safe {verdicts.tripped[0] - slowed:.1f}s after the slowdown"
+    moves = proxied.moves()
+    assert moves == {n: [NEW_LIMIT] for n in moves}, moves  # never the safe limit
+
+    proxy.delay = 0.0
+    fast = time.time()
+    await until(lambda: node_statuses(kubectl, namespace) == dict.fromkeys(every_node(0),
+                                                                        (NEW_LIMIT, NEW_LIMIT, "True")),
+                30, "every node's status: the new limit assigned, enforced and confirmed",
+                show=lambda: node_statuses(kubectl, namespace))
+    print(f"\n3 s a request: the new limit reached the agents {arrived:.1f}s after the change; "
+          f"statuses confirmed {time.time() - fast:.1f}s after the latency went")
+    assert not verdicts.tripped
+
+    # Slower than the agents allow.
+    proxy.delay = 3.5
+    slower = time.time()
+    await until(lambda: site_agents.limits() == every_node(SAFE), 40,
+                "every agent at its safe limit while renewals come too late")
+    tripped = verdicts.tripped[0] - slower
+    proxy.delay = 0.0
+    await until(lambda: site_agents.limits() == every_node(NEW_LIMIT), 40, "every agent back")
+    print(f"7 s a request: fail-safe {tripped:.1f}s after the slowdown")
+
+
+async def test_an_api_server_refusing_429_is_waited_out(kubectl: Kubectl, namespace: str,
+                                                       proxied: Proxied) -> None:
+    """The API server sheds load: every open connection dropped, every request answered 429 with
+    Retry-After 1 s for 3 s. Every client waits it out and retries; the fail-safe Lease is renewed
+    once it answers again, within the agents' 8 s, so no GPU limit moves. Refusing for longer than
+    the agents' fail-safe is an API server down to them: safe limits, then back."""
+    proxy, site_agents, verdicts = proxied.proxy, proxied.agents, proxied.verdicts
+    proxy.refuse(True)
+    refused = time.time()
+    await asyncio.sleep(3)
+    proxy.refuse(False)
+    renewal = await until(lambda: (r := renewed_at(kubectl, namespace)) > refused + 3 and r, 20,
+                          "a renewal once the API server answers again")
+    await asyncio.sleep(max(0.0, refused + 2 * SLOW_FAILSAFE_AFTER - time.time()))
+    assert proxy.refused > 0 and proxied.client.throttled > 0, (proxy.refused, proxied.client.throttled)
+    assert not verdicts.tripped, f"fail-safe {verdicts.tripped[0] - refused:.1f}s after the 429s began"
+    assert proxied.moves() == {n: [] for n in every_node(0)}, proxied.moves()
+    assert proxied.op.active(), proxied.op.log_tail()
+    print(f"\n429 for 3 s: {proxy.refused} requests refused; the fail-safe Lease renewed "
+          f"{renewal - refused:.1f}s after the refusals began")
+
+    proxy.refuse(True)
+    refused = time.time()
+    try:
+        await until(lambda: site_agents.limits() == every_node(SAFE), SLOW_FAILSAFE_AFTER + SPREAD + 10,
+                    "every agent at its safe limit while every request is refused")
+        print(f"429 throughout: fail-safe {verdicts.tripped[0] - refused:.1f}s after the refusals began")
+    finally:
+        proxy.refuse(False)
+    await until(lambda: site_agents.limits() == every_node(LIMIT), 40, "every agent back")

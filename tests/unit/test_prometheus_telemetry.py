@@ -158,7 +158,7 @@ def test_the_overlay_lays_readings_over_gpunodes_with_their_base_power() -> None
 async def test_the_source_state_reaches_the_planner_of_every_site() -> None:
     """A failed poll tells the overlay (and so the core) that Prometheus is unavailable, with since
     when and the error; the next good poll that it is back. Units without a site get no record."""
-    from stargate_operator.core.outage import SOURCE_KIND, SourceState
+    from stargate_operator.core.outage import SOURCE_KIND
     from stargate_operator.telemetry.overlay import TelemetryOverlay
 
     overlay = TelemetryOverlay()
