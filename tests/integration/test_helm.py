@@ -739,9 +739,9 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"image": {"digest": "latest"}}, "at '/image/digest': 'latest' does not match pattern"),
     ({"replicaCount": 2}, "replicaCount=2 needs leaderElection.enabled=true"),
     (
-        {"leaderElection": {"leaseDurationSeconds": 10}},
-        "leaderElection.leaseDurationSeconds (10) must be greater than "
-        "leaderElection.renewDeadlineSeconds (10)",
+        {"leaderElection": {"leaseDurationSeconds": 7}},
+        "leaderElection.leaseDurationSeconds (7) must be greater than "
+        "leaderElection.renewDeadlineSeconds (7)",
     ),
     (
         {"leaderElection": {"retryPeriodSeconds": 9}},
