@@ -164,6 +164,11 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
     gpus: dict[str, int] = {}
     enforced: dict[str, int] = {}
     stale_after = settings.core.stale_after_seconds
+    # Lowerings not followed yet, as the agents' reports show them (a node enforcing more than its
+    # slice holds): the record of the lowerings in flight lives in this process only, and an
+    # operator started in the middle of a change (after a crash, a failover) must not raise beneath
+    # a constraint before them either. Such a node counts at what it reports until it confirms.
+    pending = state.pending
     for name in target:
         above[name] = by_rack[rack_of[name]]
         obj = nodes[name]
@@ -177,7 +182,11 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
                 enforced[name] = _UNKNOWN  # a report, but one that proves nothing now
             elif type(value) is int:
                 enforced[name] = value
-    staged = stage(target, held, enforced, gpus, above, state.pending, state.waiting_since, now,
+            if type(value) is int and value > held.get(name, value) and name not in pending:
+                if pending is state.pending:
+                    pending = dict(pending)
+                pending[name] = value
+    staged = stage(target, held, enforced, gpus, above, pending, state.waiting_since, now,
                    settings.slices.raise_after_seconds)
     state.pending, state.waiting_since = staged.pending, staged.waiting_since
     grace = settings.slices.confirm_grace_seconds
