@@ -108,6 +108,8 @@ class Sampler:
     fleet: FleetThread
     samples: int = 0
     worst: dict[str, int] = field(default_factory=lambda: dict(ALLOWANCES))  # constraint -> least margin
+    # (what happened last (a mark), constraint) -> the least margin seen after it
+    worst_after: dict[tuple[str, str], int] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     marks: list[tuple[float, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -130,15 +132,18 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             enforced = {n: b.limit_watts for n, b in self.fleet.backends().items()}  # type: ignore[attr-defined]
+            after = self.marks[-1][1]
             for c, racks in CONSTRAINTS.items():
                 total = sum(GPUS * enforced[n] for r in racks for n in nodes_of(r))
                 margin = ALLOWANCES[c] - round(total)
                 if margin < self.worst[c]:
                     self.worst[c] = margin
+                if margin < self.worst_after.get((after, c), margin + 1):
+                    self.worst_after[after, c] = margin
                 if margin < 0 and len(self.violations) < 20:
                     self.violations.append(
                         f"{c}: GPUs enforce {total:.0f} W > allowance {ALLOWANCES[c]} W after "
-                        f"'{self.marks[-1][1]}' ({enforced})")
+                        f"'{after}' ({enforced})")
             self.samples += 1
             self._stop.wait(SAMPLE_EVERY)
 
@@ -262,7 +267,9 @@ def test_a_fault_between_lowering_and_raising_never_overdraws_a_constraint(
         assert all(condition(st, "PowerLimitApplied")["status"] == "True" for st in gpunodes.values())
         least = min(sampler.worst.values())
         print(f"\n{fault}: {sampler.samples} samples, least margin {least} W "
-              f"({', '.join(f'{c} {m} W' for c, m in sampler.worst.items())})")
+              f"({', '.join(f'{c} {m} W' for c, m in sampler.worst.items())}); least margin of rpp after "
+              + ", ".join(f"'{m}': {w} W" for (m, c), w in sampler.worst_after.items()
+                          if c == "PowerDomain/rpp"))
         assert sampler.samples >= 1000
         # The change did end at the allowance of rpp and its site (the move is complete).
         assert sampler.worst["PowerDomain/rpp"] == 0

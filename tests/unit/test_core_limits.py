@@ -235,3 +235,36 @@ def test_an_operator_started_mid_change_raises_only_once_the_lowered_nodes_follo
     # a0 follows: the raises go.
     confirmed = campus(objs("b", 100, lowered))
     assert slice_limits(confirmed) == {"a0": 100, "a1": 100, "b0": 500, "b1": 500}
+
+
+def test_a_move_between_nodes_of_one_rack_waits_on_the_rack_itself() -> None:
+    """A rack's own allowance is a constraint like its domains' and its site's: budget moved between
+    two nodes of a rack (r, 600 W) waits for the lowered node even once the site has room to spare
+    (another rack, s, lowered meanwhile and confirmed)."""
+    def objs(s_max: int, held: dict[str, int], reports: dict[str, int]) -> list[dict[str, Any]]:
+        out = [cluster(), rack("r", max_w=600), rack("s", max_w=s_max),
+               node("n1", "r", req=100, telemetry=report(reports["n1"])),
+               node("n2", "r", telemetry=report(reports["n2"])),
+               *(node(n, "s", telemetry=report(reports[n])) for n in ("s1", "s2"))]
+        out.append({"apiVersion": kinds.API_VERSION, "kind": kinds.POWER_LIMIT_SLICE.kind,
+                    "metadata": {"name": slice_name, "namespace": NS, "uid": "u", "generation": 1},
+                    "spec": {"limits": held, "safeLimits": {}, "revision": 1}})
+        return out
+
+    slice_name = next(b["metadata"]["name"] for b in campus(site(node("n1", "r"))).applies
+                      if b["kind"] == "PowerLimitSlice")
+    cache = CampusCache()
+    # n1 asks for 100 W: r's budget moves to n2 (300 -> 500), which waits for n1 (reporting 300).
+    held = {"n1": 300, "n2": 300, "s1": 500, "s2": 500}
+    first = campus(objs(1000, held, held), cache)
+    assert slice_limits(first) == {"n1": 100, "n2": 300, "s1": 500, "s2": 500}
+    # s lowered to 200 W and its nodes follow at once; n1 does not.
+    held = slice_limits(first)
+    second = campus(objs(200, held, {**held, "n1": 300}), cache)
+    held = slice_limits(second)
+    assert held == {"n1": 100, "n2": 300, "s1": 100, "s2": 100}
+    third = campus(objs(200, held, {**held, "n1": 300}), cache)
+    # The site now has room for n2's raise even with n1 at 300 W; r has not.
+    assert slice_limits(third) == held
+    fourth = campus(objs(200, held, held), cache)  # n1 follows
+    assert slice_limits(fourth) == {"n1": 100, "n2": 500, "s1": 100, "s2": 100}

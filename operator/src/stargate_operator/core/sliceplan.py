@@ -4,8 +4,8 @@
 - packs the racks into slices (slices.py) in the order of the power tree, the previous assignment
   read from the slices held;
 - stages the change from the limits the slices hold to the nodes' new `powerLimitWatts`, lower
-  before raise (staging.py), the constraints above a node being its site and every power and cooling
-  domain on its rack's path;
+  before raise (staging.py), the constraints above a node being its site, every power and cooling
+  domain on its rack's path and its rack itself;
 - writes each slice whole (server-side apply of its spec, a `revision` that grows with every change),
   empties the slices left without racks, counts confirmed nodes in each slice's status, and names each
   node's slice in its GPUNode status (`powerLimitSlice`).
@@ -160,7 +160,8 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         spec = racks.get(rack) or {}
         by_rack[rack] = (f"StargateCluster/{spec.get('clusterRef') or ''}",
                          *(f"PowerDomain/{d}" for d in _chain(spec.get("powerDomainRef"), parents)),
-                         *(f"PowerDomain/{d}" for d in _chain(spec.get("coolingDomainRef"), parents)))
+                         *(f"PowerDomain/{d}" for d in _chain(spec.get("coolingDomainRef"), parents)),
+                         f"Rack/{rack}")
     gpus: dict[str, int] = {}
     enforced: dict[str, int] = {}
     stale_after = settings.core.stale_after_seconds
