@@ -61,7 +61,8 @@ def render(namespace: str, home: Path) -> list[dict[str, Any]]:
 
 class AsServiceAccount:
     """Raw HTTPS requests with a ServiceAccount's token (the CA only: no client certificate, which
-    the API server would authenticate first), returning the status and the response headers (their names in lower case)."""
+    the API server would authenticate first), returning the status and the response headers (their
+    names in lower case)."""
 
     def __init__(self, control_plane: LocalControlPlane, name: str, namespace: str) -> None:
         self.server = control_plane.server
