@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -64,8 +64,8 @@ def site(first: str) -> list[dict[str, Any]]:
         r["spec"]["powerDomainRef"] = "rpp"
         out.append(r)
     out.append(rack("free"))
-    for r in ("a", "b", "free"):
-        out.extend(node(n, r) for n in nodes_of(r))
+    for name in ("a", "b", "free"):
+        out.extend(node(n, name) for n in nodes_of(name))
     return out
 
 
@@ -100,6 +100,11 @@ class HeldGPUs(SimulatedBackend):
         return super().apply_power_limit(watts)
 
 
+def at_the_gpus(fleet: FleetThread) -> dict[str, float]:
+    """Node -> the per-GPU limit its (simulated) GPUs enforce now."""
+    return {n: cast(HeldGPUs, b).limit_watts for n, b in fleet.backends().items()}
+
+
 @dataclass
 class Sampler:
     """Reads every GPU's enforced limit every SAMPLE_EVERY seconds, in a thread, and checks the
@@ -131,7 +136,7 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            enforced = {n: b.limit_watts for n, b in self.fleet.backends().items()}  # type: ignore[attr-defined]
+            enforced = at_the_gpus(self.fleet)
             after = self.marks[-1][1]
             for c, racks in CONSTRAINTS.items():
                 total = sum(GPUS * enforced[n] for r in racks for n in nodes_of(r))
@@ -176,7 +181,7 @@ def slice_limits(api: Api, ns: str) -> dict[str, int]:
 def converged(api: Api, ns: str, fleet: FleetThread, want: dict[str, int]) -> bool:
     """Every GPU at its limit, every slice and GPUNode saying so, the site counting every node
     confirmed."""
-    enforced = {n: round(b.limit_watts) for n, b in fleet.backends().items()}  # type: ignore[attr-defined]
+    enforced = {n: round(w) for n, w in at_the_gpus(fleet).items()}
     if enforced != want or slice_limits(api, ns) != want:
         return False
     for n in api.list("GPUNode", ns):
@@ -215,7 +220,7 @@ def test_a_fault_between_lowering_and_raising_never_overdraws_a_constraint(
 
         sampler = Sampler(fleet).start()
         stuck = "a-0"
-        held: HeldGPUs = fleet.backends()[stuck]  # type: ignore[assignment]
+        held = cast(HeldGPUs, fleet.backends()[stuck])
         held.hold = True
         # The move: b first in priority. a's nodes go down to 100 W a GPU, b's up to 500.
         api.patch("Rack", ns, "a", {"spec": {"priority": 100}})
@@ -224,7 +229,7 @@ def test_a_fault_between_lowering_and_raising_never_overdraws_a_constraint(
 
         def lowered_not_raised() -> bool:
             written = slice_limits(api, ns)
-            enforced = {n: round(b.limit_watts) for n, b in fleet.backends().items()}  # type: ignore[attr-defined]
+            enforced = {n: round(w) for n, w in at_the_gpus(fleet).items()}
             return (all(written.get(n) == LOW for n in nodes_of("a") + nodes_of("b"))
                     and all(enforced[n] == LOW for n in nodes_of("a")[1:]) and enforced[stuck] == HIGH)
 
