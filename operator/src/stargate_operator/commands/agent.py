@@ -210,7 +210,7 @@ def node_figures(agents: list[NodeAgent], per_node: bool) -> Iterator[GaugeMetri
                                    "Power of the node: its GPUs and the rest of it, as last read.",
                                    labels=labels)
     node_limit = GaugeMetricFamily("stargate_agent_node_enforced_limit_watts",
-                                   "Per-GPU power limit the node's GPUs enforce (the lowest of them).",
+                                   "Per-GPU power limit the node's GPUs enforce (the highest of them).",
                                    labels=labels)
     node_healthy = GaugeMetricFamily("stargate_agent_node_healthy_gpus", "Healthy GPUs of the node.",
                                      labels=labels)
@@ -246,7 +246,7 @@ def fleet_collector(fleet: Fleet | None) -> Collector:
       limit already was the one asked for is not counted), by where the limit came from;
     - `stargate_agent_shadow_limit_watts{node}`: in shadow mode, the limit each agent would apply.
     - the node's figures as last read: `stargate_agent_node_power_watts` (GPUs and the rest of the
-      node), `stargate_agent_node_enforced_limit_watts` (per GPU, the lowest of its GPUs),
+      node), `stargate_agent_node_enforced_limit_watts` (per GPU, the highest of its GPUs),
       `stargate_agent_node_healthy_gpus`, and per GPU (`gpu` label, its index)
       `stargate_agent_gpu_power_watts` and `stargate_agent_gpu_enforced_limit_watts`. An agent of
       one node exports no node label: Prometheus gives the series its node from the scrape target
