@@ -4,8 +4,8 @@
 - packs the racks into slices (slices.py) in the order of the power tree, the previous assignment
   read from the slices held;
 - stages the change from the limits the slices hold to the nodes' new `powerLimitWatts`, lower
-  before raise (staging.py), the constraints above a node being its site and every power and cooling
-  domain on its rack's path;
+  before raise (staging.py), the constraints above a node being its site, every power and cooling
+  domain on its rack's path and its rack itself;
 - writes each slice whole (server-side apply of its spec, a `revision` that grows with every change),
   empties the slices left without racks, counts confirmed nodes in each slice's status, and names each
   node's slice in its GPUNode status (`powerLimitSlice`).
@@ -228,10 +228,16 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         spec = racks.get(rack) or {}
         by_rack[rack] = (f"StargateCluster/{spec.get('clusterRef') or ''}",
                          *(f"PowerDomain/{d}" for d in _chain(spec.get("powerDomainRef"), parents)),
-                         *(f"PowerDomain/{d}" for d in _chain(spec.get("coolingDomainRef"), parents)))
+                         *(f"PowerDomain/{d}" for d in _chain(spec.get("coolingDomainRef"), parents)),
+                         f"Rack/{rack}")
     gpus: dict[str, int] = {}
     enforced: dict[str, int] = {}
     stale_after = settings.core.stale_after_seconds
+    # Lowerings not followed yet, as the agents' reports show them (a node enforcing more than its
+    # slice holds): the record of the lowerings in flight lives in this process only, and an
+    # operator started in the middle of a change (after a crash, a failover) must not raise beneath
+    # a constraint before them either. Such a node counts at what it reports until it confirms.
+    pending = state.pending
     for name in target:
         above[name] = by_rack[rack_of[name]]
         obj = nodes[name]
@@ -245,7 +251,11 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
                 enforced[name] = _UNKNOWN  # a report, but one that proves nothing now
             elif type(value) is int:
                 enforced[name] = value
-    staged = stage(target, held, enforced, gpus, above, state.pending, state.waiting_since, now,
+            if type(value) is int and value > held.get(name, value) and name not in pending:
+                if pending is state.pending:
+                    pending = dict(pending)
+                pending[name] = value
+    staged = stage(target, held, enforced, gpus, above, pending, state.waiting_since, now,
                    settings.slices.raise_after_seconds)
     state.pending, state.waiting_since = staged.pending, staged.waiting_since
     grace = settings.slices.confirm_grace_seconds
