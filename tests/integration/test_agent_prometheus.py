@@ -58,7 +58,7 @@ def rogue_exporter() -> Iterator[str]:
     import time
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             body = ROGUE_PAGE + f"stargate_agent_node_observed_timestamp_seconds {time.time()}\n".encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -177,7 +177,8 @@ async def test_the_operator_reads_the_agents_series_and_nothing_else_speaks_for_
 
                 def confirmed_lower(name: str) -> bool:
                     st = api.status("GPUNode", ns, name)
-                    cond = next((c for c in st.get("conditions") or [] if c["type"] == "PowerLimitApplied"), {})
+                    cond = next((c for c in st.get("conditions") or []
+                                 if c["type"] == "PowerLimitApplied"), {})
                     limit = st.get("powerLimitWatts") or 500
                     if not (limit < 500 and cond.get("status") == "True"):
                         raise AssertionError(f"{name}: limit {limit}, {cond}")

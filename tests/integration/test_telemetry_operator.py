@@ -172,8 +172,8 @@ def test_prometheus_stopped_is_an_outage_not_a_gpu_loss(control_plane: LocalCont
             site(api, ns, [node("gpu-1", "rack-a"), node("gpu-2", "rack-a"),
                            pool("hbm", tier="HBM", share=100), claim("job", "hbm", 6000)])
             with operator(control_plane, tmp_path, "-n", ns, "--stale-after", "6",
-                          "--telemetry-interval", "1", "--telemetry", "prometheus", "--prometheus-series", "dcgm",
-                          "--prometheus-url", prom.url) as op:
+                          "--telemetry-interval", "1", "--telemetry", "prometheus",
+                          "--prometheus-series", "dcgm", "--prometheus-url", prom.url) as op:
                 def available() -> dict[str, Any]:
                     return condition(api.status("StargateCluster", ns, "site"), "TelemetryAvailable")
 
