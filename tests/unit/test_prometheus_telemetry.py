@@ -249,7 +249,8 @@ def test_the_overlay_lays_readings_over_what_the_agent_wrote() -> None:
     node = {"kind": "GPUNode", "metadata": {"name": "n1"}, "spec": {"basePowerWatts": 1000},
             "status": {"telemetry": written, "powerLimitWatts": 500}}
     agents = TelemetryOverlay(gpus_only=False)
-    agents.update({"n1": {"powerWatts": 2500, "enforcedLimitWatts": 500, "observedAt": "2026-01-01T00:00:00Z"}})
+    agents.update({"n1": {"powerWatts": 2500, "enforcedLimitWatts": 500,
+                          "observedAt": "2026-01-01T00:00:00Z"}})
     tel = agents([node])[0]["status"]["telemetry"]
     assert tel == {"powerWatts": 2500, "minPowerWatts": 100, "maxPowerWatts": 700,
                    "enforcedLimitWatts": 500, "observedAt": "2026-01-01T00:00:00Z"}
