@@ -102,7 +102,8 @@ async def test_the_operator_reads_the_agents_series_and_nothing_else_speaks_for_
     op = None
     try:
         with rogue_exporter() as rogue:
-            jobs = [fleet_scrape_config("stargate-agent", f"127.0.0.1:{port}", ["n1", "n2"], "1s"),
+            jobs = [fleet_scrape_config("stargate-agent", f"127.0.0.1:{port}", {"n1": "n1", "n2": "n2"},
+                                        "1s"),
                     {"job_name": "rogue", "honor_labels": False,
                      "static_configs": [{"targets": [rogue], "labels": {"node": "n3"}}]}]
             with PrometheusServer(tmp_path / "prom", {}, rule_files=(), scrape_configs=jobs) as prom:

@@ -85,8 +85,8 @@ async def test_a_fleet_serves_each_node_on_its_own_path() -> None:
 
 
 def test_the_scrape_config_names_each_node_by_its_target() -> None:
-    job = fleet_scrape_config("agents", "127.0.0.1:9400", ["a", "b"])
+    job = fleet_scrape_config("agents", "127.0.0.1:9400", {"a": "a", "b": "k8s-b"})
     assert job["honor_labels"] is False
-    assert job["static_configs"] == [
+    assert job["static_configs"] == [  # the path by GPUNode, the node label its Kubernetes node
         {"targets": ["127.0.0.1:9400"], "labels": {"node": "a", "__metrics_path__": "/nodes/a/metrics"}},
-        {"targets": ["127.0.0.1:9400"], "labels": {"node": "b", "__metrics_path__": "/nodes/b/metrics"}}]
+        {"targets": ["127.0.0.1:9400"], "labels": {"node": "k8s-b", "__metrics_path__": "/nodes/b/metrics"}}]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
 
@@ -164,17 +164,19 @@ async def serve(fleet_page: Page, node: Callable[[str], bytes | None], host: str
     return await asyncio.start_server(handle, host, port, limit=MAX_HEADER_BYTES, backlog=1024)
 
 
-def fleet_scrape_config(job: str, address: str, nodes: Iterable[str], interval: str = "15s"
+def fleet_scrape_config(job: str, address: str, nodes: Mapping[str, str], interval: str = "15s"
                         ) -> dict[str, object]:
-    """A Prometheus scrape job for a simulated fleet: one target per node, its own path, and the
-    node named by the target's `node` label, as a DaemonSet pod's relabelled node names it.
-    `honor_labels: false` (Prometheus's default, stated): a `node` label the agent exported would
-    become `exported_node`."""
+    """A Prometheus scrape job for a simulated fleet: one target per node, on its own path (by
+    GPUNode name), the node named by the target's `node` label (`nodes`: GPUNode name -> its
+    Kubernetes node, `spec.nodeName` or else its own name, which the operator matches), as a
+    DaemonSet pod's relabelled node names it. `honor_labels: false` (Prometheus's default, stated):
+    a `node` label the agent exported would become `exported_node`."""
     return {
         "job_name": job,
         "scrape_interval": interval,
         "scrape_timeout": interval,
         "honor_labels": False,
-        "static_configs": [{"targets": [address], "labels": {"node": n, "__metrics_path__": node_path(n)}}
-                           for n in nodes],
+        "static_configs": [
+            {"targets": [address], "labels": {"node": node, "__metrics_path__": node_path(name)}}
+            for name, node in nodes.items()],
     }
