@@ -167,8 +167,7 @@ async def run(nodes: int, seed: int, rest_s: float, telemetry: str) -> dict[str,
                 polls = op.metric(QUERY_COUNT) - q_count
                 result["query_s"] = round((op.metric(QUERY_SUM) - q_sum) / polls, 3) if polls else None
                 result["telemetry_polls_at_rest"] = int(polls)
-                series = prom.query("prometheus_tsdb_head_series")
-                result["prometheus_series"] = int(float(series[0]["value"][1])) if series else None
+                result["prometheus_series"] = prom.head_series()
             else:
                 result["scrape_targets"] = 0
                 result["query_s"] = None

@@ -315,6 +315,12 @@ class PrometheusProcess:
         active = body["data"]["activeTargets"]
         return len(active), sum(1 for t in active if t.get("health") == "up")
 
+    def head_series(self) -> int | None:
+        """Series in its head block (its /api/v1/status/tsdb)."""
+        body = POLL.get(f"{self.url}/api/v1/status/tsdb", timeout=60).json()
+        n = ((body.get("data") or {}).get("headStats") or {}).get("numSeries")
+        return int(n) if n is not None else None
+
     def query(self, expr: str) -> list[dict[str, Any]]:
         body = POLL.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=60).json()
         result: list[dict[str, Any]] = body["data"]["result"]
