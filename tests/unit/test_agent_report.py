@@ -90,3 +90,29 @@ def test_the_scrape_config_names_each_node_by_its_target() -> None:
     assert job["static_configs"] == [  # the path by GPUNode, the node label its Kubernetes node
         {"targets": ["127.0.0.1:9400"], "labels": {"node": "a", "__metrics_path__": "/nodes/a/metrics"}},
         {"targets": ["127.0.0.1:9400"], "labels": {"node": "k8s-b", "__metrics_path__": "/nodes/b/metrics"}}]
+
+
+def test_a_nodes_page_is_what_prometheus_client_renders() -> None:
+    """The per-node page is written directly, for speed: it must say what prometheus_client's
+    rendering of node_figures says, value for value."""
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from stargate_operator.agent.exposition import node_figures, node_page
+
+    a = agent("prometheus", Recorder())
+    a.last_reading = a.backend.read(SPEC, {})
+    a.last_peak_watts = 2345.5
+
+    class Families:
+        def collect(self):  # type: ignore[no-untyped-def]
+            return node_figures([a], per_node=False)
+
+    def parsed(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    ours, theirs = node_page(a).decode(), generate_latest(Families()).decode()  # type: ignore[arg-type]
+    assert parsed(ours) == parsed(theirs) and len(parsed(ours)) > 10
+    assert [ln for ln in ours.splitlines() if ln.startswith("#")] == [
+        ln for ln in theirs.splitlines() if ln.startswith("#")]

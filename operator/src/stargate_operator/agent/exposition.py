@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
 
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import generate_latest
 
 if TYPE_CHECKING:
     from stargate_operator.agent.backend import NodeReading
@@ -107,17 +106,50 @@ def node_figures(agents: Iterable[Figures], per_node: bool) -> Iterator[GaugeMet
                 gpu_limit)
 
 
-class _Families:
-    def __init__(self, families: Iterable[GaugeMetricFamily]) -> None:
-        self.families = families
+def _header(family: GaugeMetricFamily) -> str:
+    doc = family.documentation.replace("\\", "\\\\").replace("\n", "\\n")
+    return f"# HELP {family.name} {doc}\n# TYPE {family.name} gauge\n"
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        return self.families
+
+# The HELP and TYPE lines of each family, from node_figures itself: one source of names and help.
+_HEADERS = {f.name: _header(f) for f in node_figures([], per_node=False)}
+
+
+def _value(v: float) -> str:
+    return repr(float(v))
 
 
 def node_page(agent: Figures) -> bytes:
-    """One node's series, without a node label: its own target's page."""
-    return generate_latest(_Families(node_figures([agent], per_node=False)))
+    """One node's series, without a node label: its own target's page (the text node_figures
+    gives, written directly: prometheus_client's rendering costs about twenty times more, and a
+    simulated fleet of 10,000 nodes is scraped about 670 times a second)."""
+    reading = agent.last_reading
+    h = _HEADERS
+    if reading is None:
+        return "".join(h.values()).encode()
+    out = [h["stargate_agent_node_power_watts"],
+           f"stargate_agent_node_power_watts {_value(agent.node_watts(reading))}\n",
+           h["stargate_agent_node_enforced_limit_watts"]]
+    enforced = reading.enforced_limit_watts
+    if enforced is not None and enforced >= 0:
+        out.append(f"stargate_agent_node_enforced_limit_watts {_value(enforced)}\n")
+    out += [h["stargate_agent_node_healthy_gpus"],
+            f"stargate_agent_node_healthy_gpus {_value(reading.healthy_gpus)}\n",
+            h["stargate_agent_node_hbm_used_bytes"],
+            f"stargate_agent_node_hbm_used_bytes {_value(max(0, reading.hbm_used_bytes))}\n",
+            h["stargate_agent_node_peak_power_watts"]]
+    peak = agent.last_peak_watts
+    if peak is not None:
+        out.append(f"stargate_agent_node_peak_power_watts {_value(peak)}\n")
+    out += [h["stargate_agent_node_observed_timestamp_seconds"],
+            f"stargate_agent_node_observed_timestamp_seconds {_value(reading.observed_at.timestamp())}\n",
+            h["stargate_agent_gpu_power_watts"]]
+    out += [f'stargate_agent_gpu_power_watts{{gpu="{g.index}"}} {_value(g.power_watts)}\n'
+            for g in reading.gpus]
+    out.append(h["stargate_agent_gpu_enforced_limit_watts"])
+    out += [f'stargate_agent_gpu_enforced_limit_watts{{gpu="{g.index}"}} {_value(g.enforced_limit_watts)}\n'
+            for g in reading.gpus if g.enforced_limit_watts is not None]
+    return "".join(out).encode()
 
 
 Page = Callable[[], Awaitable[bytes]]
