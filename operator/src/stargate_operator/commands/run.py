@@ -154,6 +154,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "node from the scrape target; 'dcgm', dcgm-exporter's DCGM_FI_DEV_* (power, "
                         "XID and row-remap health, HBM, the enforced limit where enabled) "
                         "(env STARGATE_PROMETHEUS_SERIES; default agent)")
+    parser.add_argument("--prometheus-timeout", type=float, metavar="SECONDS",
+                        default=_num("STARGATE_PROMETHEUS_TIMEOUT", 5.0),
+                        help="how long one poll's queries may take before the poll counts as failed "
+                        "(the source then counts as unavailable); raise it for a large site on a busy "
+                        "Prometheus (env STARGATE_PROMETHEUS_TIMEOUT; default 5)")
     parser.add_argument("--prometheus-node-label", default=_env("STARGATE_PROMETHEUS_NODE_LABEL"),
                         help="label of the series holding the node name; a comma-separated list is "
                         "tried in order (env STARGATE_PROMETHEUS_NODE_LABEL; default node for the "
@@ -229,6 +234,10 @@ def main(args: argparse.Namespace) -> int:
               "are the ones discovery watches)", file=sys.stderr)
         return 2
     if args.telemetry == "prometheus":
+        if not args.prometheus_timeout > 0:
+            print("stargate-operator run: --prometheus-timeout: must be more than 0 seconds",
+                  file=sys.stderr)
+            return 2
         problem = prometheus_url_problem(args.prometheus_url)
         if problem:
             print(f"stargate-operator run: --prometheus-url: {problem}", file=sys.stderr)
@@ -269,6 +278,7 @@ def main(args: argparse.Namespace) -> int:
         prometheus_url=args.prometheus_url,
         prometheus_node_label=args.prometheus_node_label or None,
         prometheus_series=args.prometheus_series,
+        prometheus_timeout=args.prometheus_timeout,
         telemetry_interval=args.telemetry_interval,
         discovery=discovery,
         lease_duration=args.lease_duration,

@@ -42,6 +42,7 @@ class RunSettings:
     prometheus_url: str | None = None
     prometheus_node_label: str | None = None  # None: the series' own (node, or Hostname for dcgm)
     prometheus_series: str = "agent"  # agent | dcgm: whose series the prometheus source reads
+    prometheus_timeout: float = 5.0  # seconds one request to Prometheus may take
     telemetry_interval: float = 15.0
     # Node discovery (`--discover-nodes`): its label keys; None: off. Its namespaces are the
     # engine's (a shard discovers only its own sites).
@@ -98,7 +99,8 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
                 raise kopf.PermanentError("--telemetry prometheus needs --prometheus-url")
             source = PrometheusTelemetry(cfg.prometheus_url, interval=cfg.telemetry_interval,
                                          node_label=cfg.prometheus_node_label,
-                                         series=cfg.prometheus_series)
+                                         series=cfg.prometheus_series,
+                                         timeout=cfg.prometheus_timeout)
             overlay = TelemetryOverlay(on_change=lambda: engine.refresh(kinds.GPU_NODE.kind),
                                        gpus_only=cfg.prometheus_series == "dcgm")
             engine.add_hook(overlay)
