@@ -116,7 +116,7 @@ FEATURES: dict[str, dict[str, Any]] = {
         "dashboards": {"enabled": True},
         "leaderElection": {"enabled": True, "leaseDurationSeconds": 20, "renewDeadlineSeconds": 12},
         "replicaCount": 2,
-        # 20 + 4.4 x 2 + 12 / 3 = 32.8 s to a failover's renewal: the agents must wait longer.
+        # 20 + 4.4 x 1 + 12 / 3 = 28.4 s to a failover's renewal: the agents must wait longer.
         "agent": {"failsafeAfter": 40},
         "image": {"digest": "sha256:" + "a" * 64},
         "imagePullSecrets": [{"name": "regcred"}],
@@ -440,11 +440,11 @@ def test_template_leader_election(helm: Helm) -> None:
     deps = by_kind(docs, "Deployment")
     assert [d["metadata"]["name"] for d in deps] == ["sg-stargate-operator", "sg-stargate-operator-standby-1"]
     args = [d["spec"]["template"]["spec"]["containers"][0]["args"] for d in deps]
-    # Identical replicas: whichever holds the Lease acts (client-go's defaults).
+    # Identical replicas: whichever holds the Lease acts (the operator's defaults).
     assert args[0] == args[1]
     assert {"--leader-election=sg-stargate-operator-leader", "--leader-election-namespace=stargate-system",
-            "--leader-lease-duration=15", "--leader-renew-deadline=10",
-            "--leader-retry-period=2"} <= set(args[0])
+            "--leader-lease-duration=10", "--leader-renew-deadline=7",
+            "--leader-retry-period=1"} <= set(args[0])
     selectors = [d["spec"]["selector"]["matchLabels"] for d in deps]
     assert selectors[0] != selectors[1]
     # The Lease is the operator's to create; its Role is in the release namespace, named to the Lease.
@@ -478,10 +478,11 @@ def test_template_failover_beats_the_agents_failsafe(helm: Helm) -> None:
     docs = helm.render({"leaderElection": {"enabled": True}, "replicaCount": 2,
                         "agent": {"enabled": True, "sites": ["site-a"]}})
     operator_args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--lease-duration=15" in operator_args and "--leader-lease-duration=15" in operator_args
+    assert "--lease-duration=15" in operator_args and "--leader-lease-duration=10" in operator_args
     agent_args = one(docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--failsafe-after=30" in agent_args
-    too_slow = {"leaderElection": {"enabled": True, "retryPeriodSeconds": 3},
+    too_slow = {"leaderElection": {"enabled": True, "leaseDurationSeconds": 15, "renewDeadlineSeconds": 10,
+                                   "retryPeriodSeconds": 3},
                 "operator": {"failsafeLeaseDurationSeconds": 9}}  # 15 + 13.2 + 3 = 31.2 s
     bad = helm.template(too_slow, check=False)
     assert bad.returncode != 0
@@ -795,13 +796,13 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"image": {"digest": "latest"}}, "at '/image/digest': 'latest' does not match pattern"),
     ({"replicaCount": 2}, "replicaCount=2 needs leaderElection.enabled=true"),
     (
-        {"leaderElection": {"leaseDurationSeconds": 10}},
-        "leaderElection.leaseDurationSeconds (10) must be greater than "
-        "leaderElection.renewDeadlineSeconds (10)",
+        {"leaderElection": {"leaseDurationSeconds": 7}},
+        "leaderElection.leaseDurationSeconds (7) must be greater than "
+        "leaderElection.renewDeadlineSeconds (7)",
     ),
     (
         {"leaderElection": {"retryPeriodSeconds": 9}},
-        "leaderElection.renewDeadlineSeconds (10) must be greater than 1.2 x "
+        "leaderElection.renewDeadlineSeconds (7) must be greater than 1.2 x "
         "leaderElection.retryPeriodSeconds (9)",
     ),
     (
@@ -809,9 +810,9 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
         "at '/leaderElection': additional properties 'lifetimeSeconds'",
     ),
     (
-        {"leaderElection": {"enabled": True, "leaseDurationSeconds": 17}},
-        "a failover would trip the agents' fail-safe: leaderElection.leaseDurationSeconds (17) + 4.4 x "
-        "leaderElection.retryPeriodSeconds (2) + operator.failsafeLeaseDurationSeconds (15) / 3 = 30.8 s "
+        {"leaderElection": {"enabled": True, "leaseDurationSeconds": 21}},
+        "a failover would trip the agents' fail-safe: leaderElection.leaseDurationSeconds (21) + 4.4 x "
+        "leaderElection.retryPeriodSeconds (1) + operator.failsafeLeaseDurationSeconds (15) / 3 = 30.4 s "
         "must stay below agent.failsafeAfter (30 s)",
     ),
     ({"agent": {"failsafeAfter": -1}}, "at '/agent/failsafeAfter'"),

@@ -48,6 +48,31 @@ def test_an_agent_started_after_the_operator_died_does_not_trust_the_old_lease()
     assert not fleet.judge_failsafe(600.0, 30, 500.0)
 
 
+def test_a_skewed_operator_clock_neither_holds_off_nor_trips_the_failsafe() -> None:
+    """The operator's clock 5 min off the agent's: after the first read, renewals count by when the
+    agent saw them move, whatever their renewTime says."""
+    skew, start = timedelta(minutes=5), 1000.0
+    behind = Fleet(cast(Any, None), "site-a", lambda n, o: cast(Any, None), failsafe_after=30,
+                   failsafe_spread=0)
+    # The first read is dated by the Lease itself: 5 min old by the agent's clock, fail-safe at once.
+    behind.lease_seen(lease(NOW - skew), start, NOW)
+    assert behind.judge_failsafe(start, 30, start)
+    # A renewal seen move lifts it, though its renewTime is still 5 min behind; then 30 s without
+    # one, by the agent's clock, trips it.
+    behind.lease_seen(lease(NOW - skew + timedelta(seconds=5)), start + 5, NOW + timedelta(seconds=5))
+    assert not behind.judge_failsafe(start + 6, 30, start)
+    assert not behind.judge_failsafe(start + 34, 30, start)
+    assert behind.judge_failsafe(start + 36, 30, start)
+    # 5 min ahead: a renewTime in the future holds nothing off once it stops moving.
+    ahead = Fleet(cast(Any, None), "site-a", lambda n, o: cast(Any, None), failsafe_after=30,
+                  failsafe_spread=0)
+    ahead.lease_seen(lease(NOW + skew), start, NOW)
+    assert not ahead.judge_failsafe(start + 1, 30, start)
+    ahead.lease_seen(lease(NOW + skew + timedelta(seconds=5)), start + 5, NOW + timedelta(seconds=5))
+    assert not ahead.judge_failsafe(start + 34, 30, start)
+    assert ahead.judge_failsafe(start + 36, 30, start)
+
+
 def test_in_fail_safe_an_agent_enforces_no_more_than_its_safe_limit() -> None:
     agent = NodeAgent(cast(Any, None), "site-a", "n0", cast(Any, None))
     agent.obj = {"status": {"powerLimitWatts": 687, "safeLimitWatts": 500}}

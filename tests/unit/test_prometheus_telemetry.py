@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from stargate_operator.core.outage import SourceState
 from stargate_operator.telemetry.prometheus import PrometheusError, PrometheusTelemetry
 
 
@@ -119,12 +120,15 @@ async def test_a_hanging_prometheus_times_out() -> None:
         s.listen(64)
         t = PrometheusTelemetry(f"http://127.0.0.1:{s.getsockname()[1]}", interval=0.1, timeout=0.3,
                                 max_backoff=0.3)
-        task = asyncio.create_task(t.run(lambda _: None))
+        states: list[SourceState] = []
+        task = asyncio.create_task(t.run(lambda _: None, states.append))
         try:
             await asyncio.sleep(2.0)
             assert not task.done()
             assert t.failures >= 2, t.failures
             assert "Timeout" in (t.last_error or "") or "timed out" in (t.last_error or "").lower()
+            # Slow is down: the source unavailable from the first timed-out poll, said once.
+            assert [(st.name, st.available) for st in states] == [("Prometheus", False)], states
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -154,7 +158,7 @@ def test_the_overlay_lays_readings_over_gpunodes_with_their_base_power() -> None
 async def test_the_source_state_reaches_the_planner_of_every_site() -> None:
     """A failed poll tells the overlay (and so the core) that Prometheus is unavailable, with since
     when and the error; the next good poll that it is back. Units without a site get no record."""
-    from stargate_operator.core.outage import SOURCE_KIND, SourceState
+    from stargate_operator.core.outage import SOURCE_KIND
     from stargate_operator.telemetry.overlay import TelemetryOverlay
 
     overlay = TelemetryOverlay()

@@ -1,7 +1,7 @@
 """What an agent serves Prometheus: each node's figures as last read, and the HTTP server for them.
 
 Per node (`stargate_agent_node_*`): its power (GPUs and the rest of the node), the per-GPU limit its
-GPUs enforce (the lowest of them), its healthy GPUs, its HBM in use, the highest power sampled in
+GPUs enforce (the highest of them), its healthy GPUs, its HBM in use, the highest power sampled in
 the last report window (with power sampling on) and when its GPUs were read; per GPU (`gpu`
 label, its index): power and enforced limit. This is what `run --telemetry prometheus` reads
 (telemetry/prometheus.py), so that a campus's observations need no write to the API server.
@@ -67,7 +67,7 @@ def node_figures(agents: Iterable[Figures], per_node: bool) -> Iterator[GaugeMet
                                    "Power of the node: its GPUs and the rest of it, as last read.",
                                    labels=labels)
     node_limit = GaugeMetricFamily("stargate_agent_node_enforced_limit_watts",
-                                   "Per-GPU power limit the node's GPUs enforce (the lowest of them).",
+                                   "Per-GPU power limit the node's GPUs enforce (the highest of them).",
                                    labels=labels)
     node_healthy = GaugeMetricFamily("stargate_agent_node_healthy_gpus", "Healthy GPUs of the node.",
                                      labels=labels)

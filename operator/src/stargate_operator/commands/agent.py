@@ -232,7 +232,7 @@ def fleet_collector(fleet: Fleet | None) -> Collector:
       limit already was the one asked for is not counted), by where the limit came from;
     - `stargate_agent_shadow_limit_watts{node}`: in shadow mode, the limit each agent would apply.
     - the node's figures as last read: `stargate_agent_node_power_watts` (GPUs and the rest of the
-      node), `stargate_agent_node_enforced_limit_watts` (per GPU, the lowest of its GPUs),
+      node), `stargate_agent_node_enforced_limit_watts` (per GPU, the highest of its GPUs),
       `stargate_agent_node_healthy_gpus`, `stargate_agent_node_hbm_used_bytes`,
       `stargate_agent_node_peak_power_watts`, `stargate_agent_node_observed_timestamp_seconds`, and
       per GPU (`gpu` label, its index) `stargate_agent_gpu_power_watts` and

@@ -22,7 +22,7 @@ from stargate_operator.client import KubeClient
 from stargate_operator.controller.discovery import discovery_controller
 from stargate_operator.controller.engine import Engine, EngineSettings, connections_needed
 from stargate_operator.controller.leader import ElectionConfig, LeaderElector
-from stargate_operator.controller.lease import LeaseKeeper, site_namespaces
+from stargate_operator.controller.lease import LEASE_CONCURRENCY, LeaseKeeper, site_namespaces
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.core.discovery import DiscoverySettings
 
@@ -83,9 +83,15 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
         engine = Engine(client, cfg.engine, controllers=slots)
         memo["client"] = client
         memo["engine"] = engine
+        # The two heartbeats (the election's Lease, the fail-safe Leases) on connections of their
+        # own, as kube-controller-manager gives leader election its own client: on a slow API server
+        # a renewal must not wait for a free connection behind the engine's writes, nor open a new
+        # one (a TLS handshake costs round trips of its own).
+        beat = KubeClient.from_kubeconfig(cfg.kubeconfig, max_connections=1 + LEASE_CONCURRENCY)
+        memo["heartbeat_client"] = beat
         tasks: list[asyncio.Task[None]] = []
         if cfg.election is not None:
-            elector = LeaderElector(client, cfg.election, engine.active)
+            elector = LeaderElector(beat, cfg.election, engine.active)
             memo["elector"] = elector
             tasks.append(asyncio.create_task(elector.run(), name="leader-election"))
         else:
@@ -118,7 +124,7 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
             tasks.append(asyncio.create_task(source.run(on_update, overlay.set_source), name="telemetry"))
         tasks.append(asyncio.create_task(engine.run(), name="engine"))
         if cfg.lease_duration > 0:
-            keeper = LeaseKeeper(client, site_namespaces(engine.store.namespaces, engine.store.objects),
+            keeper = LeaseKeeper(beat, site_namespaces(engine.store.namespaces, engine.store.objects),
                                  engine.active, lambda: engine.synced, duration_s=cfg.lease_duration)
             memo["lease"] = keeper
             tasks.append(asyncio.create_task(keeper.run(), name="failsafe-lease"))
@@ -139,9 +145,10 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
         if server is not None:
             server.shutdown()
             server.server_close()
-        client = memo.get("client")
-        if client is not None:
-            await client.aclose()
+        for name in ("client", "heartbeat_client"):
+            client = memo.get(name)
+            if client is not None:
+                await client.aclose()
 
     @kopf.on.probe(id="engine", registry=registry)
     def probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
