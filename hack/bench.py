@@ -162,7 +162,8 @@ async def baseline_again(site: Site, reset: Mapping[tuple[str, str, str], dict[s
 class AgentProcess:
     """`stargate-operator agent --simulate --all` for the whole site, with its metrics served."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, logdir: Path, interval: float = 3600) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str, logdir: Path, interval: float = 3600,
+                 extra_args: list[str] | None = None) -> None:
         self.port = free_port()
         self.log_path = logdir / "agent.log"
         cmd = [sys.executable, "-m", "stargate_operator.cli", "agent", "--simulate", "--all",
@@ -175,6 +176,7 @@ class AgentProcess:
             # second, but 10,000 simulated nodes sampling in one process would take most of a core
             # from the machine the benchmark measures.
             cmd += ["--sample-interval", "0"]
+        cmd += extra_args or []
         self.proc = subprocess.Popen(cmd, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
                                      stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
                                      start_new_session=True)

@@ -130,7 +130,8 @@ def test_dcgm_through_prometheus_feeds_the_operator(control_plane: LocalControlP
             site(api, ns, [n1, node("gpu-2", "rack-a")])  # matched by its name
             # The operator polls Prometheus every 15 s: the stale threshold must be well above that.
             with operator(control_plane, tmp_path, "-n", ns, "--stale-after", "30",
-                          "--telemetry", "prometheus", "--prometheus-url", prom.url) as op:
+                          "--telemetry", "prometheus", "--prometheus-series", "dcgm",
+                          "--prometheus-url", prom.url) as op:
                 wait_for(lambda: api.status("GPUNode", ns, "n1").get("healthyGPUs") == 3, WAIT, 0.3,
                          "n1's healthy GPUs from DCGM (one GPU with XID 79)")
                 wait_for(lambda: api.status("GPUNode", ns, "gpu-2").get("healthyGPUs") == 4, WAIT, 0.3)
@@ -172,7 +173,7 @@ def test_prometheus_stopped_is_an_outage_not_a_gpu_loss(control_plane: LocalCont
                            pool("hbm", tier="HBM", share=100), claim("job", "hbm", 6000)])
             with operator(control_plane, tmp_path, "-n", ns, "--stale-after", "6",
                           "--telemetry-interval", "1", "--telemetry", "prometheus",
-                          "--prometheus-url", prom.url) as op:
+                          "--prometheus-series", "dcgm", "--prometheus-url", prom.url) as op:
                 def available() -> dict[str, Any]:
                     return condition(api.status("StargateCluster", ns, "site"), "TelemetryAvailable")
 

@@ -7,9 +7,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
 from stargate_operator.agent.backend import GPUReading, NodeReading
+from stargate_operator.agent.exposition import node_figures
 from stargate_operator.agent.runner import NodeAgent
 from stargate_operator.client import KubeClient
-from stargate_operator.commands.agent import node_figures
 
 
 def agent(name: str, reading: NodeReading | None) -> NodeAgent:

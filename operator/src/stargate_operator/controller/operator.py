@@ -40,7 +40,9 @@ class RunSettings:
     election: ElectionConfig | None = None  # leader election on a Lease; None: standalone
     telemetry: str = "none"  # none | prometheus
     prometheus_url: str | None = None
-    prometheus_node_label: str = "Hostname"
+    prometheus_node_label: str | None = None  # None: the series' own (node, or Hostname for dcgm)
+    prometheus_series: str = "agent"  # agent | dcgm: whose series the prometheus source reads
+    prometheus_timeout: float = 5.0  # seconds one request to Prometheus may take
     telemetry_interval: float = 15.0
     # Node discovery (`--discover-nodes`): its label keys; None: off. Its namespaces are the
     # engine's (a shard discovers only its own sites).
@@ -102,13 +104,18 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
             if not cfg.prometheus_url:
                 raise kopf.PermanentError("--telemetry prometheus needs --prometheus-url")
             source = PrometheusTelemetry(cfg.prometheus_url, interval=cfg.telemetry_interval,
-                                         node_label=cfg.prometheus_node_label)
-            overlay = TelemetryOverlay(on_change=lambda: engine.refresh(kinds.GPU_NODE.kind))
+                                         node_label=cfg.prometheus_node_label,
+                                         series=cfg.prometheus_series,
+                                         timeout=cfg.prometheus_timeout)
+            overlay = TelemetryOverlay(on_change=lambda: engine.refresh(kinds.GPU_NODE.kind),
+                                       gpus_only=cfg.prometheus_series == "dcgm")
             engine.add_hook(overlay)
             meters = MeterOverlay(on_change=lambda: engine.refresh(kinds.POWER_DOMAIN.kind))
             engine.add_hook(meters)
 
             async def on_update(readings: dict[str, dict[str, Any]], source: Any = source) -> None:
+                if source.last_query_s is not None:
+                    metrics.health.QUERY_SECONDS.labels(series=source.series).observe(source.last_query_s)
                 overlay.update(readings)
                 queries = meter_queries(engine.store)  # metered PowerDomains: the same poll, same period
                 if queries or meters.readings:
