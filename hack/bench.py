@@ -167,7 +167,8 @@ async def baseline_again(site: Site, reset: Mapping[tuple[str, str, str], dict[s
 class AgentProcess:
     """`stargate-operator agent --simulate --all` for the whole site, with its metrics served."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, logdir: Path, interval: float | None = None) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str, logdir: Path, interval: float | None = None,
+                 extra_args: list[str] | None = None) -> None:
         """`interval`: None for the agent's own default (what a fleet runs with)."""
         self.port = free_port()
         self.log_path = logdir / "agent.log"
@@ -183,6 +184,7 @@ class AgentProcess:
             # second, but 10,000 simulated nodes sampling in one process would take most of a core
             # from the machine the benchmark measures.
             cmd += ["--sample-interval", "0"]
+        cmd += extra_args or []
         self.proc = subprocess.Popen(cmd, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
                                      stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
                                      start_new_session=True)

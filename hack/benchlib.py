@@ -179,7 +179,8 @@ class Site:
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, namespaces: list[str], logdir: Path, tag: str) -> None:
+    def __init__(self, kubeconfig: Path, namespaces: list[str], logdir: Path, tag: str,
+                 extra_args: Iterable[str] = ()) -> None:
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.log_path = logdir / f"operator-{tag}.log"
@@ -190,6 +191,7 @@ class OperatorProcess:
                "--log-level", os.environ.get("BENCH_OPERATOR_LOG_LEVEL", "WARNING")]
         for ns in namespaces:
             cmd += ["--namespace", ns]
+        cmd += list(extra_args)  # after the defaults: the last of a flag wins
         self.started = time.perf_counter()
         self.first_write_at = 0.0
         self.proc = subprocess.Popen(cmd, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
@@ -270,6 +272,68 @@ def wait_all_writes(ops: list[OperatorProcess], targets: list[float], settle: fl
     stuck = [op.log_path.name for op, d in zip(ops, done, strict=True) if d is None]
     raise SystemExit(f"operators did not converge in {timeout}s: {', '.join(stuck)}; logs in "
                      f"{ops[0].log_path.parent}")
+
+
+class PrometheusProcess:
+    """The real Prometheus (Debian's package, hack/install-prometheus.sh) on loopback, with its
+    storage under `logdir`, scraping `scrape_configs`."""
+
+    def __init__(self, logdir: Path, scrape_configs: list[dict[str, Any]]) -> None:
+        import yaml
+
+        exe = shutil.which("prometheus")
+        if exe is None:
+            raise SystemExit("prometheus is not on PATH: install it with hack/install-prometheus.sh")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = logdir / "prometheus.yml"
+        config.write_text(yaml.safe_dump({"global": {"scrape_interval": "15s"},
+                                          "scrape_configs": scrape_configs}))
+        self.log_path = logdir / "prometheus.log"
+        self.proc = subprocess.Popen(
+            [exe, f"--config.file={config}", f"--storage.tsdb.path={logdir / 'prometheus-data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
+             "--storage.tsdb.retention.time=2h"],
+            stdout=self.log_path.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"prometheus exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                if POLL.get(f"{self.url}/-/ready", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise SystemExit(f"prometheus not ready in 120 s; see {self.log_path}")
+
+    def targets_up(self) -> tuple[int, int]:
+        """(active targets, those whose last scrape succeeded), from its /api/v1/targets."""
+        body = POLL.get(f"{self.url}/api/v1/targets", params={"state": "active"}, timeout=60).json()
+        active = body["data"]["activeTargets"]
+        return len(active), sum(1 for t in active if t.get("health") == "up")
+
+    def head_series(self) -> int | None:
+        """Series in its head block (its /api/v1/status/tsdb)."""
+        body = POLL.get(f"{self.url}/api/v1/status/tsdb", timeout=60).json()
+        n = ((body.get("data") or {}).get("headStats") or {}).get("numSeries")
+        return int(n) if n is not None else None
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        body = POLL.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=60).json()
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
 
 
 def cpu_seconds(pid: int) -> float:

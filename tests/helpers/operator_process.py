@@ -65,8 +65,9 @@ def free_port() -> int:
 
 class OperatorProcess:
     def __init__(self, control_plane: LocalControlPlane, log_dir: Path, *args: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, kubeconfig: Path | None = None) -> None:
         self.control_plane = control_plane
+        self.kubeconfig = kubeconfig or control_plane.kubeconfig  # another one: e.g. through a proxy
         self.args = list(args)
         self.log = Path(log_dir) / f"operator-{next(_serial)}.log"
         self.extra_env = env or {}
@@ -79,7 +80,7 @@ class OperatorProcess:
         self.metrics_port, self.health_port = free_port(), free_port()
         while self.health_port == self.metrics_port:
             self.health_port = free_port()
-        cmd = [str(_BIN), "run", "--kubeconfig", str(self.control_plane.kubeconfig),
+        cmd = [str(_BIN), "run", "--kubeconfig", str(self.kubeconfig),
                "--metrics-port", str(self.metrics_port), "--metrics-addr", "127.0.0.1",
                "--health-port", str(self.health_port), *self.args]
         env = self.control_plane.env()

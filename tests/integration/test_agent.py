@@ -203,6 +203,10 @@ async def test_nvml_limits_reach_the_devices_and_what_cannot_is_an_event(
         # Reported once per outcome, not every interval.
         await asyncio.sleep(1.5)
         assert len(events()) == 1
+        # The node's enforced limit is its highest GPU's: the assigned 250 W does not hold on GPU 7,
+        # so the operator must not count it confirmed (PowerLimitApplied, the taint, lower-before-raise).
+        await eventually(lambda: get(kubectl, ns, "gpu-host")["status"]["telemetry"].get("enforcedLimitWatts")
+                         == 300)
 
         # A GPU that falls off the bus.
         fake.gpus[2].lost = True
@@ -292,6 +296,38 @@ def test_agent_needs_only_its_rbac(kubectl: Kubectl, namespace: str, control_pla
     assert get(kubectl, ns, "n1")["status"]["telemetry"]["healthyGPUs"] == 8
     evs = kubectl.json("get", "events", "-n", ns, "--field-selector", f"reason={EVENT_REASON_NOT_APPLIED}")
     assert len(evs["items"]) == 1 and "clamped to 700 W" in evs["items"][0]["message"]
+
+
+async def test_gpus_back_at_their_default_limit_are_set_again(
+        kubectl: Kubectl, namespace: str, client: KubeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebooted node's GPUs run at their default limit: the agent, started afresh over a GPUNode
+    whose last report still says the assigned limit was enforced, sets it again at once, trusting
+    the devices, not the report; GPUs reset under a running agent (a driver reload) are set again
+    at its next pass."""
+    ns = namespace
+    fake = FakeNvml([FakeGPU(power_mw=300_000) for _ in range(8)])  # at the default: 700 W
+    fake.install(monkeypatch)
+    kubectl.apply(gpunode("gpu-host"), namespace=ns)
+    before = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    set_status(kubectl, ns, "gpu-host", {**operator_status(400), "telemetry": {
+        "powerWatts": 4400, "healthyGPUs": 8, "observedAt": before, "enforcedLimitWatts": 400}})
+    fleet = Fleet(client, ns, lambda name, obj: NvmlBackend(), names=["gpu-host"], interval=2)
+    task = await run_fleet(fleet)
+
+    def report() -> dict[str, Any] | None:
+        t: dict[str, Any] = get(kubectl, ns, "gpu-host")["status"]["telemetry"]
+        return t if t["observedAt"] > before else None
+
+    try:
+        # Its first report already shows the limit in force: it applied before reporting.
+        first = await eventually(report, timeout=10, every=0.1)
+        assert first["enforcedLimitWatts"] == 400, first
+        assert [g.limit_mw for g in fake.gpus] == [400_000] * 8
+        for g in fake.gpus:
+            g.limit_mw = 700_000  # reset under the agent
+        await eventually(lambda: [g.limit_mw for g in fake.gpus] == [400_000] * 8, timeout=5)
+    finally:
+        await stop(task)
 
 
 async def test_agent_survives_an_api_server_restart(

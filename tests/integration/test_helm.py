@@ -99,6 +99,12 @@ FEATURES: dict[str, dict[str, Any]] = {
         "agent": {"enabled": True, "simulate": True, "metricsPort": 9400, "sites": ["site-a"]},
         "discovery": {"enabled": True},
     },
+    "agent+prometheus": {
+        "operator": {"telemetry": "prometheus", "prometheusUrl": "http://prometheus-operated.monitoring:9090"},
+        "agent": {"enabled": True, "simulate": True, "sites": ["site-a"],
+                  "serviceMonitor": {"labels": {"release": "kube-prometheus-stack"}}},
+        "discovery": {"enabled": True},
+    },
     "agent+discovery+watchNamespaces": {
         "watchNamespaces": ["site-a", "site-b"],
         "agent": {"enabled": True, "runtimeClassName": "", "priorityClassName": "system-node-critical"},
@@ -110,7 +116,7 @@ FEATURES: dict[str, dict[str, Any]] = {
         "dashboards": {"enabled": True},
         "leaderElection": {"enabled": True, "leaseDurationSeconds": 20, "renewDeadlineSeconds": 12},
         "replicaCount": 2,
-        # 20 + 4.4 x 2 + 12 / 3 = 32.8 s to a failover's renewal: the agents must wait longer.
+        # 20 + 4.4 x 1 + 12 / 3 = 28.4 s to a failover's renewal: the agents must wait longer.
         "agent": {"failsafeAfter": 40},
         "image": {"digest": "sha256:" + "a" * 64},
         "imagePullSecrets": [{"name": "regcred"}],
@@ -181,6 +187,7 @@ class Helm:
         release: str = "sg",
         namespace: str = "stargate-system",
         check: bool = True,
+        api_versions: tuple[str, ...] = (),
     ) -> subprocess.CompletedProcess[str]:
         return self(
             "template",
@@ -192,6 +199,7 @@ class Helm:
             KUBE_VERSION,
             "-f",
             str(self.values_file(values or {})),
+            *(f"--api-versions={v}" for v in api_versions),
             check=check,
         )
 
@@ -432,11 +440,11 @@ def test_template_leader_election(helm: Helm) -> None:
     deps = by_kind(docs, "Deployment")
     assert [d["metadata"]["name"] for d in deps] == ["sg-stargate-operator", "sg-stargate-operator-standby-1"]
     args = [d["spec"]["template"]["spec"]["containers"][0]["args"] for d in deps]
-    # Identical replicas: whichever holds the Lease acts (client-go's defaults).
+    # Identical replicas: whichever holds the Lease acts (the operator's defaults).
     assert args[0] == args[1]
     assert {"--leader-election=sg-stargate-operator-leader", "--leader-election-namespace=stargate-system",
-            "--leader-lease-duration=15", "--leader-renew-deadline=10",
-            "--leader-retry-period=2"} <= set(args[0])
+            "--leader-lease-duration=10", "--leader-renew-deadline=7",
+            "--leader-retry-period=1"} <= set(args[0])
     selectors = [d["spec"]["selector"]["matchLabels"] for d in deps]
     assert selectors[0] != selectors[1]
     # The Lease is the operator's to create; its Role is in the release namespace, named to the Lease.
@@ -470,10 +478,11 @@ def test_template_failover_beats_the_agents_failsafe(helm: Helm) -> None:
     docs = helm.render({"leaderElection": {"enabled": True}, "replicaCount": 2,
                         "agent": {"enabled": True, "sites": ["site-a"]}})
     operator_args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--lease-duration=15" in operator_args and "--leader-lease-duration=15" in operator_args
+    assert "--lease-duration=15" in operator_args and "--leader-lease-duration=10" in operator_args
     agent_args = one(docs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--failsafe-after=30" in agent_args
-    too_slow = {"leaderElection": {"enabled": True, "retryPeriodSeconds": 3},
+    too_slow = {"leaderElection": {"enabled": True, "leaseDurationSeconds": 15, "renewDeadlineSeconds": 10,
+                                   "retryPeriodSeconds": 3},
                 "operator": {"failsafeLeaseDurationSeconds": 9}}  # 15 + 13.2 + 3 = 31.2 s
     bad = helm.template(too_slow, check=False)
     assert bad.returncode != 0
@@ -653,6 +662,55 @@ def test_template_agent(helm: Helm) -> None:
     )
 
 
+SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+
+
+def test_template_agents_report_to_prometheus(helm: Helm) -> None:
+    """operator.telemetry=prometheus: the operator reads the agents' series at its Prometheus URL;
+    the agents report there (--report-to prometheus, metrics on 9402, scrape annotations on the pods
+    and on a headless Service); a ServiceMonitor relabels each pod's node into `node` with
+    honorLabels false, rendered where the cluster serves the kind (auto) or when asked."""
+    values = FEATURES["agent+prometheus"]
+    docs = helm.render(values, api_versions=(SERVICE_MONITOR_API,))
+    args = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--telemetry=prometheus" in args and "--prometheus-series=agent" in args
+    assert "--prometheus-url=http://prometheus-operated.monitoring:9090" in args
+    assert not any(a.startswith("--prometheus-node-label") for a in args)  # the series' own: node
+    pod = one(docs, "DaemonSet")["spec"]["template"]
+    (c,) = pod["spec"]["containers"]
+    assert "--report-to=prometheus" in c["args"] and "--metrics-port=9402" in c["args"]
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9402, "protocol": "TCP"}]
+    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": "9402", "prometheus.io/path": "/metrics"}
+    assert scrape.items() <= pod["metadata"]["annotations"].items()
+    agents = "sg-stargate-operator-agent"
+    svc = next(d for d in by_kind(docs, "Service") if d["metadata"]["name"] == f"{agents}-metrics")
+    assert svc["spec"]["clusterIP"] == "None" and scrape.items() <= svc["metadata"]["annotations"].items()
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    sm = next(d for d in by_kind(docs, "ServiceMonitor") if d["metadata"]["name"] == agents)
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["port"] == "metrics" and ep["interval"] == "15s" and ep["honorLabels"] is False
+    assert ep["relabelings"] == [{"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_node_name"],
+                                  "targetLabel": "node"}]
+    # auto: no ServiceMonitor where the cluster does not serve the kind; true: always.
+    assert not by_kind(helm.render(values), "ServiceMonitor")
+    forced = {**values, "agent": {**values["agent"], "serviceMonitor": {"enabled": True}}}
+    assert len(by_kind(helm.render(forced), "ServiceMonitor")) == 1
+    # The agents' series not read (dcgm, or no Prometheus): they keep writing their GPUNodes.
+    dcgm = {**values, "operator": {**values["operator"], "prometheusSeries": "dcgm",
+                                   "prometheusNodeLabel": "Hostname"}}
+    docs = helm.render(dcgm, api_versions=(SERVICE_MONITOR_API,))
+    assert "--prometheus-node-label=Hostname" in one(docs, "Deployment")["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    (c,) = one(docs, "DaemonSet")["spec"]["template"]["spec"]["containers"]
+    assert not any(a.startswith(("--report-to", "--metrics-port")) for a in c["args"])
+    assert not by_kind(docs, "ServiceMonitor")
+    plain = helm.render(FEATURES["agent+discovery"], api_versions=(SERVICE_MONITOR_API,))
+    annotations = by_kind(plain, "DaemonSet")[0]["spec"]["template"]["metadata"]["annotations"]
+    assert "prometheus.io/scrape" not in annotations
+
+
 def test_template_discovery(helm: Helm) -> None:
     """discovery.enabled: the operator's flags, list/watch on Nodes (only then), and GPUNode writes by
     server-side apply and delete: cluster-wide, or in each watched namespace of a shard."""
@@ -738,13 +796,13 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"image": {"digest": "latest"}}, "at '/image/digest': 'latest' does not match pattern"),
     ({"replicaCount": 2}, "replicaCount=2 needs leaderElection.enabled=true"),
     (
-        {"leaderElection": {"leaseDurationSeconds": 10}},
-        "leaderElection.leaseDurationSeconds (10) must be greater than "
-        "leaderElection.renewDeadlineSeconds (10)",
+        {"leaderElection": {"leaseDurationSeconds": 7}},
+        "leaderElection.leaseDurationSeconds (7) must be greater than "
+        "leaderElection.renewDeadlineSeconds (7)",
     ),
     (
         {"leaderElection": {"retryPeriodSeconds": 9}},
-        "leaderElection.renewDeadlineSeconds (10) must be greater than 1.2 x "
+        "leaderElection.renewDeadlineSeconds (7) must be greater than 1.2 x "
         "leaderElection.retryPeriodSeconds (9)",
     ),
     (
@@ -752,15 +810,20 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
         "at '/leaderElection': additional properties 'lifetimeSeconds'",
     ),
     (
-        {"leaderElection": {"enabled": True, "leaseDurationSeconds": 17}},
-        "a failover would trip the agents' fail-safe: leaderElection.leaseDurationSeconds (17) + 4.4 x "
-        "leaderElection.retryPeriodSeconds (2) + operator.failsafeLeaseDurationSeconds (15) / 3 = 30.8 s "
+        {"leaderElection": {"enabled": True, "leaseDurationSeconds": 21}},
+        "a failover would trip the agents' fail-safe: leaderElection.leaseDurationSeconds (21) + 4.4 x "
+        "leaderElection.retryPeriodSeconds (1) + operator.failsafeLeaseDurationSeconds (15) / 3 = 30.4 s "
         "must stay below agent.failsafeAfter (30 s)",
     ),
     ({"agent": {"failsafeAfter": -1}}, "at '/agent/failsafeAfter'"),
     ({"flowControl": {"enabled": "yes"}}, "at '/flowControl/enabled': got string, want boolean"),
     ({"operator": {"telemetry": "prometheus"}}, "operator.telemetry=prometheus needs operator.prometheusUrl"),
     ({"health": {"port": 8080}}, "metrics.port and health.port are both 8080"),
+    (
+        {"agent": {"enabled": True, "sites": ["s"], "reportTo": "prometheus"}},
+        "agent.reportTo=prometheus needs operator.telemetry=prometheus and operator.prometheusSeries=agent",
+    ),
+    ({"operator": {"prometheusSeries": "nvml"}}, "at '/operator/prometheusSeries'"),
     ({"serviceAccount": {"create": False}}, "serviceAccount.create=false needs serviceAccount.name"),
     ({"agent": {"enabled": True}}, "agent.enabled=true needs agent.sites (or watchNamespaces)"),
     (

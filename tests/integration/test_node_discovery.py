@@ -11,7 +11,6 @@ GPUNodes to go before the namespace does.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers.api import Api, ApiError, condition, obj
+from helpers.api import Api, condition, obj
+from helpers.k8s_nodes import H100_MIB, Nodes, gfd_labels
 from helpers.kube import Kubectl, create_namespace, namespace_name, purge_namespace
 from helpers.operator_process import OperatorProcess, wait_for
 from helpers.site import cluster, now_plus, rack
-from stargate_operator.client import MERGE_PATCH
 from stargate_operator.core import discovery as d
 from stargate_operator.core.products import BY_MODEL
 from stargate_operator.localcp.controlplane import LocalControlPlane
@@ -32,11 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator_survive
 
 WAIT = 20.0  # seconds: "within seconds", with slack for a busy 2-core machine
 H100 = BY_MODEL["H100-SXM"]
-H100_LABEL = "NVIDIA-H100-80GB-HBM3"
-H100_MIB = 81559  # what GFD reports for an H100 80GB HBM3
 MIB = 1024 * 1024
-HOST_MEMORY = "2113407788Ki"
-NODES_PATH = "/api/v1/nodes"
 
 
 @pytest.fixture(scope="module")
@@ -47,78 +42,11 @@ def operator(control_plane: LocalControlPlane, tmp_path_factory: pytest.TempPath
         yield op
 
 
-def gfd_labels(site: str | None, rack_name: str | None = "r1", *, product: str = H100_LABEL,
-               count: str = "8", memory_mib: str = str(H100_MIB)) -> dict[str, str]:
-    """The labels of a DGX H100 as GFD (and the site's operator) label it."""
-    labels = {"nvidia.com/gpu.present": "true", d.GFD_PRODUCT_LABEL: product, d.GFD_COUNT_LABEL: count,
-              d.GFD_MEMORY_LABEL: memory_mib, "nvidia.com/gpu.family": "hopper"}
-    if site is not None:
-        labels["stargate.dev/site"] = site
-    if rack_name is not None:
-        labels["stargate.dev/rack"] = rack_name
-    return labels
-
-
-class Nodes:
-    """Kubernetes Nodes of one test: created, relabelled, cordoned, made NotReady, deleted."""
-
-    def __init__(self, api: Api) -> None:
-        self.api = api
-        self.names: list[str] = []
-        self.tag = secrets.token_hex(3)
-
-    def name(self, stem: str) -> str:
-        return f"{stem}-{self.tag}"
-
-    def create(self, name: str, labels: dict[str, str], *, ready: bool = True) -> dict[str, Any]:
-        node = self.api.request("POST", NODES_PATH, {
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **labels}},
-            "spec": {},
-        })
-        self.names.append(name)
-        self.set_ready(name, ready, capacity=True)
-        out: dict[str, Any] = node
-        return out
-
-    def get(self, name: str) -> dict[str, Any]:
-        out: dict[str, Any] = self.api.request("GET", f"{NODES_PATH}/{name}")
-        return out
-
-    def patch(self, name: str, patch: dict[str, Any]) -> None:
-        self.api.request("PATCH", f"{NODES_PATH}/{name}", patch, content_type=MERGE_PATCH)
-
-    def cordon(self, name: str, on: bool = True) -> None:
-        self.patch(name, {"spec": {"unschedulable": on}})
-
-    def set_ready(self, name: str, ready: bool, capacity: bool = False) -> None:
-        """The Ready condition (and the capacity), through the status subresource, as a kubelet."""
-        status: dict[str, Any] = {"conditions": [{
-            "type": "Ready", "status": "True" if ready else "False",
-            "reason": "KubeletReady" if ready else "KubeletNotReady",
-            "message": "kubelet is posting ready status" if ready else "container runtime is down",
-        }]}
-        if capacity:
-            status["capacity"] = {"cpu": "224", "memory": HOST_MEMORY, "nvidia.com/gpu": "8"}
-            status["allocatable"] = status["capacity"]
-        self.api.request("PATCH", f"{NODES_PATH}/{name}/status", {"status": status}, content_type=MERGE_PATCH)
-
-    def delete(self, name: str) -> None:
-        try:
-            self.api.request("DELETE", f"{NODES_PATH}/{name}")
-        except ApiError as e:
-            if e.status != 404:
-                raise
-        if name in self.names:
-            self.names.remove(name)
-
-
 @pytest.fixture
 def nodes(api: Api, namespace: str) -> Iterator[Nodes]:
     made = Nodes(api)
     yield made
-    for name in list(made.names):
-        made.delete(name)
+    made.delete_all()
     # Before the namespace goes: discovery deletes what it made, and writes nothing into a namespace
     # being deleted.
     wait_for(lambda: not [g for g in api.list("GPUNode", namespace) if d.is_discovered(g)], WAIT,

@@ -9,7 +9,6 @@ last became Ready. Other taints on the Node are never touched.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,16 +17,16 @@ from typing import Any
 import pytest
 
 from helpers.api import Api
+from helpers.k8s_nodes import Nodes, gfd_labels
 from helpers.operator_process import OperatorProcess, wait_for
 from helpers.site import cluster, rack
 from stargate_operator.core.taint import TAINT_KEY
+from stargate_operator.kinds import DISCOVERY_SITE_LABEL
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
 pytestmark = pytest.mark.integration
 
 WAIT = 20.0
-NODES_PATH = "/api/v1/nodes"
-MERGE_PATCH = "application/merge-patch+json"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 
 
@@ -40,30 +39,6 @@ def operator(control_plane: LocalControlPlane, tmp_path_factory: pytest.TempPath
         yield op
 
 
-class Nodes:
-    """The Node objects of one test (a kubelet's part written by hand), deleted at its end."""
-
-    def __init__(self, api: Api) -> None:
-        self.api = api
-        self.names: list[str] = []
-        self.tag = secrets.token_hex(3)
-
-    def name(self, stem: str) -> str:
-        return f"{stem}-{self.tag}"
-
-    def create(self, name: str, labels: dict[str, str]) -> None:
-        self.api.request("POST", NODES_PATH, {"apiVersion": "v1", "kind": "Node",
-                                              "metadata": {"name": name, "labels": labels}, "spec": {}})
-        self.names.append(name)
-
-    def get(self, name: str) -> dict[str, Any]:
-        out: dict[str, Any] = self.api.request("GET", f"{NODES_PATH}/{name}")
-        return out
-
-    def patch(self, name: str, patch: dict[str, Any]) -> None:
-        self.api.request("PATCH", f"{NODES_PATH}/{name}", patch, content_type=MERGE_PATCH)
-
-
 @pytest.fixture
 def site(api: Api, namespace: str) -> str:
     api.create_all(namespace, [cluster(), rack("r1")])
@@ -74,17 +49,9 @@ def site(api: Api, namespace: str) -> str:
 def nodes(api: Api, namespace: str) -> Iterator[Nodes]:
     made = Nodes(api)
     yield made
-    for name in made.names:
-        api.request("DELETE", f"{NODES_PATH}/{name}")
+    made.delete_all()
     # discovery deletes the GPUNodes it made before the namespace goes
     wait_for(lambda: not api.list("GPUNode", namespace), WAIT, what="the discovered GPUNodes to go")
-
-
-def gfd_labels(site: str) -> dict[str, str]:
-    """An 8-GPU H100 node as GPU Feature Discovery labels it, placed in the site's rack r1."""
-    return {"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
-            "nvidia.com/gpu.count": "8", "nvidia.com/gpu.memory": "81559",
-            "stargate.dev/site": site, "stargate.dev/rack": "r1"}
 
 
 def gpunode(api: Api, ns: str, name: str, **where: Any) -> dict[str, Any]:
@@ -97,18 +64,6 @@ def gpunode(api: Api, ns: str, name: str, **where: Any) -> dict[str, Any]:
 
     found: dict[str, Any] = wait_for(check, WAIT, what=f"GPUNode {ns}/{name} with {where}")
     return found
-
-
-def _stamp(at: datetime | None = None) -> str:
-    return (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def set_ready(api: Api, name: str, ready: bool) -> None:
-    """The Ready condition as a kubelet writes it, its lastTransitionTime now."""
-    cond = {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": _stamp(),
-            "reason": "KubeletReady" if ready else "KubeletNotReady", "message": "as a kubelet says"}
-    api.request("PATCH", f"{NODES_PATH}/{name}/status", {"status": {"conditions": [cond]}},
-                content_type=MERGE_PATCH)
 
 
 def taints(nodes: Nodes, name: str) -> list[dict[str, Any]]:
@@ -129,9 +84,9 @@ def report(api: Api, ns: str, name: str, enforced: int) -> None:
 def test_a_gpu_node_is_tainted_until_its_agent_confirms_its_limit(
         api: Api, operator: OperatorProcess, site: str, nodes: Nodes) -> None:
     name = nodes.name("dgx-t1")
-    nodes.create(name, gfd_labels(site))
+    nodes.create(name, gfd_labels(site), ready=None)
     nodes.patch(name, {"spec": {"taints": [GPU_TAINT]}})  # another controller's taint
-    set_ready(api, name, True)
+    nodes.set_ready(name, True)
     gpunode(api, site, name)
     wait_for(lambda: ours(nodes, name), WAIT, what="tainted when first discovered")
     limit = wait_for(lambda: api.status("GPUNode", site, name).get("powerLimitWatts"), WAIT,
@@ -147,9 +102,9 @@ def test_a_gpu_node_is_tainted_until_its_agent_confirms_its_limit(
     assert GPU_TAINT in taints(nodes, name)
 
     # A reboot: NotReady taints it; Ready again, it stays tainted until a report after that.
-    set_ready(api, name, False)
+    nodes.set_ready(name, False)
     wait_for(lambda: ours(nodes, name), WAIT, what="tainted while NotReady")
-    set_ready(api, name, True)
+    nodes.set_ready(name, True)
     gpunode(api, site, name, nodeReady=True)  # discovery saw it Ready again ...
     time.sleep(2)
     assert ours(nodes, name)  # ... and its old report confirms nothing
@@ -162,9 +117,8 @@ def test_a_gpu_node_is_tainted_until_its_agent_confirms_its_limit(
 def test_a_node_without_gpus_or_site_is_never_tainted(api: Api, operator: OperatorProcess, site: str,
                                                        nodes: Nodes) -> None:
     plain = nodes.name("cpu-t1")
-    nodes.create(plain, {"stargate.dev/site": site})
-    set_ready(api, plain, False)
+    nodes.create(plain, {DISCOVERY_SITE_LABEL: site}, ready=False)
     placed = nodes.name("dgx-t2")
-    nodes.create(placed, gfd_labels(site))
+    nodes.create(placed, gfd_labels(site), ready=None)
     wait_for(lambda: ours(nodes, placed), WAIT, what="the GPU Node tainted")
     assert not ours(nodes, plain)

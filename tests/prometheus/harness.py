@@ -64,7 +64,10 @@ class PrometheusServer:
         targets: Mapping[str, Iterable[str]],
         rule_files: Iterable[Path] = (ALERTS,),
         interval: str = "1s",
+        scrape_configs: Iterable[Mapping[str, Any]] = (),
     ) -> None:
+        """`targets`: job -> addresses, each scraped on /metrics; `scrape_configs`: more jobs as
+        Prometheus writes them (per-target labels, `__metrics_path__`, honor_labels)."""
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -75,7 +78,7 @@ class PrometheusServer:
             "scrape_configs": [
                 {"job_name": job, "static_configs": [{"targets": list(addrs)}]}
                 for job, addrs in targets.items()
-            ],
+            ] + [dict(c) for c in scrape_configs],
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(base_url=self.url, timeout=10.0)

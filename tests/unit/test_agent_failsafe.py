@@ -48,6 +48,31 @@ def test_an_agent_started_after_the_operator_died_does_not_trust_the_old_lease()
     assert not fleet.judge_failsafe(600.0, 30, 500.0)
 
 
+def test_a_skewed_operator_clock_neither_holds_off_nor_trips_the_failsafe() -> None:
+    """The operator's clock 5 min off the agent's: after the first read, renewals count by when the
+    agent saw them move, whatever their renewTime says."""
+    skew, start = timedelta(minutes=5), 1000.0
+    behind = Fleet(cast(Any, None), "site-a", lambda n, o: cast(Any, None), failsafe_after=30,
+                   failsafe_spread=0)
+    # The first read is dated by the Lease itself: 5 min old by the agent's clock, fail-safe at once.
+    behind.lease_seen(lease(NOW - skew), start, NOW)
+    assert behind.judge_failsafe(start, 30, start)
+    # A renewal seen move lifts it, though its renewTime is still 5 min behind; then 30 s without
+    # one, by the agent's clock, trips it.
+    behind.lease_seen(lease(NOW - skew + timedelta(seconds=5)), start + 5, NOW + timedelta(seconds=5))
+    assert not behind.judge_failsafe(start + 6, 30, start)
+    assert not behind.judge_failsafe(start + 34, 30, start)
+    assert behind.judge_failsafe(start + 36, 30, start)
+    # 5 min ahead: a renewTime in the future holds nothing off once it stops moving.
+    ahead = Fleet(cast(Any, None), "site-a", lambda n, o: cast(Any, None), failsafe_after=30,
+                  failsafe_spread=0)
+    ahead.lease_seen(lease(NOW + skew), start, NOW)
+    assert not ahead.judge_failsafe(start + 1, 30, start)
+    ahead.lease_seen(lease(NOW + skew + timedelta(seconds=5)), start + 5, NOW + timedelta(seconds=5))
+    assert not ahead.judge_failsafe(start + 34, 30, start)
+    assert ahead.judge_failsafe(start + 36, 30, start)
+
+
 def test_in_fail_safe_an_agent_enforces_no_more_than_its_safe_limit() -> None:
     agent = NodeAgent(cast(Any, None), "site-a", "n0", cast(Any, None))
     agent.obj = {"status": {"powerLimitWatts": 687, "safeLimitWatts": 500}}
@@ -180,3 +205,53 @@ def test_an_agent_that_had_not_entered_when_the_lease_came_back_never_enters() -
     assert 0 < len(entered) < len(names)  # about 30 % had entered within 3 s of a 10 s spread
     assert set(left) == set(entered)
     assert all(left[n] <= 1003.0 + 10.0 + 0.25 for n in left)
+
+
+# ---- leaving the fail-safe at the site's up rate -------------------------------------------------
+
+def _exiting_fleet(names: list[str], rate: float) -> Fleet:
+    from stargate_operator.agent.slices import SliceEntry
+    fleet = Fleet(cast(Any, None), "site-a", lambda n, o: cast(Any, None), failsafe_after=30,
+                  failsafe_spread=10.0)
+    for n in names:
+        agent = fleet.agents[n] = NodeAgent(cast(Any, None), "site-a", n, cast(Any, None))
+        agent.slice_entry = SliceEntry(687, 500, exit_rate=rate)
+    return fleet
+
+
+def test_with_an_exit_rate_agents_leave_the_fail_safe_together_and_rise_at_it(monkeypatch: Any) -> None:
+    """2,000 nodes of 8 GPUs under a site rising at 16 kW/s: the slice says 1 W/s per GPU. Renewed,
+    every agent leaves at once (no spread) and rises from its safe limit at that rate, so the
+    site's limits together rise at 16 kW/s: 187 W a GPU takes 187 s, not one step."""
+    import stargate_operator.agent.runner as runner
+    clock = [1000.0]
+    monkeypatch.setattr(runner.time, "time", lambda: clock[0])
+    names = [f"gpu-{r:03d}-{n:02d}" for r in range(250) for n in range(8)]
+    fleet = _exiting_fleet(names, 1.0)
+    fleet.lease_seen(lease(NOW), 970.0, NOW)
+    fleet.judge_failsafe(1000.0 + 10.5, 30, 0.0)  # lapsed, and the spread walked
+    fleet.judge_failsafe(1000.0 + 21, 30, 0.0)
+    assert all(a.failsafe and a.assigned_limit() == (500, "slice") for a in fleet.agents.values())
+    fleet.lease_seen(lease(NOW + timedelta(seconds=60)), 1030.0, NOW + timedelta(seconds=60))
+    clock[0] = 1030.0
+    fleet.judge_failsafe(1030.0, 30, 0.0)
+    assert not any(a.failsafe for a in fleet.agents.values())  # all at once
+    totals = []
+    for dt in (0, 1, 2, 50, 186, 187, 300):
+        clock[0] = 1030.0 + dt
+        totals.append(sum(8 * a.assigned_limit()[0] for a in fleet.agents.values()))  # type: ignore[index]
+    base = 2000 * 8 * 500
+    assert [t - base for t in totals] == [0, 16_000, 32_000, 800_000, 2_976_000, 2_992_000, 2_992_000]
+    assert all(a.exiting is None for a in fleet.agents.values())  # the rise is over
+    assert all(a.ramping() is False for a in fleet.agents.values())
+
+
+def test_without_an_exit_rate_agents_leave_spread_as_before() -> None:
+    fleet = _exiting_fleet(["a", "b"], 1.0)
+    for agent in fleet.agents.values():
+        assert agent.slice_entry is not None
+        agent.slice_entry = type(agent.slice_entry)(687, 500)
+    agent = fleet.agents["a"]
+    agent.set_failsafe(True)
+    agent.set_failsafe(False)
+    assert agent.exiting is None and agent.assigned_limit() == (687, "slice")

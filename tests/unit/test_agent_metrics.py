@@ -7,9 +7,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
 from stargate_operator.agent.backend import GPUReading, NodeReading
+from stargate_operator.agent.exposition import node_figures
 from stargate_operator.agent.runner import NodeAgent
 from stargate_operator.client import KubeClient
-from stargate_operator.commands.agent import node_figures
 
 
 def agent(name: str, reading: NodeReading | None) -> NodeAgent:
@@ -36,7 +36,7 @@ def text(agents: list[NodeAgent], per_node: bool) -> str:
 def test_one_nodes_agent_exports_no_node_label() -> None:
     out = text([agent("n1", READING)], per_node=False)
     assert "stargate_agent_node_power_watts 1750.0" in out
-    assert "stargate_agent_node_enforced_limit_watts 450.0" in out
+    assert "stargate_agent_node_enforced_limit_watts 500.0" in out  # its highest GPU's
     assert "stargate_agent_node_healthy_gpus 1.0" in out
     assert 'stargate_agent_gpu_power_watts{gpu="1"} 350.0' in out
     assert 'stargate_agent_gpu_enforced_limit_watts{gpu="0"} 500.0' in out

@@ -192,17 +192,20 @@ def test_no_power_range_when_the_gpus_disagree_or_say_nothing(monkeypatch: pytes
     assert NvmlBackend().read({}, {}).power_range_telemetry() == {}
 
 
-def test_enforced_limit_is_the_lowest_of_the_gpus_in_whole_watts(fake: FakeNvml) -> None:
-    """telemetry.enforcedLimitWatts: nvmlDeviceGetEnforcedPowerLimit, which
-    counts every limiter (another one, a BMC's, may hold a GPU lower than the agent's limit)."""
+def test_enforced_limit_is_the_highest_of_the_gpus_in_whole_watts(fake: FakeNvml) -> None:
+    """telemetry.enforcedLimitWatts: nvmlDeviceGetEnforcedPowerLimit, which counts every limiter
+    (another one, a BMC's, may hold a GPU lower than the agent's limit); the node's is its highest
+    GPU's, since the limit holds on the node only where it holds on every GPU."""
     b = NvmlBackend()
     b.apply_power_limit(450)
     r = b.read({}, {})
     assert "nvmlDeviceGetEnforcedPowerLimit" in fake.calls
     assert all(g.enforced_limit_watts == 450.0 for g in r.gpus)
     assert r.enforced_limit_watts == 450
-    fake.gpus[6].enforced_mw = 399_600  # held lower by another limiter: rounded to the watt
-    assert b.read({}, {}).enforced_limit_watts == 400
+    fake.gpus[6].enforced_mw = 399_600  # held lower by another limiter: the limit still holds
+    assert b.read({}, {}).enforced_limit_watts == 450
+    fake.gpus[6].enforced_mw = 500_400  # one GPU above it (refused, clamped): rounded to the watt
+    assert b.read({}, {}).enforced_limit_watts == 500
     # A GPU that cannot say leaves the others' figure, and is no health problem.
     fake.gpus[6].enforced_supported = False
     r = b.read({}, {})

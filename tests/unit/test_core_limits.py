@@ -10,6 +10,7 @@ from hypothesis import given
 
 from helpers.core_objects import NOW, NS, cluster, cond, feed_back, node, rack, run, slice_limits, st, ts
 from helpers.properties import PROPS, sites, with_versions
+from stargate_operator import kinds
 from stargate_operator.core import Plan, PlanCache
 from stargate_operator.core.counts import NODES_LIMIT_CONFIRMED, NODES_LIMIT_UNCONFIRMED, counts_from_objects
 from stargate_operator.core.outage import SourceState, source_record
@@ -203,3 +204,67 @@ def test_a_telemetry_source_record_among_the_objects_is_no_node_or_namespace() -
     assert slice_limits(plan) == slice_limits(campus(objs)) == {"a": limit}
     assert {key[1] for key in plan.statuses} == {NS}
     assert cond(st(plan, "StargateCluster", "site"), "TelemetryAvailable")["status"] == "False"
+
+
+def test_an_operator_started_mid_change_raises_only_once_the_lowered_nodes_follow() -> None:
+    """Lower before raise across a restart: the lowerings in flight are recorded in the operator's
+    process only, so one started between a change's two phases (after a crash, a failover) reads
+    them from the agents' reports (a node enforcing more than its slice holds) and holds the raises
+    beneath the constraint until those nodes confirm."""
+    def objs(first: str, a_reports: int, held: dict[str, int] | None) -> list[dict[str, Any]]:
+        # 1,200 W for four 1-GPU nodes (100..500 W): the rack first in priority gets 500 W a node.
+        out = [cluster(it=1200), rack("a", priority=900 if first == "a" else 100),
+               rack("b", priority=900 if first == "b" else 100)]
+        out += [node(f"a{i}", "a", telemetry=report(a_reports if i == 0 else 100)) for i in range(2)]
+        out += [node(f"b{i}", "b", telemetry=report(100)) for i in range(2)]
+        if held is not None:
+            out.append({"apiVersion": kinds.API_VERSION, "kind": kinds.POWER_LIMIT_SLICE.kind,
+                        "metadata": {"name": slice_name, "namespace": NS, "uid": "u", "generation": 2},
+                        "spec": {"limits": held, "safeLimits": {}, "revision": 2}})
+        return out
+
+    before = campus(objs("a", 500, None))
+    slice_name = next(b["metadata"]["name"] for b in before.applies if b["kind"] == "PowerLimitSlice")
+    assert slice_limits(before) == {"a0": 500, "a1": 500, "b0": 100, "b1": 100}
+    # The first operator wrote the lowering (b first now) and died before the raises: a0's GPUs still
+    # enforce 500 W. A new operator (an empty cache) keeps b's raises back.
+    lowered = {"a0": 100, "a1": 100, "b0": 100, "b1": 100}
+    restarted = campus(objs("b", 500, lowered))
+    assert slice_limits(restarted) == lowered
+    assert restarted.next_change_at is not None  # --raise-after's override, at the latest
+    # a0 follows: the raises go.
+    confirmed = campus(objs("b", 100, lowered))
+    assert slice_limits(confirmed) == {"a0": 100, "a1": 100, "b0": 500, "b1": 500}
+
+
+def test_a_move_between_nodes_of_one_rack_waits_on_the_rack_itself() -> None:
+    """A rack's own allowance is a constraint like its domains' and its site's: budget moved between
+    two nodes of a rack (r, 600 W) waits for the lowered node even once the site has room to spare
+    (another rack, s, lowered meanwhile and confirmed)."""
+    def objs(s_max: int, held: dict[str, int], reports: dict[str, int]) -> list[dict[str, Any]]:
+        out = [cluster(), rack("r", max_w=600), rack("s", max_w=s_max),
+               node("n1", "r", req=100, telemetry=report(reports["n1"])),
+               node("n2", "r", telemetry=report(reports["n2"])),
+               *(node(n, "s", telemetry=report(reports[n])) for n in ("s1", "s2"))]
+        out.append({"apiVersion": kinds.API_VERSION, "kind": kinds.POWER_LIMIT_SLICE.kind,
+                    "metadata": {"name": slice_name, "namespace": NS, "uid": "u", "generation": 1},
+                    "spec": {"limits": held, "safeLimits": {}, "revision": 1}})
+        return out
+
+    slice_name = next(b["metadata"]["name"] for b in campus(site(node("n1", "r"))).applies
+                      if b["kind"] == "PowerLimitSlice")
+    cache = CampusCache()
+    # n1 asks for 100 W: r's budget moves to n2 (300 -> 500), which waits for n1 (reporting 300).
+    held = {"n1": 300, "n2": 300, "s1": 500, "s2": 500}
+    first = campus(objs(1000, held, held), cache)
+    assert slice_limits(first) == {"n1": 100, "n2": 300, "s1": 500, "s2": 500}
+    # s lowered to 200 W and its nodes follow at once; n1 does not.
+    held = slice_limits(first)
+    second = campus(objs(200, held, {**held, "n1": 300}), cache)
+    held = slice_limits(second)
+    assert held == {"n1": 100, "n2": 300, "s1": 100, "s2": 100}
+    third = campus(objs(200, held, {**held, "n1": 300}), cache)
+    # The site now has room for n2's raise even with n1 at 300 W; r has not.
+    assert slice_limits(third) == held
+    fourth = campus(objs(200, held, held), cache)  # n1 follows
+    assert slice_limits(fourth) == {"n1": 100, "n2": 500, "s1": 100, "s2": 100}

@@ -276,3 +276,29 @@ def test_oversubscription_page_worked_example_is_what_the_core_computes(tmp_path
     assert figures(s3) == (84000, "True", "HoldingBelowUncapAt", 100000, 60000, 40000, 750)
     s4 = step(list(s3.values()), 4200, "2026-12-07T12:03:01Z")
     assert figures(s4) == (84000, "False", "DrawBelowCapAt", 125000, 60000, 60000, 1250)
+
+
+def test_every_failure_mode_row_names_tests_that_exist() -> None:
+    """Each row of the failure-mode table names at least one test, and every test it names
+    (`tests/...py::name`, or `::name` after one of the same file) is defined there."""
+    page = (DOCS / "operations" / "failure-modes.md").read_text()
+    table = page.split("## The table", 1)[1].split("\n## ", 1)[0]
+    rows = [ln for ln in table.splitlines()
+            if ln.startswith("| ") and not ln.startswith(("| Failure", "|---"))]
+    assert len(rows) >= 13, rows
+    defined: dict[str, set[str]] = {}
+    for row in rows:
+        proven_by = row.rstrip(" |").rsplit(" | ", 1)[1]
+        named = re.findall(r"`(tests/[\w/]+\.py)?::(\w+)`|`(tests/[\w/]+\.py)`", proven_by)
+        assert named, f"no test named in: {row[:80]}"
+        current = ""
+        for file, name, whole in named:
+            current = file or whole or current
+            path = ROOT / current
+            assert path.is_file(), f"{current} (in: {row[:60]})"
+            if name:
+                if current not in defined:
+                    tree = ast.parse(path.read_text())
+                    defined[current] = {n.name for n in ast.walk(tree)
+                                        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+                assert name in defined[current], f"{current}::{name} is not defined (in: {row[:60]})"

@@ -17,7 +17,7 @@ import pytest
 
 from helpers.engine import SETTINGS, Clocks, FakeApi, plurals, started
 from stargate_operator import kinds
-from stargate_operator.client import ApiResource
+from stargate_operator.client import ApiError, ApiResource
 from stargate_operator.controller.engine import Engine, EngineSettings, _holds, connections_needed
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.core.sliceplan import CampusSettings, plan_campus
@@ -565,3 +565,25 @@ async def test_slices_are_written_and_answered_before_any_node(
     check_order()
     plan = plan_campus(list(api.objects.values()), clocks.wall(), CampusSettings())
     assert all(merge_patch(api.objects[k].get("status"), want) == {} for k, want in plan.statuses.items())
+
+
+async def test_a_refused_create_says_whether_its_namespace_is_being_deleted_or_gone(
+        clocks: Clocks, engines: list[Engine], caplog: pytest.LogCaptureFixture) -> None:
+    """The API server refuses a create in a terminating namespace (403, NamespaceTerminating) and in
+    one already gone (404 naming a namespace): the log says which, once per namespace."""
+    engine = await started(FakeApi([], plurals(RACKS)), clocks, [rack_controller(CountingPlanner())])
+    engines.append(engine)
+    terminating = ApiError(403, "forbidden",
+                           body={"details": {"causes": [{"reason": "NamespaceTerminating"}]}})
+    gone = ApiError(404, "not found", body={"details": {"kind": "namespaces", "name": "site-b"}})
+    assert terminating.namespace_terminating and gone.namespace_gone
+    with caplog.at_level("INFO", logger="stargate.engine"):
+        engine._write_failed("create", ("Event", "site-a", "e1"), terminating)
+        engine._write_failed("create", ("Event", "site-a", "e2"), terminating)
+        engine._write_failed("create", ("Event", "site-b", "e3"), gone)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert said == [
+        "namespace site-a is being deleted: create of Event e1 skipped (and the like, until the watch "
+        "sees it gone)",
+        "namespace site-b is gone: create of Event e3 skipped (and the like, until the watch sees it gone)",
+    ], said

@@ -8,6 +8,7 @@ import pytest
 
 from stargate_operator import kinds
 from stargate_operator.controller.leader import (
+    JITTER_FACTOR,
     ElectionConfig,
     LeaderRecord,
     claimed,
@@ -61,6 +62,13 @@ def test_bad_configuration_is_refused_with_the_reason(kwargs: dict[str, object],
         ElectionConfig(**{**base, **kwargs})  # type: ignore[arg-type]
 
 
-def test_defaults_are_client_gos() -> None:
+def test_defaults_let_a_failover_beat_the_agents_failsafe_with_room_to_spare() -> None:
+    """The worst takeover (the election's lease, two tries jittered up to 2.2 x the retry period,
+    and the fail-safe Lease's renewal period before the kill) stays 8 s or more below the agents'
+    fail-safe; client-go's 15 s, 10 s and 2 s left 1.2 s."""
     cfg = ElectionConfig("sg", "ops", "a")
-    assert (cfg.lease_duration, cfg.renew_deadline, cfg.retry_period) == (15, 10, 2)
+    assert (cfg.lease_duration, cfg.renew_deadline, cfg.retry_period) == (10, 7, 1)
+    takeover = (cfg.lease_duration + 2 * (1 + JITTER_FACTOR) * cfg.retry_period
+                + kinds.DEFAULT_LEASE_DURATION_SECONDS / 3)
+    assert takeover == pytest.approx(19.4)
+    assert kinds.DEFAULT_FAILSAFE_AFTER_SECONDS - takeover >= 8

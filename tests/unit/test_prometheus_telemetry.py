@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from stargate_operator.core.outage import SourceState
 from stargate_operator.telemetry.prometheus import PrometheusError, PrometheusTelemetry
 
 
@@ -119,12 +120,15 @@ async def test_a_hanging_prometheus_times_out() -> None:
         s.listen(64)
         t = PrometheusTelemetry(f"http://127.0.0.1:{s.getsockname()[1]}", interval=0.1, timeout=0.3,
                                 max_backoff=0.3)
-        task = asyncio.create_task(t.run(lambda _: None))
+        states: list[SourceState] = []
+        task = asyncio.create_task(t.run(lambda _: None, states.append))
         try:
             await asyncio.sleep(2.0)
             assert not task.done()
             assert t.failures >= 2, t.failures
             assert "Timeout" in (t.last_error or "") or "timed out" in (t.last_error or "").lower()
+            # Slow is down: the source unavailable from the first timed-out poll, said once.
+            assert [(st.name, st.available) for st in states] == [("Prometheus", False)], states
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -154,7 +158,7 @@ def test_the_overlay_lays_readings_over_gpunodes_with_their_base_power() -> None
 async def test_the_source_state_reaches_the_planner_of_every_site() -> None:
     """A failed poll tells the overlay (and so the core) that Prometheus is unavailable, with since
     when and the error; the next good poll that it is back. Units without a site get no record."""
-    from stargate_operator.core.outage import SOURCE_KIND, SourceState
+    from stargate_operator.core.outage import SOURCE_KIND
     from stargate_operator.telemetry.overlay import TelemetryOverlay
 
     overlay = TelemetryOverlay()
@@ -208,3 +212,64 @@ def test_the_meter_overlay_lays_a_domains_reading_over_it_and_a_steady_meter_pla
     seen = meters(objects)
     assert seen[0]["status"]["meter"] == {"watts": 361_000}
     assert "status" not in pdu and seen[1] is plain
+
+
+def test_the_agents_series_aggregate_by_the_targets_node_label() -> None:
+    t = PrometheusTelemetry("http://prom", series="agent")
+    qs = t.queries()
+    assert qs["power"] == 'max by (node) (stargate_agent_node_power_watts{node!=""})'
+    assert qs["healthy"] == 'min by (node) (stargate_agent_node_healthy_gpus{node!=""})'
+    assert qs["enforced"].startswith("max by (node) (stargate_agent_node_enforced_limit_watts")
+    assert set(qs) == {"power", "healthy", "enforced", "peak", "hbm", "time"}
+    assert PrometheusTelemetry("http://prom").labels == ["Hostname"]  # dcgm's own label
+    with pytest.raises(ValueError, match="series"):
+        PrometheusTelemetry("http://prom", series="nvml")
+
+
+async def test_the_agents_answers_become_whole_node_readings() -> None:
+    t = PrometheusTelemetry("http://prom", series="agent", transport=transport({
+        "stargate_agent_node_power_watts": vector(({"node": "k1"}, 2750.4), ({"node": "k2"}, 1500)),
+        "stargate_agent_node_healthy_gpus": vector(({"node": "k1"}, 3)),
+        "stargate_agent_node_enforced_limit_watts": vector(({"node": "k1"}, 400)),
+        "stargate_agent_node_peak_power_watts": vector(({"node": "k1"}, 2900)),
+        "stargate_agent_node_hbm_used_bytes": vector(({"node": "k1"}, 1024)),
+        "stargate_agent_node_observed_timestamp_seconds": vector(({"node": "k1"}, 1764492001.25)),
+    }))
+    got = await t.poll_once()
+    assert got["k1"] == {"powerWatts": 2750, "healthyGPUs": 3, "hbmUsedBytes": 1024,
+                         "observedAt": "2025-11-30T08:40:01.250Z", "enforcedLimitWatts": 400,
+                         "peakPowerWatts": 2900}
+    # No enforced limit, no peak in the series: the fields stay the agent's written ones (overlay).
+    assert "enforcedLimitWatts" not in got["k2"] and "peakPowerWatts" not in got["k2"]
+    assert t.last_query_s is not None and t.last_query_s >= 0
+    await t.aclose()
+
+
+def test_the_overlay_lays_readings_over_what_the_agent_wrote() -> None:
+    from stargate_operator.telemetry.overlay import TelemetryOverlay
+
+    written = {"powerWatts": 1, "minPowerWatts": 100, "maxPowerWatts": 700, "enforcedLimitWatts": 700,
+               "observedAt": "2025-01-01T00:00:00Z"}
+    node = {"kind": "GPUNode", "metadata": {"name": "n1"}, "spec": {"basePowerWatts": 1000},
+            "status": {"telemetry": written, "powerLimitWatts": 500}}
+    agents = TelemetryOverlay(gpus_only=False)
+    agents.update({"n1": {"powerWatts": 2500, "enforcedLimitWatts": 500,
+                          "observedAt": "2026-01-01T00:00:00Z"}})
+    tel = agents([node])[0]["status"]["telemetry"]
+    assert tel == {"powerWatts": 2500, "minPowerWatts": 100, "maxPowerWatts": 700,
+                   "enforcedLimitWatts": 500, "observedAt": "2026-01-01T00:00:00Z"}
+    dcgm = TelemetryOverlay()  # DCGM: the GPUs only, the node's base added
+    dcgm.update({"n1": {"powerWatts": 1500, "observedAt": "2026-01-01T00:00:00Z"}})
+    tel = dcgm([node])[0]["status"]["telemetry"]
+    assert tel["powerWatts"] == 2500 and tel["enforcedLimitWatts"] == 700
+
+
+@pytest.mark.parametrize("url,problem", [
+    (None, "needs it"), ("prometheus:9090", "not an http"), ("http://p:port", "not a URL"),
+    ("ftp://p", "not an http"), ("http://prometheus-operated.monitoring:9090", None),
+])
+def test_a_malformed_prometheus_url_is_named(url: str | None, problem: str | None) -> None:
+    from stargate_operator.commands.run import prometheus_url_problem
+
+    got = prometheus_url_problem(url)
+    assert (got is None) if problem is None else (got is not None and problem in got), got

@@ -16,7 +16,7 @@ import pytest
 from stargate_operator import cli
 from stargate_operator.controller import slot
 from stargate_operator.controller.engine import Engine, EngineSettings
-from stargate_operator.core import plan_namespace
+from stargate_operator.core import plan_namespace, sliceplan
 from stargate_operator.core.sliceplan import plan_campus
 from stargate_operator.sim import run as sim_run
 from stargate_operator.sim import site as sim_site
@@ -42,8 +42,8 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
 
 def test_every_control_step_runs_the_planner_the_engine_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     # The engine's planner is the power controller's: the core's plan_namespace, and the
-    # PowerLimitSlices that carry its limits to the agents (plan_campus); the simulator runs the
-    # first and applies the limits itself.
+    # PowerLimitSlices that carry its limits to the agents (plan_campus); the simulator runs it
+    # too, and its agents follow the slices.
     assert slot.power_controller().planner is plan_campus
     engine = Engine(cast(Any, None), EngineSettings())
     assert engine.controllers[0].planner is plan_campus
@@ -51,10 +51,10 @@ def test_every_control_step_runs_the_planner_the_engine_runs(monkeypatch: pytest
 
     def spy(objects: Any, now: Any, settings: Any, cache: Any = None) -> Any:
         calls.append(now)
-        return plan_namespace(objects, now, settings, cache)
+        return plan_campus(objects, now, settings, cache)
 
     # Replace the function the simulator calls: every control step must go through it.
-    monkeypatch.setattr(sim_run, "plan_namespace", spy)
+    monkeypatch.setattr(sim_run, "plan_campus", spy)
     template = sim_site.generated(36)
     result = simulate(template, 40, sim_site.MEASURED, SHORT, bank())
     assert len(calls) == result.plans == SHORT.duration_s // SHORT.control_interval_s  # t = 0, 5, ... 115
@@ -72,9 +72,9 @@ def test_the_capping_state_travels_in_status_between_control_steps(monkeypatch: 
     def spy(objects: Any, now: Any, settings: Any, cache: Any = None) -> Any:
         site = next(o for o in objects if o["kind"] == "StargateCluster")
         seen.append((site.get("status") or {}).get("power", {}).get("capping"))
-        return plan_namespace(objects, now, settings, cache)
+        return plan_campus(objects, now, settings, cache)
 
-    monkeypatch.setattr(sim_run, "plan_namespace", spy)
+    monkeypatch.setattr(sim_run, "plan_campus", spy)
     simulate(sim_site.generated(36), 44, sim_site.MEASURED, SHORT, bank())
     assert seen[0] is None  # the first plan starts from no status
     assert all(s is not None and "active" in s for s in seen[1:])  # then each sees the last one's
@@ -193,7 +193,8 @@ def test_a_new_limit_reaches_the_gpus_after_the_enforcement_lag(monkeypatch: pyt
                     plan.statuses[key] = {**status, "powerLimitWatts": 400}
         return plan
 
-    monkeypatch.setattr(sim_run, "plan_namespace", curtailing)
+    # The plan under the slices the simulator's planner writes (plan_campus calls it).
+    monkeypatch.setattr(sliceplan, "plan_namespace", curtailing)
     r = simulate(sim_site.generated(36), 36, sim_site.STATIC, s, bank(s), keep_series=True)
     assert r.series is not None
     capped = np.flatnonzero(r.series.capped_w > 0)

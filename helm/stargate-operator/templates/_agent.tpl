@@ -68,12 +68,55 @@ Cross-field checks of the agent and discovery values.
 {{- if eq (include "stargate-operator.agentServiceAccountName" .) (include "stargate-operator.serviceAccountName" .) }}
 {{- fail "agent.serviceAccount.name must differ from the operator's ServiceAccount: the agent's is confined to its node's telemetry" }}
 {{- end }}
+{{- if and (eq .Values.agent.reportTo "prometheus") (not (and (eq .Values.operator.telemetry "prometheus") (eq .Values.operator.prometheusSeries "agent"))) }}
+{{- fail "agent.reportTo=prometheus needs operator.telemetry=prometheus and operator.prometheusSeries=agent: otherwise no one reads the agents' readings and every node goes stale" }}
+{{- end }}
 {{- if and .Values.watchNamespaces .Values.agent.sites }}
 {{- range .Values.agent.sites }}
 {{- if not (has . $.Values.watchNamespaces) }}
 {{- fail (printf "agent.sites names %s, which is not in watchNamespaces: no operator of this release sets its limits" .) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the agents report: agent.reportTo, else prometheus when the operator reads their series.
+*/}}
+{{- define "stargate-operator.agentReportTo" -}}
+{{- if .Values.agent.reportTo }}
+{{- .Values.agent.reportTo }}
+{{- else if and (eq .Values.operator.telemetry "prometheus") (eq .Values.operator.prometheusSeries "agent") }}
+{{- "prometheus" }}
+{{- else }}
+{{- "api" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The agents' metrics port: agent.metricsPort, else 9402 when they report to Prometheus, else 0 (off).
+*/}}
+{{- define "stargate-operator.agentMetricsPort" -}}
+{{- if .Values.agent.metricsPort }}
+{{- .Values.agent.metricsPort }}
+{{- else if eq (include "stargate-operator.agentReportTo" .) "prometheus" }}
+{{- 9402 }}
+{{- else }}
+{{- 0 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the agents' ServiceMonitor is rendered: "true" or "".
+*/}}
+{{- define "stargate-operator.agentServiceMonitor" -}}
+{{- $on := .Values.agent.serviceMonitor.enabled }}
+{{- if and .Values.agent.enabled (ne (include "stargate-operator.agentMetricsPort" .) "0") }}
+{{- if eq (toString $on) "true" }}
+{{- "true" }}
+{{- else if and (eq (toString $on) "auto") (eq (include "stargate-operator.agentReportTo" .) "prometheus") (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor") }}
+{{- "true" }}
 {{- end }}
 {{- end }}
 {{- end }}

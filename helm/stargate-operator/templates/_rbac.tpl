@@ -3,18 +3,18 @@ RBAC rules for the namespaced resources: in a ClusterRole when the operator watc
 namespaces, in a Role per watched namespace otherwise.
 */}}
 {{- define "stargate-operator.namespacedRules" -}}
-# The engine lists and watches every stargate.dev kind (its informers).
-- apiGroups: ["stargate.dev"]
+# The engine lists and watches every kind of the group (its informers).
+- apiGroups: [{{ include "stargate-operator.group" . | quote }}]
   resources: {{ include "stargate-operator.kindResources" . }}
   verbs: ["list", "watch"]
 # The limits travel in PowerLimitSlices, which only the operator writes: server-side apply, a patch
 # that creates an absent slice (so the API server also asks for create; its audit log records the
 # patch). A slice left without racks is emptied, never deleted.
-- apiGroups: ["stargate.dev"]
-  resources: ["powerlimitslices"]
+- apiGroups: [{{ include "stargate-operator.group" . | quote }}]
+  resources: [{{ include "stargate-operator.plural" "PowerLimitSlice" | quote }}]
   verbs: ["create", "patch"]
 # It writes status only, with merge patches on the status subresource: never a spec.
-- apiGroups: ["stargate.dev"]
+- apiGroups: [{{ include "stargate-operator.group" . | quote }}]
   resources: {{ include "stargate-operator.statusResources" . }}
   verbs: ["patch"]
 # Events about bad references and evictions (core/v1 events).

@@ -70,10 +70,13 @@ class NodeReading:
 
     @property
     def enforced_limit_watts(self) -> int | None:
-        """`telemetry.enforcedLimitWatts`: the lowest enforced limit of the node's GPUs, in whole watts
-        (rounded: NVML speaks milliwatts), if any GPU said."""
+        """`telemetry.enforcedLimitWatts`: the highest enforced limit of the node's GPUs, in whole
+        watts (rounded: NVML speaks milliwatts), if any GPU said. The highest, because a limit holds
+        on the node only if it holds on every GPU: one GPU that refused it, or clamped it up to its
+        range, must keep the node unconfirmed (PowerLimitApplied, the power-unmanaged taint and
+        lower-before-raise all read this figure)."""
         enforced = [g.enforced_limit_watts for g in self.gpus if g.enforced_limit_watts is not None]
-        return round(min(enforced)) if enforced else None
+        return round(max(enforced)) if enforced else None
 
     def power_range_telemetry(self) -> dict[str, int]:
         """`telemetry.minPowerWatts`, `maxPowerWatts` and `defaultPowerWatts` where known: what node

@@ -9,7 +9,7 @@ What is read, per device: power draw (`nvmlDeviceGetPowerUsage`, mW), HBM in use
 (`nvmlDeviceGetPowerManagementLimit`, `...LimitConstraints`: min and max in mW), and the limit it
 boots with (`nvmlDeviceGetPowerManagementDefaultLimit`), and the limit it enforces
 (`nvmlDeviceGetEnforcedPowerLimit`: the lowest of every limiter, ours included, reported as
-`telemetry.enforcedLimitWatts`, the lowest of the node's GPUs: the operator's proof that the limit
+`telemetry.enforcedLimitWatts`, the highest of the node's GPUs: the operator's proof that the limit
 it assigned is in force, condition PowerLimitApplied). The range and the default are reported with
 the telemetry (`minPowerWatts`, `maxPowerWatts`, `defaultPowerWatts`: what every GPU of the node
 accepts), and node discovery takes them over the product table. A device counts as unhealthy when

@@ -14,6 +14,11 @@ annotation, when watching) an agent
    `enforcedLimitWatts`, the power range) with a JSON merge patch on the status subresource that names
    nothing else, so no other status field is touched. A new limit is applied at once and reported
    at most a second after the last write (MIN_WRITE_GAP).
+   Reporting to Prometheus (`report_to="prometheus"`, what `run --telemetry prometheus` reads: the
+   figures are served on /metrics, exposition.py), it writes only when what the operator cannot
+   read there changes: its power range and default (node discovery's), and a shadow limit; its
+   first pass writes once, so that the GPUNode says what the agent found. At rest that is no write
+   at all, whatever the interval.
 
 `powerWatts` is the node's power: the GPUs' measured draw plus the rest of the node. NVML sees only the
 GPUs, so the rest is the GPUNode's `spec.basePowerWatts`; the simulator models both.
@@ -42,7 +47,7 @@ from typing import Any
 from stargate_operator import kinds
 from stargate_operator.agent.backend import GPUBackend, LimitOutcome, NodeReading, rfc3339
 from stargate_operator.agent.simulate import SimulatedBackend
-from stargate_operator.agent.slices import SliceEntry, slice_entries, slice_name_of
+from stargate_operator.agent.slices import SliceEntry, exit_level, slice_entries, slice_name_of
 from stargate_operator.agent.spread import DEFAULT_FAILSAFE_SPREAD_SECONDS, follows
 from stargate_operator.client import (
     LEASES,
@@ -67,6 +72,11 @@ FROM_SLICE, FROM_RACK, FROM_GPUNODE = "slice", "rack", "gpunode"
 # Seconds between two steps of a slice's ramp at most.
 RAMP_STEP = 1.0
 EVENT_REASON_NOT_APPLIED = "PowerLimitNotApplied"
+# Where an agent reports its readings: its GPUNode's status every interval (`api`), or its /metrics
+# for Prometheus, writing its GPUNode only when what is not in the series changes (`prometheus`).
+REPORT_TO = ("api", "prometheus")
+# Telemetry fields the operator cannot read from the agent's series: a change of one is written.
+UNSERIED_FIELDS = ("minPowerWatts", "maxPowerWatts", "defaultPowerWatts", "shadowLimitWatts")
 COMPONENT = "stargate-agent"
 MIN_WRITE_GAP = 1.0  # seconds: prompt writes after a change, but never more than one a second
 # Writes of one fleet in flight at once. A curtailment wakes every agent of a simulated site at
@@ -180,6 +190,8 @@ class NodeAgent:
     # The fail-safe: set by its fleet while the operator's Lease is not being renewed;
     # the agent then enforces min(limit, safeLimitWatts).
     failsafe: bool = False
+    # Leaving the fail-safe at its slice's rate: (the limit it left from, when), until at its limit.
+    exiting: tuple[int, float] | None = None
     rack_safe: int | None = None  # its entry in its rack's status.safeLimits, when known
     obj: dict[str, Any] = field(default_factory=dict)
     # Its limit in its rack's status.powerLimits (None: not known there; its GPUNode's then).
@@ -198,11 +210,17 @@ class NodeAgent:
     last_reported: tuple[int, tuple[str, ...]] | None = None
     last_telemetry: dict[str, Any] | None = None
     last_reading: NodeReading | None = None  # the last reading reported (the agent's /metrics)
+    last_peak_watts: float | None = None  # the highest sample of the last report window (/metrics)
+    report_to: str = "api"  # REPORT_TO
+    skipped: int = 0  # reports not written: nothing the operator cannot read in the series changed
     _last_write: float = -1e9
     _peak_w: float = 0.0  # the highest node power sampled since the last report
     # Seconds until the next try after a telemetry write failed (the API server away): the report
     # is the proof that a limit is in force, so it is not left for a whole interval.
     _retry_in: float | None = None
+
+    def node_watts(self, reading: NodeReading) -> float:
+        return node_power_watts(reading, self.obj.get("spec") or {})
 
     def update(self, obj: dict[str, Any]) -> None:
         old = self.obj
@@ -229,7 +247,14 @@ class NodeAgent:
         self._apply_soon()
 
     def ramping(self) -> bool:
-        return self.slice_entry is not None and self.slice_entry.ramping(time.time())
+        """Its limit moves by time alone: a slice's ramp, or its rise out of the fail-safe."""
+        return self.slice_entry is not None and (self.slice_entry.ramping(time.time())
+                                                 or self.exiting is not None)
+
+    def exit_rate(self) -> float | None:
+        """Per GPU, how fast it rises when it leaves the fail-safe (its slice's share of the up
+        rate); None: it leaves in one step, at its offset in the spread."""
+        return self.slice_entry.exit_rate if self.slice_entry is not None else None
 
     def set_rack_limit(self, limit: int | None) -> None:
         """Its entry in its rack's powerLimits (None: none); wakes it when its limit changes."""
@@ -247,6 +272,13 @@ class NodeAgent:
         """The limit to enforce and where it came from: the rack's, else the GPUNode's status;
         in fail-safe, no more than the GPUNode's safeLimitWatts."""
         limit = self._assigned_limit()
+        if limit is not None and not self.failsafe and self.exiting is not None:
+            rate = self.exit_rate()
+            if rate is not None:
+                level = exit_level(*self.exiting, rate, time.time())
+                if level < limit[0]:
+                    return level, limit[1]
+            self.exiting = None  # back at its limit: the rise is over
         if limit is None or not self.failsafe:
             return limit
         safe = self.safe_limit()
@@ -268,6 +300,11 @@ class NodeAgent:
 
     def set_failsafe(self, on: bool) -> None:
         if on != self.failsafe:
+            if not on and self.exit_rate() is not None:
+                held = self.assigned_limit()  # what the fail-safe enforces now: the rise's start
+                self.exiting = (held[0], time.time()) if held is not None else None
+            elif on:
+                self.exiting = None
             self.failsafe = on
             self.wake.set()
             self._apply_soon()
@@ -368,6 +405,12 @@ class NodeAgent:
                 elif self.last_telemetry and self.last_telemetry.get("shadowLimitWatts") is not None:
                     patch["telemetry"]["shadowLimitWatts"] = None  # enforcing again: no shadow left
                 self.last_reading = reading
+                self.last_peak_watts = peak
+                if self._unchanged_for_prometheus(patch["telemetry"]):
+                    self.skipped += 1
+                    self._retry_in = None
+                    self._peak_w = 0.0  # a new window all the same: the series show each one
+                    return True
                 await self.client.patch_status(GPU_NODES, self.namespace, self.name, patch)
         except ApiError as e:
             if e.status == 404:
@@ -388,6 +431,14 @@ class NodeAgent:
         self.last_telemetry = patch["telemetry"]
         self._last_write = asyncio.get_running_loop().time()
         return True
+
+    def _unchanged_for_prometheus(self, telemetry: dict[str, Any]) -> bool:
+        """Reporting to Prometheus, whether this report has nothing the operator cannot read in the
+        series (the first one is always written)."""
+        if self.report_to != "prometheus" or self.last_telemetry is None:
+            return False
+        last = self.last_telemetry
+        return all(telemetry.get(k) == last.get(k) for k in UNSERIED_FIELDS)
 
     def _failed_write(self) -> None:
         """Try again after 1 s, then 2, 4, ... up to the interval."""
@@ -501,7 +552,11 @@ class Fleet:
                  events: bool = True, seed: int | None = None,
                  failsafe_after: float | None = kinds.DEFAULT_FAILSAFE_AFTER_SECONDS,
                  sample_interval: float | None = 1.0,
-                 failsafe_spread: float = DEFAULT_FAILSAFE_SPREAD_SECONDS) -> None:
+                 failsafe_spread: float = DEFAULT_FAILSAFE_SPREAD_SECONDS,
+                 report_to: str = "api") -> None:
+        if report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, not {report_to!r}")
+        self.report_to = report_to
         self.failsafe_after = failsafe_after
         self.failsafe_spread = max(0.0, failsafe_spread)
         self._failsafe_changed_at: float | None = None  # when the site-wide verdict last turned
@@ -571,7 +626,7 @@ class Fleet:
             agent = NodeAgent(self.client, self.namespace, name, backend, interval=self.interval,
                               phase=self._phase(name) if self.names is None or len(self.names) > 1 else 0.0,
                               events=self.events, stats=self.stats, writes_gate=self.writes_gate,
-                              sample_interval=self.sample_interval,
+                              sample_interval=self.sample_interval, report_to=self.report_to,
                               failsafe=self.failsafe and self._followed(name))
             agent.obj = obj
             agent.rack_limit = self._rack_limit(name, obj)
@@ -831,7 +886,10 @@ class Fleet:
         if changed is not None:
             since = now - changed
             for agent in self.agents.values():
-                if agent.failsafe != on and follows(agent.name, self.failsafe_spread, since):
+                # Leaving at a rate, every agent leaves at once: each takes its share of the
+                # site's up rate, so together they rise at it (no spread needed).
+                rising = not on and agent.exit_rate() is not None
+                if agent.failsafe != on and (rising or follows(agent.name, self.failsafe_spread, since)):
                     agent.set_failsafe(on)
             if since >= self.failsafe_spread:
                 self._failsafe_changed_at = None  # every agent has followed: nothing to walk

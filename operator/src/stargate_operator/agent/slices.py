@@ -4,6 +4,8 @@ The operator writes every node's per-GPU limit into the slice that holds its rac
 watches that slice by name (its GPUNode's `status.powerLimitSlice`). A slice's `ramp` moves each
 node linearly from its `from` entry to its `limits` entry between `startAt` and `endAt`: one write
 of the slice, and the agents take the steps themselves, even if the operator is gone meanwhile.
+A slice's `failsafeExitWattsPerSecond` is how fast (per GPU) an agent rises back to its limit
+when it leaves the fail-safe: its share of the site's up rate.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class SliceEntry:
     start_from: int | None = None  # its ramp's start value (None: no ramp)
     start_at: float = 0.0
     end_at: float = 0.0
+    # Per GPU, watts per second: how fast to rise when leaving the fail-safe (None: no up rate).
+    exit_rate: float | None = None
 
     def at(self, now: float) -> int:
         """The limit in force at `now` (seconds since the epoch): on a ramp, linearly between its
@@ -42,6 +46,12 @@ class SliceEntry:
         return self.safe if self.safe is not None else self.limit
 
 
+def exit_level(left_from: int, left_at: float, rate: float, now: float) -> int:
+    """Leaving the fail-safe at `rate` watts per second per GPU: the limit at `now` of a rise from
+    `left_from` begun at `left_at` (rounded down; the caller caps it at the limit)."""
+    return math.floor(left_from + rate * max(0.0, now - left_at))
+
+
 def _int_map(value: Any) -> dict[str, int]:
     if not isinstance(value, dict):
         return {}
@@ -55,6 +65,9 @@ def slice_entries(obj: dict[str, Any]) -> dict[str, SliceEntry]:
     limits = _int_map(spec.get("limits"))
     safes = _int_map(spec.get("safeLimits"))
     ramp = spec.get("ramp")
+    rate = spec.get("failsafeExitWattsPerSecond")
+    exit_rate = float(rate) if isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0 \
+        else None
     start = end = None
     starts: dict[str, int] = {}
     if isinstance(ramp, dict):
@@ -67,9 +80,9 @@ def slice_entries(obj: dict[str, Any]) -> dict[str, SliceEntry]:
     for node, limit in limits.items():
         begin = starts.get(node)
         if begin is not None and start is not None and end is not None:
-            out[node] = SliceEntry(limit, safes.get(node), begin, start, end)
+            out[node] = SliceEntry(limit, safes.get(node), begin, start, end, exit_rate)
         else:
-            out[node] = SliceEntry(limit, safes.get(node))
+            out[node] = SliceEntry(limit, safes.get(node), exit_rate=exit_rate)
     return out
 
 

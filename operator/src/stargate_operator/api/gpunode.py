@@ -159,7 +159,8 @@ class Telemetry(Model):
         le=MAX_GPU_WATTS,
         description=(
             "The per-GPU power limit the GPUs enforce, in watts: NVML's enforced power limit "
-            "(nvmlDeviceGetEnforcedPowerLimit), the lowest of the node's GPUs; a simulated node reports "
+            "(nvmlDeviceGetEnforcedPowerLimit), the highest of the node's GPUs (the limit holds only where "
+            "it holds on every GPU); a simulated node reports "
             "what it applied. The operator compares it with powerLimitWatts (condition PowerLimitApplied)."
         ),
     )

@@ -62,6 +62,14 @@ class PowerLimitSliceSpec(Model):
     ramp: SliceRamp | None = Field(
         default=None, description="A ramp towards limits; absent: limits hold from the moment they are read."
     )
+    failsafe_exit_watts_per_second: float | None = Field(
+        default=None, gt=0,
+        description="Per GPU: how fast an agent leaving the fail-safe raises each GPU from its safe limit "
+        "back to its limit, so that the site (and every power domain with rampUpWattsPerSecond) rises "
+        "no faster than its up rate when all its agents leave together: the slowest of those rates "
+        "divided by the GPUs beneath it, rounded down to two significant digits. Absent: no up rate; "
+        "agents leave spread over their --failsafe-spread.",
+    )
     revision: int = Field(
         default=0, ge=0, description="Grows with every change of limits, safeLimits or ramp."
     )

@@ -20,8 +20,11 @@ An agent takes its limit from its PowerLimitSlice (one watch on the slices of th
 a slice's ramp is followed step by step), else from its rack's status.powerLimits (an older
 operator's), else from its GPUNode's status.powerLimitWatts, and reports the limit the GPUs
 enforce as telemetry.enforcedLimitWatts.
-With --metrics-port it serves what it did (limits applied, by where they came from) for
-Prometheus.
+With --metrics-port it serves its node's readings (power, enforced limit, healthy GPUs, per node
+and per GPU) and what it did (limits applied, by where they came from) for Prometheus; a simulated
+fleet serves each node's readings on its own path, /nodes/<GPUNode>/metrics. With --report-to
+prometheus (for an operator run --telemetry prometheus) the readings go there alone, and the
+GPUNode is written only when its power range or shadow limit changes.
 
 Every flag has an environment variable (shown in --help), for a DaemonSet's pod spec.
 """
@@ -36,7 +39,9 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from stargate_operator.agent.runner import Fleet, NodeAgent, node_power_watts, nvml_factory, simulated_factory
+from stargate_operator.agent.exposition import node_figures, node_page
+from stargate_operator.agent.exposition import serve as exposition_serve
+from stargate_operator.agent.runner import REPORT_TO, Fleet, nvml_factory, simulated_factory
 from stargate_operator.agent.spread import DEFAULT_FAILSAFE_SPREAD_SECONDS
 from stargate_operator.client import ApiError, KubeClient
 from stargate_operator.commands.options import env as _env
@@ -122,11 +127,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics-port", type=_non_negative_int,
         default=int(_env("STARGATE_AGENT_METRICS_PORT", "0") or 0), metavar="PORT",
-        help="serve the agent's metrics (limits applied, by source; nodes served) on this port; 0: "
-             "off [env STARGATE_AGENT_METRICS_PORT; default 0]")
+        help="serve the agent's metrics on this port: the node's power, enforced limit and healthy GPUs "
+             "(what run --telemetry prometheus reads), limits applied by source; a simulated fleet "
+             "of several nodes serves each node's own on /nodes/<GPUNode>/metrics; 0: off "
+             "[env STARGATE_AGENT_METRICS_PORT; default 0]")
     parser.add_argument(
         "--metrics-addr", default=_env("STARGATE_AGENT_METRICS_ADDR", "0.0.0.0"),
         help="address for --metrics-port [env STARGATE_AGENT_METRICS_ADDR; default 0.0.0.0]")
+    parser.add_argument(
+        "--report-to", choices=REPORT_TO, default=_env("STARGATE_AGENT_REPORT_TO", "api"),
+        help="where readings go: 'api', the GPUNode's status.telemetry every interval (with an operator "
+             "run --telemetry none); 'prometheus', /metrics only (needs --metrics-port; with an "
+             "operator run --telemetry prometheus), the GPUNode written only when its power range or "
+             "shadow limit changes [env STARGATE_AGENT_REPORT_TO; default api]")
     parser.add_argument(
         "--log-level", default=_env("STARGATE_AGENT_LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
@@ -172,9 +185,15 @@ async def _main(args: argparse.Namespace) -> int:
     fleet = Fleet(client, args.namespace, factory, names=None if args.all_nodes else args.node,
                   interval=args.interval, watch=args.watch, events=args.events, seed=args.seed,
                   failsafe_after=args.failsafe_after or None, sample_interval=args.sample_interval or None,
-                  failsafe_spread=args.failsafe_spread)
+                  failsafe_spread=args.failsafe_spread, report_to=args.report_to)
+    if args.report_to == "prometheus" and not args.metrics_port and not args.once:
+        print("stargate-operator agent: --report-to prometheus needs --metrics-port (Prometheus "
+              "scrapes the readings there)", file=sys.stderr)
+        await client.aclose()
+        return 2
+    server = None
     if args.metrics_port and not args.once:
-        serve_metrics(fleet, args.metrics_port, args.metrics_addr)
+        server = await serve_metrics(fleet, args.metrics_port, args.metrics_addr)
     try:
         if args.once:
             wrote, wanted = await fleet.run_once()
@@ -192,6 +211,8 @@ async def _main(args: argparse.Namespace) -> int:
         log.info("agent stopped")
         return 0
     finally:
+        if server is not None:
+            server.close()
         await client.aclose()
 
 
@@ -199,41 +220,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from prometheus_client.core import GaugeMetricFamily
-
-
-def node_figures(agents: list[NodeAgent], per_node: bool) -> Iterator[GaugeMetricFamily]:
-    """The nodes' power, enforced limit and healthy GPUs as last read (see serve_metrics)."""
-    from prometheus_client.core import GaugeMetricFamily
-
-    labels = ["gpunode"] if per_node else []
-    node_power = GaugeMetricFamily("stargate_agent_node_power_watts",
-                                   "Power of the node: its GPUs and the rest of it, as last read.",
-                                   labels=labels)
-    node_limit = GaugeMetricFamily("stargate_agent_node_enforced_limit_watts",
-                                   "Per-GPU power limit the node's GPUs enforce (the lowest of them).",
-                                   labels=labels)
-    node_healthy = GaugeMetricFamily("stargate_agent_node_healthy_gpus", "Healthy GPUs of the node.",
-                                     labels=labels)
-    gpu_power = GaugeMetricFamily("stargate_agent_gpu_power_watts", "Power of one GPU, as last read.",
-                                  labels=[*labels, "gpu"])
-    gpu_limit = GaugeMetricFamily("stargate_agent_gpu_enforced_limit_watts",
-                                  "Power limit one GPU enforces.", labels=[*labels, "gpu"])
-    for agent in agents:
-        reading = agent.last_reading
-        if reading is None:
-            continue
-        who = [agent.name] if per_node else []
-        spec = agent.obj.get("spec") or {}
-        node_power.add_metric(who, node_power_watts(reading, spec))
-        enforced = reading.enforced_limit_watts
-        if enforced is not None and enforced >= 0:
-            node_limit.add_metric(who, enforced)
-        node_healthy.add_metric(who, reading.healthy_gpus)
-        for g in reading.gpus:
-            gpu_power.add_metric([*who, str(g.index)], g.power_watts)
-            if g.enforced_limit_watts is not None:
-                gpu_limit.add_metric([*who, str(g.index)], g.enforced_limit_watts)
-    yield from (node_power, node_limit, node_healthy, gpu_power, gpu_limit)
 
 
 def fleet_collector(fleet: Fleet | None) -> Collector:
@@ -246,12 +232,15 @@ def fleet_collector(fleet: Fleet | None) -> Collector:
       limit already was the one asked for is not counted), by where the limit came from;
     - `stargate_agent_shadow_limit_watts{node}`: in shadow mode, the limit each agent would apply.
     - the node's figures as last read: `stargate_agent_node_power_watts` (GPUs and the rest of the
-      node), `stargate_agent_node_enforced_limit_watts` (per GPU, the lowest of its GPUs),
-      `stargate_agent_node_healthy_gpus`, and per GPU (`gpu` label, its index)
-      `stargate_agent_gpu_power_watts` and `stargate_agent_gpu_enforced_limit_watts`. An agent of
-      one node exports no node label: Prometheus gives the series its node from the scrape target
-      (honor_labels false), so an agent cannot speak for another node. A simulated fleet of many
-      nodes in one process adds `gpunode` (its GPUNode's name); it is for tests and demos."""
+      node), `stargate_agent_node_enforced_limit_watts` (per GPU, the highest of its GPUs),
+      `stargate_agent_node_healthy_gpus`, `stargate_agent_node_hbm_used_bytes`,
+      `stargate_agent_node_peak_power_watts`, `stargate_agent_node_observed_timestamp_seconds`, and
+      per GPU (`gpu` label, its index) `stargate_agent_gpu_power_watts` and
+      `stargate_agent_gpu_enforced_limit_watts` (agent/exposition.py). An agent of one node exports
+      no node label: Prometheus gives the series its node from the scrape target (honor_labels
+      false), so an agent cannot speak for another node. A simulated fleet of many nodes in one
+      process adds `gpunode` (its GPUNode's name) here, for tests and demos, and serves each node's
+      series without it on that node's own target, /nodes/<GPUNode>/metrics."""
 
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.registry import Collector
@@ -300,12 +289,24 @@ def fleet_collector(fleet: Fleet | None) -> Collector:
     return FleetCollector()
 
 
-def serve_metrics(fleet: Fleet, port: int, addr: str) -> None:
-    """The fleet's figures (`fleet_collector`) on /metrics, from a thread of prometheus_client's
-    own server."""
-    from prometheus_client import CollectorRegistry, start_http_server
+async def serve_metrics(fleet: Fleet, port: int, addr: str) -> asyncio.Server:
+    """The fleet's figures (`fleet_collector`) on /metrics and, for a fleet of several nodes, each
+    node's own series on /nodes/<GPUNode>/metrics (agent/exposition.py), on the fleet's loop."""
+    from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(fleet_collector(fleet))
-    start_http_server(port, addr, registry=registry)
+
+    async def fleet_page() -> bytes:
+        # In a thread: a simulated fleet's page of every node takes a while to render.
+        return await asyncio.to_thread(generate_latest, registry)
+
+    def one(name: str) -> bytes | None:
+        agent = fleet.agents.get(name)
+        if agent is None or fleet.single is not None:
+            return None  # a real node's agent serves its node on /metrics alone
+        return node_page(agent)
+
+    server = await exposition_serve(fleet_page, one, addr, port)
     log.info("agent metrics on %s:%d", addr, port)
+    return server

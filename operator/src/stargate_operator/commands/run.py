@@ -140,13 +140,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"(env STARGATE_LEADER_RETRY_PERIOD; default {DEFAULT_RETRY_PERIOD:g})")
     parser.add_argument("--telemetry", choices=["none", "prometheus"],
                         default=_env("STARGATE_TELEMETRY", "none"),
-                        help="extra telemetry source: 'prometheus' reads DCGM exporter series "
-                        "(env STARGATE_TELEMETRY; default none: node agents write telemetry)")
+                        help="where observations come from: 'none', the agents' writes to their "
+                        "GPUNodes (small sites); 'prometheus', series read from Prometheus (see "
+                        "--prometheus-series; campus scale: the agents then write their GPUNodes only "
+                        "when their power range changes) (env STARGATE_TELEMETRY; default none)")
     parser.add_argument("--prometheus-url", default=_env("STARGATE_PROMETHEUS_URL"),
-                        help="Prometheus to read DCGM series from (env STARGATE_PROMETHEUS_URL)")
-    node_label = _env("STARGATE_PROMETHEUS_NODE_LABEL", "Hostname")
-    parser.add_argument("--prometheus-node-label", default=node_label,
-                        help="label of the DCGM series holding the node name (default Hostname)")
+                        help="Prometheus to read the series from, http(s)://host[:port][/path] "
+                        "(env STARGATE_PROMETHEUS_URL)")
+    parser.add_argument("--prometheus-series", choices=["agent", "dcgm"],
+                        default=_env("STARGATE_PROMETHEUS_SERIES", "agent"),
+                        help="whose series --telemetry prometheus reads: 'agent', the node agents' "
+                        "stargate_agent_node_* (power, healthy GPUs, enforced limit, peak, HBM), the "
+                        "node from the scrape target; 'dcgm', dcgm-exporter's DCGM_FI_DEV_* (power, "
+                        "XID and row-remap health, HBM, the enforced limit where enabled) "
+                        "(env STARGATE_PROMETHEUS_SERIES; default agent)")
+    parser.add_argument("--prometheus-timeout", type=float, metavar="SECONDS",
+                        default=_num("STARGATE_PROMETHEUS_TIMEOUT", 5.0),
+                        help="how long one poll's queries may take before the poll counts as failed "
+                        "(the source then counts as unavailable); raise it for a large site on a busy "
+                        "Prometheus (env STARGATE_PROMETHEUS_TIMEOUT; default 5)")
+    parser.add_argument("--prometheus-node-label", default=_env("STARGATE_PROMETHEUS_NODE_LABEL"),
+                        help="label of the series holding the node name; a comma-separated list is "
+                        "tried in order (env STARGATE_PROMETHEUS_NODE_LABEL; default node for the "
+                        "agents' series, Hostname for dcgm's)")
     parser.add_argument("--telemetry-interval", type=float, default=_num("STARGATE_TELEMETRY_INTERVAL", 15.0),
                         metavar="SECONDS", help="how often the prometheus telemetry source polls; keep "
                         "--stale-after well above it (env STARGATE_TELEMETRY_INTERVAL; default 15)")
@@ -179,6 +195,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="log level (env STARGATE_LOG_LEVEL; default INFO)")
 
 
+def prometheus_url_problem(url: str | None) -> str | None:
+    """What is wrong with a --prometheus-url, or None when it is usable."""
+    from urllib.parse import urlsplit
+
+    if not url:
+        return "--telemetry prometheus needs it (e.g. http://prometheus-operated.monitoring:9090)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as e:
+        return f"{url!r} is not a URL: {e}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http:// or https:// URL with a host"
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     from stargate_operator.controller.operator import RunSettings, run
 
@@ -201,6 +233,15 @@ def main(args: argparse.Namespace) -> int:
         print("stargate-operator run: --taint-unconfirmed needs --discover-nodes (the Nodes it taints "
               "are the ones discovery watches)", file=sys.stderr)
         return 2
+    if args.telemetry == "prometheus":
+        if not args.prometheus_timeout > 0:
+            print("stargate-operator run: --prometheus-timeout: must be more than 0 seconds",
+                  file=sys.stderr)
+            return 2
+        problem = prometheus_url_problem(args.prometheus_url)
+        if problem:
+            print(f"stargate-operator run: --prometheus-url: {problem}", file=sys.stderr)
+            return 2
     namespaces = tuple(args.namespaces or args.env_namespaces)
     election = None
     if args.leader_election:
@@ -235,7 +276,9 @@ def main(args: argparse.Namespace) -> int:
         election=election,
         telemetry=args.telemetry,
         prometheus_url=args.prometheus_url,
-        prometheus_node_label=args.prometheus_node_label,
+        prometheus_node_label=args.prometheus_node_label or None,
+        prometheus_series=args.prometheus_series,
+        prometheus_timeout=args.prometheus_timeout,
         telemetry_interval=args.telemetry_interval,
         discovery=discovery,
         lease_duration=args.lease_duration,

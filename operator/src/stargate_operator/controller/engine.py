@@ -130,6 +130,15 @@ def _has_bool(value: Any) -> bool:
     return False
 
 
+def _without_nulls(body: Any) -> Any:
+    """An apply's body without its None fields: a plan says None for a field it wants gone (so that
+    `_holds` does not take an object still carrying it as done), and server-side apply removes a
+    field its manager leaves out, while a schema that is not nullable refuses null."""
+    if isinstance(body, dict):
+        return {k: _without_nulls(v) for k, v in body.items() if v is not None}
+    return body
+
+
 @dataclass
 class EngineStats:
     reconciles: int = 0
@@ -533,21 +542,24 @@ class Engine:
             return False
         if isinstance(e, ApiError) and (e.namespace_terminating or e.namespace_gone):
             # Only creates are refused, and what they were for goes with the namespace.
-            self._namespace_terminating(namespace, f"{what} of {kind} {name} skipped")
+            self._namespace_going(namespace, f"{what} of {kind} {name} skipped", e)
             return False
         logger.warning("%s of %s %s/%s failed: %s", what, kind, namespace, name, e)
         self.stats.write_errors += 1
         self.stats.last_error = str(e)
         return False
 
-    def _namespace_terminating(self, namespace: str, what: str) -> None:
-        """Said once per namespace: deleting a site refuses a create for each of its objects (while
-        the namespace terminates, and after it is gone until the watch catches up)."""
+    def _namespace_going(self, namespace: str, what: str, e: ApiError) -> None:
+        """Said once per namespace: deleting a site refuses a create for each of its objects, while
+        the namespace terminates (403) and after it is gone until the watch catches up (404); the
+        log says which of the two the API server answered."""
+        state = "is gone" if e.namespace_gone else "is being deleted"
         if namespace in self._terminating:
-            logger.debug("namespace %s is being deleted: %s", namespace, what)
+            logger.debug("namespace %s %s: %s", namespace, state, what)
             return
         self._terminating.add(namespace)
-        logger.info("namespace %s is being deleted: %s (and the like, until it is gone)", namespace, what)
+        logger.info("namespace %s %s: %s (and the like, until the watch sees it gone)", namespace, state,
+                    what)
 
     def _remember(self, obj: Any, kind: str) -> None:
         """A write's response into the store, and its version as one whose echo to skip."""
@@ -606,7 +618,7 @@ class Engine:
                 return False
             try:
                 if verb == "apply":
-                    obj = await self.client.apply(res, namespace or None, name, payload,
+                    obj = await self.client.apply(res, namespace or None, name, _without_nulls(payload),
                                                   field_manager=controller.field_manager, force=True)
                 elif verb == "create":
                     obj = await self.client.create(res, namespace or None, payload)
@@ -651,7 +663,7 @@ class Engine:
                 )
             except Exception as e:  # Events are best effort: never block status on them
                 if isinstance(e, ApiError) and (e.namespace_terminating or e.namespace_gone):
-                    self._namespace_terminating(event.key[1], "its Events are not posted")
+                    self._namespace_going(event.key[1], "its Events are not posted", e)
                 else:
                     logger.warning("posting event %s on %s failed: %s", event.reason, event.key, e)
                 return

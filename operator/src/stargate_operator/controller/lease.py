@@ -28,6 +28,8 @@ from stargate_operator.client import LEASES, ApiError, KubeClient
 
 logger = logging.getLogger("stargate.lease")
 
+LEASE_CONCURRENCY = 8  # fail-safe Leases renewed at once (each a request in flight)
+
 
 def micro_time(at: datetime) -> str:
     """A Kubernetes MicroTime: RFC 3339 in UTC with microseconds."""
@@ -72,23 +74,30 @@ class LeaseKeeper:
         return self.duration_s / 3.0
 
     async def renew_all(self) -> int:
-        """One round: renew the Lease of every site namespace; returns how many were renewed."""
-        done = 0
-        for ns in self.namespaces():
-            now = self.clock()
-            acquired = self._acquired.setdefault(ns, now)
-            body = lease_body(ns, self.holder, self.duration_s, now, acquired)
-            try:
+        """One round: renew the Lease of every site namespace, up to LEASE_CONCURRENCY at once (a
+        round then takes a round trip per that many namespaces, not per namespace: on a slow API
+        server the last namespace's agents would otherwise wait for every other's renewal);
+        returns how many were renewed."""
+        gate = asyncio.Semaphore(LEASE_CONCURRENCY)
+
+        async def renew(ns: str) -> bool:
+            async with gate:
+                now = self.clock()
+                acquired = self._acquired.setdefault(ns, now)
+                body = lease_body(ns, self.holder, self.duration_s, now, acquired)
                 try:
-                    await self.client.patch(LEASES, ns, kinds.FAILSAFE_LEASE_NAME, {"spec": body["spec"]})
-                except ApiError as e:
-                    if e.status != 404:
-                        raise
-                    await self.client.create(LEASES, ns, body)  # the first renewal makes it
-            except (ApiError, OSError) as e:  # the next round tries again
-                logger.warning("%s: fail-safe Lease not renewed: %s", ns, e)
-                continue
-            done += 1
+                    try:
+                        await self.client.patch(LEASES, ns, kinds.FAILSAFE_LEASE_NAME, {"spec": body["spec"]})
+                    except ApiError as e:
+                        if e.status != 404:
+                            raise
+                        await self.client.create(LEASES, ns, body)  # the first renewal makes it
+                except (ApiError, OSError) as e:  # the next round tries again
+                    logger.warning("%s: fail-safe Lease not renewed: %s", ns, e)
+                    return False
+                return True
+
+        done = sum(await asyncio.gather(*(renew(ns) for ns in self.namespaces())))
         self.renewals += done
         return done
 

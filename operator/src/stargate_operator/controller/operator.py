@@ -22,7 +22,7 @@ from stargate_operator.client import KubeClient
 from stargate_operator.controller.discovery import discovery_controller
 from stargate_operator.controller.engine import Engine, EngineSettings, connections_needed
 from stargate_operator.controller.leader import ElectionConfig, LeaderElector
-from stargate_operator.controller.lease import LeaseKeeper, site_namespaces
+from stargate_operator.controller.lease import LEASE_CONCURRENCY, LeaseKeeper, site_namespaces
 from stargate_operator.controller.slot import Controller, power_controller
 from stargate_operator.core.discovery import DiscoverySettings
 
@@ -40,7 +40,9 @@ class RunSettings:
     election: ElectionConfig | None = None  # leader election on a Lease; None: standalone
     telemetry: str = "none"  # none | prometheus
     prometheus_url: str | None = None
-    prometheus_node_label: str = "Hostname"
+    prometheus_node_label: str | None = None  # None: the series' own (node, or Hostname for dcgm)
+    prometheus_series: str = "agent"  # agent | dcgm: whose series the prometheus source reads
+    prometheus_timeout: float = 5.0  # seconds one request to Prometheus may take
     telemetry_interval: float = 15.0
     # Node discovery (`--discover-nodes`): its label keys; None: off. Its namespaces are the
     # engine's (a shard discovers only its own sites).
@@ -81,9 +83,15 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
         engine = Engine(client, cfg.engine, controllers=slots)
         memo["client"] = client
         memo["engine"] = engine
+        # The two heartbeats (the election's Lease, the fail-safe Leases) on connections of their
+        # own, as kube-controller-manager gives leader election its own client: on a slow API server
+        # a renewal must not wait for a free connection behind the engine's writes, nor open a new
+        # one (a TLS handshake costs round trips of its own).
+        beat = KubeClient.from_kubeconfig(cfg.kubeconfig, max_connections=1 + LEASE_CONCURRENCY)
+        memo["heartbeat_client"] = beat
         tasks: list[asyncio.Task[None]] = []
         if cfg.election is not None:
-            elector = LeaderElector(client, cfg.election, engine.active)
+            elector = LeaderElector(beat, cfg.election, engine.active)
             memo["elector"] = elector
             tasks.append(asyncio.create_task(elector.run(), name="leader-election"))
         else:
@@ -96,13 +104,18 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
             if not cfg.prometheus_url:
                 raise kopf.PermanentError("--telemetry prometheus needs --prometheus-url")
             source = PrometheusTelemetry(cfg.prometheus_url, interval=cfg.telemetry_interval,
-                                         node_label=cfg.prometheus_node_label)
-            overlay = TelemetryOverlay(on_change=lambda: engine.refresh(kinds.GPU_NODE.kind))
+                                         node_label=cfg.prometheus_node_label,
+                                         series=cfg.prometheus_series,
+                                         timeout=cfg.prometheus_timeout)
+            overlay = TelemetryOverlay(on_change=lambda: engine.refresh(kinds.GPU_NODE.kind),
+                                       gpus_only=cfg.prometheus_series == "dcgm")
             engine.add_hook(overlay)
             meters = MeterOverlay(on_change=lambda: engine.refresh(kinds.POWER_DOMAIN.kind))
             engine.add_hook(meters)
 
             async def on_update(readings: dict[str, dict[str, Any]], source: Any = source) -> None:
+                if source.last_query_s is not None:
+                    metrics.health.QUERY_SECONDS.labels(series=source.series).observe(source.last_query_s)
                 overlay.update(readings)
                 queries = meter_queries(engine.store)  # metered PowerDomains: the same poll, same period
                 if queries or meters.readings:
@@ -111,7 +124,7 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
             tasks.append(asyncio.create_task(source.run(on_update, overlay.set_source), name="telemetry"))
         tasks.append(asyncio.create_task(engine.run(), name="engine"))
         if cfg.lease_duration > 0:
-            keeper = LeaseKeeper(client, site_namespaces(engine.store.namespaces, engine.store.objects),
+            keeper = LeaseKeeper(beat, site_namespaces(engine.store.namespaces, engine.store.objects),
                                  engine.active, lambda: engine.synced, duration_s=cfg.lease_duration)
             memo["lease"] = keeper
             tasks.append(asyncio.create_task(keeper.run(), name="failsafe-lease"))
@@ -132,9 +145,10 @@ def build_registry(cfg: RunSettings) -> kopf.OperatorRegistry:
         if server is not None:
             server.shutdown()
             server.server_close()
-        client = memo.get("client")
-        if client is not None:
-            await client.aclose()
+        for name in ("client", "heartbeat_client"):
+            client = memo.get(name)
+            if client is not None:
+                await client.aclose()
 
     @kopf.on.probe(id="engine", registry=registry)
     def probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:

@@ -50,7 +50,14 @@ from stargate_operator.core.domains import (
 from stargate_operator.core.objects import ClusterIn, DomainIn, name_or_none, object_header
 from stargate_operator.core.power import site_budget
 from stargate_operator.core.ramps import INFINITY as NEVER
-from stargate_operator.core.ramps import Ramp, domain_rates, share_site_rate
+from stargate_operator.core.ramps import (
+    Ramp,
+    domain_rates,
+    envelope_instant,
+    note_kinks,
+    note_window,
+    share_site_rate,
+)
 from stargate_operator.core.settlement import (
     Ledger,
     Window,
@@ -216,6 +223,9 @@ def link_events(events: Iterable[EventIn], clusters: Mapping[str, ClusterIn],
                          "the event changes nothing")
             continue
         e.cluster = cluster
+        if cluster.rates.any or any(d.rates.any for d in cluster.domains):
+            # A step at start or end is a kink of the site's plan too: no ramp piece spans it.
+            note_kinks(cluster, (e.start,) if e.end is None else (e.start, e.end))
         percent = e.reduce_percent
         baseline = baseline_estimate(e.status, e.ledger) if e.baseline_basis and percent is not None else None
         if e.domain_ref is None:
@@ -288,7 +298,14 @@ def _apply_ramps(cluster: ClusterIn, held: list[tuple[EventIn, DomainIn | Cluste
         change = ramp.changes(now)
         if change < upcoming:
             upcoming = change
-        cap = e.cap_now = ramp.capacity(now)
+        # The plan beneath moves where the envelope binds the demand there: a ramp in the slices
+        # starts where the envelope meets it, not at the descent's start.
+        racks = cluster.racks if isinstance(target, ClusterIn) else \
+            [r for r in cluster.racks if any(d is target for d in r.chain)]
+        for a, b in ramp.windows(sum(r.demand_w for r in racks)):
+            note_window(cluster, a, b)
+        note_kinks(cluster, ramp.kinks())
+        cap = e.cap_now = ramp.capacity(envelope_instant(cluster, now))
         if cap is None:
             continue
         if target.ramp_cap_w is None or cap < target.ramp_cap_w:

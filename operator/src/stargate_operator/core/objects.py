@@ -74,6 +74,14 @@ class ClusterIn:
     curtail_held: tuple[int, float, float | None] | None = None
     curtail_out: dict[str, Any] | None = None  # status.power.curtailment as this plan writes it
     ramp_next: float | None = None  # when the curtailment's ramp next changes by time alone
+    # The instant every envelope is read at (None: the planning instant): sliceramp.py plans the
+    # two ends of a ramp's piece with everything else as it is now.
+    envelope_at: float | None = None
+    # The pieces a ramp in the PowerLimitSlices runs along (sliceramp.py): where the plan of the site
+    # (or of a domain beneath it) may move by time alone, as (from, to) windows, and the instants
+    # where an envelope turns upward or steps (no straight piece spans those).
+    ramp_windows: list[tuple[float, float]] = field(default_factory=list)
+    ramp_kinks: list[float] = field(default_factory=list)
     # computed
     racks: list[RackIn] = field(default_factory=list)
     domains: list[DomainIn] = field(default_factory=list)  # its valid power and cooling domains

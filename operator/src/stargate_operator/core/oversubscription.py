@@ -25,7 +25,7 @@ from collections.abc import Callable
 from stargate_operator.core.capping import ENDED, step
 from stargate_operator.core.domains import allocate_tree
 from stargate_operator.core.objects import ClusterIn, DomainIn, NodeIn, RackIn
-from stargate_operator.core.ramps import RAMP_TICK_SECONDS, domain_rates
+from stargate_operator.core.ramps import RAMP_TICK_SECONDS, domain_rates, envelope_instant, note_window
 from stargate_operator.core.wire import format_time, from_epoch, int_or_none, parse_epoch
 
 
@@ -52,9 +52,9 @@ def allocate_oversubscribed(cluster: ClusterIn, now: float,
     for d in domains:
         d.capping_now = d.capping_was is not None and d.capping_was.active
     nexts: list[float] = []
-    _rise_after_capping(cluster, cluster.budget_w, cluster.rates.up, now, nexts)
+    _rise_after_capping(cluster, cluster, cluster.budget_w, cluster.rates.up, now, nexts)
     for d in domains:
-        _rise_after_capping(d, d.usable_w, domain_rates(d, cluster).up, now, nexts)
+        _rise_after_capping(cluster, d, d.usable_w, domain_rates(d, cluster).up, now, nexts)
     floors = allocate_tree(cluster)
 
     site_draw = 0
@@ -81,8 +81,8 @@ def allocate_oversubscribed(cluster: ClusterIn, now: float,
     return floors
 
 
-def _rise_after_capping(rec: ClusterIn | DomainIn, real: int, up: float | None, now: float,
-                        nexts: list[float]) -> None:
+def _rise_after_capping(cluster: ClusterIn, rec: ClusterIn | DomainIn, real: int, up: float | None,
+                        now: float, nexts: list[float]) -> None:
     """Leaving capping ramps: since capping ended, the allocatable capacity rises from the real one at
     the up rate (ramps.py), not in one step to the raised one."""
     was, over = rec.capping_was, rec.over
@@ -92,10 +92,13 @@ def _rise_after_capping(rec: ClusterIn | DomainIn, real: int, up: float | None, 
     raised = over.allocatable(real, False)
     if since is None or since > now or raised <= real:
         return
-    level = real + int(up * (now - since))
+    note_window(cluster, since, since + (raised - real) / up)
+    if real + int(up * (now - since)) >= raised:
+        return
+    level = real + int(up * (envelope_instant(cluster, now) - since))
     if level < raised:
         _bound(rec, level)
-        nexts.append(now + RAMP_TICK_SECONDS)
+    nexts.append(now + RAMP_TICK_SECONDS)
 
 
 def _bound(rec: ClusterIn | DomainIn, cap: int) -> None:

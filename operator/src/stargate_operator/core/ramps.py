@@ -156,6 +156,45 @@ class Ramp:
         ends = self.rise_ends()
         return self.end is not None and ends is not None and self.end <= t < ends
 
+    def windows(self, demand: int) -> list[tuple[float, float]]:
+        """Where the plan beneath it moves by time alone: the descent, from where the envelope
+        meets `demand` (the demand beneath the constraint) to the target; the rise, from `end` to
+        where it passes the demand again."""
+        out: list[tuple[float, float]] = []
+        if self.down_used is not None and self.drop > 0:
+            meets = [t for t in self.crossings(demand) if t <= self.reached_at()]
+            out.append((max([self.descent_start(), *meets]), self.reached_at()))
+        ends = self.rise_ends()
+        if self.end is not None and ends is not None and self.up_used is not None and ends > self.end:
+            passes = [t for t in self.crossings(demand) if t > self.end]
+            out.append((self.end, min([ends, *passes])))
+        return [(a, b) for a, b in out if b > a]
+
+    def kinks(self) -> list[float]:
+        """Where the envelope turns upward (the target reached, `end`) or steps (no rate): no
+        straight piece of a ramp spans those."""
+        out = [self.reached_at()]
+        if self.end is not None:
+            out.append(self.end)
+        return out
+
+    def crossings(self, level: int) -> list[float]:
+        """When the envelope passes `level` on its way down and on its way up: where a demand of
+        `level` beneath the constraint starts and stops being bound by it (a kink of the plan)."""
+        if not self.target < level < self.normal:
+            return []
+        out: list[float] = []
+        if self.down_used is not None:
+            t = self.reached_at() - (level - self.target) / self.down_used
+            if t > self.descent_start():
+                out.append(t)
+        ends = self.rise_ends()
+        if self.end is not None and ends is not None and self.up_used is not None:
+            t = self.end + (level - self._level(self.end)) / self.up_used
+            if self.end < t < ends:
+                out.append(t)
+        return out
+
     def changes(self, t: float) -> float:
         """The next instant after t at which the envelope changes by time alone (infinity: none)."""
         if self.moving(t):
@@ -168,6 +207,27 @@ class Ramp:
 
 def _up(level: float) -> int:
     return math.ceil(level - 1e-9)  # a float's dust must not add a watt
+
+
+def envelope_instant(cluster: ClusterIn, now: float) -> float:
+    """The instant a site's envelopes are read at: `now`, unless the plan is of a ramp's end."""
+    at = cluster.envelope_at
+    return now if at is None else at
+
+
+def note_window(cluster: ClusterIn, start: float, stop: float) -> None:
+    """A stretch where the site's plan may move by time alone (sliceramp.py)."""
+    if stop > start:
+        cluster.ramp_windows.append((start, stop))
+
+
+def note_kinks(cluster: ClusterIn, kinks: Sequence[float]) -> None:
+    """Instants where an envelope turns upward or steps (sliceramp.py)."""
+    cluster.ramp_kinks.extend(kinks)
+
+
+def demand_beneath(cluster: ClusterIn) -> int:
+    return sum(r.demand_w for r in cluster.racks)
 
 
 def compose(normal: int, ramps: Sequence[Ramp], t: float) -> int:
@@ -243,22 +303,25 @@ def ramp_curtailment(cluster: ClusterIn, now: float) -> int:
         if held is not None and held[0] == percent and held[2] is None:
             since = held[1]
         else:
-            since = now
+            since = _as_kept(now)
             if held is not None and down is not None:  # continue from the envelope's level now
                 level = _curtailment_ramp(cluster, held, normal, down, up).capacity(now)
                 if level is not None:
-                    since = now - (normal - level) / down
+                    since = _as_kept(now - (normal - level) / down)
     elif held is not None:
         percent, since, lifted = held
         if lifted is None:
             until = cluster.curtailment_until
-            lifted = until if until is not None and until <= now and until >= since else now
+            lifted = until if until is not None and until <= now and until >= since else _as_kept(now)
         target = site_budget(cluster.it_capacity_w, cluster.reserve_percent, percent)
     if since is None:
         return normal
     ramp = Ramp(normal, target, since, lifted, since, down, up)
-    cap = ramp.capacity(now)
-    if cap is None and lifted is not None:
+    for a, b in ramp.windows(demand_beneath(cluster)):
+        note_window(cluster, a, b)
+    note_kinks(cluster, ramp.kinks())
+    cap = ramp.capacity(envelope_instant(cluster, now))
+    if ramp.capacity(now) is None and lifted is not None:
         cluster.curtail_out = None  # risen back: the record goes
         return normal
     if cap is not None and (cluster.ramp_cap_w is None or cap < cluster.ramp_cap_w):
@@ -271,6 +334,14 @@ def ramp_curtailment(cluster: ClusterIn, now: float) -> int:
     if change != INFINITY and (cluster.ramp_next is None or change < cluster.ramp_next):
         cluster.ramp_next = change
     return normal
+
+
+def _as_kept(t: float) -> float:
+    """An instant as status keeps it (whole milliseconds): the next plan reads it back from there,
+    and must find the same envelope (a ramp in the slices is written once, sliceramp.py)."""
+    kept = parse_epoch(format_time(from_epoch(t), millis=True))
+    assert kept is not None
+    return kept
 
 
 def _curtailment_ramp(cluster: ClusterIn, held: tuple[int, float, float | None], normal: int,
@@ -301,9 +372,12 @@ def bring_online(cluster: ClusterIn, now: float) -> float | None:
         ready = d.old.get("Ready") or {}
         since = parse_epoch(ready.get("lastTransitionTime")) if ready.get("status") == "True" else None
         if since is None or since > now:
-            since = now
-        rise = up * (now - since)
-        if rise < d.usable_w:  # beyond its usable power the rise bounds nothing
+            since = float(math.floor(now))  # as its Ready condition will say: whole seconds
+        note_window(cluster, since, since + d.usable_w / up)
+        if up * (now - since) >= d.usable_w:  # beyond its usable power the rise bounds nothing
+            continue
+        rise = up * (envelope_instant(cluster, now) - since)
+        if rise < d.usable_w:
             d.online_rise_w = rise
-            upcoming = now + RAMP_TICK_SECONDS
+        upcoming = now + RAMP_TICK_SECONDS
     return upcoming

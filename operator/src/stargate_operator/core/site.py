@@ -37,6 +37,7 @@ from stargate_operator.core.objects import (
 from stargate_operator.core.outage import SOURCE_KIND, SourceState, Verdict, freeze, judge_site, parse_source
 from stargate_operator.core.power import node_floor_demand
 from stargate_operator.core.shadow import shadow
+from stargate_operator.core.sliceramp import next_piece, ramp_piece
 from stargate_operator.core.status import (
     StatusContext,
     claim_status,
@@ -119,6 +120,8 @@ def plan_namespace(
     now: datetime,
     settings: CoreSettings,
     cache: PlanCache | None = None,
+    *,
+    envelope_at: float | None = None,
 ) -> Plan:
     """Every operator-owned status of the given objects, the Events to post, and the next instant
     at which time alone changes the result.
@@ -130,6 +133,9 @@ def plan_namespace(
 
     `cache`: optional, the same PlanCache on every call for the same objects (the engine's): the
     result is the same, computed faster when few objects changed (see cache.py).
+
+    `envelope_at`: the instant (epoch seconds) every ramp's envelope is read at, everything else
+    being judged at `now`: the plan at one end of a ramp's piece (sliceramp.py).
 
     The core allocates no reference cycles: a caller planning a large site pauses the cyclic
     garbage collector around the call (`stargate_operator.process.gc_paused`), as the engine does.
@@ -174,7 +180,15 @@ def plan_namespace(
     previous = cache.racks if cache is not None else None
     memos: dict[RackKey, RackMemo] = {}
     for ns in sorted(spaces):
-        change = _plan_space(spaces[ns], now_e, plan.statuses, ctx, previous, memos)
+        change = _plan_space(spaces[ns], now_e, plan.statuses, ctx, previous, memos, envelope_at)
+        piece = ramp_piece(spaces[ns].clusters.values(), now_e)
+        if piece is not None:
+            plan.ramp_pieces[ns] = piece
+        look_at, ahead = next_piece(spaces[ns].clusters.values(), now_e)
+        if ahead is not None:
+            plan.ramp_next[ns] = ahead
+        if look_at is not None and look_at < next_change:
+            next_change = look_at
         if change < next_change:
             next_change = change
     if cache is not None:
@@ -255,7 +269,7 @@ def _space(spaces: dict[str, _Namespace], namespace: str) -> _Namespace:
 
 def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[str, Any]],
                 ctx: StatusContext, previous: dict[RackKey, RackMemo] | None,
-                memos: dict[RackKey, RackMemo]) -> float:
+                memos: dict[RackKey, RackMemo], envelope_at: float | None = None) -> float:
     """Link, allocate and build the statuses of one namespace; return its next change by time
     (curtailments ending, grid events starting or ending), or infinity. Nodes are visited rack by
     rack, so that a rack's nodes are allocated and written out while they are still in the CPU
@@ -293,6 +307,8 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
                 add_node(rack, node)
 
     clusters = space.clusters
+    for site in clusters.values():
+        site.envelope_at = envelope_at
     for rack in racks.values():
         cluster = clusters.get(rack.cluster_ref)
         if cluster is not None:

@@ -4,8 +4,8 @@
 - packs the racks into slices (slices.py) in the order of the power tree, the previous assignment
   read from the slices held;
 - stages the change from the limits the slices hold to the nodes' new `powerLimitWatts`, lower
-  before raise (staging.py), the constraints above a node being its site and every power and cooling
-  domain on its rack's path;
+  before raise (staging.py), the constraints above a node being its site, every power and cooling
+  domain on its rack's path and its rack itself;
 - writes each slice whole (server-side apply of its spec, a `revision` that grows with every change),
   empties the slices left without racks, counts confirmed nodes in each slice's status, and names each
   node's slice in its GPUNode status (`powerLimitSlice`).
@@ -34,6 +34,14 @@ from typing import Any
 from stargate_operator import kinds
 from stargate_operator.core.cache import PlanCache
 from stargate_operator.core.site import plan_namespace
+from stargate_operator.core.sliceramp import (
+    Held,
+    PieceLimits,
+    failsafe_exit_rates,
+    held_entries,
+    inward,
+    ramp_starts,
+)
 from stargate_operator.core.slices import pack
 from stargate_operator.core.staging import stage
 from stargate_operator.core.types import CoreSettings, ObjectKey, Plan, PlanEvent
@@ -93,6 +101,8 @@ class _SliceMemo:
     version: Any
     limits: dict[str, int]
     names: Mapping[str, Any]  # every node it names, whatever its value
+    entries: dict[str, Held]  # as its agents read it (sliceramp.py)
+    ramped: dict[str, Held]  # those of its entries on a ramp
 
 
 @dataclass(slots=True)
@@ -122,12 +132,15 @@ class _SpaceState:
 class CampusCache:
     plan: PlanCache = field(default_factory=PlanCache)
     spaces: dict[str, _SpaceState] = field(default_factory=dict)
+    # The plans of a ramp's two ends (sliceramp.py), each with its own cache.
+    ends: tuple[PlanCache, PlanCache] = field(default_factory=lambda: (PlanCache(), PlanCache()))
 
     def forget(self) -> None:
         """Drop every memo (the core's and the slice pass's) but keep the state of changes under
         way (pending lowerings, recent limits): the next call computes everything afresh, with the
         same result as with the memos."""
         self.plan = PlanCache()
+        self.ends = (PlanCache(), PlanCache())
         for state in self.spaces.values():
             state.memos = _Memos()
 
@@ -139,24 +152,63 @@ def plan_campus(objects: Iterable[Mapping[str, Any]], now: datetime, settings: C
     plan = plan_namespace(objects, now, settings.core, cache.plan if cache is not None else None)
     spaces = cache.spaces if cache is not None else {}
     by_ns: dict[str, list[Mapping[str, Any]]] = {}
-    last_ns: str | None = None
-    last: list[Mapping[str, Any]] = []
     for obj in objects:
         meta = obj.get("metadata")
         if meta is None:
             continue  # a caller's record, not an API object (a telemetry source's state: outage.py)
-        ns = meta.get("namespace") or "default"
-        if ns != last_ns:  # one namespace, normally: skip the lookup
-            last_ns = ns
-            last = by_ns.setdefault(ns, [])
-        last.append(obj)
+        by_ns.setdefault(meta.get("namespace") or "default", []).append(obj)
     epoch = as_utc(now).timestamp()
+    records = [obj for obj in objects if obj.get("metadata") is None]
     for ns, objs in by_ns.items():
-        state = spaces.get(ns)
-        if state is None:
-            state = spaces[ns] = _SpaceState()
-        _plan_space(ns, objs, plan, epoch, settings, state)
+        state = spaces.setdefault(ns, _SpaceState())
+        piece, ahead = plan.ramp_pieces.get(ns), plan.ramp_next.get(ns)
+        ends = _piece_limits(ns, [*objs, *records], now, piece, settings, cache) if piece else None
+        if ahead is not None and (ends is None or not ends.moves()):
+            # Nothing moves until the next kink, a few seconds away: its piece is written now if the
+            # plan holds still until it starts (no step there), so that it is in place in time.
+            later = _piece_limits(ns, [*objs, *records], now, ahead, settings, cache)
+            if later is not None and later.moves() and all(
+                    (plan.statuses.get((NODE, ns, n)) or {}).get("powerLimitWatts") == w
+                    for n, w in later.start.items()):
+                ends = later
+        if ends is not None and ends.moves():
+            # While a piece moves, the statuses of its racks and nodes say where it goes (the
+            # slices' limits), as its slices do: written once per piece, not once a second.
+            plan.statuses.update(ends.statuses)
+        _plan_space(ns, objs, plan, epoch, settings, state, ends)
     return plan
+
+
+def _piece_limits(ns: str, objs: list[Mapping[str, Any]], now: datetime, piece: tuple[float, float],
+                  settings: CampusSettings, cache: CampusCache | None) -> PieceLimits | None:
+    """The plans at the two ends of the ramp's piece holding `now`, everything but the envelopes
+    judged now (sliceramp.py)."""
+    instants = inward(*piece)
+    if instants is None:
+        return None
+    found: list[tuple[dict[str, int], dict[str, int]]] = []
+    statuses: dict[ObjectKey, dict[str, Any]] = {}
+    for i, at in enumerate(instants):
+        epoch = parse_epoch(at)
+        assert epoch is not None
+        end = plan_namespace(objs, now, settings.core, cache.ends[i] if cache is not None else None,
+                             envelope_at=epoch)
+        limits: dict[str, int] = {}
+        safes: dict[str, int] = {}
+        for (kind, space, name), st in end.statuses.items():
+            if kind == kinds.RACK.kind and space == ns:
+                statuses[kind, space, name] = st
+            if kind != NODE or space != ns:
+                continue
+            statuses[kind, space, name] = st  # the end's: kept while the piece moves
+            limit, safe = st.get("powerLimitWatts"), st.get("safeLimitWatts")
+            if type(limit) is int:
+                limits[name] = limit
+                if type(safe) is int:
+                    safes[name] = safe
+        found.append((limits, safes))
+    return PieceLimits(instants[0], instants[1], found[0][0], found[1][0], found[0][1], found[1][1],
+                       statuses)
 
 
 def _chain(name: str | None, parents: Mapping[str, str | None]) -> tuple[str, ...]:
@@ -208,23 +260,27 @@ def _rack_refs(spec: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
 def _read_rack(rack: str, refs: tuple[Any, ...] | None, parents: Mapping[str, str | None]) -> _RackMemo:
     if refs is None:
         # A rack that does not exist (yet): last in the power-tree order, beneath its site alone.
-        return _RackMemo(None, ("~", (), rack), ("StargateCluster/",))
+        return _RackMemo(None, ("~", (), rack), ("StargateCluster/", f"Rack/{rack}"))
     cluster, power_ref, cooling_ref = refs
     power = _chain(power_ref, parents)
     # The power-tree order: site, then the chain of power domains from the top, then the rack.
     return _RackMemo(refs, (str(cluster or ""), power, rack),
                      (f"StargateCluster/{cluster or ''}",
                       *(f"PowerDomain/{d}" for d in power),
-                      *(f"PowerDomain/{d}" for d in _chain(cooling_ref, parents))))
+                      *(f"PowerDomain/{d}" for d in _chain(cooling_ref, parents)),
+                      f"Rack/{rack}"))
 
 
 def _read_slice(obj: Mapping[str, Any], version: Any) -> _SliceMemo:
-    limits = (obj.get("spec") or {}).get("limits") or {}
-    return _SliceMemo(version, {n: w for n, w in limits.items() if type(w) is int}, limits)
+    spec = obj.get("spec") or {}
+    limits = spec.get("limits") or {}
+    entries = held_entries(spec)
+    return _SliceMemo(version, {n: w for n, w in limits.items() if type(w) is int}, limits, entries,
+                      {n: e for n, e in entries.items() if e.start_from is not None})
 
 
 def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, settings: CampusSettings,
-                state: _SpaceState) -> None:
+                state: _SpaceState, piece: PieceLimits | None = None) -> None:
     memos = state.memos
     stale_after = settings.core.stale_after_seconds
     if memos.stale_after != stale_after:
@@ -235,31 +291,35 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
     slices: dict[str, Mapping[str, Any]] = {}
     nodes: dict[str, Mapping[str, Any]] = {}
     clusters: list[str] = []
+    up_rates: dict[str, float] = {}  # constraint -> rampUpWattsPerSecond, where set
     for obj in objs:
         kind = obj.get("kind")
+        name = obj["metadata"]["name"]
         if kind == NODE:
-            nodes[obj["metadata"]["name"]] = obj
+            nodes[name] = obj
         elif kind == kinds.RACK.kind:
-            racks[obj["metadata"]["name"]] = obj.get("spec") or {}
+            racks[name] = obj.get("spec") or {}
         elif kind == kinds.POWER_DOMAIN.kind:
-            parents[obj["metadata"]["name"]] = (obj.get("spec") or {}).get("parentRef")
+            parents[name] = (obj.get("spec") or {}).get("parentRef")
+            _up_rate(up_rates, f"PowerDomain/{name}", obj.get("spec"))
         elif kind == SLICE:
-            slices[obj["metadata"]["name"]] = obj
+            slices[name] = obj
         elif kind == kinds.STARGATE_CLUSTER.kind:
-            clusters.append(obj["metadata"]["name"])
+            clusters.append(name)
+            _up_rate(up_rates, f"StargateCluster/{name}", (obj.get("spec") or {}).get("power"))
     statuses = plan.statuses
 
     # One walk over the nodes: their limits as the core computed them, and what their own objects
-    # say (read again only for an object that changed).
+    # say (read again only for an object whose spec or report changed).
     node_memos = memos.nodes
     kept: dict[str, _NodeMemo] = {}
     target: dict[str, int] = {}
     safe: dict[str, int] = {}
-    node_status: dict[str, dict[str, Any]] = {}
     rack_nodes: dict[str, list[str]] = {}
     rack_of: dict[str, str] = {}
     gpus: dict[str, int] = {}
     enforced: dict[str, int] = {}
+    reports: list[tuple[str, int]] = []  # nodes whose report gives an enforced limit
     for name, obj in nodes.items():
         st = statuses.get((NODE, ns, name))
         if st is None:
@@ -278,9 +338,14 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
                                      and _same(memo.enforced, tel.get("enforcedLimitWatts"))))))):
             memo = _read_node(obj, version, tel)
         kept[name] = memo
+        if piece is not None and name in piece.end and name in piece.start:
+            limit = piece.end[name]  # on a ramp: where its line ends (sliceramp.py)
         target[name] = limit
-        node_status[name] = st
         sl = st.get("safeLimitWatts")
+        if piece is not None and name in piece.end_safe:
+            # The end's: a descent's is the lower; on a rise, an agent in the fail-safe enforces
+            # min(line, safe), which the line keeps under the envelope.
+            sl = piece.end_safe[name]
         if type(sl) is int and sl < limit:
             safe[name] = sl
         rack = memo.rack
@@ -297,10 +362,12 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
                 enforced[name] = _UNKNOWN  # a report, but one that proves nothing now
             elif memo.value is not None:
                 enforced[name] = memo.value
+            if memo.value is not None:
+                reports.append((name, memo.value))
     memos.nodes = kept
 
     # Each rack's place in the power tree and the constraints above it, read again only for a rack
-    # whose spec changed, or for every rack when the domains' tree changed.
+    # whose references changed, or for every rack when the domains' tree changed.
     same_tree = parents == memos.parents
     memos.parents = parents
     rack_memos = memos.racks
@@ -314,11 +381,13 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
     memos.racks = placed
     ordered = sorted(rack_nodes, key=lambda r: placed[r].order)
 
-    # What the slices hold, read again only for a slice that changed.
+    # What the slices hold, read again only for a slice whose spec changed.
     slice_memos = memos.slices
     read: dict[str, _SliceMemo] = {}
     held: dict[str, int] = {}
     previous: dict[str, str] = {}
+    entries: dict[str, Held] = {}
+    ramped: dict[str, Held] = {}
     for sname, sobj in slices.items():
         version = _spec_version(sobj["metadata"])
         sm = slice_memos.get(sname)
@@ -326,15 +395,30 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             sm = _read_slice(sobj, version)
         read[sname] = sm
         held.update(sm.limits)
+        entries.update(sm.entries)
+        if sm.ramped:
+            ramped.update(sm.ramped)
         for node in sm.names:
             was_in = rack_of.get(node)
             if was_in is not None and was_in not in previous:
                 previous[was_in] = sname
     memos.slices = read
+    if ramped:  # a later slice's entry of the same node wins, as in `entries`
+        ramped = {n: e for n, e in ramped.items() if entries[n] is e}
     assignment = pack([(r, len(rack_nodes[r])) for r in ordered], previous, settings.slices.slice_size)
 
     above = {name: placed[rack].above for name, rack in rack_of.items()}
-    staged = stage(target, held, enforced, gpus, above, state.pending, state.waiting_since, now,
+    # Lowerings not followed yet, as the agents' reports show them (a node enforcing more than its
+    # slice holds): the record of the lowerings in flight lives in this process only, and an
+    # operator started in the middle of a change (after a crash, a failover) must not raise beneath
+    # a constraint before them either. Such a node counts at what it reports until it confirms.
+    pending = state.pending
+    for name, value in reports:
+        if value > held.get(name, value) and name not in pending:
+            if pending is state.pending:
+                pending = dict(pending)
+            pending[name] = value
+    staged = stage(target, held, enforced, gpus, above, pending, state.waiting_since, now,
                    settings.slices.raise_after_seconds)
     state.pending, state.waiting_since = staged.pending, staged.waiting_since
     limits_now = staged.limits
@@ -350,42 +434,43 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             kept_top = recent.get(node)
             top = max(was, kept_top[0]) if kept_top is not None and kept_top[1] > now else was
             recent[node] = (top, now + grace)
+    for node, entry in ramped.items():
+        # Following a slice's ramp: its agent reports a point of the line, not its end, however
+        # long the line; confirmed against the line's higher end until the grace after it.
+        if entry.ramping(now) and entry.start_from is not None and node in target:
+            kept_top = recent.get(node)
+            top = max(entry.start_from, entry.limit, kept_top[0] if kept_top is not None else 0)
+            recent[node] = (top, entry.end_at + grace)
+            changed[node] = max(changed.get(node, now), entry.end_at)  # its grace runs from the end
     for node in [n for n, (_, until) in recent.items() if until <= now or n not in target]:
         del recent[node]
     for node in [n for n, at in changed.items() if at + grace <= now or n not in target]:
         del changed[node]
     grace_ends = _within_grace(ns, nodes, statuses, changed, grace)
+    starts = ramp_starts(piece, entries) if piece is not None else {}
+    exits = failsafe_exit_rates(up_rates, above, gpus) if up_rates else {}
 
     by_slice: dict[str, list[str]] = {}
-    for rack in ordered:
-        sname = assignment[rack]
-        names = by_slice.get(sname)
-        if names is None:
-            by_slice[sname] = list(rack_nodes[rack])
-        else:
-            names += rack_nodes[rack]
-    safe_by_slice: dict[str, dict[str, int]] = {}
-    for n, sl in safe.items():
-        if sl < limits_now[n]:
-            safe_by_slice.setdefault(assignment[rack_of[n]], {})[n] = sl
-    for names in by_slice.values():
-        names.sort()
-    # In the order of their first node's name (the order of the applies and statuses made).
-    for sname, names in sorted(by_slice.items(), key=lambda item: item[1][0]):
-        limits = {n: limits_now[n] for n in names}
-        safes = dict(sorted(safe_by_slice[sname].items())) if sname in safe_by_slice else {}
+    for node in sorted(target):
+        by_slice.setdefault(assignment[rack_of[node]], []).append(node)
+    for sname, names in by_slice.items():
         held_slice = slices.get(sname)
         spec = (held_slice.get("spec") or {}) if held_slice is not None else {}
+        limits, ramp = _slice_ramp(names, staged.limits, target, starts, entries, piece, spec, now)
+        safes = {n: safe[n] for n in names if n in safe and safe[n] < limits[n]}
         revision = spec.get("revision")
         revision = revision if type(revision) is int else 0
         generation = (held_slice or {}).get("metadata", {}).get("generation")
         generation = generation if type(generation) is int else 0
-        if held_slice is None or spec.get("limits") != limits or (spec.get("safeLimits") or {}) != safes:
+        exit_rate = min((exits[n] for n in names if n in exits), default=None)
+        if (held_slice is None or spec.get("limits") != limits or (spec.get("safeLimits") or {}) != safes
+                or spec.get("ramp") != ramp or spec.get("failsafeExitWattsPerSecond") != exit_rate):
             revision += 1
             generation += 1  # what the apply of the changed spec makes it
-        desired: dict[str, Any] = {"limits": limits, "safeLimits": safes, "revision": revision}
-        if spec.get("ramp") is not None:
-            desired["ramp"] = spec["ramp"]  # not ours to end
+        # A ramp to remove is said so (None), so that the slice held with one is not taken as
+        # already what the plan wants; the apply leaves the field out.
+        desired: dict[str, Any] = {"limits": limits, "safeLimits": safes, "revision": revision,
+                                   "ramp": ramp, "failsafeExitWattsPerSecond": exit_rate}
         plan.applies.append({
             "apiVersion": kinds.API_VERSION, "kind": SLICE,
             "metadata": {"name": sname, "namespace": ns},
@@ -397,19 +482,17 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             if got is None:
                 continue
             kept_top = recent.get(n)
-            limit = limits[n]
-            if got <= (limit if kept_top is None or kept_top[0] < limit else kept_top[0]):
+            top = max(limits[n], kept_top[0]) if kept_top is not None else limits[n]
+            if got <= top:
                 confirmed += 1
         # Written once the slice is held (the caller writes statuses of held objects only, after
         # the slices' own writes).
         statuses[SLICE, ns, sname] = {"observedGeneration": generation, "nodes": len(names),
                                       "confirmed": confirmed, "unconfirmed": len(names) - confirmed}
         for n in names:
-            st = node_status[n]
+            st = statuses[NODE, ns, n]
             if st.get("powerLimitSlice") != sname:
-                # The core builds each node's status afresh or keeps it; _within_grace's copy is
-                # the one in `statuses` now.
-                statuses[NODE, ns, n]["powerLimitSlice"] = sname
+                st["powerLimitSlice"] = sname  # the core builds each node's status afresh or keeps it
     for sname, sobj in slices.items():
         if sname in by_slice:
             continue
@@ -441,6 +524,40 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             at = from_epoch(moment)
             if plan.next_change_at is None or at < plan.next_change_at:
                 plan.next_change_at = at
+
+
+def _up_rate(out: dict[str, float], constraint: str, spec: Any) -> None:
+    rate = spec.get("rampUpWattsPerSecond") if isinstance(spec, dict) else None
+    if isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0:
+        out[constraint] = float(rate)
+
+
+def _slice_ramp(names: list[str], staged: Mapping[str, int], target: Mapping[str, int],
+                starts: Mapping[str, int], entries: Mapping[str, Held], piece: PieceLimits | None,
+                spec: Mapping[str, Any], now: float) -> tuple[dict[str, int], dict[str, Any] | None]:
+    """One slice's limits and ramp. On a piece, a node staged to its line's end ramps from its start
+    (sliceramp.py); a node whose raise waits keeps what it enforces now. Off a piece, or with no
+    node of the slice moving, the limits are plain, and a ramp held that has run its course stays
+    while the limits do not change (removing it would be a write that changes nothing)."""
+    limits: dict[str, int] = {}
+    froms: dict[str, int] = {}
+    for n in names:
+        value = staged[n]
+        start = starts.get(n)
+        if piece is not None and start is not None and value == target[n]:
+            if start != value:
+                froms[n] = start
+        elif piece is not None and n in entries and value != target[n]:
+            value = entries[n].at(now)  # a raise that waits: what it enforces now, held
+        limits[n] = value
+    if froms and piece is not None:
+        return limits, {"from": froms, "startAt": piece.start_at, "endAt": piece.end_at}
+    ramp = spec.get("ramp")
+    if isinstance(ramp, dict) and spec.get("limits") == limits:
+        ends = parse_epoch(ramp.get("endAt"))
+        if ends is not None and ends <= now:
+            return limits, dict(ramp)
+    return limits, None
 
 
 _APPLIED = "PowerLimitApplied"

@@ -69,7 +69,7 @@ def stage(
     `held`: what the nodes' slices hold now (a node absent there is new: its target goes at once).
     `enforced`: per node, the limit its agent reports in force (absent: no agent report).
     `gpus`: per node, its GPU count. `above`: per node, the names of the constraints above it (the
-    site and every power or cooling domain on its rack's path). `pending`: the last call's."""
+    site, every power or cooling domain on its rack's path, its rack). `pending`: the last call's."""
     out: dict[str, int] = {}
     olds: dict[str, int] = {}  # nodes lowered in this change -> their limit before it
     raising: list[str] = []

@@ -71,3 +71,8 @@ class Plan:
     # Earliest future time at which the result changes by time alone (telemetry going stale,
     # a curtailment's `until` passing); None when nothing is pending.
     next_change_at: datetime | None = None
+    # Per namespace where an envelope moves now (ramps.py): the straight piece of every envelope
+    # there that holds the planning instant, (from, to) in epoch seconds (sliceramp.py).
+    ramp_pieces: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Per namespace, the piece after the next kink when it comes within a few seconds (written ahead).
+    ramp_next: dict[str, tuple[float, float]] = field(default_factory=dict)

@@ -4,10 +4,12 @@ every control step.
 Each second every GPU draws what its trace asks for, up to the limit its agent enforces; each
 control step (every `control_interval_s`) the agents report (telemetry: the last second's node
 power and the peak over the report window, the control interval) and the operator's core plans the
-site, exactly as the operator's engine does: the core's planner (`plan_namespace`, what the
-engine's power controller runs), with a PlanCache, every status fed back into the objects so that the capping
-state travels in status. A limit the plan sets is enforced `enforcement_lag_s` later (the
-enforcement path's reaction: operator, rack status, agent, NVML). Every second the load of each
+site, exactly as the operator's engine does: the core's planner (`plan_campus`, what the
+engine's power controller runs), with its cache, every status fed back into the objects so that the
+capping state travels in status, and the PowerLimitSlices it writes held for the next plan. The
+slices a plan writes reach the agents `enforcement_lag_s` later (the enforcement path's reaction:
+operator, slice, agent, NVML); from then each agent enforces its entry, following the slice's ramp
+second by second as the agents do. Every second the load of each
 domain (its racks' nodes, base power included) is checked against its usable power and its breaker
 (breaker.py).
 
@@ -28,10 +30,12 @@ import numpy as np
 import numpy.typing as npt
 
 from stargate_operator import kinds
-from stargate_operator.core import CoreSettings, PlanCache, plan_namespace
+from stargate_operator.core import CoreSettings
 from stargate_operator.core.domains import ELECTRICAL
 from stargate_operator.core.objects import parse_cluster, parse_domain
 from stargate_operator.core.power import site_budget
+from stargate_operator.core.sliceplan import CampusCache, CampusSettings, plan_campus
+from stargate_operator.core.sliceramp import Held, held_entries
 from stargate_operator.core.wire import format_time
 from stargate_operator.process import gc_paused
 from stargate_operator.sim import (
@@ -128,8 +132,9 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
     usable_arr = np.array(usable, dtype=np.float64)
 
     # The engine's power controller's planner, settings and cache: the core.
-    core_settings = CoreSettings(stale_after_seconds=kinds.DEFAULT_STALE_AFTER_SECONDS)
-    cache = PlanCache()
+    core_settings = CampusSettings(core=CoreSettings(stale_after_seconds=kinds.DEFAULT_STALE_AFTER_SECONDS))
+    cache = CampusCache()
+    slices: dict[str, dict[str, Any]] = {}  # the PowerLimitSlices written so far, by name
     keys = [(o["kind"], NAMESPACE, o["metadata"]["name"]) for o in objects]
     node_index = {o["metadata"]["name"]: i for i, o in enumerate(node_objs)}
     lag = max(math.ceil(settings.enforcement_lag_s), 0)
@@ -137,7 +142,7 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
 
     power = np.zeros(len(node_objs))
     window_peak = np.zeros(len(node_objs))
-    pending: list[tuple[int, npt.NDArray[np.float64]]] = []
+    pending: list[tuple[int, _Enforced]] = []
     plans = 0
     trips: list[tuple[str, int]] = []
     over_s = np.zeros(len(names), dtype=np.int64)
@@ -148,7 +153,7 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
     next_change: float | None = None
     meter = StepMeter(matrix, count, feed_rows(objects, names)) if settings.event is not None else None
 
-    def plan(t: int) -> npt.NDArray[np.float64]:
+    def plan(t: int) -> _Enforced:
         nonlocal plans, next_change
         at = settings.start + timedelta(seconds=t)
         stamp = format_time(at)
@@ -159,7 +164,7 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
                 "powerWatts": watts, "peakPowerWatts": max(int(window_peak[i] + 0.5), watts),
                 "healthyGPUs": int(count[i]), "observedAt": stamp}}
         with gc_paused():
-            result = plan_namespace(objects, at, core_settings, cache)
+            result = plan_campus([*objects, *slices.values()], at, core_settings, cache)
         plans += 1
         when = result.next_change_at
         next_change = None if when is None else (when - settings.start).total_seconds()
@@ -168,10 +173,14 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
             if status is not None:
                 telemetry = (o.get("status") or {}).get("telemetry")
                 o["status"] = {**status, "telemetry": telemetry} if telemetry is not None else dict(status)
-        limits = np.empty(len(node_objs))
-        for name, i in node_index.items():
-            limits[i] = result.statuses[("GPUNode", NAMESPACE, name)]["powerLimitWatts"]
-        return limits
+        for body in result.applies:
+            if body["kind"] == kinds.POWER_LIMIT_SLICE.kind:
+                spec = {k: v for k, v in body["spec"].items() if v is not None}
+                slices[body["metadata"]["name"]] = {**body, "spec": spec}
+        entries: dict[str, Held] = {}
+        for sl in slices.values():
+            entries.update(held_entries(sl["spec"]))
+        return _Enforced(entries, node_index)
 
     # Before the first second: the site was running, its agents report what the GPUs want (up to
     # their TDP) and the first plan's limits are in force.
@@ -186,12 +195,13 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
             window_peak = np.zeros(len(node_objs))
         while pending and pending[0][0] <= t:
             enforced = pending.pop(0)[1]
-        gpu = np.minimum(wanted[:, t], enforced)
+        limits_now = enforced.at((settings.start + timedelta(seconds=t)).timestamp())
+        gpu = np.minimum(wanted[:, t], limits_now)
         lost = float(((wanted[:, t] - gpu) * count).sum())
         capped += lost
         power = base + count * gpu
         if meter is not None:
-            meter.see(wanted[:, t], enforced)
+            meter.see(wanted[:, t], limits_now)
         np.maximum(window_peak, power, out=window_peak)
         load = matrix @ power
         over_s += load > usable_arr
@@ -216,6 +226,27 @@ def simulate(template: Template, nodes: int, policy: str, settings: SimSettings,
         energy_capped_percent=round(share, 3), plans=plans, series=series,
         capped_share=share / 100, stopped_early=seconds < duration,
         steps=None if meter is None else meter.report(names))
+
+
+class _Enforced:
+    """What the agents enforce from the slices they were given: each node's entry, on a ramp
+    interpolated at each second (agents round down, as here)."""
+
+    def __init__(self, entries: dict[str, Held], rows: dict[str, int]) -> None:
+        self.rows = [(i, entries[name]) for name, i in rows.items()]
+        self.fixed = np.empty(len(rows))
+        for i, e in self.rows:
+            self.fixed[i] = e.limit
+        self.moving_until = max((e.end_at for _, e in self.rows if e.start_from is not None),
+                                default=-math.inf)
+
+    def at(self, epoch: float) -> npt.NDArray[np.float64]:
+        if epoch >= self.moving_until:
+            return self.fixed
+        out = np.empty(len(self.rows))
+        for i, e in self.rows:
+            out[i] = e.at(epoch)
+        return out
 
 
 def _constraints(objects: list[dict[str, Any]], nodes: list[dict[str, Any]]

@@ -1,7 +1,8 @@
 """External GPU telemetry laid over the GPUNodes the engine plans: the engine's objects hook.
 
-A reading from outside the cluster's objects (Prometheus/DCGM, by node name) takes the place of a
-GPUNode's `status.telemetry` in what the planner sees; nothing is written back. The engine knows
+A reading from outside the cluster's objects (Prometheus: the agents' or DCGM's series, by node
+name) is laid over a GPUNode's `status.telemetry` in what the planner sees, field by field;
+nothing is written back. The engine knows
 only the hook (a function over the objects of one unit of work); this module knows the readings.
 """
 
@@ -22,7 +23,9 @@ class TelemetryOverlay:
     the GPUNodes again); calling the overlay on a list of objects returns them with the readings
     laid over."""
 
-    def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, on_change: Callable[[], None] = lambda: None, *, gpus_only: bool = True) -> None:
+        # DCGM measures the GPUs only; the agents' series are the whole node's already.
+        self.gpus_only = gpus_only
         self._readings: dict[str, dict[str, Any]] = {}
         self._source: dict[str, Any] | None = None  # how the source fares (core/outage.py)
         self.on_change = on_change
@@ -50,9 +53,15 @@ class TelemetryOverlay:
                 node = (obj.get("spec") or {}).get("nodeName") or obj["metadata"]["name"]
                 reading = self._readings.get(node)
                 if reading is not None:
-                    # DCGM measures the GPUs only; node telemetry counts the whole node, as an
-                    # agent reports it, so that it compares with node and rack budgets.
-                    reading = with_base_power(reading, obj.get("spec") or {})
-                    obj = {**obj, "status": {**(obj.get("status") or {}), "telemetry": reading}}
+                    if self.gpus_only:
+                        # DCGM measures the GPUs only; node telemetry counts the whole node, as an
+                        # agent reports it, so that it compares with node and rack budgets.
+                        reading = with_base_power(reading, obj.get("spec") or {})
+                    status = obj.get("status") or {}
+                    # Laid over what the agent wrote: the fields Prometheus does not carry (the
+                    # power range discovery reads, a shadow limit; with DCGM the enforced limit
+                    # and the peak unless its series give them) stay the agent's.
+                    written = status.get("telemetry") or {}
+                    obj = {**obj, "status": {**status, "telemetry": {**written, **reading}}}
             out.append(obj)
         return out

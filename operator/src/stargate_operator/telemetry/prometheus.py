@@ -1,4 +1,21 @@
-"""GPU telemetry from NVIDIA's DCGM exporter, read back from Prometheus (for sites that run it already).
+"""GPU telemetry read back from Prometheus: the node agents' own series, or NVIDIA's DCGM exporter's.
+
+Two sources of series (`series`):
+
+`agent` (the default): what every node agent serves on /metrics (agent/exposition.py), one series of
+each per node, with the node taken from the scrape target's `node` label (the ServiceMonitor's
+relabelling of the pod's node; never a label the agent exports: with `honor_labels: false` an
+exported `node` becomes `exported_node`, so an agent cannot speak for another node):
+
+- power:     `max by (node) (stargate_agent_node_power_watts)`             watts (GPUs and the rest)
+- healthy:   `min by (node) (stargate_agent_node_healthy_gpus)`            GPUs
+- enforced:  `max by (node) (stargate_agent_node_enforced_limit_watts)`    per-GPU watts (confirmation)
+- peak:      `max by (node) (stargate_agent_node_peak_power_watts)`        the last window's highest sample
+- HBM:       `max by (node) (stargate_agent_node_hbm_used_bytes)`          bytes
+- time:      `max by (node) (stargate_agent_node_observed_timestamp_seconds)`  when the agent read its GPUs
+(`max`/`min`: a node scraped twice, by two Prometheus jobs, still counts once, conservatively).
+
+`dcgm`, for sites that run dcgm-exporter already:
 
 Instant queries over the HTTP API (`/api/v1/query`), aggregated by the node label in Prometheus so a
 large site costs one series per node, not per GPU:
@@ -10,19 +27,29 @@ large site costs one series per node, not per GPU:
            (`DCGM_FI_DEV_ROW_REMAP_FAILURE`)
 - HBM:     `sum by (L) (DCGM_FI_DEV_FB_USED)`                              MiB, turned into bytes
 - time:    `max by (L) (timestamp(DCGM_FI_DEV_POWER_USAGE))`               when the samples were scraped
+- enforced:`max by (L) (max by (L, gpu, UUID) (DCGM_FI_DEV_ENFORCED_POWER_LIMIT))` per-GPU watts, where
+           the exporter's counters list that field (it is not among its defaults): otherwise the
+           agents keep writing it to their GPUNodes, as without Prometheus
 each first reduced to one series per GPU (`max by (L, gpu, UUID)`): with pod mapping and GPU
-time-slicing, dcgm-exporter repeats a GPU's series for every pod that shares it.
+time-slicing, dcgm-exporter repeats a GPU's series for every pod that shares it. DCGM measures no
+peak between scrapes and no power range: those stay the agent's (in its GPUNode's status).
 
-`L` is the node label: dcgm-exporter sets `Hostname`; with the kubelet's pod-resources it can also
-carry the Kubernetes node (`node`, or what relabelling made of it). It is configurable, and may be a
-comma-separated list tried in order (`Hostname,node`: the first non-empty label names the node).
+`L` is the node label: dcgm-exporter sets `Hostname` (its own label: dcgm-exporter is trusted to
+name its node, as it reads the GPUs directly); with the kubelet's pod-resources it can also carry the
+Kubernetes node (`node`, or what relabelling made of it). It is configurable for either source, and
+may be a comma-separated list tried in order (`Hostname,node`: the first non-empty label names the
+node).
 
 A node is present while its power series is; `healthyGPUs` is the GPUs reporting minus the faulty ones
 (a GPU that has fallen off the bus stops reporting, so it is not counted healthy either). A node whose
 series disappeared keeps its last reading, with its old `observedAt`, so the operator marks it stale
 after its threshold rather than forgetting it (a node with no telemetry at all counts fully healthy).
 
-Note `powerWatts` here is what DCGM measures: the GPUs. The node agent adds the rest of the node
+The answer is one series per node whatever the site's size: the aggregation runs in Prometheus.
+Each poll's queries, from the first request to the last answer, are timed (`last_query_s`; the
+operator exports it as `stargate_telemetry_query_seconds`).
+
+Note `powerWatts` from DCGM is what DCGM measures: the GPUs. The node agent adds the rest of the node
 (`spec.basePowerWatts`); the core's `core.power.with_base_power()` does the same for a reading from
 here (overlay.py, the engine's hook, applies it before planning), so that it compares with node
 budgets.
@@ -62,16 +89,108 @@ class PrometheusError(RuntimeError):
     """Prometheus answered, but not with a usable result."""
 
 
+SERIES = ("agent", "dcgm")  # whose series: the node agents' own, or dcgm-exporter's
+DEFAULT_NODE_LABEL = {"agent": "node", "dcgm": "Hostname"}
+
+# The agents' per-node series (agent/exposition.py), by the telemetry field each gives.
+AGENT_SERIES = {
+    "power": "stargate_agent_node_power_watts",
+    "healthy": "stargate_agent_node_healthy_gpus",
+    "enforced": "stargate_agent_node_enforced_limit_watts",
+    "peak": "stargate_agent_node_peak_power_watts",
+    "hbm": "stargate_agent_node_hbm_used_bytes",
+    "time": "stargate_agent_node_observed_timestamp_seconds",
+}
+
+
+def agent_queries(labels: list[str]) -> dict[str, str]:
+    """One instant query per field over the agents' series, one answer series per node. `max`
+    where a node could be scraped twice (two jobs, two replicas of Prometheus behind one URL):
+    its readings then count once, and the higher enforced limit keeps a confirmation honest;
+    `min` for healthy GPUs for the same reason. Series without the node label (an agent scraped
+    without its target's relabelling) are left out: nothing else may say whose they are."""
+    by = ", ".join(labels)
+    present = ", ".join(f'{label}!=""' for label in labels[:1])
+    return {key: f"{'min' if key == 'healthy' else 'max'} by ({by}) ({name}{{{present}}})"
+            for key, name in AGENT_SERIES.items()}
+
+
+def dcgm_queries(labels: list[str]) -> dict[str, str]:
+    """The DCGM fields' queries (the module's docstring lists them)."""
+    by = ", ".join(labels)
+    # One series per GPU first: with pod mapping and time-slicing, dcgm-exporter repeats a GPU's
+    # series once per pod sharing it, which a plain sum would count twice.
+    gpu = f"{by}, gpu, UUID"
+    xid = "DCGM_FI_DEV_XID_ERRORS != 0"
+    for x in APPLICATION_XIDS:
+        xid = f"({xid}) != {x}"
+    faulty = f"({xid}) or (DCGM_FI_DEV_ROW_REMAP_FAILURE > 0)"
+    return {
+        "power": f"sum by ({by}) (max by ({gpu}) (DCGM_FI_DEV_POWER_USAGE))",
+        "gpus": f"count by ({by}) (max by ({gpu}) (DCGM_FI_DEV_POWER_USAGE))",
+        "faulty": f"count by ({by}) (count by ({gpu}) ({faulty}))",
+        "hbm": f"sum by ({by}) (max by ({gpu}) (DCGM_FI_DEV_FB_USED))",
+        "time": f"max by ({by}) (timestamp(DCGM_FI_DEV_POWER_USAGE))",
+        "enforced": f"max by ({by}) (max by ({gpu}) (DCGM_FI_DEV_ENFORCED_POWER_LIMIT))",
+    }
+
+
+def _stamp(ts: float | None) -> str:
+    return format_time(from_epoch(ts) if ts is not None else datetime.now(UTC), millis=True)
+
+
+def agent_readings(r: Mapping[str, Mapping[str, float]]) -> TelemetryByNode:
+    """The agents' answers (field -> node -> value) as wire-form telemetry by node: every node
+    with a power series. `powerWatts` is the whole node's, as the agent reports it."""
+    out: TelemetryByNode = {}
+    for node, power in r["power"].items():
+        reading: dict[str, Any] = {
+            "powerWatts": max(0, round(power)),
+            "healthyGPUs": max(0, min(16, round(r["healthy"].get(node, 0)))),
+            "hbmUsedBytes": max(0, round(r["hbm"].get(node, 0.0))),
+            "observedAt": _stamp(r["time"].get(node)),
+        }
+        if node in r["enforced"]:
+            reading["enforcedLimitWatts"] = max(0, round(r["enforced"][node]))
+        if node in r["peak"]:
+            reading["peakPowerWatts"] = max(reading["powerWatts"], round(r["peak"][node]))
+        out[node] = reading
+    return out
+
+
+def dcgm_readings(r: Mapping[str, Mapping[str, float]]) -> TelemetryByNode:
+    """DCGM's answers as wire-form telemetry by node (`powerWatts`: the GPUs only)."""
+    out: TelemetryByNode = {}
+    for node, power in r["power"].items():
+        gpus = round(r["gpus"].get(node, 0))
+        faulty = round(r["faulty"].get(node, 0))
+        reading: dict[str, Any] = {
+            "powerWatts": max(0, round(power)),
+            "healthyGPUs": max(0, min(16, gpus - faulty)),
+            "hbmUsedBytes": max(0, round(r["hbm"].get(node, 0.0) * MIB)),
+            "observedAt": _stamp(r["time"].get(node)),
+        }
+        if node in r["enforced"]:
+            reading["enforcedLimitWatts"] = max(0, round(r["enforced"][node]))
+        out[node] = reading
+    return out
+
+
 class PrometheusTelemetry:
-    """Per-node GPU telemetry from DCGM series in Prometheus; see the module's docstring."""
+    """Per-node GPU telemetry from the agents' or DCGM's series in Prometheus; see the module's
+    docstring."""
 
     def __init__(self, url: str, *, interval: float = 15.0, timeout: float = 5.0,
-                 node_label: str = "Hostname", max_backoff: float = 120.0,
+                 node_label: str | None = None, max_backoff: float = 120.0, series: str = "dcgm",
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
+        if series not in SERIES:
+            raise ValueError(f"series must be one of {', '.join(SERIES)}, not {series!r}")
+        self.series = series
         self.url = url.rstrip("/")
         self.interval = interval
         self.timeout = timeout
-        self.labels = [x.strip() for x in node_label.split(",") if x.strip()] or ["Hostname"]
+        default = DEFAULT_NODE_LABEL[series]
+        self.labels = [x.strip() for x in (node_label or default).split(",") if x.strip()] or [default]
         self.max_backoff = max(max_backoff, interval)
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
@@ -80,29 +199,14 @@ class PrometheusTelemetry:
         self.failures = 0  # consecutive failed polls
         self.last_error: str | None = None
         self.retry_in: float | None = None  # the current backoff, while failing
+        self.last_query_s: float | None = None  # the last good poll's queries, first to last answer
 
     # -- queries -----------------------------------------------------------------------------------
 
-    @property
-    def _by(self) -> str:
-        return ", ".join(self.labels)
-
     def queries(self) -> dict[str, str]:
-        by = self._by
-        # One series per GPU first: with pod mapping and time-slicing, dcgm-exporter repeats a GPU's
-        # series once per pod sharing it, which a plain sum would count twice.
-        gpu = f"{by}, gpu, UUID"
-        xid = "DCGM_FI_DEV_XID_ERRORS != 0"
-        for x in APPLICATION_XIDS:
-            xid = f"({xid}) != {x}"
-        faulty = f"({xid}) or (DCGM_FI_DEV_ROW_REMAP_FAILURE > 0)"
-        return {
-            "power": f"sum by ({by}) (max by ({gpu}) (DCGM_FI_DEV_POWER_USAGE))",
-            "gpus": f"count by ({by}) (max by ({gpu}) (DCGM_FI_DEV_POWER_USAGE))",
-            "faulty": f"count by ({by}) (count by ({gpu}) ({faulty}))",
-            "hbm": f"sum by ({by}) (max by ({gpu}) (DCGM_FI_DEV_FB_USED))",
-            "time": f"max by ({by}) (timestamp(DCGM_FI_DEV_POWER_USAGE))",
-        }
+        if self.series == "agent":
+            return agent_queries(self.labels)
+        return dcgm_queries(self.labels)
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -167,20 +271,12 @@ class PrometheusTelemetry:
         whose series are gone keep their last reading). Raises on any error (run() backs off)."""
         qs = self.queries()
         names = list(qs)
-        at = time.time()  # one evaluation time, so that the five answers describe the same moment
+        at = time.time()  # one evaluation time, so that the answers describe the same moment
+        started = time.perf_counter()
         results = await asyncio.gather(*(self.query(qs[n], latest=n == "time", at=at) for n in names))
+        self.last_query_s = time.perf_counter() - started
         r = dict(zip(names, results, strict=True))
-        for node, power in r["power"].items():
-            gpus = round(r["gpus"].get(node, 0))
-            faulty = round(r["faulty"].get(node, 0))
-            ts = r["time"].get(node)
-            self.last[node] = {
-                "powerWatts": max(0, round(power)),
-                "healthyGPUs": max(0, min(16, gpus - faulty)),
-                "hbmUsedBytes": max(0, round(r["hbm"].get(node, 0.0) * MIB)),
-                "observedAt": format_time(from_epoch(ts) if ts is not None else datetime.now(UTC),
-                                          millis=True),
-            }
+        self.last.update(agent_readings(r) if self.series == "agent" else dcgm_readings(r))
         self.polls += 1
         return {node: dict(t) for node, t in self.last.items()}
 
