@@ -226,6 +226,44 @@ async def test_a_status_change_does_not_supersede_a_recomputations_writes(
     assert engine.next_due() is not None  # and it is planned again
 
 
+class BusyApi(FakeApi):
+    """Each status write takes `seconds` of the clocks' time (a busy API server)."""
+
+    def __init__(self, clocks: Clocks, seconds: float, *a: Any) -> None:
+        super().__init__(*a)
+        self.clocks = clocks
+        self.seconds = seconds
+        self.status_writes = 0
+
+    async def patch_status(self, resource: ApiResource, namespace: str | None, name: str,
+                           patch: Mapping[str, Any], *, resource_version: str | None = None) -> Any:
+        self.status_writes += 1
+        self.clocks.advance(self.seconds)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return await super().patch_status(resource, namespace, name, patch, resource_version=resource_version)
+
+
+async def test_the_plans_own_change_by_time_supersedes_its_status_writes(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    """A plan that changes by time alone (a ramp's next piece) is planned again when that time
+    comes, even while its own status writes are still going: a ramp's next slices never wait
+    behind a fleet's statuses."""
+    api = BusyApi(clocks, 0.1, [rack_obj(f"r{i}") for i in range(100)], plurals(RACKS))
+    planner = CountingPlanner(next_change_in=2.0)
+    engine = await started(api, clocks, [rack_controller(planner)])
+    engines.append(engine)
+    await engine.run_due()
+    # 2 s of writes at 0.1 s each: stopped at the change, not after all 100 (10 s).
+    assert 20 <= api.status_writes <= 20 + SETTINGS.write_concurrency < 100
+    assert engine.stats.superseded == 1
+    due = engine.next_due()
+    assert due is not None and due <= clocks.t + 0.1  # planned again at once
+    clocks.advance(0.1)
+    await engine.run_due()
+    assert planner.calls == 2
+
+
 # -- write failures ------------------------------------------------------------------------------
 
 async def test_404_on_a_status_write_drops_the_object_without_retrying(

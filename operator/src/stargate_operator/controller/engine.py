@@ -183,6 +183,9 @@ class Engine:
         # one deleted: their pending status writes give way to it (_superseded). Status changes
         # (agents' reports, the echoes of our own writes) do not.
         self._urgent: set[Unit] = set()
+        # Units whose plan in writing changes by time alone at this monotonic instant (a ramp's next
+        # piece, an event's start): that change, too, moves power, so the writes give way to it.
+        self._changes_at: dict[Unit, float] = {}
         self._timers: dict[Unit, float] = {}  # unit -> monotonic time to recompute it at
         self._wake = asyncio.Event()
         # Hooks over the objects of a unit before its planner sees them (external telemetry).
@@ -400,6 +403,9 @@ class Engine:
             self._counts[unit] = plan.counts
             first = controller.write_first
             failed = 0
+            if plan.next_change_at is not None:
+                self._changes_at[unit] = self.monotonic() + max(
+                    0.0, (plan.next_change_at - self.clock()).total_seconds())
             if first:
                 # A barrier, not only an order: when a later write (a GPUNode's limit) lands, the
                 # one it follows (its PowerLimitSlice) has landed already, or failed.
@@ -440,6 +446,7 @@ class Engine:
             metrics.RECONCILES.labels(kind=label, result="error").inc()
             self._retry(unit, self._timers.get(unit))
         finally:
+            self._changes_at.pop(unit, None)
             metrics.RECONCILE_SECONDS.labels(kind=label).observe(time.perf_counter() - started)
 
     def _status_writes(self, plan: Plan, only: frozenset[str] | None = None,
@@ -495,8 +502,12 @@ class Engine:
             yield "delete", ref.key, ref
 
     def _superseded(self, unit: Unit) -> bool:
-        """A newer change of what is asked of `unit` is due: what is left of the current plan's writes
-        was computed from older objects, and the next plan will write whatever is still wrong."""
+        """A newer change of what is asked of `unit` is due, or the plan's own next change by time:
+        what is left of the current plan's writes is out of date, and the next plan will write
+        whatever is still wrong."""
+        change_at = self._changes_at.get(unit)
+        if change_at is not None and change_at <= self.monotonic():
+            return True  # the plan's own next change by time: planned again at once (its timer)
         if unit not in self._urgent:
             return False
         held = self._dirty.get(unit)
