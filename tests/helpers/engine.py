@@ -87,10 +87,15 @@ class FakeApi:
         return [c for c in self.calls if verb is None or c[0] == verb]
 
     # -- someone else's writes (a user, an agent) --
-    def change(self, kind: str, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+    def change(self, kind: str, namespace: str, name: str, spec: Mapping[str, Any], *,
+               generation: bool = False) -> None:
+        """Change an object's spec; with `generation`, as the API server does for a spec change
+        (without, the engine sees it as it sees a report: a new version of the same generation)."""
         o = self.objects[(kind, namespace, name)]
-        o = {**o, "spec": {**o.get("spec", {}), **spec},
-             "metadata": {**o["metadata"], "resourceVersion": str(next(self._rv))}}
+        meta = {**o["metadata"], "resourceVersion": str(next(self._rv))}
+        if generation:
+            meta["generation"] = meta.get("generation", 1) + 1
+        o = {**o, "spec": {**o.get("spec", {}), **spec}, "metadata": meta}
         self.objects[(kind, namespace, name)] = o
         self._emit("MODIFIED", o)
 

@@ -157,6 +157,35 @@ async def test_a_steady_stream_still_recomputes_within_max_delay(
     assert recomputed_at - first_change == pytest.approx(SETTINGS.max_delay)
 
 
+async def test_a_spec_change_is_due_a_quiet_time_after_itself_amid_a_stream_of_reports(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    """Agents' reports keep a unit dirty, so it waits out max_delay; a spec change in that stream
+    (a curtailment) is due the quiet time after itself instead."""
+    api = FakeApi([rack_obj("r0"), rack_obj("r1")], plurals(RACKS))
+    planner = CountingPlanner()
+    engine = await started(api, clocks, [rack_controller(planner)])
+    engines.append(engine)
+    await engine.run_due()
+    await api.settle()
+    first_change = clocks.t
+    spec_at = None
+    recomputed_at = None
+    for step in range(40):  # a report every 62.5 ms; the spec change at the 4th
+        api.change("Rack", "site-a", "r0", {"priority": 501 + step})
+        if step == 4:
+            api.change("Rack", "site-a", "r1", {"priority": 700}, generation=True)
+            spec_at = clocks.t
+        await api.settle()
+        await engine.run_due()
+        if planner.calls == 2:
+            recomputed_at = clocks.t
+            break
+        clocks.advance(0.0625)
+    assert spec_at is not None and recomputed_at is not None
+    assert recomputed_at - spec_at <= SETTINGS.coalesce_delay + 0.0625
+    assert recomputed_at - first_change < SETTINGS.max_delay
+
+
 class ChangingApi(FakeApi):
     """Each status write yields to the event loop; the `at`-th one changes rack r0 (its spec, with a
     new generation, or with `spec=False` its status alone, as an agent's report does) and moves the

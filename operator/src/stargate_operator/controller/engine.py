@@ -180,9 +180,10 @@ class Engine:
         self._gate_was_open = True  # False once seen closed: opening it recomputes everything
         self._dirty: dict[Unit, tuple[float, float]] = {}  # unit -> (first change, last change)
         # Units dirtied by a change of what is asked (a spec: a new generation), an object added or
-        # one deleted: their pending status writes give way to it (_superseded). Status changes
-        # (agents' reports, the echoes of our own writes) do not.
-        self._urgent: set[Unit] = set()
+        # one deleted, with the time of the last such change: their pending status writes give way
+        # to it (_superseded), and it is due a quiet time after itself even while a fleet's reports
+        # keep the unit dirty (_due). Status changes (agents' reports, our own echoes) do neither.
+        self._urgent: dict[Unit, float] = {}
         # Units whose plan in writing changes by time alone at this monotonic instant (a ramp's next
         # piece, an event's start): that change, too, moves power, so the writes give way to it.
         self._changes_at: dict[Unit, float] = {}
@@ -219,7 +220,7 @@ class Engine:
             held = self._dirty.get(unit)
             self._dirty[unit] = (now, now) if held is None else (held[0], now)
             if urgent:
-                self._urgent.add(unit)
+                self._urgent[unit] = now
         self._wake.set()
 
     def _on_list(self, kind: str, namespace: str | None, items: list[dict[str, Any]]) -> None:
@@ -335,9 +336,17 @@ class Engine:
     def _due_at(self, first: float, last: float) -> float:
         return min(last + self.settings.coalesce_delay, first + self.settings.max_delay)
 
+    def _due(self, unit: Unit, first: float, last: float) -> float:
+        """When a dirty unit is due: a quiet time after its last change, at most `max_delay` after
+        its first, and a quiet time after its last change of a spec, so that a curtailment does not
+        wait out `max_delay` behind a stream of agents' reports."""
+        at = self._due_at(first, last)
+        urgent = self._urgent.get(unit)
+        return at if urgent is None else min(at, urgent + self.settings.coalesce_delay)
+
     def next_due(self) -> float | None:
         """The monotonic time at which some unit is next due; None when none is pending."""
-        times = [self._due_at(f, last) for f, last in self._dirty.values()]
+        times = [self._due(u, f, last) for u, (f, last) in self._dirty.items()]
         times.extend(self._timers.values())
         return min(times) if times else None
 
@@ -352,14 +361,14 @@ class Engine:
             self._gate_was_open = True
             self._mark_all_due()
         now = self.monotonic()
-        due = {u: None for u, (first, last) in self._dirty.items() if self._due_at(first, last) <= now}
+        due = {u: None for u, (first, last) in self._dirty.items() if self._due(u, first, last) <= now}
         for u, at in self._timers.items():
             if at <= now:
                 due[u] = None
         for u in due:
             self._dirty.pop(u, None)
             self._timers.pop(u, None)
-            self._urgent.discard(u)
+            self._urgent.pop(u, None)
         for slot, part in due:
             await self.reconcile(part, slot)
         return self.next_due()
@@ -511,7 +520,7 @@ class Engine:
         if unit not in self._urgent:
             return False
         held = self._dirty.get(unit)
-        return held is not None and self._due_at(*held) <= self.monotonic()
+        return held is not None and self._due(unit, *held) <= self.monotonic()
 
     async def _write_all(self, writes: Iterator[Write], controller: Controller[Any, Any],
                          unit: Unit | None = None) -> int:
