@@ -3,8 +3,8 @@ the namespace's GPUNodes and PowerLimitSlices and writes each node's telemetry),
 own with its own event loop and client, its nodes' GPUs simulated in this process so that a test can
 read what every GPU enforces at any instant.
 
-``FleetThread(control_plane, namespace, backend_factory, interval=...)``: ``start()``, ``stop()``,
-``backends()`` (node name -> its backend).
+``FleetThread(control_plane, namespace, backend_factory[, fleet_class], interval=...)``:
+``start()``, ``stop()``, ``backends()`` (node name -> its backend).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Any
+from typing import Any, Self
 
 from stargate_operator.agent.backend import GPUBackend
 from stargate_operator.agent.runner import Fleet
@@ -22,7 +22,8 @@ from stargate_operator.localcp.controlplane import LocalControlPlane
 
 class FleetThread:
     def __init__(self, control_plane: LocalControlPlane, namespace: str, backend_factory: Any,
-                 **fleet_args: Any) -> None:
+                 fleet_class: type[Fleet] = Fleet, **fleet_args: Any) -> None:
+        self.fleet_class = fleet_class  # an older agent's Fleet, for the version-skew tests
         self.control_plane = control_plane
         self.namespace = namespace
         self.backend_factory = backend_factory
@@ -37,7 +38,7 @@ class FleetThread:
     async def _main(self) -> None:
         self._stop = asyncio.Event()
         client = KubeClient.from_kubeconfig(str(self.control_plane.kubeconfig), max_connections=16)
-        self.fleet = Fleet(client, self.namespace, self.backend_factory, **self.fleet_args)
+        self.fleet = self.fleet_class(client, self.namespace, self.backend_factory, **self.fleet_args)
         task = asyncio.create_task(self.fleet.run())
         self.ready.set()
         await self._stop.wait()
@@ -46,7 +47,7 @@ class FleetThread:
             await task
         await client.aclose()
 
-    def start(self) -> FleetThread:
+    def start(self) -> Self:
         self.thread.start()
         assert self.ready.wait(10), "the fleet did not start"
         return self
@@ -60,7 +61,7 @@ class FleetThread:
         assert self.fleet is not None
         return {name: agent.backend for name, agent in list(self.fleet.agents.items())}
 
-    def __enter__(self) -> FleetThread:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

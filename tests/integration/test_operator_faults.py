@@ -7,7 +7,6 @@ agent for every GPUNode, in one process as `agent --simulate --all` does."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from helpers.api import Api, condition
+from helpers.fleet import FleetThread
 from helpers.kube import Kubectl, purge_namespace
 from helpers.operator_process import OperatorProcess, wait_for
 from helpers.site import claim, cluster, node, pool, rack
@@ -353,45 +353,15 @@ class RecordingBackend(SimulatedBackend):
         return out
 
 
-class AgentsThread:
-    """One simulated agent per GPUNode of the namespace, in a thread of its own with its own event
-    loop and client: the real Fleet, watching the racks and GPUNodes of the real API server."""
+class AgentsThread(FleetThread):
+    """One simulated agent per GPUNode of the namespace (recording backends), the real Fleet in a
+    thread of its own, watching the real API server."""
 
     def __init__(self, control_plane: LocalControlPlane, namespace: str,
                  fleet_class: type[Fleet] = Fleet) -> None:
-        self.fleet_class = fleet_class
-        self.control_plane = control_plane
-        self.namespace = namespace
-        self.fleet: Fleet | None = None
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),),
-                                       daemon=True)
-        self._stop: asyncio.Event | None = None
+        super().__init__(control_plane, namespace, RecordingBackend, fleet_class, interval=600)
 
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        client = KubeClient.from_kubeconfig(str(self.control_plane.kubeconfig), max_connections=16)
-        self.fleet = self.fleet_class(client, self.namespace, RecordingBackend, interval=600)
-        task = asyncio.create_task(self.fleet.run())
-        self.ready.set()
-        await self._stop.wait()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await client.aclose()
-
-    def start(self) -> AgentsThread:
-        self.thread.start()
-        assert self.ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self.loop.call_soon_threadsafe(self._stop.set)
-        self.thread.join(20)
-
-    def backends(self) -> dict[str, RecordingBackend]:
+    def recorders(self) -> dict[str, RecordingBackend]:
         assert self.fleet is not None
         out = {}
         for name, agent in list(self.fleet.agents.items()):
@@ -400,7 +370,7 @@ class AgentsThread:
         return out
 
     def applied(self) -> Counter[int]:
-        return Counter(round(b.limit_watts) for b in self.backends().values())
+        return Counter(round(b.limit_watts) for b in self.recorders().values())
 
     def from_slices(self, watts: int) -> int:
         """Agents whose PowerLimitSlice gives them `watts`."""
@@ -445,7 +415,7 @@ def _converged_after_curtailment(api: Api, ns: str, agents: AgentsThread) -> Non
     wait_for(lambda: _site_confirmed(api, ns, CURTAILED), 60, interval=0.3,
              what="every rack and node to converge and every agent to confirm the curtailed limit")
     assert agents.applied() == Counter({CURTAILED: NODES})
-    histories = {n: b.history for n, b in agents.backends().items()}
+    histories = {n: b.history for n, b in agents.recorders().items()}
     assert all(h == [CURTAILED] for h in histories.values()), {
         n: h for n, h in histories.items() if h != [CURTAILED]}
     for r in api.list("Rack", ns):
