@@ -49,7 +49,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -83,6 +82,7 @@ from benchlib import (
     quiesce,
     raised,
     set_curtailment,
+    stop_group,
     wait_all_writes,
     wait_healthy,
     wait_reconciled,
@@ -205,13 +205,7 @@ class AgentProcess:
                 for src in ("slice", "rack", "gpunode")}
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, 30)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.5) -> float:

@@ -229,13 +229,7 @@ class OperatorProcess:
         return wait_all_writes([self], [at_least], settle, timeout)[0]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, 20)
 
 
 def wait_all_writes(ops: list[OperatorProcess], targets: list[float], settle: float = 1.0,
@@ -327,13 +321,18 @@ class PrometheusProcess:
         return result
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, 30)
+
+
+def stop_group(proc: subprocess.Popen[Any], grace: float = 30) -> None:
+    """SIGTERM a process started in a group of its own (and its children), SIGKILL after `grace`."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def cpu_seconds(pid: int) -> float:
