@@ -67,12 +67,14 @@ def test_every_sample_is_accepted_and_stored_as_the_models_read_it(
 def test_kubectl_get_stargate_lists_every_kind(
     kubectl: Kubectl, applied: str, samples: list[LoadedObject]
 ) -> None:
-    out = kubectl("get", "stargate", "-A", "--no-headers", "-o", "name").stdout.split()
-    # PowerLimitSlices are the operator's output, not samples: an operator of another test may
-    # still write one into its namespace while that namespace is purged.
-    counts = Counter(kind for kind in (line.split("/")[0] for line in out)
-                     if kind != "powerlimitslice.stargate.dev")
-    expected = Counter(f"{o.kind.lower()}.stargate.dev" for o in samples)
+    out = kubectl("get", "stargate", "-A", "--no-headers", "-o",
+                  "custom-columns=NS:.metadata.namespace,KIND:.kind").stdout.splitlines()
+    # In the samples' namespaces only: another test's namespace may still be being purged. And
+    # PowerLimitSlices are the operator's output, not samples.
+    spaces = {o.namespace for o in samples}
+    counts = Counter(kind for ns, kind in (line.split() for line in out)
+                     if ns in spaces and kind != "PowerLimitSlice")
+    expected = Counter(o.kind for o in samples)
     assert counts == expected
     table = kubectl("get", "stargate", "-A").stdout
     # every kind but GridEvent, whose samples are in grid-events/ (test_the_grid_event_samples...),
