@@ -153,18 +153,24 @@ def test_the_memos_change_nothing_over_any_sequence_of_changes(objs: list[dict[s
             server.write_back(kept)
 
 
+def _planned_and_enforced(objs: list[dict[str, Any]]) -> tuple[Server, CampusCache]:
+    """A namespace planned once, with nodes a and b reporting that they enforce their first limit."""
+    server = Server(objs)
+    cache = CampusCache()
+    server.write_back(plan_campus(list(server.objects.values()), NOW, SETTINGS, cache))
+    for name in ("a", "b"):
+        held = server.objects["GPUNode", NS, name]
+        server.put({**held, "status": {**held["status"], "telemetry": {
+            "powerWatts": 500, "healthyGPUs": 1, "observedAt": ts(NOW), "enforcedLimitWatts": 600}}})
+    return server, cache
+
+
 def test_forgetting_keeps_a_change_under_way() -> None:
     """`forget` drops what was read, not what a raise waits on: after it, the raise still waits
     for the lowered node's confirmation."""
     objs = [cluster(it=1_200), rack("r0"), rack("r1"),
             node("a", "r0", count=1, max_w=700), node("b", "r1", count=1, max_w=700)]
-    server = Server(objs)
-    cache = CampusCache()
-    server.write_back(plan_campus(list(server.objects.values()), NOW, SETTINGS, cache))
-    for name in ("a", "b"):  # both agents enforce the first limits
-        held = server.objects["GPUNode", NS, name]
-        server.put({**held, "status": {**held["status"], "telemetry": {
-            "powerWatts": 500, "healthyGPUs": 1, "observedAt": ts(NOW), "enforcedLimitWatts": 600}}})
+    server, cache = _planned_and_enforced(objs)
     rack_r1 = server.objects["Rack", NS, "r1"]
     server.put({**rack_r1, "spec": {**rack_r1["spec"], "priority": 1000}})
     at = NOW + timedelta(seconds=1)
@@ -190,13 +196,7 @@ def test_a_domain_moved_in_the_tree_moves_the_constraints_above_its_racks() -> N
     r0["spec"]["powerDomainRef"] = r1["spec"]["powerDomainRef"] = "d1"
     objs = [cluster(it=1_200), domain("d0", None), domain("d2", None), domain("d1", "d0"), r0, r1,
             node("a", "r0", count=1, max_w=700), node("b", "r1", count=1, max_w=700)]
-    server = Server(objs)
-    cache = CampusCache()
-    server.write_back(plan_campus(list(server.objects.values()), NOW, SETTINGS, cache))
-    for name in ("a", "b"):  # both agents enforce the first limits
-        held = server.objects["GPUNode", NS, name]
-        server.put({**held, "status": {**held["status"], "telemetry": {
-            "powerWatts": 500, "healthyGPUs": 1, "observedAt": ts(NOW), "enforcedLimitWatts": 600}}})
+    server, cache = _planned_and_enforced(objs)
     d1 = server.objects["PowerDomain", NS, "d1"]
     server.put({**d1, "spec": {**d1["spec"], "parentRef": "d2"}})
     held_r1 = server.objects["Rack", NS, "r1"]
