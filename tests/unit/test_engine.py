@@ -135,32 +135,10 @@ async def test_a_burst_of_events_costs_one_recomputation(clocks: Clocks, engines
     assert engine.next_due() is None
 
 
-async def test_a_steady_stream_still_recomputes_within_max_delay(
-        clocks: Clocks, engines: list[Engine]) -> None:
-    api = FakeApi([rack_obj("r0")], plurals(RACKS))
-    planner = CountingPlanner()
-    engine = await started(api, clocks, [rack_controller(planner)])
-    engines.append(engine)
-    await engine.run_due()
-    await api.settle()
-    first_change = clocks.t
-    recomputed_at = None
-    for step in range(40):  # a change every 62.5 ms (exact in binary), never quiet for 100 ms
-        api.change("Rack", "site-a", "r0", {"priority": 501 + step})
-        await api.settle()
-        await engine.run_due()
-        if planner.calls == 2:
-            recomputed_at = clocks.t
-            break
-        clocks.advance(0.0625)
-    assert recomputed_at is not None, "a busy namespace must still be recomputed"
-    assert recomputed_at - first_change == pytest.approx(SETTINGS.max_delay)
-
-
-async def test_a_spec_change_is_due_a_quiet_time_after_itself_amid_a_stream_of_reports(
-        clocks: Clocks, engines: list[Engine]) -> None:
-    """Agents' reports keep a unit dirty, so it waits out max_delay; a spec change in that stream
-    (a curtailment) is due the quiet time after itself instead."""
+async def _stream(clocks: Clocks, engines: list[Engine],
+                  spec_at_step: int | None = None) -> tuple[float, float | None, float | None]:
+    """A report to rack r0 every 62.5 ms (exact in binary), never quiet for 100 ms, and at step
+    `spec_at_step` a spec change to rack r1: (first change, spec change, second recomputation)."""
     api = FakeApi([rack_obj("r0"), rack_obj("r1")], plurals(RACKS))
     planner = CountingPlanner()
     engine = await started(api, clocks, [rack_controller(planner)])
@@ -169,18 +147,31 @@ async def test_a_spec_change_is_due_a_quiet_time_after_itself_amid_a_stream_of_r
     await api.settle()
     first_change = clocks.t
     spec_at = None
-    recomputed_at = None
-    for step in range(40):  # a report every 62.5 ms; the spec change at the 4th
+    for step in range(40):
         api.change("Rack", "site-a", "r0", {"priority": 501 + step})
-        if step == 4:
+        if step == spec_at_step:
             api.change("Rack", "site-a", "r1", {"priority": 700}, generation=True)
             spec_at = clocks.t
         await api.settle()
         await engine.run_due()
         if planner.calls == 2:
-            recomputed_at = clocks.t
-            break
+            return first_change, spec_at, clocks.t
         clocks.advance(0.0625)
+    return first_change, spec_at, None
+
+
+async def test_a_steady_stream_still_recomputes_within_max_delay(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    first_change, _, recomputed_at = await _stream(clocks, engines)
+    assert recomputed_at is not None, "a busy namespace must still be recomputed"
+    assert recomputed_at - first_change == pytest.approx(SETTINGS.max_delay)
+
+
+async def test_a_spec_change_is_due_a_quiet_time_after_itself_amid_a_stream_of_reports(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    """Agents' reports keep a unit dirty, so it waits out max_delay; a spec change in that stream
+    (a curtailment) is due the quiet time after itself instead."""
+    first_change, spec_at, recomputed_at = await _stream(clocks, engines, spec_at_step=4)
     assert spec_at is not None and recomputed_at is not None
     assert recomputed_at - spec_at <= SETTINGS.coalesce_delay + 0.0625
     assert recomputed_at - first_change < SETTINGS.max_delay
