@@ -3,14 +3,16 @@
 Flow: informers (one per watched resource, and namespace when restricted) feed the store and mark
 the unit of work of every controller that watches the kind dirty: its namespace, or the whole
 cluster for a controller that is not per namespace (slot.py). The scheduler waits for a unit to
-be quiet for `coalesce_delay` (or at most `max_delay` after the first change), runs the
-controller's pure planner over the unit's objects once, and writes what the plan asks for and
-the store does not hold yet: status patches diffed against the cached status, server-side
-applies not already in effect, creates of absent objects, deletes of present ones, many at a
-time. The statuses of the controller's `write_first` kinds go out first, every one of them
-answered before any other write starts (the power controller's racks: a new limit reaches every
-node agent with one write per rack). A write's response goes straight into
-the store, so the watch echo of our own write finds nothing left to do.
+be quiet for `coalesce_delay` (or at most `max_delay` after the first change; a change of a spec
+is due `coalesce_delay` after itself), runs the controller's pure planner over the unit's objects
+once, and writes what the plan asks for and the store does not hold yet: status patches diffed
+against the cached status, server-side applies not already in effect, creates of absent objects,
+deletes of present ones, many at a time. The applies of the controller's `write_first` kinds go
+out first, every one of them answered before any other write starts (the power controller's
+PowerLimitSlices: a new limit reaches every node agent with one write per slice). The rest give
+way once a change of a spec, or the plan's own next change by time, is due (`_superseded`). A
+write's response goes straight into the store, so the watch echo of our own write finds nothing
+left to do.
 
 Why per namespace and not per object: a change to one rack's priority moves the power of every
 rack and node of the site; the core needs the whole site anyway, and a burst of a thousand events
