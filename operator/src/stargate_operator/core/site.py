@@ -16,6 +16,7 @@ from stargate_operator import kinds
 from stargate_operator.core.allocation import add_node, allocate_rack, allocate_site, roll_up_site
 from stargate_operator.core.cache import PlanCache, RackKey, RackMemo
 from stargate_operator.core.capacity import assess_node
+from stargate_operator.core.conditions import OldConditions, index_conditions
 from stargate_operator.core.counts import NODES_LIMIT_CONFIRMED, cluster_counts, rack_counts
 from stargate_operator.core.domains import link_domains, link_rack
 from stargate_operator.core.gridevents import EventIn, event_status, link_events, parse_event
@@ -284,9 +285,9 @@ def _take_node(
             node = cached.get(uid)
             if (
                 node is not None
-                and node.version == version
                 and node.assessed_with == stale_after
                 and _same_telemetry(node.telemetry, obj)
+                and (node.version == version or _status_only(node, obj, version))
             ):
                 node.rack_found = node.powered = node.observe = False
                 node.rack_cluster_ref = ""
@@ -311,6 +312,27 @@ def _take_node(
         node.valid_until = INFINITY if change is None else change
         kept[str(uid)] = node
     return node, INFINITY if change is None else change
+
+
+# A record's conditions not read yet from its status (_status_only): read by _node_status.
+_OLD_UNREAD: OldConditions = {}
+
+
+def _status_only(node: NodeIn, obj: Mapping[str, Any], version: Any) -> bool:
+    """Whether only the object's status changed since its record was parsed (the same generation:
+    the API server counts every change of a spec, and none of a status), and if so the record
+    takes the new status's conditions. After the operator's own status writes, most of a site's
+    objects are new copies of the same spec: parsed and judged again, a curtailment at 100,000
+    nodes would cost a second of CPU before its first write."""
+    gen = node.generation
+    meta = obj.get("metadata")
+    if gen is None or meta is None or meta.get("generation") != gen:
+        return False
+    node.status = obj.get("status") or {}
+    node.old = _OLD_UNREAD  # read when its status is built (most are not: their rack is reused)
+    node.version = str(version)
+    node.out_key = node.out_status = None  # built against the conditions it had before
+    return True
 
 
 def _same_telemetry(held: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:
@@ -491,6 +513,9 @@ def _status_space(allocation: _SpaceAllocation, now: float, statuses: dict[Objec
 def _node_status(node: NodeIn, ctx: StatusContext) -> dict[str, Any]:
     """node_status, or with a cache the node's last status when it was built from the same
     object and the same figures and no condition changed in it (so `now` played no part)."""
+    if node.old is _OLD_UNREAD:
+        status = node.status
+        node.old = index_conditions(status) if "conditions" in status else {}
     if not ctx.caching:
         return node_status(node, ctx)
     key = (node.allocated_w, node.limit_w, node.safe_limit_w, node.healthy, node.stale_reason, node.powered,

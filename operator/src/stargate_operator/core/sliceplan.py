@@ -102,8 +102,16 @@ class _SliceMemo:
     version: Any
     limits: dict[str, int]
     names: Mapping[str, Any]  # every node it names, whatever its value
-    entries: dict[str, Held]  # as its agents read it (sliceramp.py)
+    spec: Mapping[str, Any]
     ramped: dict[str, Held]  # those of its entries on a ramp
+    # Every entry as its agents read it (sliceramp.py): read when a ramp needs them, since without
+    # one a curtailment would build a record for each of a campus's 100,000 entries for nothing.
+    entries: dict[str, Held] | None = None
+
+    def held(self) -> dict[str, Held]:
+        if self.entries is None:
+            self.entries = held_entries(self.spec)
+        return self.entries
 
 
 @dataclass(slots=True)
@@ -320,9 +328,10 @@ def _read_rack(rack: str, refs: tuple[Any, ...] | None, parents: Mapping[str, st
 def _read_slice(obj: Mapping[str, Any], version: Any) -> _SliceMemo:
     spec = obj.get("spec") or {}
     limits = spec.get("limits") or {}
-    entries = held_entries(spec)
-    return _SliceMemo(version, {n: w for n, w in limits.items() if type(w) is int}, limits, entries,
-                      {n: e for n, e in entries.items() if e.start_from is not None})
+    memo = _SliceMemo(version, {n: w for n, w in limits.items() if type(w) is int}, limits, spec, {})
+    if isinstance(spec.get("ramp"), dict):
+        memo.ramped = {n: e for n, e in memo.held().items() if e.start_from is not None}
+    return memo
 
 
 @dataclass(slots=True)
@@ -490,7 +499,6 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], core_limits: Mapping[str
             sm = _read_slice(sobj, version)
         read[sname] = sm
         held.update(sm.limits)
-        entries.update(sm.entries)
         if sm.ramped:
             ramped.update(sm.ramped)
         for node in sm.names:
@@ -498,6 +506,9 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], core_limits: Mapping[str
             if was_in is not None and was_in not in previous:
                 previous[was_in] = sname
     memos.slices = read
+    if piece is not None or ramped:
+        for sm in read.values():
+            entries.update(sm.held())
     if ramped:  # a later slice's entry of the same node wins, as in `entries`
         ramped = {n: e for n, e in ramped.items() if entries[n] is e}
     assignment = pack([(r, len(rack_nodes[r])) for r in ordered], previous, settings.slices.slice_size)
