@@ -11,9 +11,10 @@ median of three curtailments in one run (each lifted again, untimed, before the 
 printed (`react_runs_s`). No ratio: nothing is compared.
 
 It also prints where the time went: the first slice write after the change (as the watch on the
-slices sees it), the operator's writes made by each second (its counter, read once a second), the CPU seconds of the API server, etcd and the operator over the reaction, and the API
-server's CPU, allocation and garbage collections per write (its /metrics); with
-`--profile DIR`, the API server's pprof and a py-spy profile of the operator over it.
+slices sees it), the operator's writes made by each second (its counter, read once a second), the
+CPU seconds of the API server, etcd and the operator over the reaction, and the API server's CPU,
+allocation and garbage collections per write (its /metrics); with `--profile DIR`, the API
+server's pprof and a py-spy profile of the operator over it.
 
     .venv/bin/python hack/bench-react.py --nodes 100000 [--tree] [--json] [--profile DIR]
 """
