@@ -57,6 +57,7 @@ from stargate_operator.kinds import (
 )
 
 if TYPE_CHECKING:
+    from aiohttp import web
     from prometheus_client.registry import Collector
 
 log = logging.getLogger("stargate_operator.agent")
@@ -212,7 +213,7 @@ async def _main(args: argparse.Namespace) -> int:
         return 0
     finally:
         if server is not None:
-            server.close()
+            await server.cleanup()
         await client.aclose()
 
 
@@ -289,7 +290,7 @@ def fleet_collector(fleet: Fleet | None) -> Collector:
     return FleetCollector()
 
 
-async def serve_metrics(fleet: Fleet, port: int, addr: str) -> asyncio.Server:
+async def serve_metrics(fleet: Fleet, port: int, addr: str) -> web.BaseRunner:
     """The fleet's figures (`fleet_collector`) on /metrics and, for a fleet of several nodes, each
     node's own series on /nodes/<GPUNode>/metrics (agent/exposition.py), on the fleet's loop."""
     from prometheus_client import CollectorRegistry, generate_latest
