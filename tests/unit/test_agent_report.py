@@ -78,6 +78,9 @@ async def test_a_fleet_serves_each_node_on_its_own_path() -> None:
             page = (await http.get("/metrics")).text
             assert 'stargate_agent_node_power_watts{gpunode="n1"}' in page
             assert (await http.post("/metrics")).status_code == 400
+            own = (await http.get("/metrics/agent")).text  # the process's figures alone
+            assert "stargate_agent_nodes 1.0" in own and "stargate_agent_power_limit_changes_total" in own
+            assert "stargate_agent_node_power_watts" not in own
             head = await http.head(node_path("n1"))  # HEAD: the headers of GET, no body
             assert head.status_code == 200 and head.content == b""
             assert head.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"

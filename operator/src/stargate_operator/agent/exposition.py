@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NODE_PATH_PREFIX = "/nodes/"
 NODE_PATH_SUFFIX = "/metrics"
+OWN_PATH = "/metrics/agent"  # the process's own figures, without every node's series
 
 
 def node_path(name: str) -> str:
@@ -153,11 +154,12 @@ Page = Callable[[], Awaitable[bytes]]
 HEADERS = {"Content-Type": CONTENT_TYPE}
 
 
-async def serve(fleet_page: Page, node: Callable[[str], bytes | None], host: str, port: int
-                ) -> web.BaseRunner:
-    """Serve `/metrics` (fleet_page) and `/nodes/<name>/metrics` (node(name); None: 404), GET and
-    HEAD only, on aiohttp's low-level server (no router: two kinds of path, looked up directly).
-    The runner's `addresses` say where it listens (port 0: a free one); `cleanup()` stops it."""
+async def serve(fleet_page: Page, node: Callable[[str], bytes | None], host: str, port: int,
+                own_page: Page | None = None) -> web.BaseRunner:
+    """Serve `/metrics` (fleet_page), `/metrics/agent` (own_page, when given: the process's figures
+    without the nodes') and `/nodes/<name>/metrics` (node(name); None: 404), GET and HEAD only, on
+    aiohttp's low-level server (no router: three kinds of path, looked up directly). The runner's
+    `addresses` say where it listens (port 0: a free one); `cleanup()` stops it."""
 
     async def handle(request: web.BaseRequest) -> web.Response:
         if request.method not in ("GET", "HEAD"):
@@ -165,6 +167,8 @@ async def serve(fleet_page: Page, node: Callable[[str], bytes | None], host: str
         path = request.path  # percent-decoded, without the query
         if path == "/metrics":
             return web.Response(body=await fleet_page(), headers=HEADERS)
+        if path == OWN_PATH and own_page is not None:
+            return web.Response(body=await own_page(), headers=HEADERS)
         if path.startswith(NODE_PATH_PREFIX) and path.endswith(NODE_PATH_SUFFIX):
             page = node(path[len(NODE_PATH_PREFIX):-len(NODE_PATH_SUFFIX)])
             if page is not None:
