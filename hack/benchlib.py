@@ -684,6 +684,7 @@ class SliceWatcher:
         self.namespace = namespace
         self.want = dict(want)
         self.done_at: float | None = None
+        self.first_at: float | None = None  # when the first slice event came
         self.slice_writes = 0  # slice events seen until then
         self.watching = threading.Event()
         self.finished = threading.Event()
@@ -716,6 +717,8 @@ class SliceWatcher:
                     if event["type"] == "BOOKMARK":
                         continue
                     self.slice_writes += 1
+                    if self.first_at is None:
+                        self.first_at = time.perf_counter()
                     self._note(obj, wrong)
                     if not wrong:
                         self.done_at = time.perf_counter()

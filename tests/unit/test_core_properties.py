@@ -166,7 +166,9 @@ def test_a_cache_never_changes_the_result(objs: list[dict[str, Any]], later_s: i
     if nodes:
         i = nodes[0]
         spec = {**written[i]["spec"], "maintenance": not written[i]["spec"]["maintenance"]}
-        meta = {**written[i]["metadata"], "resourceVersion": "3"}
+        # a change of a spec: a new generation, as the API server counts it
+        meta = {**written[i]["metadata"], "resourceVersion": "3",
+                "generation": written[i]["metadata"]["generation"] + 1}
         written[i] = {**written[i], "spec": spec, "metadata": meta}
     assert _same(run(written, now=later, cache=cache), run(written, now=later))
     # time passes: verdicts held in the cache are judged again where their window ended
@@ -187,3 +189,22 @@ def test_telemetry_laid_over_an_unchanged_object_is_not_missed_by_the_cache() ->
     fewer = {"healthyGPUs": 1, "observedAt": ts(NOW)}
     again = run([*base[:2], {**base[2], "status": {"telemetry": fewer}}], cache=cache)
     assert again.statuses[("GPUNode", NS, "n")]["healthyGPUs"] == 1
+
+
+def test_a_status_write_keeps_the_nodes_record_and_a_new_generation_does_not() -> None:
+    """The operator's own status writes (a new resourceVersion, the same generation) leave each
+    node's parsed record in the cache, with the conditions it wrote; a change of its spec (a new
+    generation) is parsed again."""
+    cache = PlanCache()
+    base = with_versions([cluster(), rack("r"), node("n", "r", count=4)], "1")
+    first = run(base, cache=cache)
+    record = cache.nodes[base[2]["metadata"]["uid"]]
+    written = with_versions(feed_back(base, first), "2")
+    assert _same(run(written, cache=cache), run(written))
+    assert cache.nodes[base[2]["metadata"]["uid"]] is record
+    assert record.status is written[2]["status"]  # with the conditions it wrote
+    meta = {**written[2]["metadata"], "resourceVersion": "3", "generation": 2}
+    respec = [*written[:2], {**written[2], "metadata": meta,
+                             "spec": {**written[2]["spec"], "maintenance": True}}]
+    assert _same(run(respec, cache=cache), run(respec))
+    assert cache.nodes[base[2]["metadata"]["uid"]] is not record

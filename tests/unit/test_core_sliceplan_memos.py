@@ -15,7 +15,13 @@ from hypothesis import strategies as hs
 from helpers.core_objects import NOW, NS, _obj, cluster, node, rack, ts
 from helpers.properties import PROPS
 from stargate_operator.core import Plan
-from stargate_operator.core.sliceplan import CampusCache, CampusSettings, SliceSettings, plan_campus
+from stargate_operator.core.sliceplan import (
+    CampusCache,
+    CampusSettings,
+    SliceSettings,
+    plan_campus,
+    stage_campus,
+)
 
 Key = tuple[str, str, str]
 SETTINGS = CampusSettings(slices=SliceSettings(slice_size=5, raise_after_seconds=30.0,
@@ -143,8 +149,11 @@ def test_the_memos_change_nothing_over_any_sequence_of_changes(objs: list[dict[s
         now = change(server, what, arg, now)
         current = list(server.objects.values())
         forgetting.forget()
-        kept = plan_campus(current, now, SETTINGS, remembering)
+        staged = stage_campus(current, now, SETTINGS, remembering)
+        sent_first = [dict(a) for a in staged.applies]  # what the engine writes before finish()
+        kept = staged.finish()
         fresh = plan_campus(current, now, SETTINGS, forgetting)
+        assert sent_first == kept.applies  # the first step's applies are the whole plan's
         assert kept.applies == fresh.applies
         assert kept.statuses == fresh.statuses
         assert kept.events == fresh.events

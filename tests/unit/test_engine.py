@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,13 @@ from stargate_operator import kinds
 from stargate_operator.client import ApiError, ApiResource
 from stargate_operator.controller.engine import Engine, EngineSettings, _holds, connections_needed
 from stargate_operator.controller.slot import Controller, power_controller
-from stargate_operator.core.sliceplan import CampusSettings, plan_campus
+from stargate_operator.core.sliceplan import (
+    CampusCache,
+    CampusSettings,
+    StagedCampus,
+    plan_campus,
+    stage_campus,
+)
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.core.types import ObjectRef, Plan
 from stargate_operator.fixtures.synth import SYNTH_NOW, synthetic_site
@@ -109,6 +116,33 @@ async def test_cold_start_writes_what_the_core_decides_once_and_its_echoes_cause
     await engine.run_due()
     assert engine.stats.reconciles == 1 and len(api.writes()) == len(changed) + len(slices)
     assert engine.counts(), "the core's counts are kept for metrics"
+
+
+async def test_the_slices_go_out_before_the_statuses_are_built(clocks: Clocks, engines: list[Engine]) -> None:
+    """The power controller's planner in two steps: every slice's apply is answered before the
+    second step (the statuses, the larger part of a recomputation) starts."""
+    site = synthetic_site(40, 3, "site-a", now=SYNTH_NOW)
+    api = FakeApi(site, plurals(*(ApiResource.of(k) for k in kinds.KINDS)))
+    seen: list[tuple[int, int]] = []  # (applies, status patches) written when finish() starts
+
+    class Recorded:
+        def __init__(self, staged: StagedCampus) -> None:
+            self.applies, self.staged = staged.applies, staged
+
+        def finish(self) -> Plan:
+            seen.append((len(api.writes("apply")), len(api.writes("patch_status"))))
+            return self.staged.finish()
+
+    def stager(objects: list[dict[str, Any]], now: datetime, settings: CampusSettings,
+               cache: CampusCache) -> Recorded:
+        return Recorded(stage_campus(objects, now, settings, cache))
+
+    engine = await started(api, clocks, [replace(power_controller(), stager=stager)])
+    engines.append(engine)
+    await engine.run_due()
+    slices = {k for k in api.objects if k[0] == kinds.POWER_LIMIT_SLICE.kind}
+    assert slices and seen == [(len(slices), 0)]
+    assert api.writes("patch_status"), "the statuses follow"
 
 
 # -- coalescing ----------------------------------------------------------------------------------

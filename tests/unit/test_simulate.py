@@ -16,7 +16,8 @@ import pytest
 from stargate_operator import cli
 from stargate_operator.controller import slot
 from stargate_operator.controller.engine import Engine, EngineSettings
-from stargate_operator.core import plan_namespace, sliceplan
+from stargate_operator.core import sliceplan
+from stargate_operator.core.site import allocate_namespace
 from stargate_operator.core.sliceplan import plan_campus
 from stargate_operator.sim import run as sim_run
 from stargate_operator.sim import site as sim_site
@@ -186,15 +187,15 @@ def test_a_new_limit_reaches_the_gpus_after_the_enforcement_lag(monkeypatch: pyt
     start = s.start
 
     def curtailing(objects: Any, now: Any, settings: Any, cache: Any = None) -> Any:
-        plan = plan_namespace(objects, now, settings, cache)
+        allocated = allocate_namespace(objects, now, settings, cache)
         if (now - start).total_seconds() >= 30:  # from the plan at t = 30: every GPU at 400 W
-            for key, status in plan.statuses.items():
-                if key[0] == "GPUNode":
-                    plan.statuses[key] = {**status, "powerLimitWatts": 400}
-        return plan
+            for ns, limits in allocated.limits.items():
+                allocated.limits[ns] = dict.fromkeys(limits, 400)
+                allocated.safe_limits[ns] = {n: w for n, w in allocated.safe_limits[ns].items() if w < 400}
+        return allocated
 
-    # The plan under the slices the simulator's planner writes (plan_campus calls it).
-    monkeypatch.setattr(sliceplan, "plan_namespace", curtailing)
+    # The limits under the slices the simulator's planner writes (plan_campus allocates with it).
+    monkeypatch.setattr(sliceplan, "allocate_namespace", curtailing)
     r = simulate(sim_site.generated(36), 36, sim_site.STATIC, s, bank(s), keep_series=True)
     assert r.series is not None
     capped = np.flatnonzero(r.series.capped_w > 0)

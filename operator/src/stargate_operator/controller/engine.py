@@ -408,19 +408,34 @@ class Engine:
             cache = self._caches.get(unit)
             if cache is None:
                 cache = self._caches[unit] = controller.new_cache()
-            with gc_paused():
-                plan = controller.planner(objects, self.clock(), controller.settings, cache)
-            metrics.ALLOCATION_SECONDS.observe(time.perf_counter() - t0)
-            self._counts[unit] = plan.counts
             first = controller.write_first
             failed = 0
+            stager = controller.stager
+            if stager is not None:
+                with gc_paused():
+                    staged = stager(objects, self.clock(), controller.settings, cache)
+                planned = time.perf_counter() - t0
+                if first:
+                    # What the agents act on goes out before the statuses are even built.
+                    failed = await self._write_all(
+                        self._first_writes(staged.applies, frozenset(first)), controller)
+                t0 = time.perf_counter()
+                with gc_paused():
+                    plan = staged.finish()
+            else:
+                planned = 0.0
+                with gc_paused():
+                    plan = controller.planner(objects, self.clock(), controller.settings, cache)
+            metrics.ALLOCATION_SECONDS.observe(planned + time.perf_counter() - t0)
+            self._counts[unit] = plan.counts
             if plan.next_change_at is not None:
                 self._changes_at[unit] = self.monotonic() + max(
                     0.0, (plan.next_change_at - self.clock()).total_seconds())
             if first:
                 # A barrier, not only an order: when a later write (a GPUNode's limit) lands, the
-                # one it follows (its PowerLimitSlice) has landed already, or failed.
-                failed = await self._write_all(self._first_writes(plan, frozenset(first)), controller)
+                # one it follows (its PowerLimitSlice) has landed already, or failed (those the first
+                # step sent are held now, and skipped; a failed one is tried again).
+                failed = await self._write_all(self._first_writes(plan.applies, frozenset(first)), controller)
             # The rest (statuses above all) gives way to a newer change once it is due: its plan
             # writes what is still wrong, so a curtailment never queues behind thousands of status
             # writes of the recomputation before it.
@@ -475,11 +490,11 @@ class Engine:
             if patch and self._refresh.allow(key, patch, self.monotonic()):
                 yield _PATCH_STATUS, key, patch
 
-    def _first_writes(self, plan: Plan, first: frozenset[str]) -> Iterator[Write]:
+    def _first_writes(self, applies: list[dict[str, Any]], first: frozenset[str]) -> Iterator[Write]:
         """The applies (not already in effect) of the kinds `first`; their statuses go with the rest,
         once a slice created by its apply is held."""
         store = self.store
-        for body in plan.applies:
+        for body in applies:
             if body.get("kind") in first:
                 key = key_of(body)
                 held = store.get(key)

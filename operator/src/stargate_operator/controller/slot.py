@@ -10,7 +10,10 @@ A registration names
 - `field_manager`: whose name its server-side applies carry;
 - `write_first`: kinds whose writes (applies and status patches) go out, all of them, before any
   other write of the same plan (the power controller's PowerLimitSlices: they are how a new limit
-  reaches the node agents with one write per slice of up to a few hundred nodes).
+  reaches the node agents with one write per slice of up to a few hundred nodes);
+- `stager` (optional): the planner in two steps (core.types.Staged), whose first step yields the
+  `write_first` kinds' applies before the rest of the plan (the statuses) is built: the engine
+  sends them, then finishes the plan. `planner` stays the two steps at once.
 
 Several controllers may share one engine (one cache, one watch per resource, one set of writers,
 one leader-election gate): `Engine(client, settings, controllers=(power_controller(...), other))`.
@@ -25,8 +28,14 @@ from typing import Any, Generic, TypeVar
 
 from stargate_operator import kinds
 from stargate_operator.client import ApiResource
-from stargate_operator.core.sliceplan import CampusCache, CampusSettings, SliceSettings, plan_campus
-from stargate_operator.core.types import CoreSettings, Plan
+from stargate_operator.core.sliceplan import (
+    CampusCache,
+    CampusSettings,
+    SliceSettings,
+    plan_campus,
+    stage_campus,
+)
+from stargate_operator.core.types import CoreSettings, Plan, Staged
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -49,6 +58,8 @@ class Controller(Generic[S, C]):
     reconcile_kind: str = "namespace"
     # Kinds whose applies and status patches are written (and answered) before the plan's other writes.
     write_first: tuple[str, ...] = ()
+    # The planner in two steps, so that the applies of `write_first` go out before the rest is built.
+    stager: Callable[[list[dict[str, Any]], datetime, S, C], Staged] | None = None
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -68,6 +79,7 @@ def power_controller(stale_after_seconds: float = kinds.DEFAULT_STALE_AFTER_SECO
         name="power",
         resources=stargate_resources(),
         planner=plan_campus,
+        stager=stage_campus,
         settings=CampusSettings(CoreSettings(stale_after_seconds), slices or SliceSettings()),
         new_cache=CampusCache,
         # Limits travel in slices: every slice first, then the GPUNodes' and racks' statuses.

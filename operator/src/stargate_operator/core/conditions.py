@@ -26,9 +26,10 @@ def index_conditions(status: Mapping[str, Any]) -> OldConditions:
     conds = status.get("conditions")
     if isinstance(conds, list):
         for c in conds:
-            if isinstance(c, Mapping):
+            # `type(c) is dict` first: what a JSON decoder gives, without the ABC's slower check.
+            if type(c) is dict or isinstance(c, Mapping):
                 t = c.get("type")
-                if isinstance(t, str):
+                if type(t) is str:
                     out[t] = c
     return out
 

@@ -16,6 +16,7 @@ from stargate_operator import kinds
 from stargate_operator.core.allocation import add_node, allocate_rack, allocate_site, roll_up_site
 from stargate_operator.core.cache import PlanCache, RackKey, RackMemo
 from stargate_operator.core.capacity import assess_node
+from stargate_operator.core.conditions import OldConditions, index_conditions
 from stargate_operator.core.counts import NODES_LIMIT_CONFIRMED, cluster_counts, rack_counts
 from stargate_operator.core.domains import link_domains, link_rack
 from stargate_operator.core.gridevents import EventIn, event_status, link_events, parse_event
@@ -124,6 +125,24 @@ def plan_namespace(
     envelope_at: float | None = None,
 ) -> Plan:
     """Every operator-owned status of the given objects, the Events to post, and the next instant
+    at which time alone changes the result: `allocate_namespace(...).finish()` (see there)."""
+    return allocate_namespace(objects, now, settings, cache, envelope_at=envelope_at).finish()
+
+
+def allocate_namespace(
+    objects: Iterable[Mapping[str, Any]],
+    now: datetime,
+    settings: CoreSettings,
+    cache: PlanCache | None = None,
+    *,
+    envelope_at: float | None = None,
+) -> Allocated:
+    """The plan in two steps: this call parses, links and allocates, and returns every node's limits
+    (`Allocated.limits`); its `finish()` builds the statuses from the same records. The limits are
+    what the agents act on, so a caller can send them before the statuses, the larger part of the
+    work, are built. `plan_namespace` is the two steps at once.
+
+    Every operator-owned status of the given objects, the Events to post, and the next instant
     at which time alone changes the result.
 
     `objects` are wire-form dicts (as the API server returns them), all kinds mixed, normally of
@@ -178,9 +197,11 @@ def plan_namespace(
     plan = Plan()
     ctx = StatusContext(format_time(when), stale_after, plan.events, plan.counts, caching=cache is not None)
     previous = cache.racks if cache is not None else None
-    memos: dict[RackKey, RackMemo] = {}
+    out = Allocated(plan, ctx, cache, now_e)
     for ns in sorted(spaces):
-        change = _plan_space(spaces[ns], now_e, plan.statuses, ctx, previous, memos, envelope_at)
+        allocation = _allocate_space(spaces[ns], now_e, previous, envelope_at)
+        out.spaces.append(allocation)
+        out.limits[ns], out.safe_limits[ns] = allocation.limits, allocation.safe_limits
         piece = ramp_piece(spaces[ns].clusters.values(), now_e)
         if piece is not None:
             plan.ramp_pieces[ns] = piece
@@ -189,15 +210,56 @@ def plan_namespace(
             plan.ramp_next[ns] = ahead
         if look_at is not None and look_at < next_change:
             next_change = look_at
-        if change < next_change:
-            next_change = change
+    out.next_change = next_change
     if cache is not None:
         cache.nodes = kept
-        cache.racks = memos
-    if next_change != INFINITY:
-        plan.next_change_at = from_epoch(next_change)
-    plan.events.sort(key=lambda e: (e.key, e.reason, e.type, e.message))
-    return plan
+    return out
+
+
+@dataclass(slots=True)
+class _SpaceAllocation:
+    """One namespace between the two steps: allocated, its statuses not built yet."""
+
+    space: _Namespace
+    next_change: float
+    reused: dict[str, RackMemo]  # racks whose statuses are last call's (same nodes, same budget)
+    orphans: list[NodeIn]
+    limits: dict[str, int]  # node -> powerLimitWatts
+    safe_limits: dict[str, int]  # node -> safeLimitWatts, where below its limit
+
+
+@dataclass(slots=True)
+class Allocated:
+    """The core's plan after its first step (`allocate_namespace`): every node's limits, the ramps'
+    pieces; `finish()` builds the rest (once)."""
+
+    plan: Plan  # statuses, events and counts filled by finish(); ramp_pieces and ramp_next already
+    ctx: StatusContext
+    cache: PlanCache | None
+    now: float
+    next_change: float = INFINITY
+    spaces: list[_SpaceAllocation] = field(default_factory=list)
+    # Namespace -> node -> its powerLimitWatts, and its safeLimitWatts where lower than that (the
+    # figures its status will carry).
+    limits: dict[str, dict[str, int]] = field(default_factory=dict)
+    safe_limits: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def finish(self) -> Plan:
+        """Every status, from the records the first step allocated."""
+        plan = self.plan
+        memos: dict[RackKey, RackMemo] = {}
+        next_change = self.next_change
+        for allocation in self.spaces:
+            change = _status_space(allocation, self.now, plan.statuses, self.ctx, memos)
+            if change < next_change:
+                next_change = change
+        self.spaces = []  # the records move on with the cache; a second finish() has nothing to do
+        if self.cache is not None:
+            self.cache.racks = memos
+        if next_change != INFINITY:
+            plan.next_change_at = from_epoch(next_change)
+        plan.events.sort(key=lambda e: (e.key, e.reason, e.type, e.message))
+        return plan
 
 
 def _take_node(
@@ -223,9 +285,9 @@ def _take_node(
             node = cached.get(uid)
             if (
                 node is not None
-                and node.version == version
                 and node.assessed_with == stale_after
                 and _same_telemetry(node.telemetry, obj)
+                and (node.version == version or _status_only(node, obj, version))
             ):
                 node.rack_found = node.powered = node.observe = False
                 node.rack_cluster_ref = ""
@@ -252,6 +314,27 @@ def _take_node(
     return node, INFINITY if change is None else change
 
 
+# A record's conditions not read yet from its status (_status_only): read by _node_status.
+_OLD_UNREAD: OldConditions = {}
+
+
+def _status_only(node: NodeIn, obj: Mapping[str, Any], version: Any) -> bool:
+    """Whether only the object's status changed since its record was parsed (the same generation:
+    the API server counts every change of a spec, and none of a status), and if so the record
+    takes the new status's conditions. After the operator's own status writes, most of a site's
+    objects are new copies of the same spec: parsed and judged again, a curtailment at 100,000
+    nodes would cost a second of CPU before its first write."""
+    gen = node.generation
+    meta = obj.get("metadata")
+    if gen is None or meta is None or meta.get("generation") != gen:
+        return False
+    node.status = obj.get("status") or {}
+    node.old = _OLD_UNREAD  # read when its status is built (most are not: their rack is reused)
+    node.version = str(version)
+    node.out_key = node.out_status = None  # built against the conditions it had before
+    return True
+
+
 def _same_telemetry(held: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:
     """Telemetry may reach the core without a new resourceVersion (an engine that reads it from
     Prometheus and lays it over the object), so a cached record is only good for the same one."""
@@ -267,15 +350,12 @@ def _space(spaces: dict[str, _Namespace], namespace: str) -> _Namespace:
     return space
 
 
-def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[str, Any]],
-                ctx: StatusContext, previous: dict[RackKey, RackMemo] | None,
-                memos: dict[RackKey, RackMemo], envelope_at: float | None = None) -> float:
-    """Link, allocate and build the statuses of one namespace; return its next change by time
-    (curtailments ending, grid events starting or ending), or infinity. Nodes are visited rack by
-    rack, so that a rack's nodes are allocated and written out while they are still in the CPU
-    cache. With a cache, a rack whose
-    nodes are the very records of last time, unchanged, reuses its sums, and if its budget is the
-    same too, its nodes' statuses (`previous`: last call's rack memos; `memos`: this call's)."""
+def _allocate_space(space: _Namespace, now: float, previous: dict[RackKey, RackMemo] | None,
+                    envelope_at: float | None = None) -> _SpaceAllocation:
+    """Link and allocate one namespace, with its next change by time (curtailments ending, grid
+    events starting or ending). With a cache, a rack whose nodes are the very records of last time,
+    unchanged, reuses its sums, and if its budget is the same too, its limits and its nodes'
+    statuses (`previous`: last call's rack memos)."""
     next_change = INFINITY
     racks = space.racks
     orphans: list[NodeIn] = []
@@ -342,15 +422,16 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
         if hold_ends is not None and hold_ends < next_change:
             next_change = hold_ends
 
+    same: dict[str, RackMemo] = {}
+    limits: dict[str, int] = {}
+    safe_limits: dict[str, int] = {}
     for rack in racks.values():
         memo = reused.get(rack.name)
         if (memo is not None and memo.budget_w == rack.budget_w and memo.powered == rack.powered
                 and memo.safe_budget_w == rack.safe_budget_w and memo.observe == rack.observe):
             # Same nodes, same budget: the same allocation and the same statuses as last time.
+            same[rack.name] = memo
             rack.facility_it_w = memo.facility_it_w
-            statuses.update(memo.statuses)
-            memos[rack.namespace, rack.name] = memo
-            ctx.counts[_RACK, rack.namespace, rack.name] = counts = memo.counts
             rack.power_limits = memo.power_limits
             rack.safe_limits = memo.safe_limits
             rack.over_nodes, rack.over_w = memo.over
@@ -359,6 +440,28 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
                 allocate_rack(rack)
             if rack.observe:
                 shadow(rack)
+            rack.power_limits, rack.safe_limits = rack_limits(rack)
+        limits.update(rack.power_limits)
+        safe_limits.update(rack.safe_limits)
+    for node in orphans:
+        limits[node.name] = node.limit_w
+    return _SpaceAllocation(space, next_change, same, orphans, limits, safe_limits)
+
+
+def _status_space(allocation: _SpaceAllocation, now: float, statuses: dict[ObjectKey, dict[str, Any]],
+                  ctx: StatusContext, memos: dict[RackKey, RackMemo]) -> float:
+    """Build the statuses of one allocated namespace, rack by rack, so that a rack's nodes are
+    written out while they are still in the CPU cache; its next change by time. `memos`: this
+    call's rack memos, for the next call."""
+    space, reused, next_change = allocation.space, allocation.reused, allocation.next_change
+    racks, clusters, domains, events = space.racks, space.clusters, space.domains, space.events
+    for rack in racks.values():
+        memo = reused.get(rack.name)
+        if memo is not None:
+            statuses.update(memo.statuses)
+            memos[rack.namespace, rack.name] = memo
+            ctx.counts[_RACK, rack.namespace, rack.name] = counts = memo.counts
+        else:
             mine: dict[ObjectKey, dict[str, Any]] | None = {} if ctx.caching else None
             for node in rack.nodes:
                 status = _node_status(node, ctx)
@@ -369,12 +472,11 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
                     else:
                         mine = None  # a condition changed: now played a part; build it again
             counts = ctx.counts[_RACK, rack.namespace, rack.name] = rack_counts(rack)
-            rack.power_limits, rack.safe_limits = rack_limits(rack)
             if mine is not None:
                 memos[rack.namespace, rack.name] = RackMemo.of(rack, mine, counts)
         rack.limits_confirmed = counts[NODES_LIMIT_CONFIRMED]
         statuses[_RACK, rack.namespace, rack.name] = rack_status(rack, ctx)
-    for node in orphans:
+    for node in allocation.orphans:
         statuses[_NODE, node.namespace, node.name] = _node_status(node, ctx)
     for cluster in clusters.values():
         roll_up_site(cluster)
@@ -411,6 +513,9 @@ def _plan_space(space: _Namespace, now: float, statuses: dict[ObjectKey, dict[st
 def _node_status(node: NodeIn, ctx: StatusContext) -> dict[str, Any]:
     """node_status, or with a cache the node's last status when it was built from the same
     object and the same figures and no condition changed in it (so `now` played no part)."""
+    if node.old is _OLD_UNREAD:
+        status = node.status
+        node.old = index_conditions(status) if "conditions" in status else {}
     if not ctx.caching:
         return node_status(node, ctx)
     key = (node.allocated_w, node.limit_w, node.safe_limit_w, node.healthy, node.stale_reason, node.powered,

@@ -33,7 +33,7 @@ from typing import Any
 
 from stargate_operator import kinds
 from stargate_operator.core.cache import PlanCache
-from stargate_operator.core.site import plan_namespace
+from stargate_operator.core.site import Allocated, allocate_namespace, plan_namespace
 from stargate_operator.core.sliceramp import (
     Held,
     PieceLimits,
@@ -72,6 +72,7 @@ class _NodeMemo:
     """What the slice pass reads of one GPUNode object, kept while the object is the same."""
 
     version: Any  # its spec's version (_spec_version): what was read of the spec holds while it does
+    meta: Any  # the metadata it was last matched with: the same dict again is the same version
     # The telemetry it was read from, and its raw figures: an engine may lay telemetry over the
     # object without a new resourceVersion (the same report then is another dict, equal).
     telemetry: Any
@@ -101,8 +102,16 @@ class _SliceMemo:
     version: Any
     limits: dict[str, int]
     names: Mapping[str, Any]  # every node it names, whatever its value
-    entries: dict[str, Held]  # as its agents read it (sliceramp.py)
+    spec: Mapping[str, Any]
     ramped: dict[str, Held]  # those of its entries on a ramp
+    # Every entry as its agents read it (sliceramp.py): read when a ramp needs them, since without
+    # one a curtailment would build a record for each of a campus's 100,000 entries for nothing.
+    entries: dict[str, Held] | None = None
+
+    def held(self) -> dict[str, Held]:
+        if self.entries is None:
+            self.entries = held_entries(self.spec)
+        return self.entries
 
 
 @dataclass(slots=True)
@@ -147,9 +156,35 @@ class CampusCache:
 
 def plan_campus(objects: Iterable[Mapping[str, Any]], now: datetime, settings: CampusSettings,
                 cache: CampusCache | None = None) -> Plan:
-    """plan_namespace's plan with the PowerLimitSlices that carry its limits (see the module)."""
+    """plan_namespace's plan with the PowerLimitSlices that carry its limits (see the module):
+    `stage_campus(...).finish()`."""
+    return stage_campus(objects, now, settings, cache).finish()
+
+
+@dataclass(slots=True)
+class StagedCampus:
+    """A campus plan in two steps. `applies`: the slices' applies, known once the core has allocated
+    and before it builds a single status; `finish()`: the whole plan (those applies included), from
+    the same records, once. A caller sends the applies first: they are what the agents act on."""
+
+    applies: list[dict[str, Any]]
+    core: Allocated
+    spaces: list[_SliceOutcome]
+
+    def finish(self) -> Plan:
+        plan = self.core.finish()
+        for out in self.spaces:
+            _finish_space(out, plan)
+        self.spaces = []
+        return plan
+
+
+def stage_campus(objects: Iterable[Mapping[str, Any]], now: datetime, settings: CampusSettings,
+                 cache: CampusCache | None = None) -> StagedCampus:
+    """The slices' applies of plan_campus before any status is built, and the rest on `finish()`."""
     objects = list(objects)
-    plan = plan_namespace(objects, now, settings.core, cache.plan if cache is not None else None)
+    core = allocate_namespace(objects, now, settings.core, cache.plan if cache is not None else None)
+    plan = core.plan
     spaces = cache.spaces if cache is not None else {}
     by_ns: dict[str, list[Mapping[str, Any]]] = {}
     for obj in objects:
@@ -159,8 +194,11 @@ def plan_campus(objects: Iterable[Mapping[str, Any]], now: datetime, settings: C
         by_ns.setdefault(meta.get("namespace") or "default", []).append(obj)
     epoch = as_utc(now).timestamp()
     records = [obj for obj in objects if obj.get("metadata") is None]
+    applies: list[dict[str, Any]] = []
+    outcomes: list[_SliceOutcome] = []
     for ns, objs in by_ns.items():
         state = spaces.setdefault(ns, _SpaceState())
+        limits, safes = core.limits.get(ns, {}), core.safe_limits.get(ns, {})
         piece, ahead = plan.ramp_pieces.get(ns), plan.ramp_next.get(ns)
         ends = _piece_limits(ns, [*objs, *records], now, piece, settings, cache) if piece else None
         if ahead is not None and (ends is None or not ends.moves()):
@@ -168,15 +206,28 @@ def plan_campus(objects: Iterable[Mapping[str, Any]], now: datetime, settings: C
             # plan holds still until it starts (no step there), so that it is in place in time.
             later = _piece_limits(ns, [*objs, *records], now, ahead, settings, cache)
             if later is not None and later.moves() and all(
-                    (plan.statuses.get((NODE, ns, n)) or {}).get("powerLimitWatts") == w
-                    for n, w in later.start.items()):
+                    limits.get(n) == w for n, w in later.start.items()):
                 ends = later
         if ends is not None and ends.moves():
             # While a piece moves, the statuses of its racks and nodes say where it goes (the
             # slices' limits), as its slices do: written once per piece, not once a second.
-            plan.statuses.update(ends.statuses)
-        _plan_space(ns, objs, plan, epoch, settings, state, ends)
-    return plan
+            limits, safes = dict(limits), dict(safes)
+            for (kind, space, name), st in ends.statuses.items():
+                if kind != NODE or space != ns:
+                    continue
+                limit, safe = st.get("powerLimitWatts"), st.get("safeLimitWatts")
+                if type(limit) is not int:
+                    limits.pop(name, None)
+                    continue
+                limits[name] = limit
+                if type(safe) is int and safe < limit:
+                    safes[name] = safe
+                else:
+                    safes.pop(name, None)
+        out = _plan_space(ns, objs, limits, safes, epoch, settings, state, ends)
+        applies.extend(out.applies)
+        outcomes.append(out)
+    return StagedCampus(applies, core, outcomes)
 
 
 def _piece_limits(ns: str, objs: list[Mapping[str, Any]], now: datetime, piece: tuple[float, float],
@@ -238,8 +289,9 @@ def _spec_version(meta: Mapping[str, Any]) -> Any:
     return None if version is None else ("", version)
 
 
-def _read_node(obj: Mapping[str, Any], version: Any, telemetry: Any) -> _NodeMemo:
+def _read_node(obj: Mapping[str, Any], meta: Any, telemetry: Any) -> _NodeMemo:
     spec = obj.get("spec") or {}
+    version = _spec_version(meta)
     count = (spec.get("gpu") or {}).get("count")
     observed = got = seen = value = None
     if telemetry:
@@ -247,8 +299,10 @@ def _read_node(obj: Mapping[str, Any], version: Any, telemetry: Any) -> _NodeMem
         seen = parse_epoch(observed)
         got = telemetry.get("enforcedLimitWatts")
         value = got if type(got) is int else None
-    return _NodeMemo(version, telemetry, observed, got, str(spec.get("rackRef") or ""),
-                     count if type(count) is int and count > 0 else 1, bool(telemetry), seen, value)
+    # Never matched again without a version: None for its metadata too.
+    return _NodeMemo(version, meta if version is not None else None, telemetry, observed, got,
+                     str(spec.get("rackRef") or ""), count if type(count) is int and count > 0 else 1,
+                     bool(telemetry), seen, value)
 
 
 def _rack_refs(spec: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
@@ -274,13 +328,61 @@ def _read_rack(rack: str, refs: tuple[Any, ...] | None, parents: Mapping[str, st
 def _read_slice(obj: Mapping[str, Any], version: Any) -> _SliceMemo:
     spec = obj.get("spec") or {}
     limits = spec.get("limits") or {}
-    entries = held_entries(spec)
-    return _SliceMemo(version, {n: w for n, w in limits.items() if type(w) is int}, limits, entries,
-                      {n: e for n, e in entries.items() if e.start_from is not None})
+    memo = _SliceMemo(version, {n: w for n, w in limits.items() if type(w) is int}, limits, spec, {})
+    if isinstance(spec.get("ramp"), dict):
+        memo.ramped = {n: e for n, e in memo.held().items() if e.start_from is not None}
+    return memo
 
 
-def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, settings: CampusSettings,
-                state: _SpaceState, piece: PieceLimits | None = None) -> None:
+@dataclass(slots=True)
+class _SliceOutcome:
+    """One namespace's slice pass, what its statuses need once the core has built them."""
+
+    ns: str
+    piece: PieceLimits | None
+    applies: list[dict[str, Any]]
+    statuses: dict[ObjectKey, dict[str, Any]]  # the slices'
+    slice_of: dict[str, str]  # node -> its slice
+    nodes: dict[str, Mapping[str, Any]]
+    changed: dict[str, float]  # node -> when its slice's entry last changed (within the grace period)
+    grace: float
+    forced: tuple[str, ...]  # constraints beneath which raises went ahead unconfirmed
+    raise_after: float
+    clusters: list[str]
+    next_at: float | None
+
+
+def _finish_space(out: _SliceOutcome, plan: Plan) -> None:
+    """Lay a namespace's slice pass over the core's finished plan: the slices' applies and statuses,
+    each node's slice in its status, PowerLimitApplied kept within the grace period, the Event of a
+    raise that did not wait, and the next change by time."""
+    ns, statuses = out.ns, plan.statuses
+    if out.piece is not None and out.piece.moves():
+        statuses.update(out.piece.statuses)
+    plan.applies.extend(out.applies)
+    statuses.update(out.statuses)
+    for n, sname in out.slice_of.items():
+        st = statuses[NODE, ns, n]
+        if st.get("powerLimitSlice") != sname:
+            st["powerLimitSlice"] = sname  # the core builds each node's status afresh or keeps it
+    grace_ends = _within_grace(ns, out.nodes, statuses, out.changed, out.grace)
+    if out.forced and out.clusters:
+        key: ObjectKey = (kinds.STARGATE_CLUSTER.kind, ns, sorted(out.clusters)[0])
+        plan.events.append(PlanEvent(
+            key, "Warning", "RaisedUnconfirmed",
+            f"raised limits after {out.raise_after:g} s although nodes lowered beneath "
+            f"{', '.join(out.forced)} have not confirmed their lower limits (their agents "
+            "may be down or late)"))
+    for moment in (out.next_at, grace_ends):
+        if moment is not None:
+            at = from_epoch(moment)
+            if plan.next_change_at is None or at < plan.next_change_at:
+                plan.next_change_at = at
+
+
+def _plan_space(ns: str, objs: list[Mapping[str, Any]], core_limits: Mapping[str, int],
+                core_safes: Mapping[str, int], now: float, settings: CampusSettings,
+                state: _SpaceState, piece: PieceLimits | None = None) -> _SliceOutcome:
     memos = state.memos
     stale_after = settings.core.stale_after_seconds
     if memos.stale_after != stale_after:
@@ -307,8 +409,6 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         elif kind == kinds.STARGATE_CLUSTER.kind:
             clusters.append(name)
             _up_rate(up_rates, f"StargateCluster/{name}", (obj.get("spec") or {}).get("power"))
-    statuses = plan.statuses
-
     # One walk over the nodes: their limits as the core computed them, and what their own objects
     # say (read again only for an object whose spec or report changed).
     node_memos = memos.nodes
@@ -321,27 +421,31 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
     enforced: dict[str, int] = {}
     reports: list[tuple[str, int]] = []  # nodes whose report gives an enforced limit
     for name, obj in nodes.items():
-        st = statuses.get((NODE, ns, name))
-        if st is None:
-            continue
-        limit = st.get("powerLimitWatts")
-        if type(limit) is not int:
+        limit = core_limits.get(name)
+        if limit is None:
             continue
         status = obj.get("status")
         tel = status.get("telemetry") if status else None
-        version = _spec_version(obj["metadata"])
+        meta = obj["metadata"]
         memo = node_memos.get(name)
-        if (memo is None or version is None or memo.version != version
+        if memo is not None and memo.meta is not meta:
+            # Another copy (the operator's own status write): the same spec while its version is.
+            version = _spec_version(meta)
+            if version is None or memo.version != version:
+                memo = None
+            else:
+                memo.meta = meta
+        if (memo is None
                 or (memo.telemetry is not tel and (
                     memo.reported != bool(tel)
                     or (tel and not (_same(memo.observed, tel.get("observedAt"))
                                      and _same(memo.enforced, tel.get("enforcedLimitWatts"))))))):
-            memo = _read_node(obj, version, tel)
+            memo = _read_node(obj, meta, tel)
         kept[name] = memo
         if piece is not None and name in piece.end and name in piece.start:
             limit = piece.end[name]  # on a ramp: where its line ends (sliceramp.py)
         target[name] = limit
-        sl = st.get("safeLimitWatts")
+        sl = core_safes.get(name)
         if piece is not None and name in piece.end_safe:
             # The end's: a descent's is the lower; on a rise, an agent in the fail-safe enforces
             # min(line, safe), which the line keeps under the envelope.
@@ -395,7 +499,6 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             sm = _read_slice(sobj, version)
         read[sname] = sm
         held.update(sm.limits)
-        entries.update(sm.entries)
         if sm.ramped:
             ramped.update(sm.ramped)
         for node in sm.names:
@@ -403,6 +506,9 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             if was_in is not None and was_in not in previous:
                 previous[was_in] = sname
     memos.slices = read
+    if piece is not None or ramped:
+        for sm in read.values():
+            entries.update(sm.held())
     if ramped:  # a later slice's entry of the same node wins, as in `entries`
         ramped = {n: e for n, e in ramped.items() if entries[n] is e}
     assignment = pack([(r, len(rack_nodes[r])) for r in ordered], previous, settings.slices.slice_size)
@@ -446,10 +552,12 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         del recent[node]
     for node in [n for n, at in changed.items() if at + grace <= now or n not in target]:
         del changed[node]
-    grace_ends = _within_grace(ns, nodes, statuses, changed, grace)
     starts = ramp_starts(piece, entries) if piece is not None else {}
     exits = failsafe_exit_rates(up_rates, above, gpus) if up_rates else {}
 
+    applies: list[dict[str, Any]] = []
+    statuses: dict[ObjectKey, dict[str, Any]] = {}
+    slice_of: dict[str, str] = {}
     by_slice: dict[str, list[str]] = {}
     for node in sorted(target):
         by_slice.setdefault(assignment[rack_of[node]], []).append(node)
@@ -471,7 +579,7 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         # already what the plan wants; the apply leaves the field out.
         desired: dict[str, Any] = {"limits": limits, "safeLimits": safes, "revision": revision,
                                    "ramp": ramp, "failsafeExitWattsPerSecond": exit_rate}
-        plan.applies.append({
+        applies.append({
             "apiVersion": kinds.API_VERSION, "kind": SLICE,
             "metadata": {"name": sname, "namespace": ns},
             "spec": desired,
@@ -490,9 +598,7 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         statuses[SLICE, ns, sname] = {"observedGeneration": generation, "nodes": len(names),
                                       "confirmed": confirmed, "unconfirmed": len(names) - confirmed}
         for n in names:
-            st = statuses[NODE, ns, n]
-            if st.get("powerLimitSlice") != sname:
-                st["powerLimitSlice"] = sname  # the core builds each node's status afresh or keeps it
+            slice_of[n] = sname
     for sname, sobj in slices.items():
         if sname in by_slice:
             continue
@@ -504,7 +610,7 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
         if spec.get("limits") or spec.get("safeLimits") or spec.get("ramp") is not None:
             generation += 1
             revision = spec.get("revision")
-            plan.applies.append({
+            applies.append({
                 "apiVersion": kinds.API_VERSION, "kind": SLICE,
                 "metadata": {"name": sname, "namespace": ns},
                 "spec": {"limits": {}, "safeLimits": {},
@@ -512,18 +618,8 @@ def _plan_space(ns: str, objs: list[Mapping[str, Any]], plan: Plan, now: float, 
             })
         statuses[SLICE, ns, sname] = {"observedGeneration": generation, "nodes": 0, "confirmed": 0,
                                       "unconfirmed": 0}
-    if staged.forced and clusters:
-        key: ObjectKey = (kinds.STARGATE_CLUSTER.kind, ns, sorted(clusters)[0])
-        plan.events.append(PlanEvent(
-            key, "Warning", "RaisedUnconfirmed",
-            f"raised limits after {settings.slices.raise_after_seconds:g} s although nodes lowered "
-            f"beneath {', '.join(staged.forced)} have not confirmed their lower limits (their agents "
-            "may be down or late)"))
-    for moment in (staged.next_at, grace_ends):
-        if moment is not None:
-            at = from_epoch(moment)
-            if plan.next_change_at is None or at < plan.next_change_at:
-                plan.next_change_at = at
+    return _SliceOutcome(ns, piece, applies, statuses, slice_of, nodes, dict(changed), grace,
+                         tuple(staged.forced), settings.slices.raise_after_seconds, clusters, staged.next_at)
 
 
 def _up_rate(out: dict[str, float], constraint: str, spec: Any) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from stargate_operator.kinds import DEFAULT_STALE_AFTER_SECONDS
 
@@ -76,3 +76,12 @@ class Plan:
     ramp_pieces: dict[str, tuple[float, float]] = field(default_factory=dict)
     # Per namespace, the piece after the next kink when it comes within a few seconds (written ahead).
     ramp_next: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+class Staged(Protocol):
+    """A plan in two steps: `applies`, known first (what the agents act on, written before anything
+    else), and `finish()`, the whole plan with them, called once."""
+
+    applies: list[dict[str, Any]]
+
+    def finish(self) -> Plan: ...
