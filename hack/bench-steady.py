@@ -2,9 +2,11 @@
 """A site at rest under its agents' default load, then a curtailment: what the API server carries.
 
 On a fresh local control plane: the synthetic site of `--nodes` GPU nodes, the operator, and one
-`agent --simulate --all` process for every node at the agents' default interval (10 s). With
-`--telemetry agents` (the default) each agent writes its GPUNode's telemetry every interval, as a
-real node's agent does without Prometheus. With `--telemetry prometheus` the agents report to their
+`agent --simulate --all` process for every node at the agents' default interval (10 s), in the
+telemetry mode `--telemetry` names (default `auto`: the one the docs recommend for `--nodes`,
+Prometheus above 2,000 nodes, benchlib.PROMETHEUS_ABOVE_NODES). With `--telemetry agents` each
+agent writes its GPUNode's telemetry every interval, as a real node's agent does without
+Prometheus. With `--telemetry prometheus` the agents report to their
 /metrics (`--report-to prometheus`: their GPUNodes written once, then only when their power range
 changes), a real Prometheus scrapes every node on its own target every 15 s (the simulated fleet
 serves each node on /nodes/<GPUNode>/metrics, the target's `node` label naming it), and the
@@ -29,7 +31,7 @@ at rest are measured, then a 20 % curtailment:
 - `load_avg`: the machine's 1-minute load average at the start and the end of the rest period
   (the machine may be shared: figures are read beside it).
 
-    .venv/bin/python hack/bench-steady.py --nodes 10000 [--telemetry prometheus] [--rest 300] [--json]
+    .venv/bin/python hack/bench-steady.py --nodes 10000 [--telemetry agents] [--rest 300] [--json]
 """
 
 from __future__ import annotations
@@ -42,10 +44,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import benchlib  # its site, operator process and waits
-from bench import AgentProcess, wait_until  # hack/bench.py's agents process and its wait
+import benchlib  # its site, operator and agent processes, Prometheus and waits
+from benchlib import wait_until
 from stargate_operator import kinds
-from stargate_operator.agent.exposition import fleet_scrape_config
 from stargate_operator.client import KubeClient
 from stargate_operator.localcp.controlplane import LocalControlPlane
 
@@ -69,7 +70,6 @@ def mutating_requests(cp: LocalControlPlane) -> dict[str, float]:
     return out
 
 
-SCRAPE_INTERVAL = "15s"
 STALE_SERIES = "stargate_cluster_nodes_telemetry_stale{"
 QUERY_SUM = 'stargate_telemetry_query_seconds_sum{series="agent"}'
 QUERY_COUNT = 'stargate_telemetry_query_seconds_count{series="agent"}'
@@ -87,8 +87,7 @@ async def run(nodes: int, seed: int, rest_s: float, telemetry: str) -> dict[str,
     result: dict[str, Any] = {"nodes": nodes, "telemetry": telemetry, "agent_interval_s": 10.0}
     logdir = Path(tempfile.mkdtemp(prefix="sg-bench-steady-"))
     benchlib.log(f"logs in {logdir}")
-    prom: benchlib.PrometheusProcess | None = None
-    agent: AgentProcess | None = None
+    fleet: benchlib.SimulatedFleet | None = None
     op: benchlib.OperatorProcess | None = None
     with LocalControlPlane() as cp:
         cp.apply_crds()
@@ -100,22 +99,17 @@ async def run(nodes: int, seed: int, rest_s: float, telemetry: str) -> dict[str,
             ns = site.namespace
             objects = await site.objects()
             cluster_name = next(o for o in objects if o["kind"] == benchlib.CLUSTER)["metadata"]["name"]
-            # GPUNode -> the Kubernetes node the operator matches a series' `node` label with.
-            names = {o["metadata"]["name"]: (o.get("spec") or {}).get("nodeName") or o["metadata"]["name"]
-                     for o in objects if o["kind"] == kinds.GPU_NODE.kind}
             # The operator's default staleness threshold (benchlib's operator has none by default).
             op_args = ["--stale-after", f"{kinds.DEFAULT_STALE_AFTER_SECONDS:g}"]
-            agent_args = ["--report-to", "prometheus"] if prom_mode else []
-            if prom_mode:
-                agent = AgentProcess(cp.kubeconfig, ns, logdir, interval=10.0, extra_args=agent_args)
-                prom = benchlib.PrometheusProcess(logdir, [fleet_scrape_config(
-                    "stargate-agent", f"127.0.0.1:{agent.port}", names, SCRAPE_INTERVAL)])
-                op_args += ["--telemetry", "prometheus", "--prometheus-url", prom.url]
+            if prom_mode:  # Prometheus scrapes the agents before the operator reads it
+                fleet = benchlib.SimulatedFleet(cp.kubeconfig, ns, objects, logdir, telemetry, interval=10.0)
+                op_args += fleet.operator_args
             op = benchlib.OperatorProcess(cp.kubeconfig, [ns], logdir, "steady", extra_args=op_args)
             benchlib.wait_healthy(op)
             benchlib.wait_reconciled(op, timeout=1800)
-            if agent is None:
-                agent = AgentProcess(cp.kubeconfig, ns, logdir, interval=10.0, extra_args=agent_args)
+            if fleet is None:  # the agents' reports once the operator's first statuses are written
+                fleet = benchlib.SimulatedFleet(cp.kubeconfig, ns, objects, logdir, telemetry, interval=10.0)
+            agent, prom = fleet.agent, fleet.prometheus
             cluster_path = f"{kinds.GROUP_PATH}/namespaces/{ns}/{kinds.STARGATE_CLUSTER.plural}/"
 
             def power() -> dict[str, Any]:
@@ -186,7 +180,7 @@ async def run(nodes: int, seed: int, rest_s: float, telemetry: str) -> dict[str,
                 result["confirm_s"] = None
                 result["confirm_error"] = f"{e}; {power().get('limitsConfirmed')} confirmed"
         finally:
-            for proc in (agent, op, prom):
+            for proc in (fleet, op):
                 if proc is not None:
                     proc.stop()
             await client.aclose()
@@ -196,12 +190,10 @@ async def run(nodes: int, seed: int, rest_s: float, telemetry: str) -> dict[str,
 def main() -> int:
     p = benchlib.parser(__doc__, 10_000)
     p.add_argument("--rest", type=float, default=300.0, help="seconds measured at rest (default 300)")
-    p.add_argument("--telemetry", choices=["agents", "prometheus"], default="agents",
-                   help="agents: the agents write their GPUNodes every interval; prometheus: they serve "
-                   "/metrics, a real Prometheus scrapes each node's target, the operator reads it "
-                   "(default agents)")
+    benchlib.add_telemetry_option(p)
     args = p.parse_args()
-    result = asyncio.run(run(args.nodes, args.seed, args.rest, args.telemetry))
+    telemetry = benchlib.telemetry_mode(args.telemetry, args.nodes)
+    result = asyncio.run(run(args.nodes, args.seed, args.rest, telemetry))
     print(json.dumps(result) if args.json else " ".join(f"{k}={v}" for k, v in result.items()))
     return 0
 

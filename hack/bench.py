@@ -4,6 +4,7 @@
   hack/bench.py --nodes 1000           # quick mode, under two minutes
   hack/bench.py --nodes 10000 --json
   hack/bench.py --nodes 10000 --shards # also: two sites of half the nodes, one or two operators
+  hack/bench.py --nodes 1000 --telemetry prometheus  # the agents' phase through Prometheus
 
 On a fresh local control plane (real kube-apiserver + etcd):
 
@@ -23,19 +24,32 @@ On a fresh local control plane (real kube-apiserver + etcd):
    again, untimed, before the next), every one printed in `react_runs_s`.
 4. rack: one rack's priority changes; time until its nodes are correct.
 5. agents: one `agent --simulate --all` process for the whole site at the agents' default interval
-   (10 s: every agent reports every interval, the load a real fleet puts on the API server in the
-   mode without Prometheus), the curtailment lifted and everything
-   settled (the agents' reports confirmed by the operator), then the 20 % curtailment again:
-   `agents_react_s` until every agent has set its new limit on its (simulated) GPUs, read from
-   the agent's own counter (`--metrics-port`), `agents_phase_react_s` the racks' figure with the
-   agents running, and `confirm_s` until the operator counts every node confirmed
-   (PowerLimitApplied, from the agents' reports of telemetry.enforcedLimitWatts).
-5. with --shards: two sites of half the nodes each; one operator on one site, one operator on
+   (10 s), in the telemetry mode `--telemetry` names; `auto` (the default) is the one the docs
+   recommend for `--nodes` (above 2,000 nodes Prometheus, benchlib.PROMETHEUS_ABOVE_NODES), so
+   that the phase meets the load a fleet of that size puts on the site:
+   - `agents`: every agent writes its GPUNode's telemetry every interval (1,000 writes a second
+     at 10,000 nodes) and the operator reads the reports there (`run --telemetry none`);
+   - `prometheus`: the agents serve their readings (`--report-to prometheus`: a GPUNode written
+     only when what Prometheus does not carry changes), a real Prometheus scrapes every node on its
+     own target every 15 s, and the operator reads it (`run --telemetry prometheus`).
+   The curtailment is lifted and everything settled (every node confirmed), then the 20 %
+   curtailment again: `agents_react_s` until every agent has set its new limit on its (simulated)
+   GPUs, read from the agent's own counter (`--metrics-port`), `agents_phase_react_s` the slices'
+   figure with the agents running, and `confirm_s` until the site counts every node confirmed
+   (the enforced limits as the operator reads them: the GPUNodes' reports, or Prometheus's
+   scrapes). Then every node's enforced limit, read the same way, is checked against the core's.
+   The JSON's `telemetry` says which mode ran.
+6. with --shards: two sites of half the nodes each; one operator on one site, one operator on
    both, and two operators (one site each, at once), each against a tight loop writing the
    same statuses at the same time (shard_ratio: two shards' ratio over one operator's).
 
 Every timed phase starts with the API server and etcd at rest, and a phase that starts a new
-operator before its change waits for its first recomputation. Convergence is read from the
+operator before its change waits for its first recomputation. Phases 1 to 4 run the operator in
+its default mode (`--telemetry none`) whatever `--telemetry` says: their tight-loop baselines write
+the statuses the core computes from the site's objects alone, and an operator that read Prometheus
+with no agent serving it yet would judge every node's telemetry missing and write other statuses,
+so the ratios would compare different writes. The agents' phase starts an operator of its own
+(each phase does), in the agents' mode. Convergence is read from the
 operator's own counter of status writes (polled over one keep-alive connection, so that the
 measurement does not load the machine), then every status is checked against the core's result.
 The CPU seconds of the API server, etcd, the operator and the benchmark itself are reported per
@@ -49,8 +63,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -65,16 +77,16 @@ from benchlib import (
     CONCURRENCY,
     CURTAILMENT,
     NODE,
-    POLL,
     RACK,
     Cpu,
     OperatorProcess,
     Profiler,
+    SimulatedFleet,
     Site,
     SliceWatcher,
+    add_telemetry_option,
     cores,
     curtailed,
-    free_port,
     key,
     log,
     lowering,
@@ -82,13 +94,14 @@ from benchlib import (
     quiesce,
     raised,
     set_curtailment,
-    stop_group,
+    telemetry_mode,
     wait_all_writes,
     wait_healthy,
     wait_reconciled,
+    wait_until,
 )
 from stargate_operator import kinds
-from stargate_operator.client import ApiResource, KubeClient
+from stargate_operator.client import KubeClient
 from stargate_operator.core.statusdiff import merge_patch
 from stargate_operator.kinds import GROUP_PATH
 from stargate_operator.localcp.controlplane import LocalControlPlane
@@ -96,38 +109,6 @@ from stargate_operator.localcp.controlplane import LocalControlPlane
 SLICE = kinds.POWER_LIMIT_SLICE.kind
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 async def baseline_again(site: Site, reset: Mapping[tuple[str, str, str], dict[str, Any] | None],
@@ -144,78 +125,6 @@ async def baseline_again(site: Site, reset: Mapping[tuple[str, str, str], dict[s
     result[f"{name}_runs_s"] = [round(first, 3), round(second, 3)]
     result[f"{name}_s"] = round(mean, 3)
     return mean, second
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-class AgentProcess:
-    """`stargate-operator agent --simulate --all` for the whole site, with its metrics served."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, logdir: Path, interval: float | None = None,
-                 extra_args: list[str] | None = None) -> None:
-        """`interval`: None for the agent's own default (what a fleet runs with)."""
-        self.port = free_port()
-        self.log_path = logdir / "agent.log"
-        cmd = [sys.executable, "-m", "stargate_operator.cli", "agent", "--simulate", "--all",
-               "-n", namespace, "--seed", "1", "--no-events",
-               "--metrics-port", str(self.port), "--metrics-addr", "127.0.0.1",
-               "--log-level", os.environ.get("BENCH_AGENT_LOG_LEVEL", "WARNING")]
-        if interval is not None:
-            cmd += ["--interval", f"{interval:g}"]
-        helped = subprocess.run([*cmd[:4], "--help"], capture_output=True, text=True, check=False).stdout
-        if "--sample-interval" in helped:
-            # No power samples between reports: a real node's agent samples its own GPUs once a
-            # second, but 10,000 simulated nodes sampling in one process would take most of a core
-            # from the machine the benchmark measures.
-            cmd += ["--sample-interval", "0"]
-        cmd += extra_args or []
-        self.proc = subprocess.Popen(cmd, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-                                     stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def metrics(self) -> dict[str, float]:
-        if self.proc.poll() is not None:
-            raise SystemExit(f"the agent exited with {self.proc.returncode}; see {self.log_path}")
-        try:
-            text = POLL.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text
-        except httpx.HTTPError:
-            return {}
-        return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
-                if ln.startswith("stargate_agent")}
-
-    def changes(self) -> dict[str, float]:
-        m = self.metrics()
-        return {src: m.get(f'stargate_agent_power_limit_changes_total{{source="{src}"}}', -1.0)
-                for src in ("slice", "rack", "gpunode")}
-
-    def stop(self) -> None:
-        stop_group(self.proc, 30)
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.5) -> float:
-    """Poll until `check()`; the perf_counter time it first held."""
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        if check():
-            return time.perf_counter()
-        time.sleep(every)
-    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 async def react_again(cp: LocalControlPlane, client: KubeClient, site: Site, op: OperatorProcess,
@@ -240,16 +149,19 @@ async def react_again(cp: LocalControlPlane, client: KubeClient, site: Site, op:
 
 async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, logdir: Path,
                        rest: Callable[[], None], result: dict[str, Any], profiler: Profiler | None,
-                       nodes: int) -> None:
-    """Phase 5: the enforcement path end to end, with one simulated agent per node."""
+                       nodes: int, telemetry: str) -> None:
+    """Phase 5: the enforcement path end to end, with one simulated agent per node reporting in
+    `telemetry` mode, and an operator of its own started in the same mode."""
     ns = site.namespace
     cluster_path = f"{GROUP_PATH}/namespaces/{ns}/{kinds.STARGATE_CLUSTER.plural}/"
     objects = await site.objects()
     name = curtailed(objects)[0]["metadata"]["name"]
     await set_curtailment(client, ns, name, None)
-    agent = AgentProcess(cp.kubeconfig, ns, logdir)
-    op = OperatorProcess(cp.kubeconfig, [ns], logdir, "agents")
+    fleet = SimulatedFleet(cp.kubeconfig, ns, objects, logdir, telemetry)
+    agent = fleet.agent
+    op: OperatorProcess | None = None
     try:
+        op = OperatorProcess(cp.kubeconfig, [ns], logdir, "agents", extra_args=fleet.operator_args)
         wait_healthy(op)
 
         def confirmed(budget: int | None = None) -> int:
@@ -261,9 +173,11 @@ async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, lo
 
         t = time.perf_counter()
         wait_until(lambda: confirmed() == site.nodes, 1800, "every agent's report confirmed", every=2.0)
-        # The agents keep reporting at their default interval (1,000 writes a second at 10,000
-        # nodes): what follows is timed under that load, as a fleet without Prometheus puts it.
-        log(f"agents: {site.nodes} simulated agents started and confirmed in {time.perf_counter() - t:.1f}s")
+        # The agents keep reporting at their default interval: without Prometheus 1,000 writes a
+        # second at 10,000 nodes, through it a scrape of every node every 15 s. What follows is
+        # timed under that load, as a fleet run in that mode puts it.
+        log(f"agents ({telemetry}): {site.nodes} simulated agents started and confirmed in "
+            f"{time.perf_counter() - t:.1f}s")
         objects = await site.objects()
         after = site.expected(curtailed(objects)[1])
         now_limits = {o["metadata"]["name"]: (o.get("status") or {}).get("powerLimitWatts")
@@ -309,23 +223,26 @@ async def agents_phase(cp: LocalControlPlane, client: KubeClient, site: Site, lo
         budget = after[CLUSTER, ns, name]["power"]["budgetWatts"]
         confirmed_at = wait_until(lambda: confirmed(budget) == site.nodes, 1800, "every node confirmed again")
         result["confirm_s"] = round(confirmed_at - t, 3)
-        # Correct as well as fast: every node's report is the limit the core assigned.
-        items, _ = await client.list(ApiResource.of(kinds.GPU_NODE), ns, page_size=5000)
+        # Correct as well as fast: every node enforces the limit the core assigned, as the operator
+        # reads it (its GPUNode's report, or Prometheus's scrape of its target).
         want = {k[2]: v["powerLimitWatts"] for k, v in after.items() if k[0] == NODE}
-        bad = [o["metadata"]["name"] for o in items
-               if ((o.get("status") or {}).get("telemetry") or {}).get("enforcedLimitWatts")
-               != want[o["metadata"]["name"]]]
+        enforced = await fleet.enforced(client, ns)
+        bad = [n for n, w in want.items() if enforced.get(n) != w]
         if bad:
-            raise SystemExit(f"{len(bad)} agents enforce another limit, e.g. {bad[:3]}")
+            raise SystemExit(f"{len(bad)} agents enforce another limit, e.g. "
+                             f"{[(n, enforced.get(n), want[n]) for n in bad[:3]]}")
         log(f"agents: every node confirmed {result['confirm_s']:.1f}s after the spec change")
     finally:
-        with suppress(Exception):
-            op.stop()
-        agent.stop()
+        if op is not None:
+            with suppress(Exception):
+                op.stop()
+        fleet.stop()
 
 
 async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {"nodes": args.nodes, "tree": args.tree}
+    result: dict[str, Any] = {"nodes": args.nodes, "tree": args.tree,
+                              "telemetry": telemetry_mode(args.telemetry, args.nodes),
+                              "load_avg_start": round(os.getloadavg()[0], 2)}
     logdir = Path(tempfile.mkdtemp(prefix="sg-bench-"))
     profiler = Profiler(Path(args.profile)) if args.profile else None
     with LocalControlPlane(extra_apiserver_args=["--profiling=true"] if profiler else ()) as cp:
@@ -485,12 +402,14 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
             # 5. The agents: the enforcement path end to end.
             if not args.no_agents:
-                await agents_phase(cp, client, site, logdir, rest, result, profiler, args.nodes)
+                await agents_phase(cp, client, site, logdir, rest, result, profiler, args.nodes,
+                                   result["telemetry"])
 
             if args.shards:
                 result.update(await shards(cp, client, args, logdir, rest))
         finally:
             await client.aclose()
+    result["load_avg_end"] = round(os.getloadavg()[0], 2)
     return result
 
 
@@ -581,13 +500,14 @@ def main() -> int:
                    "40 floor PDUs, 400 RPPs, 100 CDUs: the benchmark tree of fixtures/synth.py)")
     p.add_argument("--no-agents", action="store_true",
                    help="skip phase 5 (one simulated agent per node; minutes at 10,000 nodes)")
+    add_telemetry_option(p)
     p.add_argument("--shards", action="store_true",
                    help="also time two sites of half the nodes: one operator on one, one on both, "
                    "and two operators with one site each")
     args = p.parse_args()
     result = asyncio.run(run_bench(args))
-    keys = ["nodes", "cold_ratio", "curtail_ratio", "write_ratio", "rss_mb_per_1k_nodes", "scrape_ms",
-            "react_s", "agents_react_s"]
+    keys = ["nodes", "telemetry", "cold_ratio", "curtail_ratio", "write_ratio", "rss_mb_per_1k_nodes",
+            "scrape_ms", "react_s", "agents_react_s"]
     if args.json:
         print(json.dumps(result))
     else:

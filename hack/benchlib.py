@@ -44,6 +44,16 @@ RACKS = ApiResource.of(kinds.RACK)
 STALE_AFTER = 10**6  # no telemetry in the bench site; keep time out of the results
 
 
+# Above this many nodes the docs recommend observations through Prometheus (docs/concepts/
+# telemetry.md, "Which mode at which size"): the agents' reports, one write per node every 10 s,
+# would ask one API server for more than 200 writes a second. `--telemetry auto` follows it, so
+# that a benchmark meets the load its size puts on a site run as the docs say.
+PROMETHEUS_ABOVE_NODES = 2_000
+TELEMETRY_CHOICES = ("auto", "agents", "prometheus")
+SCRAPE_INTERVAL = "15s"  # Prometheus's default scrape interval, every node's target
+AGENT_JOB = "stargate-agent"
+
+
 TIME_FIELDS = ("lastTransitionTime", "boundAt")
 
 
@@ -438,6 +448,125 @@ def parser(doc: str | None, nodes: int) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="seed of the generated site")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return p
+
+
+def add_telemetry_option(p: argparse.ArgumentParser) -> None:
+    """`--telemetry`: how the simulated agents' observations reach the operator."""
+    p.add_argument("--telemetry", choices=TELEMETRY_CHOICES, default="auto",
+                   help="agents: every agent writes its GPUNode every interval (the operator's "
+                   "`--telemetry none`); prometheus: the agents serve /metrics (`--report-to "
+                   "prometheus`), a real Prometheus scrapes each node's target every "
+                   f"{SCRAPE_INTERVAL}, the operator reads it (`run --telemetry prometheus`); auto "
+                   f"(default): the mode the docs recommend for --nodes, prometheus above "
+                   f"{PROMETHEUS_ABOVE_NODES:,} nodes")
+
+
+def telemetry_mode(choice: str, nodes: int) -> str:
+    """The mode `--telemetry` names: `auto` is the one the docs recommend for `nodes`."""
+    if choice != "auto":
+        return choice
+    return "prometheus" if nodes > PROMETHEUS_ABOVE_NODES else "agents"
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.5) -> float:
+    """Poll until `check()`; the perf_counter time it first held."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if check():
+            return time.perf_counter()
+        time.sleep(every)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class AgentProcess:
+    """`stargate-operator agent --simulate --all` for the whole site, with its metrics served."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, logdir: Path, interval: float | None = None,
+                 extra_args: list[str] | None = None) -> None:
+        """`interval`: None for the agent's own default (what a fleet runs with)."""
+        self.port = free_port()
+        self.log_path = logdir / "agent.log"
+        cmd = [sys.executable, "-m", "stargate_operator.cli", "agent", "--simulate", "--all",
+               "-n", namespace, "--seed", "1", "--no-events",
+               "--metrics-port", str(self.port), "--metrics-addr", "127.0.0.1",
+               "--log-level", os.environ.get("BENCH_AGENT_LOG_LEVEL", "WARNING")]
+        if interval is not None:
+            cmd += ["--interval", f"{interval:g}"]
+        helped = subprocess.run([*cmd[:4], "--help"], capture_output=True, text=True, check=False).stdout
+        if "--sample-interval" in helped:
+            # No power samples between reports: a real node's agent samples its own GPUs once a
+            # second, but 10,000 simulated nodes sampling in one process would take most of a core
+            # from the machine the benchmark measures.
+            cmd += ["--sample-interval", "0"]
+        cmd += extra_args or []
+        self.proc = subprocess.Popen(cmd, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+                                     stdout=self.log_path.open("w"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def metrics(self) -> dict[str, float]:
+        """The process's own figures (its counters), from the page without every node's series:
+        the full page of 1,000 simulated nodes takes 0.2 to 0.4 s to render, and polled ten times
+        a second the agent would spend its time rendering it, not applying limits."""
+        if self.proc.poll() is not None:
+            raise SystemExit(f"the agent exited with {self.proc.returncode}; see {self.log_path}")
+        try:
+            text = POLL.get(f"http://127.0.0.1:{self.port}/metrics/agent", timeout=10).text
+        except httpx.HTTPError:
+            return {}
+        return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                if ln.startswith("stargate_agent")}
+
+    def changes(self) -> dict[str, float]:
+        m = self.metrics()
+        return {src: m.get(f'stargate_agent_power_limit_changes_total{{source="{src}"}}', -1.0)
+                for src in ("slice", "rack", "gpunode")}
+
+    def stop(self) -> None:
+        stop_group(self.proc, 30)
+
+
+class SimulatedFleet:
+    """The site's simulated agents (one AgentProcess) reporting in `mode` (telemetry_mode): in
+    `prometheus`, to their /metrics, with a real Prometheus scraping every node on its own target
+    (agent/exposition.py's fleet_scrape_config); `operator_args` are what the operator needs to
+    read them the same way."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, objects: list[dict[str, Any]], logdir: Path,
+                 mode: str, interval: float | None = None) -> None:
+        from stargate_operator.agent.exposition import fleet_scrape_config
+
+        self.mode = mode
+        # GPUNode -> the Kubernetes node the operator matches a series' `node` label with.
+        self.nodes = {o["metadata"]["name"]: (o.get("spec") or {}).get("nodeName") or o["metadata"]["name"]
+                      for o in objects if o["kind"] == kinds.GPU_NODE.kind}
+        extra = ["--report-to", "prometheus"] if mode == "prometheus" else []
+        self.agent = AgentProcess(kubeconfig, namespace, logdir, interval=interval, extra_args=extra)
+        self.prometheus: PrometheusProcess | None = None
+        self.operator_args: list[str] = []
+        if mode == "prometheus":
+            try:
+                self.prometheus = PrometheusProcess(logdir, [fleet_scrape_config(
+                    AGENT_JOB, f"127.0.0.1:{self.agent.port}", self.nodes, SCRAPE_INTERVAL)])
+            except BaseException:
+                self.agent.stop()
+                raise
+            self.operator_args = ["--telemetry", "prometheus", "--prometheus-url", self.prometheus.url]
+
+    async def enforced(self, client: KubeClient, namespace: str) -> dict[str, float | None]:
+        """Each GPUNode's enforced per-GPU limit where the operator reads it: its status's
+        telemetry, or Prometheus's last scrape of its target."""
+        if self.prometheus is not None:
+            by_node = {s["metric"].get("node"): float(s["value"][1]) for s in self.prometheus.query(
+                f'stargate_agent_node_enforced_limit_watts{{job="{AGENT_JOB}"}}')}
+            return {name: by_node.get(node) for name, node in self.nodes.items()}
+        items, _ = await client.list(ApiResource.of(kinds.GPU_NODE), namespace, page_size=5000)
+        return {o["metadata"]["name"]: ((o.get("status") or {}).get("telemetry") or {}).get(
+            "enforcedLimitWatts") for o in items}
+
+    def stop(self) -> None:
+        self.agent.stop()
+        if self.prometheus is not None:
+            self.prometheus.stop()
 
 
 class Profiler:

@@ -210,7 +210,7 @@ async def test_the_operator_reads_the_agents_series_and_nothing_else_speaks_for_
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        server.close()
+        await server.cleanup()
         await client.aclose()
         api.close()
     assert op is not None and "Traceback" not in op.log_text(), op.log_tail(80)

@@ -3,7 +3,6 @@ the operator cannot read in the series changes; each simulated node served on it
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
@@ -66,7 +65,7 @@ async def test_a_fleet_serves_each_node_on_its_own_path() -> None:
     await a.tick()
     fleet.agents["n1"] = a
     server = await serve_metrics(fleet, 0, "127.0.0.1")
-    port = server.sockets[0].getsockname()[1]
+    port = server.addresses[0][1]
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             one = (await http.get(node_path("n1"))).text
@@ -79,9 +78,16 @@ async def test_a_fleet_serves_each_node_on_its_own_path() -> None:
             page = (await http.get("/metrics")).text
             assert 'stargate_agent_node_power_watts{gpunode="n1"}' in page
             assert (await http.post("/metrics")).status_code == 400
+            own = (await http.get("/metrics/agent")).text  # the process's figures alone
+            assert "stargate_agent_nodes 1.0" in own and "stargate_agent_power_limit_changes_total" in own
+            assert "stargate_agent_node_power_watts" not in own
+            head = await http.head(node_path("n1"))  # HEAD: the headers of GET, no body
+            assert head.status_code == 200 and head.content == b""
+            assert head.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+            # The path as Prometheus may send it: a query ignored, the name percent-encoded.
+            assert (await http.get("/nodes/%6e1/metrics?x=1")).text == one
     finally:
-        server.close()
-        await asyncio.sleep(0)
+        await server.cleanup()
 
 
 def test_the_scrape_config_names_each_node_by_its_target() -> None:
