@@ -79,6 +79,12 @@ REPORT_TO = ("api", "prometheus")
 UNSERIED_FIELDS = ("minPowerWatts", "maxPowerWatts", "defaultPowerWatts", "shadowLimitWatts")
 COMPONENT = "stargate-agent"
 MIN_WRITE_GAP = 1.0  # seconds: prompt writes after a change, but never more than one a second
+# In a process of many agents (a simulated fleet), a woken agent reads its GPUs for its report no
+# sooner than this after the wake: a curtailment's slice writes arrive one after another, and
+# each wakes hundreds of the process's agents; read at once (about 0.3 ms each), the agents of the
+# first slices would keep those of the last from their new limits for seconds (measured at
+# 10,000 nodes: the last limit set 3.5 s after the last slice's write).
+FLEET_WAKE_REPORT_DELAY = 1.0
 # Writes of one fleet in flight at once. A curtailment wakes every agent of a simulated site at
 # once; 10,000 requests left to queue for the client's connections fail at its connect timeout
 # (and come back together on their retries), queued here they go out in turn.
@@ -200,6 +206,7 @@ class NodeAgent:
     slice_entry: SliceEntry | None = None
     stats: FleetStats | None = None
     writes_gate: asyncio.Semaphore | None = None  # the fleet's: its writes in flight at once
+    wake_report_delay: float = 0.0  # FLEET_WAKE_REPORT_DELAY in a process of many agents
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     _apply_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Shadow mode: the limit it would apply (fail-safe included) and does not; None when enforcing.
@@ -508,7 +515,8 @@ class NodeAgent:
                 raise
             except Exception:
                 log.exception("%s/%s: applying the power limit failed", self.namespace, self.name)
-            await asyncio.sleep(max(0.0, self._last_write + MIN_WRITE_GAP - loop.time()))
+            await asyncio.sleep(max(0.0, self._last_write + MIN_WRITE_GAP - loop.time(),
+                                    self.wake_report_delay))
 
     async def _wait(self, seconds: float) -> None:
         """Until woken (returns) or `seconds` have passed (TimeoutError). On a slice's ramp, its
@@ -627,7 +635,8 @@ class Fleet:
                               phase=self._phase(name) if self.names is None or len(self.names) > 1 else 0.0,
                               events=self.events, stats=self.stats, writes_gate=self.writes_gate,
                               sample_interval=self.sample_interval, report_to=self.report_to,
-                              failsafe=self.failsafe and self._followed(name))
+                              failsafe=self.failsafe and self._followed(name),
+                              wake_report_delay=FLEET_WAKE_REPORT_DELAY if self.single is None else 0.0)
             agent.obj = obj
             agent.rack_limit = self._rack_limit(name, obj)
             agent.slice_entry = self._slice_entry(name)
