@@ -9,7 +9,8 @@ once, and writes what the plan asks for and the store does not hold yet: status 
 against the cached status, server-side applies not already in effect, creates of absent objects,
 deletes of present ones, many at a time. The applies of the controller's `write_first` kinds go
 out first, every one of them answered before any other write starts (the power controller's
-PowerLimitSlices: a new limit reaches every node agent with one write per slice). The rest give
+PowerLimitSlices: a new limit reaches every node agent with one write per slice); a controller with
+a `stager` plans in two steps, and they go out between the two, before the statuses are built. The rest give
 way once a change of a spec, or the plan's own next change by time, is due (`_superseded`). A
 write's response goes straight into the store, so the watch echo of our own write finds nothing
 left to do.
@@ -408,38 +409,30 @@ class Engine:
             cache = self._caches.get(unit)
             if cache is None:
                 cache = self._caches[unit] = controller.new_cache()
-            first = controller.write_first
+            first = frozenset(controller.write_first)
             failed = 0
-            stager = controller.stager
-            if stager is not None:
-                with gc_paused():
-                    staged = stager(objects, self.clock(), controller.settings, cache)
-                planned = time.perf_counter() - t0
-                if first:
-                    # What the agents act on goes out before the statuses are even built.
-                    failed = await self._write_all(
-                        self._first_writes(staged.applies, frozenset(first)), controller)
-                t0 = time.perf_counter()
-                with gc_paused():
-                    plan = staged.finish()
-            else:
-                planned = 0.0
-                with gc_paused():
-                    plan = controller.planner(objects, self.clock(), controller.settings, cache)
+            with gc_paused():
+                staged = controller.stage(objects, self.clock(), cache)
+            planned = time.perf_counter() - t0
+            if first:
+                # What the agents act on goes out before the statuses are even built, and is a
+                # barrier, not only an order: when a later write (a GPUNode's limit) lands, the
+                # one it follows (its PowerLimitSlice) has landed already, or failed.
+                failed = await self._write_all(self._first_writes(staged.applies, first), controller)
+            t0 = time.perf_counter()
+            with gc_paused():
+                plan = staged.finish()
             metrics.ALLOCATION_SECONDS.observe(planned + time.perf_counter() - t0)
             self._counts[unit] = plan.counts
             if plan.next_change_at is not None:
                 self._changes_at[unit] = self.monotonic() + max(
                     0.0, (plan.next_change_at - self.clock()).total_seconds())
-            if first:
-                # A barrier, not only an order: when a later write (a GPUNode's limit) lands, the
-                # one it follows (its PowerLimitSlice) has landed already, or failed (those the first
-                # step sent are held now, and skipped; a failed one is tried again).
-                failed = await self._write_all(self._first_writes(plan.applies, frozenset(first)), controller)
+            if failed:  # tried once more before the rest: the finished plan holds the same applies
+                failed = await self._write_all(self._first_writes(plan.applies, first), controller)
             # The rest (statuses above all) gives way to a newer change once it is due: its plan
             # writes what is still wrong, so a curtailment never queues behind thousands of status
             # writes of the recomputation before it.
-            failed += await self._write_all(self._writes(plan, frozenset(first)), controller, unit)
+            failed += await self._write_all(self._writes(plan, first), controller, unit)
             if plan.events:
                 await asyncio.gather(*(self._post(ev) for ev in plan.events))
             at = None

@@ -35,7 +35,7 @@ from stargate_operator.core.sliceplan import (
     plan_campus,
     stage_campus,
 )
-from stargate_operator.core.types import CoreSettings, Plan, Staged
+from stargate_operator.core.types import CoreSettings, Plan, Planned, Staged
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -60,6 +60,12 @@ class Controller(Generic[S, C]):
     write_first: tuple[str, ...] = ()
     # The planner in two steps, so that the applies of `write_first` go out before the rest is built.
     stager: Callable[[list[dict[str, Any]], datetime, S, C], Staged] | None = None
+
+    def stage(self, objects: list[dict[str, Any]], now: datetime, cache: C) -> Staged:
+        """The plan of one unit in two steps: the stager's, or the planner's computed at once."""
+        if self.stager is not None:
+            return self.stager(objects, now, self.settings, cache)
+        return Planned(self.planner(objects, now, self.settings, cache))
 
     @property
     def kinds(self) -> frozenset[str]:

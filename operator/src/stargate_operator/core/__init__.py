@@ -1,7 +1,8 @@
 """Pure logic: rollups, power allocation, memory binding, conditions. No kopf, no I/O.
 
-The engine and `plan` call one function, `plan_namespace(objects, now, settings[, cache]) -> Plan`;
-the engine passes the same `PlanCache` on every call so that unchanged nodes cost little.
+`plan` calls one function, `plan_namespace(objects, now, settings[, cache]) -> Plan`; the engine calls
+the same in two steps (`site.allocate_namespace`, through sliceplan.py's `stage_campus`: the limits,
+then the statuses) and passes the same `PlanCache` on every call so that unchanged nodes cost little.
 """
 
 from stargate_operator.core.cache import PlanCache

@@ -1,4 +1,5 @@
-"""`plan_namespace`: the one entry point. Parse, link, compute, and build every status.
+"""`plan_namespace`: parse, link, compute, and build every status; `allocate_namespace` is the same in
+two steps (the limits, then on `finish()` the statuses).
 
 The order of the input never matters: objects are indexed by name, sums and max-min levels do not
 depend on order, and the few sorts there are (priority levels, claims, events) have total keys.
@@ -142,8 +143,8 @@ def allocate_namespace(
     what the agents act on, so a caller can send them before the statuses, the larger part of the
     work, are built. `plan_namespace` is the two steps at once.
 
-    Every operator-owned status of the given objects, the Events to post, and the next instant
-    at which time alone changes the result.
+    The finished plan holds every operator-owned status of the given objects, the Events to post,
+    and the next instant at which time alone changes the result.
 
     `objects` are wire-form dicts (as the API server returns them), all kinds mixed, normally of
     one namespace (several are planned independently). Objects of other kinds are ignored. Pure:
@@ -514,8 +515,7 @@ def _node_status(node: NodeIn, ctx: StatusContext) -> dict[str, Any]:
     """node_status, or with a cache the node's last status when it was built from the same
     object and the same figures and no condition changed in it (so `now` played no part)."""
     if node.old is _OLD_UNREAD:
-        status = node.status
-        node.old = index_conditions(status) if "conditions" in status else {}
+        node.old = index_conditions(node.status)
     if not ctx.caching:
         return node_status(node, ctx)
     key = (node.allocated_w, node.limit_w, node.safe_limit_w, node.healthy, node.stale_reason, node.powered,

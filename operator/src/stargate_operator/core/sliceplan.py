@@ -1,14 +1,16 @@
 """Limits in PowerLimitSlices: the core's plan of a namespace, plus the slices that carry its limits.
 
-`plan_campus` runs `plan_namespace` and then, per namespace:
+`stage_campus` runs the core's first step (`allocate_namespace`: every node's limit) and then, per
+namespace, before a single status is built:
 - packs the racks into slices (slices.py) in the order of the power tree, the previous assignment
   read from the slices held;
 - stages the change from the limits the slices hold to the nodes' new `powerLimitWatts`, lower
   before raise (staging.py), the constraints above a node being its site, every power and cooling
   domain on its rack's path and its rack itself;
 - writes each slice whole (server-side apply of its spec, a `revision` that grows with every change),
-  empties the slices left without racks, counts confirmed nodes in each slice's status, and names each
-  node's slice in its GPUNode status (`powerLimitSlice`).
+  empties the slices left without racks, counts confirmed nodes in each slice's status;
+and on `finish()`, the core's statuses with each node's slice named in its GPUNode status
+(`powerLimitSlice`). `plan_campus` is the two at once.
 
 A node is confirmed when its agent's fresh report shows an enforced limit at or below the highest
 limit assigned to it within the confirmation grace period (so a node being lowered, or ramping, does
@@ -210,20 +212,9 @@ def stage_campus(objects: Iterable[Mapping[str, Any]], now: datetime, settings: 
                 ends = later
         if ends is not None and ends.moves():
             # While a piece moves, the statuses of its racks and nodes say where it goes (the
-            # slices' limits), as its slices do: written once per piece, not once a second.
-            limits, safes = dict(limits), dict(safes)
-            for (kind, space, name), st in ends.statuses.items():
-                if kind != NODE or space != ns:
-                    continue
-                limit, safe = st.get("powerLimitWatts"), st.get("safeLimitWatts")
-                if type(limit) is not int:
-                    limits.pop(name, None)
-                    continue
-                limits[name] = limit
-                if type(safe) is int and safe < limit:
-                    safes[name] = safe
-                else:
-                    safes.pop(name, None)
+            # slices' limits), as its slices do: written once per piece, not once a second. The
+            # safe limits at its end are the pass's own (PieceLimits.end_safe).
+            limits = {**limits, **ends.end}
         out = _plan_space(ns, objs, limits, safes, epoch, settings, state, ends)
         applies.extend(out.applies)
         outcomes.append(out)

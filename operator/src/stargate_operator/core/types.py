@@ -82,6 +82,21 @@ class Staged(Protocol):
     """A plan in two steps: `applies`, known first (what the agents act on, written before anything
     else), and `finish()`, the whole plan with them, called once."""
 
-    applies: list[dict[str, Any]]
+    @property
+    def applies(self) -> list[dict[str, Any]]: ...
 
     def finish(self) -> Plan: ...
+
+
+@dataclass(slots=True)
+class Planned:
+    """A plan computed at once, as a Staged: its applies first, then itself."""
+
+    plan: Plan
+
+    @property
+    def applies(self) -> list[dict[str, Any]]:
+        return self.plan.applies
+
+    def finish(self) -> Plan:
+        return self.plan
