@@ -101,3 +101,34 @@ async def test_the_slice_wins_over_the_rack_and_the_gpunode() -> None:
     finally:
         await fleet.stop()
 
+
+
+class _Blocking(SimulatedBackend):
+    blocking = True  # as NVML's: set from a worker thread
+
+
+async def test_a_slice_event_sets_the_limits_of_a_backend_that_does_not_block_at_once() -> None:
+    """A slice's event sets every listed agent's limit before the handler returns (no task per
+    agent, no step of the loop between them); a backend that blocks is set by a task, off the
+    loop, and its limit is in force once that task has run."""
+    client = SimClient()
+    fleet = Fleet(KubeClient.__new__(KubeClient), "ns", simulated_factory(seed=1), interval=60)
+    fleet.client = client  # type: ignore[assignment]
+    try:
+        fleet._replace_racks([])
+        for name in ("n1", "n2"):
+            fleet.upsert({**_obj(400), "metadata": {"name": name, "namespace": "ns", "generation": 1}})
+        await asyncio.sleep(0.05)
+        n1, n2 = fleet.agents["n1"], fleet.agents["n2"]
+        n2.backend = _Blocking("n2", SPEC, seed=1)
+        n2.backend.apply_power_limit(400)
+        changes = fleet.stats.limit_changes[FROM_SLICE]
+        fleet._on_slice_event("ADDED", {"metadata": {"name": "limits-0"},
+                                        "spec": {"limits": {"n1": 300, "n2": 300}, "revision": 1}})
+        assert isinstance(n1.backend, SimulatedBackend) and n1.backend.limit_watts == 300
+        assert fleet.stats.limit_changes[FROM_SLICE] == changes + 1  # n1's, in the handler
+        assert n2.backend.limit_watts == 400  # not yet: its task has not run
+        await asyncio.sleep(0.05)
+        assert n2.backend.limit_watts == 300
+    finally:
+        await fleet.stop()

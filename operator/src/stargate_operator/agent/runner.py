@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import time
@@ -320,11 +321,21 @@ class NodeAgent:
         """The limit to enforce has changed: to the GPUs at once, whatever the agent's loop is doing.
         Its loop may be inside a report, waiting for the fleet's writes gate behind thousands of
         others (measured at 10,000 nodes: the few agents whose periodic report had begun just
-        before a rack's write set their limit 30 to 60 s late)."""
+        before a rack's write set their limit 30 to 60 s late). A backend that does not block is
+        set here, in the caller's step: a slice's event then sets its hundreds of agents' limits
+        before the next event is read, with no task per agent (a task each cost a simulated fleet
+        1.2 s of its loop at 10,000 nodes)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop (a test): the next pass applies it
+        try:
+            if not self.backend.blocking and not self._apply_lock.locked():
+                self._apply_now(loop)
+                return
+        except Exception:  # the next pass applies it again
+            log.exception("%s/%s: applying the power limit failed", self.namespace, self.name)
+            return
         task = loop.create_task(self._apply_quietly())
         _PENDING.add(task)
         task.add_done_callback(_PENDING.discard)
@@ -357,37 +368,68 @@ class NodeAgent:
             return await self._apply_limit()
 
     async def _apply_limit(self) -> LimitOutcome | None:
+        to_set = self._to_set()
+        if to_set is None:
+            return None
+        limit, source = to_set
+        outcome: LimitOutcome = await self._call(self.backend.apply_power_limit, limit)
+        problem = self._record(outcome, source)
+        if problem is not None:
+            await self._report_not_applied(problem)
+        return outcome
+
+    def _apply_now(self, loop: asyncio.AbstractEventLoop) -> None:
+        """_apply_limit for a backend that does not block, within the caller's step (its Warning
+        Event, when one is due, is sent by a task)."""
+        to_set = self._to_set()
+        if to_set is None:
+            return
+        limit, source = to_set
+        problem = self._record(self.backend.apply_power_limit(limit), source)
+        if problem is not None:
+            task = loop.create_task(self._report_not_applied(problem))
+            _PENDING.add(task)
+            task.add_done_callback(_PENDING.discard)
+
+    def _to_set(self) -> tuple[int, str] | None:
+        """The limit to set on the GPUs and where it came from; None: nothing to set (the operator
+        has not decided yet, or its site observes: the limit is then kept as its shadow)."""
         assigned = self.assigned_limit()
         if assigned is None:
             return None  # the operator has not decided yet: leave the devices as they are
-        limit, source = assigned
         if observing(self.obj):
             # Shadow mode: what it would apply is reported (telemetry.shadowLimitWatts and the
             # fleet's metrics); the GPUs keep the limit they have.
-            self.shadow_limit = limit
+            self.shadow_limit = assigned[0]
             return None
         self.shadow_limit = None
-        outcome: LimitOutcome = await self._call(self.backend.apply_power_limit, limit)
+        return assigned
+
+    def _record(self, outcome: LimitOutcome, source: str) -> str | None:
+        """Keeps what an apply did; returns the message of a Warning Event when one is due (what
+        could not be applied, once per distinct outcome)."""
         self.last_outcome = outcome
         if outcome.changed and self.stats is not None:
             self.stats.limit_changes[source] += 1
         key = (outcome.requested_watts, outcome.problems)
+        problem = None
         if outcome.problems and key != self.last_reported:
-            msg = f"power limit {outcome.requested_watts} W per GPU not fully applied: " + "; ".join(
+            problem = f"power limit {outcome.requested_watts} W per GPU not fully applied: " + "; ".join(
                 outcome.problems)
-            log.warning("%s/%s: %s", self.namespace, self.name, msg)
-            if self.events:
-                try:
-                    await self.client.create_event(
-                        namespace=self.namespace, involved=self.obj, type_="Warning",
-                        reason=EVENT_REASON_NOT_APPLIED, message=msg, component=COMPONENT)
-                except (ApiError, OSError) as e:  # never fatal
-                    log.warning("%s/%s: cannot record event: %s", self.namespace, self.name, e)
+            log.warning("%s/%s: %s", self.namespace, self.name, problem)
         elif not outcome.problems and self.last_reported and self.last_reported[1]:
             log.info("%s/%s: power limit %d W per GPU applied", self.namespace, self.name,
                      outcome.requested_watts)
         self.last_reported = key
-        return outcome
+        return problem if self.events else None
+
+    async def _report_not_applied(self, message: str) -> None:
+        try:
+            await self.client.create_event(
+                namespace=self.namespace, involved=self.obj, type_="Warning",
+                reason=EVENT_REASON_NOT_APPLIED, message=message, component=COMPONENT)
+        except (ApiError, OSError) as e:  # never fatal
+            log.warning("%s/%s: cannot record event: %s", self.namespace, self.name, e)
 
     async def tick(self) -> bool:
         """Apply the limit, read, write telemetry. False when the GPUNode is gone.
@@ -849,10 +891,21 @@ class Fleet:
     async def _follow(self) -> None:
         nodes = self._informer(GPU_NODES, self._sync_list, self._on_event, self.synced, self.field_selector)
         if self.failsafe_after is None:
-            await asyncio.gather(nodes, self._follow_slices(), self._follow_racks())
+            await asyncio.gather(nodes, self._follow_slices(), self._follow_racks(),
+                                 self._freeze_when_listed())
         else:
             await asyncio.gather(nodes, self._follow_slices(), self._follow_racks(),
-                                 self._follow_lease(self.failsafe_after))
+                                 self._follow_lease(self.failsafe_after), self._freeze_when_listed())
+
+    async def _freeze_when_listed(self) -> None:
+        """Once the GPUNodes and the slices are listed, keeps the cyclic garbage collector off
+        what is held so far. A simulated fleet holds its whole site's objects and agents, which
+        hold no cycles to free; every full collection would walk them all (measured in one
+        process of 10,000 simulated agents: 0.2 s, in the middle of a curtailment's slice events).
+        What is replaced later is still freed by its reference count."""
+        await self.synced.wait()
+        await self.slices_synced.wait()
+        gc.freeze()
 
     def lease_seen(self, lease: Any, now: float, wall: datetime) -> None:
         """What a read of the operator's Lease tells: a renewal when its renewTime (or holder) moved
