@@ -521,6 +521,11 @@ class AgentProcess:
         return {src: m.get(f'stargate_agent_power_limit_changes_total{{source="{src}"}}', -1.0)
                 for src in ("slice", "rack", "gpunode")}
 
+    def last_change_at(self) -> float:
+        """When the process last set a limit on its (simulated) devices, by its own clock (seconds
+        since the epoch; 0: never or not exported)."""
+        return self.metrics().get("stargate_agent_last_power_limit_change_timestamp_seconds", 0.0)
+
     def stop(self) -> None:
         stop_group(self.proc, 30)
 

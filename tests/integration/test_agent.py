@@ -525,11 +525,14 @@ def test_cli_fleet_follows_the_racks_and_serves_its_metrics(
         m = metrics()
         assert m["stargate_agent_nodes"] == 3
         assert m['stargate_agent_nodes_limit_source{source="gpunode"}'] == 3
+        racked_at = time.time()
         set_rack_limits(kubectl, ns, "rack-a", {"sim-0": 300, "sim-1": 350, "sim-2": 500})
         asyncio.run(eventually(lambda: enforced() == {"sim-0": 300, "sim-1": 350, "sim-2": 500},
                                timeout=30))
         m = metrics()
         assert m['stargate_agent_nodes_limit_source{source="rack"}'] == 3
+        # dated by the process itself, after the rack's write
+        assert m["stargate_agent_last_power_limit_change_timestamp_seconds"] >= racked_at
         # Two devices' limits changed, through the rack; the third was already at its entry.
         assert m['stargate_agent_power_limit_changes_total{source="rack"}'] == 2
         assert m['stargate_agent_power_limit_changes_total{source="gpunode"}'] == 3

@@ -178,6 +178,9 @@ class FleetStats:
 
     limit_changes: dict[str, int] = field(
         default_factory=lambda: {FROM_SLICE: 0, FROM_RACK: 0, FROM_GPUNODE: 0})
+    # When a limit was last set on the devices (seconds since the epoch; 0: never). A process of
+    # many agents may answer a probe late while it reads its GPUs; this says when the change was.
+    last_change_at: float = 0.0
 
 
 @dataclass
@@ -411,6 +414,7 @@ class NodeAgent:
         self.last_outcome = outcome
         if outcome.changed and self.stats is not None:
             self.stats.limit_changes[source] += 1
+            self.stats.last_change_at = time.time()
         key = (outcome.requested_watts, outcome.problems)
         problem = None
         if outcome.problems and key != self.last_reported:

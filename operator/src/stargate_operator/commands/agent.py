@@ -233,6 +233,7 @@ def fleet_collector(fleet: Fleet | None, with_nodes: bool = True) -> Collector:
       (`gpunode`: neither lists it), or from nowhere yet (`none`: the operator has not decided);
     - `stargate_agent_power_limit_changes_total{source}`: limits set on the devices (a device whose
       limit already was the one asked for is not counted), by where the limit came from;
+    - `stargate_agent_last_power_limit_change_timestamp_seconds`: when one was last set;
     - `stargate_agent_shadow_limit_watts{node}`: in shadow mode, the limit each agent would apply.
     - the node's figures as last read: `stargate_agent_node_power_watts` (GPUs and the rest of the
       node), `stargate_agent_node_enforced_limit_watts` (per GPU, the highest of its GPUs),
@@ -276,6 +277,12 @@ def fleet_collector(fleet: Fleet | None, with_nodes: bool = True) -> Collector:
             for source, n in limit_changes.items():
                 changes.add_metric([source], n)
             yield changes
+            last = GaugeMetricFamily(
+                "stargate_agent_last_power_limit_change_timestamp_seconds",
+                "When a power limit was last set on the devices, in seconds since the epoch "
+                "(0: never).")
+            last.add_metric([], fleet.stats.last_change_at if fleet is not None else 0.0)
+            yield last
             shadow = GaugeMetricFamily(
                 "stargate_agent_shadow_limit_watts",
                 "Shadow mode (the site's spec.power.enforcement Observe): the per-GPU limit each "
