@@ -329,8 +329,9 @@ class NodeAgent:
         others (measured at 10,000 nodes: the few agents whose periodic report had begun just
         before a rack's write set their limit 30 to 60 s late). A backend that does not block is
         set here, in the caller's step: a slice's event then sets its hundreds of agents' limits
-        before the next event is read, with no task per agent (a task each cost a simulated fleet
-        1.2 s of its loop at 10,000 nodes)."""
+        before the next event is read, with no task per agent (in one process of 10,000 simulated
+        agents, 20 slice events 30 ms apart: every limit set 1.1 s after the first event, against
+        2.9 s with a task each)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -913,8 +914,9 @@ class Fleet:
         last walks them all (measured in one process of 10,000 simulated agents with 300 GPUNodes
         replaced a second: 0.2 to 0.3 s, in the middle of a curtailment's slice events). Freezing
         walks nothing. What it gives up: a reference cycle that is garbage at the moment of a
-        freeze is kept; a fleet's objects (the watches' documents, the agents) hold none. What is
-        replaced later is still freed by its reference count."""
+        freeze is never freed. The watches' documents are trees and the agents do not point back
+        at their tasks, so what a fleet holds forms none; what it replaces is still freed by its
+        reference count. A node's own agent freezes once."""
         await self.synced.wait()
         await self.slices_synced.wait()
         gc.freeze()
