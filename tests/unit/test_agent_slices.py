@@ -39,6 +39,16 @@ class SimClient:
         return [], "1"
 
 
+def _fleet_of_two() -> Fleet:
+    """A simulated fleet of n1 and n2 at 400 W from their GPUNodes, no rack listing them."""
+    fleet = Fleet(KubeClient.__new__(KubeClient), "ns", simulated_factory(seed=1), interval=60)
+    fleet.client = SimClient()  # type: ignore[assignment]
+    fleet._replace_racks([])
+    for name in ("n1", "n2"):
+        fleet.upsert({**_obj(400), "metadata": {"name": name, "namespace": "ns", "generation": 1}})
+    return fleet
+
+
 def test_a_ramp_is_interpolated_linearly_and_rounded_down() -> None:
     entries = slice_entries({"spec": {
         "limits": {"a": 400, "b": 600, "c": 500},
@@ -65,13 +75,8 @@ def test_a_malformed_slice_gives_what_can_be_read() -> None:
 
 
 async def test_the_slice_wins_over_the_rack_and_the_gpunode() -> None:
-    client = SimClient()
-    fleet = Fleet(KubeClient.__new__(KubeClient), "ns", simulated_factory(seed=1), interval=60)
-    fleet.client = client  # type: ignore[assignment]
+    fleet = _fleet_of_two()
     try:
-        fleet._replace_racks([])
-        for name in ("n1", "n2"):
-            fleet.upsert({**_obj(400), "metadata": {"name": name, "namespace": "ns", "generation": 1}})
         n1, n2 = fleet.agents["n1"], fleet.agents["n2"]
         await asyncio.sleep(0.05)
         assert n1.assigned_limit() == (400, FROM_GPUNODE)
@@ -111,13 +116,8 @@ async def test_a_slice_event_sets_the_limits_of_a_backend_that_does_not_block_at
     """A slice's event sets every listed agent's limit before the handler returns (no task per
     agent, no step of the loop between them); a backend that blocks is set by a task, off the
     loop, and its limit is in force once that task has run."""
-    client = SimClient()
-    fleet = Fleet(KubeClient.__new__(KubeClient), "ns", simulated_factory(seed=1), interval=60)
-    fleet.client = client  # type: ignore[assignment]
+    fleet = _fleet_of_two()
     try:
-        fleet._replace_racks([])
-        for name in ("n1", "n2"):
-            fleet.upsert({**_obj(400), "metadata": {"name": name, "namespace": "ns", "generation": 1}})
         await asyncio.sleep(0.05)
         n1, n2 = fleet.agents["n1"], fleet.agents["n2"]
         n2.backend = _Blocking("n2", SPEC, seed=1)
