@@ -41,8 +41,9 @@ FIELD_MANAGER = "bench-slice-writes"
 
 def _entries(value: str) -> int:
     n = int(value)
-    if not 1 <= n <= 1000:
-        raise argparse.ArgumentTypeError(f"must be 1..1000 (the slice size's range), not {n}")
+    if not kinds.MIN_SLICE_SIZE <= n <= kinds.MAX_SLICE_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"must be {kinds.MIN_SLICE_SIZE}..{kinds.MAX_SLICE_SIZE} (the slice size's range), not {n}")
     return n
 
 
@@ -130,8 +131,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--slices", type=int, default=200, help="slices written per round (default 200)")
-    p.add_argument("--entries", type=_entries, default=500,
-                   help="nodes per slice, 1..1000 (default 500, the operator's --slice-size default)")
+    p.add_argument("--entries", type=_entries, default=kinds.DEFAULT_SLICE_SIZE,
+                   help=f"nodes per slice, {kinds.MIN_SLICE_SIZE}..{kinds.MAX_SLICE_SIZE} (default "
+                        f"{kinds.DEFAULT_SLICE_SIZE}, the operator's --slice-size default)")
     p.add_argument("--verbs", type=_verbs, default=list(VERBS),
                    help=f"comma-separated, of {', '.join(VERBS)} (default all)")
     p.add_argument("--rounds", type=int, default=2, help="rounds of every verb, in turn (default 2)")

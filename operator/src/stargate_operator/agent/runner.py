@@ -91,11 +91,18 @@ FLEET_WAKE_REPORT_DELAY = 1.0
 # (and come back together on their retries), queued here they go out in turn.
 FLEET_WRITES = 8
 
-# Seconds between two freezes of what a process of many agents holds (Fleet._freeze_when_listed).
+# Seconds between two freezes of what a process of many agents holds (Fleet._keep_frozen).
 FLEET_FREEZE_EVERY = 10.0
 
 BackendFactory = Callable[[str, dict[str, Any]], GPUBackend]
 _PENDING: set[asyncio.Task[None]] = set()  # fire-and-forget applies, held until done
+
+
+def _spawn(loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> None:
+    """Runs `work` as a task of its own, held in _PENDING until done."""
+    task = loop.create_task(work)
+    _PENDING.add(task)
+    task.add_done_callback(_PENDING.discard)
 
 
 async def _stopped(task: asyncio.Task[Any]) -> None:
@@ -343,15 +350,13 @@ class NodeAgent:
         except Exception:  # the next pass applies it again
             log.exception("%s/%s: applying the power limit failed", self.namespace, self.name)
             return
-        task = loop.create_task(self._apply_quietly())
-        _PENDING.add(task)
-        task.add_done_callback(_PENDING.discard)
+        _spawn(loop, self._apply_quietly())
 
     async def _apply_quietly(self) -> None:
         try:
             await self.apply_limit()
         except Exception:  # the next pass applies it again
-            log.exception("%s/%s: applying the fail-safe limit failed", self.namespace, self.name)
+            log.exception("%s/%s: applying the power limit failed", self.namespace, self.name)
 
     def _assigned_limit(self) -> tuple[int, str] | None:
         if self.slice_entry is not None:
@@ -394,9 +399,7 @@ class NodeAgent:
         limit, source = to_set
         problem = self._record(self.backend.apply_power_limit(limit), source)
         if problem is not None:
-            task = loop.create_task(self._report_not_applied(problem))
-            _PENDING.add(task)
-            task.add_done_callback(_PENDING.discard)
+            _spawn(loop, self._report_not_applied(problem))
 
     def _to_set(self) -> tuple[int, str] | None:
         """The limit to set on the GPUs and where it came from; None: nothing to set (the operator
@@ -898,14 +901,12 @@ class Fleet:
 
     async def _follow(self) -> None:
         nodes = self._informer(GPU_NODES, self._sync_list, self._on_event, self.synced, self.field_selector)
-        if self.failsafe_after is None:
-            await asyncio.gather(nodes, self._follow_slices(), self._follow_racks(),
-                                 self._freeze_when_listed())
-        else:
-            await asyncio.gather(nodes, self._follow_slices(), self._follow_racks(),
-                                 self._follow_lease(self.failsafe_after), self._freeze_when_listed())
+        follow = [nodes, self._follow_slices(), self._follow_racks(), self._keep_frozen()]
+        if self.failsafe_after is not None:
+            follow.append(self._follow_lease(self.failsafe_after))
+        await asyncio.gather(*follow)
 
-    async def _freeze_when_listed(self) -> None:
+    async def _keep_frozen(self) -> None:
         """Once the GPUNodes and the slices are listed, keeps the cyclic garbage collector off
         what is held so far, and, in a process of many agents, off what it holds since, every
         FLEET_FREEZE_EVERY seconds. A simulated fleet holds its whole site's objects; each object

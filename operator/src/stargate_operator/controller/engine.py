@@ -10,10 +10,10 @@ against the cached status, server-side applies not already in effect, creates of
 deletes of present ones, many at a time. The applies of the controller's `write_first` kinds go
 out first, every one of them answered before any other write starts (the power controller's
 PowerLimitSlices: a new limit reaches every node agent with one write per slice); a controller with
-a `stager` plans in two steps, and they go out between the two, before the statuses are built. The rest give
-way once a change of a spec, or the plan's own next change by time, is due (`_superseded`). A
-write's response goes straight into the store, so the watch echo of our own write finds nothing
-left to do.
+a `stager` plans in two steps, and they go out between the two, before the statuses are built. The
+rest give way once a change of a spec, or the plan's own next change by time, is due
+(`_superseded`). A write's response goes straight into the store, so the watch echo of our own
+write finds nothing left to do.
 
 Why per namespace and not per object: a change to one rack's priority moves the power of every
 rack and node of the site; the core needs the whole site anyway, and a burst of a thousand events
