@@ -132,3 +132,20 @@ async def test_a_slice_event_sets_the_limits_of_a_backend_that_does_not_block_at
         assert n2.backend.limit_watts == 300
     finally:
         await fleet.stop()
+
+
+async def test_a_relist_of_the_same_slices_never_sets_another_limit_in_between() -> None:
+    """After a watch restarts, the list holds the same slices: no agent passes through its
+    GPUNode's limit (400, a raise over the slice's 300) on the way back to its entry."""
+    fleet = _fleet_of_two()
+    try:
+        await asyncio.sleep(0.05)
+        s0 = {"metadata": {"name": "limits-0"}, "spec": {"limits": {"n1": 300, "n2": 300}, "revision": 1}}
+        fleet._on_slice_event("ADDED", s0)
+        changes = fleet.stats.limit_changes.copy()
+        fleet._sync_slices([s0])
+        assert fleet.stats.limit_changes == changes
+        fleet._sync_slices([])  # the slice gone: back to the GPUNode's limit
+        assert fleet.agents["n1"].assigned_limit() == (400, FROM_GPUNODE)
+    finally:
+        await fleet.stop()

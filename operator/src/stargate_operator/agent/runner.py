@@ -766,10 +766,14 @@ class Fleet:
                 agent.set_slice_entry(self._slice_entry(node))
 
     def _sync_slices(self, items: list[dict[str, Any]]) -> None:
-        for name in list(self.slices):
+        """A (re)list: the listed slices first, then those gone dropped. Never all dropped and
+        listed again: an agent sets a new limit within the handler, and between the two it would
+        set its rack's or its GPUNode's (a raise, when the slice holds a curtailment)."""
+        listed = {o["metadata"]["name"]: slice_entries(o) for o in items}
+        for name, entries in listed.items():
+            self._slice_changed(name, entries)
+        for name in [n for n in self.slices if n not in listed]:
             self._slice_changed(name, None)
-        for o in items:
-            self._slice_changed(o["metadata"]["name"], slice_entries(o))
         self.slices_synced.set()
 
     def _on_slice_event(self, type_: str, obj: dict[str, Any]) -> None:
