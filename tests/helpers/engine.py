@@ -157,6 +157,30 @@ class FakeApi:
         self._emit("MODIFIED" if held else "ADDED", o)
         return copy.deepcopy(o)
 
+    async def replace(self, resource: ApiResource, namespace: str | None, name: str,
+                      body: Mapping[str, Any]) -> Any:
+        self.calls.append(("replace", name, copy.deepcopy(dict(body))))
+        self._maybe_fail("replace", name)
+        key = (resource.kind, namespace or "", name)
+        held = self.objects.get(key)
+        if held is None:
+            raise ApiError(404, "not found")
+        if body["metadata"].get("resourceVersion") != held["metadata"]["resourceVersion"]:
+            raise ApiError(409, "the object has been modified")
+        o = copy.deepcopy(dict(body))
+        generation = int(held["metadata"].get("generation") or 0)
+        if held.get("spec") != o.get("spec"):
+            generation += 1
+        # what a PUT cannot change (the server's own fields) comes from the held object
+        o["metadata"] = {**o["metadata"], "uid": held["metadata"]["uid"], "generation": generation,
+                         "resourceVersion": str(next(self._rv))}
+        o.pop("status", None)
+        if "status" in held:
+            o["status"] = held["status"]  # the status subresource's: a PUT of the object leaves it
+        self.objects[key] = o
+        self._emit("MODIFIED", o)
+        return copy.deepcopy(o)
+
     async def create(self, resource: ApiResource, namespace: str | None, body: Mapping[str, Any]) -> Any:
         name = body["metadata"]["name"]
         self.calls.append(("create", name))

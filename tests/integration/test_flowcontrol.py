@@ -3,8 +3,9 @@ PriorityLevelConfiguration that `helm template` renders (real Helm) are applied 
 ServiceAccount and RBAC, and requests made with that ServiceAccount's token are classified as the API
 server says in its response headers (`X-Kubernetes-PF-FlowSchema-UID`,
 `X-Kubernetes-PF-PriorityLevel-UID`): a GPUNode status patch goes to the chart's low priority level,
-while a PowerLimitSlice apply and a Lease write stay in the built-in `service-accounts` schema
-(priority level `workload-low`), and so does a GPUNode status patch by another identity (an agent)."""
+while a PowerLimitSlice write (an apply, an update) and a Lease write stay in the built-in
+`service-accounts` schema (priority level `workload-low`), and so does a GPUNode status patch by
+another identity (an agent)."""
 
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ def test_gpunode_status_patches_of_the_operator_go_to_the_low_priority_level(
              "the operator's GPUNode status patch classified into the chart's priority level")
     assert api.status("GPUNode", ns, "n1")["powerLimitWatts"] == 300
 
-    # Its slice writes (server-side apply, which also creates) are not.
+    # Its slice writes (server-side apply, which also creates, and an update) are not.
     slices = f"/apis/{kinds.API_VERSION}/namespaces/{ns}/{kinds.POWER_LIMIT_SLICE.plural}"
     body = {"apiVersion": kinds.API_VERSION, "kind": kinds.POWER_LIMIT_SLICE.kind,
             "metadata": {"name": "s1", "namespace": ns},
@@ -137,6 +138,13 @@ def test_gpunode_status_patches_of_the_operator_go_to_the_low_priority_level(
     code, headers = operator("PATCH", f"{slices}/s1?fieldManager=stargate-operator&force=true", body,
                              "application/apply-patch+yaml")
     assert code in (200, 201), (code, headers)
+    assert (headers[FS_HEADER], headers[PL_HEADER]) == builtin
+    # Nor its rewrite of a held slice (an update onto the version it holds).
+    held = api.request("GET", f"{slices}/s1")
+    body["metadata"]["resourceVersion"] = held["metadata"]["resourceVersion"]
+    body["spec"] = {"limits": {"n1": 280}, "safeLimits": {}, "revision": 2}
+    code, headers = operator("PUT", f"{slices}/s1", body, "application/json")
+    assert code == 200, (code, headers)
     assert (headers[FS_HEADER], headers[PL_HEADER]) == builtin
     # Nor its fail-safe Lease, created and renewed.
     leases = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"

@@ -335,7 +335,7 @@ def test_template_default(helm: Helm) -> None:
         assert "*" not in (g, r, v)
         if g == "stargate.dev" and not r.endswith("/status"):
             # PowerLimitSlices are the operator's own intent, written by it alone
-            allowed = ("create", "patch") if r == kinds.POWER_LIMIT_SLICE.plural else ()
+            allowed = ("create", "patch", "update") if r == kinds.POWER_LIMIT_SLICE.plural else ()
             assert v in ("get", "list", "watch", *allowed), (g, r, v)
     binding = one(docs, "ClusterRoleBinding")
     assert binding["subjects"] == [
@@ -1290,6 +1290,20 @@ def record_run(cluster: Cluster, release: str, site_namespace: str) -> RecordedR
         # The fail-safe Lease's first renewal comes once the store is synced, like the statuses,
         # so it may follow them: the record is complete once it exists.
         _wait(f"the fail-safe Lease in {site_namespace}", leased, 30, proc, log)
+
+        # A change of limits: the slices, created by apply, are rewritten onto the version held.
+        def revisions() -> dict[str, int]:
+            items = cluster.kubectl.json("get", kinds.POWER_LIMIT_SLICE.plural, "-n", site_namespace)["items"]
+            return {o["metadata"]["name"]: o["spec"]["revision"] for o in items}
+
+        before = revisions()
+        site = next(d for d in sample_site(site_namespace) if d["kind"] == kinds.STARGATE_CLUSTER.kind)
+        curtailment = {"percent": 90, "reason": "the recorded run's change of limits"}
+        cluster.kubectl("patch", kinds.STARGATE_CLUSTER.plural, site["metadata"]["name"], "-n",
+                        site_namespace, "--type=merge", "-p",
+                        json.dumps({"spec": {"power": {"curtailment": curtailment}}}))
+        _wait("a slice rewritten with the curtailment's limits",
+              lambda: any(rev > before.get(name, rev) for name, rev in revisions().items()), 30, proc, log)
     finally:
         _stop_operator(proc)
     time.sleep(0.5)  # the last audit lines (the Lease's release) reach the file

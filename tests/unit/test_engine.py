@@ -505,6 +505,69 @@ async def test_applies_creates_and_deletes_are_written_once_and_skipped_once_in_
     assert api.objects[("ConfigMap", "site-a", "rack-r1")]["data"] == {"rack": "r1"}
 
 
+async def test_a_kind_only_the_controller_writes_is_created_by_apply_then_replaced_onto_its_held_version(
+        clocks: Clocks, engines: list[Engine]) -> None:
+    """`replace_kinds`: an absent object is created by an apply; a held one is changed by a PUT that
+    carries the store's resourceVersion and keeps what others set on its metadata; a write made
+    since (409) is retried onto the version the watch brings; one deleted meanwhile (404) is
+    created again."""
+    api = FakeApi([rack_obj("r0"), rack_obj("r1")], plurals(RACKS, CONFIGMAPS))
+
+    def planner(objects: list[dict[str, Any]], now: datetime, settings: None, cache: None) -> Plan:
+        racks = [o for o in objects if o["kind"] == "Rack"]
+        return Plan(applies=[configmap(f"rack-{o['metadata']['name']}",
+                                       {"priority": str(o["spec"]["priority"])}) for o in racks])
+
+    ctl: Controller[None, None] = Controller(
+        name="configs", resources=(RACKS, CONFIGMAPS), planner=planner, settings=None,
+        new_cache=lambda: None, replace_kinds=("ConfigMap",))
+    engine = await started(api, clocks, [ctl])
+    engines.append(engine)
+    await engine.run_due()
+    assert sorted(c[1] for c in api.writes("apply")) == ["rack-r0", "rack-r1"] and not api.writes("replace")
+    await api.settle()
+    # Someone labels one; the engine sees it (the watch).
+    key = ("ConfigMap", "site-a", "rack-r0")
+    cm = api.objects[key]
+    cm["metadata"] = {**cm["metadata"], "labels": {"team": "ops"}, "resourceVersion": "90001"}
+    api._emit("MODIFIED", cm)
+    await api.settle()
+
+    async def recompute(priority: int) -> None:
+        api.change("Rack", "site-a", "r0", {"priority": priority})
+        await api.settle()
+        clocks.advance(1)
+        await engine.run_due()
+
+    await recompute(7)
+    (_, name, body), = api.writes("replace")
+    assert name == "rack-r0" and body["metadata"]["resourceVersion"] == "90001"
+    assert api.objects[key]["data"] == {"priority": "7"}
+    assert api.objects[key]["metadata"]["labels"] == {"team": "ops"}, "a PUT keeps what others set"
+    assert len(api.writes("apply")) == 2
+    await api.settle()
+    # Written by someone the watch has not shown yet: 409, and retried onto the version it brings.
+    held = api.objects[key]
+    api.objects[key] = {**held, "metadata": {**held["metadata"], "resourceVersion": "90002"}}
+    await recompute(8)
+    assert api.objects[key]["data"] == {"priority": "7"} and engine.stats.write_errors == 0
+    assert engine.next_due() == pytest.approx(clocks.t + SETTINGS.retry_delay)
+    api._emit("MODIFIED", api.objects[key])
+    await api.settle()
+    clocks.advance(SETTINGS.retry_delay)
+    await engine.run_due()
+    assert api.writes("replace")[-1][2]["metadata"]["resourceVersion"] == "90002"
+    assert api.objects[key]["data"] == {"priority": "8"}
+    await api.settle()
+    # Deleted by someone the watch has not shown yet: 404, and created again by the retry.
+    del api.objects[key]
+    await recompute(9)
+    assert key not in api.objects and engine.store.get(key) is None
+    clocks.advance(SETTINGS.retry_delay)
+    await engine.run_due()
+    assert api.writes("apply")[-1][1] == "rack-r0" and api.objects[key]["data"] == {"priority": "9"}
+
+
 async def test_a_delete_of_an_object_already_gone_is_done_and_a_conflict_is_retried(
         clocks: Clocks, engines: list[Engine]) -> None:
     api = FakeApi([configmap("a", {}), configmap("b", {})], plurals(CONFIGMAPS))
@@ -615,6 +678,15 @@ class SlowApi(FakeApi):
         self.log.append(("applied", resource.kind))
         return out
 
+    async def replace(self, resource: ApiResource, namespace: str | None, name: str,
+                      body: Mapping[str, Any]) -> Any:
+        self.log.append(("replace", resource.kind))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        out = await super().replace(resource, namespace, name, body)
+        self.log.append(("replaced", resource.kind))
+        return out
+
 
 async def test_slices_are_written_and_answered_before_any_node(
         clocks: Clocks, engines: list[Engine]) -> None:
@@ -628,7 +700,7 @@ async def test_slices_are_written_and_answered_before_any_node(
 
     def check_order() -> None:
         slices_done = max(i for i, (what, kind) in enumerate(api.log)
-                          if kind == "PowerLimitSlice" and what == "applied")
+                          if kind == "PowerLimitSlice" and what in ("applied", "replaced"))
         first_other = min(i for i, (what, kind) in enumerate(api.log) if kind in ("GPUNode", "Rack"))
         assert slices_done < first_other
         # Each slice carries its nodes' limits, the figure their own statuses carry (a curtailment
@@ -654,6 +726,7 @@ async def test_slices_are_written_and_answered_before_any_node(
     clocks.advance(1)
     await engine.run_due()
     assert {kind for _, kind in api.log} >= {"PowerLimitSlice", "Rack", "GPUNode"}
+    assert ("replaced", "PowerLimitSlice") in api.log, "a held slice is written onto its version"
     check_order()
     plan = plan_campus(list(api.objects.values()), clocks.wall(), CampusSettings())
     assert all(merge_patch(api.objects[k].get("status"), want) == {} for k, want in plan.statuses.items())

@@ -7,12 +7,13 @@ namespaces, in a Role per watched namespace otherwise.
 - apiGroups: [{{ include "stargate-operator.group" . | quote }}]
   resources: {{ include "stargate-operator.kindResources" . }}
   verbs: ["list", "watch"]
-# The limits travel in PowerLimitSlices, which only the operator writes: server-side apply, a patch
-# that creates an absent slice (so the API server also asks for create; its audit log records the
-# patch). A slice left without racks is emptied, never deleted.
+# The limits travel in PowerLimitSlices, which only the operator writes: an absent slice is created
+# by server-side apply (a patch that creates, so the API server also asks for create; its audit log
+# records the patch), a held one is rewritten whole by an update carrying the resourceVersion held.
+# A slice left without racks is emptied, never deleted.
 - apiGroups: [{{ include "stargate-operator.group" . | quote }}]
   resources: [{{ include "stargate-operator.plural" "PowerLimitSlice" | quote }}]
-  verbs: ["create", "patch"]
+  verbs: ["create", "patch", "update"]
 # It writes status only, with merge patches on the status subresource: never a spec.
 - apiGroups: [{{ include "stargate-operator.group" . | quote }}]
   resources: {{ include "stargate-operator.statusResources" . }}

@@ -178,6 +178,13 @@ class KubeClient:
         return await self.request("PATCH", resource.path(namespace, name), verb="patch", params=params,
                                   body=body, content_type="application/apply-patch+yaml")
 
+    async def replace(self, resource: ApiResource, namespace: str | None, name: str,
+                      body: Mapping[str, Any]) -> Any:
+        """PUT the whole object (an update): `body` replaces what is held (but its status, where the
+        kind has a status subresource); its `metadata.resourceVersion` makes it conditional, a 409
+        when the object changed since that version."""
+        return await self.request("PUT", resource.path(namespace, name), verb="update", body=body)
+
     async def patch(self, resource: ApiResource, namespace: str | None, name: str, patch: Mapping[str, Any],
                     *, subresource: str | None = None) -> Any:
         """JSON merge patch of an object (or of its subresource); null removes a field."""

@@ -6,7 +6,8 @@ cluster for a controller that is not per namespace (slot.py). The scheduler wait
 be quiet for `coalesce_delay` (or at most `max_delay` after the first change; a change of a spec
 is due `coalesce_delay` after itself), runs the controller's pure planner over the unit's objects
 once, and writes what the plan asks for and the store does not hold yet: status patches diffed
-against the cached status, server-side applies not already in effect, creates of absent objects,
+against the cached status, server-side applies not already in effect (for a kind only the
+controller writes, a PUT onto the version held: `replace_kinds`), creates of absent objects,
 deletes of present ones, many at a time. The applies of the controller's `write_first` kinds go
 out first, every one of them answered before any other write starts (the power controller's
 PowerLimitSlices: a new limit reaches every node agent with one write per slice); a controller with
@@ -140,6 +141,26 @@ def _without_nulls(body: Any) -> Any:
     if isinstance(body, dict):
         return {k: _without_nulls(v) for k, v in body.items() if v is not None}
     return body
+
+
+# What a PUT keeps of the held object's metadata: what others may have set on it.
+_KEPT_METADATA = ("labels", "annotations", "ownerReferences", "finalizers")
+
+
+def _replacement(held: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The PUT of an apply's `body` onto the `held` object: its spec whole (a field it leaves out is
+    removed, as an apply by the field's only manager removes it), the held labels, annotations,
+    owners and finalizers kept, and the held resourceVersion, so that a write made since is a 409
+    (the watch brings it, the retry writes onto it), never silently overwritten."""
+    out: dict[str, Any] = _without_nulls(body)
+    meta = dict(out["metadata"])
+    have = held["metadata"]
+    for field_name in _KEPT_METADATA:
+        if field_name in have and field_name not in meta:
+            meta[field_name] = have[field_name]
+    meta["resourceVersion"] = have["resourceVersion"]
+    out["metadata"] = meta
+    return out
 
 
 @dataclass
@@ -646,8 +667,13 @@ class Engine:
         async with self._write_sem:
             if not self.active.is_set():
                 return False
+            held = self.store.get(key) if verb == "apply" and kind in controller.replace_kinds else None
+            if held is not None:
+                verb = "update"
             try:
-                if verb == "apply":
+                if held is not None:
+                    obj = await self.client.replace(res, namespace or None, name, _replacement(held, payload))
+                elif verb == "apply":
                     obj = await self.client.apply(res, namespace or None, name, _without_nulls(payload),
                                                   field_manager=controller.field_manager, force=True)
                 elif verb == "create":
@@ -662,6 +688,8 @@ class Engine:
                 if verb == "delete" and e.status == 404:
                     self.store.delete(key)  # gone already: done
                     return True
+                if verb == "update" and e.status == 404:
+                    self.store.delete(key)  # deleted by someone: the retry creates it again
                 return self._write_failed(verb, key, e)
             except Exception as e:
                 return self._write_failed(verb, key, e)

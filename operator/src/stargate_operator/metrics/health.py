@@ -48,7 +48,8 @@ ALLOCATION_SECONDS = Histogram(
 )
 API_WRITES = Counter(
     "stargate_api_writes_total",
-    "Writes to the Kubernetes API by kind of the object written and verb (patch_status, create_event).",
+    "Writes to the Kubernetes API by kind of the object written and verb (patch_status, apply, update, "
+    "create, patch, delete, create_event).",
     ["kind", "verb"],
     registry=None,
 )
