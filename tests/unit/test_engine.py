@@ -510,7 +510,7 @@ async def test_a_kind_only_the_controller_writes_is_created_by_apply_then_replac
     """`replace_kinds`: an absent object is created by an apply; a held one is changed by a PUT that
     carries the store's resourceVersion and keeps what others set on its metadata; a write made
     since (409) is retried onto the version the watch brings; one deleted meanwhile (404) is
-    created again."""
+    created again; an update that RBAC refuses (403) turns the kind's writes back into applies."""
     api = FakeApi([rack_obj("r0"), rack_obj("r1")], plurals(RACKS, CONFIGMAPS))
 
     def planner(objects: list[dict[str, Any]], now: datetime, settings: None, cache: None) -> Plan:
@@ -566,6 +566,17 @@ async def test_a_kind_only_the_controller_writes_is_created_by_apply_then_replac
     clocks.advance(SETTINGS.retry_delay)
     await engine.run_due()
     assert api.writes("apply")[-1][1] == "rack-r0" and api.objects[key]["data"] == {"priority": "9"}
+    await api.settle()
+    # A Role without the update verb (from before it was needed): refused once, applied from then on.
+    api.fail("replace", "rack-r0", 403)
+    replaced, applied = len(api.writes("replace")), len(api.writes("apply"))
+    await recompute(10)
+    clocks.advance(SETTINGS.retry_delay)
+    await engine.run_due()
+    await api.settle()
+    await recompute(11)
+    assert api.objects[key]["data"] == {"priority": "11"}
+    assert len(api.writes("replace")) == replaced + 1 and len(api.writes("apply")) == applied + 2
 
 
 async def test_a_delete_of_an_object_already_gone_is_done_and_a_conflict_is_retried(

@@ -226,6 +226,8 @@ class Engine:
         # skip decoding those events (the store has the object from the write's response).
         self._own_versions: set[bytes] = set()
         self._terminating: set[str] = set()  # namespaces whose refused creates were logged
+        # `replace_kinds` whose update RBAC refused (a Role from before it was needed): applied.
+        self._update_refused: set[str] = set()
         self._patch_counters = {kind: metrics.API_WRITES.labels(kind=kind, verb=_PATCH_STATUS)
                                 for kind in self.resources}
         self._refresh = MeasuredRefresh(settings.measured_refresh_seconds)
@@ -667,7 +669,9 @@ class Engine:
         async with self._write_sem:
             if not self.active.is_set():
                 return False
-            held = self.store.get(key) if verb == "apply" and kind in controller.replace_kinds else None
+            replace = (verb == "apply" and kind in controller.replace_kinds
+                       and kind not in self._update_refused)
+            held = self.store.get(key) if replace else None
             if held is not None:
                 verb = "update"
             try:
@@ -690,6 +694,12 @@ class Engine:
                     return True
                 if verb == "update" and e.status == 404:
                     self.store.delete(key)  # deleted by someone: the retry creates it again
+                if verb == "update" and e.status == 403 and kind not in self._update_refused:
+                    # Limits must still reach the agents: the retry applies, as before updates.
+                    self._update_refused.add(kind)
+                    logger.warning("update of %s %s/%s refused (%s): the operator's Role lacks the update "
+                                   "verb on %s; writing them by server-side apply, which costs the API "
+                                   "server more CPU per write", kind, namespace, name, e, res.plural)
                 return self._write_failed(verb, key, e)
             except Exception as e:
                 return self._write_failed(verb, key, e)
