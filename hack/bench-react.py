@@ -13,8 +13,9 @@ printed (`react_runs_s`). No ratio: nothing is compared.
 It also prints where the time went: the first slice write after the change (as the watch on the
 slices sees it), the operator's writes made by each second (its counter, read once a second), the
 CPU seconds of the API server, etcd and the operator over the reaction, and the API server's CPU,
-allocation and garbage collections per write (its /metrics); with `--profile DIR`, the API
-server's pprof and a py-spy profile of the operator over it.
+allocation and garbage collections per write (its /metrics): the median run's at the top level,
+every run's under `runs`; with `--profile DIR`, the API server's pprof and a py-spy profile of the
+operator over the first.
 
     .venv/bin/python hack/bench-react.py --nodes 100000 [--tree] [--json] [--profile DIR]
 """
@@ -87,6 +88,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["react_s"] = reacts[len(reacts) // 2]
             median = next(r for r in runs if r["react_s"] == result["react_s"])
             result.update({k: v for k, v in median.items() if k != "react_s"})
+            # every run's figures too: a garbage collection of the API server's heap in one run
+            # and not in another moves its seconds more than anything the operator does
+            result["runs"] = runs
             op.stop()
         finally:
             await client.aclose()
