@@ -7,8 +7,9 @@ namespace, before a single status is built:
 - stages the change from the limits the slices hold to the nodes' new `powerLimitWatts`, lower
   before raise (staging.py), the constraints above a node being its site, every power and cooling
   domain on its rack's path and its rack itself;
-- writes each slice whole (server-side apply of its spec, a `revision` that grows with every change),
-  empties the slices left without racks, counts confirmed nodes in each slice's status;
+- writes each slice whole (its spec as an apply, which the engine sends as an update of a slice it
+  holds; a `revision` that grows with every change), empties the slices left without racks,
+  counts confirmed nodes in each slice's status;
 and on `finish()`, the core's statuses with each node's slice named in its GPUNode status
 (`powerLimitSlice`). `plan_campus` is the two at once.
 
