@@ -5,10 +5,10 @@ On a fresh local control plane (real kube-apiserver + etcd, the CRDs installed),
 `--slices` PowerLimitSlices of `--entries` nodes each, then rewrites every one of them with new
 limits (each entry changes, as in a site-wide curtailment), 8 writes in flight, once per verb in
 `--verbs`, `--rounds` times in turn:
-- `apply`: server-side apply, the operator's way;
+- `apply`: server-side apply, how the operator creates a slice;
 - `merge`: a JSON merge patch of the spec;
-- `put`: an update (PUT) carrying the resourceVersion of the writer's last write, as a client with
-  the object in its cache would send it (no read first).
+- `put`: an update (PUT) carrying the resourceVersion of the writer's last write, how the operator
+  rewrites a slice it holds (no read first).
 Prints, per verb, the API server's CPU per write (its /proc figures, the one that counts on a shared
 machine) and the writes a second. `--profile DIR` records the API server's CPU profile (Go's pprof)
 over the first round of the first verb and writes its summary (DIR/summary.txt).

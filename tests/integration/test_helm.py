@@ -1297,9 +1297,9 @@ def record_run(cluster: Cluster, release: str, site_namespace: str) -> RecordedR
             return {o["metadata"]["name"]: o["spec"]["revision"] for o in items}
 
         before = revisions()
-        site = next(d for d in sample_site(site_namespace) if d["kind"] == kinds.STARGATE_CLUSTER.kind)
+        site = next(k.split("/", 1)[1] for k in statuses if k.startswith(f"{kinds.STARGATE_CLUSTER.kind}/"))
         curtailment = {"percent": 90, "reason": "the recorded run's change of limits"}
-        cluster.kubectl("patch", kinds.STARGATE_CLUSTER.plural, site["metadata"]["name"], "-n",
+        cluster.kubectl("patch", kinds.STARGATE_CLUSTER.plural, site, "-n",
                         site_namespace, "--type=merge", "-p",
                         json.dumps({"spec": {"power": {"curtailment": curtailment}}}))
         _wait("a slice rewritten with the curtailment's limits",

@@ -9,7 +9,7 @@ single real wait. Watch events go through the engine's real informers (client/in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -670,33 +670,28 @@ class SlowApi(FakeApi):
         super().__init__(*a)
         self.log: list[tuple[str, str]] = []
 
-    async def patch_status(self, resource: ApiResource, namespace: str | None, name: str,
-                           patch: Mapping[str, Any], *, resource_version: str | None = None) -> Any:
-        kind = resource.kind
-        self.log.append(("start", kind))
+    async def _slowly(self, kind: str, start: str, done: str, write: Awaitable[Any]) -> Any:
+        self.log.append((start, kind))
         for _ in range(3):
             await asyncio.sleep(0)
-        out = await super().patch_status(resource, namespace, name, patch, resource_version=resource_version)
-        self.log.append(("done", kind))
+        out = await write
+        self.log.append((done, kind))
         return out
+
+    async def patch_status(self, resource: ApiResource, namespace: str | None, name: str,
+                           patch: Mapping[str, Any], *, resource_version: str | None = None) -> Any:
+        return await self._slowly(resource.kind, "start", "done", super().patch_status(
+            resource, namespace, name, patch, resource_version=resource_version))
 
     async def apply(self, resource: ApiResource, namespace: str | None, name: str, body: Mapping[str, Any],
                     *, field_manager: str, force: bool) -> Any:
-        self.log.append(("apply", resource.kind))
-        for _ in range(3):
-            await asyncio.sleep(0)
-        out = await super().apply(resource, namespace, name, body, field_manager=field_manager, force=force)
-        self.log.append(("applied", resource.kind))
-        return out
+        return await self._slowly(resource.kind, "apply", "applied", super().apply(
+            resource, namespace, name, body, field_manager=field_manager, force=force))
 
     async def replace(self, resource: ApiResource, namespace: str | None, name: str,
                       body: Mapping[str, Any]) -> Any:
-        self.log.append(("replace", resource.kind))
-        for _ in range(3):
-            await asyncio.sleep(0)
-        out = await super().replace(resource, namespace, name, body)
-        self.log.append(("replaced", resource.kind))
-        return out
+        return await self._slowly(resource.kind, "replace", "replaced", super().replace(
+            resource, namespace, name, body))
 
 
 async def test_slices_are_written_and_answered_before_any_node(

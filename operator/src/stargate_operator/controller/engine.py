@@ -669,14 +669,13 @@ class Engine:
         async with self._write_sem:
             if not self.active.is_set():
                 return False
-            replace = (verb == "apply" and kind in controller.replace_kinds
-                       and kind not in self._update_refused)
-            held = self.store.get(key) if replace else None
-            if held is not None:
-                verb = "update"
-            try:
+            if verb == "apply" and kind in controller.replace_kinds and kind not in self._update_refused:
+                held = self.store.get(key)  # the freshest version: the one the update is made onto
                 if held is not None:
-                    obj = await self.client.replace(res, namespace or None, name, _replacement(held, payload))
+                    verb, payload = "update", _replacement(held, payload)
+            try:
+                if verb == "update":
+                    obj = await self.client.replace(res, namespace or None, name, payload)
                 elif verb == "apply":
                     obj = await self.client.apply(res, namespace or None, name, _without_nulls(payload),
                                                   field_manager=controller.field_manager, force=True)
