@@ -563,6 +563,7 @@ async def test_a_kind_only_the_controller_writes_is_created_by_apply_then_replac
     del api.objects[key]
     await recompute(9)
     assert key not in api.objects and engine.store.get(key) is None
+    assert engine.stats.write_errors == 0, "an object gone is not a failed write"
     clocks.advance(SETTINGS.retry_delay)
     await engine.run_due()
     assert api.writes("apply")[-1][1] == "rack-r0" and api.objects[key]["data"] == {"priority": "9"}

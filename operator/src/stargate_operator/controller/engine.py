@@ -692,7 +692,11 @@ class Engine:
                     self.store.delete(key)  # gone already: done
                     return True
                 if verb == "update" and e.status == 404:
-                    self.store.delete(key)  # deleted by someone: the retry creates it again
+                    # Deleted since (by someone, or with its namespace): the retry creates it again,
+                    # unless the namespace is going, which the create is then told.
+                    self.store.delete(key)
+                    logger.info("update of %s %s/%s: gone; created again by the retry", kind, namespace, name)
+                    return False
                 if verb == "update" and e.status == 403 and kind not in self._update_refused:
                     # Limits must still reach the agents: the retry applies, as before updates.
                     self._update_refused.add(kind)
